@@ -1,0 +1,176 @@
+// Broker: channels, subscriptions and the message lifecycle. The one place where the WIT
+// operations of wasi:messaging@0.2.0-draft have their meaning; the TCP server, the HTTP admin and
+// the wasm host are front doors onto these calls.
+//
+// Threading: every method may be called from any thread. Each channel's state is guarded by its
+// own mutex (never one global lock) and no lock is held across storage I/O. Callbacks (handlers)
+// run on a broker or storage thread with no broker lock held; they must be short and must not
+// block (post real work to your own executor; see broker/async.h for completion-token wrappers).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "broker/channel_settings.h"
+#include "common/message.h"
+#include "common/result.h"
+#include "common/unique_function.h"
+#include "storage/store.h"
+
+namespace witmq::broker {
+
+struct BrokerOptions {
+  // RocksDB directory.
+  std::string data_dir = "./data";
+  storage::StoreOptions store;  // store.path is set from data_dir
+  // Create a channel with `default_channel` settings the first time it is used.
+  bool auto_create_channels = true;
+  ChannelSettings default_channel;
+  // Channels declared up front (name, settings). Settings of an existing channel are updated to
+  // these on open; a kind that differs from the stored one is an error.
+  std::vector<std::pair<std::string, ChannelSettings>> channels;
+
+  // Messages returned by one receive when the client did not set "batch-size". 1..max.
+  uint32_t default_batch_size = 100;
+  uint32_t max_batch_size = 10'000;
+  // Limits on send.
+  uint32_t max_send_batch = 10'000;            // messages in one send
+  size_t max_message_bytes = 1 << 20;          // data bytes of one message
+  uint32_t max_metadata_entries = 64;          // metadata pairs of one message
+  size_t max_metadata_bytes = 16 << 10;        // keys + values of one message
+  // Recent messages of each channel kept in memory so consumers that keep up never read disk.
+  size_t tail_cache_bytes = 8 << 20;
+};
+
+// A connected client: the WIT `client` resource. Created by Broker::connect.
+class Client;
+using ClientPtr = std::shared_ptr<Client>;
+
+struct ReceiveOptions {
+  // At most this many messages; 0 = the client's "batch-size" for the channel.
+  uint32_t max_messages = 0;
+  // Give up after this long with an empty batch; nullopt = wait until a message arrives (or the
+  // client disconnects, or the broker shuts down).
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+struct SubscriptionStats {
+  std::string name;  // "" for a point-to-point channel's shared subscription
+  bool durable = true;
+  uint64_t floor = 0;    // every seq below is settled
+  uint64_t next = 0;     // next seq never delivered
+  uint64_t lag = 0;      // head - floor: messages not yet settled
+  uint64_t in_flight = 0;
+  uint64_t available = 0;
+};
+
+struct ChannelStats {
+  std::string name;
+  ChannelSettings settings;
+  bool is_dead_letter = false;   // a "<x>.dlq" channel, or named as someone's dead-letter channel
+  uint64_t first_seq = 0;        // first retained
+  uint64_t head_seq = 0;         // next to assign
+  uint64_t depth = 0;            // messages not settled in the busiest subscription
+  uint64_t in_flight = 0;        // acquired now, all subscriptions
+  int64_t oldest_age_ms = 0;     // age of the oldest unsettled message, 0 if none
+  uint64_t sends_total = 0, deliveries_total = 0, redeliveries_total = 0, completes_total = 0,
+           abandons_total = 0, lease_expiries_total = 0, dead_letters_total = 0;
+  std::vector<SubscriptionStats> subscriptions;
+};
+
+class Broker {
+ public:
+  using SendHandler = UniqueFunction<void(Status)>;
+  using ReceiveHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
+
+  // Opens (or creates) the data directory and recovers every channel, subscription, cursor and
+  // delivery state. Leases held at a crash become available again with their attempt counted.
+  // Timers (leases, backoff, wait timeouts, retention) run on `executor`.
+  static Result<std::unique_ptr<Broker>> open(BrokerOptions options,
+                                              boost::asio::any_io_executor executor);
+  ~Broker();  // shutdown()
+
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // ---- WIT: messaging-types ------------------------------------------------------------------
+  // client.connect(name). A non-empty name makes the client's publish-subscribe subscriptions
+  // durable under that name; "" makes them ephemeral (gone at disconnect).
+  Result<ClientPtr> connect(std::string_view name);
+  // The client is gone: its pending receives end with kUnavailable, the messages it holds become
+  // available again (a failed attempt each), its ephemeral subscriptions are removed.
+  void disconnect(const ClientPtr& client);
+
+  // ---- WIT: producer -------------------------------------------------------------------------
+  // Appends `messages` to `channel` (auto-created if allowed). Reserved "witmq-" metadata keys are
+  // dropped. `done` runs once the batch is durable per the channel's durability; only then do
+  // consumers see it.
+  void send(const ClientPtr& client, std::string_view channel, std::vector<Message> messages,
+            SendHandler done);
+
+  // ---- WIT: consumer -------------------------------------------------------------------------
+  // Acquires up to N messages from any of `channels` (one channel per batch), waiting as
+  // `options` says. An empty batch means the timeout passed. Delivered messages carry the
+  // reserved metadata (witmq-id, witmq-attempt, witmq-receipt, ...). The client's position on
+  // each channel is kept between calls.
+  void receive(const ClientPtr& client, std::vector<std::string> channels,
+               ReceiveOptions options, ReceiveHandler done);
+  // Ends the client's pending receives now with an empty batch (e.g. a stream stopped).
+  void cancel_receives(const ClientPtr& client);
+
+  // update-guest-configuration: the client's channels and extensions. Channels no longer listed
+  // are unsubscribed (ephemeral subscriptions removed, durable ones kept). Extensions apply to the
+  // listed channels: "start", "group", "batch-size", "lease-ms", "settlement"
+  // (docs/CONFIGURATION.md). Unknown keys and bad values are errors naming the key.
+  Status update_guest_configuration(const ClientPtr& client, const GuestConfiguration& config);
+  // The configuration last set (channels + extensions).
+  GuestConfiguration guest_configuration(const ClientPtr& client) const;
+
+  // complete-message / abandon-message: settle by the message's witmq-receipt. A missing,
+  // malformed, unknown or expired receipt is refused (kStaleReceipt / kInvalidArgument).
+  Status complete_message(const Message& message);
+  Status abandon_message(const Message& message);
+  // Keeps the message acquired for `extension` more from now (guests' running handlers).
+  Status extend_lease(const Message& message, std::chrono::milliseconds extension);
+
+  // ---- admin ---------------------------------------------------------------------------------
+  // Creates the channel, or updates the settings of an existing one (kind cannot change:
+  // kAlreadyExists).
+  Status declare_channel(std::string_view name, const ChannelSettings& settings);
+  Status delete_channel(std::string_view name);
+  std::vector<ChannelStats> list_channels();
+  Result<ChannelStats> channel_stats(std::string_view name);
+  // Reads messages [from, ...) without acquiring them (browse, e.g. of a dead-letter channel).
+  Result<std::vector<Message>> browse(std::string_view channel, uint64_t from_seq,
+                                      uint32_t max_messages);
+  // Moves up to `max_messages` available messages of dead-letter channel `dlq` back to their
+  // source channels, each move one atomic write. Returns how many moved.
+  Result<uint64_t> replay_dead_letters(std::string_view dlq, uint64_t max_messages);
+  // Settles every available message of `channel` in every subscription (acquired ones are left
+  // to their consumers). Returns how many were removed.
+  Result<uint64_t> purge(std::string_view channel);
+  // A consistent copy of the data directory, for backup.
+  Status checkpoint(const std::string& dir);
+  storage::StoreStats store_stats() const;
+
+  // Ends every pending receive with kUnavailable, refuses new calls, waits for in-flight writes
+  // and closes the store. Idempotent.
+  void shutdown();
+
+  boost::asio::any_io_executor executor() const;
+
+ private:
+  struct Impl;
+  explicit Broker(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace witmq::broker

@@ -1,0 +1,151 @@
+// Store: witmq's RocksDB log. Channels' messages, sparse per-subscription delivery state, cursors
+// and definitions, written through one group-commit path.
+//
+// Column families:
+//   messages  : u32 channel | u64 seq         -> encode_message(...)
+//   delivery  : u32 subscription | u64 seq    -> encode_delivery(...)
+//   meta      : 'C' u32 channel               -> ChannelRecord
+//               'S' u32 subscription          -> SubscriptionRecord
+//               'K' u32 subscription          -> CursorRecord
+//               'H' u32 channel               -> HeadRecord
+//
+// Thread safety: every method may be called from any thread. Writes are queued to one commit
+// thread, which merges what is queued into one WriteBatch and one WAL write (and one fsync when a
+// request needs it), then runs the requests' callbacks in submission order. Reads go straight to
+// RocksDB and see every write whose callback has run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "storage/records.h"
+
+namespace witmq::storage {
+
+struct StoreOptions {
+  // Directory of the RocksDB database; created if missing.
+  std::string path;
+  // Largest merged WriteBatch the commit thread builds before writing (bytes). Larger batches
+  // amortize fsync better but delay the first request in them. Default 4 MiB.
+  size_t max_commit_bytes = 4 << 20;
+  // RocksDB memtable size per column family (bytes). Default 64 MiB.
+  size_t write_buffer_size = 64 << 20;
+  // RocksDB block cache (bytes). Default 64 MiB.
+  size_t block_cache_bytes = 64 << 20;
+};
+
+// A set of writes applied atomically. Build it on any thread, then hand it to Store::commit.
+// Encoding happens here, on the caller's thread; the commit thread only copies bytes.
+class WriteSet {
+ public:
+  void put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m);
+  void put_delivery(SubscriptionId sub, Seq seq, const DeliveryRecord& r);
+  void delete_delivery(SubscriptionId sub, Seq seq);
+  // Removes delivery records [from, to) of `sub`.
+  void delete_deliveries(SubscriptionId sub, Seq from, Seq to);
+  void put_cursor(SubscriptionId sub, const CursorRecord& c);
+  void put_head(ChannelId ch, const HeadRecord& h);
+  void put_channel(const ChannelRecord& c);
+  void delete_channel(ChannelId ch);  // definition, head and every message of the channel
+  void put_subscription(const SubscriptionRecord& s);
+  void delete_subscription(SubscriptionId sub);  // definition, cursor and delivery records
+  // Removes messages [from, to) of channel `ch` (a range delete).
+  void delete_messages(ChannelId ch, Seq from, Seq to);
+
+  bool empty() const { return ops_.empty(); }
+  size_t bytes() const { return buf_.size(); }
+  size_t op_count() const { return ops_.size(); }
+
+ private:
+  friend class Store;
+  enum class OpKind : uint8_t { kPut, kDelete, kDeleteRange };
+  struct Op {
+    OpKind kind;
+    uint8_t cf;  // 0 messages, 1 delivery, 2 meta
+    uint32_t a_off, a_len;  // key (or range begin)
+    uint32_t b_off, b_len;  // value (or range end)
+  };
+  void add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b);
+  std::string buf_;
+  std::vector<Op> ops_;
+};
+
+// Everything Store::recover() finds, for the broker to rebuild its state from.
+struct RecoveredState {
+  struct Channel {
+    ChannelRecord def;
+    HeadRecord head;  // head.next is never below (last stored seq + 1)
+  };
+  struct Subscription {
+    SubscriptionRecord def;
+    CursorRecord cursor;
+    std::vector<std::pair<Seq, DeliveryRecord>> deliveries;  // ascending seq
+  };
+  std::vector<Channel> channels;            // ascending id
+  std::vector<Subscription> subscriptions;  // ascending id
+};
+
+// Commit-path counters, for metrics.
+struct StoreStats {
+  uint64_t commits = 0;         // requests committed
+  uint64_t writes = 0;          // merged RocksDB writes
+  uint64_t syncs = 0;           // WAL fsyncs
+  uint64_t bytes_written = 0;   // WriteSet bytes committed
+  uint64_t sync_micros_total = 0;
+  uint64_t max_requests_per_write = 0;
+};
+
+class Store {
+ public:
+  // Called on the commit thread once the write set is applied (or failed). Keep it short: post
+  // any real work elsewhere.
+  using CommitCallback = std::function<void(Status)>;
+
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+  // Drains the commit queue (every queued write is applied and its callback run), then closes.
+  ~Store();
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Queues `writes` for the commit thread. `done` runs once its Durability promise holds.
+  // Writes are applied in submission order. After close() has begun, `done` gets kUnavailable.
+  void commit(WriteSet writes, Durability durability, CommitCallback done);
+  // commit() and wait for it.
+  Status commit_and_wait(WriteSet writes, Durability durability);
+
+  // Up to `max_count` messages of channel `ch` with seq >= from and seq < to, ascending, stopping
+  // early once `max_bytes` of data is collected (always at least one message if any exists).
+  Result<std::vector<StoredMessage>> read(ChannelId ch, Seq from, Seq to, size_t max_count,
+                                          size_t max_bytes = SIZE_MAX);
+  Result<std::optional<StoredMessage>> get(ChannelId ch, Seq seq);
+  // The first seq in [from, to) whose publish time is >= time_ms, or `to` if none.
+  Result<Seq> find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time_ms);
+  // Approximate bytes on disk and in memtables for messages [from, to) of `ch`.
+  uint64_t approximate_bytes(ChannelId ch, Seq from, Seq to);
+
+  // Reads every definition, head, cursor and delivery record. Call once, before any commit.
+  Result<RecoveredState> recover();
+
+  // Writes a consistent RocksDB checkpoint (hard links where possible) into `dir`, which must
+  // not exist yet.
+  Status checkpoint(const std::string& dir);
+
+  // Stops accepting commits, drains the queue and flushes memtables. Idempotent.
+  void close();
+
+  StoreStats stats() const;
+
+ private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace witmq::storage
