@@ -1,0 +1,642 @@
+#include "storage/store.h"
+
+#include <fmt/format.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "storage/codec.h"
+
+namespace witmq::storage {
+
+namespace {
+
+rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+std::string_view view(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+
+// Maps a RocksDB status to our error vocabulary, keeping RocksDB's text.
+Error from_rocksdb(const rocksdb::Status& s, std::string_view what) {
+  ErrorCode code = ErrorCode::kIoError;
+  if (s.IsCorruption()) code = ErrorCode::kCorruption;
+  if (s.IsInvalidArgument()) code = ErrorCode::kInvalidArgument;
+  return Error(code, fmt::format("{}: {}", what, s.ToString()));
+}
+
+// The compression for cold data: LZ4 is cheap enough to run on every flush and compaction
+// without competing much with the commit thread; fall back to none if this RocksDB lacks it.
+rocksdb::CompressionType cold_compression() {
+  auto supported = rocksdb::GetSupportedCompressions();
+  bool has_lz4 =
+      std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) != supported.end();
+  return has_lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
+}
+
+rocksdb::DBOptions make_db_options() {
+  rocksdb::DBOptions o;
+  o.create_if_missing = true;
+  o.create_missing_column_families = true;
+  // One flush and one compaction at a time: this is sized for small machines where the commit
+  // thread and the network threads need the other cores.
+  o.max_background_jobs = 2;
+  // Let SST files reach the disk in 1 MiB steps while they are written instead of all at once at
+  // their final fsync, which would stall a concurrent WAL fsync behind a large writeback.
+  o.bytes_per_sync = 1 << 20;
+  // The promise behind Durability: after a crash, replay the WAL up to the first torn record (the
+  // tail of an unsynced write) and nothing after it. Explicit because it is a contract, not a
+  // tuning choice.
+  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // RocksDB's own diagnostic LOG stays small and bounded in the data directory.
+  o.max_log_file_size = 16 << 20;
+  o.keep_log_file_num = 4;
+  return o;
+}
+
+// Column family options for a log workload: appends at the tail in key order, reads near the tail
+// (range scans), range deletes from the head as messages are settled or expire.
+rocksdb::ColumnFamilyOptions make_cf_options(ColumnFamily cf, const StoreOptions& options,
+                                             const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o;
+  o.write_buffer_size = options.write_buffer_size;
+  // Up to three memtables can wait for flush before writes stall, so a burst is absorbed while
+  // the single flush job catches up.
+  o.max_write_buffer_number = 4;
+  // Sizes levels from the bottom up: with retention deleting old data the database grows and
+  // shrinks, and this keeps write amplification near the minimum for whatever size it has.
+  o.level_compaction_dynamic_level_bytes = true;
+  // L0 and L1 hold recent data, much of which is settled and range-deleted before it goes deeper;
+  // compressing it would spend CPU on bytes that are about to disappear.
+  auto cold = cold_compression();
+  o.compression_per_level = {
+      rocksdb::kNoCompression, rocksdb::kNoCompression, cold, cold, cold, cold, cold};
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  if (cf == ColumnFamily::kMessages) {
+    // Reads are sequential scans; larger blocks mean fewer index entries and fewer cache lookups
+    // per message. No bloom filter: scans cannot use it.
+    table.block_size = 16 << 10;
+  }
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // memtable_insert_with_hint_prefix_extractor is deliberately not set: in RocksDB 7.8 the hints
+  // are shared between a memtable's point and range-tombstone skiplists, and a DeleteRange after
+  // puts of the same prefix corrupts the memtable (fixed upstream in 8.x). The skiplist's own
+  // sequential-insert splice already makes in-order appends of one channel cheap.
+  return o;
+}
+
+}  // namespace
+
+// ---- WriteSet --------------------------------------------------------------------------------
+
+void WriteSet::add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b) {
+  Op op{kind, cf, static_cast<uint32_t>(buf_.size()), static_cast<uint32_t>(a.size()), 0, 0};
+  buf_.append(a);
+  op.b_off = static_cast<uint32_t>(buf_.size());
+  op.b_len = static_cast<uint32_t>(b.size());
+  buf_.append(b);
+  ops_.push_back(op);
+}
+
+void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m) {
+  // Encoded in place: key, then value, straight into buf_, with no temporary strings.
+  Op op{OpKind::kPut,
+        static_cast<uint8_t>(ColumnFamily::kMessages),
+        static_cast<uint32_t>(buf_.size()),
+        kLogKeySize,
+        0,
+        0};
+  append_log_key(buf_, ch, seq);
+  op.b_off = static_cast<uint32_t>(buf_.size());
+  append_message(buf_, publish_time_ms, m);
+  op.b_len = static_cast<uint32_t>(buf_.size() - op.b_off);
+  ops_.push_back(op);
+}
+
+void WriteSet::put_delivery(SubscriptionId sub, Seq seq, const DeliveryRecord& r) {
+  add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kDelivery), delivery_key(sub, seq),
+      encode_delivery(r));
+}
+
+void WriteSet::delete_delivery(SubscriptionId sub, Seq seq) {
+  add(OpKind::kDelete, static_cast<uint8_t>(ColumnFamily::kDelivery), delivery_key(sub, seq), {});
+}
+
+void WriteSet::delete_deliveries(SubscriptionId sub, Seq from, Seq to) {
+  // An empty range deletes nothing; RocksDB would refuse a range whose end precedes its begin.
+  if (from >= to) return;
+  add(OpKind::kDeleteRange, static_cast<uint8_t>(ColumnFamily::kDelivery), delivery_key(sub, from),
+      delivery_key(sub, to));
+}
+
+void WriteSet::put_cursor(SubscriptionId sub, const CursorRecord& c) {
+  add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMeta), meta_key(kCursorTag, sub),
+      encode_cursor(c));
+}
+
+void WriteSet::put_head(ChannelId ch, const HeadRecord& h) {
+  add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMeta), meta_key(kHeadTag, ch),
+      encode_head(h));
+}
+
+void WriteSet::put_channel(const ChannelRecord& c) {
+  add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMeta), meta_key(kChannelTag, c.id),
+      encode_channel(c));
+}
+
+void WriteSet::delete_channel(ChannelId ch) {
+  constexpr auto meta = static_cast<uint8_t>(ColumnFamily::kMeta);
+  add(OpKind::kDelete, meta, meta_key(kChannelTag, ch), {});
+  add(OpKind::kDelete, meta, meta_key(kHeadTag, ch), {});
+  add(OpKind::kDeleteRange, static_cast<uint8_t>(ColumnFamily::kMessages), message_key(ch, 0),
+      log_key_end(ch));
+}
+
+void WriteSet::put_subscription(const SubscriptionRecord& s) {
+  add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMeta), meta_key(kSubscriptionTag, s.id),
+      encode_subscription(s));
+}
+
+void WriteSet::delete_subscription(SubscriptionId sub) {
+  constexpr auto meta = static_cast<uint8_t>(ColumnFamily::kMeta);
+  add(OpKind::kDelete, meta, meta_key(kSubscriptionTag, sub), {});
+  add(OpKind::kDelete, meta, meta_key(kCursorTag, sub), {});
+  add(OpKind::kDeleteRange, static_cast<uint8_t>(ColumnFamily::kDelivery), delivery_key(sub, 0),
+      log_key_end(sub));
+}
+
+void WriteSet::delete_messages(ChannelId ch, Seq from, Seq to) {
+  if (from >= to) return;  // as in delete_deliveries
+  add(OpKind::kDeleteRange, static_cast<uint8_t>(ColumnFamily::kMessages), message_key(ch, from),
+      message_key(ch, to));
+}
+
+// ---- Store::Impl -----------------------------------------------------------------------------
+
+struct Store::Impl {
+  struct Request {
+    WriteSet writes;
+    Durability durability;
+    CommitCallback done;
+  };
+
+  StoreOptions options;
+  std::unique_ptr<rocksdb::DB> db;
+  // Indexed by ColumnFamily. The default column family is opened (RocksDB requires it) but unused.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+
+  // Guards queue and accepting. The commit thread sleeps on queue_cv while the queue is empty.
+  std::mutex queue_mu;
+  std::condition_variable queue_cv;
+  std::deque<Request> queue;
+  bool accepting = true;
+  std::thread commit_thread;
+
+  // close() runs once; later calls wait for the first to finish.
+  std::mutex close_mu;
+  bool closed = false;
+
+  mutable std::mutex stats_mu;
+  StoreStats stats;
+
+  rocksdb::ColumnFamilyHandle* cf(ColumnFamily c) const { return handles[static_cast<size_t>(c)]; }
+
+  ~Impl() {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    if (default_cf) db->DestroyColumnFamilyHandle(default_cf);
+    db->Close();
+  }
+
+  void commit_loop();
+  // Moves the next merge group from the queue into `group`: a lone kSync request, or a run of
+  // kGroup / kNone requests up to max_commit_bytes (always at least one request).
+  void take_group(std::vector<Request>& group);
+  void write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch);
+  void close();
+};
+
+void Store::Impl::commit_loop() {
+  std::vector<Request> group;
+  // Reused across writes: Clear() keeps its buffer, so steady state allocates nothing here.
+  rocksdb::WriteBatch batch;
+  for (;;) {
+    {
+      std::unique_lock lock(queue_mu);
+      queue_cv.wait(lock, [&] { return !queue.empty() || !accepting; });
+      // Closing exits only once everything queued before it has been written.
+      if (queue.empty()) return;
+      take_group(group);
+    }
+    write_group(group, batch);
+    group.clear();
+  }
+}
+
+void Store::Impl::take_group(std::vector<Request>& group) {
+  size_t bytes = queue.front().writes.bytes();
+  bool alone = queue.front().durability == Durability::kSync;
+  group.push_back(std::move(queue.front()));
+  queue.pop_front();
+  if (alone) return;
+  // Stops at a kSync request rather than skipping it: requests are applied in submission order.
+  while (!queue.empty() && queue.front().durability != Durability::kSync &&
+         bytes + queue.front().writes.bytes() <= options.max_commit_bytes) {
+    bytes += queue.front().writes.bytes();
+    group.push_back(std::move(queue.front()));
+    queue.pop_front();
+  }
+}
+
+void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch) {
+  batch.Clear();
+  bool sync = false;
+  uint64_t bytes = 0;
+  rocksdb::Status s;
+  for (const auto& req : group) {
+    // A merged write is as durable as its most demanding member.
+    sync = sync || req.durability != Durability::kNone;
+    bytes += req.writes.bytes();
+    const std::string& buf = req.writes.buf_;
+    for (const auto& op : req.writes.ops_) {
+      auto* handle = handles[op.cf];
+      rocksdb::Slice a(buf.data() + op.a_off, op.a_len);
+      rocksdb::Slice b(buf.data() + op.b_off, op.b_len);
+      switch (op.kind) {
+        case WriteSet::OpKind::kPut:
+          s = batch.Put(handle, a, b);
+          break;
+        case WriteSet::OpKind::kDelete:
+          s = batch.Delete(handle, a);
+          break;
+        case WriteSet::OpKind::kDeleteRange:
+          s = batch.DeleteRange(handle, a, b);
+          break;
+      }
+      if (!s.ok()) break;
+    }
+    if (!s.ok()) break;
+  }
+
+  auto started = std::chrono::steady_clock::now();
+  if (s.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    s = db->Write(wo, &batch);
+  }
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
+
+  if (s.ok()) {
+    std::lock_guard lock(stats_mu);
+    stats.commits += group.size();
+    stats.writes += 1;
+    stats.bytes_written += bytes;
+    if (sync) {
+      stats.syncs += 1;
+      stats.sync_micros_total += static_cast<uint64_t>(micros);
+    }
+    stats.max_requests_per_write = std::max<uint64_t>(stats.max_requests_per_write, group.size());
+  }
+
+  Status result;
+  if (!s.ok()) {
+    result = Error(ErrorCode::kIoError,
+                   fmt::format("storage: write of {} requests ({} bytes) failed: {}", group.size(),
+                               bytes, s.ToString()));
+  }
+  for (auto& req : group) {
+    if (req.done) req.done(result);
+  }
+}
+
+void Store::Impl::close() {
+  std::lock_guard close_lock(close_mu);
+  if (closed) return;
+  {
+    std::lock_guard lock(queue_mu);
+    accepting = false;
+  }
+  queue_cv.notify_one();
+  commit_thread.join();
+  // Flushing here means the next open replays no WAL. A failure is harmless for durability (the
+  // WAL still holds everything) and close() has nobody to report it to, so it is not reported.
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  db->Flush(fo, handles).PermitUncheckedError();
+  closed = true;
+}
+
+// ---- Store -----------------------------------------------------------------------------------
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() { close(); }
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+  if (options.path.empty()) return invalid_argument("storage: path is empty");
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (size_t i = 0; i < kColumnFamilyCount; ++i) {
+    descriptors.emplace_back(std::string(kColumnFamilyNames[i]),
+                             make_cf_options(static_cast<ColumnFamily>(i), options, cache));
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(make_db_options(), options.path, descriptors, &handles, &raw);
+  if (!s.ok()) return from_rocksdb(s, fmt::format("storage: opening '{}'", options.path));
+
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->db.reset(raw);
+  impl->default_cf = handles[0];
+  impl->handles.assign(handles.begin() + 1, handles.end());
+  impl->commit_thread = std::thread([p = impl.get()] { p->commit_loop(); });
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+void Store::commit(WriteSet writes, Durability durability, CommitCallback done) {
+  {
+    std::lock_guard lock(impl_->queue_mu);
+    if (impl_->accepting) {
+      impl_->queue.push_back({std::move(writes), durability, std::move(done)});
+      // Notified under the lock: cheap here, and it cannot race with close() joining the thread.
+      impl_->queue_cv.notify_one();
+      return;
+    }
+  }
+  // Refused on the caller's thread, outside the lock, so the callback may call back into us.
+  if (done) done(Error(ErrorCode::kUnavailable, "storage: the store is closing"));
+}
+
+Status Store::commit_and_wait(WriteSet writes, Durability durability) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  commit(std::move(writes), durability, [&promise](Status s) { promise.set_value(std::move(s)); });
+  return future.get();
+}
+
+Result<std::vector<StoredMessage>> Store::read(ChannelId ch, Seq from, Seq to, size_t max_count,
+                                               size_t max_bytes) {
+  std::vector<StoredMessage> out;
+  if (from >= to || max_count == 0) return out;
+  std::string begin = message_key(ch, from), end = message_key(ch, to);
+  rocksdb::Slice upper = slice(end);
+  rocksdb::ReadOptions ro;
+  // Bounds the scan so the iterator never walks past `to` (or through the range tombstones of a
+  // neighbouring channel) looking for the next key.
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+  size_t bytes = 0;
+  for (it->Seek(slice(begin)); it->Valid() && out.size() < max_count; it->Next()) {
+    auto m = decode_message(view(it->key()), view(it->value()));
+    if (!m) return std::move(m).error();
+    // The longest prefix within max_bytes, but never an empty batch while messages exist.
+    if (!out.empty() && bytes + m->message.data.size() > max_bytes) break;
+    bytes += m->message.data.size();
+    out.push_back(std::move(m).value());
+  }
+  if (!it->status().ok()) {
+    return from_rocksdb(it->status(), fmt::format("storage: reading channel {}", ch));
+  }
+  return out;
+}
+
+Result<std::optional<StoredMessage>> Store::get(ChannelId ch, Seq seq) {
+  std::string key = message_key(ch, seq);
+  rocksdb::PinnableSlice value;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kMessages), slice(key),
+                          &value);
+  if (s.IsNotFound()) return std::optional<StoredMessage>();
+  if (!s.ok())
+    return from_rocksdb(s, fmt::format("storage: reading {}", describe_key("messages", key)));
+  auto m = decode_message(key, view(value));
+  if (!m) return std::move(m).error();
+  return std::optional<StoredMessage>(std::move(m).value());
+}
+
+// Binary search over sequence numbers. It assumes publish times are non-decreasing in seq order,
+// which holds up to clock adjustments because seqs are assigned in publish order; where the clock
+// stepped back the answer may be off by the messages published during the step. Each probe seeks
+// to the first stored message at or after the midpoint, so gaps (deleted ranges) are skipped
+// rather than mistaken for the end.
+Result<Seq> Store::find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time_ms) {
+  if (from >= to) return to;
+  std::string end = message_key(ch, to);
+  rocksdb::Slice upper = slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+
+  // Reads the first stored message at or after `seq` (below `to`): its seq and publish time, or
+  // nullopt if there is none.
+  auto probe = [&](Seq seq) -> Result<std::optional<std::pair<Seq, int64_t>>> {
+    it->Seek(slice(message_key(ch, seq)));
+    if (!it->Valid()) {
+      if (!it->status().ok()) {
+        return from_rocksdb(it->status(), fmt::format("storage: searching channel {}", ch));
+      }
+      return std::optional<std::pair<Seq, int64_t>>();
+    }
+    auto m = decode_message(view(it->key()), view(it->value()));
+    if (!m) return std::move(m).error();
+    return std::optional<std::pair<Seq, int64_t>>({m->seq, m->publish_time_ms});
+  };
+
+  // Invariant: the answer is the first stored message at or after `lo`, and every stored message
+  // below `lo` (within [from, to)) was published before time_ms.
+  Seq lo = from, hi = to;
+  while (lo < hi) {
+    Seq mid = lo + (hi - lo) / 2;
+    auto p = probe(mid);
+    if (!p) return std::move(p).error();
+    if (!*p || (*p)->second >= time_ms) {
+      hi = mid;
+    } else {
+      lo = (*p)->first + 1;
+    }
+  }
+  if (lo >= to) return to;
+  auto p = probe(lo);
+  if (!p) return std::move(p).error();
+  return *p ? (*p)->first : to;
+}
+
+uint64_t Store::approximate_bytes(ChannelId ch, Seq from, Seq to) {
+  if (from >= to) return 0;
+  std::string begin = message_key(ch, from), end = message_key(ch, to);
+  rocksdb::Range range(slice(begin), slice(end));
+  rocksdb::SizeApproximationOptions o;
+  o.include_memtables = true;
+  o.include_files = true;
+  uint64_t size = 0;
+  // An estimate for metrics and retention; on failure (none is expected) report nothing stored.
+  auto s = impl_->db->GetApproximateSizes(o, impl_->cf(ColumnFamily::kMessages), &range, 1, &size);
+  return s.ok() ? size : 0;
+}
+
+Result<RecoveredState> Store::recover() {
+  std::map<ChannelId, ChannelRecord> channels;
+  std::map<ChannelId, std::pair<std::string, HeadRecord>> heads;  // key kept for errors
+  std::map<SubscriptionId, RecoveredState::Subscription> subs;
+  std::map<SubscriptionId, std::pair<std::string, CursorRecord>> cursors;
+
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kMeta)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view key = view(it->key()), value = view(it->value());
+      auto parsed = parse_meta_key(key);
+      char tag = parsed ? parsed->first : '\0';
+      switch (tag) {
+        case kChannelTag: {
+          auto r = decode_channel(key, value);
+          if (!r) return std::move(r).error();
+          channels.emplace(r->id, std::move(r).value());
+          break;
+        }
+        case kHeadTag: {
+          auto r = decode_head(key, value);
+          if (!r) return std::move(r).error();
+          heads.emplace(parsed->second, std::pair(std::string(key), *r));
+          break;
+        }
+        case kSubscriptionTag: {
+          auto r = decode_subscription(key, value);
+          if (!r) return std::move(r).error();
+          subs[r->id].def = std::move(r).value();
+          break;
+        }
+        case kCursorTag: {
+          auto r = decode_cursor(key, value);
+          if (!r) return std::move(r).error();
+          cursors.emplace(parsed->second, std::pair(std::string(key), *r));
+          break;
+        }
+        default:
+          return Error(ErrorCode::kCorruption,
+                       fmt::format("{}: not a meta key (expected a tag C, S, K or H and a 4-byte "
+                                   "id; {} bytes)",
+                                   describe_key("meta", key), key.size()));
+      }
+    }
+    if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
+  }
+
+  // A head or cursor without its definition means a write path broke the invariant that they are
+  // written and deleted together; refuse to guess which of the two is right.
+  for (const auto& [id, entry] : heads) {
+    if (!channels.contains(id)) {
+      return Error(ErrorCode::kCorruption,
+                   fmt::format("{}: head record of channel {} which has no channel record",
+                               describe_key("meta", entry.first), id));
+    }
+  }
+  for (const auto& [id, entry] : cursors) {
+    auto sub = subs.find(id);
+    if (sub == subs.end()) {
+      return Error(ErrorCode::kCorruption,
+                   fmt::format("{}: cursor of subscription {} which has no subscription record",
+                               describe_key("meta", entry.first), id));
+    }
+    sub->second.cursor = entry.second;
+  }
+
+  RecoveredState state;
+  state.channels.reserve(channels.size());
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kMessages)));
+    for (auto& [id, def] : channels) {
+      RecoveredState::Channel c;
+      c.def = std::move(def);
+      auto head = heads.find(id);
+      bool have_head = head != heads.end();
+      if (have_head) c.head = head->second.second;
+
+      // The last stored message bounds head.next from below: a head record written in an earlier
+      // batch than the newest messages (or never written) must not reuse their sequences. The
+      // message is decoded, not just located, so a torn tail shows up now rather than on read.
+      std::string end = log_key_end(id);
+      it->SeekForPrev(slice(end));
+      if (it->Valid() && view(it->key()).starts_with(std::string_view(end).substr(0, 4))) {
+        // decode_message also rejects a key of the wrong size.
+        auto last = decode_message(view(it->key()), view(it->value()));
+        if (!last) return std::move(last).error();
+        c.head.next = std::max(c.head.next, last->seq + 1);
+        if (!have_head) {
+          it->Seek(slice(message_key(id, 0)));
+          if (it->Valid()) {  // else the status check below reports why
+            auto first = parse_log_key(view(it->key()));
+            if (!first) {
+              return Error(ErrorCode::kCorruption,
+                           fmt::format("{}: not a message key of channel {}",
+                                       describe_key("messages", view(it->key())), id));
+            }
+            c.head.first = first->second;
+          }
+        }
+      }
+      if (!it->status().ok()) {
+        return from_rocksdb(it->status(), fmt::format("storage: reading channel {}", id));
+      }
+      state.channels.push_back(std::move(c));
+    }
+  }
+
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kDelivery)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view key = view(it->key());
+      auto r = decode_delivery(key, view(it->value()));
+      if (!r) return std::move(r).error();
+      auto [sub_id, seq] = *parse_log_key(key);  // decode_delivery checked the key's size
+      auto sub = subs.find(sub_id);
+      if (sub == subs.end()) {
+        return Error(ErrorCode::kCorruption,
+                     fmt::format("{}: delivery record of subscription {} which has no "
+                                 "subscription record",
+                                 describe_key("delivery", key), sub_id));
+      }
+      sub->second.deliveries.emplace_back(seq, *r);
+    }
+    if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading delivery");
+  }
+
+  state.subscriptions.reserve(subs.size());
+  for (auto& [id, sub] : subs) state.subscriptions.push_back(std::move(sub));
+  return state;
+}
+
+Status Store::checkpoint(const std::string& dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  auto s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
+  std::unique_ptr<rocksdb::Checkpoint> cp(raw);
+  if (s.ok()) s = cp->CreateCheckpoint(dir);
+  if (!s.ok()) return from_rocksdb(s, fmt::format("storage: checkpoint into '{}'", dir));
+  return ok_status();
+}
+
+void Store::close() { impl_->close(); }
+
+StoreStats Store::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace witmq::storage
