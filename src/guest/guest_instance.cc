@@ -1,0 +1,410 @@
+#include "guest/guest_instance.h"
+
+#include <future>
+#include <map>
+#include <span>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "guest/canonical_abi.h"
+
+namespace witmq::guest {
+namespace {
+
+using namespace abi_names;  // NOLINT: the names are the point of this file
+
+// The host imports: module, WIT name, count of i32 params of the flattened core signature
+// (arguments + a return-area pointer when the results flatten to more than one value; no core
+// results). Derivations are in docs/GUESTS.md.
+struct ImportEntry {
+  const char* module;
+  const char* name;
+  size_t params;
+};
+constexpr ImportEntry kImports[] = {
+    // connect(name: string) -> result<client, error>: string(2) + retptr
+    {kTypes, "[static]client.connect", 3},
+    // trace() -> string: retptr
+    {kTypes, "[static]error.trace", 1},
+    {kTypes, "[resource-drop]client", 1},
+    {kTypes, "[resource-drop]error", 1},
+    // send(c: client, ch: channel, m: list<message>) -> result<_, error>: 1 + 2 + 2 + retptr
+    {kProducer, "send", 6},
+    // subscribe-try-receive(c, ch, t-milliseconds: u32) -> result<option<list<message>>, error>
+    {kConsumer, "subscribe-try-receive", 5},
+    // subscribe-receive(c, ch) -> result<list<message>, error>
+    {kConsumer, "subscribe-receive", 4},
+    // update-guest-configuration(gc) -> result<_, error>: 5 + retptr
+    {kConsumer, "update-guest-configuration", 6},
+    // complete-message(m: message) / abandon-message(m) -> result<_, error>: 6 + retptr
+    {kConsumer, "complete-message", 7},
+    {kConsumer, "abandon-message", 7},
+};
+
+FuncSig i32s(size_t params, size_t results) {
+  return FuncSig{std::vector<ValType>(params, ValType::kI32),
+                 std::vector<ValType>(results, ValType::kI32)};
+}
+
+uint32_t u32(RawValue v) { return static_cast<uint32_t>(v); }
+
+// Runs `start(callback)` and blocks this (guest worker) thread until the broker calls back. No
+// lock of ours is held here, and the broker runs callbacks with none of its own.
+template <typename T, typename Start>
+T await_broker(Start&& start) {
+  std::promise<T> promise;
+  std::future<T> future = promise.get_future();
+  start([p = std::move(promise)](T value) mutable { p.set_value(std::move(value)); });
+  return future.get();
+}
+
+}  // namespace
+
+const ModuleRequirements& guest_requirements() {
+  static const ModuleRequirements req = [] {
+    ModuleRequirements r;
+    for (const ImportEntry& e : kImports) {
+      r.offered_imports.push_back(ImportSpec{e.module, e.name, i32s(e.params, 0)});
+    }
+    r.exports = {
+        {kConfigure, i32s(0, 1), true},      // () -> retptr of result<guest-configuration, error>
+        {kHandler, i32s(2, 1), true},        // (list<message>) -> retptr of result<_, error>
+        {kRealloc, i32s(4, 1), true},        // (old_ptr, old_size, align, new_size) -> ptr
+        {kPostConfigure, i32s(1, 0), false},
+        {kPostHandler, i32s(1, 0), false},
+    };
+    r.memory_export = kMemory;
+    return r;
+  }();
+  return req;
+}
+
+Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
+                                                            const WasmLimits& limits) {
+  return WasmModule::compile_file(path, guest_requirements(), limits);
+}
+
+// The instance's memory and cabi_realloc, for the canonical ABI.
+class GuestInstance::Memory : public abi::GuestMemory {
+ public:
+  explicit Memory(GuestInstance& g) : g_(g) {}
+  std::span<uint8_t> bytes() override {
+    return {g_.wasm_->memory_data(), static_cast<size_t>(g_.wasm_->memory_size())};
+  }
+  uint32_t realloc(uint32_t old_ptr, uint32_t old_size, uint32_t align,
+                   uint32_t new_size) override {
+    CallOutcome o = g_.wasm_->call(g_.realloc_, {old_ptr, old_size, align, new_size}, &results_);
+    if (!o.ok()) {
+      if (!g_.realloc_failure_) g_.realloc_failure_ = o;
+      throw GuestTrap(o.message);
+    }
+    return u32(results_.at(0));
+  }
+
+ private:
+  GuestInstance& g_;
+  std::vector<RawValue> results_;
+};
+
+GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {}
+
+GuestInstance::~GuestInstance() {
+  std::vector<broker::ClientPtr> clients;
+  {
+    std::lock_guard lock(connected_mu_);
+    if (!interrupted_) clients.swap(connected_);
+  }
+  if (ctx_.broker) {
+    for (const auto& c : clients) ctx_.broker->disconnect(c);
+  }
+}
+
+Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
+    std::shared_ptr<const WasmModule> module, InstanceContext context) {
+  std::unique_ptr<GuestInstance> g(new GuestInstance(std::move(context)));
+  auto wasm = WasmInstance::instantiate(std::move(module), g->host_functions());
+  if (!wasm.ok()) {
+    Error e = std::move(wasm).error();
+    return Error(e.code, fmt::format("guest '{}': {}", g->ctx_.guest_name, e.message));
+  }
+  g->wasm_ = std::move(wasm).value();
+  g->memory_ = std::make_unique<Memory>(*g);
+  g->configure_ = g->wasm_->find_export(kConfigure);
+  g->handler_ = g->wasm_->find_export(kHandler);
+  g->post_configure_ = g->wasm_->find_export(kPostConfigure);
+  g->post_handler_ = g->wasm_->find_export(kPostHandler);
+  g->realloc_ = g->wasm_->find_export(kRealloc);
+  return g;
+}
+
+bool GuestInstance::usable() const { return wasm_->usable() && !failed_; }
+uint32_t GuestInstance::memory_pages() const { return wasm_->memory_pages(); }
+
+void GuestInstance::interrupt() {
+  std::vector<broker::ClientPtr> clients;
+  {
+    std::lock_guard lock(connected_mu_);
+    interrupted_ = true;
+    clients = connected_;
+  }
+  if (ctx_.broker) {
+    for (const auto& c : clients) ctx_.broker->disconnect(c);
+  }
+}
+
+CallReport GuestInstance::report_trap(const GuestTrap& trap) {
+  failed_ = true;
+  if (realloc_failure_) return {realloc_failure_->status, realloc_failure_->message, {}};
+  return {CallStatus::kTrap, trap.what(), {}};
+}
+
+CallReport GuestInstance::call_export(int index, const std::vector<RawValue>& args,
+                                      RawValue* result, const char* name) {
+  std::vector<RawValue> results;
+  CallOutcome o = wasm_->call(index, args, &results);
+  if (!o.ok()) return {o.status, o.message, {}};
+  if (result) {
+    if (results.empty()) {
+      return {CallStatus::kTrap, fmt::format("'{}' returned no value", name), std::nullopt};
+    }
+    *result = results[0];
+  }
+  return {};
+}
+
+uint32_t GuestInstance::new_error(Error error) {
+  last_error_ = error.to_string();
+  return errors_.add(std::move(error));
+}
+
+Error GuestInstance::take_guest_error(uint32_t handle, const char* export_name) {
+  return errors_.take(handle, fmt::format("the err result of '{}'", export_name));
+}
+
+broker::ClientPtr& GuestInstance::client(uint32_t handle, const char* use) {
+  return clients_.get(handle, use);
+}
+
+void GuestInstance::record_settled(const Message& m) {
+  if (const std::string* receipt = find_metadata(m, meta::kReceipt)) settled_.insert(*receipt);
+}
+
+std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c,
+                                            const std::string& channel,
+                                            std::optional<std::chrono::milliseconds> timeout,
+                                            Status* status) {
+  if (interrupted_) {
+    *status = Error(ErrorCode::kUnavailable,
+                    fmt::format("receive on '{}': guest '{}' is stopping", channel,
+                                ctx_.guest_name));
+    return {};
+  }
+  broker::ReceiveOptions options;
+  options.timeout = timeout;
+  auto r = await_broker<Result<std::vector<Message>>>([&](auto done) {
+    ctx_.broker->receive(c, {channel}, options, std::move(done));
+  });
+  if (!r.ok()) {
+    *status = std::move(r).error();
+    return {};
+  }
+  *status = ok_status();
+  return std::move(r).value();
+}
+
+CallReport GuestInstance::configure(GuestConfiguration* out) {
+  realloc_failure_.reset();
+  RawValue retptr = 0;
+  CallReport r = call_export(configure_, {}, &retptr, kConfigure);
+  if (r.status != CallStatus::kOk) return r;
+  try {
+    auto result = abi::load_result_configuration(*memory_, u32(retptr));
+    if (auto* err = std::get_if<abi::ErrorHandle>(&result)) {
+      r.guest_error = take_guest_error(err->index, kConfigure);
+    } else {
+      *out = std::move(std::get<GuestConfiguration>(result));
+    }
+  } catch (const GuestTrap& trap) {
+    return report_trap(trap);
+  }
+  if (post_configure_ >= 0) {
+    CallReport post = call_export(post_configure_, {retptr}, nullptr, kPostConfigure);
+    if (post.status != CallStatus::kOk) return post;
+  }
+  return r;
+}
+
+CallReport GuestInstance::handle(const std::vector<Message>& batch) {
+  settled_.clear();
+  realloc_failure_.reset();
+  std::pair<uint32_t, uint32_t> list;
+  try {
+    list = abi::lower_messages(*memory_, batch);
+  } catch (const GuestTrap& trap) {
+    return report_trap(trap);
+  }
+  RawValue retptr = 0;
+  CallReport r = call_export(handler_, {list.first, list.second}, &retptr, kHandler);
+  if (r.status != CallStatus::kOk) return r;
+  try {
+    if (auto err = abi::load_result_unit(*memory_, u32(retptr))) {
+      r.guest_error = take_guest_error(err->index, kHandler);
+    }
+  } catch (const GuestTrap& trap) {
+    return report_trap(trap);
+  }
+  if (post_handler_ >= 0) {
+    CallReport post = call_export(post_handler_, {retptr}, nullptr, kPostHandler);
+    if (post.status != CallStatus::kOk) return post;
+  }
+  return r;
+}
+
+std::vector<HostFunction> GuestInstance::host_functions() {
+  using Body = std::function<void(const RawValue*)>;
+  auto m = [this]() -> abi::GuestMemory& { return *memory_; };
+  auto status_result = [this, m](uint32_t retptr, const Status& st) {
+    std::optional<abi::ErrorHandle> err;
+    if (!st.ok()) err = abi::ErrorHandle{new_error(st.error())};
+    abi::store_result_unit(m(), retptr, err);
+  };
+  auto need_broker = [this](const char* use) {
+    if (!ctx_.broker) throw GuestTrap(fmt::format("{}: no broker is attached to this guest", use));
+  };
+
+  std::map<std::string, Body> bodies;
+  bodies["[static]client.connect"] = [this, m, need_broker](const RawValue* a) {
+    const uint32_t retptr = u32(a[2]);
+    abi::check_range(m(), retptr, abi::kResultHandle.size, abi::kResultHandle.align,
+                     "[static]client.connect return area");
+    std::string name = abi::lift_string(m(), u32(a[0]), u32(a[1]), "[static]client.connect name");
+    need_broker("[static]client.connect");
+    {
+      std::lock_guard lock(connected_mu_);
+      if (interrupted_) {
+        abi::store_result_error(
+            m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
+            {new_error(Error(ErrorCode::kUnavailable,
+                             fmt::format("connect: guest '{}' is stopping", ctx_.guest_name)))});
+        return;
+      }
+    }
+    auto c = ctx_.broker->connect(name);
+    if (!c.ok()) {
+      abi::store_result_error(m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
+                              {new_error(std::move(c).error())});
+      return;
+    }
+    {
+      std::lock_guard lock(connected_mu_);
+      connected_.push_back(*c);
+    }
+    abi::store_result_handle(m(), retptr, clients_.add(std::move(c).value()));
+  };
+  bodies["[static]error.trace"] = [this, m](const RawValue* a) {
+    abi::store_string_result(m(), u32(a[0]), last_error_);
+  };
+  bodies["[resource-drop]client"] = [this](const RawValue* a) {
+    broker::ClientPtr c = clients_.take(u32(a[0]), "[resource-drop]client");
+    bool disconnect = false;
+    {
+      std::lock_guard lock(connected_mu_);
+      std::erase(connected_, c);
+      disconnect = !interrupted_;
+    }
+    if (disconnect && ctx_.broker) ctx_.broker->disconnect(c);
+  };
+  bodies["[resource-drop]error"] = [this](const RawValue* a) {
+    errors_.take(u32(a[0]), "[resource-drop]error");
+  };
+  bodies["send"] = [this, m, status_result, need_broker](const RawValue* a) {
+    const uint32_t retptr = u32(a[5]);
+    abi::check_range(m(), retptr, abi::kResultUnit.size, abi::kResultUnit.align,
+                     "send return area");
+    broker::ClientPtr c = client(u32(a[0]), "send");
+    std::string channel = abi::lift_string(m(), u32(a[1]), u32(a[2]), "send channel");
+    std::vector<Message> messages = abi::lift_messages(m(), u32(a[3]), u32(a[4]));
+    need_broker("send");
+    Status st = await_broker<Status>([&](auto done) {
+      ctx_.broker->send(c, channel, std::move(messages), std::move(done));
+    });
+    status_result(retptr, st);
+  };
+  bodies["subscribe-try-receive"] = [this, m](const RawValue* a) {
+    const uint32_t retptr = u32(a[4]);
+    abi::check_range(m(), retptr, abi::kResultOptionMessages.size,
+                     abi::kResultOptionMessages.align, "subscribe-try-receive return area");
+    broker::ClientPtr c = client(u32(a[0]), "subscribe-try-receive");
+    std::string channel =
+        abi::lift_string(m(), u32(a[1]), u32(a[2]), "subscribe-try-receive channel");
+    if (!ctx_.broker) throw GuestTrap("subscribe-try-receive: no broker is attached");
+    Status st;
+    auto batch = receive(c, channel, std::chrono::milliseconds(u32(a[3])), &st);
+    if (!st.ok()) {
+      abi::store_result_error(m(), retptr, abi::kResultOptionMessages,
+                              abi::kResultOptionMessagesPayload, {new_error(st.error())});
+      return;
+    }
+    abi::store_result_option_messages(
+        m(), retptr, batch.empty() ? std::nullopt : std::optional(std::move(batch)));
+  };
+  bodies["subscribe-receive"] = [this, m](const RawValue* a) {
+    const uint32_t retptr = u32(a[3]);
+    abi::check_range(m(), retptr, abi::kResultMessages.size, abi::kResultMessages.align,
+                     "subscribe-receive return area");
+    broker::ClientPtr c = client(u32(a[0]), "subscribe-receive");
+    std::string channel = abi::lift_string(m(), u32(a[1]), u32(a[2]), "subscribe-receive channel");
+    if (!ctx_.broker) throw GuestTrap("subscribe-receive: no broker is attached");
+    Status st;
+    auto batch = receive(c, channel, std::nullopt, &st);
+    if (st.ok() && batch.empty()) {
+      st = Error(ErrorCode::kUnavailable,
+                 fmt::format("subscribe-receive on '{}' ended without a message", channel));
+    }
+    if (!st.ok()) {
+      abi::store_result_error(m(), retptr, abi::kResultMessages, abi::kResultMessagesPayload,
+                              {new_error(st.error())});
+      return;
+    }
+    abi::store_result_messages(m(), retptr, batch);
+  };
+  bodies["update-guest-configuration"] = [this, m, status_result](const RawValue* a) {
+    const uint32_t retptr = u32(a[5]);
+    abi::check_range(m(), retptr, abi::kResultUnit.size, abi::kResultUnit.align,
+                     "update-guest-configuration return area");
+    const uint32_t flat[abi::kFlatGuestConfiguration] = {u32(a[0]), u32(a[1]), u32(a[2]),
+                                                         u32(a[3]), u32(a[4])};
+    GuestConfiguration gc = abi::lift_guest_configuration(m(), flat);
+    Status st = ctx_.update_configuration
+                    ? ctx_.update_configuration(gc)
+                    : Status(Error(ErrorCode::kFailedPrecondition,
+                                   "update-guest-configuration: this guest cannot re-subscribe"));
+    status_result(retptr, st);
+  };
+  auto settle = [this, m, status_result, need_broker](const RawValue* a, bool complete) {
+    const char* use = complete ? "complete-message" : "abandon-message";
+    const uint32_t retptr = u32(a[6]);
+    abi::check_range(m(), retptr, abi::kResultUnit.size, abi::kResultUnit.align, use);
+    const uint32_t flat[abi::kFlatMessage] = {u32(a[0]), u32(a[1]), u32(a[2]),
+                                              u32(a[3]), u32(a[4]), u32(a[5])};
+    Message message = abi::lift_message(m(), flat);
+    need_broker(use);
+    Status st = complete ? ctx_.broker->complete_message(message)
+                         : ctx_.broker->abandon_message(message);
+    if (st.ok()) record_settled(message);
+    status_result(retptr, st);
+  };
+  bodies["complete-message"] = [settle](const RawValue* a) { settle(a, true); };
+  bodies["abandon-message"] = [settle](const RawValue* a) { settle(a, false); };
+
+  std::vector<HostFunction> out;
+  for (const ImportEntry& e : kImports) {
+    Body body = bodies.at(e.name);
+    out.push_back(HostFunction{ImportSpec{e.module, e.name, i32s(e.params, 0)},
+                               [body](const RawValue* args, RawValue*) { body(args); }});
+  }
+  return out;
+}
+
+}  // namespace witmq::guest

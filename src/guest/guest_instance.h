@@ -1,0 +1,120 @@
+// One live instance of a guest: a WasmInstance whose imports (wasi:messaging producer, consumer
+// and messaging-types) are served by the broker, plus the two calls the host makes into it,
+// `configure` and `handler`, lifted and lowered per the canonical ABI.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "broker/broker.h"
+#include "common/message.h"
+#include "common/result.h"
+#include "guest/handle_table.h"
+#include "guest/wasm_runtime.h"
+
+namespace witmq::guest {
+
+// Canonical ABI names of the `messaging` world in core-module form.
+namespace abi_names {
+inline constexpr const char* kTypes = "wasi:messaging/messaging-types@0.2.0-draft";
+inline constexpr const char* kProducer = "wasi:messaging/producer@0.2.0-draft";
+inline constexpr const char* kConsumer = "wasi:messaging/consumer@0.2.0-draft";
+inline constexpr const char* kConfigure = "wasi:messaging/messaging-guest@0.2.0-draft#configure";
+inline constexpr const char* kHandler = "wasi:messaging/messaging-guest@0.2.0-draft#handler";
+inline constexpr const char* kPostConfigure =
+    "cabi_post_wasi:messaging/messaging-guest@0.2.0-draft#configure";
+inline constexpr const char* kPostHandler =
+    "cabi_post_wasi:messaging/messaging-guest@0.2.0-draft#handler";
+inline constexpr const char* kRealloc = "cabi_realloc";
+inline constexpr const char* kMemory = "memory";
+}  // namespace abi_names
+
+// The imports the host offers and the exports it requires, with their core signatures.
+const ModuleRequirements& guest_requirements();
+
+// Loads and checks a guest module: errors name the module and the missing or wrong item.
+Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
+                                                            const WasmLimits& limits);
+
+// How a call into the guest ended.
+struct CallReport {
+  CallStatus status = CallStatus::kOk;  // kOk: the export returned (ok or err)
+  std::string message;                  // what went wrong, for logs (status != kOk)
+  std::optional<Error> guest_error;     // the error the guest returned in `err`
+
+  // The export returned `ok`.
+  bool returned_ok() const { return status == CallStatus::kOk && !guest_error; }
+};
+
+// What the host imports need from the guest's owner.
+struct InstanceContext {
+  broker::Broker* broker = nullptr;
+  std::string guest_name;
+  // Serves update-guest-configuration: re-subscribes the guest. Runs on the calling thread.
+  std::function<Status(const GuestConfiguration&)> update_configuration;
+};
+
+// One instance. Not thread-safe except interrupt(): one thread calls configure() / handle().
+class GuestInstance {
+ public:
+  static Result<std::unique_ptr<GuestInstance>> create(std::shared_ptr<const WasmModule> module,
+                                                       InstanceContext context);
+  // Disconnects every client the guest connected and did not drop.
+  ~GuestInstance();
+  GuestInstance(const GuestInstance&) = delete;
+  GuestInstance& operator=(const GuestInstance&) = delete;
+
+  // Calls `configure`; on `ok` stores the configuration in *out.
+  CallReport configure(GuestConfiguration* out);
+  // Calls `handler` with `batch`. Messages the guest settled itself (complete-message /
+  // abandon-message that succeeded) are listed by receipt in explicitly_settled() until the
+  // next call.
+  CallReport handle(const std::vector<Message>& batch);
+  const std::unordered_set<std::string>& explicitly_settled() const { return settled_; }
+
+  // Ends the guest's blocking receives now and makes later ones fail at once (stopping).
+  // Callable from any thread.
+  void interrupt();
+  // False once a call trapped, ran out of budget or hit the memory limit.
+  bool usable() const;
+  uint32_t memory_pages() const;
+  WasmInstance& wasm() { return *wasm_; }
+
+ private:
+  class Memory;
+  GuestInstance(InstanceContext context);
+  std::vector<HostFunction> host_functions();
+  CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
+                         const char* name);
+  CallReport report_trap(const GuestTrap& trap);
+  uint32_t new_error(Error error);
+  Error take_guest_error(uint32_t handle, const char* export_name);
+  broker::ClientPtr& client(uint32_t handle, const char* use);
+  void record_settled(const Message& m);
+  std::vector<Message> receive(const broker::ClientPtr& client, const std::string& channel,
+                               std::optional<std::chrono::milliseconds> timeout, Status* status);
+
+  InstanceContext ctx_;
+  std::unique_ptr<WasmInstance> wasm_;
+  std::unique_ptr<Memory> memory_;
+  int configure_ = -1, handler_ = -1, post_configure_ = -1, post_handler_ = -1, realloc_ = -1;
+  HandleTable<broker::ClientPtr> clients_{"client"};
+  HandleTable<Error> errors_{"error"};
+  std::string last_error_;
+  std::unordered_set<std::string> settled_;
+  std::optional<CallOutcome> realloc_failure_;  // the failure behind a GuestTrap from realloc
+  bool failed_ = false;  // a trap raised by host code (lifting, lowering) ended a call
+
+  std::atomic<bool> interrupted_{false};
+  std::mutex connected_mu_;  // guards connected_ (interrupt() runs on another thread)
+  std::vector<broker::ClientPtr> connected_;
+};
+
+}  // namespace witmq::guest

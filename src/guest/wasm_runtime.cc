@@ -1,0 +1,552 @@
+// WasmModule and WasmInstance over the wabt 1.0.32 interpreter. C++17 translation unit (see
+// wasm_runtime.h for why).
+#include "guest/wasm_runtime.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <exception>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "guest/wasm_internal.h"
+#include "wabt/binary-reader.h"
+#include "wabt/interp/binary-reader-interp.h"
+#include "wabt/interp/interp.h"
+
+namespace witmq::guest {
+namespace wi = wabt::interp;
+
+// ---- Access to three private members of wabt::interp::Thread ------------------------------
+//
+// wabt runs an exported function with Func::Call, which ends in Thread::Run(Trap::Ptr*) and
+// steps until the function returns: there is no budget on that path. The budgeted entry point,
+// Thread::Run(int num_instructions, Trap::Ptr*), is public, but the calls that set up a frame
+// for it (PushValues, PushCall, and PopValues for the results) are private; DefinedFunc::DoCall
+// is exactly PushValues + PushCall + Run + PopValues. We name those three members through the
+// explicit-instantiation rule ([temp.spec.general]/6: access is not checked in the template
+// arguments of an explicit instantiation), which is well-defined C++ and fails to compile, not
+// silently misbehaves, if wabt ever changes their signatures.
+namespace {
+
+template <typename Tag, typename Tag::type Member>
+struct PrivateMember {
+  friend typename Tag::type member_of(Tag) { return Member; }
+};
+
+struct ThreadPushValues {
+  using type = void (wi::Thread::*)(const wi::ValueTypes&, const wi::Values&);
+  friend type member_of(ThreadPushValues);
+};
+struct ThreadPushCall {
+  using type = wi::RunResult (wi::Thread::*)(const wi::DefinedFunc&, wi::Trap::Ptr*);
+  friend type member_of(ThreadPushCall);
+};
+struct ThreadPopValues {
+  using type = void (wi::Thread::*)(const wi::ValueTypes&, wi::Values*);
+  friend type member_of(ThreadPopValues);
+};
+
+}  // namespace
+
+template struct PrivateMember<ThreadPushValues, &wi::Thread::PushValues>;
+template struct PrivateMember<ThreadPushCall, &wi::Thread::PushCall>;
+template struct PrivateMember<ThreadPopValues, &wi::Thread::PopValues>;
+
+namespace {
+
+// Interpreter steps per Thread::Run slice (Run takes an int).
+constexpr uint64_t kRunSlice = 1u << 30;
+// wasm's own ceiling on 32-bit memories.
+constexpr uint64_t kMaxPages32 = 65536;
+
+wabt::Type to_wabt(ValType t) {
+  switch (t) {
+    case ValType::kI32: return wabt::Type::I32;
+    case ValType::kI64: return wabt::Type::I64;
+    case ValType::kF32: return wabt::Type::F32;
+    case ValType::kF64: return wabt::Type::F64;
+  }
+  return wabt::Type::I32;
+}
+
+wi::ValueTypes to_wabt(const std::vector<ValType>& types) {
+  wi::ValueTypes out;
+  for (ValType t : types) out.push_back(to_wabt(t));
+  return out;
+}
+
+wi::FuncType to_wabt(const FuncSig& sig) {
+  return wi::FuncType(to_wabt(sig.params), to_wabt(sig.results));
+}
+
+std::string wat_types(const wi::ValueTypes& types) {
+  std::string out;
+  for (const auto& t : types) {
+    out += ' ';
+    out += t.GetName();
+  }
+  return out;
+}
+
+std::string wat_sig(const wi::FuncType& type) {
+  std::string out = "(func";
+  if (!type.params.empty()) out += " (param" + wat_types(type.params) + ")";
+  if (!type.results.empty()) out += " (result" + wat_types(type.results) + ")";
+  return out + ")";
+}
+
+bool same_sig(const wi::FuncType& a, const wi::FuncType& b) {
+  return a.params == b.params && a.results == b.results;
+}
+
+const char* kind_name(wi::ExternKind kind) {
+  switch (kind) {
+    case wi::ExternKind::Func: return "a function";
+    case wi::ExternKind::Table: return "a table";
+    case wi::ExternKind::Memory: return "a memory";
+    case wi::ExternKind::Global: return "a global";
+    case wi::ExternKind::Tag: return "a tag";
+  }
+  return "an unknown item";
+}
+
+Error refuse(const std::string& module, const std::string& what) {
+  return Error(ErrorCode::kInvalidArgument, "module '" + module + "': " + what);
+}
+
+Result<wi::ModuleDesc> read_module(const std::string& name, const std::vector<uint8_t>& bytes) {
+  wabt::Errors errors;
+  wi::ModuleDesc desc;
+  wabt::ReadBinaryOptions options(wabt::Features(), nullptr, /*read_debug_names=*/false,
+                                  /*stop_on_first_error=*/true,
+                                  /*fail_on_custom_section_error=*/false);
+  if (wabt::Failed(
+          wi::ReadBinaryInterp(name, bytes.data(), bytes.size(), options, &errors, &desc))) {
+    std::string why = errors.empty() ? std::string("unreadable") : errors.front().message;
+    if (!errors.empty() && errors.front().loc.offset != size_t(~0)) {
+      why += " (at byte offset " + std::to_string(errors.front().loc.offset) + ")";
+    }
+    return refuse(name, "not a valid WebAssembly module: " + why);
+  }
+  return desc;
+}
+
+// Checks imports, exports, memory and locals; returns the first problem.
+Status check_module(const std::string& name, const wi::ModuleDesc& desc,
+                    const ModuleRequirements& req, const WasmLimits& limits) {
+  for (const wi::ImportDesc& import : desc.imports) {
+    const wi::ImportType& type = import.type;
+    const std::string what = "import \"" + type.module + "\".\"" + type.name + "\"";
+    if (type.type->kind != wi::ExternKind::Func) {
+      return refuse(name, what + " is " + kind_name(type.type->kind) +
+                              "; the host offers only functions");
+    }
+    auto it = std::find_if(req.offered_imports.begin(), req.offered_imports.end(),
+                           [&](const ImportSpec& s) {
+                             return s.module == type.module && s.name == type.name;
+                           });
+    if (it == req.offered_imports.end()) {
+      return refuse(name, "unknown " + what + ": the host does not offer it");
+    }
+    const auto& actual = *wabt::cast<wi::FuncType>(type.type.get());
+    const wi::FuncType expected = to_wabt(it->sig);
+    if (!same_sig(actual, expected)) {
+      return refuse(name, what + " has type " + wat_sig(actual) + ", expected " +
+                              wat_sig(expected));
+    }
+  }
+
+  const size_t func_imports = desc.imports.size();  // every import is a function (checked above)
+  std::map<std::string, const wi::ExportDesc*> exports;
+  for (const wi::ExportDesc& e : desc.exports) exports[e.type.name] = &e;
+
+  for (const ExportSpec& spec : req.exports) {
+    const wi::FuncType expected = to_wabt(spec.sig);
+    auto it = exports.find(spec.name);
+    if (it == exports.end()) {
+      if (!spec.required) continue;
+      return refuse(name, "missing export '" + spec.name + "' (expected " + wat_sig(expected) +
+                              ")");
+    }
+    const wi::ExportDesc& e = *it->second;
+    if (e.type.type->kind != wi::ExternKind::Func) {
+      return refuse(name, "export '" + spec.name + "' is " + kind_name(e.type.type->kind) +
+                              ", expected a function " + wat_sig(expected));
+    }
+    const auto& actual = *wabt::cast<wi::FuncType>(e.type.type.get());
+    if (!same_sig(actual, expected)) {
+      return refuse(name, "export '" + spec.name + "' has type " + wat_sig(actual) +
+                              ", expected " + wat_sig(expected));
+    }
+    if (e.index < func_imports) {
+      return refuse(name, "export '" + spec.name +
+                              "' re-exports an import; it must be defined by the module");
+    }
+  }
+
+  if (!req.memory_export.empty()) {
+    auto it = exports.find(req.memory_export);
+    if (it == exports.end()) {
+      return refuse(name, "missing export '" + req.memory_export + "' (expected a memory)");
+    }
+    const wi::ExportDesc& e = *it->second;
+    if (e.type.type->kind != wi::ExternKind::Memory) {
+      return refuse(name, "export '" + req.memory_export + "' is " +
+                              kind_name(e.type.type->kind) + ", expected a memory");
+    }
+  }
+  for (const wi::MemoryDesc& m : desc.memories) {
+    if (m.type.limits.is_64) return refuse(name, "64-bit memories are not supported");
+    if (m.type.limits.is_shared) return refuse(name, "shared memories are not supported");
+    if (m.type.limits.initial > limits.memory_pages) {
+      return refuse(name, "memory starts at " + std::to_string(m.type.limits.initial) +
+                              " pages, above the memory limit of " +
+                              std::to_string(limits.memory_pages) + " pages");
+    }
+  }
+  for (const wi::TableDesc& t : desc.tables) {
+    if (t.type.limits.initial > limits.table_elements) {
+      return refuse(name, "a table starts at " + std::to_string(t.type.limits.initial) +
+                              " elements, above the limit of " +
+                              std::to_string(limits.table_elements));
+    }
+  }
+  for (size_t i = 0; i < desc.funcs.size(); ++i) {
+    const wi::FuncDesc& f = desc.funcs[i];
+    uint64_t count = f.type.params.size();
+    for (const wi::LocalDesc& l : f.locals) count += l.count;
+    if (count > limits.locals_per_function) {
+      return refuse(name, "function " + std::to_string(func_imports + i) + " has " +
+                              std::to_string(count) + " params and locals, above the limit of " +
+                              std::to_string(limits.locals_per_function));
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+// ---- FuncSig --------------------------------------------------------------------------------
+
+std::string FuncSig::to_string() const { return wat_sig(to_wabt(*this)); }
+
+const char* call_status_name(CallStatus s) {
+  switch (s) {
+    case CallStatus::kOk: return "ok";
+    case CallStatus::kTrap: return "trap";
+    case CallStatus::kBudgetExhausted: return "budget-exhausted";
+    case CallStatus::kMemoryLimit: return "memory-limit";
+  }
+  return "unknown";
+}
+
+// ---- WasmModule -----------------------------------------------------------------------------
+
+WasmModule::WasmModule(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WasmModule::~WasmModule() = default;
+const std::string& WasmModule::name() const { return impl_->name; }
+const WasmLimits& WasmModule::limits() const { return impl_->limits; }
+
+bool WasmModule::has_function_export(const std::string& name) const {
+  for (const wi::ExportDesc& e : impl_->desc.exports) {
+    if (e.type.name == name && e.type.type->kind == wi::ExternKind::Func) return true;
+  }
+  return false;
+}
+
+Result<std::shared_ptr<const WasmModule>> WasmModule::compile(
+    std::string name, const std::vector<uint8_t>& bytes, const ModuleRequirements& requirements,
+    const WasmLimits& limits) {
+  auto impl = std::make_unique<Impl>();
+  impl->name = std::move(name);
+  impl->limits = limits;
+  if (limits.memory_pages == 0 || limits.memory_pages > kMaxPages32) {
+    return refuse(impl->name, "memory limit of " + std::to_string(limits.memory_pages) +
+                                  " pages is outside 1..65536");
+  }
+  auto desc = read_module(impl->name, bytes);
+  if (!desc.ok()) return std::move(desc).error();
+  WITMQ_RETURN_IF_ERROR(check_module(impl->name, *desc, requirements, limits));
+
+  auto guard = guard_memory_grow(impl->name, bytes);
+  if (!guard.ok()) return std::move(guard).error();
+  if (guard->rewritten) {
+    desc = read_module(impl->name, guard->bytes);
+    if (!desc.ok()) return std::move(desc).error();
+    impl->grow_refused_global = static_cast<int>(guard->refused_global);
+  }
+  impl->desc = std::move(desc).value();
+
+  for (wi::MemoryDesc& m : impl->desc.memories) {
+    wabt::Limits& l = m.type.limits;
+    l.max = std::min<uint64_t>(l.has_max ? l.max : kMaxPages32, limits.memory_pages);
+    l.has_max = true;
+  }
+  for (wi::TableDesc& t : impl->desc.tables) {
+    wabt::Limits& l = t.type.limits;
+    l.max = std::min<uint64_t>(l.has_max ? l.max : std::numeric_limits<uint32_t>::max(),
+                               limits.table_elements);
+    l.has_max = true;
+  }
+  impl->starts = std::move(impl->desc.starts);
+  impl->desc.starts.clear();
+  return std::shared_ptr<const WasmModule>(new WasmModule(std::move(impl)));
+}
+
+Result<std::shared_ptr<const WasmModule>> WasmModule::compile_file(
+    const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error(ErrorCode::kNotFound, "module '" + path + "': cannot open the file");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  if (in.bad()) return Error(ErrorCode::kIoError, "module '" + path + "': read failed");
+  return compile(path, bytes, requirements, limits);
+}
+
+// ---- WasmInstance ---------------------------------------------------------------------------
+
+struct WasmInstance::Impl {
+  std::shared_ptr<const WasmModule> module;
+  std::vector<HostFunction> host;
+  // Declared first so that it is destroyed last: every RefPtr and the Thread below point into it.
+  std::unique_ptr<wi::Store> store;
+  wi::Instance::Ptr instance;
+  wi::Memory::Ptr memory;
+  wi::Global::Ptr grow_refused;
+  std::vector<wi::DefinedFunc::Ptr> funcs;  // by export index; empty for non-functions
+  std::vector<std::string> export_names;
+  std::unique_ptr<wi::Thread> thread;
+
+  int depth = 0;        // calls in progress on `thread` (nested through host functions)
+  bool spent = false;   // a call failed: the interpreter state is no longer consistent
+  CallOutcome nested_failure;  // the first failure of a nested call, reported by the outer one
+
+  CallOutcome run(const wi::DefinedFunc::Ptr& func, const std::string& what,
+                  const std::vector<RawValue>& args, std::vector<RawValue>* results);
+  CallOutcome classify_trap(const std::string& what, const wi::Trap::Ptr& trap);
+};
+
+WasmInstance::WasmInstance(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WasmInstance::~WasmInstance() = default;
+
+CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi::Trap::Ptr& trap) {
+  if (nested_failure.status != CallStatus::kOk) return nested_failure;
+  if (grow_refused) {
+    const uint32_t delta = grow_refused->Get().Get<uint32_t>();
+    if (delta != 0) {
+      return {CallStatus::kMemoryLimit,
+              "memory.grow by " + std::to_string(delta) + " pages in " + what +
+                  " exceeds the memory limit of " +
+                  std::to_string(module->limits().memory_pages) + " pages (memory is at " +
+                  std::to_string(memory ? memory->PageSize() : 0) + " pages)"};
+    }
+  }
+  const std::string message = trap ? trap->message() : std::string("unknown trap");
+  return {CallStatus::kTrap, "trap in " + what + ": " + message};
+}
+
+CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, const std::string& what,
+                                    const std::vector<RawValue>& args,
+                                    std::vector<RawValue>* results) {
+  if (spent) {
+    return {CallStatus::kTrap, "call to " + what + " refused: the instance failed earlier"};
+  }
+  const wi::FuncType& type = func->type();
+  if (args.size() != type.params.size()) {
+    return {CallStatus::kTrap, "call to " + what + " with " + std::to_string(args.size()) +
+                                   " arguments, expected " + std::to_string(type.params.size())};
+  }
+  wi::Values params;
+  params.reserve(args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    switch (type.params[i]) {
+      case wabt::Type::I32: params.push_back(wi::Value::Make(static_cast<uint32_t>(args[i]))); break;
+      case wabt::Type::I64: params.push_back(wi::Value::Make(static_cast<uint64_t>(args[i]))); break;
+      default:
+        return {CallStatus::kTrap, "call to " + what + ": only i32/i64 parameters are supported"};
+    }
+  }
+
+  wi::Thread& t = *thread;
+  wi::Trap::Ptr trap;
+  ++depth;
+  (t.*member_of(ThreadPushValues{}))(type.params, params);
+  wi::RunResult r = (t.*member_of(ThreadPushCall{}))(*func, &trap);
+  uint64_t remaining = module->limits().instruction_budget;
+  while (r == wi::RunResult::Ok && remaining > 0) {
+    const uint64_t slice = std::min(remaining, kRunSlice);
+    r = t.Run(static_cast<int>(slice), &trap);
+    remaining -= slice;
+  }
+  --depth;
+
+  CallOutcome outcome;
+  if (r == wi::RunResult::Return) {
+    wi::Values out;
+    (t.*member_of(ThreadPopValues{}))(type.results, &out);
+    if (results) {
+      results->clear();
+      for (size_t i = 0; i < out.size(); ++i) {
+        results->push_back(type.results[i] == wabt::Type::I64 ? out[i].Get<uint64_t>()
+                                                              : out[i].Get<uint32_t>());
+      }
+    }
+    return outcome;
+  }
+  spent = true;
+  if (r == wi::RunResult::Ok) {
+    outcome = {CallStatus::kBudgetExhausted,
+               "instruction budget of " + std::to_string(module->limits().instruction_budget) +
+                   " exhausted in " + what};
+  } else if (r == wi::RunResult::Exception) {
+    outcome = {CallStatus::kTrap, "trap in " + what + ": uncaught wasm exception"};
+  } else {
+    outcome = classify_trap(what, trap);
+  }
+  if (depth > 0 && nested_failure.status == CallStatus::kOk) nested_failure = outcome;
+  return outcome;
+}
+
+Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
+    std::shared_ptr<const WasmModule> module, std::vector<HostFunction> host) {
+  auto impl = std::make_unique<Impl>();
+  const WasmModule::Impl& m = module->impl();
+  impl->module = module;
+  impl->host = std::move(host);
+  impl->store = std::make_unique<wi::Store>();
+  wi::Store& store = *impl->store;
+  Impl* self = impl.get();
+
+  wi::RefVec imports;
+  std::vector<wi::HostFunc::Ptr> host_funcs;
+  for (const wi::ImportDesc& import : m.desc.imports) {
+    auto it = std::find_if(self->host.begin(), self->host.end(), [&](const HostFunction& h) {
+      return h.spec.module == import.type.module && h.spec.name == import.type.name;
+    });
+    if (it == self->host.end()) {
+      return refuse(m.name, "import \"" + import.type.module + "\".\"" + import.type.name +
+                                "\" has no host function bound to it");
+    }
+    const HostFunction* hf = &*it;
+    const std::string label = "host function \"" + hf->spec.module + "\".\"" + hf->spec.name + "\"";
+    auto callback = [self, hf, label](wi::Thread&, const wi::Values& params, wi::Values& results,
+                                      wi::Trap::Ptr* out_trap) -> wabt::Result {
+      try {
+        RawValue args[16] = {};
+        RawValue outs[4] = {};
+        const size_t n = std::min<size_t>(params.size(), 16);
+        for (size_t i = 0; i < n; ++i) {
+          args[i] = hf->spec.sig.params[i] == ValType::kI64 ? params[i].Get<uint64_t>()
+                                                            : params[i].Get<uint32_t>();
+        }
+        hf->fn(args, outs);
+        for (size_t i = 0; i < results.size() && i < 4; ++i) {
+          results[i] = hf->spec.sig.results[i] == ValType::kI64
+                           ? wi::Value::Make(static_cast<uint64_t>(outs[i]))
+                           : wi::Value::Make(static_cast<uint32_t>(outs[i]));
+        }
+        return wabt::Result::Ok;
+      } catch (const GuestTrap& e) {
+        *out_trap = wi::Trap::New(*self->store, e.what());
+      } catch (const std::exception& e) {
+        *out_trap = wi::Trap::New(*self->store, label + " failed: " + e.what());
+      } catch (...) {
+        *out_trap = wi::Trap::New(*self->store, label + " failed");
+      }
+      return wabt::Result::Error;
+    };
+    auto func = wi::HostFunc::New(store, to_wabt(hf->spec.sig), callback);
+    imports.push_back(func.ref());
+    host_funcs.push_back(func);
+  }
+
+  wi::Module::Ptr mod = wi::Module::New(store, m.desc);
+  wi::Trap::Ptr trap;
+  impl->instance = wi::Instance::Instantiate(store, mod.ref(), imports, &trap);
+  if (!impl->instance) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "module '" + m.name + "': instantiation failed: " +
+                     (trap ? trap->message() : std::string("unknown error")));
+  }
+  // Nothing below needs these, and they must not outlive the store once `impl` moves.
+  host_funcs.clear();
+  mod.reset();
+  trap.reset();
+  impl->thread = std::make_unique<wi::Thread>(store);
+
+  const auto& exports = impl->instance->exports();
+  for (size_t i = 0; i < m.desc.exports.size(); ++i) {
+    const wi::ExportDesc& e = m.desc.exports[i];
+    impl->export_names.push_back(e.type.name);
+    impl->funcs.emplace_back();
+    if (e.type.type->kind == wi::ExternKind::Func && store.Is<wi::DefinedFunc>(exports[i])) {
+      impl->funcs.back() = wi::DefinedFunc::Ptr(store, exports[i]);
+    } else if (e.type.type->kind == wi::ExternKind::Memory && !impl->memory) {
+      impl->memory = wi::Memory::Ptr(store, exports[i]);
+    }
+  }
+  if (m.grow_refused_global >= 0) {
+    impl->grow_refused =
+        wi::Global::Ptr(store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]);
+  }
+
+  // Start function, then `_initialize`, each under the budget.
+  for (const wi::StartDesc& start : m.starts) {
+    wi::Ref ref = impl->instance->funcs()[start.func_index];
+    if (!store.Is<wi::DefinedFunc>(ref)) {
+      return refuse(m.name, "the start function must be defined by the module");
+    }
+    CallOutcome o = impl->run(wi::DefinedFunc::Ptr(store, ref), "the start function", {}, nullptr);
+    if (!o.ok()) return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+  }
+  auto instance = std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
+  const int init = instance->find_export("_initialize");
+  if (init >= 0) {
+    const wi::FuncType& type = instance->impl_->funcs[static_cast<size_t>(init)]->type();
+    if (!type.params.empty() || !type.results.empty()) {
+      return refuse(m.name, "export '_initialize' has type " + wat_sig(type) +
+                                ", expected (func)");
+    }
+    CallOutcome o = instance->call(init, {}, nullptr);
+    if (!o.ok()) return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+  }
+  return instance;
+}
+
+int WasmInstance::find_export(const std::string& name) const {
+  for (size_t i = 0; i < impl_->export_names.size(); ++i) {
+    if (impl_->export_names[i] == name && impl_->funcs[i]) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+CallOutcome WasmInstance::call(int export_index, const std::vector<RawValue>& args,
+                               std::vector<RawValue>* results) {
+  if (export_index < 0 || static_cast<size_t>(export_index) >= impl_->funcs.size() ||
+      !impl_->funcs[static_cast<size_t>(export_index)]) {
+    return {CallStatus::kTrap, "call to export #" + std::to_string(export_index) +
+                                   ", which is not a function the module defines"};
+  }
+  const size_t i = static_cast<size_t>(export_index);
+  return impl_->run(impl_->funcs[i], "'" + impl_->export_names[i] + "'", args, results);
+}
+
+uint8_t* WasmInstance::memory_data() {
+  return impl_->memory ? impl_->memory->UnsafeData() : nullptr;
+}
+uint64_t WasmInstance::memory_size() const {
+  return impl_->memory ? impl_->memory->ByteSize() : 0;
+}
+uint32_t WasmInstance::memory_pages() const {
+  return impl_->memory ? static_cast<uint32_t>(impl_->memory->PageSize()) : 0;
+}
+bool WasmInstance::usable() const { return !impl_->spent; }
+const WasmModule& WasmInstance::module() const { return *impl_->module; }
+
+}  // namespace witmq::guest

@@ -1,0 +1,178 @@
+// The WebAssembly runtime under the guest host: a thin layer over the wabt 1.0.32 interpreter that
+// loads and checks a core module, instantiates it with host functions, runs exported functions
+// under an instruction budget and a memory limit, and exposes linear memory to the canonical ABI.
+//
+// This header is C++17 on purpose: wabt's headers do not compile as C++20 under GCC 12 (a
+// `~FreeList<T>()` destructor template-id), so wasm_runtime.cc and wasm_rewrite.cc are compiled
+// as C++17 and nothing wabt-specific leaks out of them. docs/GUESTS.md ("Runtime: the wabt
+// interpreter") records the API facts this layer relies on.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace witmq::guest {
+
+// A core WebAssembly value type (the subset the guest host uses in signatures).
+enum class ValType : uint8_t { kI32, kI64, kF32, kF64 };
+
+// A core function signature, e.g. (func (param i32 i32) (result i32)).
+struct FuncSig {
+  std::vector<ValType> params;
+  std::vector<ValType> results;
+
+  bool operator==(const FuncSig& other) const {
+    return params == other.params && results == other.results;
+  }
+  bool operator!=(const FuncSig& other) const { return !(*this == other); }
+  // WAT form: "(func (param i32 i32) (result i32))".
+  std::string to_string() const;
+};
+
+// A core value as raw bits: i32/f32 in the low 32 bits, i64/f64 in all 64.
+using RawValue = uint64_t;
+
+// Thrown by host functions and by canonical-ABI code running inside one to trap the calling guest
+// (bad pointer, bad handle, invalid UTF-8, ...). The runtime catches it at the host-function
+// boundary and turns it into a wasm trap: it never leaves the guest layer.
+class GuestTrap : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A function import the host offers: module name, field name and core signature.
+struct ImportSpec {
+  std::string module;
+  std::string name;
+  FuncSig sig;
+};
+
+// A host function bound to one instance. `fn` reads params.size() arguments and writes
+// sig.results.size() results; it may throw GuestTrap.
+struct HostFunction {
+  ImportSpec spec;
+  std::function<void(const RawValue* args, RawValue* results)> fn;
+};
+
+// A function export the host calls, checked at load.
+struct ExportSpec {
+  std::string name;
+  FuncSig sig;
+  bool required = true;  // false: checked only if present (e.g. cabi_post_*)
+};
+
+// What a module must look like to be accepted.
+struct ModuleRequirements {
+  std::vector<ImportSpec> offered_imports;  // every import must be one of these, exactly
+  std::vector<ExportSpec> exports;          // function exports checked by name and signature
+  std::string memory_export = "memory";     // required memory export ("" = none required)
+};
+
+// Limits applied to every instance of a module.
+struct WasmLimits {
+  // Interpreter steps one top-level call may take (wabt's instructions, about one per wasm
+  // instruction). A call that reaches it is stopped: CallStatus::kBudgetExhausted.
+  uint64_t instruction_budget = 100'000'000;
+  // Linear memory cap in 64 KiB pages. A module whose memory starts above it is refused; a
+  // memory.grow past it traps the guest: CallStatus::kMemoryLimit.
+  uint32_t memory_pages = 256;
+  // Cap on table elements (table.grow past it fails, as wasm's table.grow does).
+  uint32_t table_elements = 1u << 16;
+  // Cap on params + locals of one function: bounds the interpreter's value stack, which wabt
+  // does not limit itself (its call stack is fixed at ~1600 frames).
+  uint32_t locals_per_function = 10'000;
+};
+
+// A validated, checked module, ready to instantiate any number of times (thread-safe to share).
+class WasmModule {
+ public:
+  // Reads, validates and checks `bytes` against `requirements` and `limits`. Errors name the
+  // module and the item: "module 'x.wasm': missing export 'cabi_realloc' (expected (func (param
+  // i32 i32 i32 i32) (result i32)))".
+  static Result<std::shared_ptr<const WasmModule>> compile(std::string name,
+                                                           const std::vector<uint8_t>& bytes,
+                                                           const ModuleRequirements& requirements,
+                                                           const WasmLimits& limits);
+  // As compile(), reading the file at `path` (the module's name is the path).
+  static Result<std::shared_ptr<const WasmModule>> compile_file(
+      const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits);
+
+  ~WasmModule();
+  WasmModule(const WasmModule&) = delete;
+  WasmModule& operator=(const WasmModule&) = delete;
+
+  const std::string& name() const;
+  const WasmLimits& limits() const;
+  bool has_function_export(const std::string& name) const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit WasmModule(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// How a call ended.
+enum class CallStatus : uint8_t {
+  kOk,
+  kTrap,             // a wasm trap or a trap raised by a host function
+  kBudgetExhausted,  // the instruction budget ran out
+  kMemoryLimit,      // memory.grow past the memory limit
+};
+const char* call_status_name(CallStatus s);
+
+// The result of calling into a guest.
+struct CallOutcome {
+  CallStatus status = CallStatus::kOk;
+  std::string message;  // what happened, for logs and errors (empty when kOk)
+
+  bool ok() const { return status == CallStatus::kOk; }
+};
+
+// One instance of a module with its own store, memory and interpreter thread. Not thread-safe:
+// one thread calls into it at a time. After any call that does not end kOk the instance is
+// spent (every later call fails at once) and must be replaced.
+class WasmInstance {
+ public:
+  // Instantiates `module` with `host` (matched to the imports by module and name), runs its
+  // start function and, if exported, `_initialize` (the WASI reactor convention), each under
+  // the instruction budget.
+  static Result<std::unique_ptr<WasmInstance>> instantiate(
+      std::shared_ptr<const WasmModule> module, std::vector<HostFunction> host);
+  ~WasmInstance();
+  WasmInstance(const WasmInstance&) = delete;
+  WasmInstance& operator=(const WasmInstance&) = delete;
+
+  // Index of a function export for call(), or -1.
+  int find_export(const std::string& name) const;
+  // Calls a function export. Top-level calls get the full instruction budget; a call made from
+  // inside a host function (cabi_realloc while lowering a result) runs on the same interpreter
+  // thread with a budget of its own, and its failure fails the outer call too.
+  CallOutcome call(int export_index, const std::vector<RawValue>& args,
+                   std::vector<RawValue>* results);
+
+  // Linear memory (the module's memory export). The pointer is invalidated by any call into
+  // the guest, which may grow the memory.
+  uint8_t* memory_data();
+  uint64_t memory_size() const;
+  uint32_t memory_pages() const;
+
+  // False once a call has failed: the instance must be replaced.
+  bool usable() const;
+  const WasmModule& module() const;
+
+ private:
+  struct Impl;
+  explicit WasmInstance(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace witmq::guest
