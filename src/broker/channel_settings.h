@@ -52,7 +52,7 @@ struct ChannelSettings {
   std::string dead_letter_channel;
   // "retention-ms" / "retention-bytes": publish-subscribe only; messages older or beyond the
   // size are removed even when a subscription has not read them. 0 = unlimited.
-  std::chrono::milliseconds retention_age{0};
+  std::chrono::milliseconds retention_age{7LL * 24 * 3600 * 1000};
   uint64_t retention_bytes = 0;
 
   bool operator==(const ChannelSettings&) const = default;
