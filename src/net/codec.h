@@ -6,8 +6,10 @@
 // outside the span it is given.
 //
 // What the codec does not check, because it needs connection state, is left to its user (see
-// docs/PROTOCOL.md, "Malformed input"): that the first frame is connect, that a connect's version
-// is supported, that a stream exists before credit, and the like.
+// docs/PROTOCOL.md, section 10): that the first frame is connect (and that any error before a
+// connect succeeded closes the connection, even one DecodeError marks as recoverable), that a
+// connect's version is supported, that a second connect is refused, that a stream exists before
+// credit and credit stays under max-credit, that admin JSON bodies hold the documented fields.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,6 @@
 #include "net/frames.h"
 
+#include <limits>
 #include <type_traits>
 
 namespace witmq::net {
@@ -99,6 +100,18 @@ bool is_known_frame_type(uint8_t code) {
 }
 
 bool is_request_type(FrameType type) { return static_cast<uint8_t>(type) < 0x80; }
+
+Limits client_limits(const ServerLimits& announced) {
+  auto or_max = [](uint32_t v) { return v == 0 ? std::numeric_limits<uint32_t>::max() : v; };
+  Limits l;
+  l.max_frame_bytes = or_max(announced.max_frame_bytes);
+  l.max_batch_messages = or_max(announced.max_receive_messages);
+  l.max_message_bytes = or_max(announced.max_message_bytes);
+  l.max_metadata_entries = or_max(announced.max_metadata_entries);
+  l.max_metadata_bytes = or_max(announced.max_metadata_bytes);
+  l.max_config_channels = or_max(announced.max_config_channels);
+  return l;
+}
 
 FrameType Frame::type() const {
   return std::visit(

@@ -127,6 +127,10 @@ struct ServerLimits {
   bool operator==(const ServerLimits&) const = default;
 };
 
+// The limits a client decodes the server's frames with, from what connect-ok announced: the
+// batch limit is max_receive_messages, and a 0 (no limit) becomes the largest value.
+Limits client_limits(const ServerLimits& announced);
+
 // A body with no fields. One distinct type per frame type, so a variant can tell them apart.
 template <FrameType T>
 struct Empty {

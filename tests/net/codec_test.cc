@@ -353,6 +353,18 @@ TEST(CodecTest, ClientAppliesItsLimitsToDeliveries) {
   EXPECT_EQ(e.request_id, 4u);
 }
 
+TEST(CodecTest, ClientLimitsFollowTheAnnouncement) {
+  ServerLimits announced;
+  announced.max_frame_bytes = 1000;
+  announced.max_send_messages = 7;
+  announced.max_receive_messages = 5;
+  announced.max_message_bytes = 0;
+  const Limits l = client_limits(announced);
+  EXPECT_EQ(l.max_frame_bytes, 1000u);
+  EXPECT_EQ(l.max_batch_messages, 5u);
+  EXPECT_EQ(l.max_message_bytes, 0xFFFFFFFFu);
+}
+
 TEST(CodecTest, OversizedLengthIsFatalBeforeTheBodyArrives) {
   Limits limits;
   limits.max_frame_bytes = 100;
