@@ -92,7 +92,10 @@ TEST_F(CorruptionTest, MessageWithAMalformedKey) {
 }
 
 TEST_F(CorruptionTest, ChannelRecord) {
-  inject(ColumnFamily::kMeta, meta_key(kChannelTag, 1), std::string("\x01\x05\x00\x00\x00ab", 7));
+  inject(ColumnFamily::kMeta, meta_key(kChannelTag, 1),
+         std::string("\x01\x05\x00\x00\x00"
+                     "ab",
+                     7));
   expect_corruption(store_->recover(), "meta/channel=1");
 }
 
@@ -119,8 +122,8 @@ TEST_F(CorruptionTest, DeliveryRecord) {
 }
 
 TEST_F(CorruptionTest, UnknownMetaKey) {
-  inject(ColumnFamily::kMeta, "Q\x00\x00\x00\x01", "whatever");
-  expect_corruption(store_->recover(), "meta/0x51");
+  inject(ColumnFamily::kMeta, std::string("Q\x00\x00\x00\x01", 5), "whatever");
+  expect_corruption(store_->recover(), "meta/0x5100000001");
 }
 
 }  // namespace
