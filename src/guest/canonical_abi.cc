@@ -1,9 +1,9 @@
 #include "guest/canonical_abi.h"
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace witmq::guest::abi {
 namespace {
@@ -159,9 +159,9 @@ Message load_message(GuestMemory& mem, uint32_t ptr) {
   check_range(mem, ptr, kMessage.size, kMessage.align, "message");
   const uint32_t md = ptr + kMessageMetadata;
   const uint32_t flat[kFlatMessage] = {
-      load_u32(mem, ptr + kMessageData),     load_u32(mem, ptr + kMessageData + 4),
-      load_u8(mem, ptr + kMessageFormat),    load_u8(mem, md),
-      load_u32(mem, md + kOptionPayload),    load_u32(mem, md + kOptionPayload + 4)};
+      load_u32(mem, ptr + kMessageData),  load_u32(mem, ptr + kMessageData + 4),
+      load_u8(mem, ptr + kMessageFormat), load_u8(mem, md),
+      load_u32(mem, md + kOptionPayload), load_u32(mem, md + kOptionPayload + 4)};
   return lift_message(mem, flat);
 }
 
@@ -183,8 +183,7 @@ GuestConfiguration lift_guest_configuration(
 }
 
 GuestConfiguration load_guest_configuration(GuestMemory& mem, uint32_t ptr) {
-  check_range(mem, ptr, kGuestConfiguration.size, kGuestConfiguration.align,
-              "guest-configuration");
+  check_range(mem, ptr, kGuestConfiguration.size, kGuestConfiguration.align, "guest-configuration");
   const uint32_t ext = ptr + kConfigExtensions;
   const uint32_t flat[kFlatGuestConfiguration] = {
       load_u32(mem, ptr + kConfigChannels), load_u32(mem, ptr + kConfigChannels + 4),
@@ -271,8 +270,8 @@ std::pair<uint32_t, uint32_t> lower_messages(GuestMemory& mem, const std::vector
 }
 
 void store_guest_configuration(GuestMemory& mem, uint32_t ptr, const GuestConfiguration& gc) {
-  const uint32_t list = allocate(mem, kString.align, uint64_t{kString.size} * gc.channels.size(),
-                                 "a list<string>");
+  const uint32_t list =
+      allocate(mem, kString.align, uint64_t{kString.size} * gc.channels.size(), "a list<string>");
   for (size_t i = 0; i < gc.channels.size(); ++i) {
     const auto s = lower_string(mem, gc.channels[i]);
     const uint32_t at = list + static_cast<uint32_t>(i) * kString.size;
@@ -313,8 +312,7 @@ void store_result_messages(GuestMemory& mem, uint32_t retptr, const std::vector<
 
 void store_result_option_messages(GuestMemory& mem, uint32_t retptr,
                                   const std::optional<std::vector<Message>>& ms) {
-  check_range(mem, retptr, kResultOptionMessages.size, kResultOptionMessages.align,
-              "return area");
+  check_range(mem, retptr, kResultOptionMessages.size, kResultOptionMessages.align, "return area");
   const uint32_t opt = retptr + kResultOptionMessagesPayload;
   if (!ms) {
     store_u8(mem, retptr, 0);

@@ -45,7 +45,7 @@ inline constexpr Layout kU32{4, 4};
 inline constexpr Layout kHandle{4, 4};  // own<T> / borrow<T>: an i32 table index
 inline constexpr Layout kList{8, 4};    // list<T> and string: (ptr: u32, len: u32)
 inline constexpr Layout kString = kList;
-inline constexpr Layout kNone{0, 1};    // an absent payload (result<_, E>)
+inline constexpr Layout kNone{0, 1};  // an absent payload (result<_, E>)
 
 // record / tuple: fields in order, each at its alignment.
 constexpr Layout record(std::initializer_list<Layout> fields) {
@@ -133,8 +133,8 @@ inline constexpr uint32_t kResultOptionMessagesPayload =
 // Flattened (core) forms: how many i32s a value takes as parameters.
 inline constexpr size_t kFlatString = 2;
 inline constexpr size_t kFlatList = 2;
-inline constexpr size_t kFlatOptionList = 3;                               // disc, ptr, len
-inline constexpr size_t kFlatMessage = kFlatList + 1 + kFlatOptionList;    // 6
+inline constexpr size_t kFlatOptionList = 3;                                    // disc, ptr, len
+inline constexpr size_t kFlatMessage = kFlatList + 1 + kFlatOptionList;         // 6
 inline constexpr size_t kFlatGuestConfiguration = kFlatList + kFlatOptionList;  // 5
 // Canonical ABI: at most one flat result; more go through a return area.
 inline constexpr size_t kMaxFlatResults = 1;

@@ -1,13 +1,13 @@
 #include "guest/guest_host.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <charconv>
 #include <future>
 #include <thread>
 #include <utility>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "guest/lease_keeper.h"
 
@@ -19,10 +19,14 @@ constexpr std::chrono::milliseconds kMinKeepAliveInterval{10};
 
 const char* level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -227,10 +231,17 @@ bool GuestHost::wait_backoff(std::chrono::milliseconds delay) {
 
 void GuestHost::count_failure(CallStatus status) {
   switch (status) {
-    case CallStatus::kTrap: counters_.traps++; break;
-    case CallStatus::kBudgetExhausted: counters_.budget_exhaustions++; break;
-    case CallStatus::kMemoryLimit: counters_.memory_limit_hits++; break;
-    case CallStatus::kOk: break;
+    case CallStatus::kTrap:
+      counters_.traps++;
+      break;
+    case CallStatus::kBudgetExhausted:
+      counters_.budget_exhaustions++;
+      break;
+    case CallStatus::kMemoryLimit:
+      counters_.memory_limit_hits++;
+      break;
+    case CallStatus::kOk:
+      break;
   }
 }
 
@@ -241,9 +252,9 @@ void GuestHost::run(Worker& w) {
     if (!w.instance) {
       Status st = instantiate(w);
       if (!st.ok()) {
-        log(LogLevel::kWarn, fmt::format("guest '{}' instance {}: {}; retrying in {} ms",
-                                         options_.name, w.index, st.error().message,
-                                         backoff.count()));
+        log(LogLevel::kWarn,
+            fmt::format("guest '{}' instance {}: {}; retrying in {} ms", options_.name, w.index,
+                        st.error().message, backoff.count()));
         if (!wait_backoff(backoff)) break;
         backoff = std::min(backoff * 2, max_backoff);
         continue;
@@ -262,9 +273,9 @@ void GuestHost::run(Worker& w) {
     Result<std::vector<Message>> batch = future.get();
     if (!batch.ok()) {
       if (stopping_) break;
-      log(LogLevel::kWarn, fmt::format("guest '{}' instance {}: receive on {} failed: {}",
-                                       options_.name, w.index, fmt::join(w.config.channels, ", "),
-                                       batch.error().to_string()));
+      log(LogLevel::kWarn,
+          fmt::format("guest '{}' instance {}: receive on {} failed: {}", options_.name, w.index,
+                      fmt::join(w.config.channels, ", "), batch.error().to_string()));
       if (!wait_backoff(backoff)) break;
       continue;
     }
@@ -272,8 +283,7 @@ void GuestHost::run(Worker& w) {
   }
 }
 
-std::chrono::milliseconds GuestHost::lease_for(const Worker& w,
-                                               const std::vector<Message>& batch) {
+std::chrono::milliseconds GuestHost::lease_for(const Worker& w, const std::vector<Message>& batch) {
   if (const std::string* ms = find_extension(w.config, "lease-ms")) {
     uint64_t v = 0;
     auto [end, ec] = std::from_chars(ms->data(), ms->data() + ms->size(), v);
@@ -329,9 +339,8 @@ void GuestHost::process(Worker& w, const std::vector<Message>& batch) {
         logged = true;
         log(LogLevel::kWarn, fmt::format("guest '{}' instance {}: {} of a message from '{}' "
                                          "refused: {}",
-                                         options_.name, w.index,
-                                         complete ? "complete" : "abandon", from,
-                                         st.error().to_string()));
+                                         options_.name, w.index, complete ? "complete" : "abandon",
+                                         from, st.error().to_string()));
       }
     }
   }
@@ -351,10 +360,10 @@ void GuestHost::process(Worker& w, const std::vector<Message>& batch) {
     counters_.instances_running--;
   } else if (r.guest_error) {
     counters_.handler_errors++;
-    log(LogLevel::kInfo, fmt::format("guest '{}' instance {}: handler returned err: {}; batch of "
-                                     "{} from '{}' abandoned",
-                                     options_.name, w.index, r.guest_error->to_string(),
-                                     batch.size(), from));
+    log(LogLevel::kInfo,
+        fmt::format("guest '{}' instance {}: handler returned err: {}; batch of "
+                    "{} from '{}' abandoned",
+                    options_.name, w.index, r.guest_error->to_string(), batch.size(), from));
   }
 }
 

@@ -136,8 +136,8 @@ class GuestHost {
 
   struct Counters {
     std::atomic<uint64_t> messages_handled{0}, batches{0}, handler_errors{0}, traps{0},
-        budget_exhaustions{0}, memory_limit_hits{0}, instantiations{0}, completed{0},
-        abandoned{0}, settle_failures{0}, handler_time_ns{0};
+        budget_exhaustions{0}, memory_limit_hits{0}, instantiations{0}, completed{0}, abandoned{0},
+        settle_failures{0}, handler_time_ns{0};
     std::atomic<uint32_t> instances_running{0};
   } counters_;
 };

@@ -1,11 +1,11 @@
 #include "guest/guest_instance.h"
 
+#include <fmt/format.h>
+
 #include <future>
 #include <map>
 #include <span>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "guest/canonical_abi.h"
 
@@ -68,11 +68,10 @@ const ModuleRequirements& guest_requirements() {
       r.offered_imports.push_back(ImportSpec{e.module, e.name, i32s(e.params, 0)});
     }
     r.exports = {
-        {kConfigure, i32s(0, 1), true},      // () -> retptr of result<guest-configuration, error>
-        {kHandler, i32s(2, 1), true},        // (list<message>) -> retptr of result<_, error>
-        {kRealloc, i32s(4, 1), true},        // (old_ptr, old_size, align, new_size) -> ptr
-        {kPostConfigure, i32s(1, 0), false},
-        {kPostHandler, i32s(1, 0), false},
+        {kConfigure, i32s(0, 1), true},  // () -> retptr of result<guest-configuration, error>
+        {kHandler, i32s(2, 1), true},    // (list<message>) -> retptr of result<_, error>
+        {kRealloc, i32s(4, 1), true},    // (old_ptr, old_size, align, new_size) -> ptr
+        {kPostConfigure, i32s(1, 0), false}, {kPostHandler, i32s(1, 0), false},
     };
     r.memory_export = kMemory;
     return r;
@@ -190,21 +189,18 @@ void GuestInstance::record_settled(const Message& m) {
   if (const std::string* receipt = find_metadata(m, meta::kReceipt)) settled_.insert(*receipt);
 }
 
-std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c,
-                                            const std::string& channel,
+std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c, const std::string& channel,
                                             std::optional<std::chrono::milliseconds> timeout,
                                             Status* status) {
   if (interrupted_) {
-    *status = Error(ErrorCode::kUnavailable,
-                    fmt::format("receive on '{}': guest '{}' is stopping", channel,
-                                ctx_.guest_name));
+    *status = Error(ErrorCode::kUnavailable, fmt::format("receive on '{}': guest '{}' is stopping",
+                                                         channel, ctx_.guest_name));
     return {};
   }
   broker::ReceiveOptions options;
   options.timeout = timeout;
-  auto r = await_broker<Result<std::vector<Message>>>([&](auto done) {
-    ctx_.broker->receive(c, {channel}, options, std::move(done));
-  });
+  auto r = await_broker<Result<std::vector<Message>>>(
+      [&](auto done) { ctx_.broker->receive(c, {channel}, options, std::move(done)); });
   if (!r.ok()) {
     *status = std::move(r).error();
     return {};
@@ -326,15 +322,14 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     std::string channel = abi::lift_string(m(), u32(a[1]), u32(a[2]), "send channel");
     std::vector<Message> messages = abi::lift_messages(m(), u32(a[3]), u32(a[4]));
     need_broker("send");
-    Status st = await_broker<Status>([&](auto done) {
-      ctx_.broker->send(c, channel, std::move(messages), std::move(done));
-    });
+    Status st = await_broker<Status>(
+        [&](auto done) { ctx_.broker->send(c, channel, std::move(messages), std::move(done)); });
     status_result(retptr, st);
   };
   bodies["subscribe-try-receive"] = [this, m](const RawValue* a) {
     const uint32_t retptr = u32(a[4]);
-    abi::check_range(m(), retptr, abi::kResultOptionMessages.size,
-                     abi::kResultOptionMessages.align, "subscribe-try-receive return area");
+    abi::check_range(m(), retptr, abi::kResultOptionMessages.size, abi::kResultOptionMessages.align,
+                     "subscribe-try-receive return area");
     broker::ClientPtr c = client(u32(a[0]), "subscribe-try-receive");
     std::string channel =
         abi::lift_string(m(), u32(a[1]), u32(a[2]), "subscribe-try-receive channel");
@@ -373,8 +368,8 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     const uint32_t retptr = u32(a[5]);
     abi::check_range(m(), retptr, abi::kResultUnit.size, abi::kResultUnit.align,
                      "update-guest-configuration return area");
-    const uint32_t flat[abi::kFlatGuestConfiguration] = {u32(a[0]), u32(a[1]), u32(a[2]),
-                                                         u32(a[3]), u32(a[4])};
+    const uint32_t flat[abi::kFlatGuestConfiguration] = {u32(a[0]), u32(a[1]), u32(a[2]), u32(a[3]),
+                                                         u32(a[4])};
     GuestConfiguration gc = abi::lift_guest_configuration(m(), flat);
     Status st = ctx_.update_configuration
                     ? ctx_.update_configuration(gc)
@@ -390,8 +385,8 @@ std::vector<HostFunction> GuestInstance::host_functions() {
                                               u32(a[3]), u32(a[4]), u32(a[5])};
     Message message = abi::lift_message(m(), flat);
     need_broker(use);
-    Status st = complete ? ctx_.broker->complete_message(message)
-                         : ctx_.broker->abandon_message(message);
+    Status st =
+        complete ? ctx_.broker->complete_message(message) : ctx_.broker->abandon_message(message);
     if (st.ok()) record_settled(message);
     status_result(retptr, st);
   };

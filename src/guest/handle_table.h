@@ -2,13 +2,13 @@
 // small i32 index into a table the host keeps for that instance only.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "guest/wasm_runtime.h"
 

@@ -31,9 +31,9 @@ struct WasmModule::Impl {
 // any other trap. Nothing else changes: appended items take the last indices, so no existing
 // index moves. `bytes` must already have been validated.
 struct GrowGuard {
-  bool rewritten = false;           // false: the module has no memory.grow
-  std::vector<uint8_t> bytes;       // the rewritten module when `rewritten`
-  uint32_t refused_global = 0;      // index of the appended global when `rewritten`
+  bool rewritten = false;       // false: the module has no memory.grow
+  std::vector<uint8_t> bytes;   // the rewritten module when `rewritten`
+  uint32_t refused_global = 0;  // index of the appended global when `rewritten`
 };
 Result<GrowGuard> guard_memory_grow(const std::string& name, const std::vector<uint8_t>& bytes);
 

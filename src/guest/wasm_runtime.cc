@@ -67,10 +67,14 @@ constexpr uint64_t kMaxPages32 = 65536;
 
 wabt::Type to_wabt(ValType t) {
   switch (t) {
-    case ValType::kI32: return wabt::Type::I32;
-    case ValType::kI64: return wabt::Type::I64;
-    case ValType::kF32: return wabt::Type::F32;
-    case ValType::kF64: return wabt::Type::F64;
+    case ValType::kI32:
+      return wabt::Type::I32;
+    case ValType::kI64:
+      return wabt::Type::I64;
+    case ValType::kF32:
+      return wabt::Type::F32;
+    case ValType::kF64:
+      return wabt::Type::F64;
   }
   return wabt::Type::I32;
 }
@@ -107,11 +111,16 @@ bool same_sig(const wi::FuncType& a, const wi::FuncType& b) {
 
 const char* kind_name(wi::ExternKind kind) {
   switch (kind) {
-    case wi::ExternKind::Func: return "a function";
-    case wi::ExternKind::Table: return "a table";
-    case wi::ExternKind::Memory: return "a memory";
-    case wi::ExternKind::Global: return "a global";
-    case wi::ExternKind::Tag: return "a tag";
+    case wi::ExternKind::Func:
+      return "a function";
+    case wi::ExternKind::Table:
+      return "a table";
+    case wi::ExternKind::Memory:
+      return "a memory";
+    case wi::ExternKind::Global:
+      return "a global";
+    case wi::ExternKind::Tag:
+      return "a tag";
   }
   return "an unknown item";
 }
@@ -144,21 +153,20 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
     const wi::ImportType& type = import.type;
     const std::string what = "import \"" + type.module + "\".\"" + type.name + "\"";
     if (type.type->kind != wi::ExternKind::Func) {
-      return refuse(name, what + " is " + kind_name(type.type->kind) +
-                              "; the host offers only functions");
+      return refuse(
+          name, what + " is " + kind_name(type.type->kind) + "; the host offers only functions");
     }
-    auto it = std::find_if(req.offered_imports.begin(), req.offered_imports.end(),
-                           [&](const ImportSpec& s) {
-                             return s.module == type.module && s.name == type.name;
-                           });
+    auto it = std::find_if(
+        req.offered_imports.begin(), req.offered_imports.end(),
+        [&](const ImportSpec& s) { return s.module == type.module && s.name == type.name; });
     if (it == req.offered_imports.end()) {
       return refuse(name, "unknown " + what + ": the host does not offer it");
     }
     const auto& actual = *wabt::cast<wi::FuncType>(type.type.get());
     const wi::FuncType expected = to_wabt(it->sig);
     if (!same_sig(actual, expected)) {
-      return refuse(name, what + " has type " + wat_sig(actual) + ", expected " +
-                              wat_sig(expected));
+      return refuse(name,
+                    what + " has type " + wat_sig(actual) + ", expected " + wat_sig(expected));
     }
   }
 
@@ -171,8 +179,8 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
     auto it = exports.find(spec.name);
     if (it == exports.end()) {
       if (!spec.required) continue;
-      return refuse(name, "missing export '" + spec.name + "' (expected " + wat_sig(expected) +
-                              ")");
+      return refuse(name,
+                    "missing export '" + spec.name + "' (expected " + wat_sig(expected) + ")");
     }
     const wi::ExportDesc& e = *it->second;
     if (e.type.type->kind != wi::ExternKind::Func) {
@@ -181,8 +189,8 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
     }
     const auto& actual = *wabt::cast<wi::FuncType>(e.type.type.get());
     if (!same_sig(actual, expected)) {
-      return refuse(name, "export '" + spec.name + "' has type " + wat_sig(actual) +
-                              ", expected " + wat_sig(expected));
+      return refuse(name, "export '" + spec.name + "' has type " + wat_sig(actual) + ", expected " +
+                              wat_sig(expected));
     }
     if (e.index < func_imports) {
       return refuse(name, "export '" + spec.name +
@@ -197,8 +205,8 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
     }
     const wi::ExportDesc& e = *it->second;
     if (e.type.type->kind != wi::ExternKind::Memory) {
-      return refuse(name, "export '" + req.memory_export + "' is " +
-                              kind_name(e.type.type->kind) + ", expected a memory");
+      return refuse(name, "export '" + req.memory_export + "' is " + kind_name(e.type.type->kind) +
+                              ", expected a memory");
     }
   }
   for (const wi::MemoryDesc& m : desc.memories) {
@@ -238,10 +246,14 @@ std::string FuncSig::to_string() const { return wat_sig(to_wabt(*this)); }
 
 const char* call_status_name(CallStatus s) {
   switch (s) {
-    case CallStatus::kOk: return "ok";
-    case CallStatus::kTrap: return "trap";
-    case CallStatus::kBudgetExhausted: return "budget-exhausted";
-    case CallStatus::kMemoryLimit: return "memory-limit";
+    case CallStatus::kOk:
+      return "ok";
+    case CallStatus::kTrap:
+      return "trap";
+    case CallStatus::kBudgetExhausted:
+      return "budget-exhausted";
+    case CallStatus::kMemoryLimit:
+      return "memory-limit";
   }
   return "unknown";
 }
@@ -323,8 +335,8 @@ struct WasmInstance::Impl {
   std::vector<std::string> export_names;
   std::unique_ptr<wi::Thread> thread;
 
-  int depth = 0;        // calls in progress on `thread` (nested through host functions)
-  bool spent = false;   // a call failed: the interpreter state is no longer consistent
+  int depth = 0;               // calls in progress on `thread` (nested through host functions)
+  bool spent = false;          // a call failed: the interpreter state is no longer consistent
   CallOutcome nested_failure;  // the first failure of a nested call, reported by the outer one
 
   CallOutcome run(const wi::DefinedFunc::Ptr& func, const std::string& what,
@@ -342,9 +354,9 @@ CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi:
     if (delta != 0) {
       return {CallStatus::kMemoryLimit,
               "memory.grow by " + std::to_string(delta) + " pages in " + what +
-                  " exceeds the memory limit of " +
-                  std::to_string(module->limits().memory_pages) + " pages (memory is at " +
-                  std::to_string(memory ? memory->PageSize() : 0) + " pages)"};
+                  " exceeds the memory limit of " + std::to_string(module->limits().memory_pages) +
+                  " pages (memory is at " + std::to_string(memory ? memory->PageSize() : 0) +
+                  " pages)"};
     }
   }
   const std::string message = trap ? trap->message() : std::string("unknown trap");
@@ -366,8 +378,12 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, const std:
   params.reserve(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     switch (type.params[i]) {
-      case wabt::Type::I32: params.push_back(wi::Value::Make(static_cast<uint32_t>(args[i]))); break;
-      case wabt::Type::I64: params.push_back(wi::Value::Make(static_cast<uint64_t>(args[i]))); break;
+      case wabt::Type::I32:
+        params.push_back(wi::Value::Make(static_cast<uint32_t>(args[i])));
+        break;
+      case wabt::Type::I64:
+        params.push_back(wi::Value::Make(static_cast<uint64_t>(args[i])));
+        break;
       default:
         return {CallStatus::kTrap, "call to " + what + ": only i32/i64 parameters are supported"};
     }
@@ -492,8 +508,8 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
     }
   }
   if (m.grow_refused_global >= 0) {
-    impl->grow_refused =
-        wi::Global::Ptr(store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]);
+    impl->grow_refused = wi::Global::Ptr(
+        store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]);
   }
 
   // Start function, then `_initialize`, each under the budget.
@@ -503,18 +519,19 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
       return refuse(m.name, "the start function must be defined by the module");
     }
     CallOutcome o = impl->run(wi::DefinedFunc::Ptr(store, ref), "the start function", {}, nullptr);
-    if (!o.ok()) return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+    if (!o.ok())
+      return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
   }
   auto instance = std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
   const int init = instance->find_export("_initialize");
   if (init >= 0) {
     const wi::FuncType& type = instance->impl_->funcs[static_cast<size_t>(init)]->type();
     if (!type.params.empty() || !type.results.empty()) {
-      return refuse(m.name, "export '_initialize' has type " + wat_sig(type) +
-                                ", expected (func)");
+      return refuse(m.name, "export '_initialize' has type " + wat_sig(type) + ", expected (func)");
     }
     CallOutcome o = instance->call(init, {}, nullptr);
-    if (!o.ok()) return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+    if (!o.ok())
+      return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
   }
   return instance;
 }
@@ -540,9 +557,7 @@ CallOutcome WasmInstance::call(int export_index, const std::vector<RawValue>& ar
 uint8_t* WasmInstance::memory_data() {
   return impl_->memory ? impl_->memory->UnsafeData() : nullptr;
 }
-uint64_t WasmInstance::memory_size() const {
-  return impl_->memory ? impl_->memory->ByteSize() : 0;
-}
+uint64_t WasmInstance::memory_size() const { return impl_->memory ? impl_->memory->ByteSize() : 0; }
 uint32_t WasmInstance::memory_pages() const {
   return impl_->memory ? static_cast<uint32_t>(impl_->memory->PageSize()) : 0;
 }

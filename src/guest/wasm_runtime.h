@@ -145,8 +145,8 @@ class WasmInstance {
   // Instantiates `module` with `host` (matched to the imports by module and name), runs its
   // start function and, if exported, `_initialize` (the WASI reactor convention), each under
   // the instruction budget.
-  static Result<std::unique_ptr<WasmInstance>> instantiate(
-      std::shared_ptr<const WasmModule> module, std::vector<HostFunction> host);
+  static Result<std::unique_ptr<WasmInstance>> instantiate(std::shared_ptr<const WasmModule> module,
+                                                           std::vector<HostFunction> host);
   ~WasmInstance();
   WasmInstance(const WasmInstance&) = delete;
   WasmInstance& operator=(const WasmInstance&) = delete;

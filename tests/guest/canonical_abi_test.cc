@@ -56,8 +56,8 @@ TEST(CanonicalAbiLayout, RecordPadsToAlignment) {
 
 ModuleRequirements probe_requirements() {
   ModuleRequirements r;
-  r.exports = {{"cabi_realloc", {{ValType::kI32, ValType::kI32, ValType::kI32, ValType::kI32},
-                                 {ValType::kI32}}}};
+  r.exports = {{"cabi_realloc",
+                {{ValType::kI32, ValType::kI32, ValType::kI32, ValType::kI32}, {ValType::kI32}}}};
   return r;
 }
 
@@ -173,8 +173,8 @@ TEST_F(CanonicalAbiTest, LiftGuestConfigurationBuiltByTheGuest) {
 
 TEST_F(CanonicalAbiTest, GuestConfigurationRoundTrips) {
   GuestConfiguration gc{{"a", "b.c"}, Metadata{{"group", "g1"}, {"batch-size", "10"}}};
-  const uint32_t at = mem_->realloc(0, 0, abi::kGuestConfiguration.align,
-                                    abi::kGuestConfiguration.size);
+  const uint32_t at =
+      mem_->realloc(0, 0, abi::kGuestConfiguration.align, abi::kGuestConfiguration.size);
   abi::store_guest_configuration(*mem_, at, gc);
   EXPECT_EQ(abi::load_guest_configuration(*mem_, at), gc);
 }

@@ -75,8 +75,8 @@ TEST(GuestModule, RefusesUnknownImport) {
 }
 
 TEST(GuestModule, RefusesInvalidBytesAndMissingFiles) {
-  auto bad = WasmModule::compile("junk.wasm", {0, 'a', 's', 'n', 1, 0, 0, 0},
-                                 guest_requirements(), small_limits());
+  auto bad = WasmModule::compile("junk.wasm", {0, 'a', 's', 'n', 1, 0, 0, 0}, guest_requirements(),
+                                 small_limits());
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("module 'junk.wasm': not a valid WebAssembly module"),
             std::string::npos)
