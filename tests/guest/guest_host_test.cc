@@ -1,0 +1,340 @@
+// End to end: guests on the real wabt interpreter, subscribed to the real broker on RocksDB in a
+// temporary directory. Messages are sent and checked with ordinary broker clients.
+#include "guest/guest_host.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "guest/test_wasm.h"
+
+namespace witmq::guest {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::wasm_path;
+
+Message text_message(std::string_view text) {
+  Message m;
+  m.data.assign(text.begin(), text.end());
+  m.format = Format::kRaw;
+  return m;
+}
+
+std::string text_of(const Message& m) { return std::string(m.data.begin(), m.data.end()); }
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 15s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return done();
+}
+
+class GuestHostTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("witmq-guest-" + std::to_string(getpid()) + "-" + std::to_string(rd())))
+               .string();
+    std::filesystem::create_directories(dir_);
+    thread_ = std::thread([this] { io_.run(); });
+    broker::BrokerOptions o;
+    o.data_dir = dir_;
+    o.default_channel.max_deliveries = 3;
+    o.default_channel.lease = 2000ms;
+    o.default_channel.backoff_initial = 10ms;
+    o.default_channel.backoff_max = 20ms;
+    auto b = broker::Broker::open(o, io_.get_executor());
+    ASSERT_TRUE(b.ok()) << b.error().to_string();
+    broker_ = std::move(b).value();
+    auto c = broker_->connect("");
+    ASSERT_TRUE(c.ok());
+    client_ = std::move(c).value();
+  }
+
+  void TearDown() override {
+    hosts_.clear();
+    client_.reset();
+    broker_.reset();
+    work_.reset();
+    io_.stop();
+    thread_.join();
+    std::filesystem::remove_all(dir_);
+  }
+
+  GuestOptions options(const std::string& name, const std::string& stem) {
+    GuestOptions o;
+    o.name = name;
+    o.module_path = wasm_path(stem);
+    o.instruction_budget = 2'000'000;
+    o.memory_pages = 16;
+    o.batch_wait = 50ms;
+    o.restart_backoff = 5ms;
+    return o;
+  }
+
+  GuestHost* start(GuestOptions o) {
+    auto h = GuestHost::load(*broker_, std::move(o), [this](LogLevel, std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_.emplace_back(line);
+    });
+    EXPECT_TRUE(h.ok()) << h.error().message;
+    if (!h.ok()) return nullptr;
+    Status st = (*h)->start();
+    EXPECT_TRUE(st.ok()) << st.error().message;
+    if (!st.ok()) return nullptr;
+    hosts_.push_back(std::move(h).value());
+    return hosts_.back().get();
+  }
+
+  void send(const std::string& channel, std::vector<Message> messages) {
+    std::promise<Status> p;
+    auto f = p.get_future();
+    broker_->send(client_, channel, std::move(messages),
+                  [&p](Status s) { p.set_value(std::move(s)); });
+    Status st = f.get();
+    ASSERT_TRUE(st.ok()) << st.error().to_string();
+  }
+
+  std::vector<Message> receive(const std::string& channel, std::chrono::milliseconds wait) {
+    std::promise<Result<std::vector<Message>>> p;
+    auto f = p.get_future();
+    broker_->receive(client_, {channel}, broker::ReceiveOptions{0, wait},
+                     [&p](Result<std::vector<Message>> r) { p.set_value(std::move(r)); });
+    auto r = f.get();
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r.ok() ? std::move(r).value() : std::vector<Message>{};
+  }
+
+  broker::ChannelStats channel(const std::string& name) {
+    auto s = broker_->channel_stats(name);
+    return s.ok() ? *s : broker::ChannelStats{};
+  }
+
+  bool logged(const std::string& needle) {
+    std::lock_guard lock(log_mu_);
+    for (const auto& line : log_) {
+      if (line.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  // Waits for the dead-letter channel of guest.in to hold `n` messages and returns them.
+  std::vector<Message> dead_letters(size_t n) {
+    std::vector<Message> out;
+    eventually([&] { return channel("guest.in.dlq").head_seq >= n; });
+    while (out.size() < n) {
+      auto got = receive("guest.in.dlq", 2000ms);
+      if (got.empty()) break;
+      for (auto& m : got) {
+        EXPECT_TRUE(broker_->complete_message(m).ok());
+        out.push_back(std::move(m));
+      }
+    }
+    return out;
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{
+      io_.get_executor()};
+  std::thread thread_;
+  std::string dir_;
+  std::unique_ptr<broker::Broker> broker_;
+  broker::ClientPtr client_;
+  std::vector<std::unique_ptr<GuestHost>> hosts_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(GuestHostTest, ConfigureSubscribesAndOkCompletes) {
+  GuestHost* h = start(options("completer", "ok_guest"));
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("a"), text_message("b"), text_message("c")});
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 3; })) << h->stats().completed;
+  const GuestStats s = h->stats();
+  EXPECT_EQ(s.messages_handled, 3u);
+  EXPECT_GE(s.batches, 1u);
+  EXPECT_EQ(s.abandoned, 0u);
+  EXPECT_EQ(s.traps, 0u);
+  EXPECT_EQ(s.instances_running, 1u);
+  EXPECT_GT(s.handler_time_ns, 0u);
+  const auto ch = channel("guest.in");
+  EXPECT_EQ(ch.completes_total, 3u);
+  EXPECT_EQ(ch.depth, 0u);
+  EXPECT_TRUE(logged("guest 'completer': started 1 instance(s)"));
+}
+
+TEST_F(GuestHostTest, InstancesShareTheSubscription) {
+  GuestOptions o = options("pair", "ok_guest");
+  o.instances = 2;
+  o.batch_size = 1;
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  std::vector<Message> batch;
+  for (int i = 0; i < 20; ++i) batch.push_back(text_message("m" + std::to_string(i)));
+  send("guest.in", batch);
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 20; }));
+  EXPECT_EQ(h->stats().messages_handled, 20u);  // each message handled once
+  EXPECT_EQ(h->stats().instances_running, 2u);
+}
+
+TEST_F(GuestHostTest, ErrAbandonsUntilTheDeadLetterChannel) {
+  GuestHost* h = start(options("failer", "err_guest"));
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("poison")});
+  auto dead = dead_letters(1);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(text_of(dead[0]), "poison");
+  const GuestStats s = h->stats();
+  EXPECT_EQ(s.handler_errors, 3u);
+  EXPECT_EQ(s.abandoned, 3u);
+  EXPECT_EQ(s.completed, 0u);
+  EXPECT_EQ(s.traps, 0u);
+  EXPECT_TRUE(logged("guest 'failer' instance 0: handler returned err: invalid-argument"));
+}
+
+TEST_F(GuestHostTest, ExplicitSettlementWinsOverTheHandlerResult) {
+  GuestHost* h = start(options("settler", "settle_guest"));
+  ASSERT_TRUE(h);
+  // c: the guest completes it; a: the guest abandons it (then again on each redelivery, until
+  // it is dead-lettered); x: left to the host, completed because handler returns ok.
+  send("guest.in", {text_message("c1"), text_message("a1"), text_message("x1")});
+  auto dead = dead_letters(1);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(text_of(dead[0]), "a1");
+  EXPECT_EQ(channel("guest.in").completes_total, 2u);  // c1 by the guest, x1 by the host
+  EXPECT_EQ(h->stats().completed, 1u);
+  EXPECT_EQ(h->stats().abandoned, 0u);
+}
+
+TEST_F(GuestHostTest, ExplicitCompleteSurvivesATrap) {
+  GuestHost* h = start(options("settle-trap", "settle_guest"));
+  ASSERT_TRUE(h);
+  // The guest completes c2, then traps because of t2: c2 stays completed, t2 is abandoned
+  // (and traps every time until it is dead-lettered).
+  send("guest.in", {text_message("c2"), text_message("t2")});
+  auto dead = dead_letters(1);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(text_of(dead[0]), "t2");
+  EXPECT_EQ(channel("guest.in").completes_total, 1u);
+  EXPECT_EQ(h->stats().traps, 3u);
+}
+
+TEST_F(GuestHostTest, TrapAbandonsReinstantiatesAndPoisonIsDeadLettered) {
+  GuestHost* h = start(options("trapper", "trap_guest"));
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("poison")});
+  auto dead = dead_letters(1);
+  ASSERT_EQ(dead.size(), 1u);
+  const std::string* reason = find_metadata(dead[0], meta::kDlqReason);
+  ASSERT_NE(reason, nullptr);
+  EXPECT_EQ(*reason, "max-deliveries");
+  ASSERT_TRUE(eventually([&] { return h->stats().instances_running == 1; }));
+  const GuestStats s = h->stats();
+  EXPECT_EQ(s.traps, 3u);
+  EXPECT_EQ(s.abandoned, 3u);
+  EXPECT_EQ(s.instantiations, 4u);  // the first one and one after each trap
+  EXPECT_TRUE(
+      logged("guest 'trapper' instance 0: trap in "
+             "'wasi:messaging/messaging-guest@0.2.0-draft#handler': unreachable executed "
+             "(trap); batch of 1 from 'guest.in' abandoned"));
+  EXPECT_EQ(channel("guest.in").depth, 0u);
+}
+
+TEST_F(GuestHostTest, InfiniteLoopIsStoppedByTheBudget) {
+  GuestOptions o = options("spinner", "loop_guest");
+  o.instruction_budget = 1'000'000;
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("spin")});
+  ASSERT_TRUE(eventually([&] { return h->stats().budget_exhaustions >= 1; }));
+  ASSERT_TRUE(eventually([&] { return h->stats().abandoned >= 1; }));
+  EXPECT_TRUE(logged("instruction budget of 1000000 exhausted"));
+  EXPECT_TRUE(logged("guest 'spinner'"));
+  auto dead = dead_letters(1);
+  EXPECT_EQ(dead.size(), 1u);
+  EXPECT_EQ(h->stats().budget_exhaustions, 3u);
+}
+
+TEST_F(GuestHostTest, MemoryGrowthPastTheLimit) {
+  GuestOptions o = options("grower", "grow_guest");
+  o.memory_pages = 8;
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("grow")});
+  ASSERT_TRUE(eventually([&] { return h->stats().memory_limit_hits >= 1; }));
+  EXPECT_TRUE(eventually([&] { return logged("exceeds the memory limit of 8 pages"); }));
+}
+
+TEST_F(GuestHostTest, GuestSendIsReceivedByAClient) {
+  GuestHost* h = start(options("forwarder", "forward_guest"));
+  ASSERT_TRUE(h);
+  Message m = text_message("hello");
+  m.format = Format::kCloudevents;
+  m.metadata = Metadata{{"trace-id", "t-1"}};
+  send("guest.in", {m});
+  std::vector<Message> got;
+  ASSERT_TRUE(eventually([&] {
+    auto r = receive("guest.out", 100ms);
+    got.insert(got.end(), r.begin(), r.end());
+    return !got.empty();
+  }));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(text_of(got[0]), "hello");
+  EXPECT_EQ(got[0].format, Format::kCloudevents);
+  const std::string* trace = find_metadata(got[0], "trace-id");
+  ASSERT_NE(trace, nullptr);
+  EXPECT_EQ(*trace, "t-1");
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 1; }));
+}
+
+TEST_F(GuestHostTest, ChannelsOverrideReplacesWhatConfigureAsks) {
+  GuestOptions o = options("overridden", "ok_guest");
+  o.channels = {"other.in"};
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("other.in", {text_message("x")});
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 1; }));
+}
+
+TEST_F(GuestHostTest, StartFailureNamesTheGuest) {
+  auto h = GuestHost::load(*broker_, options("cfg", "config_trap_guest"),
+                           [](LogLevel, std::string_view) {});
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  Status st = (*h)->start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("guest 'cfg': configure failed: trap in "
+                                    "'wasi:messaging/messaging-guest@0.2.0-draft#configure'"),
+            std::string::npos)
+      << st.error().message;
+}
+
+TEST_F(GuestHostTest, LoadRefusesABadModuleNamingGuestAndModule) {
+  auto h = GuestHost::load(*broker_, options("bad", "wrong_signature_guest"));
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.error().message.find("guest 'bad': module '"), std::string::npos);
+  EXPECT_NE(h.error().message.find("wrong_signature_guest.wasm': export "
+                                   "'wasi:messaging/messaging-guest@0.2.0-draft#handler' has type"),
+            std::string::npos)
+      << h.error().message;
+  GuestOptions o = options("", "ok_guest");
+  auto unnamed = GuestHost::load(*broker_, o);
+  ASSERT_FALSE(unnamed.ok());
+  EXPECT_NE(unnamed.error().message.find("\"name\" is required"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace witmq::guest
