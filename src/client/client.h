@@ -1,0 +1,127 @@
+// The blocking witmq client: the WIT operations of wasi:messaging@0.2.0-draft as plain calls that
+// return Result values, on top of AsyncClient (async_client.h). For the CLI, tests and simple
+// programs; a program that wants many requests in flight uses AsyncClient.
+//
+// A Client owns one connection and one I/O thread. Its methods may be called from several
+// threads at once; each waits for its own reply while the others' requests pipeline on the same
+// connection. They must not be called from a stream handler (it runs on the I/O thread).
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "client/async_client.h"
+#include "client/types.h"
+#include "common/message.h"
+#include "common/result.h"
+
+namespace witmq::client {
+
+class Client {
+ public:
+  // WIT client.connect(name): connects to `endpoint` and performs the handshake. Fails with
+  // kUnavailable when the server cannot be reached in options.connect_timeout, or with the
+  // server's error when it refuses the connect (e.g. kPermissionDenied for a bad token).
+  static Result<std::unique_ptr<Client>> connect(const Endpoint& endpoint, std::string name,
+                                                 Options options = {});
+  static Result<std::unique_ptr<Client>> connect(std::string host, uint16_t port, std::string name,
+                                                 Options options = {}) {
+    return connect(Endpoint{std::move(host), port}, std::move(name), std::move(options));
+  }
+
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  // Closes the connection and joins the I/O thread.
+  ~Client();
+
+  const ServerInfo& server_info() const { return async_->server_info(); }
+  // False once the connection is gone (closed by the server, a network error, close()).
+  bool is_open() const { return async_->is_open(); }
+  // The text of the last error any call on this client returned ("" if none): WIT error.trace().
+  std::string error_trace() const;
+  // The asynchronous client underneath, for pipelined use on the same connection.
+  const AsyncClient::Pointer& async() const { return async_; }
+
+  // ---- WIT operations ------------------------------------------------------------------------
+  // producer.send: returns once the server confirmed the batch durable as the channel promises.
+  Status send(std::string_view channel, std::span<const Message> messages);
+  // consumer.subscribe-try-receive: nullopt when nothing arrived within `timeout_ms`.
+  Result<std::optional<std::vector<Message>>> subscribe_try_receive(std::string_view channel,
+                                                                    uint32_t timeout_ms);
+  // consumer.subscribe-receive: waits until at least one message arrives.
+  Result<std::vector<Message>> subscribe_receive(std::string_view channel);
+  // consumer.update-guest-configuration.
+  Status update_guest_configuration(const GuestConfiguration& config);
+  // consumer.complete-message / abandon-message, by the message's witmq-receipt.
+  Status complete_message(const Message& message);
+  Status abandon_message(const Message& message);
+
+  // ---- streaming -----------------------------------------------------------------------------
+  // Starts the stream with `credit`. With a handler, deliveries go to it on the I/O thread; with
+  // none, they queue inside the client for next_delivery().
+  Status start_stream(uint32_t credit, StreamHandler handler = {});
+  // Grants the stream `additional` more messages.
+  Status grant_credit(uint32_t additional);
+  // The next queued delivery (pull mode), waiting up to `timeout`: nullopt when none arrived in
+  // time; the stream's end error once it ended without stop_stream.
+  Result<std::optional<Delivery>> next_delivery(std::chrono::milliseconds timeout);
+  // Stops the stream; deliveries that arrived before it stay queued for next_delivery().
+  Status stop_stream();
+
+  // ---- admin extensions ----------------------------------------------------------------------
+  Result<std::vector<ChannelStats>> list_channels();
+  // Creates `name` or updates its settings (kind, durability, max-deliveries, ...).
+  Status declare_channel(std::string_view name, const ChannelSettings& settings);
+  Status delete_channel(std::string_view name);
+  Result<ChannelStats> channel_stats(std::string_view name);
+  // Messages of `channel` from sequence `from` on, not acquired; at most `max`.
+  Result<std::vector<Message>> browse(std::string_view channel, uint64_t from, uint32_t max);
+  // Moves dead letters of dead-letter channel `dlq` back to their sources; returns how many.
+  Result<uint64_t> replay_dead_letters(std::string_view dlq,
+                                       std::optional<uint64_t> max = std::nullopt);
+  // Settles every available message of `channel`; returns how many.
+  Result<uint64_t> purge(std::string_view channel);
+  // The server-stats object, as JSON text.
+  Result<std::string> server_stats();
+  // A round trip; returns the payload echoed.
+  Result<uint64_t> ping(uint64_t payload);
+
+  // Closes the connection now; later calls fail with kUnavailable.
+  void close();
+
+ private:
+  struct IoThread;
+  Client(std::unique_ptr<IoThread> io, AsyncClient::Pointer async, Options options);
+
+  // Runs `start(callback)` and waits for the callback's value, up to `wait` (0 = no limit).
+  template <typename T, typename Start>
+  Result<T> call(Start&& start, std::chrono::milliseconds wait);
+  template <typename T>
+  Result<T> remember(Result<T> r);
+
+  std::unique_ptr<IoThread> io_;
+  AsyncClient::Pointer async_;
+  Options options_;
+
+  mutable std::mutex mu_;
+  std::string last_error_;  // guarded by mu_
+
+  // Pull-mode stream deliveries, guarded by stream_mu_.
+  std::mutex stream_mu_;
+  std::condition_variable stream_cv_;
+  std::deque<Delivery> deliveries_;
+  std::optional<Error> stream_end_;
+};
+
+}  // namespace witmq::client
