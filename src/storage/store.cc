@@ -42,10 +42,16 @@ rocksdb::CompressionType cold_compression() {
   return has_lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
 }
 
-rocksdb::DBOptions make_db_options() {
+rocksdb::DBOptions make_db_options(const StoreOptions& options) {
   rocksdb::DBOptions o;
   o.create_if_missing = true;
   o.create_missing_column_families = true;
+  // Every append also rewrites its channel's head in the meta column family, whose memtable fills
+  // slowly; a WAL file can only go once every column family has flushed what it holds, so without
+  // a cap meta would pin gigabytes of WAL (RocksDB's default cap is 4x all memtables, 3 GiB here).
+  // Past the cap RocksDB flushes the column families holding the oldest WAL, which bounds both the
+  // disk used by the WAL and the replay time at the next open.
+  o.max_total_wal_size = 4 * static_cast<uint64_t>(options.write_buffer_size);
   // One flush and one compaction at a time: this is sized for small machines where the commit
   // thread and the network threads need the other cores.
   o.max_background_jobs = 2;
@@ -74,7 +80,8 @@ rocksdb::ColumnFamilyOptions make_cf_options(ColumnFamily cf, const StoreOptions
   // Sizes levels from the bottom up: with retention deleting old data the database grows and
   // shrinks, and this keeps write amplification near the minimum for whatever size it has.
   o.level_compaction_dynamic_level_bytes = true;
-  // L0 and L1 hold recent data, much of which is settled and range-deleted before it goes deeper;
+  // L0 and the base level (where L0 compacts to; with dynamic level bytes entry 1 names it, not
+  // L1) hold recent data, much of which is settled and range-deleted before it goes deeper;
   // compressing it would spend CPU on bytes that are about to disappear.
   auto cold = cold_compression();
   o.compression_per_level = {
@@ -182,6 +189,18 @@ void WriteSet::delete_messages(ChannelId ch, Seq from, Seq to) {
 }
 
 // ---- Store::Impl -----------------------------------------------------------------------------
+//
+// The commit path. commit() appends a request to `queue`; the commit thread takes a merge group
+// (take_group), copies the group's ops into one WriteBatch, writes it with one DB::Write, and runs
+// the callbacks in queue order. Durability per write:
+//   - a kSync request is a group of its own, written with sync = true: its fsync is its own;
+//   - a group with any kGroup member is written with sync = true: one fsync for all of them;
+//   - a group of only kNone requests is written with sync = false. RocksDB still write(2)s the WAL
+//     record before Write returns (manual_wal_flush is off), so the data is in the kernel's page
+//     cache: it survives the daemon crashing or being killed, but not a power loss or a kernel
+//     crash.
+// Requests queued while a write (and its fsync) is in progress form the next group, which is what
+// makes group commit merge more the slower the disk is.
 
 struct Store::Impl {
   struct Request {
@@ -355,7 +374,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(make_db_options(), options.path, descriptors, &handles, &raw);
+  auto s = rocksdb::DB::Open(make_db_options(options), options.path, descriptors, &handles, &raw);
   if (!s.ok()) return from_rocksdb(s, fmt::format("storage: opening '{}'", options.path));
 
   auto impl = std::make_unique<Impl>();
