@@ -191,3 +191,51 @@ TEST_F(GuestHostTest, LoadRefusesABadModuleNamingGuestAndModule) {
 
 }  // namespace
 }  // namespace witmq::guest
+
+namespace witmq::guest {
+namespace {
+
+using namespace testing;  // NOLINT
+
+TEST_F(GuestHostTest, ConsumerAndResourceImportsEndToEnd) {
+  send("side", {text_message("s1")});
+  GuestHost* h = start(options("importer", "imports_guest"));
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("go")});
+  // error.trace() of the failed send, sent on by the guest.
+  std::vector<Message> trace;
+  ASSERT_TRUE(eventually([&] {
+    auto r = receive("guest.trace", 100ms);
+    trace.insert(trace.end(), r.begin(), r.end());
+    return !trace.empty();
+  }));
+  EXPECT_EQ(text_of(trace[0]).rfind("invalid-argument: ", 0), 0u) << text_of(trace[0]);
+  // The message on "side" was taken with subscribe-try-receive and completed by the guest.
+  ASSERT_TRUE(eventually([&] { return channel("side").completes_total == 1; }));
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 1; }));
+  // update-guest-configuration subscribed the guest to "guest.more" as well.
+  send("guest.more", {text_message("more")});
+  ASSERT_TRUE(eventually([&] { return channel("guest.more").completes_total == 1; }));
+  EXPECT_EQ(h->stats().traps, 0u);
+  EXPECT_EQ(h->stats().instantiations, 1u);
+}
+
+TEST_F(GuestHostTest, LeasesStayAliveWhileTheHandlerRuns) {
+  broker::ChannelSettings s;
+  s.lease = 300ms;
+  s.max_deliveries = 2;
+  s.backoff_initial = 10ms;
+  s.backoff_max = 20ms;
+  ASSERT_TRUE(broker_->declare_channel("guest.in", s).ok());
+  GuestOptions o = options("slow", "loop_guest");
+  o.instruction_budget = 200'000'000;  // well over a second of interpretation
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("guest.in", {text_message("slow")});
+  ASSERT_TRUE(eventually([&] { return h->stats().budget_exhaustions >= 1; }, 60s));
+  EXPECT_GT(h->stats().handler_time_ns, 300'000'000u);  // it did outlive the lease
+  EXPECT_EQ(channel("guest.in").lease_expiries_total, 0u);
+}
+
+}  // namespace
+}  // namespace witmq::guest
