@@ -221,6 +221,8 @@ struct Store::Impl {
   std::deque<Request> queue;
   bool accepting = true;
   std::thread commit_thread;
+  // Set once in open(); kept apart from commit_thread, whose id join() resets.
+  std::thread::id commit_thread_id;
 
   // close() runs once; later calls wait for the first to finish.
   std::mutex close_mu;
@@ -340,6 +342,7 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
   }
 }
 
+// Must not run on the commit thread (from a callback): it waits for that thread to finish.
 void Store::Impl::close() {
   std::lock_guard close_lock(close_mu);
   if (closed) return;
@@ -383,6 +386,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   impl->default_cf = handles[0];
   impl->handles.assign(handles.begin() + 1, handles.end());
   impl->commit_thread = std::thread([p = impl.get()] { p->commit_loop(); });
+  impl->commit_thread_id = impl->commit_thread.get_id();
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
@@ -401,6 +405,12 @@ void Store::commit(WriteSet writes, Durability durability, CommitCallback done) 
 }
 
 Status Store::commit_and_wait(WriteSet writes, Durability durability) {
+  // From a commit callback this would wait for the very thread that is waiting.
+  if (std::this_thread::get_id() == impl_->commit_thread_id) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "storage: commit_and_wait called from a commit callback would deadlock; use "
+                 "commit() with a callback");
+  }
   std::promise<Status> promise;
   auto future = promise.get_future();
   commit(std::move(writes), durability, [&promise](Status s) { promise.set_value(std::move(s)); });

@@ -224,6 +224,18 @@ TEST_F(StoreTest, CallbackMayCommitAgain) {
   expect_channel(*store_, 1, 2);
 }
 
+TEST_F(StoreTest, CommitAndWaitFromACallbackIsRefusedNotDeadlocked) {
+  Countdown done(1);
+  store_->commit(one_message(1, 0), Durability::kNone, [&](Status) {
+    auto s = store_->commit_and_wait(one_message(1, 1), Durability::kNone);
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kFailedPrecondition);
+    done.done();
+  });
+  ASSERT_TRUE(done.wait());
+  expect_channel(*store_, 1, 1);
+}
+
 TEST_F(StoreTest, CloseDrainsQueuedCommitsAndRefusesLaterOnes) {
   constexpr Seq kCount = 3000;
   std::atomic<Seq> ok{0};
