@@ -48,36 +48,6 @@ void set_extension(GuestConfiguration& gc, std::string_view key, const std::stri
 
 }  // namespace
 
-Status validate_guest_options(const GuestOptions& o) {
-  auto bad = [&](std::string_view key, std::string what) {
-    return Error(ErrorCode::kInvalidArgument,
-                 fmt::format("guest '{}': \"{}\" {}", o.name, key, what));
-  };
-  if (o.name.empty()) return bad("name", "is required (a non-empty string)");
-  if (o.module_path.empty()) return bad("module", "is required (the path of a .wasm file)");
-  if (o.instances < 1 || o.instances > 256) {
-    return bad("instances", fmt::format("is {}, expected 1..256", o.instances));
-  }
-  if (o.instruction_budget < 1 || o.instruction_budget > (uint64_t{1} << 62)) {
-    return bad("instruction-budget", fmt::format("is {}, expected 1..2^62", o.instruction_budget));
-  }
-  if (o.memory_pages < 1 || o.memory_pages > 65536) {
-    return bad("memory-pages", fmt::format("is {}, expected 1..65536", o.memory_pages));
-  }
-  for (const std::string& c : o.channels) {
-    Status st = validate_channel_name(c);
-    if (!st.ok()) return bad("channels", fmt::format("has '{}': {}", c, st.error().message));
-  }
-  if (o.batch_wait.count() < 1 || o.batch_wait.count() > 3'600'000) {
-    return bad("batch-wait-ms", fmt::format("is {}, expected 1..3600000", o.batch_wait.count()));
-  }
-  if (o.restart_backoff.count() < 1 || o.restart_backoff.count() > 3'600'000) {
-    return bad("restart-backoff-ms",
-               fmt::format("is {}, expected 1..3600000", o.restart_backoff.count()));
-  }
-  return ok_status();
-}
-
 struct GuestHost::Worker {
   uint32_t index = 0;
   broker::ClientPtr subscriber;

@@ -1,0 +1,161 @@
+#include "guest/guest_options.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/message.h"
+
+namespace witmq::guest {
+namespace {
+
+using nlohmann::json;
+
+Error bad_key(std::string_view where, std::string_view key, std::string what) {
+  return Error(ErrorCode::kInvalidArgument, fmt::format("{}.{}: {}", where, key, what));
+}
+
+Result<std::string> get_string(const json& v, std::string_view where, std::string_view key) {
+  if (!v.is_string())
+    return bad_key(where, key, fmt::format("expected a string, got {}", v.dump()));
+  return v.get<std::string>();
+}
+
+Result<uint64_t> get_uint(const json& v, std::string_view where, std::string_view key, uint64_t min,
+                          uint64_t max) {
+  if (!v.is_number_integer() ||
+      (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)) {
+    return bad_key(where, key,
+                   fmt::format("expected an integer {}..{}, got {}", min, max, v.dump()));
+  }
+  const uint64_t n = v.get<uint64_t>();
+  if (n < min || n > max) {
+    return bad_key(where, key, fmt::format("{} is out of range {}..{}", n, min, max));
+  }
+  return n;
+}
+
+}  // namespace
+
+const std::vector<GuestOptionDoc>& guest_option_docs() {
+  static const std::vector<GuestOptionDoc> docs = {
+      {"name", "string", "(required)",
+       "Names the guest in logs, metrics and errors; its broker clients connect under this name, "
+       "so its subscriptions are durable and shared by its instances."},
+      {"module", "path", "(required)", "The core wasm module (.wasm file)."},
+      {"instances", "1..256", "1", "Instances side by side, each on its own worker thread."},
+      {"instruction-budget", "1..2^62", "100000000",
+       "Interpreter steps one call (configure, handler) may take."},
+      {"memory-pages", "1..65536", "256", "Linear memory limit in 64 KiB pages."},
+      {"channels", "list of channel names", "[]",
+       "When non-empty, replaces the channels the guest asks for."},
+      {"group", "string", "\"\"",
+       "When non-empty, replaces the guest's \"group\" extension (shared subscription name)."},
+      {"batch-size", "0..1000000", "0",
+       "Most messages per handler call; 0 = the guest's batch-size extension or the broker "
+       "default."},
+      {"batch-wait-ms", "1..3600000", "1000",
+       "How long one receive waits for a first message before asking again."},
+      {"restart-backoff-ms", "1..3600000", "200",
+       "Wait before instantiating again after a failed instantiation or configure (doubles, up "
+       "to 64x)."},
+  };
+  return docs;
+}
+
+Status validate_guest_options(const GuestOptions& o) {
+  auto bad = [&](std::string_view key, std::string what) {
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("guest '{}': \"{}\" {}", o.name, key, what));
+  };
+  if (o.name.empty()) return bad("name", "is required (a non-empty string)");
+  if (o.module_path.empty()) return bad("module", "is required (the path of a .wasm file)");
+  if (o.instances < 1 || o.instances > 256) {
+    return bad("instances", fmt::format("is {}, expected 1..256", o.instances));
+  }
+  if (o.instruction_budget < 1 || o.instruction_budget > (uint64_t{1} << 62)) {
+    return bad("instruction-budget", fmt::format("is {}, expected 1..2^62", o.instruction_budget));
+  }
+  if (o.memory_pages < 1 || o.memory_pages > 65536) {
+    return bad("memory-pages", fmt::format("is {}, expected 1..65536", o.memory_pages));
+  }
+  for (const std::string& c : o.channels) {
+    Status st = validate_channel_name(c);
+    if (!st.ok()) return bad("channels", fmt::format("has '{}': {}", c, st.error().message));
+  }
+  if (o.batch_wait.count() < 1 || o.batch_wait.count() > 3'600'000) {
+    return bad("batch-wait-ms", fmt::format("is {}, expected 1..3600000", o.batch_wait.count()));
+  }
+  if (o.restart_backoff.count() < 1 || o.restart_backoff.count() > 3'600'000) {
+    return bad("restart-backoff-ms",
+               fmt::format("is {}, expected 1..3600000", o.restart_backoff.count()));
+  }
+  return ok_status();
+}
+
+Result<GuestOptions> guest_options_from_json(const json& j, std::string_view where) {
+  if (!j.is_object()) {
+    return invalid_argument(fmt::format("{}: expected an object, got {}", where, j.dump()));
+  }
+  GuestOptions o;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "name") {
+      auto s = get_string(v, where, key);
+      if (!s) return std::move(s).error();
+      o.name = *s;
+    } else if (key == "module") {
+      auto s = get_string(v, where, key);
+      if (!s) return std::move(s).error();
+      o.module_path = *s;
+    } else if (key == "instances") {
+      auto n = get_uint(v, where, key, 1, 256);
+      if (!n) return std::move(n).error();
+      o.instances = static_cast<uint32_t>(*n);
+    } else if (key == "instruction-budget") {
+      auto n = get_uint(v, where, key, 1, uint64_t{1} << 62);
+      if (!n) return std::move(n).error();
+      o.instruction_budget = *n;
+    } else if (key == "memory-pages") {
+      auto n = get_uint(v, where, key, 1, 65536);
+      if (!n) return std::move(n).error();
+      o.memory_pages = static_cast<uint32_t>(*n);
+    } else if (key == "channels") {
+      if (!v.is_array()) {
+        return bad_key(where, key,
+                       fmt::format("expected a list of channel names, got {}", v.dump()));
+      }
+      for (const json& c : v) {
+        auto s = get_string(c, where, key);
+        if (!s) return std::move(s).error();
+        Status st = validate_channel_name(*s);
+        if (!st.ok()) return bad_key(where, key, st.error().message);
+        o.channels.push_back(*s);
+      }
+    } else if (key == "group") {
+      auto s = get_string(v, where, key);
+      if (!s) return std::move(s).error();
+      o.group = *s;
+    } else if (key == "batch-size") {
+      auto n = get_uint(v, where, key, 0, 1'000'000);
+      if (!n) return std::move(n).error();
+      o.batch_size = static_cast<uint32_t>(*n);
+    } else if (key == "batch-wait-ms") {
+      auto n = get_uint(v, where, key, 1, 3'600'000);
+      if (!n) return std::move(n).error();
+      o.batch_wait = std::chrono::milliseconds(*n);
+    } else if (key == "restart-backoff-ms") {
+      auto n = get_uint(v, where, key, 1, 3'600'000);
+      if (!n) return std::move(n).error();
+      o.restart_backoff = std::chrono::milliseconds(*n);
+    } else {
+      std::string known;
+      for (const auto& d : guest_option_docs())
+        known += (known.empty() ? "" : ", ") + std::string(d.key);
+      return bad_key(where, key, fmt::format("unknown guest setting (known: {})", known));
+    }
+  }
+  WITMQ_RETURN_IF_ERROR(validate_guest_options(o));
+  return o;
+}
+
+}  // namespace witmq::guest

@@ -1,0 +1,59 @@
+// A guest's configuration: every key with its type, default, bounds and doc string, defined once.
+// The daemon's config loader, docs/GUESTS.md and the tests all go through this file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace witmq::guest {
+
+// One guest as the configuration describes it. Keys in brackets are the config file's names
+// (docs/GUESTS.md).
+struct GuestOptions {
+  // ["name"] Names the guest in logs, metrics and errors, and names its durable subscription
+  // (the broker client it receives with is connect()ed under this name). Required.
+  std::string name;
+  // ["module"] Path of the core wasm module. Required.
+  std::string module_path;
+  // ["instances"] Instances running side by side, each on its own thread. 1..256.
+  uint32_t instances = 1;
+  // ["instruction-budget"] Interpreter steps one call (configure, handler) may take. 1..2^62.
+  uint64_t instruction_budget = 100'000'000;
+  // ["memory-pages"] Linear memory limit in 64 KiB pages. 1..65536.
+  uint32_t memory_pages = 256;
+  // ["channels"] When non-empty, replaces the channels `configure` (and
+  // update-guest-configuration) ask for.
+  std::vector<std::string> channels;
+  // ["group"] When non-empty, sets the "group" extension (the shared subscription name),
+  // replacing what the guest asks for.
+  std::string group;
+  // ["batch-size"] Most messages per handler call; 0 = the guest's "batch-size" extension or
+  // the broker's default.
+  uint32_t batch_size = 0;
+  // ["batch-wait-ms"] How long one receive waits for a first message before asking again.
+  std::chrono::milliseconds batch_wait{1000};
+  // ["restart-backoff-ms"] Wait before instantiating again after instantiation or configure
+  // failed (doubles up to 64x while it keeps failing).
+  std::chrono::milliseconds restart_backoff{200};
+};
+
+// Checks ranges and required fields; errors name the guest and the key.
+Status validate_guest_options(const GuestOptions& options);
+
+// Reads a guest from a JSON object ({"name": ..., "module": ..., ...}). Unknown keys, wrong types
+// and values out of range are errors naming `where` and the key; the result is validated.
+Result<GuestOptions> guest_options_from_json(const nlohmann::json& j, std::string_view where);
+
+// Every key with its type, default and doc string, for docs/GUESTS.md.
+struct GuestOptionDoc {
+  std::string_view key, type, default_value, doc;
+};
+const std::vector<GuestOptionDoc>& guest_option_docs();
+
+}  // namespace witmq::guest
