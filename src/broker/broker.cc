@@ -35,6 +35,11 @@ namespace {
 constexpr SubscriptionId kEphemeralBase = 0x8000'0000u;
 // Settled messages are range-deleted once this many accumulate (and at the next housekeeping).
 constexpr Seq kTrimThreshold = 8192;
+// A subscription's cursor is written when its window empties or its floor has moved this far
+// since the last write (and at shutdown). After a crash, not a clean stop, at most this many
+// minus one completed messages per subscription can be delivered again.
+constexpr Seq kCursorStride = 64;
+// ... and no later than the next housekeeping, kHousekeepingDelay after the floor moved.
 constexpr auto kHousekeepingDelay = std::chrono::seconds(1);
 constexpr auto kRetentionCheckInterval = std::chrono::seconds(5);
 // How long replay holds the dead letters it is moving.
@@ -202,7 +207,7 @@ struct Broker::Impl {
   void add_queue_subscription(Channel& ch, WriteSet& ws) {
     auto sub = std::make_unique<Subscription>();
     sub->id = next_durable_sub++;
-    sub->floor = sub->next = ch.first;
+    sub->floor = sub->next = sub->persisted_floor = ch.first;
     ws.put_subscription({sub->id, ch.id, "", "{}"});
     ws.put_cursor(sub->id, {sub->floor, sub->next});
     ch.subs_by_id[sub->id] = sub.get();
@@ -289,7 +294,7 @@ struct Broker::Impl {
         break;
       }
     }
-    sub->floor = sub->next = start;
+    sub->floor = sub->next = sub->persisted_floor = start;
     if (sub->durable) {
       ws.put_subscription({sub->id, ch.id, name, "{}"});
       ws.put_cursor(sub->id, {sub->floor, sub->next});
@@ -321,11 +326,15 @@ struct Broker::Impl {
     });
   }
 
+  // Runs housekeeping() after `delay`, unless it is already due no later than that. An earlier
+  // request does not cancel a later one: running housekeeping twice is harmless.
   void schedule_housekeeping(Channel& ch, std::chrono::milliseconds delay) {
-    if (ch.housekeeping_due) return;
+    const auto when = steady_now() + delay;
+    if (ch.housekeeping_due && ch.housekeeping_at <= when) return;
     ch.housekeeping_due = true;
+    ch.housekeeping_at = when;
     std::weak_ptr<Channel> weak = ch.shared_from_this();
-    timers.schedule(steady_now() + delay, [this, weak] {
+    timers.schedule(when, [this, weak] {
       if (auto c = weak.lock()) housekeeping(c);
     });
   }
@@ -379,9 +388,9 @@ struct Broker::Impl {
       take(seq, d);
     }
 
-    bool floor_moved = false;
+    bool moved_floor = false;
     if (o.auto_settle) {
-      floor_moved = sub.advance_floor(ws);
+      moved_floor = sub.advance_floor(ws);
       if (sub.durable) {
         for (const auto& it : g.items) {
           if (it.seq >= sub.floor) {
@@ -391,8 +400,8 @@ struct Broker::Impl {
         }
       }
     }
-    if (sub.durable && (moved_next || floor_moved)) ws.put_cursor(sub.id, {sub.floor, sub.next});
-    if (floor_moved) after_floor_moved(ch, ws);
+    if (moved_next) write_cursor(sub, ws);
+    if (moved_floor) floor_moved(ch, sub, ws);
     if (!o.auto_settle && !g.items.empty()) arm(ch);
     return g;
   }
@@ -506,10 +515,7 @@ struct Broker::Impl {
             ws.put_delivery(sub.id, seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
             dl.persisted = true;
           }
-          if (sub.advance_floor(ws)) {
-            if (sub.durable) ws.put_cursor(sub.id, {sub.floor, sub.next});
-            after_floor_moved(ch, ws);
-          }
+          if (sub.advance_floor(ws)) floor_moved(ch, sub, ws);
           return;
         case AbandonPolicy::kRequeue: {
           auto delay = backoff_for(s, dl.attempts);
@@ -618,10 +624,7 @@ struct Broker::Impl {
     sub->at(job.seq).persisted = job.sub_durable;
     sub->accept(job.seq);
     WriteSet ws;
-    if (sub->advance_floor(ws)) {
-      if (sub->durable) ws.put_cursor(sub->id, {sub->floor, sub->next});
-      after_floor_moved(src, ws);
-    }
+    if (sub->advance_floor(ws)) floor_moved(src, *sub, ws);
     submit(std::move(ws));
   }
 
@@ -669,6 +672,24 @@ struct Broker::Impl {
       if (handler) (*handler)(s);
       run(d);
     });
+  }
+
+  void write_cursor(Subscription& sub, WriteSet& ws) {
+    if (!sub.durable) return;
+    ws.put_cursor(sub.id, {sub.floor, sub.next});
+    sub.persisted_floor = sub.floor;
+    sub.cursor_due = false;
+  }
+
+  // The floor of `sub` moved (channel lock held). Writing the cursor on every complete would cost
+  // a storage write per message; see kCursorStride.
+  void floor_moved(Channel& ch, Subscription& sub, WriteSet& ws) {
+    if (sub.cursor_due || sub.window.empty() || sub.floor >= sub.persisted_floor + kCursorStride) {
+      write_cursor(sub, ws);
+    } else if (sub.durable) {
+      schedule_housekeeping(ch, kHousekeepingDelay);
+    }
+    after_floor_moved(ch, ws);
   }
 
   // The floor of a subscription moved: settled messages may be removable (channel lock held).
@@ -732,6 +753,9 @@ struct Broker::Impl {
       ch.housekeeping_due = false;
       if (ch.deleted) return;
       WriteSet ws;
+      for (auto& [name, sub] : ch.subs) {
+        if (sub->durable && sub->floor != sub->persisted_floor) write_cursor(*sub, ws);
+      }
       trim(ch, ch.is_topic() && ch.subs.empty() ? ch.first : ch.min_floor(), ws);
       submit(std::move(ws));
       first = ch.first;
@@ -760,7 +784,7 @@ struct Broker::Impl {
       for (auto& [name, sub] : ch.subs) {
         if (sub->floor < cut) {
           dropped += sub->drop_below(cut, ws);
-          if (sub->durable) ws.put_cursor(sub->id, {sub->floor, sub->next});
+          write_cursor(*sub, ws);
         }
       }
       if (dropped) {
@@ -813,8 +837,7 @@ struct Broker::Impl {
           ++ch.completes_total;
           sub->accept(r->seq);
           if (sub->advance_floor(ws)) {
-            if (sub->durable) ws.put_cursor(sub->id, {sub->floor, sub->next});
-            after_floor_moved(ch, ws);
+            floor_moved(ch, *sub, ws);
           } else if (sub->durable) {
             ws.put_delivery(sub->id, r->seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
             dl.persisted = true;
@@ -996,7 +1019,8 @@ struct Broker::Impl {
           d.persisted = true;
         }
       }
-      if (sub->advance_floor(ws)) ws.put_cursor(sub->id, {sub->floor, sub->next});
+      sub->advance_floor(ws);
+      write_cursor(*sub, ws);
       if (released) {
         log::info("recovery: channel {} subscription '{}': {} messages held at the last stop are "
                   "available again",
@@ -1544,10 +1568,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
           sub->at(item.seq).persisted = true;
           sub->accept(item.seq);
           ++dlq.completes_total;
-          if (sub->advance_floor(ws2)) {
-            ws2.put_cursor(sub->id, {sub->floor, sub->next});
-            impl.after_floor_moved(dlq, ws2);
-          }
+          if (sub->advance_floor(ws2)) impl.floor_moved(dlq, *sub, ws2);
         }
       }
       impl.submit(std::move(ws2));
@@ -1596,7 +1617,7 @@ Result<uint64_t> Broker::purge(std::string_view channel) {
           d.persisted = true;
         }
       }
-      ws.put_cursor(sub.id, {sub.floor, sub.next});
+      impl.write_cursor(sub, ws);
     }
   }
   impl.trim(ch, ch.is_topic() && ch.subs.empty() ? ch.committed : ch.min_floor(), ws);
@@ -1620,6 +1641,21 @@ void Broker::shutdown() {
   }
   for (auto& c : clients) impl_->end_waiters(*c, true);
   impl_->timers.stop();
+  // Cursors are written lazily (kCursorStride): a clean stop writes every one that lags, so a
+  // restart redelivers nothing that was completed.
+  std::vector<std::shared_ptr<Channel>> all;
+  {
+    std::shared_lock lock(impl_->map_mu);
+    for (auto& [id, ch] : impl_->by_id) all.push_back(ch);
+  }
+  WriteSet ws;
+  for (auto& ch : all) {
+    std::lock_guard lock(ch->mu);
+    for (auto& [name, sub] : ch->subs) {
+      if (sub->durable && sub->floor != sub->persisted_floor) impl_->write_cursor(*sub, ws);
+    }
+  }
+  impl_->submit(std::move(ws));
   impl_->store->close();
   log::info("broker: stopped");
 }

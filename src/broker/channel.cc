@@ -11,7 +11,10 @@ int64_t wall_ms() {
 bool Subscription::advance_floor(storage::WriteSet& ws) {
   bool moved = false;
   while (!window.empty() && window.front().state == Delivery::State::kAccepted) {
-    if (durable && window.front().persisted) ws.delete_delivery(id, floor);
+    if (durable && window.front().persisted) {
+      ws.delete_delivery(id, floor);
+      cursor_due = true;
+    }
     window.pop_front();
     --accepted_in_window;
     ++floor;

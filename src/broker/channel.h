@@ -58,6 +58,11 @@ struct Subscription {
   uint64_t owner = 0;      // ephemeral: the client it belongs to
   Seq floor = 0;
   Seq next = 0;
+  // The floor last written to storage (the cursor is written lazily, see Impl::floor_moved).
+  Seq persisted_floor = 0;
+  // advance_floor() deleted a stored delivery record: the cursor must be written with it, or a
+  // crash would forget that message's attempt count.
+  bool cursor_due = false;
   std::deque<Delivery> window;
   std::set<Seq> ready;
   std::set<std::pair<SteadyTime, Seq>> waiting;
@@ -105,6 +110,7 @@ struct Channel : std::enable_shared_from_this<Channel> {
   std::optional<SteadyTime> armed;  // when the channel's timer is set to fire
   TimerQueue::Handle timer;
   bool housekeeping_due = false;
+  SteadyTime housekeeping_at{};
 
   uint64_t sends_total = 0, deliveries_total = 0, redeliveries_total = 0, completes_total = 0,
            abandons_total = 0, lease_expiries_total = 0, dead_letters_total = 0;

@@ -76,6 +76,19 @@ TEST_F(RecoveryTest, HeldMessagesComeBackWithAttemptCounted) {
   EXPECT_EQ(md(after[1], "witmq-attempt"), "1");
 }
 
+TEST_F(RecoveryTest, CleanStopWritesLaggingCursors) {
+  auto c = connect();
+  send_ok(c, "q", {msg("a"), msg("b")});
+  auto got = receive_ok(c, "q", 2);
+  ASSERT_EQ(got.size(), 2u);
+  // The floor moves past "a" while "b" is still held: the cursor write is deferred.
+  ASSERT_TRUE(broker_->complete_message(got[0]).ok());
+  reopen();
+  auto after = receive_ok(connect(), "q", 10);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(text(after[0]), "b");
+}
+
 TEST_F(RecoveryTest, RequeuedAttemptsSurviveRestartAndReachDeadLetter) {
   ChannelSettings s;
   s.max_deliveries = 3;
@@ -126,10 +139,11 @@ TEST(RecoveryCrashChild, HoldAndWait) {
   auto r = got.get_future().get();
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 10u);
-  // Settle two of them; give the state writes a moment to reach the WAL.
+  // Settle two of them. Completes are written without fsync, and a subscription's cursor at the
+  // latest one housekeeping interval (1 s) after it moved: wait past that, so both are on disk.
   ASSERT_TRUE((*b)->complete_message((*r)[0]).ok());
   ASSERT_TRUE((*b)->complete_message((*r)[5]).ok());
-  std::this_thread::sleep_for(200ms);
+  std::this_thread::sleep_for(1500ms);
   std::printf("ready\n");
   std::fflush(stdout);
   std::this_thread::sleep_for(60s);
