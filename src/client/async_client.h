@@ -64,6 +64,9 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
 
   // What the server announced in connect-ok.
   const ServerInfo& server_info() const { return info_; }
+  // The strand completions and stream handlers run on. Work posted to it is serialized with them,
+  // so state touched only there needs no lock.
+  const boost::asio::strand<boost::asio::any_io_executor>& executor() const { return strand_; }
   // False once the connection is closed (close(), goaway, a read or write error).
   bool is_open() const;
   // Why the connection closed; nullopt while it is open.

@@ -1,0 +1,40 @@
+// witmq-bench: producers and consumers against a running witmqd; throughput and latency.
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/bench_options.h"
+#include "cli/bench_runner.h"
+#include "cli/exit_codes.h"
+
+namespace {
+
+std::optional<std::string> env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::optional<std::string>(v) : std::nullopt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace witmq::cli;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto options = parse_bench_options(args, env("WITMQ_SERVER"), env("WITMQ_TOKEN"));
+  if (!options.ok()) {
+    std::cerr << options.error().message << "\n";
+    return kExitUsage;
+  }
+  if (options->help) {
+    std::cout << bench_usage();
+    return kExitOk;
+  }
+  auto report = run_bench(*options);
+  if (!report.ok()) {
+    std::cerr << "witmq-bench: " << report.error().to_string() << "\n";
+    return report.error().code == witmq::ErrorCode::kUnavailable ? kExitUnavailable
+                                                                 : kExitServerError;
+  }
+  std::cout << format_report(*report, options->json);
+  return report->ok() ? kExitOk : kExitServerError;
+}

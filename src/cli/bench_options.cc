@@ -1,0 +1,174 @@
+#include "cli/bench_options.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "cli/args.h"
+
+namespace witmq::cli {
+namespace {
+
+constexpr OptionSpec kBenchOptions[] = {
+    {"server", true},        {"token", true},
+    {"channel", true},       {"kind", true},
+    {"durability", true},    {"producers", true},
+    {"consumers", true},     {"messages", true},
+    {"duration", true},      {"size", true},
+    {"batch", true},         {"pipeline", true},
+    {"consume-mode", true},  {"credit", true},
+    {"receive-batch", true}, {"receive-pipeline", true},
+    {"complete", false},     {"threads", true},
+    {"drain-timeout", true}, {"json", false},
+    {"help", false},
+};
+
+Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }
+
+}  // namespace
+
+std::string bench_usage() {
+  return R"(Usage: witmq-bench [options]
+
+Runs producers and consumers against a running witmqd and reports throughput and end-to-end
+latency. It stops by itself: after --messages (or --duration) are produced and consumed, or when
+consumers make no progress for --drain-timeout.
+
+  --server HOST:PORT        the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
+  --token TOKEN             authentication token (default $WITMQ_TOKEN)
+  --channel NAME            channel to use (default: a fresh witmq-bench-<pid>, deleted after)
+  --kind KIND               point-to-point (default) or publish-subscribe
+  --durability D            sync, group or none: declared on the channel (default: server's)
+  --producers N             producer connections (default 1)
+  --consumers N             consumer connections (default 1); on publish-subscribe each one
+                            receives every message
+  --messages N              messages to produce in total (default 100000)
+  --duration S              produce for S seconds instead (fractions allowed)
+  --size BYTES              data bytes per message (default 128)
+  --batch N                 messages per send (default 100)
+  --pipeline N              sends in flight per producer (default 8)
+  --consume-mode MODE       receive (subscribe-receive calls, default) or stream (streaming
+                            with credit)
+  --credit N                stream credit per consumer (default 2000)
+  --receive-batch N         messages per receive reply or delivery: the batch-size extension
+                            (default 1000)
+  --receive-pipeline N      receive calls in flight per consumer (default 2)
+  --complete                complete each message (explicit settlement); without it consumers
+                            use settlement=auto (the broker settles on delivery)
+  --threads N               I/O threads of the bench (default 1)
+  --drain-timeout MS        stop when consumers stall this long after producing ended
+                            (default 10000)
+  --json                    print the report as JSON
+  --help                    this text
+
+Latency is measured from the moment a producer hands a batch to the client library to the
+moment a consumer has the message: producers stamp a run id and a send time in the first 16
+bytes of the data (in a "bench-stamp" metadata entry when --size is below 16).
+Exit codes: 0 every message arrived, 1 errors or missing messages, 2 usage error, 3 cannot
+connect.
+)";
+}
+
+Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
+                                         const std::optional<std::string>& env_server,
+                                         const std::optional<std::string>& env_token) {
+  BenchOptions o;
+  if (env_server) {
+    auto ep = client::parse_endpoint(*env_server);
+    if (!ep) return invalid_argument("witmq-bench: WITMQ_SERVER: " + ep.error().message);
+    o.server = *ep;
+  }
+  o.token = env_token;
+  auto a = scan_args(args, kBenchOptions, "witmq-bench");
+  if (!a) return std::move(a).error();
+  if (a->has("help")) {
+    o.help = true;
+    return o;
+  }
+  if (!a->positional.empty()) {
+    return invalid_argument(
+        fmt::format("witmq-bench: unexpected argument '{}'", a->positional.front()));
+  }
+  if (const auto* s = a->last("server")) {
+    auto ep = client::parse_endpoint(*s);
+    if (!ep) return invalid_argument("witmq-bench: --server: " + ep.error().message);
+    o.server = *ep;
+  }
+  if (const auto* t = a->last("token")) o.token = *t;
+  if (const auto* c = a->last("channel")) {
+    auto st = validate_channel_name(*c);
+    if (!st) return invalid_argument("witmq-bench: --channel " + st.error().message);
+    o.channel = *c;
+  }
+  if (const auto* k = a->last("kind")) {
+    if (*k != "point-to-point" && *k != "publish-subscribe") {
+      return invalid_argument(
+          fmt::format("witmq-bench: --kind: '{}' is not point-to-point or publish-subscribe", *k));
+    }
+    o.kind = *k;
+  }
+  if (const auto* d = a->last("durability")) {
+    if (*d != "sync" && *d != "group" && *d != "none") {
+      return invalid_argument(
+          fmt::format("witmq-bench: --durability: '{}' is not sync, group or none", *d));
+    }
+    o.durability = *d;
+  }
+  struct U32Field {
+    const char* name;
+    uint32_t* out;
+    uint64_t min, max;
+  };
+  const U32Field fields[] = {
+      {"producers", &o.producers, 1, 1000},
+      {"consumers", &o.consumers, 0, 1000},
+      {"size", &o.size, 0, 1 << 20},
+      {"batch", &o.batch, 1, 10'000},
+      {"pipeline", &o.pipeline, 1, 10'000},
+      {"credit", &o.credit, 1, 1'000'000},
+      {"receive-batch", &o.receive_batch, 1, 10'000},
+      {"receive-pipeline", &o.receive_pipeline, 1, 64},
+      {"threads", &o.threads, 1, 64},
+      {"drain-timeout", &o.drain_timeout_ms, 1, 3'600'000},
+  };
+  for (const auto& f : fields) {
+    if (const auto* v = a->last(f.name)) {
+      auto n = parse_uint(f.name, *v, f.min, f.max);
+      if (!n) return bench_error(n.error());
+      *f.out = static_cast<uint32_t>(*n);
+    }
+  }
+  if (const auto* m = a->last("messages")) {
+    auto n = parse_uint("messages", *m, 1, 1'000'000'000'000);
+    if (!n) return bench_error(n.error());
+    o.messages = *n;
+  }
+  if (const auto* d = a->last("duration")) {
+    if (a->has("messages")) {
+      return invalid_argument("witmq-bench: --messages and --duration exclude each other");
+    }
+    double s = 0;
+    auto [p, ec] = std::from_chars(d->data(), d->data() + d->size(), s);
+    if (d->empty() || ec != std::errc() || p != d->data() + d->size() || !(s > 0) || s > 86400) {
+      return invalid_argument(fmt::format(
+          "witmq-bench: --duration: '{}' is not a number of seconds above 0 and at most 86400",
+          *d));
+    }
+    o.duration_s = s;
+  }
+  if (const auto* m = a->last("consume-mode")) {
+    if (*m == "receive") {
+      o.mode = ConsumeMode::kReceive;
+    } else if (*m == "stream") {
+      o.mode = ConsumeMode::kStream;
+    } else {
+      return invalid_argument(
+          fmt::format("witmq-bench: --consume-mode: '{}' is not receive or stream", *m));
+    }
+  }
+  o.complete = a->has("complete");
+  o.json = a->has("json");
+  return o;
+}
+
+}  // namespace witmq::cli

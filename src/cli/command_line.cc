@@ -1,0 +1,381 @@
+#include "cli/command_line.h"
+
+#include <fmt/format.h>
+
+#include <array>
+
+#include "cli/args.h"
+
+namespace witmq::cli {
+namespace {
+
+struct CommandInfo {
+  CommandKind kind;
+  std::string_view name;
+  std::string_view synopsis;
+  std::string_view help;  // options and notes, after the synopsis
+  std::vector<OptionSpec> options;
+};
+
+constexpr OptionSpec kGlobalOptions[] = {
+    {"server", true},          {"name", true},  {"token", true},
+    {"connect-timeout", true}, {"json", false}, {"help", false},
+};
+
+constexpr std::string_view kGlobalHelp =
+    R"(Global options (before or after the command):
+  --server HOST:PORT      the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
+  --name NAME             client name sent in connect; a name makes publish-subscribe
+                          subscriptions durable under it (default: anonymous)
+  --token TOKEN           authentication token (default $WITMQ_TOKEN)
+  --connect-timeout MS    give up connecting after MS milliseconds (default 5000)
+  --json                  machine-readable output (JSON)
+  --help, -h              this text
+
+Exit codes: 0 ok, 1 the server refused the request, 2 usage error, 3 cannot connect or the
+connection was lost, 4 receive: nothing arrived within the timeout.
+)";
+
+const std::vector<CommandInfo>& commands() {
+  static const std::vector<CommandInfo> kCommands = {
+      {CommandKind::kSend,
+       "send",
+       "send CHANNEL [DATA | -] [options]",
+       R"(Sends a message to CHANNEL. DATA is the message's data; '-' or no DATA reads it from stdin.
+  --format FORMAT   cloudevents, http, amqp, mqtt, kafka or raw (default raw)
+  --meta KEY=VALUE  a metadata entry; repeat for more (keys starting 'witmq-' are dropped by
+                    the server)
+  --count N         send the message N times (default 1)
+  --lines           each line of stdin is one message (needs '-' or no DATA)
+  --batch N         messages per send request (default 1000)
+Prints "sent N message(s) to CHANNEL" once the server confirmed them durable.
+)",
+       {{"format", true}, {"meta", true}, {"count", true}, {"lines", false}, {"batch", true}}},
+      {CommandKind::kReceive,
+       "receive",
+       "receive CHANNEL [options]",
+       R"(Receives messages from CHANNEL and prints them.
+  --timeout MS      wait up to MS milliseconds for messages (default 5000)
+  --wait            wait until a message arrives, however long
+  --max N           stop after N messages (default 1)
+  --complete        complete each message after printing it (settled)
+  --abandon         abandon each message after printing it (redelivered or dead-lettered
+                    as the channel's policy says)
+  --data-only       print only each message's data, each followed by a newline
+  --ext KEY=VALUE   a guest-configuration extension (start, group, lease-ms, ...); repeatable
+Without --complete or --abandon the messages stay acquired until the connection closes, which
+counts as a failed delivery attempt. Exit code 4 when nothing arrived in time.
+)",
+       {{"timeout", true},
+        {"wait", false},
+        {"max", true},
+        {"complete", false},
+        {"abandon", false},
+        {"data-only", false},
+        {"ext", true}}},
+      {CommandKind::kChannels,
+       "channels",
+       "channels",
+       "Lists the channels with their kind, durability, depth and messages in flight.\n",
+       {}},
+      {CommandKind::kDeclare,
+       "declare",
+       "declare CHANNEL --kind point-to-point|publish-subscribe [options]",
+       R"(Creates CHANNEL, or updates the settings of an existing one (its kind cannot change).
+  --kind KIND         point-to-point or publish-subscribe
+  --durability D      sync, group or none
+  --set KEY=VALUE     any channel setting (max-deliveries, lease-ms, abandon-policy,
+                      backoff-initial-ms, backoff-max-ms, dead-letter-channel, retention-ms,
+                      retention-bytes); a numeric VALUE is sent as a number; repeatable
+)",
+       {{"kind", true}, {"durability", true}, {"set", true}}},
+      {CommandKind::kDelete, "delete", "delete CHANNEL", "Deletes CHANNEL and its messages.\n", {}},
+      {CommandKind::kStats,
+       "stats",
+       "stats CHANNEL",
+       "Prints CHANNEL's settings, depth, in-flight count, counters and subscriptions.\n",
+       {}},
+      {CommandKind::kDeadLetters,
+       "dead-letters",
+       "dead-letters CHANNEL [options]",
+       R"(Browses the dead-letter channel of CHANNEL (its dead-letter-channel setting, by default
+CHANNEL.dlq) without acquiring anything. A CHANNEL ending in '.dlq' is browsed itself.
+  --from SEQ      first sequence to show (default 0)
+  --max N         at most N messages (default 100)
+  --data-only     print only each message's data
+)",
+       {{"from", true}, {"max", true}, {"data-only", false}}},
+      {CommandKind::kReplay,
+       "replay",
+       "replay CHANNEL [--max N]",
+       R"(Moves the dead letters of CHANNEL (from its dead-letter channel) back to their source
+channels, each move one atomic write. Prints how many moved.
+  --max N         move at most N (default all)
+)",
+       {{"max", true}}},
+      {CommandKind::kPurge,
+       "purge",
+       "purge CHANNEL",
+       "Settles every available message of CHANNEL; prints how many were removed.\n",
+       {}},
+      {CommandKind::kServerStats,
+       "server-stats",
+       "server-stats",
+       "Prints the server's counters (JSON).\n",
+       {}},
+      {CommandKind::kPing,
+       "ping",
+       "ping",
+       "Connects and exchanges a ping; exit code 0 when the server answers.\n",
+       {}},
+  };
+  return kCommands;
+}
+
+const CommandInfo* find_command(std::string_view name) {
+  for (const auto& c : commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+const CommandInfo& info_of(CommandKind kind) {
+  for (const auto& c : commands()) {
+    if (c.kind == kind) return c;
+  }
+  return commands().front();
+}
+
+Result<uint32_t> parse_u32(std::string_view option, const std::string& text, uint32_t min,
+                           uint32_t max) {
+  auto v = parse_uint(option, text, min, max);
+  if (!v) return std::move(v).error();
+  return static_cast<uint32_t>(*v);
+}
+
+Error usage_error(std::string_view command, std::string_view what) {
+  return invalid_argument(fmt::format("witmq {}: {}", command, what));
+}
+
+Status apply_global(const ParsedArgs& a, CliCommand& cmd) {
+  if (const auto* s = a.last("server")) {
+    auto ep = client::parse_endpoint(*s);
+    if (!ep) return invalid_argument("--server: " + ep.error().message);
+    cmd.server = *ep;
+  }
+  if (const auto* n = a.last("name")) cmd.name = *n;
+  if (const auto* t = a.last("token")) cmd.token = *t;
+  if (const auto* t = a.last("connect-timeout")) {
+    auto v = parse_u32("connect-timeout", *t, 1, 3'600'000);
+    if (!v) return std::move(v).error();
+    cmd.connect_timeout_ms = *v;
+  }
+  if (a.has("json")) cmd.output = OutputMode::kJson;
+  return ok_status();
+}
+
+}  // namespace
+
+std::string_view command_name(CommandKind kind) {
+  if (kind == CommandKind::kHelp) return "help";
+  return info_of(kind).name;
+}
+
+std::string usage(std::optional<CommandKind> command) {
+  if (command && *command != CommandKind::kHelp) {
+    const auto& c = info_of(*command);
+    return fmt::format("Usage: witmq [global options] {}\n\n{}\n{}", c.synopsis, c.help,
+                       kGlobalHelp);
+  }
+  std::string out = "Usage: witmq [global options] COMMAND [arguments]\n\nCommands:\n";
+  for (const auto& c : commands()) out += fmt::format("  {}\n", c.synopsis);
+  out += "\n'witmq COMMAND --help' describes one command.\n\n";
+  out += kGlobalHelp;
+  return out;
+}
+
+Result<CliCommand> parse_command_line(std::span<const std::string> args,
+                                      const CliEnvironment& env) {
+  CliCommand cmd;
+  if (env.server) {
+    auto ep = client::parse_endpoint(*env.server);
+    if (!ep) return invalid_argument("WITMQ_SERVER: " + ep.error().message);
+    cmd.server = *ep;
+  }
+  cmd.token = env.token;
+
+  auto globals = scan_args(args, kGlobalOptions, "witmq", /*stop_at_positional=*/true);
+  if (!globals) return std::move(globals).error();
+  WITMQ_RETURN_IF_ERROR(apply_global(*globals, cmd));
+  if (globals->positional.empty()) {
+    if (globals->has("help")) return cmd;  // kHelp, overview
+    return invalid_argument("witmq: no command given (see witmq --help)");
+  }
+  const std::string& name = globals->positional.front();
+  if (name == "help") {
+    if (globals->positional.size() > 1) {
+      const CommandInfo* topic = find_command(globals->positional[1]);
+      if (!topic) {
+        return invalid_argument(
+            fmt::format("witmq help: unknown command '{}'", globals->positional[1]));
+      }
+      cmd.help_topic = topic->kind;
+    }
+    return cmd;
+  }
+  const CommandInfo* info = find_command(name);
+  if (!info) {
+    return invalid_argument(fmt::format("witmq: unknown command '{}' (see witmq --help)", name));
+  }
+
+  std::vector<OptionSpec> specs(std::begin(kGlobalOptions), std::end(kGlobalOptions));
+  specs.insert(specs.end(), info->options.begin(), info->options.end());
+  std::string context = fmt::format("witmq {}", info->name);
+  auto rest = std::span<const std::string>(globals->positional).subspan(1);
+  auto a = scan_args(rest, specs, context);
+  if (!a) return std::move(a).error();
+  WITMQ_RETURN_IF_ERROR(apply_global(*a, cmd));
+  if (a->has("help") || globals->has("help")) {
+    cmd.help_topic = info->kind;
+    return cmd;
+  }
+  cmd.kind = info->kind;
+
+  // Positionals: CHANNEL for all but channels/server-stats/ping; send takes an optional DATA.
+  const auto& pos = a->positional;
+  const bool needs_channel = cmd.kind != CommandKind::kChannels &&
+                             cmd.kind != CommandKind::kServerStats &&
+                             cmd.kind != CommandKind::kPing;
+  const size_t max_positional = cmd.kind == CommandKind::kSend ? 2 : (needs_channel ? 1 : 0);
+  if (needs_channel && pos.empty()) return usage_error(info->name, "missing CHANNEL");
+  if (pos.size() > max_positional) {
+    return usage_error(info->name, fmt::format("unexpected argument '{}'", pos[max_positional]));
+  }
+  if (needs_channel) {
+    cmd.channel = pos[0];
+    auto st = validate_channel_name(cmd.channel);
+    if (!st) return usage_error(info->name, "CHANNEL " + st.error().message);
+  }
+
+  switch (cmd.kind) {
+    case CommandKind::kSend: {
+      if (pos.size() == 2 && pos[1] != "-") cmd.data = pos[1];
+      if (const auto* f = a->last("format")) {
+        auto fmt_value = parse_format(*f);
+        if (!fmt_value) return usage_error(info->name, "--" + fmt_value.error().message);
+        cmd.format = *fmt_value;
+      }
+      for (const auto& m : a->all("meta")) {
+        auto kv = parse_key_value("meta", m);
+        if (!kv) return usage_error(info->name, kv.error().message);
+        cmd.metadata.push_back(std::move(*kv));
+      }
+      if (const auto* c = a->last("count")) {
+        auto v = parse_uint("count", *c, 1, 1'000'000'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.count = *v;
+      }
+      if (const auto* b = a->last("batch")) {
+        auto v = parse_u32("batch", *b, 1, 10'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.batch = *v;
+      }
+      cmd.lines = a->has("lines");
+      if (cmd.lines && cmd.data) {
+        return usage_error(info->name, "--lines reads stdin; give '-' or no DATA");
+      }
+      break;
+    }
+    case CommandKind::kReceive: {
+      if (const auto* t = a->last("timeout")) {
+        auto v = parse_u32("timeout", *t, 0, 86'400'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.timeout_ms = *v;
+      }
+      cmd.wait = a->has("wait");
+      if (cmd.wait && a->has("timeout")) {
+        return usage_error(info->name, "--wait and --timeout exclude each other");
+      }
+      if (const auto* m = a->last("max")) {
+        auto v = parse_u32("max", *m, 1, 1'000'000'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.max = *v;
+      }
+      if (a->has("complete") && a->has("abandon")) {
+        return usage_error(info->name, "--complete and --abandon exclude each other");
+      }
+      if (a->has("complete")) cmd.settle = Settle::kComplete;
+      if (a->has("abandon")) cmd.settle = Settle::kAbandon;
+      for (const auto& e : a->all("ext")) {
+        auto kv = parse_key_value("ext", e);
+        if (!kv) return usage_error(info->name, kv.error().message);
+        cmd.extensions.push_back(std::move(*kv));
+      }
+      if (a->has("data-only")) {
+        if (cmd.output == OutputMode::kJson) {
+          return usage_error(info->name, "--json and --data-only exclude each other");
+        }
+        cmd.output = OutputMode::kDataOnly;
+      }
+      break;
+    }
+    case CommandKind::kDeclare: {
+      const auto* kind = a->last("kind");
+      if (!kind) {
+        return usage_error(info->name, "missing --kind point-to-point|publish-subscribe");
+      }
+      if (*kind != "point-to-point" && *kind != "publish-subscribe") {
+        return usage_error(
+            info->name,
+            fmt::format("--kind: '{}' is not point-to-point or publish-subscribe", *kind));
+      }
+      cmd.settings.emplace_back("kind", *kind);
+      if (const auto* d = a->last("durability")) {
+        if (*d != "sync" && *d != "group" && *d != "none") {
+          return usage_error(info->name,
+                             fmt::format("--durability: '{}' is not sync, group or none", *d));
+        }
+        cmd.settings.emplace_back("durability", *d);
+      }
+      for (const auto& s : a->all("set")) {
+        auto kv = parse_key_value("set", s);
+        if (!kv) return usage_error(info->name, kv.error().message);
+        cmd.settings.push_back(std::move(*kv));
+      }
+      break;
+    }
+    case CommandKind::kDeadLetters: {
+      cmd.max = 100;
+      if (const auto* f = a->last("from")) {
+        auto v = parse_uint("from", *f, 0, UINT64_MAX);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.from = *v;
+      }
+      if (const auto* m = a->last("max")) {
+        auto v = parse_u32("max", *m, 1, 10'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.max = *v;
+      }
+      if (a->has("data-only")) {
+        if (cmd.output == OutputMode::kJson) {
+          return usage_error(info->name, "--json and --data-only exclude each other");
+        }
+        cmd.output = OutputMode::kDataOnly;
+      }
+      break;
+    }
+    case CommandKind::kReplay: {
+      if (const auto* m = a->last("max")) {
+        auto v = parse_uint("max", *m, 1, UINT64_MAX);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.replay_max = *v;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return cmd;
+}
+
+}  // namespace witmq::cli

@@ -1,0 +1,337 @@
+#include "cli/commands.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/exit_codes.h"
+#include "cli/message_output.h"
+#include "client/client.h"
+#include "net/codec.h"
+
+namespace witmq::cli {
+namespace {
+
+using client::Client;
+using Clock = std::chrono::steady_clock;
+
+// Context for one command's run: where to print and how to report failures.
+struct Runner {
+  const CliCommand& cmd;
+  std::istream& in;
+  std::ostream& out;
+  std::ostream& err;
+  std::string prefix;  // "witmq send"
+  std::unique_ptr<Client> client;
+
+  // Reports a failed call: exit 3 when the connection is gone, else 1.
+  int failed(std::string_view what, const Error& e) {
+    if (client && !client->is_open()) {
+      err << fmt::format("{}: connection to {}:{} lost during {}: {}\n", prefix, cmd.server.host,
+                         cmd.server.port, what, e.to_string());
+      return kExitUnavailable;
+    }
+    err << fmt::format("{}: {}: {}\n", prefix, what, e.to_string());
+    return kExitServerError;
+  }
+
+  int connect() {
+    client::Options options;
+    options.token = cmd.token;
+    options.connect_timeout = std::chrono::milliseconds(cmd.connect_timeout_ms);
+    auto c = Client::connect(cmd.server, cmd.name, options);
+    if (!c.ok()) {
+      const Error& e = c.error();
+      if (e.code == ErrorCode::kUnavailable) {
+        err << fmt::format("{}: cannot connect to {}:{}: {}\n", prefix, cmd.server.host,
+                           cmd.server.port, e.message);
+        return kExitUnavailable;
+      }
+      err << fmt::format("{}: the server at {}:{} refused the connection: {}\n", prefix,
+                         cmd.server.host, cmd.server.port, e.to_string());
+      return kExitServerError;
+    }
+    client = std::move(*c);
+    return kExitOk;
+  }
+
+  void print(const Message& m) {
+    out << format_message(m, cmd.output);
+    out.flush();
+  }
+
+  // The messages one copy of the send is made of: DATA, all of stdin, or each line of stdin.
+  std::vector<Message> base_messages() {
+    std::vector<std::string> datas;
+    if (cmd.data) {
+      datas.push_back(*cmd.data);
+    } else if (cmd.lines) {
+      std::string line;
+      while (std::getline(in, line)) datas.push_back(line);
+    } else {
+      datas.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::vector<Message> out_messages;
+    for (auto& d : datas) {
+      Message m;
+      m.data.assign(d.begin(), d.end());
+      m.format = cmd.format;
+      if (!cmd.metadata.empty()) m.metadata = cmd.metadata;
+      out_messages.push_back(std::move(m));
+    }
+    return out_messages;
+  }
+
+  int send() {
+    std::vector<Message> base = base_messages();
+    if (base.empty()) {
+      err << fmt::format("{}: stdin held no lines; nothing to send\n", prefix);
+      return kExitUsage;
+    }
+    if (int rc = connect(); rc != kExitOk) return rc;
+    const auto& limits = client->server_info().limits;
+    uint64_t per_frame = cmd.batch;
+    if (limits.max_send_messages != 0)
+      per_frame = std::min<uint64_t>(per_frame, limits.max_send_messages);
+    // Keep each frame well under the server's frame limit.
+    const uint64_t frame_budget = limits.max_frame_bytes / 2;
+    const uint64_t total = base.size() * cmd.count;
+    uint64_t sent = 0;
+    std::vector<Message> batch;
+    while (sent < total) {
+      batch.clear();
+      uint64_t bytes = net::message_frame_overhead(cmd.channel);
+      while (sent + batch.size() < total && batch.size() < per_frame) {
+        const Message& m = base[(sent + batch.size()) % base.size()];
+        const uint64_t size = net::message_wire_size(m);
+        if (!batch.empty() && bytes + size > frame_budget) break;
+        bytes += size;
+        batch.push_back(m);
+      }
+      if (auto st = client->send(cmd.channel, batch); !st.ok()) {
+        if (sent > 0) {
+          err << fmt::format("{}: {} message(s) were sent before the failure\n", prefix, sent);
+        }
+        return failed("send", st.error());
+      }
+      sent += batch.size();
+    }
+    out << fmt::format("sent {} message{} to {}\n", sent, sent == 1 ? "" : "s", cmd.channel);
+    return kExitOk;
+  }
+
+  int receive() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    const auto& limits = client->server_info().limits;
+    const bool user_batch =
+        std::any_of(cmd.extensions.begin(), cmd.extensions.end(),
+                    [](const KeyValue& kv) { return kv.first == "batch-size"; });
+    const uint32_t cap = limits.max_receive_messages ? limits.max_receive_messages : 10'000;
+    uint32_t batch = std::min(cmd.max, cap);
+    auto configure = [&](uint32_t batch_size) {
+      GuestConfiguration config{{cmd.channel}, cmd.extensions};
+      if (!user_batch) config.extensions->emplace_back("batch-size", std::to_string(batch_size));
+      if (config.extensions->empty()) config.extensions.reset();
+      return client->update_guest_configuration(config);
+    };
+    if (auto st = configure(batch); !st.ok())
+      return failed("update-guest-configuration", st.error());
+
+    const auto deadline = Clock::now() + std::chrono::milliseconds(cmd.timeout_ms);
+    uint32_t got = 0;
+    bool first = true;
+    while (got < cmd.max) {
+      const uint32_t remaining = cmd.max - got;
+      if (!user_batch && remaining < batch) {
+        batch = remaining;
+        if (auto st = configure(batch); !st.ok()) {
+          return failed("update-guest-configuration", st.error());
+        }
+      }
+      std::vector<Message> messages;
+      if (cmd.wait) {
+        auto r = client->subscribe_receive(cmd.channel);
+        if (!r.ok()) return failed("subscribe-receive", r.error());
+        messages = std::move(*r);
+      } else {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0 && !first) break;
+        first = false;
+        auto r = client->subscribe_try_receive(
+            cmd.channel, static_cast<uint32_t>(std::max<int64_t>(left.count(), 0)));
+        if (!r.ok()) return failed("subscribe-try-receive", r.error());
+        if (!r->has_value()) break;
+        messages = std::move(**r);
+      }
+      for (const auto& m : messages) {
+        if (got == cmd.max) break;
+        print(m);
+        ++got;
+        if (cmd.settle == Settle::kComplete) {
+          if (auto st = client->complete_message(m); !st.ok()) {
+            return failed("complete-message", st.error());
+          }
+        } else if (cmd.settle == Settle::kAbandon) {
+          if (auto st = client->abandon_message(m); !st.ok()) {
+            return failed("abandon-message", st.error());
+          }
+        }
+      }
+    }
+    if (got == 0) {
+      err << fmt::format("{}: no message on '{}' within {} ms\n", prefix, cmd.channel,
+                         cmd.timeout_ms);
+      return kExitNothingReceived;
+    }
+    return kExitOk;
+  }
+
+  int channels() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->list_channels();
+    if (!r.ok()) return failed("channel-list", r.error());
+    out << format_channel_list(*r, cmd.output);
+    return kExitOk;
+  }
+
+  int declare() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    if (auto st = client->declare_channel(cmd.channel, cmd.settings); !st.ok()) {
+      return failed("channel-declare", st.error());
+    }
+    out << fmt::format("declared {}\n", cmd.channel);
+    return kExitOk;
+  }
+
+  int remove() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    if (auto st = client->delete_channel(cmd.channel); !st.ok()) {
+      return failed("channel-delete", st.error());
+    }
+    out << fmt::format("deleted {}\n", cmd.channel);
+    return kExitOk;
+  }
+
+  int stats() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->channel_stats(cmd.channel);
+    if (!r.ok()) return failed("channel-stats", r.error());
+    out << format_channel_stats(*r, cmd.output);
+    return kExitOk;
+  }
+
+  // The dead-letter channel of cmd.channel: itself when it ends in ".dlq", else its setting.
+  Result<std::string> dead_letter_channel() {
+    if (cmd.channel.ends_with(".dlq")) return cmd.channel;
+    auto r = client->channel_stats(cmd.channel);
+    if (!r.ok()) return std::move(r).error();
+    return r->dead_letter_target();
+  }
+
+  int dead_letters() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto dlq = dead_letter_channel();
+    if (!dlq.ok()) return failed("channel-stats", dlq.error());
+    auto r = client->browse(*dlq, cmd.from, cmd.max);
+    if (!r.ok()) {
+      // A dead-letter channel that was never written to does not exist yet: nothing to show.
+      if (r.error().code == ErrorCode::kNotFound && client->is_open()) return kExitOk;
+      return failed(fmt::format("browse {}", *dlq), r.error());
+    }
+    for (const auto& m : *r) print(m);
+    return kExitOk;
+  }
+
+  int replay() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto dlq = dead_letter_channel();
+    if (!dlq.ok()) return failed("channel-stats", dlq.error());
+    auto r = client->replay_dead_letters(*dlq, cmd.replay_max);
+    if (!r.ok()) return failed(fmt::format("replay-dead-letters {}", *dlq), r.error());
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"channel", *dlq}, {"moved", *r}}.dump() << "\n";
+    } else {
+      out << fmt::format("moved {} message{} from {}\n", *r, *r == 1 ? "" : "s", *dlq);
+    }
+    return kExitOk;
+  }
+
+  int purge() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->purge(cmd.channel);
+    if (!r.ok()) return failed("purge", r.error());
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"channel", cmd.channel}, {"purged", *r}}.dump() << "\n";
+    } else {
+      out << fmt::format("purged {} message{} from {}\n", *r, *r == 1 ? "" : "s", cmd.channel);
+    }
+    return kExitOk;
+  }
+
+  int server_stats() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->server_stats();
+    if (!r.ok()) return failed("server-stats", r.error());
+    auto j = nlohmann::json::parse(*r, nullptr, false);
+    out << (j.is_discarded() ? *r : j.dump(cmd.output == OutputMode::kJson ? -1 : 2)) << "\n";
+    return kExitOk;
+  }
+
+  int ping() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    const auto start = Clock::now();
+    auto r = client->ping(42);
+    if (!r.ok()) return failed("ping", r.error());
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    const auto& info = client->server_info();
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"server", info.server}, {"version", info.version}, {"rtt_ms", ms}}
+                 .dump()
+          << "\n";
+    } else {
+      out << fmt::format("pong from {} (protocol {}) in {:.3f} ms\n", info.server, info.version,
+                         ms);
+    }
+    return kExitOk;
+  }
+};
+
+}  // namespace
+
+int run_command(const CliCommand& cmd, std::istream& in, std::ostream& out, std::ostream& err) {
+  Runner r{cmd, in, out, err, fmt::format("witmq {}", command_name(cmd.kind)), nullptr};
+  switch (cmd.kind) {
+    case CommandKind::kHelp:
+      out << usage(cmd.help_topic);
+      return kExitOk;
+    case CommandKind::kSend:
+      return r.send();
+    case CommandKind::kReceive:
+      return r.receive();
+    case CommandKind::kChannels:
+      return r.channels();
+    case CommandKind::kDeclare:
+      return r.declare();
+    case CommandKind::kDelete:
+      return r.remove();
+    case CommandKind::kStats:
+      return r.stats();
+    case CommandKind::kDeadLetters:
+      return r.dead_letters();
+    case CommandKind::kReplay:
+      return r.replay();
+    case CommandKind::kPurge:
+      return r.purge();
+    case CommandKind::kServerStats:
+      return r.server_stats();
+    case CommandKind::kPing:
+      return r.ping();
+  }
+  return kExitUsage;
+}
+
+}  // namespace witmq::cli
