@@ -4,11 +4,10 @@
 // broker's executor when the token has none).
 #pragma once
 
-#include <utility>
-
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
+#include <utility>
 
 #include "broker/broker.h"
 
@@ -31,7 +30,8 @@ auto async_send(Broker& b, ClientPtr client, std::string channel, std::vector<Me
                 Token&& token) {
   return boost::asio::async_initiate<Token, void(Status)>(
       [&b](auto handler, ClientPtr c, std::string ch, std::vector<Message> msgs) {
-        b.send(c, ch, std::move(msgs), detail::repost<decltype(handler), Status>(b, std::move(handler)));
+        b.send(c, ch, std::move(msgs),
+               detail::repost<decltype(handler), Status>(b, std::move(handler)));
       },
       token, std::move(client), std::move(channel), std::move(messages));
 }
@@ -42,7 +42,8 @@ auto async_receive(Broker& b, ClientPtr client, std::vector<std::string> channel
   using R = Result<std::vector<Message>>;
   return boost::asio::async_initiate<Token, void(R)>(
       [&b](auto handler, ClientPtr c, std::vector<std::string> chs, ReceiveOptions o) {
-        b.receive(c, std::move(chs), o, detail::repost<decltype(handler), R>(b, std::move(handler)));
+        b.receive(c, std::move(chs), o,
+                  detail::repost<decltype(handler), R>(b, std::move(handler)));
       },
       token, std::move(client), std::move(channels), options);
 }

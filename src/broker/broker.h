@@ -8,6 +8,7 @@
 // block (post real work to your own executor; see broker/async.h for completion-token wrappers).
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -16,8 +17,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/any_io_executor.hpp>
 
 #include "broker/channel_settings.h"
 #include "common/message.h"
@@ -42,10 +41,10 @@ struct BrokerOptions {
   uint32_t default_batch_size = 100;
   uint32_t max_batch_size = 10'000;
   // Limits on send.
-  uint32_t max_send_batch = 10'000;            // messages in one send
-  size_t max_message_bytes = 1 << 20;          // data bytes of one message
-  uint32_t max_metadata_entries = 64;          // metadata pairs of one message
-  size_t max_metadata_bytes = 16 << 10;        // keys + values of one message
+  uint32_t max_send_batch = 10'000;      // messages in one send
+  size_t max_message_bytes = 1 << 20;    // data bytes of one message
+  uint32_t max_metadata_entries = 64;    // metadata pairs of one message
+  size_t max_metadata_bytes = 16 << 10;  // keys + values of one message
   // Recent messages of each channel kept in memory so consumers that keep up never read disk.
   size_t tail_cache_bytes = 8 << 20;
 };
@@ -65,9 +64,9 @@ struct ReceiveOptions {
 struct SubscriptionStats {
   std::string name;  // "" for a point-to-point channel's shared subscription
   bool durable = true;
-  uint64_t floor = 0;    // every seq below is settled
-  uint64_t next = 0;     // next seq never delivered
-  uint64_t lag = 0;      // head - floor: messages not yet settled
+  uint64_t floor = 0;  // every seq below is settled
+  uint64_t next = 0;   // next seq never delivered
+  uint64_t lag = 0;    // head - floor: messages not yet settled
   uint64_t in_flight = 0;
   uint64_t available = 0;
 };
@@ -75,12 +74,12 @@ struct SubscriptionStats {
 struct ChannelStats {
   std::string name;
   ChannelSettings settings;
-  bool is_dead_letter = false;   // a "<x>.dlq" channel, or named as someone's dead-letter channel
-  uint64_t first_seq = 0;        // first retained
-  uint64_t head_seq = 0;         // next to assign
-  uint64_t depth = 0;            // messages not settled in the busiest subscription
-  uint64_t in_flight = 0;        // acquired now, all subscriptions
-  int64_t oldest_age_ms = 0;     // age of the oldest unsettled message, 0 if none
+  bool is_dead_letter = false;  // a "<x>.dlq" channel, or named as someone's dead-letter channel
+  uint64_t first_seq = 0;       // first retained
+  uint64_t head_seq = 0;        // next to assign
+  uint64_t depth = 0;           // messages not settled in the busiest subscription
+  uint64_t in_flight = 0;       // acquired now, all subscriptions
+  int64_t oldest_age_ms = 0;    // age of the oldest unsettled message, 0 if none
   uint64_t sends_total = 0, deliveries_total = 0, redeliveries_total = 0, completes_total = 0,
            abandons_total = 0, lease_expiries_total = 0, dead_letters_total = 0;
   std::vector<SubscriptionStats> subscriptions;
@@ -121,8 +120,8 @@ class Broker {
   // `options` says. An empty batch means the timeout passed. Delivered messages carry the
   // reserved metadata (witmq-id, witmq-attempt, witmq-receipt, ...). The client's position on
   // each channel is kept between calls.
-  void receive(const ClientPtr& client, std::vector<std::string> channels,
-               ReceiveOptions options, ReceiveHandler done);
+  void receive(const ClientPtr& client, std::vector<std::string> channels, ReceiveOptions options,
+               ReceiveHandler done);
   // Ends the client's pending receives now with an empty batch (e.g. a stream stopped).
   void cancel_receives(const ClientPtr& client);
 

@@ -53,9 +53,9 @@ struct Delivery {
 
 struct Subscription {
   storage::SubscriptionId id = 0;
-  std::string name;        // "" for a point-to-point channel's shared subscription
-  bool durable = true;     // ephemeral subscriptions write nothing to storage
-  uint64_t owner = 0;      // ephemeral: the client it belongs to
+  std::string name;     // "" for a point-to-point channel's shared subscription
+  bool durable = true;  // ephemeral subscriptions write nothing to storage
+  uint64_t owner = 0;   // ephemeral: the client it belongs to
   Seq floor = 0;
   Seq next = 0;
   // The floor last written to storage (the cursor is written lazily, see Impl::floor_moved).

@@ -21,9 +21,12 @@ Result<ChannelKind> parse_kind(std::string_view s) {
 
 std::string_view policy_name(AbandonPolicy p) {
   switch (p) {
-    case AbandonPolicy::kRequeue: return "requeue";
-    case AbandonPolicy::kDeadLetter: return "dead-letter";
-    case AbandonPolicy::kDrop: return "drop";
+    case AbandonPolicy::kRequeue:
+      return "requeue";
+    case AbandonPolicy::kDeadLetter:
+      return "dead-letter";
+    case AbandonPolicy::kDrop:
+      return "drop";
   }
   return "invalid";
 }
@@ -80,8 +83,7 @@ Result<int64_t> get_int(const json& v, std::string_view where, std::string_view 
   }
   auto n = v.get<int64_t>();
   if (n < lo || n > hi) {
-    return invalid_argument(
-        fmt::format("{}.{}: {} is out of range {}..{}", where, key, n, lo, hi));
+    return invalid_argument(fmt::format("{}.{}: {} is out of range {}..{}", where, key, n, lo, hi));
   }
   return n;
 }

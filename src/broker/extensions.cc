@@ -9,7 +9,8 @@ namespace witmq::broker {
 
 const std::vector<ExtensionDoc>& extension_docs() {
   static const std::vector<ExtensionDoc> docs = {
-      {"start", "earliest | latest | <sequence> | time:<ms since epoch> | time:<YYYY-MM-DDTHH:MM:SSZ>",
+      {"start",
+       "earliest | latest | <sequence> | time:<ms since epoch> | time:<YYYY-MM-DDTHH:MM:SSZ>",
        "latest",
        "Where a new publish-subscribe subscription starts. An existing durable subscription keeps "
        "its position."},
@@ -97,8 +98,8 @@ Result<ConsumerOptions> parse_extensions(const std::optional<Metadata>& extensio
       auto n = parse_u64(key, value);
       if (!n) return std::move(n).error();
       if (*n < 1 || *n > max_batch_size) {
-        return invalid_argument(fmt::format("extension batch-size: {} is out of range 1..{}", *n,
-                                            max_batch_size));
+        return invalid_argument(
+            fmt::format("extension batch-size: {} is out of range 1..{}", *n, max_batch_size));
       }
       o.batch_size = static_cast<uint32_t>(*n);
     } else if (key == "lease-ms") {

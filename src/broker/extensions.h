@@ -19,11 +19,11 @@ struct StartPosition {
 };
 
 struct ConsumerOptions {
-  StartPosition start;                        // "start"
-  std::string group;                          // "group": shared subscription name
-  uint32_t batch_size = 0;                    // "batch-size": 0 = server default
+  StartPosition start;                             // "start"
+  std::string group;                               // "group": shared subscription name
+  uint32_t batch_size = 0;                         // "batch-size": 0 = server default
   std::optional<std::chrono::milliseconds> lease;  // "lease-ms": overrides the channel's
-  bool auto_settle = false;                   // "settlement": "auto" completes on delivery
+  bool auto_settle = false;                        // "settlement": "auto" completes on delivery
 
   bool operator==(const ConsumerOptions&) const = default;
 };

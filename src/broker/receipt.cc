@@ -12,10 +12,10 @@ std::string format_receipt(const Receipt& r) {
 
 Result<Receipt> parse_receipt(std::string_view text) {
   auto bad = [&] {
-    return invalid_argument(fmt::format(
-        "metadata witmq-receipt: '{}' is not a receipt issued by this broker "
-        "(expected r1.<channel>.<subscription>.<sequence>.<lease>)",
-        text.substr(0, 100)));
+    return invalid_argument(
+        fmt::format("metadata witmq-receipt: '{}' is not a receipt issued by this broker "
+                    "(expected r1.<channel>.<subscription>.<sequence>.<lease>)",
+                    text.substr(0, 100)));
   };
   if (!text.starts_with("r1.")) return bad();
   std::string_view rest = text.substr(3);

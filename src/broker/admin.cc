@@ -1,0 +1,283 @@
+// Admin calls: declare, delete, list, stats, browse, replay, purge, checkpoint.
+#include "broker/broker_impl.h"
+
+namespace witmq::broker {
+
+Status Broker::declare_channel(std::string_view name, const ChannelSettings& settings) {
+  auto& impl = *impl_;
+  WITMQ_RETURN_IF_ERROR(impl.check_open());
+  WITMQ_RETURN_IF_ERROR(validate_channel_name(name));
+  if (settings.dead_letter_channel == name) {
+    return invalid_argument(
+        fmt::format("channel '{}': dead-letter-channel may not be the channel itself", name));
+  }
+  std::shared_ptr<Channel> ch;
+  {
+    std::unique_lock lock(impl.map_mu);
+    auto it = impl.by_name.find(std::string(name));
+    if (it == impl.by_name.end()) {
+      impl.create_locked(std::string(name), settings, "");
+      return ok_status();
+    }
+    ch = it->second;
+  }
+  std::lock_guard lock(ch->mu);
+  if (ch->settings.kind != settings.kind) {
+    return Error(ErrorCode::kAlreadyExists,
+                 fmt::format("channel '{}' exists as {}; its kind cannot change to {}", name,
+                             kind_name(ch->settings.kind), kind_name(settings.kind)));
+  }
+  if (ch->settings == settings) return ok_status();
+  ch->settings = settings;
+  WriteSet ws;
+  ws.put_channel({ch->id, ch->name, Impl::channel_config(*ch)});
+  impl.submit(std::move(ws), Durability::kGroup);
+  log::info("channel {}: settings updated", name);
+  return ok_status();
+}
+
+Status Broker::delete_channel(std::string_view name) {
+  auto& impl = *impl_;
+  WITMQ_RETURN_IF_ERROR(impl.check_open());
+  std::shared_ptr<Channel> ch;
+  {
+    std::unique_lock lock(impl.map_mu);
+    auto it = impl.by_name.find(std::string(name));
+    if (it == impl.by_name.end()) {
+      return not_found(fmt::format("channel '{}' does not exist", name));
+    }
+    ch = it->second;
+    impl.by_name.erase(it);
+    impl.by_id.erase(ch->id);
+  }
+  std::list<std::shared_ptr<Waiter>> waiters;
+  {
+    std::lock_guard lock(ch->mu);
+    ch->deleted = true;
+    ch->timer.cancel();
+    WriteSet ws;
+    for (auto& [n, sub] : ch->subs) {
+      if (sub->durable) ws.delete_subscription(sub->id);
+    }
+    ws.delete_channel(ch->id);
+    impl.submit(std::move(ws), Durability::kGroup);
+    waiters.swap(ch->waiters);
+  }
+  for (auto& w : waiters) {
+    if (!w->claim()) continue;
+    w->timer.cancel();
+    w->done(Error(ErrorCode::kNotFound, fmt::format("channel '{}' was deleted", name)));
+    impl.drop_waiter(*w);
+  }
+  log::info("channel {}: deleted", name);
+  return ok_status();
+}
+
+std::vector<ChannelStats> Broker::list_channels() {
+  std::vector<std::shared_ptr<Channel>> all;
+  {
+    std::shared_lock lock(impl_->map_mu);
+    for (auto& [name, ch] : impl_->by_name) all.push_back(ch);
+  }
+  std::vector<ChannelStats> out;
+  for (auto& ch : all) {
+    auto st = channel_stats(ch->name);
+    if (st) out.push_back(std::move(*st));
+  }
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<ChannelStats> Broker::channel_stats(std::string_view name) {
+  auto chp = impl_->lookup(name);
+  if (!chp) return not_found(fmt::format("channel '{}' does not exist", name));
+  ChannelStats st;
+  Seq oldest = 0;
+  std::shared_ptr<const StoredMessage> body;
+  {
+    std::lock_guard lock(chp->mu);
+    st = impl_->stats_locked(*chp);
+    oldest = chp->min_floor();
+    // Skip messages already accepted at the front of every window.
+    if (oldest < chp->committed && st.depth > 0)
+      body = chp->tail_get(oldest);
+    else
+      oldest = chp->committed;
+  }
+  if (oldest < st.head_seq && st.depth > 0) {
+    if (!body) {
+      auto r = impl_->store->get(chp->id, oldest);
+      if (r && r->has_value()) body = std::make_shared<const StoredMessage>(std::move(**r));
+    }
+    if (body) st.oldest_age_ms = std::max<int64_t>(0, wall_ms() - body->publish_time_ms);
+  }
+  return st;
+}
+
+Result<std::vector<Message>> Broker::browse(std::string_view channel, uint64_t from_seq,
+                                            uint32_t max_messages) {
+  auto chp = impl_->lookup(channel);
+  if (!chp) return not_found(fmt::format("channel '{}' does not exist", channel));
+  Seq first, committed;
+  {
+    std::lock_guard lock(chp->mu);
+    first = chp->first;
+    committed = chp->committed;
+  }
+  Seq from = std::max<Seq>(from_seq, first);
+  if (from >= committed) return std::vector<Message>{};
+  auto r = impl_->store->read(chp->id, from, committed,
+                              std::min(max_messages, impl_->opts.max_batch_size));
+  if (!r) return std::move(r).error();
+  std::vector<Message> out;
+  for (auto& sm : *r) {
+    Message m = std::move(sm.message);
+    if (!m.metadata) m.metadata.emplace();
+    m.metadata->emplace_back(meta::kId, fmt::format("{}/{}", chp->name, sm.seq));
+    m.metadata->emplace_back(meta::kChannel, chp->name);
+    m.metadata->emplace_back(meta::kSequence, std::to_string(sm.seq));
+    m.metadata->emplace_back(meta::kPublishedAt, std::to_string(sm.publish_time_ms));
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t max_messages) {
+  auto& impl = *impl_;
+  WITMQ_RETURN_IF_ERROR(impl.check_open());
+  auto dlqp = impl.lookup(dlq_name);
+  if (!dlqp) return not_found(fmt::format("channel '{}' does not exist", dlq_name));
+  Channel& dlq = *dlqp;
+  // Replay acquires like a consumer with a long lease, then moves each message in one write.
+  Client replayer(0, "");
+  ConsumerOptions o;
+  o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(kReplayLease);
+  uint64_t moved = 0;
+  while (moved < max_messages) {
+    Grant g;
+    {
+      WriteSet ws;
+      std::lock_guard lock(dlq.mu);
+      if (dlq.is_topic()) {
+        return Error(ErrorCode::kFailedPrecondition,
+                     fmt::format("channel '{}' is publish-subscribe; dead-letter channels are "
+                                 "point-to-point",
+                                 dlq_name));
+      }
+      Subscription* sub = dlq.find_sub(dlq.subs.at("")->id);
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_messages - moved, 1000));
+      if (!sub->has_available(dlq.committed)) break;
+      g = impl.acquire(dlq, *sub, replayer, n, o, ws);
+      impl.submit(std::move(ws));
+    }
+    if (g.items.empty()) break;
+    for (auto& item : g.items) {
+      if (!item.body) {
+        auto r = impl.store->get(dlq.id, item.seq);
+        if (r && r->has_value()) item.body = std::make_shared<const StoredMessage>(std::move(**r));
+      }
+      const std::string* source =
+          item.body ? find_metadata(item.body->message, meta::kDlqSource) : nullptr;
+      std::shared_ptr<Channel> src;
+      if (source) {
+        auto s = impl.find_or_create(*source, true);
+        if (s) src = *s;
+      }
+      if (!src) {
+        // Nowhere to go back to: leave it in the dead-letter channel, available.
+        Deferred d;
+        WriteSet ws;
+        {
+          std::lock_guard lock(dlq.mu);
+          Subscription* sub = dlq.find_sub(g.sub);
+          if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
+            --sub->in_flight;
+            sub->leases.erase({sub->at(item.seq).deadline, item.seq});
+            impl.make_ready(*sub, item.seq, ws);
+            impl.wake(dlq, d);
+          }
+        }
+        impl.submit(std::move(ws));
+        impl.run(d);
+        continue;
+      }
+      Message m = item.body->message;
+      if (m.metadata) {
+        std::erase_if(*m.metadata, [](const KeyValue& kv) { return is_reserved_key(kv.first); });
+      }
+      WriteSet ws;
+      ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
+      auto st =
+          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), nullptr);
+      if (!st) return std::move(st).error();
+      WriteSet ws2;
+      {
+        std::lock_guard lock(dlq.mu);
+        Subscription* sub = dlq.find_sub(g.sub);
+        if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
+          sub->at(item.seq).persisted = true;
+          sub->accept(item.seq);
+          ++dlq.completes_total;
+          if (sub->advance_floor(ws2)) impl.floor_moved(dlq, *sub, ws2);
+        }
+      }
+      impl.submit(std::move(ws2));
+      ++moved;
+    }
+  }
+  if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
+  return moved;
+}
+
+Result<uint64_t> Broker::purge(std::string_view channel) {
+  auto& impl = *impl_;
+  WITMQ_RETURN_IF_ERROR(impl.check_open());
+  auto chp = impl.lookup(channel);
+  if (!chp) return not_found(fmt::format("channel '{}' does not exist", channel));
+  Channel& ch = *chp;
+  uint64_t purged = 0;
+  WriteSet ws;
+  std::lock_guard lock(ch.mu);
+  for (auto& [name, subp] : ch.subs) {
+    Subscription& sub = *subp;
+    std::vector<Seq> pending(sub.ready.begin(), sub.ready.end());
+    for (auto& [t, s] : sub.waiting) pending.push_back(s);
+    for (Seq s : pending) {
+      sub.accept(s);
+      ++purged;
+    }
+    if (sub.next < ch.committed) {
+      purged += ch.committed - sub.next;
+      if (sub.window.empty()) {
+        sub.floor = sub.next = ch.committed;
+      } else {
+        while (sub.next < ch.committed) {
+          sub.window.push_back(Delivery{Delivery::State::kAccepted, false, 1, 0, 0, {}});
+          ++sub.accepted_in_window;
+          ++sub.next;
+        }
+      }
+    }
+    sub.advance_floor(ws);
+    if (sub.durable) {
+      for (Seq s = sub.floor; s < sub.next; ++s) {
+        Delivery& d = sub.at(s);
+        if (d.state == Delivery::State::kAccepted && !d.persisted) {
+          ws.put_delivery(sub.id, s, {DeliveryStatus::kAccepted, d.attempts, 0});
+          d.persisted = true;
+        }
+      }
+      impl.write_cursor(sub, ws);
+    }
+  }
+  impl.trim(ch, ch.is_topic() && ch.subs.empty() ? ch.committed : ch.min_floor(), ws);
+  impl.submit(std::move(ws), Durability::kGroup);
+  log::info("channel {}: purged {} messages", channel, purged);
+  return purged;
+}
+
+Status Broker::checkpoint(const std::string& dir) { return impl_->store->checkpoint(dir); }
+
+storage::StoreStats Broker::store_stats() const { return impl_->store->stats(); }
+
+}  // namespace witmq::broker

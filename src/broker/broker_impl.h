@@ -1,0 +1,312 @@
+// Internals of the broker shared by its implementation files (not a public header).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "broker/broker.h"
+#include "broker/channel.h"
+#include "broker/extensions.h"
+#include "broker/receipt.h"
+#include "broker/timer_queue.h"
+#include "common/log.h"
+
+namespace witmq::broker {
+
+using storage::ChannelId;
+using storage::DeliveryRecord;
+using storage::DeliveryStatus;
+using storage::Durability;
+using storage::StoredMessage;
+using storage::SubscriptionId;
+using storage::WriteSet;
+
+// Ephemeral subscriptions get ids from here up; they are never written to storage.
+inline constexpr SubscriptionId kEphemeralBase = 0x8000'0000u;
+// Settled messages are range-deleted once this many accumulate (and at the next housekeeping).
+inline constexpr Seq kTrimThreshold = 8192;
+// A subscription's cursor is written when its window empties or its floor has moved this far
+// since the last write (and at shutdown). After a crash, not a clean stop, at most this many
+// minus one completed messages per subscription can be delivered again.
+inline constexpr Seq kCursorStride = 64;
+// ... and no later than the next housekeeping, kHousekeepingDelay after the floor moved.
+inline constexpr auto kHousekeepingDelay = std::chrono::seconds(1);
+inline constexpr auto kRetentionCheckInterval = std::chrono::seconds(5);
+// How long replay holds the dead letters it is moving.
+inline constexpr auto kReplayLease = std::chrono::hours(1);
+
+inline uint64_t new_lease_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t v;
+  do v = rng();
+  while (v == 0);
+  return v;
+}
+
+inline std::chrono::milliseconds backoff_for(const ChannelSettings& s, uint32_t attempts) {
+  auto d = s.backoff_initial;
+  for (uint32_t i = 1; i < attempts && d < s.backoff_max; ++i) d *= 2;
+  return std::min(d, s.backoff_max);
+}
+
+// ---- clients and waiters -------------------------------------------------------------------
+
+class Client {
+ public:
+  Client(uint64_t id, std::string name) : id(id), name(std::move(name)) {}
+
+  const uint64_t id;
+  const std::string name;
+
+  ConsumerOptions options_for(const std::string& channel) {
+    std::lock_guard lock(mu);
+    return configured.count(channel) ? options : ConsumerOptions{};
+  }
+
+  // Lock order: a channel mutex may be held while taking this one, never the reverse.
+  std::mutex mu;
+  GuestConfiguration config;
+  ConsumerOptions options;           // applies to the configured channels
+  std::set<std::string> configured;  // channels of the last update-guest-configuration
+  std::set<ChannelId> used;          // channels it received from
+  std::vector<std::weak_ptr<struct Waiter>> waiters;
+  uint32_t rotate = 0;
+  std::atomic<bool> gone{false};
+};
+
+// A pending receive, registered on one or more channels. Whoever claims it first (a channel with
+// messages, its timeout, a cancel) completes it; the others drop it.
+struct Waiter {
+  ClientPtr client;
+  uint32_t max = 0;
+  Broker::ReceiveHandler done;
+  TimerQueue::Handle timer;
+  std::vector<std::weak_ptr<Channel>> channels;
+  std::atomic<bool> claimed{false};
+
+  bool claim() {
+    bool expected = false;
+    return claimed.compare_exchange_strong(expected, true);
+  }
+};
+
+// Messages acquired under one channel lock, turned into WIT messages after it is released.
+struct Grant {
+  std::shared_ptr<Channel> ch;
+  SubscriptionId sub = 0;
+  uint64_t lease = 0;
+  bool auto_settled = false;
+  struct Item {
+    Seq seq;
+    uint32_t attempts;
+    std::shared_ptr<const StoredMessage> body;
+  };
+  std::vector<Item> items;
+};
+
+struct DeadLetterJob {
+  std::shared_ptr<Channel> source;
+  SubscriptionId sub = 0;
+  bool sub_durable = true;
+  std::string sub_name;
+  Seq seq = 0;
+  uint32_t attempts = 0;
+  std::string reason;
+  std::shared_ptr<const StoredMessage> body;
+};
+
+// Work found under a channel lock and done after releasing it.
+struct Deferred {
+  std::vector<std::pair<Broker::ReceiveHandler, Grant>> deliveries;
+  std::vector<DeadLetterJob> dead_letters;
+};
+
+enum class FailCause { kAbandon, kLeaseExpired, kConsumerGone, kRecovered };
+
+// ---- Impl ----------------------------------------------------------------------------------
+
+struct Broker::Impl {
+  BrokerOptions opts;
+  boost::asio::any_io_executor executor;
+  std::unique_ptr<storage::Store> store;
+  TimerQueue timers;
+
+  // Lock order: map_mu may be taken while holding a channel mutex (shared, for lookups); a
+  // channel mutex is never taken while holding map_mu, except a brand-new channel's.
+  std::shared_mutex map_mu;
+  std::unordered_map<std::string, std::shared_ptr<Channel>> by_name;
+  std::unordered_map<ChannelId, std::shared_ptr<Channel>> by_id;
+  ChannelId next_channel_id = 1;
+  std::atomic<SubscriptionId> next_durable_sub{1};
+  std::atomic<SubscriptionId> next_ephemeral_sub{kEphemeralBase};
+
+  std::atomic<uint64_t> next_client{1};
+  std::mutex clients_mu;
+  std::unordered_map<uint64_t, std::weak_ptr<Client>> clients;
+
+  std::atomic<bool> closing{false};
+
+  // -- storage helpers --
+  void submit(WriteSet ws, Durability d = Durability::kNone) {
+    if (ws.empty()) return;
+    store->commit(std::move(ws), d, [](Status s) {
+      if (!s) log::error("storage: state write failed: {}", s.error().to_string());
+    });
+  }
+
+  static std::string channel_config(const Channel& ch) {
+    nlohmann::json j{{"settings", settings_to_json(ch.settings)}};
+    if (!ch.dead_letter_of.empty()) j["dead-letter-of"] = ch.dead_letter_of;
+    return j.dump();
+  }
+
+  // -- channels --
+  std::shared_ptr<Channel> lookup(std::string_view name) {
+    std::shared_lock lock(map_mu);
+    auto it = by_name.find(std::string(name));
+    return it == by_name.end() ? nullptr : it->second;
+  }
+  std::shared_ptr<Channel> lookup(ChannelId id) {
+    std::shared_lock lock(map_mu);
+    auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : it->second;
+  }
+
+  // Creates the channel in memory and queues its definition; map_mu must be held exclusively.
+  std::shared_ptr<Channel> create_locked(const std::string& name, const ChannelSettings& settings,
+                                         const std::string& dead_letter_of);
+
+  void add_queue_subscription(Channel& ch, WriteSet& ws);
+
+  Result<std::shared_ptr<Channel>> find_or_create(std::string_view name, bool create);
+
+  // The dead-letter channel of `source_name`, created (point-to-point, unlimited deliveries) if
+  // needed and marked so that it never dead-letters itself.
+  std::shared_ptr<Channel> dead_letter_channel(const std::string& dlq_name,
+                                               const std::string& source_name,
+                                               Durability durability);
+
+  // -- subscriptions --
+  static std::string sub_name_for(const Client& c, const Channel& ch, const ConsumerOptions& o) {
+    if (!ch.is_topic()) return "";
+    if (!o.group.empty()) return o.group;
+    if (!c.name.empty()) return c.name;
+    return fmt::format("~{}", c.id);
+  }
+
+  Subscription* find_sub_for(const Client& c, const Channel& ch, const ConsumerOptions& o) {
+    auto it = ch.subs.find(sub_name_for(c, ch, o));
+    return it == ch.subs.end() ? nullptr : it->second.get();
+  }
+
+  // Finds or creates the client's subscription on `ch` (channel lock held).
+  Subscription* resolve_sub(const Client& c, Channel& ch, const ConsumerOptions& o, WriteSet& ws);
+
+  void remove_sub(Channel& ch, Subscription* sub, WriteSet& ws) {
+    if (sub->durable) ws.delete_subscription(sub->id);
+    ch.subs_by_id.erase(sub->id);
+    ch.subs.erase(sub->name);
+  }
+
+  // -- timers --
+  void arm(Channel& ch, std::optional<SteadyTime> extra = std::nullopt);
+
+  // Runs housekeeping() after `delay`, unless it is already due no later than that. An earlier
+  // request does not cancel a later one: running housekeeping twice is harmless.
+  void schedule_housekeeping(Channel& ch, std::chrono::milliseconds delay);
+
+  // -- acquisition --
+  Grant acquire(Channel& ch, Subscription& sub, const Client& c, uint32_t max,
+                const ConsumerOptions& o, WriteSet& ws);
+
+  // Turns a grant into WIT messages with the reserved metadata (no lock held).
+  std::vector<Message> materialize(Grant& g);
+
+  uint32_t batch_for(const Waiter& w, const ConsumerOptions& o) const {
+    if (w.max) return std::min(w.max, opts.max_batch_size);
+    return o.batch_size ? o.batch_size : opts.default_batch_size;
+  }
+
+  // Hands available messages to waiting receives (channel lock held).
+  void wake(Channel& ch, Deferred& d);
+
+  void run(Deferred& d) {
+    for (auto& [done, grant] : d.deliveries) done(materialize(grant));
+    for (auto& job : d.dead_letters) dead_letter(std::move(job));
+  }
+
+  // -- failure, settlement, dead letters --
+
+  // An acquired message failed (channel lock held).
+  void fail(Channel& ch, Subscription& sub, Seq seq, FailCause cause, WriteSet& ws, Deferred& d);
+
+  void make_ready(Subscription& sub, Seq seq, WriteSet& ws);
+
+  void to_dead_letter(Channel& ch, Subscription& sub, Seq seq, std::string reason, Deferred& d);
+
+  // Moves one message to its dead-letter channel: the copy in the dead-letter channel and the
+  // source's "accepted" record are one atomic write. No lock held on entry.
+  void dead_letter(DeadLetterJob job);
+
+  // Appends to `ch` (taking its lock), with `extra` writes in the same atomic batch. `done`
+  // (optional) runs once durable.
+  Status append_locked_free(Channel& ch, std::vector<Message> messages, WriteSet extra,
+                            SendHandler* done);
+
+  // Channel lock held.
+  void append_held(Channel& ch, std::vector<Message> messages, WriteSet ws, SendHandler* done,
+                   int64_t now);
+
+  void write_cursor(Subscription& sub, WriteSet& ws) {
+    if (!sub.durable) return;
+    ws.put_cursor(sub.id, {sub.floor, sub.next});
+    sub.persisted_floor = sub.floor;
+    sub.cursor_due = false;
+  }
+
+  // The floor of `sub` moved (channel lock held). Writing the cursor on every complete would cost
+  // a storage write per message; see kCursorStride.
+  void floor_moved(Channel& ch, Subscription& sub, WriteSet& ws);
+
+  // The floor of a subscription moved: settled messages may be removable (channel lock held).
+  void after_floor_moved(Channel& ch, WriteSet& ws);
+
+  // Removes messages below `target` (channel lock held).
+  void trim(Channel& ch, Seq target, WriteSet& ws);
+
+  void on_timer(const std::shared_ptr<Channel>& chp);
+
+  // Removes settled messages and applies topic retention. Runs on the timer thread; storage
+  // reads happen with no lock held.
+  void housekeeping(const std::shared_ptr<Channel>& chp);
+
+  // -- settle --
+  enum class Settle { kComplete, kAbandon, kExtend };
+
+  Status settle(const Message& m, Settle how, std::chrono::milliseconds extension = {});
+
+  // -- clients --
+  void end_waiters(Client& c, bool with_error);
+
+  void drop_waiter(Waiter& w);
+
+  Status check_open() const {
+    if (closing.load()) return Error(ErrorCode::kUnavailable, "the broker is shutting down");
+    return ok_status();
+  }
+
+  ChannelStats stats_locked(Channel& ch);
+
+  // -- recovery --
+  Status recover();
+};
+
+}  // namespace witmq::broker

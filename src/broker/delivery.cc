@@ -1,0 +1,296 @@
+// Acquiring, delivering and settling messages; waiting receives.
+#include "broker/broker_impl.h"
+
+namespace witmq::broker {
+
+// -- acquisition --
+Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uint32_t max,
+                            const ConsumerOptions& o, WriteSet& ws) {
+  Grant g;
+  g.ch = ch.shared_from_this();
+  g.sub = sub.id;
+  g.lease = new_lease_id();
+  g.auto_settled = o.auto_settle;
+  const auto now = steady_now();
+  const auto deadline = now + o.lease.value_or(ch.settings.lease);
+  bool moved_next = false;
+
+  auto take = [&](Seq seq, Delivery& d) {
+    if (o.auto_settle) {
+      d.state = Delivery::State::kAccepted;
+      ++sub.accepted_in_window;
+    } else {
+      d.state = Delivery::State::kAcquired;
+      d.lease = g.lease;
+      d.holder = c.id;
+      d.deadline = deadline;
+      sub.leases.insert({deadline, seq});
+      ++sub.in_flight;
+      if (sub.durable && d.attempts > 1) {
+        ws.put_delivery(sub.id, seq, {DeliveryStatus::kAcquired, d.attempts, 0});
+        d.persisted = true;
+      }
+    }
+    ++ch.deliveries_total;
+    g.items.push_back({seq, d.attempts, ch.tail_get(seq)});
+  };
+
+  while (g.items.size() < max && !sub.ready.empty()) {
+    Seq seq = *sub.ready.begin();
+    sub.ready.erase(sub.ready.begin());
+    Delivery& d = sub.at(seq);
+    ++d.attempts;
+    ++ch.redeliveries_total;
+    take(seq, d);
+  }
+  while (g.items.size() < max && sub.next < ch.committed) {
+    Seq seq = sub.next++;
+    sub.window.emplace_back();
+    Delivery& d = sub.window.back();
+    d.attempts = 1;
+    moved_next = true;
+    take(seq, d);
+  }
+
+  bool moved_floor = false;
+  if (o.auto_settle) {
+    moved_floor = sub.advance_floor(ws);
+    if (sub.durable) {
+      for (const auto& it : g.items) {
+        if (it.seq >= sub.floor) {
+          ws.put_delivery(sub.id, it.seq, {DeliveryStatus::kAccepted, it.attempts, 0});
+          sub.at(it.seq).persisted = true;
+        }
+      }
+    }
+  }
+  if (moved_next) write_cursor(sub, ws);
+  if (moved_floor) floor_moved(ch, sub, ws);
+  if (!o.auto_settle && !g.items.empty()) arm(ch);
+  return g;
+}
+
+// Turns a grant into WIT messages with the reserved metadata (no lock held).
+std::vector<Message> Broker::Impl::materialize(Grant& g) {
+  std::vector<Message> out;
+  out.reserve(g.items.size());
+  const std::string& chname = g.ch->name;
+  for (auto& it : g.items) {
+    if (!it.body) {
+      auto r = store->get(g.ch->id, it.seq);
+      if (!r) {
+        log::error("channel {}: reading seq {}: {}", chname, it.seq, r.error().to_string());
+        continue;
+      }
+      if (!r->has_value()) continue;  // removed by retention meanwhile
+      it.body = std::make_shared<const StoredMessage>(std::move(**r));
+    }
+    const Message& src = it.body->message;
+    Message m;
+    m.data = src.data;
+    m.format = src.format;
+    Metadata md;
+    md.reserve((src.metadata ? src.metadata->size() : 0) + 6);
+    if (src.metadata) md = *src.metadata;
+    md.emplace_back(meta::kId, fmt::format("{}/{}", chname, it.seq));
+    md.emplace_back(meta::kChannel, chname);
+    md.emplace_back(meta::kSequence, std::to_string(it.seq));
+    md.emplace_back(meta::kAttempt, std::to_string(it.attempts));
+    md.emplace_back(meta::kPublishedAt, std::to_string(it.body->publish_time_ms));
+    if (!g.auto_settled) {
+      md.emplace_back(meta::kReceipt, format_receipt({g.ch->id, g.sub, it.seq, g.lease}));
+    }
+    m.metadata = std::move(md);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Hands available messages to waiting receives (channel lock held).
+void Broker::Impl::wake(Channel& ch, Deferred& d) {
+  if (ch.waiters.empty()) return;
+  WriteSet ws;
+  for (auto it = ch.waiters.begin(); it != ch.waiters.end();) {
+    auto& w = *it;
+    if (w->claimed.load()) {
+      it = ch.waiters.erase(it);
+      continue;
+    }
+    auto o = w->client->options_for(ch.name);
+    Subscription* sub = find_sub_for(*w->client, ch, o);
+    if (!sub) {
+      it = ch.waiters.erase(it);
+      continue;
+    }
+    if (!sub->has_available(ch.committed)) {
+      ++it;
+      continue;
+    }
+    if (!w->claim()) {
+      it = ch.waiters.erase(it);
+      continue;
+    }
+    w->timer.cancel();
+    Grant g = acquire(ch, *sub, *w->client, batch_for(*w, o), o, ws);
+    d.deliveries.emplace_back(std::move(w->done), std::move(g));
+    it = ch.waiters.erase(it);
+  }
+  submit(std::move(ws));
+}
+
+// An acquired message failed (channel lock held).
+void Broker::Impl::fail(Channel& ch, Subscription& sub, Seq seq, FailCause cause, WriteSet& ws,
+                        Deferred& d) {
+  Delivery& dl = sub.at(seq);
+  if (dl.state == Delivery::State::kAcquired) {
+    sub.leases.erase({dl.deadline, seq});
+    --sub.in_flight;
+  }
+  if (cause == FailCause::kAbandon) ++ch.abandons_total;
+  if (cause == FailCause::kLeaseExpired) ++ch.lease_expiries_total;
+  const bool is_dlq = !ch.dead_letter_of.empty();
+  const auto& s = ch.settings;
+  if (!is_dlq && s.max_deliveries && dl.attempts >= s.max_deliveries) {
+    to_dead_letter(ch, sub, seq, "max-deliveries", d);
+    return;
+  }
+  if (cause == FailCause::kAbandon) {
+    AbandonPolicy p = s.abandon;
+    if (is_dlq && p == AbandonPolicy::kDeadLetter) p = AbandonPolicy::kRequeue;
+    switch (p) {
+      case AbandonPolicy::kDeadLetter:
+        to_dead_letter(ch, sub, seq, "abandoned", d);
+        return;
+      case AbandonPolicy::kDrop:
+        dl.state = Delivery::State::kMoving;  // accept() needs no set bookkeeping for it
+        sub.accept(seq);
+        if (sub.durable && seq >= sub.floor) {
+          ws.put_delivery(sub.id, seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
+          dl.persisted = true;
+        }
+        if (sub.advance_floor(ws)) floor_moved(ch, sub, ws);
+        return;
+      case AbandonPolicy::kRequeue: {
+        auto delay = backoff_for(s, dl.attempts);
+        if (delay.count() > 0) {
+          dl.state = Delivery::State::kWaiting;
+          dl.deadline = steady_now() + delay;
+          sub.waiting.insert({dl.deadline, seq});
+          if (sub.durable) {
+            ws.put_delivery(sub.id, seq,
+                            {DeliveryStatus::kReady, dl.attempts, wall_ms() + delay.count()});
+            dl.persisted = true;
+          }
+          arm(ch);
+          return;
+        }
+        break;
+      }
+    }
+  }
+  make_ready(sub, seq, ws);
+}
+
+void Broker::Impl::make_ready(Subscription& sub, Seq seq, WriteSet& ws) {
+  Delivery& dl = sub.at(seq);
+  dl.state = Delivery::State::kReady;
+  sub.ready.insert(seq);
+  if (sub.durable) {
+    ws.put_delivery(sub.id, seq, {DeliveryStatus::kReady, dl.attempts, 0});
+    dl.persisted = true;
+  }
+}
+
+Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseconds extension) {
+  const std::string* text = find_metadata(m, meta::kReceipt);
+  if (!text) {
+    return invalid_argument(
+        "metadata witmq-receipt: missing; settle the message as it was delivered (with its "
+        "witmq- metadata), and only messages received with settlement=explicit");
+  }
+  auto r = parse_receipt(*text);
+  if (!r) return std::move(r).error();
+  auto chp = lookup(r->channel);
+  if (!chp) {
+    return Error(ErrorCode::kStaleReceipt,
+                 fmt::format("receipt {}: its channel no longer exists", *text));
+  }
+  Channel& ch = *chp;
+  Deferred d;
+  WriteSet ws;
+  {
+    std::lock_guard lock(ch.mu);
+    Subscription* sub = ch.find_sub(r->subscription);
+    auto stale = [&](std::string_view why) {
+      return Error(ErrorCode::kStaleReceipt,
+                   fmt::format("receipt for {}/{}: {}", ch.name, r->seq, why));
+    };
+    if (ch.deleted || !sub) return stale("its subscription no longer exists");
+    if (!sub->contains(r->seq)) return stale("the message is already settled");
+    Delivery& dl = sub->at(r->seq);
+    if (dl.state != Delivery::State::kAcquired || dl.lease != r->lease) {
+      return stale("the lease it was delivered under has ended (expired, or settled)");
+    }
+    const auto now = steady_now();
+    if (dl.deadline < now) return stale("the lease expired");
+    switch (how) {
+      case Settle::kComplete:
+        ++ch.completes_total;
+        sub->accept(r->seq);
+        if (sub->advance_floor(ws)) {
+          floor_moved(ch, *sub, ws);
+        } else if (sub->durable) {
+          ws.put_delivery(sub->id, r->seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
+          dl.persisted = true;
+        }
+        break;
+      case Settle::kAbandon:
+        fail(ch, *sub, r->seq, FailCause::kAbandon, ws, d);
+        wake(ch, d);
+        break;
+      case Settle::kExtend:
+        sub->leases.erase({dl.deadline, r->seq});
+        dl.deadline = now + extension;
+        sub->leases.insert({dl.deadline, r->seq});
+        break;
+    }
+  }
+  submit(std::move(ws));
+  run(d);
+  return ok_status();
+}
+
+// -- clients --
+void Broker::Impl::end_waiters(Client& c, bool with_error) {
+  std::vector<std::shared_ptr<Waiter>> ws;
+  {
+    std::lock_guard lock(c.mu);
+    for (auto& w : c.waiters) {
+      if (auto p = w.lock()) ws.push_back(std::move(p));
+    }
+    c.waiters.clear();
+  }
+  for (auto& w : ws) {
+    if (!w->claim()) continue;
+    w->timer.cancel();
+    if (with_error) {
+      w->done(Error(ErrorCode::kUnavailable,
+                    "the receive was ended: client disconnected or "
+                    "broker shutting down"));
+    } else {
+      w->done(std::vector<Message>{});
+    }
+    drop_waiter(*w);
+  }
+}
+
+void Broker::Impl::drop_waiter(Waiter& w) {
+  for (auto& weak : w.channels) {
+    if (auto ch = weak.lock()) {
+      std::lock_guard lock(ch->mu);
+      ch->waiters.remove_if([&](const std::shared_ptr<Waiter>& p) { return p.get() == &w; });
+    }
+  }
+}
+
+}  // namespace witmq::broker
