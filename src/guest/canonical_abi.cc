@@ -15,7 +15,10 @@ namespace {
 uint32_t allocate(GuestMemory& mem, uint32_t align, uint64_t size, std::string_view what) {
   if (size > UINT32_MAX) trap(fmt::format("{} of {} bytes does not fit guest memory", what, size));
   const uint32_t ptr = mem.realloc(0, 0, align, static_cast<uint32_t>(size));
-  check_range(mem, ptr, size, align, fmt::format("cabi_realloc result for {}", what));
+  const uint64_t limit = mem.bytes().size();
+  if (ptr % align != 0 || ptr > limit || size > limit - ptr) {
+    check_range(mem, ptr, size, align, fmt::format("cabi_realloc result for {}", what));
+  }
   return ptr;
 }
 

@@ -93,17 +93,18 @@ class GuestInstance::Memory : public abi::GuestMemory {
   }
   uint32_t realloc(uint32_t old_ptr, uint32_t old_size, uint32_t align,
                    uint32_t new_size) override {
-    CallOutcome o = g_.wasm_->call(g_.realloc_, {old_ptr, old_size, align, new_size}, &results_);
+    const RawValue args[4] = {old_ptr, old_size, align, new_size};
+    RawValue result = 0;
+    CallOutcome o = g_.wasm_->call(g_.realloc_, args, 4, &result, 1);
     if (!o.ok()) {
       if (!g_.realloc_failure_) g_.realloc_failure_ = o;
       throw GuestTrap(o.message);
     }
-    return u32(results_.at(0));
+    return u32(result);
   }
 
  private:
   GuestInstance& g_;
-  std::vector<RawValue> results_;
 };
 
 GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {}

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -339,8 +340,12 @@ struct WasmInstance::Impl {
   bool spent = false;          // a call failed: the interpreter state is no longer consistent
   CallOutcome nested_failure;  // the first failure of a nested call, reported by the outer one
 
-  CallOutcome run(const wi::DefinedFunc::Ptr& func, const std::string& what,
-                  const std::vector<RawValue>& args, std::vector<RawValue>* results);
+  // Reused across calls; a nested call (from a host function) finishes before the outer call
+  // touches them again.
+  wi::Values params_buf, results_buf;
+
+  CallOutcome run(const wi::DefinedFunc::Ptr& func, std::string_view name, const RawValue* args,
+                  size_t nargs, RawValue* results, size_t nresults);
   CallOutcome classify_trap(const std::string& what, const wi::Trap::Ptr& trap);
 };
 
@@ -363,36 +368,36 @@ CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi:
   return {CallStatus::kTrap, "trap in " + what + ": " + message};
 }
 
-CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, const std::string& what,
-                                    const std::vector<RawValue>& args,
-                                    std::vector<RawValue>* results) {
+CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, std::string_view name,
+                                    const RawValue* args, size_t nargs, RawValue* results,
+                                    size_t nresults) {
+  auto what = [&] { return "'" + std::string(name) + "'"; };  // built only for messages
   if (spent) {
-    return {CallStatus::kTrap, "call to " + what + " refused: the instance failed earlier"};
+    return {CallStatus::kTrap, "call to " + what() + " refused: the instance failed earlier"};
   }
   const wi::FuncType& type = func->type();
-  if (args.size() != type.params.size()) {
-    return {CallStatus::kTrap, "call to " + what + " with " + std::to_string(args.size()) +
+  if (nargs != type.params.size()) {
+    return {CallStatus::kTrap, "call to " + what() + " with " + std::to_string(nargs) +
                                    " arguments, expected " + std::to_string(type.params.size())};
   }
-  wi::Values params;
-  params.reserve(args.size());
-  for (size_t i = 0; i < args.size(); ++i) {
+  params_buf.clear();
+  for (size_t i = 0; i < nargs; ++i) {
     switch (type.params[i]) {
       case wabt::Type::I32:
-        params.push_back(wi::Value::Make(static_cast<uint32_t>(args[i])));
+        params_buf.push_back(wi::Value::Make(static_cast<uint32_t>(args[i])));
         break;
       case wabt::Type::I64:
-        params.push_back(wi::Value::Make(static_cast<uint64_t>(args[i])));
+        params_buf.push_back(wi::Value::Make(static_cast<uint64_t>(args[i])));
         break;
       default:
-        return {CallStatus::kTrap, "call to " + what + ": only i32/i64 parameters are supported"};
+        return {CallStatus::kTrap, "call to " + what() + ": only i32/i64 parameters are supported"};
     }
   }
 
   wi::Thread& t = *thread;
   wi::Trap::Ptr trap;
   ++depth;
-  (t.*member_of(ThreadPushValues{}))(type.params, params);
+  (t.*member_of(ThreadPushValues{}))(type.params, params_buf);
   wi::RunResult r = (t.*member_of(ThreadPushCall{}))(*func, &trap);
   uint64_t remaining = module->limits().instruction_budget;
   while (r == wi::RunResult::Ok && remaining > 0) {
@@ -404,14 +409,10 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, const std:
 
   CallOutcome outcome;
   if (r == wi::RunResult::Return) {
-    wi::Values out;
-    (t.*member_of(ThreadPopValues{}))(type.results, &out);
-    if (results) {
-      results->clear();
-      for (size_t i = 0; i < out.size(); ++i) {
-        results->push_back(type.results[i] == wabt::Type::I64 ? out[i].Get<uint64_t>()
-                                                              : out[i].Get<uint32_t>());
-      }
+    (t.*member_of(ThreadPopValues{}))(type.results, &results_buf);
+    for (size_t i = 0; i < results_buf.size() && i < nresults; ++i) {
+      results[i] = type.results[i] == wabt::Type::I64 ? results_buf[i].Get<uint64_t>()
+                                                      : results_buf[i].Get<uint32_t>();
     }
     return outcome;
   }
@@ -419,11 +420,11 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, const std:
   if (r == wi::RunResult::Ok) {
     outcome = {CallStatus::kBudgetExhausted,
                "instruction budget of " + std::to_string(module->limits().instruction_budget) +
-                   " exhausted in " + what};
+                   " exhausted in " + what()};
   } else if (r == wi::RunResult::Exception) {
-    outcome = {CallStatus::kTrap, "trap in " + what + ": uncaught wasm exception"};
+    outcome = {CallStatus::kTrap, "trap in " + what() + ": uncaught wasm exception"};
   } else {
-    outcome = classify_trap(what, trap);
+    outcome = classify_trap(what(), trap);
   }
   if (depth > 0 && nested_failure.status == CallStatus::kOk) nested_failure = outcome;
   return outcome;
@@ -518,7 +519,8 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
     if (!store.Is<wi::DefinedFunc>(ref)) {
       return refuse(m.name, "the start function must be defined by the module");
     }
-    CallOutcome o = impl->run(wi::DefinedFunc::Ptr(store, ref), "the start function", {}, nullptr);
+    CallOutcome o =
+        impl->run(wi::DefinedFunc::Ptr(store, ref), "the start function", nullptr, 0, nullptr, 0);
     if (!o.ok())
       return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
   }
@@ -545,13 +547,24 @@ int WasmInstance::find_export(const std::string& name) const {
 
 CallOutcome WasmInstance::call(int export_index, const std::vector<RawValue>& args,
                                std::vector<RawValue>* results) {
+  RawValue out[4] = {};
+  CallOutcome o = call(export_index, args.data(), args.size(), out, 4);
+  if (o.ok() && results) {
+    const size_t n = impl_->funcs[static_cast<size_t>(export_index)]->type().results.size();
+    results->assign(out, out + std::min<size_t>(n, 4));
+  }
+  return o;
+}
+
+CallOutcome WasmInstance::call(int export_index, const RawValue* args, size_t nargs,
+                               RawValue* results, size_t nresults) {
   if (export_index < 0 || static_cast<size_t>(export_index) >= impl_->funcs.size() ||
       !impl_->funcs[static_cast<size_t>(export_index)]) {
     return {CallStatus::kTrap, "call to export #" + std::to_string(export_index) +
                                    ", which is not a function the module defines"};
   }
   const size_t i = static_cast<size_t>(export_index);
-  return impl_->run(impl_->funcs[i], "'" + impl_->export_names[i] + "'", args, results);
+  return impl_->run(impl_->funcs[i], impl_->export_names[i], args, nargs, results, nresults);
 }
 
 uint8_t* WasmInstance::memory_data() {

@@ -158,6 +158,10 @@ class WasmInstance {
   // thread with a budget of its own, and its failure fails the outer call too.
   CallOutcome call(int export_index, const std::vector<RawValue>& args,
                    std::vector<RawValue>* results);
+  // As above without allocating: `args` holds `nargs` values, `results` has room for
+  // `nresults` (the export's result count; fewer are not written).
+  CallOutcome call(int export_index, const RawValue* args, size_t nargs, RawValue* results,
+                   size_t nresults);
 
   // Linear memory (the module's memory export). The pointer is invalidated by any call into
   // the guest, which may grow the memory.
