@@ -336,9 +336,9 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
 
   Status result;
   if (!s.ok()) {
-    result = Error(ErrorCode::kIoError,
-                   fmt::format("storage: write of {} requests ({} bytes) failed: {}", group.size(),
-                               bytes, s.ToString()));
+    result =
+        Error(ErrorCode::kIoError, fmt::format("storage: write failed ({} requests, {} bytes): {}",
+                                               group.size(), bytes, s.ToString()));
   }
   for (auto& req : group) {
     if (req.done) req.done(result);
