@@ -117,8 +117,7 @@ _Static_assert(sizeof(witmq_kv_t) == 16, "tuple<string, string> layout");
 
 /* ---- Imports (core signatures of the canonical ABI) ------------------------------------------ */
 
-#define WITMQ_IMPORT(module, name) \
-  __attribute__((import_module(module), import_name(name)))
+#define WITMQ_IMPORT(module, name) __attribute__((import_module(module), import_name(name)))
 #define WITMQ_TYPES "wasi:messaging/messaging-types@0.2.0-draft"
 #define WITMQ_PRODUCER "wasi:messaging/producer@0.2.0-draft"
 #define WITMQ_CONSUMER "wasi:messaging/consumer@0.2.0-draft"
@@ -135,8 +134,8 @@ WITMQ_IMPORT(WITMQ_PRODUCER, "send")
 void witmq_raw_send(witmq_client_t client, const char *channel, size_t channel_len,
                     const witmq_message_t *messages, size_t count, void *ret);
 WITMQ_IMPORT(WITMQ_CONSUMER, "subscribe-try-receive")
-void witmq_raw_subscribe_try_receive(witmq_client_t client, const char *channel,
-                                     size_t channel_len, uint32_t timeout_ms, void *ret);
+void witmq_raw_subscribe_try_receive(witmq_client_t client, const char *channel, size_t channel_len,
+                                     uint32_t timeout_ms, void *ret);
 WITMQ_IMPORT(WITMQ_CONSUMER, "subscribe-receive")
 void witmq_raw_subscribe_receive(witmq_client_t client, const char *channel, size_t channel_len,
                                  void *ret);
@@ -217,8 +216,10 @@ static inline const witmq_string_t *witmq_metadata_get(const witmq_message_t *m,
 static inline bool witmq_take_result(const witmq_result_handle_t *r, uint32_t *ok,
                                      witmq_error_t *err) {
   if (r->is_err) {
-    if (err) *err = r->payload;
-    else witmq_raw_error_drop(r->payload);
+    if (err)
+      *err = r->payload;
+    else
+      witmq_raw_error_drop(r->payload);
     return false;
   }
   if (ok) *ok = r->payload;
@@ -272,12 +273,14 @@ static inline void witmq_client_drop(witmq_client_t c) { witmq_raw_client_drop(c
 /* Frees a list of messages the host allocated (a batch, or a subscribe-* result). */
 void witmq_free_messages(witmq_message_list_t *list);
 
-/* ---- What the guest implements ---------------------------------------------------------------- */
+/* ---- What the guest implements ----------------------------------------------------------------
+ */
 
 bool witmq_guest_configure(witmq_guest_configuration_t *out, witmq_error_t *err);
 bool witmq_guest_handler(const witmq_message_list_t *batch, witmq_error_t *err);
 
-/* ---- Exports (in the one file that defines WITMQ_GUEST_IMPLEMENTATION) ------------------------ */
+/* ---- Exports (in the one file that defines WITMQ_GUEST_IMPLEMENTATION) ------------------------
+ */
 
 #ifdef WITMQ_GUEST_IMPLEMENTATION
 
