@@ -62,6 +62,12 @@ struct InstanceContext {
 };
 
 // One instance. Not thread-safe except interrupt(): one thread calls configure() / handle().
+//
+// Handles: `client` and `error` live in per-instance tables; a dead or unknown handle traps.
+// send / subscribe-* take `own<client>` in WIT, which would move the handle to the host on every
+// call; this host keeps it valid after the call instead (guests reuse one client), and releases
+// it only on [resource-drop]client or when the instance ends. An `error` returned in `err` by
+// configure / handler moves to the host.
 class GuestInstance {
  public:
   static Result<std::unique_ptr<GuestInstance>> create(std::shared_ptr<const WasmModule> module,
