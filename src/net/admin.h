@@ -1,0 +1,47 @@
+// The admin extension frames (docs/PROTOCOL.md section 13): a request's JSON body to a broker
+// admin call, and its result back to the reply's JSON (or, for browse, to messages).
+//
+// The calls may wait on disk (declare commits synchronously, browse reads the log), so the server
+// runs them off its I/O threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/broker.h"
+#include "broker/channel_settings.h"
+#include "common/message.h"
+#include "common/result.h"
+#include "net/frames.h"
+
+namespace witmq::net {
+
+struct AdminOptions {
+  // The settings a newly declared channel starts from; keys the request leaves out keep these.
+  broker::ChannelSettings default_channel;
+  // Most messages one browse returns.
+  uint32_t max_browse_messages = 10'000;
+  // Server-side counters merged into server-stats (connections, requests, bytes, ...).
+  std::function<nlohmann::json()> server_counters;
+};
+
+// The reply to an admin request: `json` for every op but browse, `messages` for browse.
+struct AdminResult {
+  std::string json;
+  std::vector<Message> messages;
+};
+
+// Parses `json` as the request of `op`, performs it and returns the reply. A body that is not an
+// object of the documented fields is kInvalidArgument naming the op and the field; a failed call
+// returns the broker's error.
+Result<AdminResult> handle_admin(broker::Broker& broker, AdminOp op, std::string_view json,
+                                 const AdminOptions& options);
+
+// The channel-stats object of docs/PROTOCOL.md section 13.
+nlohmann::json channel_stats_json(const broker::ChannelStats& stats);
+
+}  // namespace witmq::net

@@ -1,0 +1,140 @@
+// The witmq TCP protocol server: accepts connections and runs one Session per connection
+// (net/session.h) that turns the frames of docs/PROTOCOL.md into broker calls and back.
+//
+// Threading: the server runs on the io_context it is given, which the caller runs on a fixed
+// pool of threads. The acceptor and every connection each live on their own strand, so a
+// connection's state is touched by one thread at a time and never behind a lock; the only shared
+// state is the session registry and the counters below.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "broker/broker.h"
+#include "broker/channel_settings.h"
+#include "common/result.h"
+#include "net/admin.h"
+#include "net/frames.h"
+
+namespace witmq::net {
+
+// Everything the server enforces. docs/PROTOCOL.md section 11 describes the protocol limits;
+// the daemon's configuration (docs/CONFIGURATION.md) sets every field.
+struct ServerOptions {
+  // Address to listen on; port 0 picks a free port (see Server::local_endpoint).
+  std::string host = "127.0.0.1";
+  uint16_t port = 7400;
+  // Connections served at once; one more is answered with goaway (resource-exhausted).
+  uint32_t max_connections = 10'000;
+  // Limits applied while decoding requests: max_batch_messages is max-send-messages.
+  Limits limits;
+  // Most messages in one receive reply, deliver or browse reply (the broker's max-batch-size).
+  uint32_t max_receive_messages = 10'000;
+  // Batch size of a stream's deliveries when the client set no "batch-size" extension.
+  uint32_t default_batch_size = 100;
+  // Requests read but not answered before the server stops reading a connection. 0 = no limit.
+  uint32_t max_in_flight = 1024;
+  // Most credit a stream may hold. 0 = no limit.
+  uint32_t max_credit = 10'000;
+  // Bytes queued for a client that does not read them, beyond which the server stops reading
+  // its requests and pushing its stream.
+  size_t max_output_bytes = 64 << 20;
+  // A connection whose queued output stays above max_output_bytes this long is closed.
+  std::chrono::milliseconds output_stall_timeout{30'000};
+  // Silence after which a connection is closed (goaway unavailable). 0 = never.
+  std::chrono::milliseconds idle_timeout{0};
+  // On stop(), how long connections get to finish their in-flight requests before they are
+  // closed regardless.
+  std::chrono::milliseconds shutdown_timeout{10'000};
+  // What connect-ok announces as the server's software, e.g. "witmqd/0.1.0".
+  std::string server_name = "witmqd";
+  // The settings a channel declared by channel-declare starts from (the broker's default).
+  broker::ChannelSettings default_channel;
+};
+
+// Counters for server-stats and logs; monotonic except `connections`.
+struct ServerCounters {
+  std::atomic<uint64_t> connections{0};  // open now
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<uint64_t> connections_refused{0};  // over max-connections
+  std::atomic<uint64_t> requests_total{0};
+  std::atomic<uint64_t> malformed_total{0};  // frames answered with a decode error
+  std::atomic<uint64_t> messages_in{0};      // messages received in sends
+  std::atomic<uint64_t> messages_out{0};     // messages sent in replies and deliver frames
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+};
+
+class Session;
+
+// What sessions share: the broker, the options, the counters and the pool that runs admin
+// requests (which may wait on disk) off the I/O threads.
+struct ServerContext {
+  broker::Broker& broker;
+  const ServerOptions& options;
+  ServerCounters& counters;
+  boost::asio::thread_pool& admin_pool;
+  const AdminOptions& admin;
+  // Called by a session once, when it has closed.
+  std::function<void(uint64_t session_id)> on_closed;
+};
+
+class Server {
+ public:
+  // Nothing happens until listen().
+  Server(boost::asio::io_context& io, broker::Broker& broker, ServerOptions options);
+  // Closes whatever is still open without waiting; call stop() first for a graceful stop.
+  ~Server();
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts accepting. Errors name the address and the reason.
+  Status listen();
+  // The bound address (after listen()), with the real port when options.port was 0.
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+  // Graceful stop: stops accepting; every connection stops reading requests, finishes the ones
+  // in flight (a confirmed send is durable), answers waiting receives with unavailable, sends
+  // goaway (unavailable) and closes. `done` runs on an I/O thread once every connection is
+  // closed, or when options.shutdown_timeout has passed and the rest were closed regardless.
+  // Call once.
+  void stop(std::function<void()> done);
+
+  const ServerCounters& counters() const { return counters_; }
+
+ private:
+  void accept_loop();
+  void refuse(boost::asio::ip::tcp::socket socket);
+  void session_closed(uint64_t id);
+  void force_close_all();
+
+  boost::asio::io_context& io_;
+  broker::Broker& broker_;
+  const ServerOptions options_;
+  ServerCounters counters_;
+  boost::asio::thread_pool admin_pool_{1};
+  AdminOptions admin_options_;
+  std::unique_ptr<ServerContext> context_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::endpoint endpoint_;
+  boost::asio::steady_timer stop_timer_;
+
+  std::mutex mu_;  // guards the members below
+  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions_;
+  uint64_t next_session_ = 1;
+  bool stopping_ = false;
+  std::function<void()> stop_done_;
+};
+
+}  // namespace witmq::net

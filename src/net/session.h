@@ -1,0 +1,164 @@
+// Session: one client connection of the protocol server (docs/PROTOCOL.md).
+//
+// Three coroutines run on the connection's strand, and every broker callback is posted back to
+// it, so the state below is only ever touched by one thread at a time:
+//   - the reader reads into a reusable buffer, decodes whole frames with the codec and starts
+//     each request in frame order. Requests that wait (send until durable, receives, admin calls)
+//     complete later; at most max-in-flight may be unanswered, beyond that the reader stops
+//     reading (TCP backpressure).
+//   - the writer owns the socket's write side: replies and deliver frames are encoded into a
+//     pending buffer, which the writer swaps with the one it writes, so replies leave in completion
+//     order (out of order relative to requests) without one write per frame.
+//   - the watchdog closes a connection that is idle past idle-timeout-ms, or whose queued output
+//     stays above the output cap (a client that stopped reading) past output-stall-timeout-ms.
+// A stream (section 7) is one broker receive at a time, sized by the credit left, so the server
+// never acquires more than the client granted; a client without credit holds no broker waiter.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "broker/broker.h"
+#include "common/message.h"
+#include "common/result.h"
+#include "net/codec.h"
+#include "net/frames.h"
+#include "net/server.h"
+
+namespace witmq::net {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  // `socket` must be bound to a strand of its own: every handler of the session runs on it.
+  Session(uint64_t id, boost::asio::ip::tcp::socket socket, ServerContext& context);
+  ~Session();
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Starts the reader, the writer and the watchdog.
+  void start();
+  // Graceful close (server stop): stop reading requests, finish the ones in flight, answer
+  // waiting receives with unavailable, end the stream, send goaway (unavailable) and close.
+  // Safe from any thread.
+  void shutdown();
+  // Closes at once without goaway (shutdown timeout passed). Safe from any thread.
+  void abort();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // A subscribe-receive or subscribe-try-receive waiting on the broker.
+  struct ReceiveRequest {
+    uint32_t request_id = 0;
+    std::string channel;
+    bool try_receive = false;
+    Clock::time_point deadline;  // try_receive only
+  };
+
+  // The connection's stream (section 7); active between stream-start and stream-stop-ok or
+  // stream-end.
+  struct Stream {
+    bool active = false;
+    uint32_t id = 0;      // the stream-start request id: deliver frames carry it
+    uint64_t credit = 0;  // messages the server may still deliver
+    bool receive_pending = false;
+    // stream-stop requests waiting for the pending receive to return; answered together.
+    std::vector<uint32_t> stop_ids;
+  };
+
+  boost::asio::awaitable<void> read_loop();
+  boost::asio::awaitable<void> write_loop();
+  boost::asio::awaitable<void> watchdog();
+
+  // Reading.
+  bool reading_paused() const;
+  void decode_buffered();
+  void handle_first_frame(Frame& frame);
+  void handle_decode_error(const DecodeError& e);
+  void handle(Frame& frame);
+  void handle_connect(uint32_t id, const Connect& c);
+  void handle_send(uint32_t id, Send& s);
+  void handle_update(uint32_t id, const UpdateGuestConfiguration& u);
+  void handle_settle(uint32_t id, const Message& m, bool complete);
+  void handle_stream_start(uint32_t id, const StreamStart& s);
+  void handle_credit(uint32_t id, const Credit& c);
+  void handle_stream_stop(uint32_t id);
+  void handle_admin_request(uint32_t id, AdminRequest& a);
+
+  // Receives.
+  void start_receive(std::shared_ptr<ReceiveRequest> r);
+  void on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<Message>> result);
+  // Drops the messages of `messages` from index `keep` on: they did not fit in one frame.
+  void release(std::vector<Message>& messages, size_t keep);
+  // How many of `messages` fit in one frame with `overhead` bytes besides them (at least 1).
+  size_t fitting(std::span<const Message> messages, size_t overhead) const;
+
+  // Streaming.
+  void pump_stream();
+  void on_stream_receive(Result<std::vector<Message>> result);
+  void end_stream(const Error& error);
+  void finish_stream_stop();
+  void deliver(std::vector<Message>& messages);
+
+  // Writing. Every reply goes through these; `answered` counts a request as no longer in flight.
+  void reply_empty(uint32_t id, FrameType type);
+  void reply_error(uint32_t id, const Error& error);
+  void answered();
+  bool can_write() const { return !closed_ && !close_after_flush_; }
+  void queued();  // after appending to out_pending_: wake the writer, check the output cap
+  size_t queued_bytes() const { return out_pending_.size() + out_writing_.size(); }
+  void goaway(uint32_t id, const Error& error);
+
+  void begin_drain();
+  void maybe_finish_drain();
+  void close();  // idempotent: close the socket, disconnect the broker client, tell the server
+  void wake_reader();
+  void ensure_input_space();
+  template <typename F>
+  void post(F&& f);
+
+  const uint64_t id_;
+  boost::asio::ip::tcp::socket socket_;
+  ServerContext& ctx_;
+  const ServerOptions& opts_;
+  broker::Broker& broker_;
+
+  // Input: bytes [in_begin_, in_end_) of in_ are read but not yet decoded.
+  std::vector<uint8_t> in_;
+  size_t in_begin_ = 0, in_end_ = 0;
+  size_t need_ = 0;  // bytes the codec asked for beyond what is buffered
+  Clock::time_point last_read_;
+
+  // Output: replies are appended to out_pending_ while the writer writes out_writing_.
+  Buffer out_pending_, out_writing_;
+  bool over_cap_ = false;
+  Clock::time_point over_cap_since_;
+
+  boost::asio::steady_timer reader_wake_, writer_wake_, watchdog_timer_;
+  bool reader_waiting_ = false, writer_waiting_ = false;
+
+  broker::ClientPtr client_;
+  bool connected_ = false;
+  uint32_t in_flight_ = 0;
+  Stream stream_;
+  // From the last successful update-guest-configuration: what the stream draws from.
+  std::vector<std::string> configured_channels_;
+  uint32_t stream_batch_size_ = 0;
+
+  bool closing_ = false;            // no more requests are decoded; input is discarded
+  bool draining_ = false;           // server stop: waiting for in-flight requests before goaway
+  bool close_after_flush_ = false;  // goaway queued: close once it is written
+  Clock::time_point close_deadline_;
+  bool closed_ = false;
+};
+
+}  // namespace witmq::net
