@@ -1,0 +1,512 @@
+#include "daemon/config.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "broker/channel_settings.h"
+#include "broker/extensions.h"
+#include "net/frames.h"
+
+namespace witmq::daemon {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+namespace {
+
+constexpr int64_t kKiB = 1024;
+constexpr int64_t kMiB = 1024 * kKiB;
+constexpr int64_t kGiB = 1024 * kMiB;
+constexpr int64_t kU32Max = std::numeric_limits<uint32_t>::max();
+
+using Apply = std::function<Status(const json&, Config&)>;
+
+ConfigKey string_key(std::string_view name, std::string_view fallback, std::string_view doc,
+                     std::function<Status(const std::string&, Config&)> apply) {
+  return {
+      name, KeyType::kString, ordered_json(fallback), 0, 0, doc, [apply](const json& v, Config& c) {
+        return apply(v.get<std::string>(), c);
+      }};
+}
+
+ConfigKey integer_key(std::string_view name, int64_t fallback, int64_t min, int64_t max,
+                      std::string_view doc, std::function<void(int64_t, Config&)> apply) {
+  return {name,
+          KeyType::kInteger,
+          ordered_json(fallback),
+          min,
+          max,
+          doc,
+          [apply](const json& v, Config& c) {
+            apply(v.get<int64_t>(), c);
+            return ok_status();
+          }};
+}
+
+// "HOST:PORT" or "[IPV6]:PORT".
+Status parse_listen(const std::string& s, Config& c) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
+    return invalid_argument(fmt::format("'{}' is not HOST:PORT (e.g. 127.0.0.1:7400)", s));
+  }
+  std::string host = s.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3) {
+      return invalid_argument(fmt::format("'{}': an IPv6 host goes in brackets, [::1]:7400", s));
+    }
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string port = s.substr(colon + 1);
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value > 65535) {
+    return invalid_argument(
+        fmt::format("'{}': port '{}' is not a number in 0..65535 (0 picks a free port)", s, port));
+  }
+  c.listen_host = std::move(host);
+  c.listen_port = static_cast<uint16_t>(value);
+  return ok_status();
+}
+
+// The channel settings object in the order of broker::channel_setting_docs().
+ordered_json ordered_settings(const broker::ChannelSettings& s) {
+  const json all = broker::settings_to_json(s);
+  ordered_json out = ordered_json::object();
+  for (const auto& d : broker::channel_setting_docs()) {
+    const std::string key(d.key);
+    out[key] = ordered_json::parse(all.at(key).dump());
+  }
+  return out;
+}
+
+std::vector<ConfigKey> make_keys() {
+  std::vector<ConfigKey> k;
+  k.push_back(string_key(
+      "listen", "127.0.0.1:7400",
+      "Address of the protocol listener, HOST:PORT ([ADDRESS]:PORT for IPv6). Port 0 picks a free "
+      "port; witmqd prints the address it bound on stdout as `listening on HOST:PORT`.",
+      parse_listen));
+  k.push_back(string_key("data-dir", "./data",
+                         "Directory of the message store (RocksDB); created if missing. Relative "
+                         "paths are relative to the working directory.",
+                         [](const std::string& s, Config& c) -> Status {
+                           if (s.empty()) return invalid_argument("the directory is empty");
+                           c.broker.data_dir = s;
+                           return ok_status();
+                         }));
+  k.push_back(string_key(
+      "log-level", "info", "Least severe log line written to stderr: debug, info, warn or error.",
+      [](const std::string& s, Config& c) -> Status {
+        auto level = log::parse_level(s);
+        if (!level) {
+          return invalid_argument(fmt::format("'{}' is not one of debug, info, warn, error", s));
+        }
+        c.log_level = *level;
+        return ok_status();
+      }));
+  k.push_back(integer_key("io-threads", 0, 0, 256,
+                          "Threads that run network I/O and broker timers. 0 = one per CPU core.",
+                          [](int64_t v, Config& c) {
+                            const unsigned cores =
+                                std::max(1u, std::thread::hardware_concurrency());
+                            c.io_threads = v == 0 ? cores : static_cast<uint32_t>(v);
+                          }));
+  k.push_back(integer_key(
+      "max-connections", 10'000, 1, 1'000'000,
+      "Client connections served at once. One more is answered with goaway "
+      "(resource-exhausted) and closed.",
+      [](int64_t v, Config& c) { c.server.max_connections = static_cast<uint32_t>(v); }));
+  k.push_back(integer_key(
+      "max-frame-bytes", 16 * kMiB, 4 * kKiB, kGiB,
+      "Largest frame length field the server accepts and sends (announced in connect-ok). A "
+      "larger incoming frame closes the connection. Must hold one message of max-message-bytes "
+      "with its metadata.",
+      [](int64_t v, Config& c) { c.server.limits.max_frame_bytes = static_cast<uint32_t>(v); }));
+  k.push_back(integer_key("max-send-messages", 10'000, 1, 1'000'000,
+                          "Messages in one send request.", [](int64_t v, Config& c) {
+                            c.server.limits.max_batch_messages = static_cast<uint32_t>(v);
+                            c.broker.max_send_batch = static_cast<uint32_t>(v);
+                          }));
+  k.push_back(integer_key("max-message-bytes", 1 * kMiB, 0, kGiB, "Data bytes of one message.",
+                          [](int64_t v, Config& c) {
+                            c.server.limits.max_message_bytes = static_cast<uint32_t>(v);
+                            c.broker.max_message_bytes = static_cast<size_t>(v);
+                          }));
+  k.push_back(integer_key(
+      "max-metadata-entries", 64, 0, 65'535,
+      "Metadata entries of one message, not counting the reserved witmq- keys; also the most "
+      "extension entries of a guest-configuration.",
+      [](int64_t v, Config& c) {
+        c.server.limits.max_metadata_entries = static_cast<uint32_t>(v);
+        c.broker.max_metadata_entries = static_cast<uint32_t>(v);
+      }));
+  k.push_back(integer_key("max-metadata-bytes", 16 * kKiB, 0, 16 * kMiB,
+                          "Key and value bytes of those metadata entries.",
+                          [](int64_t v, Config& c) {
+                            c.server.limits.max_metadata_bytes = static_cast<uint32_t>(v);
+                            c.broker.max_metadata_bytes = static_cast<size_t>(v);
+                          }));
+  k.push_back(integer_key("max-config-channels", 1024, 1, 65'536,
+                          "Channels in one guest-configuration.", [](int64_t v, Config& c) {
+                            c.server.limits.max_config_channels = static_cast<uint32_t>(v);
+                          }));
+  k.push_back(integer_key("default-batch-size", 100, 1, 1'000'000,
+                          "Messages one receive returns when the client set no batch-size "
+                          "extension. At most max-batch-size.",
+                          [](int64_t v, Config& c) {
+                            c.broker.default_batch_size = static_cast<uint32_t>(v);
+                            c.server.default_batch_size = static_cast<uint32_t>(v);
+                          }));
+  k.push_back(integer_key("max-batch-size", 10'000, 1, 1'000'000,
+                          "Most messages in one receive reply, deliver frame or browse reply "
+                          "(announced as max-receive-messages), and the largest batch-size "
+                          "extension a client may set.",
+                          [](int64_t v, Config& c) {
+                            c.broker.max_batch_size = static_cast<uint32_t>(v);
+                            c.server.max_receive_messages = static_cast<uint32_t>(v);
+                          }));
+  k.push_back(integer_key(
+      "max-in-flight", 1024, 0, 1'000'000,
+      "Requests of one connection read but not yet answered; at the limit the server stops "
+      "reading that connection until a reply goes out (TCP backpressure, never an error). "
+      "0 = no limit.",
+      [](int64_t v, Config& c) { c.server.max_in_flight = static_cast<uint32_t>(v); }));
+  k.push_back(integer_key(
+      "max-credit", 10'000, 0, kU32Max, "Most credit a stream may hold at once. 0 = no limit.",
+      [](int64_t v, Config& c) { c.server.max_credit = static_cast<uint32_t>(v); }));
+  k.push_back(integer_key(
+      "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
+      "Replies and deliveries queued for one connection that the client has not read yet. Above "
+      "it the server stops reading that connection's requests and pushing its stream.",
+      [](int64_t v, Config& c) { c.server.max_output_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
+      "output-stall-timeout-ms", 30'000, 100, 3'600'000,
+      "A connection whose queued output stays above max-output-bytes this "
+      "long (a client that stopped reading) is closed, without goaway.",
+      [](int64_t v, Config& c) { c.server.output_stall_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "idle-timeout-ms", 0, 0, 86'400'000,
+      "A connection the server has read nothing from for this long is closed "
+      "(goaway unavailable); clients ping at half of it. 0 = never.",
+      [](int64_t v, Config& c) { c.server.idle_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "shutdown-timeout-ms", 10'000, 0, 600'000,
+      "On SIGTERM or SIGINT, how long connections get to finish their in-flight requests "
+      "before they are closed regardless.",
+      [](int64_t v, Config& c) { c.server.shutdown_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "tail-cache-bytes", 8 * kMiB, 0, 64 * kGiB,
+      "Recent messages of each channel kept in memory, so that consumers "
+      "that keep up never read the disk.",
+      [](int64_t v, Config& c) { c.broker.tail_cache_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key("storage-write-buffer-bytes", 64 * kMiB, 1 * kMiB, 16 * kGiB,
+                          "RocksDB memtable size per column family.", [](int64_t v, Config& c) {
+                            c.broker.store.write_buffer_size = static_cast<size_t>(v);
+                          }));
+  k.push_back(integer_key(
+      "storage-block-cache-bytes", 64 * kMiB, 0, 64 * kGiB,
+      "RocksDB block cache for reads that miss the tail cache.",
+      [](int64_t v, Config& c) { c.broker.store.block_cache_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
+      "storage-max-commit-bytes", 4 * kMiB, 64 * kKiB, kGiB,
+      "Largest merged write the group-commit path builds: larger batches share one fsync among "
+      "more sends but delay the first of them.",
+      [](int64_t v, Config& c) { c.broker.store.max_commit_bytes = static_cast<size_t>(v); }));
+  k.push_back({"auto-create-channels", KeyType::kBoolean, ordered_json(true), 0, 0,
+               "Create a channel with the default-channel settings the first time a client "
+               "sends to or receives from it. When false, only declared channels exist and "
+               "others are not-found.",
+               [](const json& v, Config& c) {
+                 c.broker.auto_create_channels = v.get<bool>();
+                 return ok_status();
+               }});
+  k.push_back(
+      {"default-channel", KeyType::kObject, ordered_settings(broker::ChannelSettings{}), 0, 0,
+       "Channel settings (below) of channels created on first use or declared without "
+       "them. Keys left out keep their defaults.",
+       [](const json& v, Config& c) -> Status {
+         auto s = broker::settings_from_json(v, broker::ChannelSettings{}, "default-channel");
+         if (!s) return std::move(s).error();
+         c.broker.default_channel = *s;
+         c.server.default_channel = *s;
+         return ok_status();
+       }});
+  k.push_back({"channels", KeyType::kObject, ordered_json::object(), 0, 0,
+               "Channels declared at start: {\"NAME\": {channel settings}}. Keys left out take "
+               "the default-channel value. An existing channel's settings are updated; its kind "
+               "cannot change.",
+               // Applied after default-channel: see build_config.
+               [](const json&, Config&) { return ok_status(); }});
+  k.push_back({"guests", KeyType::kArray, ordered_json::array(), 0, 0,
+               "WebAssembly guests run as in-process subscribers: an array of objects, one per "
+               "guest, with the guest keys below.",
+               [](const json& v, Config& c) -> Status {
+                 c.guests.clear();
+                 for (size_t i = 0; i < v.size(); ++i) {
+                   auto g = guest::guest_options_from_json(v[i], fmt::format("guests[{}]", i));
+                   if (!g) return std::move(g).error();
+                   for (const auto& other : c.guests) {
+                     if (other.name == g->name) {
+                       return invalid_argument(fmt::format(
+                           "guests[{}].name: '{}' names another guest already", i, g->name));
+                     }
+                   }
+                   c.guests.push_back(std::move(*g));
+                 }
+                 return ok_status();
+               }});
+  return k;
+}
+
+bool has_type(const json& v, KeyType type) {
+  switch (type) {
+    case KeyType::kString:
+      return v.is_string();
+    case KeyType::kInteger:
+      return v.is_number_integer();
+    case KeyType::kBoolean:
+      return v.is_boolean();
+    case KeyType::kObject:
+      return v.is_object();
+    case KeyType::kArray:
+      return v.is_array();
+  }
+  return false;
+}
+
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
+// The key's value is checked and applied; errors get the key and the layer it came from.
+Status apply_key(const ConfigKey& key, const json& v, const std::string& source, Config& c) {
+  auto fail = [&](std::string why) {
+    return invalid_argument(fmt::format("{} (from {}): {}", key.name, source, why));
+  };
+  if (!has_type(v, key.type)) {
+    return fail(fmt::format("{} is a JSON {}, expected {}", shown(v), v.type_name(),
+                            key.type == KeyType::kInteger
+                                ? "an integer"
+                                : fmt::format("a JSON {}", key_type_name(key.type))));
+  }
+  if (key.type == KeyType::kInteger) {
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(key.max)) {
+      return fail(fmt::format("{} is out of range {}..{}", shown(v), key.min, key.max));
+    }
+    const int64_t n = v.get<int64_t>();
+    if (n < key.min || n > key.max) {
+      return fail(fmt::format("{} is out of range {}..{}", n, key.min, key.max));
+    }
+  }
+  auto st = key.apply(v, c);
+  if (!st) return fail(st.error().message);
+  return ok_status();
+}
+
+std::string escape_cell(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '|') {
+      out += "\\|";
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string_view key_type_name(KeyType type) {
+  switch (type) {
+    case KeyType::kString:
+      return "string";
+    case KeyType::kInteger:
+      return "integer";
+    case KeyType::kBoolean:
+      return "boolean";
+    case KeyType::kObject:
+      return "object";
+    case KeyType::kArray:
+      return "array";
+  }
+  return "unknown";
+}
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = make_keys();
+  return keys;
+}
+
+const ConfigKey* find_key(std::string_view name) {
+  for (const auto& k : config_keys()) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+std::string default_config_text() {
+  ordered_json doc = ordered_json::object();
+  for (const auto& k : config_keys()) doc[std::string(k.name)] = k.default_value;
+  return doc.dump(2) + "\n";
+}
+
+Result<ConfigLayer> read_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return invalid_argument(
+        fmt::format("config file '{}': cannot open it: {}", path, std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  json values;
+  try {
+    values = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    return invalid_argument(fmt::format("config file '{}': not valid JSON: {}", path, e.what()));
+  }
+  if (!values.is_object()) {
+    return invalid_argument(
+        fmt::format("config file '{}': the document is {}, expected an object "
+                    "of configuration keys",
+                    path, values.type_name()));
+  }
+  return ConfigLayer{path, std::move(values)};
+}
+
+Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
+  // Merge the layers over the defaults, remembering where each value came from.
+  std::map<std::string, std::pair<json, std::string>> values;
+  for (const auto& k : config_keys()) {
+    values[std::string(k.name)] = {json::parse(k.default_value.dump()), "the defaults"};
+  }
+  for (const auto& layer : layers) {
+    for (const auto& [name, value] : layer.values.items()) {
+      if (!find_key(name)) {
+        return invalid_argument(
+            fmt::format("{} (from {}): unknown key; `witmqd --help` lists "
+                        "the keys",
+                        name, layer.source));
+      }
+      values[name] = {value, layer.source};
+    }
+  }
+
+  Config c;
+  for (const auto& k : config_keys()) {
+    const auto& [value, source] = values.at(std::string(k.name));
+    WITMQ_RETURN_IF_ERROR(apply_key(k, value, source, c));
+  }
+
+  const auto& [channels, channels_source] = values.at("channels");
+  for (const auto& [name, settings] : channels.items()) {
+    auto fail = [&](const std::string& why) {
+      return invalid_argument(fmt::format("channels (from {}): {}", channels_source, why));
+    };
+    if (auto st = validate_channel_name(name); !st) {
+      return fail(fmt::format("'{}': {}", name, st.error().message));
+    }
+    auto s = broker::settings_from_json(settings, c.broker.default_channel,
+                                        fmt::format("channels.{}", name));
+    if (!s) return fail(s.error().message);
+    c.broker.channels.emplace_back(name, *s);
+  }
+
+  // Constraints between keys.
+  auto source_of = [&](const char* key) { return values.at(key).second; };
+  if (c.broker.default_batch_size > c.broker.max_batch_size) {
+    return invalid_argument(fmt::format(
+        "default-batch-size (from {}): {} exceeds max-batch-size {}",
+        source_of("default-batch-size"), c.broker.default_batch_size, c.broker.max_batch_size));
+  }
+  // One message with its largest metadata and the reserved entries must fit in a frame, so that
+  // every stored message can be delivered.
+  const uint64_t largest_message = uint64_t{c.server.limits.max_message_bytes} +
+                                   c.server.limits.max_metadata_bytes +
+                                   8ull * c.server.limits.max_metadata_entries +
+                                   net::kMaxReservedBytes + 8ull * net::kMaxReservedEntries + 10;
+  const uint64_t frame_overhead = net::kHeaderBytes + 4 + kMaxChannelNameBytes + 4 + 1;
+  if (largest_message + frame_overhead > c.server.limits.max_frame_bytes) {
+    return invalid_argument(fmt::format(
+        "max-frame-bytes (from {}): {} cannot hold one message of max-message-bytes {} with "
+        "max-metadata-entries {} / max-metadata-bytes {} and the reserved entries; it needs at "
+        "least {}",
+        source_of("max-frame-bytes"), c.server.limits.max_frame_bytes,
+        c.server.limits.max_message_bytes, c.server.limits.max_metadata_entries,
+        c.server.limits.max_metadata_bytes, largest_message + frame_overhead));
+  }
+  return c;
+}
+
+std::string config_reference_markdown(std::string_view flags_help) {
+  std::string md;
+  md += "# witmqd configuration\n\n";
+  md +=
+      "<!-- Generated by `witmqd --print-config-reference` from the key table in "
+      "src/daemon/config.cc; a test fails when this file differs from its output. -->\n\n";
+  md +=
+      "witmqd reads one JSON object. Every key is optional: a key left out takes its default, and "
+      "with no file at all witmqd runs on the embedded defaults (printed by `witmqd "
+      "--print-default-config`, shipped as `config/witmqd.json`): it listens on 127.0.0.1:7400 and "
+      "keeps its data in `./data`.\n\n"
+      "Layers, each overriding the one before: the defaults, the file given with `--config`, then "
+      "the flags in command-line order. An unknown key, a value of the wrong type or out of range "
+      "stops witmqd at start with exit code 2 and a message naming the key, where the value came "
+      "from and what was expected.\n\n";
+  md += "## Flags\n\n```\n";
+  md += flags_help;
+  md += "```\n\n";
+  md += "## Keys\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n";
+  for (const auto& k : config_keys()) {
+    std::string range;
+    if (k.type == KeyType::kInteger) range = fmt::format("{}..{}", k.min, k.max);
+    const std::string fallback = k.type == KeyType::kObject && !k.default_value.empty()
+                                     ? std::string("the channel settings' defaults")
+                                     : fmt::format("`{}`", k.default_value.dump());
+    md += fmt::format("| `{}` | {} | {} | {} | {} |\n", k.name, key_type_name(k.type),
+                      escape_cell(fallback), range, escape_cell(k.doc));
+  }
+  md +=
+      "\n## Channel settings\n\n"
+      "The object of `default-channel`, of each entry of `channels`, and of the `settings` of the "
+      "admin request channel-declare (docs/PROTOCOL.md section 13).\n\n"
+      "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& d : broker::channel_setting_docs()) {
+    md += fmt::format("| `{}` | {} | {} | {} |\n", d.key, d.type, escape_cell(d.default_value),
+                      escape_cell(d.doc));
+  }
+  md +=
+      "\n## Consumer extensions\n\n"
+      "Not configuration keys of the daemon: the `extensions` a client passes in "
+      "update-guest-configuration (docs/PROTOCOL.md section 6.4), and guests in their "
+      "guest-configuration. An unknown key or a bad value is refused with invalid-argument naming "
+      "the key.\n\n"
+      "| key | values | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& d : broker::extension_docs()) {
+    md += fmt::format("| `{}` | {} | {} | {} |\n", d.key, escape_cell(d.values),
+                      escape_cell(d.default_value), escape_cell(d.doc));
+  }
+  md +=
+      "\n## Guests\n\n"
+      "Each object of `guests` describes one WebAssembly guest (docs/GUESTS.md). witmqd loads "
+      "every guest at start, after the broker and before it accepts connections; a guest that "
+      "fails to load or start stops witmqd with exit code 1.\n\n"
+      "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& d : guest::guest_option_docs()) {
+    md += fmt::format("| `{}` | {} | {} | {} |\n", d.key, escape_cell(d.type),
+                      escape_cell(d.default_value), escape_cell(d.doc));
+  }
+  return md;
+}
+
+}  // namespace witmq::daemon

@@ -1,0 +1,85 @@
+// The configuration of witmqd: one JSON object whose keys are defined once, in config_keys(),
+// with their type, default, bounds and doc string. The embedded default configuration
+// (config/witmqd.json), the checks at start and docs/CONFIGURATION.md all come from that table.
+//
+// Layers, each overriding the one before: the defaults, the config file (--config), then the
+// flags (--listen, --data-dir, --log-level, --set KEY=VALUE), in command-line order.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/broker.h"
+#include "common/log.h"
+#include "common/result.h"
+#include "guest/guest_options.h"
+#include "net/server.h"
+
+namespace witmq::daemon {
+
+// The daemon's configuration once every layer is applied and checked.
+struct Config {
+  // Where the protocol server listens (listen).
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 7400;
+  log::Level log_level = log::Level::kInfo;
+  // Threads running network I/O and broker timers (io-threads; 0 resolved to the core count).
+  uint32_t io_threads = 1;
+  broker::BrokerOptions broker;
+  net::ServerOptions server;
+  // The "guests" key, each entry read by the guest layer (guest/guest_options.h).
+  std::vector<guest::GuestOptions> guests;
+};
+
+// The JSON type a key takes.
+enum class KeyType { kString, kInteger, kBoolean, kObject, kArray };
+std::string_view key_type_name(KeyType type);
+
+// One configuration key.
+struct ConfigKey {
+  std::string_view name;
+  KeyType type;
+  nlohmann::ordered_json default_value;
+  // kInteger only: the accepted range, inclusive.
+  int64_t min = 0;
+  int64_t max = 0;
+  // One paragraph for --help and docs/CONFIGURATION.md.
+  std::string_view doc;
+  // Stores a value of the right type (integers already within [min, max]) into the config;
+  // returns an error for a value it cannot accept (say, an unknown log level), whose message
+  // starts with what was wrong (the caller adds the key and where it came from).
+  std::function<Status(const nlohmann::json& value, Config& config)> apply;
+};
+
+// Every key, in the order of the default configuration and the reference.
+const std::vector<ConfigKey>& config_keys();
+// nullptr for a name that is not a key.
+const ConfigKey* find_key(std::string_view name);
+
+// The embedded default configuration: every key with its default, in table order, as JSON text
+// (two-space indent, trailing newline). config/witmqd.json is a copy of it.
+std::string default_config_text();
+
+// One layer of settings: a JSON object of keys, and where it came from ("--set", a file path).
+struct ConfigLayer {
+  std::string source;
+  nlohmann::json values;  // an object
+};
+
+// Reads a config file into a layer. Errors name the file and, for bad JSON, the position.
+Result<ConfigLayer> read_config_file(const std::string& path);
+
+// Applies `layers` on top of the defaults and checks every key, then the constraints between
+// keys. Errors name the key, where its value came from, the value and what was expected, e.g.
+// "max-in-flight (from --set): -1 is out of range 0..1000000".
+Result<Config> build_config(const std::vector<ConfigLayer>& layers);
+
+// docs/CONFIGURATION.md: the flags, every key of the table, the channel settings, the consumer
+// extensions and the guest keys, as Markdown.
+std::string config_reference_markdown(std::string_view flags_help);
+
+}  // namespace witmq::daemon
