@@ -76,13 +76,12 @@ void AsyncClient::connect(asio::any_io_executor executor, Endpoint endpoint, std
                           Options options, Callback<Pointer> done) {
   auto self = std::make_shared<AsyncClient>(PrivateTag{}, std::move(executor), std::move(options));
   asio::co_spawn(self->strand_,
-                 self->run_connect(std::move(endpoint), std::move(name), std::move(done)),
+                 self->run_connect(self, std::move(endpoint), std::move(name), std::move(done)),
                  asio::detached);
 }
 
-asio::awaitable<void> AsyncClient::run_connect(Endpoint endpoint, std::string name,
+asio::awaitable<void> AsyncClient::run_connect(Pointer self, Endpoint endpoint, std::string name,
                                                Callback<Pointer> done) {
-  auto self = shared_from_this();
   std::string where = fmt::format("{}:{}", endpoint.host, endpoint.port);
   if (options_.connect_timeout.count() > 0) {
     connect_timer_.expires_after(options_.connect_timeout);
@@ -146,15 +145,14 @@ asio::awaitable<void> AsyncClient::run_connect(Endpoint endpoint, std::string na
         }
         self->limits_ = net::client_limits(ok->limits);
         if (ok->limits.idle_timeout_ms > 0) {
-          asio::co_spawn(self->strand_, self->keepalive_loop(), asio::detached);
+          asio::co_spawn(self->strand_, self->keepalive_loop(self), asio::detached);
         }
         done(self);
       });
-  co_await read_loop();
+  co_await read_loop(self);
 }
 
-asio::awaitable<void> AsyncClient::read_loop() {
-  auto self = shared_from_this();
+asio::awaitable<void> AsyncClient::read_loop(Pointer /*self*/) {
   in_.resize(kInitialReadBuffer);
   size_t begin = 0;
   size_t end = 0;
@@ -200,8 +198,7 @@ asio::awaitable<void> AsyncClient::read_loop() {
   }
 }
 
-asio::awaitable<void> AsyncClient::keepalive_loop() {
-  auto self = shared_from_this();
+asio::awaitable<void> AsyncClient::keepalive_loop(Pointer /*self*/) {
   auto period = std::chrono::milliseconds(std::max<uint32_t>(info_.limits.idle_timeout_ms / 3, 1));
   while (is_open()) {
     keepalive_timer_.expires_after(period);

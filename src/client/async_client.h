@@ -135,10 +135,12 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
   AsyncClient(PrivateTag, boost::asio::any_io_executor executor, Options options);
 
  private:
-  boost::asio::awaitable<void> run_connect(Endpoint endpoint, std::string name,
+  // The coroutines take `self` so that their frames keep the client alive: they start after the
+  // call that spawned them has returned.
+  boost::asio::awaitable<void> run_connect(Pointer self, Endpoint endpoint, std::string name,
                                            Callback<Pointer> done);
-  boost::asio::awaitable<void> read_loop();
-  boost::asio::awaitable<void> keepalive_loop();
+  boost::asio::awaitable<void> read_loop(Pointer self);
+  boost::asio::awaitable<void> keepalive_loop(Pointer self);
 
   // Encodes one request with `encode(buffer, id)` and registers `done` for its reply. On failure
   // (closed, frame too large) `done` is called at once with the error.

@@ -16,10 +16,12 @@ struct Client::IoThread {
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   std::thread thread{[this] { io.run(); }};
 
-  ~IoThread() {
+  // Lets run() return once the work in flight is done, and waits for it.
+  void join() {
     work.reset();
     if (thread.joinable()) thread.join();
   }
+  ~IoThread() { join(); }
 };
 
 namespace {
@@ -45,7 +47,11 @@ Client::Client(std::unique_ptr<IoThread> io, AsyncClient::Pointer async, Options
 
 Client::~Client() {
   async_->close();
-  io_.reset();  // joins the I/O thread once the connection has wound down
+  // The connection winds down on the I/O thread; once it is joined nothing refers to the client
+  // but async_, which must go before the io_context its socket and timers belong to.
+  io_->join();
+  async_.reset();
+  io_.reset();
 }
 
 Result<std::unique_ptr<Client>> Client::connect(const Endpoint& endpoint, std::string name,

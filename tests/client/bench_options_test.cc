@@ -1,0 +1,132 @@
+// witmq-bench's command line (cli/bench_options.h) and its payload stamp (cli/bench_runner.h).
+#include "cli/bench_options.h"
+
+#include <gtest/gtest.h>
+
+#include "cli/bench_runner.h"
+
+namespace witmq::cli {
+namespace {
+
+Result<BenchOptions> parse(std::vector<std::string> args) {
+  return parse_bench_options(args, std::nullopt, std::nullopt);
+}
+
+TEST(BenchOptions, Defaults) {
+  auto o = parse({});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->server.port, 7400);
+  EXPECT_EQ(o->kind, "point-to-point");
+  EXPECT_EQ(o->producers, 1u);
+  EXPECT_EQ(o->consumers, 1u);
+  EXPECT_EQ(o->messages, 100'000u);
+  EXPECT_FALSE(o->duration_s);
+  EXPECT_EQ(o->mode, ConsumeMode::kReceive);
+  EXPECT_FALSE(o->complete);
+  EXPECT_TRUE(o->channel.empty());
+}
+
+TEST(BenchOptions, Everything) {
+  auto o = parse({"--server",        "127.0.0.1:9",
+                  "--channel",       "b",
+                  "--kind",          "publish-subscribe",
+                  "--durability",    "none",
+                  "--producers",     "2",
+                  "--consumers",     "3",
+                  "--duration",      "1.5",
+                  "--size",          "1024",
+                  "--batch",         "50",
+                  "--pipeline",      "4",
+                  "--consume-mode",  "stream",
+                  "--credit",        "500",
+                  "--complete",      "--json",
+                  "--threads",       "2",
+                  "--receive-batch", "200",
+                  "--drain-timeout", "100"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->server.port, 9);
+  EXPECT_EQ(o->channel, "b");
+  EXPECT_EQ(o->kind, "publish-subscribe");
+  EXPECT_EQ(o->durability, std::optional<std::string>("none"));
+  EXPECT_EQ(o->producers, 2u);
+  EXPECT_EQ(o->consumers, 3u);
+  EXPECT_EQ(o->duration_s, std::optional<double>(1.5));
+  EXPECT_EQ(o->size, 1024u);
+  EXPECT_EQ(o->batch, 50u);
+  EXPECT_EQ(o->pipeline, 4u);
+  EXPECT_EQ(o->mode, ConsumeMode::kStream);
+  EXPECT_EQ(o->credit, 500u);
+  EXPECT_TRUE(o->complete);
+  EXPECT_TRUE(o->json);
+  EXPECT_EQ(o->threads, 2u);
+  EXPECT_EQ(o->receive_batch, 200u);
+  EXPECT_EQ(o->drain_timeout_ms, 100u);
+}
+
+TEST(BenchOptions, ErrorsNameTheOption) {
+  auto msg = [](std::vector<std::string> a) {
+    auto o = parse(std::move(a));
+    return o.ok() ? std::string("(parsed)") : o.error().message;
+  };
+  EXPECT_NE(msg({"--kind", "queue"}).find("--kind: 'queue'"), std::string::npos);
+  EXPECT_NE(msg({"--durability", "x"}).find("--durability: 'x'"), std::string::npos);
+  EXPECT_NE(msg({"--producers", "0"}).find("--producers: '0'"), std::string::npos);
+  EXPECT_NE(msg({"--batch", "10001"}).find("--batch"), std::string::npos);
+  EXPECT_NE(msg({"--duration", "0"}).find("--duration"), std::string::npos);
+  EXPECT_NE(msg({"--duration", "abc"}).find("--duration"), std::string::npos);
+  EXPECT_NE(msg({"--messages", "5", "--duration", "1"}).find("exclude each other"),
+            std::string::npos);
+  EXPECT_NE(msg({"--consume-mode", "push"}).find("'push' is not receive or stream"),
+            std::string::npos);
+  EXPECT_NE(msg({"--channel", ".bad"}).find("--channel"), std::string::npos);
+  EXPECT_NE(msg({"stray"}).find("unexpected argument 'stray'"), std::string::npos);
+  EXPECT_NE(msg({"--nope"}).find("unknown option '--nope'"), std::string::npos);
+}
+
+TEST(BenchOptions, EnvironmentServerAndHelp) {
+  auto o = parse_bench_options(std::vector<std::string>{}, std::string("h:1"), std::string("t"));
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->server.host, "h");
+  EXPECT_EQ(o->token, std::optional<std::string>("t"));
+  auto h = parse({"--help"});
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->help);
+  EXPECT_NE(bench_usage().find("--consume-mode"), std::string::npos);
+}
+
+TEST(BenchStamp, RoundTripAndForeignRuns) {
+  std::vector<uint8_t> data(32, 'x');
+  write_stamp(data, 0xABCD, 123456789);
+  uint64_t ns = 0;
+  EXPECT_TRUE(read_stamp(data, 0xABCD, &ns));
+  EXPECT_EQ(ns, 123456789u);
+  EXPECT_FALSE(read_stamp(data, 0xABCE, &ns));
+  std::vector<uint8_t> short_data(15, 0);
+  EXPECT_FALSE(read_stamp(short_data, 0, &ns));
+}
+
+TEST(BenchReport, FormatsTableAndJson) {
+  BenchReport r;
+  r.options.kind = "point-to-point";
+  r.channel = "c";
+  r.produced = {1000, 128000, 0.5};
+  r.consumed = {1000, 128000, 0.5};
+  r.expected = 1000;
+  for (int i = 1; i <= 1000; ++i) r.latency.record(static_cast<uint64_t>(i) * 1000);
+  EXPECT_DOUBLE_EQ(r.produced.msgs_per_s(), 2000.0);
+  EXPECT_DOUBLE_EQ(r.produced.mb_per_s(), 0.256);
+  EXPECT_TRUE(r.ok());
+  std::string table = format_report(r, false);
+  EXPECT_NE(table.find("produced"), std::string::npos);
+  EXPECT_NE(table.find("p99.9"), std::string::npos);
+  EXPECT_NE(table.find("2000"), std::string::npos);
+  std::string json = format_report(r, true);
+  EXPECT_NE(json.find("\"msgs_per_s\": 2000.0"), std::string::npos);
+  EXPECT_NE(json.find("\"p50\""), std::string::npos);
+  r.consumed.messages = 10;
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(format_report(r, false).find("MISSING: 990 of 1000"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace witmq::cli
