@@ -1,8 +1,9 @@
 // A real witmqd for end-to-end tests: started on 127.0.0.1 with an ephemeral port and a fresh data
-// directory, its port read from the "listening on 127.0.0.1:PORT" line it prints on stderr, and
+// directory, its port read from the "listening on 127.0.0.1:PORT" line it prints, and
 // stopped with SIGTERM (SIGKILL if it does not exit in time).
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,20 +69,21 @@ class DaemonProcess {
     port_ = 0;
     eof_ = false;
     output_.clear();
-    int fds[2];
-    if (::pipe(fds) != 0) return "pipe failed";
     std::vector<std::string> args{binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir};
     args.insert(args.end(), extra.begin(), extra.end());
+    // Everything the child needs is prepared before fork: it only calls async-signal-safe
+    // functions. Its stdout and stderr both go to the pipe (the listening line is on either).
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return "pipe2 failed";
     pid_ = ::fork();
     if (pid_ < 0) return "fork failed";
     if (pid_ == 0) {
+      ::dup2(fds[1], STDOUT_FILENO);
       ::dup2(fds[1], STDERR_FILENO);
-      ::close(fds[0]);
-      ::close(fds[1]);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
+      ::execv(argv[0], argv.data());
       ::_exit(127);
     }
     ::close(fds[1]);
@@ -92,7 +94,7 @@ class DaemonProcess {
       std::string out = output_;
       lock.unlock();
       kill_now();
-      return "witmqd did not print 'listening on 127.0.0.1:PORT'; its stderr:\n" + out;
+      return "witmqd did not print 'listening on 127.0.0.1:PORT'; its output:\n" + out;
     }
     return "";
   }

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Shell-level test of the witmq command-line client against a real witmqd on 127.0.0.1 (an
+# ephemeral port, a temporary data directory): sending from arguments and stdin, receiving with
+# settlement, the admin commands, and the exit codes scripts rely on (docs/CLI.md).
+#
+# Usage: cli_test.sh WITMQ WITMQD. Exits 0 when every check passed, 1 otherwise, 77 (skipped) when
+# the daemon binary is missing.
+set -u
+
+WITMQ=${1:?usage: cli_test.sh WITMQ WITMQD}
+WITMQD=${2:?usage: cli_test.sh WITMQ WITMQD}
+if [[ ! -x "$WITMQD" ]]; then
+  echo "SKIP: witmqd not built at $WITMQD"
+  exit 77
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/witmq-cli-test.XXXXXX")
+DAEMON_PID=""
+cleanup() {
+  if [[ -n "$DAEMON_PID" ]]; then kill -KILL "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+FAILURES=0
+CHECKS=0
+fail() {
+  echo "FAIL: $*"
+  FAILURES=$((FAILURES + 1))
+}
+
+# run NAME EXPECTED_RC CMD...: runs CMD with stdin from $STDIN (default empty), keeps its stdout
+# in $OUT and stderr in $ERR, and checks the exit code.
+STDIN=/dev/null
+run() {
+  local name=$1 expected=$2
+  shift 2
+  CHECKS=$((CHECKS + 1))
+  "$@" <"$STDIN" >"$TMP/out" 2>"$TMP/err"
+  RC=$?
+  OUT=$(cat "$TMP/out")
+  ERR=$(cat "$TMP/err")
+  if [[ $RC -ne $expected ]]; then
+    fail "$name: exit code $RC, expected $expected; stdout: '$OUT'; stderr: '$ERR'"
+    return 1
+  fi
+  return 0
+}
+contains() {  # contains NAME HAYSTACK NEEDLE
+  CHECKS=$((CHECKS + 1))
+  if [[ "$2" != *"$3"* ]]; then fail "$1: expected to find '$3' in '$2'"; fi
+}
+equals() {  # equals NAME ACTUAL EXPECTED
+  CHECKS=$((CHECKS + 1))
+  if [[ "$2" != "$3" ]]; then fail "$1: got '$2', expected '$3'"; fi
+}
+
+# ---- start the daemon ---------------------------------------------------------------------------
+"$WITMQD" --listen 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
+DAEMON_PID=$!
+PORT=""
+for _ in $(seq 1 300); do
+  PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" "$TMP/daemon.err" | head -n1)
+  [[ -n "$PORT" ]] && break
+  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [[ -z "$PORT" ]]; then
+  echo "FAIL: witmqd did not report its port"; cat "$TMP/daemon.err"; exit 1
+fi
+export WITMQ_SERVER=127.0.0.1:$PORT
+
+# ---- help and usage errors (exit 2) ------------------------------------------------------------
+run "help" 0 "$WITMQ" --help && contains "help" "$OUT" "Exit codes"
+run "send --help" 0 "$WITMQ" send --help && contains "send --help" "$OUT" "--count"
+run "unknown command" 2 "$WITMQ" frobnicate && contains "unknown command" "$ERR" "unknown command 'frobnicate'"
+run "missing channel" 2 "$WITMQ" send && contains "missing channel" "$ERR" "missing CHANNEL"
+run "bad option value" 2 "$WITMQ" receive q --max zero && contains "bad option" "$ERR" "--max"
+run "ping" 0 "$WITMQ" ping && contains "ping" "$OUT" "pong from witmqd/"
+
+# ---- send: argument, stdin, --count, --lines, --meta -------------------------------------------
+printf 'hello from stdin' >"$TMP/in1"
+STDIN="$TMP/in1" run "send stdin" 0 "$WITMQ" send q1 - && equals "send stdin" "$OUT" "sent 1 message to q1"
+run "send --count" 0 "$WITMQ" send q1 world --count 3 --meta k=v --format cloudevents \
+  && equals "send --count" "$OUT" "sent 3 messages to q1"
+run "stats after send" 0 "$WITMQ" stats q1 && contains "stats after send" "$OUT" "depth: 4"
+run "channels" 0 "$WITMQ" channels && contains "channels" "$OUT" "q1"
+run "channels --json" 0 "$WITMQ" channels --json && contains "channels --json" "$OUT" '"name":"q1"'
+
+# ---- receive with --complete --------------------------------------------------------------------
+run "receive first" 0 "$WITMQ" receive q1 --complete --timeout 5000
+contains "receive first data" "$OUT" "hello from stdin"
+contains "receive first header" "$OUT" "--- q1/"
+run "receive 3 data-only" 0 "$WITMQ" receive q1 --max 3 --complete --data-only --timeout 5000
+equals "receive 3 data-only" "$OUT" $'world\nworld\nworld'
+run "depth after completes" 0 "$WITMQ" stats q1 --json && contains "depth after completes" "$OUT" '"depth":0'
+
+printf 'a\nb\nc\n' >"$TMP/lines"
+STDIN="$TMP/lines" run "send --lines" 0 "$WITMQ" send q2 --lines --meta src=test \
+  && equals "send --lines" "$OUT" "sent 3 messages to q2"
+run "receive --json" 0 "$WITMQ" receive q2 --max 3 --complete --json --timeout 5000
+equals "receive --json lines" "$(printf '%s\n' "$OUT" | wc -l)" "3"
+contains "receive --json data" "$OUT" '"data":"a"'
+contains "receive --json metadata" "$OUT" '"src":"test"'
+contains "receive --json attempt" "$OUT" '"attempt":1'
+
+# ---- nothing within the timeout (exit 4) --------------------------------------------------------
+run "receive timeout" 4 "$WITMQ" receive q1 --timeout 200 && contains "receive timeout" "$ERR" "no message on 'q1' within 200 ms"
+
+# ---- refused requests (exit 1) ------------------------------------------------------------------
+run "declare kind change" 1 "$WITMQ" declare q1 --kind publish-subscribe \
+  && contains "declare kind change" "$ERR" "already-exists"
+run "declare bad setting" 1 "$WITMQ" declare q3 --kind point-to-point --set max-deliveries=lots \
+  && contains "declare bad setting" "$ERR" "max-deliveries"
+run "stats unknown channel" 1 "$WITMQ" stats no-such-channel && contains "stats unknown channel" "$ERR" "not-found"
+run "delete unknown channel" 1 "$WITMQ" delete no-such-channel && contains "delete unknown channel" "$ERR" "not-found"
+run "receive bad extension" 1 "$WITMQ" receive q1 --ext bogus=1 --timeout 100 \
+  && contains "receive bad extension" "$ERR" "bogus"
+
+# ---- declare, dead letters, replay, purge, delete -----------------------------------------------
+run "declare" 0 "$WITMQ" declare dl --kind point-to-point --set abandon-policy=dead-letter \
+  && equals "declare" "$OUT" "declared dl"
+run "send poison" 0 "$WITMQ" send dl poison
+run "receive --abandon" 0 "$WITMQ" receive dl --abandon --data-only --timeout 5000 \
+  && equals "receive --abandon" "$OUT" "poison"
+DEAD=""
+for _ in $(seq 1 50); do
+  "$WITMQ" dead-letters dl --data-only >"$TMP/dead" 2>"$TMP/dead.err"
+  DEAD=$(cat "$TMP/dead")
+  [[ -n "$DEAD" ]] && break
+  sleep 0.1
+done
+equals "dead-letters" "$DEAD" "poison"
+run "dead-letters text" 0 "$WITMQ" dead-letters dl && contains "dead-letters text" "$OUT" "witmq-dlq-source: dl"
+run "replay" 0 "$WITMQ" replay dl && equals "replay" "$OUT" "moved 1 message from dl.dlq"
+run "receive replayed" 0 "$WITMQ" receive dl --complete --data-only --timeout 5000 \
+  && equals "receive replayed" "$OUT" "poison"
+run "send for purge" 0 "$WITMQ" send dl x --count 5
+run "purge" 0 "$WITMQ" purge dl && equals "purge" "$OUT" "purged 5 messages from dl"
+run "receive after purge" 4 "$WITMQ" receive dl --timeout 100
+run "delete" 0 "$WITMQ" delete dl && equals "delete" "$OUT" "deleted dl"
+run "stats deleted" 1 "$WITMQ" stats dl
+
+# ---- server down (exit 3) -----------------------------------------------------------------------
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+DAEMON_RC=$?
+DAEMON_PID=""
+equals "witmqd exit code after SIGTERM" "$DAEMON_RC" "0"
+run "send, server down" 3 "$WITMQ" send q1 late && contains "send, server down" "$ERR" "cannot connect to 127.0.0.1:$PORT"
+run "receive, server down" 3 "$WITMQ" --connect-timeout 500 receive q1 --timeout 100
+
+echo "$CHECKS checks, $FAILURES failed"
+[[ $FAILURES -eq 0 ]]
