@@ -5,7 +5,8 @@
 #   witmq_c_guest(<output.wasm> <source.c>)  adds a custom command producing <output.wasm>.
 #
 # WITMQ_WASM_CLANG is empty when no working wasm32-wasi clang was found; callers skip then.
-include_guard(GLOBAL)
+# Included from every directory that builds guests (no include guard): the variables it sets are
+# directory-scoped, and the toolchain probe runs once, its result cached.
 
 find_program(WITMQ_WASM_CLANG NAMES clang-14 clang)
 if(WITMQ_WASM_CLANG AND NOT DEFINED CACHE{WITMQ_WASM_CLANG_WORKS})
