@@ -1,0 +1,216 @@
+// Runs the real witmqd binary for tests: on 127.0.0.1 with an ephemeral port (--listen
+// 127.0.0.1:0, the port read from its `listening on` line) and a temporary data directory.
+#pragma once
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace witmq::daemon::testing {
+
+// The witmqd binary: the path CMake compiled in, else $WITMQ_BUILD_DIR/src/daemon/witmqd.
+inline std::string witmqd_path() {
+#ifdef WITMQD_PATH
+  if (std::filesystem::exists(WITMQD_PATH)) return WITMQD_PATH;
+#endif
+  const char* dir = std::getenv("WITMQ_BUILD_DIR");
+  return std::string(dir ? dir : ".") + "/src/daemon/witmqd";
+}
+
+inline std::string make_temp_dir(const std::string& tag) {
+  std::random_device rd;
+  auto dir = std::filesystem::temp_directory_path() /
+             ("witmqd-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(rd()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// Reads everything from `fd` into `out` (under `mu`) until EOF.
+inline void drain(int fd, std::string* out, std::mutex* mu) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    std::lock_guard lock(*mu);
+    out->append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+}
+
+// A child process with its stdout and stderr collected.
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& args) {
+    // Everything the child needs is prepared before fork: it only calls async-signal-safe
+    // functions.
+    const std::string path = witmqd_path();
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(path.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) std::abort();
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    out_thread_ = std::thread(drain, out[0], &out_, &mu_);
+    err_thread_ = std::thread(drain, err[0], &err_, &mu_);
+  }
+
+  ~Process() {
+    if (pid_ > 0 && !status_) kill(SIGKILL);
+    wait(std::chrono::seconds(30));
+    if (out_thread_.joinable()) out_thread_.join();
+    if (err_thread_.joinable()) err_thread_.join();
+  }
+
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  void kill(int signal) {
+    if (pid_ > 0 && !status_) ::kill(pid_, signal);
+  }
+
+  // The exit code (128 + signal when killed by one), or nullopt if it still runs after `timeout`.
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!status_) {
+      int st = 0;
+      const pid_t r = waitpid(pid_, &st, WNOHANG);
+      if (r == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (out_thread_.joinable()) out_thread_.join();
+    if (err_thread_.joinable()) err_thread_.join();
+    return status_;
+  }
+
+  std::string out() {
+    std::lock_guard lock(mu_);
+    return out_;
+  }
+  std::string err() {
+    std::lock_guard lock(mu_);
+    return err_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::mutex mu_;
+  std::string out_, err_;
+  std::thread out_thread_, err_thread_;
+};
+
+// Runs witmqd to completion (for flags that print and exit, and refused configurations).
+struct RunResult {
+  std::optional<int> exit_code;
+  std::string out, err;
+};
+inline RunResult run_witmqd(const std::vector<std::string>& args,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  Process p(args);
+  RunResult r;
+  r.exit_code = p.wait(timeout);
+  r.out = p.out();
+  r.err = p.err();
+  return r;
+}
+
+// A running daemon. The data directory is created for it unless given, and removed with it
+// unless keep_data() was called.
+class Daemon {
+ public:
+  explicit Daemon(std::vector<std::string> extra_args = {}, std::string data_dir = "")
+      : data_dir_(data_dir.empty() ? make_temp_dir("data") : std::move(data_dir)),
+        owns_dir_(data_dir.empty()),
+        args_(std::move(extra_args)) {
+    start();
+  }
+
+  ~Daemon() {
+    process_.reset();
+    if (owns_dir_ && !keep_) std::filesystem::remove_all(data_dir_);
+  }
+
+  // Starts the daemon again on the same data directory (after stop() or kill9()).
+  void start() {
+    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--data-dir", data_dir_};
+    args.insert(args.end(), args_.begin(), args_.end());
+    process_ = std::make_unique<Process>(args);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      const std::string out = process_->out();
+      const auto at = out.find("listening on 127.0.0.1:");
+      if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
+        port_ = static_cast<uint16_t>(std::stoi(out.substr(at + 23)));
+        return;
+      }
+      if (auto code = process_->wait(std::chrono::milliseconds(0))) {
+        ADD_FAILURE() << "witmqd exited with " << *code << " before listening:\n" << process_->err();
+        return;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "witmqd did not print its address within 30 s:\n" << process_->err();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // Sends `signal` and waits for the exit code (nullopt: still running after `timeout`).
+  std::optional<int> stop(int signal = SIGTERM,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    process_->kill(signal);
+    return process_->wait(timeout);
+  }
+
+  uint16_t port() const { return port_; }
+  const std::string& data_dir() const { return data_dir_; }
+  std::string log() { return process_->err(); }
+  // Waits (bounded) until the daemon's log contains `text`.
+  bool wait_for_log(std::string_view text,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (process_->err().find(text) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  }
+  void keep_data() { keep_ = true; }
+
+ private:
+  std::string data_dir_;
+  bool owns_dir_;
+  bool keep_ = false;
+  std::vector<std::string> args_;
+  std::unique_ptr<Process> process_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace witmq::daemon::testing
