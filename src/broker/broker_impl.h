@@ -229,6 +229,9 @@ struct Broker::Impl {
 
   // Turns a grant into WIT messages with the reserved metadata (no lock held).
   std::vector<Message> materialize(Grant& g);
+  // Reads the bodies the tail cache did not have (channel lock held). Needed before a grant's
+  // messages can be trimmed, i.e. when they are settled as they are acquired.
+  void load_bodies(const Channel& ch, Grant& g);
 
   uint32_t batch_for(const Waiter& w, const ConsumerOptions& o) const {
     if (w.max) return std::min(w.max, opts.max_batch_size);

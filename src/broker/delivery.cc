@@ -54,6 +54,9 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uin
 
   bool moved_floor = false;
   if (o.auto_settle) {
+    // Settled now, these messages may be trimmed by this very write set: read what the tail cache
+    // lacks while they are certainly still stored.
+    load_bodies(ch, g);
     moved_floor = sub.advance_floor(ws);
     if (sub.durable) {
       for (const auto& it : g.items) {
@@ -68,6 +71,40 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uin
   if (moved_floor) floor_moved(ch, sub, ws);
   if (!o.auto_settle && !g.items.empty()) arm(ch);
   return g;
+}
+
+void Broker::Impl::load_bodies(const Channel& ch, Grant& g) {
+  // The items without a body are usually one ascending run (a consumer behind the tail cache):
+  // one range read serves them; anything else is read one by one.
+  std::vector<Grant::Item*> missing;
+  for (auto& it : g.items) {
+    if (!it.body) missing.push_back(&it);
+  }
+  if (missing.empty()) return;
+  const Seq lo = missing.front()->seq;
+  const Seq hi = missing.back()->seq;
+  if (hi - lo + 1 == missing.size()) {
+    auto r = store->read(ch.id, lo, hi + 1, missing.size());
+    if (r) {
+      for (auto& m : *r) {
+        if (m.seq >= lo && m.seq <= hi && missing[m.seq - lo]->seq == m.seq &&
+            !missing[m.seq - lo]->body) {
+          missing[m.seq - lo]->body = std::make_shared<const StoredMessage>(std::move(m));
+        }
+      }
+    } else {
+      log::error("channel {}: reading seq {}..{}: {}", ch.name, lo, hi, r.error().to_string());
+    }
+  }
+  for (auto* it : missing) {
+    if (it->body) continue;
+    auto r = store->get(ch.id, it->seq);
+    if (r && r->has_value()) {
+      it->body = std::make_shared<const StoredMessage>(std::move(**r));
+    } else if (!r) {
+      log::error("channel {}: reading seq {}: {}", ch.name, it->seq, r.error().to_string());
+    }
+  }
 }
 
 // Turns a grant into WIT messages with the reserved metadata (no lock held).

@@ -239,5 +239,37 @@ TEST_F(DeliveryTest, SettledMessagesAreRemovedFromStorage) {
   }
 }
 
+// A consumer far behind the tail cache with settlement=auto: its messages are settled, and may be
+// trimmed, as they are acquired; every one must still reach it, in order, with its data.
+class BehindTheTailCacheTest : public BrokerTest {
+ protected:
+  void configure(BrokerOptions& o) override { o.tail_cache_bytes = 4096; }
+};
+
+TEST_F(BehindTheTailCacheTest, AutoSettledReceivesLoseNothingWhenTheTrimFollows) {
+  auto producer = connect();
+  constexpr int kMessages = 30000;  // well past the trim threshold (8192 settled messages)
+  for (int sent = 0; sent < kMessages;) {
+    std::vector<Message> batch;
+    for (int i = 0; i < 1000 && sent < kMessages; ++i) batch.push_back(msg(std::to_string(sent++)));
+    send_ok(producer, "behind", std::move(batch));
+  }
+  auto consumer = connect();
+  ASSERT_TRUE(broker_
+                  ->update_guest_configuration(
+                      consumer, {{"behind"}, Metadata{{"settlement", "auto"}, {"batch-size", "5000"}}})
+                  .ok());
+  int next = 0;
+  while (next < kMessages) {
+    auto got = receive_ok(consumer, "behind", 5000);
+    ASSERT_FALSE(got.empty()) << "nothing more after " << next;
+    for (const auto& m : got) {
+      ASSERT_EQ(text(m), std::to_string(next)) << "at " << next;
+      ++next;
+    }
+  }
+  EXPECT_EQ(stats("behind").depth, 0u);
+}
+
 }  // namespace
 }  // namespace witmq::broker::testing
