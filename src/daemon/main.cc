@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "daemon/command_line.h"
 #include "daemon/config.h"
-#include "guest/guest_host.h"
+#include "daemon/guest_set.h"
 #include "net/server.h"
 
 namespace {
@@ -55,31 +55,19 @@ int serve(const daemon::Config& config) {
     stop_threads();
     return kExitFailure;
   }
-  // Guests subscribe before clients arrive; each runs on its own worker threads.
-  std::vector<std::unique_ptr<guest::GuestHost>> guests;
-  auto stop_guests = [&] {
-    for (auto& g : guests) g->stop();
-    guests.clear();
-  };
-  for (const auto& options : config.guests) {
-    auto host = guest::GuestHost::load(**broker, options);
-    Status st = host ? (*host)->start() : Status(std::move(host).error());
-    if (!st) {
-      log::error("cannot start guest '{}': {}", options.name, st.error().to_string());
-      stop_guests();
-      (*broker)->shutdown();
-      stop_threads();
-      return kExitFailure;
-    }
-    log::info("guest '{}': {} instance(s) of {} running", options.name, options.instances,
-              options.module_path);
-    guests.push_back(std::move(*host));
-  }
+  // Guests subscribe before clients arrive; each runs on its own worker threads. A guest that
+  // cannot start is refused alone: the daemon and its other guests carry on.
+  daemon::GuestSet guests(**broker);
+  auto stop_guests = [&] { guests.stop_all(); };
+  guests.apply(config.guests);
 
   net::ServerOptions server_options = config.server;
   server_options.host = config.listen_host;
   server_options.port = config.listen_port;
   server_options.server_name = "witmqd/" WITMQ_VERSION;
+  server_options.extra_stats = [&guests] {
+    return nlohmann::json{{"guests", guests.stats_json()}};
+  };
   net::Server server(io, **broker, server_options);
   if (auto st = server.listen(); !st) {
     log::error("cannot listen: {}", st.error().to_string());

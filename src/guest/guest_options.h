@@ -41,6 +41,8 @@ struct GuestOptions {
   // ["restart-backoff-ms"] Wait before instantiating again after instantiation or configure
   // failed (doubles up to 64x while it keeps failing).
   std::chrono::milliseconds restart_backoff{200};
+
+  bool operator==(const GuestOptions&) const = default;
 };
 
 // Checks ranges and required fields; errors name the guest and the key.

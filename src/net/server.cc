@@ -82,7 +82,7 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
   const auto started = std::chrono::steady_clock::now();
   admin_options_.server_counters = [this, started] {
     const auto uptime = std::chrono::steady_clock::now() - started;
-    return nlohmann::json{
+    nlohmann::json j{
         {"server", options_.server_name},
         {"uptime-ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()},
         {"connections", counters_.connections.load()},
@@ -95,6 +95,8 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
         {"bytes-in", counters_.bytes_in.load()},
         {"bytes-out", counters_.bytes_out.load()},
     };
+    if (options_.extra_stats) j.update(options_.extra_stats());
+    return j;
   };
   context_ = std::make_unique<ServerContext>(
       ServerContext{broker_, options_, counters_, admin_pool_, admin_options_,

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 
@@ -60,6 +61,8 @@ struct ServerOptions {
   std::string server_name = "witmqd";
   // The settings a channel declared by channel-declare starts from (the broker's default).
   broker::ChannelSettings default_channel;
+  // Figures from outside the server (the daemon's guests), merged into server-stats' object.
+  std::function<nlohmann::json()> extra_stats;
 };
 
 // Counters for server-stats and logs; monotonic except `connections`.

@@ -81,14 +81,16 @@ TEST_F(DeliveryTest, StartPositions) {
   std::this_thread::sleep_for(20ms);
   send_ok(p, "t", batch(2, "late"));
   auto by_time = connect("time");
-  ASSERT_TRUE(broker_->update_guest_configuration(
-                         by_time, {{"t"}, Metadata{{"start", "time:" + std::to_string(cut)}}})
+  ASSERT_TRUE(broker_
+                  ->update_guest_configuration(
+                      by_time, {{"t"}, Metadata{{"start", "time:" + std::to_string(cut)}}})
                   .ok());
   got = receive_ok(by_time, "t");
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(text(got[0]), "late0");
 
-  auto bad = broker_->update_guest_configuration(connect("x"), {{"t"}, Metadata{{"start", "soon"}}});
+  auto bad =
+      broker_->update_guest_configuration(connect("x"), {{"t"}, Metadata{{"start", "soon"}}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("start"), std::string::npos);
 }
@@ -216,8 +218,7 @@ TEST_F(DeliveryTest, UnconfiguringAChannelUnsubscribes) {
 
 TEST_F(DeliveryTest, BatchSizeExtensionLimitsReceive) {
   auto c = connect();
-  ASSERT_TRUE(
-      broker_->update_guest_configuration(c, {{"q"}, Metadata{{"batch-size", "3"}}}).ok());
+  ASSERT_TRUE(broker_->update_guest_configuration(c, {{"q"}, Metadata{{"batch-size", "3"}}}).ok());
   send_ok(c, "q", batch(10));
   EXPECT_EQ(receive_ok(c, "q").size(), 3u);
 }
@@ -255,10 +256,11 @@ TEST_F(BehindTheTailCacheTest, AutoSettledReceivesLoseNothingWhenTheTrimFollows)
     send_ok(producer, "behind", std::move(batch));
   }
   auto consumer = connect();
-  ASSERT_TRUE(broker_
-                  ->update_guest_configuration(
-                      consumer, {{"behind"}, Metadata{{"settlement", "auto"}, {"batch-size", "5000"}}})
-                  .ok());
+  ASSERT_TRUE(
+      broker_
+          ->update_guest_configuration(
+              consumer, {{"behind"}, Metadata{{"settlement", "auto"}, {"batch-size", "5000"}}})
+          .ok());
   int next = 0;
   while (next < kMessages) {
     auto got = receive_ok(consumer, "behind", 5000);

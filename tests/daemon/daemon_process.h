@@ -171,7 +171,8 @@ class Daemon {
         return;
       }
       if (auto code = process_->wait(std::chrono::milliseconds(0))) {
-        ADD_FAILURE() << "witmqd exited with " << *code << " before listening:\n" << process_->err();
+        ADD_FAILURE() << "witmqd exited with " << *code << " before listening:\n"
+                      << process_->err();
         return;
       }
       if (std::chrono::steady_clock::now() > deadline) {

@@ -33,8 +33,8 @@ TEST(LimitsTest, ConnectionsBeyondMaxConnectionsGetGoaway) {
     Conn again(d.port());
     again.send(Frame{1, net::Connect{{1}, "", std::nullopt}});
     Conn::Read first = again.read();
-    served = first.status == Conn::Status::kFrame &&
-             first.frame.type() == net::FrameType::kConnectOk;
+    served =
+        first.status == Conn::Status::kFrame && first.frame.type() == net::FrameType::kConnectOk;
     if (!served) std::this_thread::sleep_for(20ms);
   }
   EXPECT_TRUE(served);

@@ -251,9 +251,9 @@ inline std::string describe(const Frame& f) {
   return s;
 }
 
-#define EXPECT_FRAME(frame, type_)                                        \
+#define EXPECT_FRAME(frame, type_) \
   EXPECT_EQ((frame).type(), net::FrameType::type_) << describe(frame)
-#define ASSERT_FRAME(frame, type_)                                        \
+#define ASSERT_FRAME(frame, type_) \
   ASSERT_EQ((frame).type(), net::FrameType::type_) << describe(frame)
 
 }  // namespace witmq::daemon::testing

@@ -1,0 +1,49 @@
+// The daemon's running guests, by name: started from the configuration, changed by a reload,
+// reported in server-stats. A guest that cannot be loaded or started is refused on its own
+// (logged with its name and the reason); the daemon and its other guests carry on.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "broker/broker.h"
+#include "guest/guest_host.h"
+#include "guest/guest_options.h"
+
+namespace witmq::daemon {
+
+// Thread-safe: apply(), stats_json() and stop_all() may be called from any thread.
+class GuestSet {
+ public:
+  explicit GuestSet(broker::Broker& broker) : broker_(broker) {}
+  ~GuestSet() { stop_all(); }
+  GuestSet(const GuestSet&) = delete;
+  GuestSet& operator=(const GuestSet&) = delete;
+
+  struct Outcome {
+    size_t started = 0, stopped = 0, replaced = 0, unchanged = 0;
+    std::vector<std::string> refused;  // "name: reason", one per guest that could not start
+  };
+  // Makes the running guests those of `wanted`: starts the new ones, stops the ones no longer
+  // listed, replaces the ones whose options changed and leaves the rest running. A replacement
+  // starts before the guest it replaces stops, so its subscription always has a consumer; if the
+  // replacement cannot start, the old guest keeps running.
+  Outcome apply(const std::vector<guest::GuestOptions>& wanted);
+  void stop_all();
+
+  // [{"name": ..., "module": ..., "instances-running": ..., "messages-handled": ..., ...}, ...]
+  nlohmann::json stats_json() const;
+  // Guests of the last apply() that are not running because they were refused.
+  size_t refused_count() const;
+
+ private:
+  broker::Broker& broker_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<guest::GuestHost>> running_;
+  size_t refused_ = 0;
+};
+
+}  // namespace witmq::daemon

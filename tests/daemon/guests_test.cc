@@ -1,0 +1,95 @@
+// Guests inside the real witmqd: started from the config, refused one by one when their module is
+// bad, their sends received by TCP clients, their figures in server-stats.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "daemon_process.h"
+#include "test_client.h"
+
+namespace witmq::daemon::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string wasm(const std::string& stem) {
+  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
+}
+
+// A config file in the test's temporary directory, removed with it.
+std::string write_config(const json& config) {
+  auto path = std::filesystem::temp_directory_path() /
+              ("witmqd-guests-" + std::to_string(::getpid()) + "-" +
+               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
+  std::ofstream(path) << config.dump(2);
+  return path.string();
+}
+
+json server_stats(Conn& c) {
+  Frame f = c.call(net::AdminRequest{net::AdminOp::kServerStats, "{}"});
+  auto* ok = std::get_if<net::AdminReply>(&f.body);
+  EXPECT_NE(ok, nullptr) << describe(f);
+  return ok ? json::parse(ok->json) : json();
+}
+
+TEST(GuestsTest, AGuestsSendReachesATcpClientAndABadModuleIsRefusedAlone) {
+  const std::string config =
+      write_config({{"guests",
+                     {{{"name", "forwarder"}, {"module", wasm("forward_guest")}},
+                      {{"name", "broken"}, {"module", wasm("missing_export_guest")}}}}});
+  Daemon d({"--config", config});
+  std::filesystem::remove(config);
+  // The bad module is refused with its name and the missing export; the daemon runs on.
+  EXPECT_TRUE(d.wait_for_log("guest 'broken': refused")) << d.log();
+  EXPECT_NE(d.log().find("wasi:messaging/messaging-guest@0.2.0-draft#handler"), std::string::npos)
+      << d.log();
+
+  Conn producer(d.port());
+  producer.hello();
+  Conn consumer(d.port());
+  consumer.hello();
+  std::vector<Message> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back(text_message("m" + std::to_string(i)));
+  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
+
+  // The forwarder sends each batch to guest.out through the broker: a TCP client receives it.
+  std::vector<std::string> got;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (got.size() < 5 && std::chrono::steady_clock::now() < deadline) {
+    Frame f = consumer.call(net::SubscribeTryReceive{"guest.out", 1000}, 5s);
+    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
+    ASSERT_NE(ok, nullptr) << describe(f);
+    if (!ok->messages) continue;
+    for (const auto& m : *ok->messages) {
+      got.push_back(text(m));
+      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
+    }
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
+
+  // Its input was completed (handler ok), and server-stats reports the running guest only.
+  json stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = server_stats(producer);
+    if (stats["guests"].size() == 1 && stats["guests"][0]["completed"] == 5) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(stats["guests"].size(), 1u) << stats.dump();
+  const json& g = stats["guests"][0];
+  EXPECT_EQ(g["name"], "forwarder");
+  EXPECT_EQ(g["messages-handled"], 5);
+  EXPECT_EQ(g["completed"], 5);
+  EXPECT_EQ(g["traps"], 0);
+  EXPECT_GE(g["batches"].get<int>(), 1);
+  EXPECT_EQ(g["instances-running"], 1);
+  Frame in =
+      producer.call(net::AdminRequest{net::AdminOp::kChannelStats, R"({"name":"guest.in"})"});
+  ASSERT_FRAME(in, kChannelStatsOk);
+  EXPECT_EQ(json::parse(std::get<net::AdminReply>(in.body).json)["depth"], 0);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+}  // namespace
+}  // namespace witmq::daemon::testing
