@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config git
   libboost-dev librocksdb-dev nlohmann-json3-dev libfmt-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
   python3 curl procps
 )
