@@ -55,8 +55,9 @@ Prints "sent N message(s) to CHANNEL" once the server confirmed them durable.
        "receive",
        "receive CHANNEL [options]",
        R"(Receives messages from CHANNEL and prints them.
-  --timeout MS      wait up to MS milliseconds for messages (default 5000)
-  --wait            wait until a message arrives, however long
+  --timeout MS      stop after MS milliseconds in all, counted from the start of the receive,
+                    not per message (default 5000); 0 takes what is available at once
+  --wait            no time limit: wait until --max messages have arrived
   --max N           stop after N messages (default 1)
   --complete        complete each message after printing it (settled)
   --abandon         abandon each message after printing it (redelivered or dead-lettered

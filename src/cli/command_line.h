@@ -63,7 +63,7 @@ struct CliCommand {
   uint32_t batch = 1000;            // --batch: messages per send frame
 
   // receive
-  uint32_t timeout_ms = 5000;  // --timeout: how long to wait for the first (and each) message
+  uint32_t timeout_ms = 5000;  // --timeout: one deadline for the whole receive, not per message
   bool wait = false;           // --wait: wait as long as it takes
   uint32_t max = 1;            // --max: stop after this many messages (receive, dead-letters)
   Settle settle = Settle::kNone;

@@ -186,6 +186,8 @@ TEST(CommandLine, Help) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->help_topic, std::optional<CommandKind>(CommandKind::kPurge));
   EXPECT_NE(usage(CommandKind::kReceive).find("--complete"), std::string::npos);
+  // --timeout is one deadline for the whole command, and the help says so.
+  EXPECT_NE(usage(CommandKind::kReceive).find("not per message"), std::string::npos);
   EXPECT_NE(usage(std::nullopt).find("dead-letters CHANNEL"), std::string::npos);
   EXPECT_NE(usage(std::nullopt).find("Exit codes"), std::string::npos);
   EXPECT_NE(error_of({"help", "nope"}).find("unknown command 'nope'"), std::string::npos);
