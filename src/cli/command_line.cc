@@ -83,7 +83,7 @@ counts as a failed delivery attempt. Exit code 4 when nothing arrived in time.
        "declare",
        "declare CHANNEL --kind point-to-point|publish-subscribe [options]",
        R"(Creates CHANNEL, or updates the settings of an existing one (its kind cannot change).
-  --kind KIND         point-to-point or publish-subscribe
+  --kind KIND         point-to-point (alias queue) or publish-subscribe (alias topic)
   --durability D      sync, group or none
   --set KEY=VALUE     any channel setting (max-deliveries, lease-ms, abandon-policy,
                       backoff-initial-ms, backoff-max-ms, dead-letter-channel, retention-ms,
@@ -325,10 +325,13 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
       if (!kind) {
         return usage_error(info->name, "missing --kind point-to-point|publish-subscribe");
       }
-      if (*kind != "point-to-point" && *kind != "publish-subscribe") {
-        return usage_error(
-            info->name,
-            fmt::format("--kind: '{}' is not point-to-point or publish-subscribe", *kind));
+      // queue and topic are the server's aliases (docs/CONFIGURATION.md); they are sent as given.
+      if (*kind != "point-to-point" && *kind != "publish-subscribe" && *kind != "queue" &&
+          *kind != "topic") {
+        return usage_error(info->name,
+                           fmt::format("--kind: '{}' is not point-to-point (alias queue) or "
+                                       "publish-subscribe (alias topic)",
+                                       *kind));
       }
       cmd.settings.emplace_back("kind", *kind);
       if (const auto* d = a->last("durability")) {

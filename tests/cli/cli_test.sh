@@ -120,6 +120,10 @@ run "receive bad extension" 1 "$WITMQ" receive q1 --ext bogus=1 --timeout 100 \
 # ---- declare, dead letters, replay, purge, delete -----------------------------------------------
 run "declare" 0 "$WITMQ" declare dl --kind point-to-point --set abandon-policy=dead-letter \
   && equals "declare" "$OUT" "declared dl"
+run "declare --kind queue" 0 "$WITMQ" declare alias-q --kind queue \
+  && run "stats alias queue" 0 "$WITMQ" stats alias-q && contains "stats alias queue" "$OUT" "kind: point-to-point"
+run "declare --kind topic" 0 "$WITMQ" declare alias-t --kind topic \
+  && run "stats alias topic" 0 "$WITMQ" stats alias-t && contains "stats alias topic" "$OUT" "kind: publish-subscribe"
 run "send poison" 0 "$WITMQ" send dl poison
 run "receive --abandon" 0 "$WITMQ" receive dl --abandon --data-only --timeout 5000 \
   && equals "receive --abandon" "$OUT" "poison"
