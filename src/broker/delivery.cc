@@ -119,7 +119,12 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
         log::error("channel {}: reading seq {}: {}", chname, it.seq, r.error().to_string());
         continue;
       }
-      if (!r->has_value()) continue;  // removed by retention meanwhile
+      if (!r->has_value()) {
+        // Retention removed it between acquisition and now; its lease simply expires.
+        log::warn("channel {}: seq {} was removed by retention before it could be delivered",
+                  chname, it.seq);
+        continue;
+      }
       it.body = std::make_shared<const StoredMessage>(std::move(**r));
     }
     const Message& src = it.body->message;
