@@ -312,6 +312,18 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
         if (!kv) return usage_error(info->name, kv.error().message);
         cmd.extensions.push_back(std::move(*kv));
       }
+      // The server applies extensions in order, so the last settlement counts. With auto the
+      // broker settles on delivery and a later complete or abandon could only fail.
+      std::string_view settlement;
+      for (const auto& [key, value] : cmd.extensions) {
+        if (key == "settlement") settlement = value;
+      }
+      if (settlement == "auto" && cmd.settle != Settle::kNone) {
+        return usage_error(
+            info->name,
+            fmt::format("--ext settlement=auto settles each message on delivery; it excludes --{}",
+                        cmd.settle == Settle::kComplete ? "complete" : "abandon"));
+      }
       if (a->has("data-only")) {
         if (cmd.output == OutputMode::kJson) {
           return usage_error(info->name, "--json and --data-only exclude each other");

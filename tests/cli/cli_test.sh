@@ -76,6 +76,8 @@ run "send --help" 0 "$WITMQ" send --help && contains "send --help" "$OUT" "--cou
 run "unknown command" 2 "$WITMQ" frobnicate && contains "unknown command" "$ERR" "unknown command 'frobnicate'"
 run "missing channel" 2 "$WITMQ" send && contains "missing channel" "$ERR" "missing CHANNEL"
 run "bad option value" 2 "$WITMQ" receive q --max zero && contains "bad option" "$ERR" "--max"
+run "auto settlement with --complete" 2 "$WITMQ" --server 127.0.0.1:1 receive q --ext settlement=auto --complete \
+  && contains "auto settlement with --complete" "$ERR" "excludes --complete"
 run "ping" 0 "$WITMQ" ping && contains "ping" "$OUT" "pong from witmqd/"
 
 # ---- send: argument, stdin, --count, --lines, --meta -------------------------------------------

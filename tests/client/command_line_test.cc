@@ -124,6 +124,23 @@ TEST(CommandLine, Receive) {
   EXPECT_NE(error_of({"receive", "q", "--max", "0"}).find("--max"), std::string::npos);
 }
 
+TEST(CommandLine, AutoSettlementExcludesCompleteAndAbandon) {
+  EXPECT_EQ(error_of({"receive", "q", "--ext", "settlement=auto", "--complete"}),
+            "witmq receive: --ext settlement=auto settles each message on delivery; it excludes "
+            "--complete");
+  EXPECT_EQ(error_of({"receive", "q", "--abandon", "--ext=settlement=auto"}),
+            "witmq receive: --ext settlement=auto settles each message on delivery; it excludes "
+            "--abandon");
+  // The last settlement extension is the one the server applies.
+  EXPECT_TRUE(parse({"receive", "q", "--ext", "settlement=auto", "--ext", "settlement=explicit",
+                     "--complete"})
+                  .ok());
+  EXPECT_FALSE(parse({"receive", "q", "--ext", "settlement=explicit", "--ext", "settlement=auto",
+                      "--complete"})
+                   .ok());
+  EXPECT_TRUE(parse({"receive", "q", "--ext", "settlement=auto"}).ok());
+}
+
 TEST(CommandLine, Declare) {
   auto r = parse({"declare", "t", "--kind", "publish-subscribe", "--durability", "none", "--set",
                   "max-deliveries=3"});
