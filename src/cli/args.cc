@@ -98,4 +98,12 @@ Result<std::pair<std::string, std::string>> parse_key_value(std::string_view opt
                                              std::string(text.substr(eq + 1)));
 }
 
+std::string name_field(std::string_view field, std::string_view subject, std::string_view message) {
+  if (message.starts_with(subject) && message.size() > subject.size() &&
+      (message[subject.size()] == ':' || message[subject.size()] == ' ')) {
+    return fmt::format("{}{}", field, message.substr(subject.size()));
+  }
+  return fmt::format("{}: {}", field, message);
+}
+
 }  // namespace witmq::cli

@@ -45,4 +45,10 @@ Result<uint64_t> parse_uint(std::string_view option, std::string_view text, uint
 Result<std::pair<std::string, std::string>> parse_key_value(std::string_view option,
                                                             std::string_view text);
 
+// `message` with its leading `subject` replaced by `field`, so that an error names the field
+// once: ("CHANNEL", "channel", "channel: byte 3 ...") gives "CHANNEL: byte 3 ...", and ("--server",
+// "server address", "server address 'h:0': port ...") gives "--server 'h:0': port ...". A message
+// that does not start with `subject` is returned as "FIELD: MESSAGE".
+std::string name_field(std::string_view field, std::string_view subject, std::string_view message);
+
 }  // namespace witmq::cli

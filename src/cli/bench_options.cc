@@ -75,7 +75,10 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
   BenchOptions o;
   if (env_server) {
     auto ep = client::parse_endpoint(*env_server);
-    if (!ep) return invalid_argument("witmq-bench: WITMQ_SERVER: " + ep.error().message);
+    if (!ep) {
+      return invalid_argument("witmq-bench: " +
+                              name_field("WITMQ_SERVER", "server address", ep.error().message));
+    }
     o.server = *ep;
   }
   o.token = env_token;
@@ -91,13 +94,19 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
   }
   if (const auto* s = a->last("server")) {
     auto ep = client::parse_endpoint(*s);
-    if (!ep) return invalid_argument("witmq-bench: --server: " + ep.error().message);
+    if (!ep) {
+      return invalid_argument("witmq-bench: " +
+                              name_field("--server", "server address", ep.error().message));
+    }
     o.server = *ep;
   }
   if (const auto* t = a->last("token")) o.token = *t;
   if (const auto* c = a->last("channel")) {
     auto st = validate_channel_name(*c);
-    if (!st) return invalid_argument("witmq-bench: --channel " + st.error().message);
+    if (!st) {
+      return invalid_argument("witmq-bench: " +
+                              name_field("--channel", "channel", st.error().message));
+    }
     o.channel = *c;
   }
   if (const auto* k = a->last("kind")) {

@@ -158,17 +158,22 @@ Error usage_error(std::string_view command, std::string_view what) {
   return invalid_argument(fmt::format("witmq {}: {}", command, what));
 }
 
-Status apply_global(const ParsedArgs& a, CliCommand& cmd) {
+// Applies the global options in `a`; `context` starts the error text ("witmq" for the options
+// before the command, "witmq send" for those after it).
+Status apply_global(const ParsedArgs& a, std::string_view context, CliCommand& cmd) {
   if (const auto* s = a.last("server")) {
     auto ep = client::parse_endpoint(*s);
-    if (!ep) return invalid_argument("--server: " + ep.error().message);
+    if (!ep) {
+      return invalid_argument(fmt::format(
+          "{}: {}", context, name_field("--server", "server address", ep.error().message)));
+    }
     cmd.server = *ep;
   }
   if (const auto* n = a.last("name")) cmd.name = *n;
   if (const auto* t = a.last("token")) cmd.token = *t;
   if (const auto* t = a.last("connect-timeout")) {
     auto v = parse_u32("connect-timeout", *t, 1, 3'600'000);
-    if (!v) return std::move(v).error();
+    if (!v) return invalid_argument(fmt::format("{}: {}", context, v.error().message));
     cmd.connect_timeout_ms = *v;
   }
   if (a.has("json")) cmd.output = OutputMode::kJson;
@@ -200,14 +205,17 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
   CliCommand cmd;
   if (env.server) {
     auto ep = client::parse_endpoint(*env.server);
-    if (!ep) return invalid_argument("WITMQ_SERVER: " + ep.error().message);
+    if (!ep) {
+      return invalid_argument("witmq: " +
+                              name_field("WITMQ_SERVER", "server address", ep.error().message));
+    }
     cmd.server = *ep;
   }
   cmd.token = env.token;
 
   auto globals = scan_args(args, kGlobalOptions, "witmq", /*stop_at_positional=*/true);
   if (!globals) return std::move(globals).error();
-  WITMQ_RETURN_IF_ERROR(apply_global(*globals, cmd));
+  WITMQ_RETURN_IF_ERROR(apply_global(*globals, "witmq", cmd));
   if (globals->positional.empty()) {
     if (globals->has("help")) return cmd;  // kHelp, overview
     return invalid_argument("witmq: no command given (see witmq --help)");
@@ -235,7 +243,7 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
   auto rest = std::span<const std::string>(globals->positional).subspan(1);
   auto a = scan_args(rest, specs, context);
   if (!a) return std::move(a).error();
-  WITMQ_RETURN_IF_ERROR(apply_global(*a, cmd));
+  WITMQ_RETURN_IF_ERROR(apply_global(*a, context, cmd));
   if (a->has("help") || globals->has("help")) {
     cmd.help_topic = info->kind;
     return cmd;
@@ -255,7 +263,7 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
   if (needs_channel) {
     cmd.channel = pos[0];
     auto st = validate_channel_name(cmd.channel);
-    if (!st) return usage_error(info->name, "CHANNEL " + st.error().message);
+    if (!st) return usage_error(info->name, name_field("CHANNEL", "channel", st.error().message));
   }
 
   switch (cmd.kind) {

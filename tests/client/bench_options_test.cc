@@ -78,7 +78,14 @@ TEST(BenchOptions, ErrorsNameTheOption) {
             std::string::npos);
   EXPECT_NE(msg({"--consume-mode", "push"}).find("'push' is not receive or stream"),
             std::string::npos);
-  EXPECT_NE(msg({"--channel", ".bad"}).find("--channel"), std::string::npos);
+  EXPECT_EQ(msg({"--channel", ".bad"}),
+            "witmq-bench: --channel '.bad': a name may not start with '.'");
+  EXPECT_EQ(
+      msg({"--channel", "a b"}),
+      "witmq-bench: --channel: byte 1 (0x20) of the name is not one of A-Z a-z 0-9 . _ - : /");
+  EXPECT_EQ(msg({"--server", "a:b:c"}),
+            "witmq-bench: --server 'a:b:c': more than one ':'; write an IPv6 address as "
+            "[ADDRESS]:PORT");
   EXPECT_NE(msg({"stray"}).find("unexpected argument 'stray'"), std::string::npos);
   EXPECT_NE(msg({"--nope"}).find("unknown option '--nope'"), std::string::npos);
 }
@@ -88,6 +95,10 @@ TEST(BenchOptions, EnvironmentServerAndHelp) {
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->server.host, "h");
   EXPECT_EQ(o->token, std::optional<std::string>("t"));
+  auto bad = parse_bench_options(std::vector<std::string>{}, std::string("h:x"), std::nullopt);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message,
+            "witmq-bench: WITMQ_SERVER 'h:x': port 'x' is not a number from 1 to 65535");
   auto h = parse({"--help"});
   ASSERT_TRUE(h.ok());
   EXPECT_TRUE(h->help);
