@@ -48,7 +48,8 @@ const std::vector<CommandInfo>& commands() {
   --count N         send the message N times (default 1)
   --lines           each line of stdin is one message (needs '-' or no DATA)
   --batch N         messages per send request (default 1000)
-Prints "sent N message(s) to CHANNEL" once the server confirmed them durable.
+Prints "sent N message(s) to CHANNEL" once the server confirmed them durable; with --json
+{"channel":CHANNEL,"sent":N}.
 )",
        {{"format", true}, {"meta", true}, {"count", true}, {"lines", false}, {"batch", true}}},
       {CommandKind::kReceive,
@@ -88,9 +89,15 @@ counts as a failed delivery attempt. Exit code 4 when nothing arrived in time.
   --set KEY=VALUE     any channel setting (max-deliveries, lease-ms, abandon-policy,
                       backoff-initial-ms, backoff-max-ms, dead-letter-channel, retention-ms,
                       retention-bytes); a numeric VALUE is sent as a number; repeatable
+Prints "declared CHANNEL"; with --json {"declared":CHANNEL}.
 )",
        {{"kind", true}, {"durability", true}, {"set", true}}},
-      {CommandKind::kDelete, "delete", "delete CHANNEL", "Deletes CHANNEL and its messages.\n", {}},
+      {CommandKind::kDelete,
+       "delete",
+       "delete CHANNEL",
+       "Deletes CHANNEL and its messages. Prints \"deleted CHANNEL\"; with --json "
+       "{\"deleted\":CHANNEL}.\n",
+       {}},
       {CommandKind::kStats,
        "stats",
        "stats CHANNEL",

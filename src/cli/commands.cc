@@ -120,7 +120,11 @@ struct Runner {
       }
       sent += batch.size();
     }
-    out << fmt::format("sent {} message{} to {}\n", sent, sent == 1 ? "" : "s", cmd.channel);
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"channel", cmd.channel}, {"sent", sent}}.dump() << "\n";
+    } else {
+      out << fmt::format("sent {} message{} to {}\n", sent, sent == 1 ? "" : "s", cmd.channel);
+    }
     return kExitOk;
   }
 
@@ -203,7 +207,11 @@ struct Runner {
     if (auto st = client->declare_channel(cmd.channel, cmd.settings); !st.ok()) {
       return failed("channel-declare", st.error());
     }
-    out << fmt::format("declared {}\n", cmd.channel);
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"declared", cmd.channel}}.dump() << "\n";
+    } else {
+      out << fmt::format("declared {}\n", cmd.channel);
+    }
     return kExitOk;
   }
 
@@ -212,7 +220,11 @@ struct Runner {
     if (auto st = client->delete_channel(cmd.channel); !st.ok()) {
       return failed("channel-delete", st.error());
     }
-    out << fmt::format("deleted {}\n", cmd.channel);
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"deleted", cmd.channel}}.dump() << "\n";
+    } else {
+      out << fmt::format("deleted {}\n", cmd.channel);
+    }
     return kExitOk;
   }
 

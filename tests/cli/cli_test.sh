@@ -85,6 +85,10 @@ printf 'hello from stdin' >"$TMP/in1"
 STDIN="$TMP/in1" run "send stdin" 0 "$WITMQ" send q1 - && equals "send stdin" "$OUT" "sent 1 message to q1"
 run "send --count" 0 "$WITMQ" send q1 world --count 3 --meta k=v --format cloudevents \
   && equals "send --count" "$OUT" "sent 3 messages to q1"
+run "send --json" 0 "$WITMQ" send json-q x --count 2 --json && equals "send --json" "$OUT" '{"channel":"json-q","sent":2}'
+run "declare --json" 0 "$WITMQ" declare json-q --kind point-to-point --json \
+  && equals "declare --json" "$OUT" '{"declared":"json-q"}'
+run "delete --json" 0 "$WITMQ" --json delete json-q && equals "delete --json" "$OUT" '{"deleted":"json-q"}'
 run "stats after send" 0 "$WITMQ" stats q1 && contains "stats after send" "$OUT" "depth: 4"
 run "channels" 0 "$WITMQ" channels && contains "channels" "$OUT" "q1"
 run "channels --json" 0 "$WITMQ" channels --json && contains "channels --json" "$OUT" '"name":"q1"'
