@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -130,16 +131,31 @@ struct Runner {
 
   int receive() {
     if (int rc = connect(); rc != kExitOk) return rc;
+    // Each receive asks for at most the messages still to be printed: any more in a batch would
+    // be acquired but neither printed nor settled. A numeric --ext batch-size lowers that, the
+    // server's max-receive-messages bounds the default; a batch-size that is not a number is sent
+    // as given, for the server to refuse.
+    std::optional<uint64_t> user_batch;  // the last --ext batch-size, when it is a number
+    bool batch_as_given = false;         // the last --ext batch-size is not a number
+    for (const auto& [key, value] : cmd.extensions) {
+      if (key != "batch-size") continue;
+      uint64_t n = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      batch_as_given = value.empty() || ec != std::errc() || p != value.data() + value.size();
+      user_batch = batch_as_given ? std::nullopt : std::optional<uint64_t>(n);
+    }
     const auto& limits = client->server_info().limits;
-    const bool user_batch =
-        std::any_of(cmd.extensions.begin(), cmd.extensions.end(),
-                    [](const KeyValue& kv) { return kv.first == "batch-size"; });
-    const uint32_t cap = limits.max_receive_messages ? limits.max_receive_messages : 10'000;
-    uint32_t batch = std::min(cmd.max, cap);
-    auto configure = [&](uint32_t batch_size) {
+    const uint64_t ceiling =
+        user_batch ? *user_batch
+                   : (limits.max_receive_messages ? limits.max_receive_messages : 10'000);
+    uint64_t batch = std::min<uint64_t>(cmd.max, ceiling);
+    auto configure = [&](uint64_t batch_size) {
       GuestConfiguration config{{cmd.channel}, cmd.extensions};
-      if (!user_batch) config.extensions->emplace_back("batch-size", std::to_string(batch_size));
-      if (config.extensions->empty()) config.extensions.reset();
+      if (!batch_as_given) {
+        std::erase_if(*config.extensions,
+                      [](const KeyValue& kv) { return kv.first == "batch-size"; });
+        config.extensions->emplace_back("batch-size", std::to_string(batch_size));
+      }
       return client->update_guest_configuration(config);
     };
     if (auto st = configure(batch); !st.ok())
@@ -150,7 +166,7 @@ struct Runner {
     bool first = true;
     while (got < cmd.max) {
       const uint32_t remaining = cmd.max - got;
-      if (!user_batch && remaining < batch) {
+      if (!batch_as_given && remaining < batch) {
         batch = remaining;
         if (auto st = configure(batch); !st.ok()) {
           return failed("update-guest-configuration", st.error());

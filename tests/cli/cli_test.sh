@@ -110,6 +110,15 @@ contains "receive --json data" "$OUT" '"data":"a"'
 contains "receive --json metadata" "$OUT" '"src":"test"'
 contains "receive --json attempt" "$OUT" '"attempt":1'
 
+# ---- receive never acquires more than --max, even with a larger --ext batch-size ----------------
+run "send for batch-size" 0 "$WITMQ" send bs m --count 3
+run "receive batch-size above --max" 0 "$WITMQ" receive bs --ext batch-size=3 --max 1 --complete --data-only \
+  && equals "receive batch-size above --max" "$OUT" "m"
+run "stats after batch-size" 0 "$WITMQ" stats bs --json && contains "stats after batch-size" "$OUT" '"depth":2'
+# The two left were never acquired, so they come as first attempts.
+run "receive rest after batch-size" 0 "$WITMQ" receive bs --max 2 --complete --json --timeout 5000
+equals "rest after batch-size: first attempts" "$(grep -c '"attempt":1,' <<<"$OUT")" "2"
+
 # ---- nothing within the timeout (exit 4) --------------------------------------------------------
 run "receive timeout" 4 "$WITMQ" receive q1 --timeout 200 && contains "receive timeout" "$ERR" "no message on 'q1' within 200 ms"
 
