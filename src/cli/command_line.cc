@@ -107,7 +107,8 @@ Prints "declared CHANNEL"; with --json {"declared":CHANNEL}.
        "dead-letters",
        "dead-letters CHANNEL [options]",
        R"(Browses the dead-letter channel of CHANNEL (its dead-letter-channel setting, by default
-CHANNEL.dlq) without acquiring anything. A CHANNEL ending in '.dlq' is browsed itself.
+CHANNEL.dlq) without acquiring anything. A CHANNEL ending in '.dlq' is browsed itself. A
+dead-letter channel not yet created (no dead letter so far) prints nothing.
   --from SEQ      first sequence to show (default 0)
   --max N         at most N messages (default 100)
   --data-only     print only each message's data
@@ -117,7 +118,8 @@ CHANNEL.dlq) without acquiring anything. A CHANNEL ending in '.dlq' is browsed i
        "replay",
        "replay CHANNEL [--max N]",
        R"(Moves the dead letters of CHANNEL (from its dead-letter channel) back to their source
-channels, each move one atomic write. Prints how many moved.
+channels, each move one atomic write. Prints how many moved (0 when the dead-letter channel
+was not created yet).
   --max N         move at most N (default all)
 )",
        {{"max", true}}},

@@ -252,38 +252,71 @@ struct Runner {
     return kExitOk;
   }
 
-  // The dead-letter channel of cmd.channel: itself when it ends in ".dlq", else its setting.
-  Result<std::string> dead_letter_channel() {
-    if (cmd.channel.ends_with(".dlq")) return cmd.channel;
-    auto r = client->channel_stats(cmd.channel);
-    if (!r.ok()) return std::move(r).error();
-    return r->dead_letter_target();
+  // Whether `e` is the server's not-found reply (and not a lost connection).
+  bool is_not_found(const Error& e) const {
+    return e.code == ErrorCode::kNotFound && client->is_open();
+  }
+
+  // The dead-letter channel of cmd.channel, and whether it exists yet.
+  struct DeadLetterChannel {
+    std::string name;
+    bool exists = false;
+  };
+
+  // Finds cmd.channel's dead-letter channel: CHANNEL itself when its name ends in ".dlq", else
+  // its dead-letter-channel setting. The broker creates a dead-letter channel with its first dead
+  // letter, so one that does not exist yet is empty, not an error, as long as its source channel
+  // exists. A missing source is not-found: CHANNEL, or for a ".dlq" name the channel whose
+  // dead-letter channel it would be.
+  Result<DeadLetterChannel> find_dead_letter_channel() {
+    if (cmd.channel.ends_with(".dlq")) {
+      auto self = client->channel_stats(cmd.channel);
+      if (self.ok()) return DeadLetterChannel{cmd.channel, true};
+      if (!is_not_found(self.error())) return std::move(self).error();
+      const std::string source = cmd.channel.substr(0, cmd.channel.size() - 4);
+      auto s = client->channel_stats(source);
+      if (s.ok() && s->dead_letter_target() == cmd.channel) {
+        return DeadLetterChannel{cmd.channel, false};
+      }
+      if (!s.ok() && !is_not_found(s.error())) return std::move(s).error();
+      return std::move(self).error();
+    }
+    auto source = client->channel_stats(cmd.channel);
+    if (!source.ok()) return std::move(source).error();
+    DeadLetterChannel dlq{source->dead_letter_target(), true};
+    auto st = client->channel_stats(dlq.name);
+    if (!st.ok()) {
+      if (!is_not_found(st.error())) return std::move(st).error();
+      dlq.exists = false;
+    }
+    return dlq;
   }
 
   int dead_letters() {
     if (int rc = connect(); rc != kExitOk) return rc;
-    auto dlq = dead_letter_channel();
+    auto dlq = find_dead_letter_channel();
     if (!dlq.ok()) return failed("channel-stats", dlq.error());
-    auto r = client->browse(*dlq, cmd.from, cmd.max);
-    if (!r.ok()) {
-      // A dead-letter channel that was never written to does not exist yet: nothing to show.
-      if (r.error().code == ErrorCode::kNotFound && client->is_open()) return kExitOk;
-      return failed(fmt::format("browse {}", *dlq), r.error());
-    }
+    if (!dlq->exists) return kExitOk;
+    auto r = client->browse(dlq->name, cmd.from, cmd.max);
+    if (!r.ok()) return failed(fmt::format("browse {}", dlq->name), r.error());
     for (const auto& m : *r) print(m);
     return kExitOk;
   }
 
   int replay() {
     if (int rc = connect(); rc != kExitOk) return rc;
-    auto dlq = dead_letter_channel();
+    auto dlq = find_dead_letter_channel();
     if (!dlq.ok()) return failed("channel-stats", dlq.error());
-    auto r = client->replay_dead_letters(*dlq, cmd.replay_max);
-    if (!r.ok()) return failed(fmt::format("replay-dead-letters {}", *dlq), r.error());
+    uint64_t moved = 0;
+    if (dlq->exists) {
+      auto r = client->replay_dead_letters(dlq->name, cmd.replay_max);
+      if (!r.ok()) return failed(fmt::format("replay-dead-letters {}", dlq->name), r.error());
+      moved = *r;
+    }
     if (cmd.output == OutputMode::kJson) {
-      out << nlohmann::json{{"channel", *dlq}, {"moved", *r}}.dump() << "\n";
+      out << nlohmann::json{{"channel", dlq->name}, {"moved", moved}}.dump() << "\n";
     } else {
-      out << fmt::format("moved {} message{} from {}\n", *r, *r == 1 ? "" : "s", *dlq);
+      out << fmt::format("moved {} message{} from {}\n", moved, moved == 1 ? "" : "s", dlq->name);
     }
     return kExitOk;
   }

@@ -154,6 +154,21 @@ run "dead-letters text" 0 "$WITMQ" dead-letters dl && contains "dead-letters tex
 run "replay" 0 "$WITMQ" replay dl && equals "replay" "$OUT" "moved 1 message from dl.dlq"
 run "receive replayed" 0 "$WITMQ" receive dl --complete --data-only --timeout 5000 \
   && equals "receive replayed" "$OUT" "poison"
+# A dead-letter channel is created with its first dead letter: before that it is empty for both
+# dead-letters and replay. A source channel that does not exist is not-found for both.
+run "send fresh" 0 "$WITMQ" send fresh x
+run "dead-letters never written" 0 "$WITMQ" dead-letters fresh && equals "dead-letters never written" "$OUT" ""
+run "dead-letters never written, named" 0 "$WITMQ" dead-letters fresh.dlq \
+  && equals "dead-letters never written, named" "$OUT" ""
+run "replay never written" 0 "$WITMQ" replay fresh && equals "replay never written" "$OUT" "moved 0 messages from fresh.dlq"
+run "replay never written, named" 0 "$WITMQ" replay fresh.dlq --json \
+  && equals "replay never written, named" "$OUT" '{"channel":"fresh.dlq","moved":0}'
+for cmd in dead-letters replay; do
+  run "$cmd missing source" 1 "$WITMQ" $cmd nowhere \
+    && equals "$cmd missing source" "$ERR" "witmq $cmd: channel-stats: not-found: channel 'nowhere' does not exist"
+  run "$cmd missing source, named" 1 "$WITMQ" $cmd nowhere.dlq \
+    && equals "$cmd missing source, named" "$ERR" "witmq $cmd: channel-stats: not-found: channel 'nowhere.dlq' does not exist"
+done
 run "send for purge" 0 "$WITMQ" send dl x --count 5
 run "purge" 0 "$WITMQ" purge dl && equals "purge" "$OUT" "purged 5 messages from dl"
 run "receive after purge" 4 "$WITMQ" receive dl --timeout 100
