@@ -36,12 +36,13 @@ consumers make no progress for --drain-timeout.
 
   --server HOST:PORT        the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
   --token TOKEN             authentication token (default $WITMQ_TOKEN)
-  --channel NAME            channel to use (default: a fresh witmq-bench-<pid>, deleted after)
+  --channel NAME            channel to use (default: a fresh witmq-bench-<pid>-<4 hex digits>,
+                            deleted after)
   --kind KIND               point-to-point (default) or publish-subscribe
   --durability D            sync, group or none: declared on the channel (default: server's)
   --producers N             producer connections (default 1)
   --consumers N             consumer connections (default 1); on publish-subscribe each one
-                            receives every message
+                            receives every message; 0 measures producing only
   --messages N              messages to produce in total (default 100000)
   --duration S              produce for S seconds instead (fractions allowed)
   --size BYTES              data bytes per message (default 128)

@@ -20,11 +20,11 @@ enum class ConsumeMode {
 struct BenchOptions {
   client::Endpoint server;           // --server (default $WITMQ_SERVER, else 127.0.0.1:7400)
   std::optional<std::string> token;  // --token (default $WITMQ_TOKEN)
-  std::string channel;               // --channel; "" = a fresh "witmq-bench-<pid>", deleted after
+  std::string channel;  // --channel; "" = a fresh "witmq-bench-<pid>-<4 hex>", deleted after
   std::string kind = "point-to-point";    // --kind
   std::optional<std::string> durability;  // --durability sync|group|none; the server default if not
   uint32_t producers = 1;                 // --producers
-  uint32_t consumers = 1;                 // --consumers
+  uint32_t consumers = 1;                 // --consumers; 0 = produce only
   uint64_t messages = 100'000;            // --messages: total over all producers
   std::optional<double> duration_s;       // --duration: produce for this long instead of --messages
   uint32_t size = 128;                    // --size: data bytes per message

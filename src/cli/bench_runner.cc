@@ -441,6 +441,8 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
 
 std::string format_report(const BenchReport& r, bool json) {
   const auto& o = r.options;
+  // The same words in the table and in JSON.
+  const std::string durability = o.durability.value_or("server default");
   static constexpr double kPercentiles[] = {50, 90, 99, 99.9};
   auto us = [](uint64_t ns) { return ns / 1000.0; };
   if (json) {
@@ -448,7 +450,7 @@ std::string format_report(const BenchReport& r, bool json) {
     j["config"] = {{"server", fmt::format("{}:{}", o.server.host, o.server.port)},
                    {"channel", r.channel},
                    {"kind", o.kind},
-                   {"durability", o.durability.value_or("server default")},
+                   {"durability", durability},
                    {"producers", o.producers},
                    {"consumers", o.consumers},
                    {"size", o.size},
@@ -486,8 +488,7 @@ std::string format_report(const BenchReport& r, bool json) {
   std::string out = fmt::format(
       "witmq-bench: {} channel '{}', durability {}, {} producer(s) x {} consumer(s), {} B "
       "messages, batch {}, pipeline {}, {} mode{}, {}\n\n",
-      o.kind, r.channel, o.durability.value_or("(server default)"), o.producers, o.consumers,
-      o.size, o.batch, o.pipeline,
+      o.kind, r.channel, durability, o.producers, o.consumers, o.size, o.batch, o.pipeline,
       o.mode == ConsumeMode::kStream ? fmt::format("stream (credit {})", o.credit)
                                      : std::string("receive"),
       o.mode == ConsumeMode::kReceive ? fmt::format(" (batch {})", o.receive_batch) : "",

@@ -103,6 +103,9 @@ TEST(BenchOptions, EnvironmentServerAndHelp) {
   ASSERT_TRUE(h.ok());
   EXPECT_TRUE(h->help);
   EXPECT_NE(bench_usage().find("--consume-mode"), std::string::npos);
+  // The default channel name as run_bench makes it, and --consumers 0.
+  EXPECT_NE(bench_usage().find("witmq-bench-<pid>-<4 hex digits>"), std::string::npos);
+  EXPECT_NE(bench_usage().find("0 measures producing only"), std::string::npos);
 }
 
 TEST(BenchStamp, RoundTripAndForeignRuns) {
@@ -134,6 +137,12 @@ TEST(BenchReport, FormatsTableAndJson) {
   std::string json = format_report(r, true);
   EXPECT_NE(json.find("\"msgs_per_s\": 2000.0"), std::string::npos);
   EXPECT_NE(json.find("\"p50\""), std::string::npos);
+  // Durability reads the same in both forms, given or not.
+  EXPECT_NE(table.find("durability server default,"), std::string::npos);
+  EXPECT_NE(json.find("\"durability\": \"server default\""), std::string::npos);
+  r.options.durability = "none";
+  EXPECT_NE(format_report(r, false).find("durability none,"), std::string::npos);
+  EXPECT_NE(format_report(r, true).find("\"durability\": \"none\""), std::string::npos);
   r.consumed.messages = 10;
   EXPECT_FALSE(r.ok());
   EXPECT_NE(format_report(r, false).find("MISSING: 990 of 1000"), std::string::npos);
