@@ -115,6 +115,9 @@ class Server {
   void stop(std::function<void()> done);
 
   const ServerCounters& counters() const { return counters_; }
+  // What admin requests run with (the channel defaults, the browse limit, server-stats' figures),
+  // for the HTTP admin API to share.
+  const AdminOptions& admin_options() const { return admin_options_; }
 
  private:
   void accept_loop();

@@ -1,0 +1,545 @@
+#include "net/http_routes.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include "broker/async.h"
+#include "common/base64.h"
+#include "net/cloudevents.h"
+#include "net/http_server.h"
+#include "net/server.h"
+#include "net/utf8.h"
+
+namespace witmq::net {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+const auto kStarted = std::chrono::steady_clock::now();
+
+// Runs `f` on `pool` and completes with its result on the awaiting coroutine's executor. Not a
+// coroutine itself: an initiation, like broker/async.h's.
+template <typename T, typename F>
+auto on_pool(asio::thread_pool& pool, F f) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
+      [&pool](auto handler, F f) {
+        asio::post(pool, [f = std::move(f), handler = std::move(handler)]() mutable {
+          auto ex = asio::get_associated_executor(handler);
+          asio::post(ex, [handler = std::move(handler), result = T(f())]() mutable {
+            handler(std::move(result));
+          });
+        });
+      },
+      asio::use_awaitable, std::move(f));
+}
+
+HttpResponse json_response(unsigned status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump();
+  r.body += '\n';
+  return r;
+}
+
+HttpResponse error_of(const Error& e) { return error_response(http_status(e.code), e.code, e.message); }
+
+HttpResponse method_not_allowed(const std::string& method, std::string_view path,
+                                std::string_view allowed) {
+  HttpResponse r = error_response(
+      405, ErrorCode::kUnsupported,
+      fmt::format("method {} is not allowed on {}; allowed: {}", method, path, allowed));
+  r.headers.emplace_back("Allow", std::string(allowed));
+  return r;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decodes one path segment or query component; nullopt for a broken escape.
+std::optional<std::string> url_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// The body as a JSON object; an empty body is {}. Errors name what was wrong.
+Result<json> body_object(const std::string& body) {
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return invalid_argument("the body is not valid JSON, expected an object");
+  if (!j.is_object()) {
+    return invalid_argument(
+        fmt::format("the body is a JSON {}, expected an object", j.type_name()));
+  }
+  return j;
+}
+
+// The query's parameters, each of `known`, as unsigned integers.
+Result<std::vector<std::pair<std::string, uint64_t>>> query_counts(
+    std::string_view query, std::initializer_list<std::string_view> known) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view item = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    auto name = url_decode(item.substr(0, eq), true);
+    auto value = url_decode(eq == std::string_view::npos ? "" : item.substr(eq + 1), true);
+    if (!name || !value) return invalid_argument("the query has a broken percent escape");
+    if (std::find(known.begin(), known.end(), *name) == known.end()) {
+      std::string list;
+      for (auto k : known) list += fmt::format("{}{}", list.empty() ? "" : ", ", k);
+      return invalid_argument(
+          fmt::format("query parameter '{}' is unknown, expected {}", *name, list));
+    }
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+    if (value->empty() || ec != std::errc() || end != value->data() + value->size()) {
+      return invalid_argument(fmt::format(
+          "query parameter '{}' is '{}', expected a non-negative integer", *name, *value));
+    }
+    out.emplace_back(*name, n);
+  }
+  return out;
+}
+
+// A browsed message as JSON: data as text when it is UTF-8, else base64.
+json message_json(const Message& m) {
+  json metadata = json::object();
+  if (m.metadata) {
+    for (const auto& [k, v] : *m.metadata) metadata[k] = v;
+  }
+  json out = {{"format", format_name(m.format)}};
+  if (const std::string* seq = find_metadata(m, meta::kSequence)) {
+    out["sequence"] = std::stoull(*seq);
+  }
+  if (const std::string* id = find_metadata(m, meta::kId)) out["id"] = *id;
+  out["metadata"] = std::move(metadata);
+  const std::string_view text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
+  size_t bad = 0;
+  if (is_valid_utf8(text, &bad)) {
+    out["data"] = std::string(text);
+  } else {
+    out["data_base64"] = base64_encode(m.data);
+  }
+  return out;
+}
+
+// GCC 12 miscompiles braced initializer lists inside coroutine bodies (the list's size is read
+// as garbage), so the coroutines below build their JSON through these plain functions.
+
+HttpResponse browse_page(const std::string& channel, const Result<AdminResult>& result,
+                         uint64_t from) {
+  json messages = json::array();
+  uint64_t next = from;
+  if (result) {
+    for (const auto& msg : result->messages) {
+      json j = message_json(msg);
+      if (j.contains("sequence")) next = j["sequence"].get<uint64_t>() + 1;
+      messages.push_back(std::move(j));
+    }
+  }
+  return json_response(200,
+                       {{"channel", channel}, {"messages", std::move(messages)}, {"next", next}});
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> browse_params(std::string_view query) {
+  return query_counts(query, {"from", "max"});
+}
+
+json named(std::string_view field, const std::string& value) {
+  json j = json::object();
+  j[std::string(field)] = value;
+  return j;
+}
+
+HttpResponse replay_reply(const json& admin_reply, const std::string& dlq) {
+  json j = admin_reply.is_object() ? admin_reply : json{{"moved", 0}};
+  j["dead-letter-channel"] = dlq;
+  return json_response(200, j);
+}
+
+HttpResponse checkpoint_reply(const std::string& dir) { return json_response(201, {{"dir", dir}}); }
+
+HttpResponse publish_reply(const std::string& channel, PublishMode mode, Format format,
+                           size_t bytes, const std::string& id) {
+  json body = {{"channel", channel},
+               {"mode", publish_mode_name(mode)},
+               {"format", format_name(format)},
+               {"bytes", bytes}};
+  if (mode != PublishMode::kRaw) body["id"] = id;
+  return json_response(201, body);
+}
+
+}  // namespace
+
+const std::string* HttpRequest::header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
+HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
+  return json_response(status,
+                       {{"error", {{"code", error_code_name(code)}, {"message", std::move(message)}}}});
+}
+
+unsigned http_status(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kStaleReceipt:
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kResourceExhausted:
+      return 413;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kUnsupported:
+      return 415;
+    case ErrorCode::kCorruption:
+    case ErrorCode::kIoError:
+    case ErrorCode::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+Router::Router(broker::Broker& broker, const Server& protocol, const HttpCounters& counters,
+               HttpSources sources, asio::thread_pool& pool)
+    : broker_(broker),
+      protocol_(protocol),
+      counters_(counters),
+      sources_(std::move(sources)),
+      pool_(pool) {
+  // One broker client for every HTTP publish: it only sends, so it holds no subscription.
+  if (auto c = broker_.connect("")) client_ = std::move(*c);
+}
+
+asio::awaitable<HttpResponse> Router::handle(HttpRequest r) {
+  std::string_view target = r.target;
+  const auto qmark = target.find('?');
+  const std::string_view path = target.substr(0, qmark);
+  const std::string_view query =
+      qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
+  std::vector<std::string> seg;
+  for (size_t at = 1; at <= path.size();) {
+    const size_t slash = std::min(path.find('/', at), path.size());
+    auto decoded = url_decode(path.substr(at, slash - at), false);
+    if (!decoded) {
+      co_return error_response(400, ErrorCode::kInvalidArgument,
+                               fmt::format("path {}: a broken percent escape", path));
+    }
+    seg.push_back(std::move(*decoded));
+    at = slash + 1;
+  }
+  if (!path.starts_with("/")) {
+    co_return error_response(400, ErrorCode::kInvalidArgument,
+                             fmt::format("request target '{}' is not a path", target));
+  }
+  const std::string& m = r.method;
+  const bool get = m == "GET" || m == "HEAD";
+  auto only = [&](bool ok, std::string_view allowed) -> std::optional<HttpResponse> {
+    if (ok) return std::nullopt;
+    return method_not_allowed(m, path, allowed);
+  };
+
+  if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz" || seg[0] == "metrics")) {
+    if (auto bad = only(get, "GET, HEAD")) co_return *bad;
+    if (seg[0] == "healthz") co_return healthz();
+    if (seg[0] == "readyz") co_return readyz();
+    co_return metrics();
+  }
+  if (seg.size() >= 2 && seg[0] == "v1") {
+    if (seg[1] == "channels") co_return co_await channel_routes(r, seg, query);
+    if (seg.size() == 2 && seg[1] == "guests") {
+      if (auto bad = only(get, "GET, HEAD")) co_return *bad;
+      co_return guests();
+    }
+    if (seg.size() == 2 && seg[1] == "server") {
+      if (auto bad = only(get, "GET, HEAD")) co_return *bad;
+      co_return co_await admin(AdminOp::kServerStats, json::object());
+    }
+    if (seg.size() == 2 && seg[1] == "checkpoint") {
+      if (auto bad = only(m == "POST", "POST")) co_return *bad;
+      co_return co_await checkpoint(r);
+    }
+  }
+  co_return error_response(404, ErrorCode::kNotFound,
+                           fmt::format("no endpoint at {}; docs/HTTP.md lists them", path));
+}
+
+asio::awaitable<HttpResponse> Router::channel_routes(const HttpRequest& r,
+                                                     const std::vector<std::string>& seg,
+                                                     std::string_view query) {
+  const std::string& m = r.method;
+  const bool get = m == "GET" || m == "HEAD";
+  if (seg.size() == 2) {
+    if (!get) co_return method_not_allowed(m, "/v1/channels", "GET, HEAD");
+    co_return co_await admin(AdminOp::kChannelList, json::object());
+  }
+  const std::string& name = seg[2];
+  if (auto st = validate_channel_name(name); !st) {
+    co_return error_response(400, ErrorCode::kInvalidArgument,
+                             fmt::format("channel name in the path: {}", st.error().message));
+  }
+  const std::string where = fmt::format("/v1/channels/{}", name);
+  // (Request bodies are built before co_await: GCC 12 miscompiles braced lists of string
+  // literals inside a co_await expression.)
+  json by_name = json::object();
+  by_name["name"] = name;
+  if (seg.size() == 3) {
+    if (get) co_return co_await admin(AdminOp::kChannelStats, by_name);
+    if (m == "DELETE") co_return co_await admin(AdminOp::kChannelDelete, by_name);
+    if (m == "PUT" || m == "POST") {
+      auto settings = body_object(r.body);
+      if (!settings) co_return error_of(settings.error());
+      const bool existed = broker_.channel_stats(name).ok();
+      json declare = by_name;
+      declare["settings"] = std::move(*settings);
+      HttpResponse declared = co_await admin(AdminOp::kChannelDeclare, std::move(declare));
+      if (declared.status != 200) co_return declared;
+      HttpResponse stats = co_await admin(AdminOp::kChannelStats, by_name);
+      if (stats.status == 200 && !existed) stats.status = 201;
+      co_return stats;
+    }
+    co_return method_not_allowed(m, where, "GET, HEAD, PUT, POST, DELETE");
+  }
+  const std::string& what = seg[3];
+  if (seg.size() == 4 && what == "messages") {
+    if (m == "POST") co_return co_await publish(r, name);
+    if (get) co_return co_await browse(name, query, false);
+    co_return method_not_allowed(m, where + "/messages", "POST, GET, HEAD");
+  }
+  if (seg.size() == 4 && what == "dead-letters") {
+    if (!get) co_return method_not_allowed(m, where + "/dead-letters", "GET, HEAD");
+    co_return co_await dead_letters(r, name, query, false);
+  }
+  if (seg.size() == 5 && what == "dead-letters" && seg[4] == "replay") {
+    if (m != "POST") co_return method_not_allowed(m, where + "/dead-letters/replay", "POST");
+    co_return co_await dead_letters(r, name, query, true);
+  }
+  if (seg.size() == 4 && what == "purge") {
+    if (m != "POST") co_return method_not_allowed(m, where + "/purge", "POST");
+    auto body = body_object(r.body);
+    if (!body) co_return error_of(body.error());
+    if (!body->empty()) {
+      co_return error_response(400, ErrorCode::kInvalidArgument,
+                               "purge takes no body fields: the channel is in the path");
+    }
+    json purge = json::object();
+    purge["channel"] = name;
+    co_return co_await admin(AdminOp::kPurge, std::move(purge));
+  }
+  co_return error_response(404, ErrorCode::kNotFound,
+                           fmt::format("no endpoint at {}/{}; docs/HTTP.md lists them", where,
+                                       fmt::join(seg.begin() + 3, seg.end(), "/")));
+}
+
+HttpResponse Router::healthz() const { return json_response(200, {{"status", "alive"}}); }
+
+HttpResponse Router::readyz() const {
+  json checks = json::object();
+  bool ready = true;
+  auto check = [&](const char* name, bool ok, std::string detail) {
+    checks[name] = ok ? std::string("ok") : std::move(detail);
+    ready = ready && ok;
+  };
+  // The storage was opened before either listener started and closes after both stop.
+  check("storage", !stopping_.load(), "closing");
+  check("listeners", !stopping_.load() && protocol_.local_endpoint().port() != 0, "stopping");
+  const size_t refused = sources_.guests_refused ? sources_.guests_refused() : 0;
+  check("guests", refused == 0, fmt::format("{} refused", refused));
+  return json_response(ready ? 200 : 503,
+                       {{"status", ready ? "ready" : "not-ready"}, {"checks", std::move(checks)}});
+}
+
+HttpResponse Router::metrics() {
+  MetricsSnapshot s;
+  s.version = sources_.version;
+  s.uptime_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - kStarted).count();
+  s.channels = broker_.list_channels();
+  s.store = broker_.store_stats();
+  const ServerCounters& t = protocol_.counters();
+  s.listeners.push_back({"tcp", t.connections.load(), t.connections_total.load(),
+                         t.connections_refused.load(), t.requests_total.load(),
+                         t.malformed_total.load(), t.bytes_in.load(), t.bytes_out.load()});
+  const HttpCounters& h = counters_;
+  s.listeners.push_back({"http", h.connections.load(), h.connections_total.load(),
+                         h.connections_refused.load(), h.requests_total.load(),
+                         h.bad_requests_total.load(), h.bytes_in.load(), h.bytes_out.load()});
+  s.messages_in = t.messages_in.load();
+  s.messages_out = t.messages_out.load();
+  if (sources_.guest_figures) s.guests = sources_.guest_figures();
+  if (sources_.guests_refused) s.guests_refused = sources_.guests_refused();
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = render_metrics(s);
+  return r;
+}
+
+HttpResponse Router::guests() const {
+  return json_response(
+      200, {{"guests", sources_.guests_json ? sources_.guests_json() : json::array()},
+            {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
+}
+
+asio::awaitable<HttpResponse> Router::admin(AdminOp op, json body) {
+  auto result = co_await on_pool<Result<AdminResult>>(
+      pool_, [this, op, text = body.dump()] {
+        return handle_admin(broker_, op, text, protocol_.admin_options());
+      });
+  if (!result) co_return error_of(result.error());
+  HttpResponse r;
+  r.body = std::move(result->json);
+  r.body += '\n';
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Router::browse(std::string channel, std::string_view query,
+                                             bool missing_is_empty) {
+  auto params = browse_params(query);
+  if (!params) co_return error_of(params.error());
+  json request = named("channel", channel);
+  uint64_t from = 0;
+  for (const auto& [k, v] : *params) {
+    request[k] = v;
+    if (k == "from") from = v;
+  }
+  auto result = co_await on_pool<Result<AdminResult>>(
+      pool_, [this, text = request.dump()] {
+        return handle_admin(broker_, AdminOp::kBrowse, text, protocol_.admin_options());
+      });
+  if (!result && !(missing_is_empty && result.error().code == ErrorCode::kNotFound)) {
+    // A page larger than the limit is the caller's mistake in the query, not a large body.
+    const Error& e = result.error();
+    co_return error_response(e.code == ErrorCode::kResourceExhausted ? 400 : http_status(e.code),
+                             e.code, e.message);
+  }
+  co_return browse_page(channel, result, from);
+}
+
+asio::awaitable<HttpResponse> Router::dead_letters(const HttpRequest& r, std::string channel,
+                                                   std::string_view query, bool replay) {
+  // The dead letters of a channel are those of its dead-letter channel; those of a dead-letter
+  // channel are its own messages.
+  auto stats = broker_.channel_stats(channel);
+  if (!stats) co_return error_of(stats.error());
+  std::string dlq = stats->is_dead_letter ? channel
+                    : stats->settings.dead_letter_channel.empty()
+                        ? channel + ".dlq"
+                        : stats->settings.dead_letter_channel;
+  if (!replay) co_return co_await browse(std::move(dlq), query, true);
+
+  if (!query.empty()) {
+    co_return error_response(400, ErrorCode::kInvalidArgument,
+                             "replay takes no query parameters; send {\"max\": n} in the body");
+  }
+  auto body = body_object(r.body);
+  if (!body) co_return error_of(body.error());
+  if (body->contains("channel")) {
+    co_return error_response(400, ErrorCode::kInvalidArgument,
+                             "field 'channel' is not accepted: the channel is in the path");
+  }
+  json request = std::move(*body);
+  request["channel"] = dlq;
+  if (!broker_.channel_stats(dlq)) {
+    // Nothing was ever dead-lettered: nothing to move. The body is still checked.
+    if (request.size() > 2 || (request.size() == 2 && !request.contains("max"))) {
+      co_return error_response(400, ErrorCode::kInvalidArgument,
+                               "replay: unknown field in the body, expected max");
+    }
+    co_return replay_reply(json(), dlq);
+  }
+  HttpResponse out = co_await admin(AdminOp::kReplayDeadLetters, std::move(request));
+  if (out.status == 200) out = replay_reply(json::parse(out.body, nullptr, false), dlq);
+  co_return out;
+}
+
+asio::awaitable<HttpResponse> Router::checkpoint(const HttpRequest& r) {
+  auto body = body_object(r.body);
+  if (!body) co_return error_of(body.error());
+  for (const auto& [key, value] : body->items()) {
+    if (key != "dir") {
+      co_return error_response(400, ErrorCode::kInvalidArgument,
+                               fmt::format("checkpoint: unknown field '{}', expected dir", key));
+    }
+  }
+  auto it = body->find("dir");
+  if (it == body->end() || !it->is_string() || it->get<std::string>().empty()) {
+    co_return error_response(
+        400, ErrorCode::kInvalidArgument,
+        "checkpoint: field 'dir' must be a non-empty string, the directory to create");
+  }
+  const std::string dir = it->get<std::string>();
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec)) {
+    co_return error_response(
+        409, ErrorCode::kAlreadyExists,
+        fmt::format("checkpoint: '{}' exists; a checkpoint goes into a new directory", dir));
+  }
+  auto st = co_await on_pool<Status>(pool_, [this, dir] { return broker_.checkpoint(dir); });
+  if (!st) co_return error_of(st.error());
+  co_return checkpoint_reply(dir);
+}
+
+asio::awaitable<HttpResponse> Router::publish(const HttpRequest& r, std::string channel) {
+  if (stopping_.load()) {
+    co_return error_response(503, ErrorCode::kUnavailable, "the server is shutting down");
+  }
+  if (!client_) {
+    co_return error_response(503, ErrorCode::kUnavailable, "the broker refused a client");
+  }
+  auto request = message_from_http(r.headers, r.body);
+  if (!request) co_return error_of(request.error());
+  const PublishMode mode = request->mode;
+  const Format format = request->message.format;
+  std::string id;
+  if (const std::string* v = find_metadata(request->message, "id")) id = *v;
+  const size_t bytes = request->message.data.size();
+  std::vector<Message> batch;
+  batch.push_back(std::move(request->message));
+  // Answered once the send is durable per the channel's durability.
+  Status st = co_await broker::async_send(broker_, client_, channel, std::move(batch),
+                                          asio::use_awaitable);
+  if (!st) co_return error_of(st.error());
+  co_return publish_reply(channel, mode, format, bytes, id);
+}
+
+}  // namespace witmq::net

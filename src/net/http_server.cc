@@ -1,0 +1,383 @@
+#include "net/http_server.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+
+#include "common/log.h"
+
+namespace witmq::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+// After an error answer that closes the connection (the client may still be sending a body the
+// server will not read), how long the client gets to read it before the socket closes: closing
+// with unread input resets the connection and can lose the answer.
+constexpr auto kLinger = std::chrono::seconds(2);
+// Most bytes of a refused request read and dropped while lingering.
+constexpr size_t kMaxLingerBytes = 1 << 20;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+http::response<http::string_body> to_beast(HttpResponse r, unsigned version, bool keep_alive,
+                                           bool head) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  res.set(http::field::server, "witmqd");
+  res.set(http::field::content_type, r.content_type);
+  for (auto& [k, v] : r.headers) res.set(k, v);
+  res.keep_alive(keep_alive);
+  res.body() = std::move(r.body);
+  res.prepare_payload();
+  // A HEAD answer announces the length of the body it leaves out.
+  if (head) res.body().clear();
+  return res;
+}
+
+// The answer to a request the parser refused, and whether reading may go on.
+HttpResponse refusal(const boost::system::error_code& ec, const HttpServerOptions& o) {
+  if (ec == http::error::body_limit) {
+    return error_response(
+        413, ErrorCode::kResourceExhausted,
+        fmt::format("the request body is larger than the limit of {} bytes", o.max_body_bytes));
+  }
+  if (ec == http::error::header_limit) {
+    return error_response(
+        431, ErrorCode::kResourceExhausted,
+        fmt::format("the request line and headers are larger than the limit of {} bytes",
+                    o.max_header_bytes));
+  }
+  return error_response(400, ErrorCode::kInvalidArgument,
+                        fmt::format("the request is not valid HTTP/1.1: {}", ec.message()));
+}
+
+bool is_disconnect(const boost::system::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::operation_aborted || ec == beast::error::timeout ||
+         ec == asio::error::connection_reset || ec == http::error::partial_message;
+}
+
+Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (!ec) return tcp::endpoint(address, port);
+  tcp::resolver resolver(io);
+  auto results = resolver.resolve(host, std::to_string(port), ec);
+  if (ec || results.empty()) {
+    return invalid_argument(fmt::format(
+        "http-listen: host '{}' is not an IP address and does not resolve: {}", host,
+        ec ? ec.message() : "no address"));
+  }
+  return results.begin()->endpoint();
+}
+
+}  // namespace
+
+// One HTTP connection: a coroutine on the connection's strand reading a request, routing it and
+// writing the response, until the client closes, the connection idles out or the server stops.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(uint64_t id, tcp::socket socket, const HttpServerOptions& options, Router& router,
+              HttpCounters& counters, std::function<void(uint64_t)> on_closed)
+      : id_(id),
+        stream_(std::move(socket)),
+        options_(options),
+        router_(router),
+        counters_(counters),
+        on_closed_(std::move(on_closed)) {}
+
+  void start() {
+    asio::co_spawn(
+        stream_.get_executor(), [self = shared_from_this()] { return self->run(); },
+        asio::detached);
+  }
+
+  // Graceful: a request being served is answered (with Connection: close); an idle connection
+  // closes now.
+  void shutdown() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->stopping_ = true;
+      if (!self->busy_) self->stream_.cancel();
+    });
+  }
+
+  void abort() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->stopping_ = true;
+      boost::system::error_code ec;
+      self->stream_.socket().close(ec);
+    });
+  }
+
+  // Answers a connection over the limit with 503 and closes it.
+  static asio::awaitable<void> refuse(tcp::socket socket, uint32_t limit) {
+    beast::tcp_stream stream(std::move(socket));
+    auto res = to_beast(error_response(503, ErrorCode::kResourceExhausted,
+                                       fmt::format("the HTTP server has {} connections open, "
+                                                   "the limit; try again later",
+                                                   limit)),
+                        11, false, false);
+    stream.expires_after(kLinger);
+    boost::system::error_code ec;
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.socket().close(ec);
+  }
+
+ private:
+  asio::awaitable<void> run() {
+    beast::flat_buffer buffer;
+    boost::system::error_code ec;
+    while (!stopping_) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(options_.max_body_bytes);
+      parser.header_limit(options_.max_header_bytes);
+      stream_.expires_after(options_.idle_timeout);
+      size_t n = co_await http::async_read_header(stream_, buffer, parser,
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+      counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
+      if (!ec && !parser.is_done()) {
+        // curl and others wait for 100 Continue before sending a large body.
+        const auto expect = parser.get()[http::field::expect];
+        if (beast::iequals(expect, "100-continue")) {
+          http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};
+          n = co_await http::async_write(stream_, cont,
+                                         asio::redirect_error(asio::use_awaitable, ec));
+          counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
+        }
+        if (!ec) {
+          n = co_await http::async_read(stream_, buffer, parser,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+          counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
+        }
+      }
+      if (ec) {
+        if (is_disconnect(ec)) break;
+        counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
+        counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
+        log::debug("http connection {}: refused request: {}", id_, ec.message());
+        co_await write(refusal(ec, options_), 11, false, false);
+        co_await linger();
+        break;
+      }
+      counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
+      busy_ = true;
+      auto req = parser.release();
+      const bool keep_alive = req.keep_alive();
+      const unsigned version = req.version();
+      const bool head = req.method() == http::verb::head;
+      HttpRequest r;
+      r.method = std::string(req.method_string());
+      r.target = std::string(req.target());
+      for (const auto& field : req) {
+        const auto name = field.name_string();
+        r.headers.emplace_back(lower(std::string_view(name.data(), name.size())),
+                               std::string(field.value()));
+      }
+      r.body = std::move(req.body());
+      HttpResponse response = co_await router_.handle(std::move(r));
+      if (response.status >= 400 && response.status < 500) {
+        counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
+      }
+      const bool ok = co_await write(std::move(response), version, keep_alive && !stopping_, head);
+      busy_ = false;
+      if (!ok || !keep_alive) break;
+    }
+    boost::system::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().close(ignored);
+    on_closed_(id_);
+  }
+
+  asio::awaitable<bool> write(HttpResponse response, unsigned version, bool keep_alive,
+                              bool head) {
+    auto res = to_beast(std::move(response), version, keep_alive, head);
+    boost::system::error_code ec;
+    stream_.expires_after(options_.idle_timeout);
+    const size_t n =
+        co_await http::async_write(stream_, res, asio::redirect_error(asio::use_awaitable, ec));
+    counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    co_return !ec;
+  }
+
+  // Stops sending, then reads and drops what the client still sends until it closes (bounded in
+  // time and bytes), so that it can read the answer before the socket closes.
+  asio::awaitable<void> linger() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(kLinger);
+    std::array<char, 8192> scratch;
+    size_t total = 0;
+    while (!ec && total < kMaxLingerBytes) {
+      total += co_await stream_.async_read_some(asio::buffer(scratch),
+                                                asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  const uint64_t id_;
+  beast::tcp_stream stream_;
+  const HttpServerOptions& options_;
+  Router& router_;
+  HttpCounters& counters_;
+  std::function<void(uint64_t)> on_closed_;
+  bool busy_ = false;
+  bool stopping_ = false;
+};
+
+HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, const Server& protocol,
+                       HttpServerOptions options, HttpSources sources)
+    : io_(io),
+      options_(std::move(options)),
+      router_(std::make_unique<Router>(broker, protocol, counters_, std::move(sources),
+                                       admin_pool_)),
+      acceptor_(asio::make_strand(io)),
+      stop_timer_(acceptor_.get_executor()) {}
+
+HttpServer::~HttpServer() {
+  force_close_all();
+  admin_pool_.join();
+}
+
+Status HttpServer::listen() {
+  auto endpoint = resolve(io_, options_.host, options_.port);
+  if (!endpoint) return std::move(endpoint).error();
+  boost::system::error_code ec;
+  const std::string where = fmt::format("http-listen {}:{}", options_.host, options_.port);
+  acceptor_.open(endpoint->protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(*endpoint, ec);
+  if (!ec) acceptor_.listen(tcp::acceptor::max_listen_connections, ec);
+  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
+  endpoint_ = acceptor_.local_endpoint(ec);
+  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
+  accept_loop();
+  return ok_status();
+}
+
+tcp::endpoint HttpServer::local_endpoint() const { return endpoint_; }
+
+void HttpServer::accept_loop() {
+  asio::co_spawn(
+      acceptor_.get_executor(),
+      [this]() -> asio::awaitable<void> {
+        for (;;) {
+          boost::system::error_code ec;
+          tcp::socket socket(asio::make_strand(io_));
+          co_await acceptor_.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+          if (ec) {
+            log::warn("http accept: {}", ec.message());
+            asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+            co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            continue;
+          }
+          socket.set_option(tcp::no_delay(true), ec);
+          std::shared_ptr<HttpSession> session;
+          {
+            std::lock_guard lock(mu_);
+            if (stopping_) continue;
+            if (sessions_.size() < options_.max_connections) {
+              const uint64_t id = next_session_++;
+              session = std::make_shared<HttpSession>(id, std::move(socket), options_, *router_,
+                                                      counters_,
+                                                      [this](uint64_t id) { session_closed(id); });
+              sessions_.emplace(id, session);
+            }
+          }
+          if (!session) {
+            counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+            log::warn("refusing an HTTP connection: the limit of {} connections is reached",
+                      options_.max_connections);
+            auto ex = socket.get_executor();
+            asio::co_spawn(ex, HttpSession::refuse(std::move(socket), options_.max_connections),
+                           asio::detached);
+            continue;
+          }
+          counters_.connections.fetch_add(1, std::memory_order_relaxed);
+          counters_.connections_total.fetch_add(1, std::memory_order_relaxed);
+          session->start();
+        }
+      },
+      asio::detached);
+}
+
+void HttpServer::session_closed(uint64_t id) {
+  std::function<void()> done;
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.erase(id) == 0) return;
+    counters_.connections.fetch_sub(1, std::memory_order_relaxed);
+    if (stopping_ && sessions_.empty()) done = std::exchange(stop_done_, nullptr);
+  }
+  if (done) {
+    asio::post(stop_timer_.get_executor(), [this] { stop_timer_.cancel(); });
+    asio::post(io_, std::move(done));
+  }
+}
+
+void HttpServer::stop(std::function<void()> done) {
+  router_->set_stopping();
+  std::vector<std::shared_ptr<HttpSession>> open;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [id, weak] : sessions_) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+    if (sessions_.empty()) {
+      asio::post(io_, std::move(done));
+    } else {
+      stop_done_ = std::move(done);
+    }
+  }
+  log::info("http: stopping; {} connections to close", open.size());
+  asio::post(acceptor_.get_executor(), [this] {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    stop_timer_.expires_after(options_.shutdown_timeout);
+    stop_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      force_close_all();
+      std::function<void()> done;
+      {
+        std::lock_guard lock(mu_);
+        done = std::exchange(stop_done_, nullptr);
+      }
+      if (done) done();
+    });
+  });
+  for (auto& s : open) s->shutdown();
+}
+
+void HttpServer::force_close_all() {
+  std::vector<std::shared_ptr<HttpSession>> open;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, weak] : sessions_) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+  }
+  for (auto& s : open) s->abort();
+}
+
+}  // namespace witmq::net

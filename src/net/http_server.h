@@ -1,0 +1,109 @@
+// The HTTP side of witmqd (docs/HTTP.md): health and readiness, Prometheus metrics, the admin API
+// under /v1/ and publishing (CloudEvents HTTP binding). HTTP/1.1 with keep-alive, on Boost.Beast.
+//
+// Threading: like the protocol server (net/server.h), the acceptor and every connection each
+// live on their own strand of the io_context the caller runs; a connection is one coroutine
+// (read a request, route it, write the response, repeat). Admin calls that may wait on disk run
+// on a small pool of their own, never on the I/O threads.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "broker/broker.h"
+#include "common/result.h"
+#include "net/http_routes.h"
+#include "net/server.h"
+
+namespace witmq::net {
+
+// Everything the HTTP server enforces; the daemon's configuration sets every field.
+struct HttpServerOptions {
+  // Off when false: the daemon does not start the HTTP server (http-listen "").
+  bool enabled = true;
+  // Address to listen on; port 0 picks a free port (see HttpServer::local_endpoint).
+  std::string host = "127.0.0.1";
+  uint16_t port = 7401;
+  // Connections served at once; one more is answered 503 and closed.
+  uint32_t max_connections = 256;
+  // Largest request body; a larger one is answered 413 before it is read.
+  uint64_t max_body_bytes = 16 << 20;
+  // Largest request line plus headers; a larger one is answered 431 (CloudEvents attributes
+  // travel in headers, so this must hold max-metadata-bytes).
+  uint32_t max_header_bytes = 32 << 10;
+  // A connection that sends no complete request for this long is closed. Also bounds how long
+  // one request may take to arrive.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // On stop(), how long requests in progress get before their connections are closed.
+  std::chrono::milliseconds shutdown_timeout{10'000};
+};
+
+// Monotonic except `connections`.
+struct HttpCounters {
+  std::atomic<uint64_t> connections{0};  // open now
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<uint64_t> connections_refused{0};  // over max-connections
+  std::atomic<uint64_t> requests_total{0};
+  std::atomic<uint64_t> bad_requests_total{0};  // answered with a 4xx status
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+};
+
+class HttpSession;
+
+class HttpServer {
+ public:
+  // `protocol` is the TCP server whose counters /metrics reports and whose admin options (the
+  // channel defaults, server-stats) the admin API shares. Nothing happens until listen().
+  HttpServer(boost::asio::io_context& io, broker::Broker& broker, const Server& protocol,
+             HttpServerOptions options, HttpSources sources);
+  // Closes whatever is still open without waiting; call stop() first for a graceful stop.
+  ~HttpServer();
+
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts accepting. Errors name the address and the reason.
+  Status listen();
+  // The bound address (after listen()), with the real port when options.port was 0.
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+  // Graceful stop: stops accepting; /readyz answers 503 from now on; every connection finishes
+  // the request it is serving (a publish answered 201 is durable) and closes. `done` runs on an
+  // I/O thread once every connection is closed, or after options.shutdown_timeout. Call once.
+  void stop(std::function<void()> done);
+
+  const HttpCounters& counters() const { return counters_; }
+
+ private:
+  void accept_loop();
+  void session_closed(uint64_t id);
+  void force_close_all();
+
+  boost::asio::io_context& io_;
+  const HttpServerOptions options_;
+  HttpCounters counters_;
+  boost::asio::thread_pool admin_pool_{1};
+  std::unique_ptr<Router> router_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::endpoint endpoint_;
+  boost::asio::steady_timer stop_timer_;
+
+  std::mutex mu_;  // guards the members below
+  std::unordered_map<uint64_t, std::weak_ptr<HttpSession>> sessions_;
+  uint64_t next_session_ = 1;
+  bool stopping_ = false;
+  std::function<void()> stop_done_;
+};
+
+}  // namespace witmq::net

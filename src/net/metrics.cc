@@ -1,0 +1,244 @@
+#include "net/metrics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+namespace witmq::net {
+
+namespace {
+
+// Integers print as integers; other values with enough digits to round-trip.
+std::string number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<int64_t>(v));
+  return fmt::format("{}", v);
+}
+
+// Writes one family at a time: HELP, TYPE, then its samples.
+class Writer {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    name_ = name;
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  }
+  void sample(double value) { out_ += fmt::format("{} {}\n", name_, number(value)); }
+  void sample(std::string_view label, std::string_view label_value, double value) {
+    out_ += fmt::format("{}{{{}=\"{}\"}} {}\n", name_, label, escape_label_value(label_value),
+                        number(value));
+  }
+  void sample(std::string_view l1, std::string_view v1, std::string_view l2, std::string_view v2,
+              double value) {
+    out_ += fmt::format("{}{{{}=\"{}\",{}=\"{}\"}} {}\n", name_, l1, escape_label_value(v1), l2,
+                        escape_label_value(v2), number(value));
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string name_;
+  std::string out_;
+};
+
+template <typename T>
+using Field = std::function<double(const T&)>;
+
+struct ChannelMetric {
+  std::string_view name, type, help;
+  Field<broker::ChannelStats> value;
+};
+
+struct GuestMetric {
+  std::string_view name, type, help;
+  Field<GuestFigures> value;
+};
+
+struct ListenerMetric {
+  std::string_view name, type, help;
+  Field<ListenerFigures> value;
+};
+
+double d(uint64_t v) { return static_cast<double>(v); }
+
+const std::vector<ChannelMetric>& channel_metrics() {
+  using S = broker::ChannelStats;
+  static const std::vector<ChannelMetric> m = {
+      {"witmq_channel_depth", "gauge",
+       "Messages not yet settled in the channel's busiest subscription.",
+       [](const S& s) { return d(s.depth); }},
+      {"witmq_channel_in_flight", "gauge",
+       "Messages acquired under a lease now, all subscriptions.",
+       [](const S& s) { return d(s.in_flight); }},
+      {"witmq_channel_oldest_message_age_seconds", "gauge",
+       "Age of the oldest unsettled message; 0 when there is none.",
+       [](const S& s) { return static_cast<double>(s.oldest_age_ms) / 1000.0; }},
+      {"witmq_channel_sends_total", "counter", "Messages appended to the channel.",
+       [](const S& s) { return d(s.sends_total); }},
+      {"witmq_channel_deliveries_total", "counter",
+       "Messages handed to consumers, redeliveries included.",
+       [](const S& s) { return d(s.deliveries_total); }},
+      {"witmq_channel_completes_total", "counter", "Messages completed (accepted).",
+       [](const S& s) { return d(s.completes_total); }},
+      {"witmq_channel_abandons_total", "counter", "Messages abandoned (rejected).",
+       [](const S& s) { return d(s.abandons_total); }},
+      {"witmq_channel_redeliveries_total", "counter",
+       "Deliveries of a message that had been delivered before.",
+       [](const S& s) { return d(s.redeliveries_total); }},
+      {"witmq_channel_lease_expiries_total", "counter",
+       "Leases that ran out before the message was settled.",
+       [](const S& s) { return d(s.lease_expiries_total); }},
+      {"witmq_channel_dead_letters_total", "counter",
+       "Messages moved from the channel to its dead-letter channel.",
+       [](const S& s) { return d(s.dead_letters_total); }},
+  };
+  return m;
+}
+
+const std::vector<GuestMetric>& guest_metrics() {
+  using G = GuestFigures;
+  static const std::vector<GuestMetric> m = {
+      {"witmq_guest_instances", "gauge", "Instances of the guest alive now.",
+       [](const G& g) { return d(g.instances_running); }},
+      {"witmq_guest_invocations_total", "counter", "Calls of the guest's handler (batches).",
+       [](const G& g) { return d(g.batches); }},
+      {"witmq_guest_messages_handled_total", "counter", "Messages passed to the guest's handler.",
+       [](const G& g) { return d(g.messages_handled); }},
+      {"witmq_guest_errors_total", "counter", "Handler calls that returned an error.",
+       [](const G& g) { return d(g.handler_errors); }},
+      {"witmq_guest_traps_total", "counter", "Traps in configure or handler.",
+       [](const G& g) { return d(g.traps); }},
+      {"witmq_guest_budget_exhaustions_total", "counter",
+       "Calls stopped because they ran out of their instruction budget.",
+       [](const G& g) { return d(g.budget_exhaustions); }},
+      {"witmq_guest_memory_limit_hits_total", "counter",
+       "memory.grow requests refused by the guest's memory limit.",
+       [](const G& g) { return d(g.memory_limit_hits); }},
+      {"witmq_guest_handler_seconds_total", "counter", "Wall time spent inside the handler.",
+       [](const G& g) { return static_cast<double>(g.handler_time_ns) / 1e9; }},
+  };
+  return m;
+}
+
+const std::vector<ListenerMetric>& listener_metrics() {
+  using L = ListenerFigures;
+  static const std::vector<ListenerMetric> m = {
+      {"witmq_connections_open", "gauge", "Client connections open now.",
+       [](const L& l) { return d(l.connections_open); }},
+      {"witmq_connections_total", "counter", "Client connections accepted.",
+       [](const L& l) { return d(l.connections_total); }},
+      {"witmq_connections_refused_total", "counter",
+       "Connections refused because the listener was at its connection limit.",
+       [](const L& l) { return d(l.connections_refused); }},
+      {"witmq_requests_total", "counter", "Requests read (protocol frames, HTTP requests).",
+       [](const L& l) { return d(l.requests); }},
+      {"witmq_bad_requests_total", "counter",
+       "Requests refused as the caller's mistake: malformed frames (tcp), 4xx answers (http).",
+       [](const L& l) { return d(l.bad_requests); }},
+      {"witmq_received_bytes_total", "counter", "Bytes read from clients.",
+       [](const L& l) { return d(l.bytes_in); }},
+      {"witmq_sent_bytes_total", "counter", "Bytes written to clients.",
+       [](const L& l) { return d(l.bytes_out); }},
+  };
+  return m;
+}
+
+}  // namespace
+
+std::string escape_label_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string render_metrics(const MetricsSnapshot& s) {
+  Writer w;
+  w.family("witmq_build_info", "gauge", "Always 1; the version label names the witmqd build.");
+  w.sample("version", s.version, 1);
+  w.family("witmq_uptime_seconds", "gauge", "Time since witmqd started serving.");
+  w.sample(s.uptime_seconds);
+
+  std::vector<const broker::ChannelStats*> channels;
+  for (const auto& c : s.channels) channels.push_back(&c);
+  std::sort(channels.begin(), channels.end(),
+            [](const auto* a, const auto* b) { return a->name < b->name; });
+  w.family("witmq_channels", "gauge", "Channels that exist, dead-letter channels included.");
+  w.sample(static_cast<double>(channels.size()));
+  for (const auto& m : channel_metrics()) {
+    w.family(m.name, m.type, m.help);
+    for (const auto* c : channels) w.sample("channel", c->name, m.value(*c));
+  }
+  w.family("witmq_subscription_lag", "gauge",
+           "Messages of the channel not yet settled in the subscription (\"\" is a "
+           "point-to-point channel's shared subscription).");
+  for (const auto* c : channels) {
+    for (const auto& sub : c->subscriptions) {
+      w.sample("channel", c->name, "subscription", sub.name, d(sub.lag));
+    }
+  }
+  w.family("witmq_subscription_in_flight", "gauge",
+           "Messages of the subscription acquired under a lease now.");
+  for (const auto* c : channels) {
+    for (const auto& sub : c->subscriptions) {
+      w.sample("channel", c->name, "subscription", sub.name, d(sub.in_flight));
+    }
+  }
+
+  std::vector<const GuestFigures*> guests;
+  for (const auto& g : s.guests) guests.push_back(&g);
+  std::sort(guests.begin(), guests.end(),
+            [](const auto* a, const auto* b) { return a->name < b->name; });
+  w.family("witmq_guests_refused", "gauge",
+           "Configured guests that are not running because they could not be loaded or started.");
+  w.sample(d(s.guests_refused));
+  for (const auto& m : guest_metrics()) {
+    w.family(m.name, m.type, m.help);
+    for (const auto* g : guests) w.sample("guest", g->name, m.value(*g));
+  }
+
+  for (const auto& m : listener_metrics()) {
+    w.family(m.name, m.type, m.help);
+    for (const auto& l : s.listeners) w.sample("listener", l.listener, m.value(l));
+  }
+  w.family("witmq_messages_received_total", "counter",
+           "Messages received in protocol send requests.");
+  w.sample(d(s.messages_in));
+  w.family("witmq_messages_delivered_total", "counter",
+           "Messages the protocol server sent in receive replies and stream deliveries.");
+  w.sample(d(s.messages_out));
+
+  const storage::StoreStats& st = s.store;
+  w.family("witmq_store_commit_requests_total", "counter",
+           "Write requests committed by the group-commit path (sends, settlements, cursor "
+           "writes). Divided by witmq_store_writes_total: the mean group size.");
+  w.sample(d(st.commits));
+  w.family("witmq_store_writes_total", "counter",
+           "Merged RocksDB writes, each carrying one or more commit requests.");
+  w.sample(d(st.writes));
+  w.family("witmq_store_syncs_total", "counter", "Write-ahead-log fsyncs.");
+  w.sample(d(st.syncs));
+  w.family("witmq_store_sync_seconds_total", "counter",
+           "Time spent in write-ahead-log fsyncs. Divided by witmq_store_syncs_total: the mean "
+           "sync latency.");
+  w.sample(static_cast<double>(st.sync_micros_total) / 1e6);
+  w.family("witmq_store_written_bytes_total", "counter", "Bytes of write sets committed.");
+  w.sample(d(st.bytes_written));
+  w.family("witmq_store_max_requests_per_write", "gauge",
+           "The most commit requests one merged write has carried since start.");
+  w.sample(d(st.max_requests_per_write));
+  return w.take();
+}
+
+}  // namespace witmq::net

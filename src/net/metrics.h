@@ -1,0 +1,61 @@
+// The Prometheus text exposition format 0.0.4 for GET /metrics: a snapshot of the broker's,
+// the listeners' and the guests' figures, rendered as metric families with HELP and TYPE lines.
+// A pure function of the snapshot, so it is tested without a server. docs/HTTP.md lists every
+// metric.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/broker.h"
+#include "storage/store.h"
+
+namespace witmq::net {
+
+// One running guest's figures, handed to the network layer by the daemon (net/ does not know
+// guest/).
+struct GuestFigures {
+  std::string name;
+  uint32_t instances_running = 0;
+  uint64_t batches = 0;           // handler invocations
+  uint64_t messages_handled = 0;  // messages passed to the handler
+  uint64_t handler_errors = 0;    // handler returned err
+  uint64_t traps = 0;
+  uint64_t budget_exhaustions = 0;
+  uint64_t memory_limit_hits = 0;
+  uint64_t handler_time_ns = 0;  // wall time inside the handler
+};
+
+// One listener's connection and traffic counters ("tcp" for the protocol, "http").
+struct ListenerFigures {
+  std::string listener;
+  uint64_t connections_open = 0;
+  uint64_t connections_total = 0;
+  uint64_t connections_refused = 0;
+  uint64_t requests = 0;
+  uint64_t bad_requests = 0;  // malformed frames (tcp), 4xx answers (http)
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+};
+
+struct MetricsSnapshot {
+  std::string version;
+  double uptime_seconds = 0;
+  std::vector<broker::ChannelStats> channels;
+  storage::StoreStats store;
+  std::vector<ListenerFigures> listeners;
+  uint64_t messages_in = 0;   // messages received in protocol sends
+  uint64_t messages_out = 0;  // messages the protocol server delivered
+  std::vector<GuestFigures> guests;
+  uint64_t guests_refused = 0;
+};
+
+// The exposition text: families in a fixed order, samples of a family sorted by their labels.
+std::string render_metrics(const MetricsSnapshot& snapshot);
+
+// A label value escaped for the exposition format: backslash, double quote and newline.
+std::string escape_label_value(std::string_view value);
+
+}  // namespace witmq::net
