@@ -14,5 +14,6 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 
 cmake -S . -B "$build_dir" -G Ninja "${cmake_args[@]}" "$@" >/dev/null
-cmake --build "$build_dir" -j "$(nproc)"
+# Build output goes to stderr: callers read the build directory from stdout.
+cmake --build "$build_dir" -j "$(nproc)" >&2
 echo "$build_dir"

@@ -3,7 +3,7 @@
 # (127.0.0.1, data in ./data). Extra arguments go to witmqd, e.g. tools/run.sh --listen 127.0.0.1:7400
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build_dir=$(tools/build.sh | tail -n 1)
+build_dir=$(tools/build.sh)
 if [ -x "$build_dir/src/daemon/witmqd" ]; then
   exec "$build_dir/src/daemon/witmqd" "$@"
 fi

@@ -3,7 +3,7 @@
 #   --sanitize  build with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build_dir=$(tools/build.sh "$@" | tail -n 1)
+build_dir=$(tools/build.sh "$@")
 cd "$build_dir"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
