@@ -17,6 +17,7 @@ struct KeyFlag {
 };
 constexpr KeyFlag kKeyFlags[] = {
     {"--listen", "listen"},
+    {"--http-listen", "http-listen"},
     {"--data-dir", "data-dir"},
     {"--log-level", "log-level"},
 };
@@ -116,6 +117,8 @@ std::string flags_help() {
   return R"(--config FILE            Read the configuration from FILE (JSON). Without it, the
                          embedded defaults apply (--print-default-config shows them).
 --listen HOST:PORT       Sets the key listen. Port 0 picks a free port.
+--http-listen HOST:PORT  Sets the key http-listen (health, metrics, admin API). Port 0
+                         picks a free port; "" turns the HTTP side off.
 --data-dir DIR           Sets the key data-dir.
 --log-level LEVEL        Sets the key log-level: debug, info, warn or error.
 --set KEY=VALUE          Sets any key. VALUE is taken as it is for string keys and as JSON

@@ -51,8 +51,8 @@ ConfigKey integer_key(std::string_view name, int64_t fallback, int64_t min, int6
           }};
 }
 
-// "HOST:PORT" or "[IPV6]:PORT".
-Status parse_listen(const std::string& s, Config& c) {
+// "HOST:PORT" or "[IPV6]:PORT" into `host` and `port`.
+Status split_host_port(const std::string& s, std::string& host_out, uint16_t& port_out) {
   const auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
     return invalid_argument(fmt::format("'{}' is not HOST:PORT (e.g. 127.0.0.1:7400)", s));
@@ -71,9 +71,20 @@ Status parse_listen(const std::string& s, Config& c) {
     return invalid_argument(
         fmt::format("'{}': port '{}' is not a number in 0..65535 (0 picks a free port)", s, port));
   }
-  c.listen_host = std::move(host);
-  c.listen_port = static_cast<uint16_t>(value);
+  host_out = std::move(host);
+  port_out = static_cast<uint16_t>(value);
   return ok_status();
+}
+
+Status parse_listen(const std::string& s, Config& c) {
+  return split_host_port(s, c.listen_host, c.listen_port);
+}
+
+// As listen; "" turns the HTTP side off.
+Status parse_http_listen(const std::string& s, Config& c) {
+  c.http.enabled = !s.empty();
+  if (s.empty()) return ok_status();
+  return split_host_port(s, c.http.host, c.http.port);
 }
 
 // The channel settings object in the order of broker::channel_setting_docs().
@@ -94,6 +105,22 @@ std::vector<ConfigKey> make_keys() {
       "Address of the protocol listener, HOST:PORT ([ADDRESS]:PORT for IPv6). Port 0 picks a free "
       "port; witmqd prints the address it bound on stdout as `listening on HOST:PORT`.",
       parse_listen));
+  k.push_back(string_key(
+      "http-listen", "127.0.0.1:7401",
+      "Address of the HTTP listener (health, readiness, Prometheus metrics, the admin API and "
+      "CloudEvents publishing: docs/HTTP.md), HOST:PORT as for listen; \"\" turns it off. witmqd "
+      "prints the address it bound on stdout as `http listening on HOST:PORT`.",
+      parse_http_listen));
+  k.push_back(integer_key(
+      "http-max-connections", 256, 1, 100'000,
+      "HTTP connections served at once. One more is answered 503 and closed.",
+      [](int64_t v, Config& c) { c.http.max_connections = static_cast<uint32_t>(v); }));
+  k.push_back(integer_key(
+      "http-idle-timeout-ms", 60'000, 100, 86'400'000,
+      "An HTTP connection that sends no complete request for this long is closed; also bounds "
+      "how long writing one response may take. Request bodies are limited to max-frame-bytes "
+      "and headers to max-metadata-bytes plus 16 KiB.",
+      [](int64_t v, Config& c) { c.http.idle_timeout = std::chrono::milliseconds(v); }));
   k.push_back(string_key("data-dir", "./data",
                          "Directory of the message store (RocksDB); created if missing. Relative "
                          "paths are relative to the working directory.",
@@ -445,6 +472,11 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         c.server.limits.max_message_bytes, c.server.limits.max_metadata_entries,
         c.server.limits.max_metadata_bytes, largest_message + frame_overhead));
   }
+  // The HTTP side's request limits follow the protocol's: a body holds what a frame may, the
+  // headers what a message's metadata may (CloudEvents attributes travel in headers).
+  c.http.max_body_bytes = c.server.limits.max_frame_bytes;
+  c.http.max_header_bytes = c.server.limits.max_metadata_bytes + 16 * kKiB;
+  c.http.shutdown_timeout = c.server.shutdown_timeout;
   return c;
 }
 
@@ -458,7 +490,7 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "witmqd reads one JSON object. Every key is optional: a key left out takes its default, and "
       "with no file at all witmqd runs on the embedded defaults (printed by `witmqd "
       "--print-default-config`, shipped as `config/witmqd.json`): it listens on 127.0.0.1:7400 and "
-      "keeps its data in `./data`.\n\n"
+      "keeps its data in `./data`, with its HTTP side (docs/HTTP.md) on 127.0.0.1:7401.\n\n"
       "Layers, each overriding the one before: the defaults, the file given with `--config`, then "
       "the flags in command-line order. An unknown key, a value of the wrong type or out of range "
       "stops witmqd at start with exit code 2 and a message naming the key, where the value came "

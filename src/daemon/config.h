@@ -3,7 +3,8 @@
 // (config/witmqd.json), the checks at start and docs/CONFIGURATION.md all come from that table.
 //
 // Layers, each overriding the one before: the defaults, the config file (--config), then the
-// flags (--listen, --data-dir, --log-level, --set KEY=VALUE), in command-line order.
+// flags (--listen, --http-listen, --data-dir, --log-level, --set KEY=VALUE), in command-line
+// order.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include "common/log.h"
 #include "common/result.h"
 #include "guest/guest_options.h"
+#include "net/http_server.h"
 #include "net/server.h"
 
 namespace witmq::daemon {
@@ -31,6 +33,8 @@ struct Config {
   uint32_t io_threads = 1;
   broker::BrokerOptions broker;
   net::ServerOptions server;
+  // The HTTP side (http-listen and the http- keys); off when http-listen is "".
+  net::HttpServerOptions http;
   // The "guests" key, each entry read by the guest layer (guest/guest_options.h).
   std::vector<guest::GuestOptions> guests;
 };

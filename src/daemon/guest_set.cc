@@ -104,6 +104,13 @@ nlohmann::json GuestSet::stats_json() const {
   return out;
 }
 
+std::vector<guest::GuestStats> GuestSet::stats() const {
+  std::lock_guard lock(mu_);
+  std::vector<guest::GuestStats> out;
+  for (const auto& g : running_) out.push_back(g->stats());
+  return out;
+}
+
 size_t GuestSet::refused_count() const {
   std::lock_guard lock(mu_);
   return refused_;

@@ -36,6 +36,8 @@ class GuestSet {
 
   // [{"name": ..., "module": ..., "instances-running": ..., "messages-handled": ..., ...}, ...]
   nlohmann::json stats_json() const;
+  // The running guests' figures, by guest.
+  std::vector<guest::GuestStats> stats() const;
   // Guests of the last apply() that are not running because they were refused.
   size_t refused_count() const;
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "daemon/command_line.h"
 #include "daemon/config.h"
 #include "daemon/guest_set.h"
+#include "net/http_server.h"
 #include "net/server.h"
 
 namespace {
@@ -35,6 +37,23 @@ std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
   const auto address = ep.address();
   return address.is_v6() ? fmt::format("[{}]:{}", address.to_string(), ep.port())
                          : fmt::format("{}:{}", address.to_string(), ep.port());
+}
+
+// What the HTTP side reports about the guests (net/ does not know guest/).
+net::HttpSources http_sources(const daemon::GuestSet& guests) {
+  net::HttpSources sources;
+  sources.version = WITMQ_VERSION;
+  sources.guest_figures = [&guests] {
+    std::vector<net::GuestFigures> out;
+    for (const guest::GuestStats& s : guests.stats()) {
+      out.push_back({s.name, s.instances_running, s.batches, s.messages_handled, s.handler_errors,
+                     s.traps, s.budget_exhaustions, s.memory_limit_hits, s.handler_time_ns});
+    }
+    return out;
+  };
+  sources.guests_json = [&guests] { return guests.stats_json(); };
+  sources.guests_refused = [&guests] { return guests.refused_count(); };
+  return sources;
 }
 
 int serve(const daemon::Config& config) {
@@ -76,18 +95,36 @@ int serve(const daemon::Config& config) {
     stop_threads();
     return kExitFailure;
   }
+  // The HTTP side: health, metrics, the admin API and publishing (docs/HTTP.md).
+  std::optional<net::HttpServer> http;
+  if (config.http.enabled) {
+    http.emplace(io, **broker, server, config.http, http_sources(guests));
+    if (auto st = http->listen(); !st) {
+      log::error("cannot listen: {}", st.error().to_string());
+      http.reset();
+      stop_guests();
+      (*broker)->shutdown();
+      stop_threads();
+      return kExitFailure;
+    }
+    log::info("http listening on {}", endpoint_text(http->local_endpoint()));
+  }
   const std::string address = endpoint_text(server.local_endpoint());
   log::info("witmqd {} listening on {} (data in {}, {} I/O threads)", WITMQ_VERSION, address,
             config.broker.data_dir, config.io_threads);
   std::fprintf(stdout, "listening on %s\n", address.c_str());
+  if (http) {
+    std::fprintf(stdout, "http listening on %s\n", endpoint_text(http->local_endpoint()).c_str());
+  }
   std::fflush(stdout);
 
-  std::promise<void> stopped;
+  std::promise<void> stopped, http_stopped;
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
     log::info("received {}; stopping: no new connections, finishing in-flight requests",
               signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (http) http->stop([&http_stopped] { http_stopped.set_value(); });
     server.stop([&stopped] { stopped.set_value(); });
     // A second signal does not wait any longer.
     signals.async_wait([](boost::system::error_code ec, int) {
@@ -97,11 +134,13 @@ int serve(const daemon::Config& config) {
     });
   });
   stopped.get_future().wait();
+  if (http) http_stopped.get_future().wait();
   signals.cancel();
 
   stop_guests();
   (*broker)->shutdown();
   stop_threads();
+  http.reset();
   broker->reset();
   log::info("witmqd stopped");
   return 0;

@@ -56,11 +56,11 @@ equals() {  # equals NAME ACTUAL EXPECTED
 }
 
 # ---- start the daemon ---------------------------------------------------------------------------
-"$WITMQD" --listen 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
+"$WITMQD" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
 DAEMON_PID=$!
 PORT=""
 for _ in $(seq 1 300); do
-  PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" "$TMP/daemon.err" | head -n1)
+  PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" | head -n1)
   [[ -n "$PORT" ]] && break
   if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
   sleep 0.1

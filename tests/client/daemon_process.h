@@ -69,7 +69,8 @@ class DaemonProcess {
     port_ = 0;
     eof_ = false;
     output_.clear();
-    std::vector<std::string> args{binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir};
+    std::vector<std::string> args{binary,        "--listen",   "127.0.0.1:0", "--http-listen",
+                                  "127.0.0.1:0", "--data-dir", data_dir};
     args.insert(args.end(), extra.begin(), extra.end());
     // Everything the child needs is prepared before fork: it only calls async-signal-safe
     // functions. Its stdout and stderr both go to the pipe (the listening line is on either).
@@ -142,7 +143,8 @@ class DaemonProcess {
   }
 
   void read_stderr(int fd) {
-    static const std::regex kListening(R"(listening on 127\.0\.0\.1:(\d+))");
+    // At the start of a line: not the HTTP listener's `http listening on`, nor the log line.
+    static const std::regex kListening(R"((?:^|\n)listening on 127\.0\.0\.1:(\d+))");
     char buf[4096];
     for (;;) {
       ssize_t n = ::read(fd, buf, sizeof buf);

@@ -1,5 +1,6 @@
-// Runs the real witmqd binary for tests: on 127.0.0.1 with an ephemeral port (--listen
-// 127.0.0.1:0, the port read from its `listening on` line) and a temporary data directory.
+// Runs the real witmqd binary for tests: on 127.0.0.1 with ephemeral ports (--listen 127.0.0.1:0
+// and --http-listen 127.0.0.1:0, the ports read from its `listening on` and `http listening on`
+// lines) and a temporary data directory, so that tests run in parallel.
 #pragma once
 
 #include <fcntl.h>
@@ -159,15 +160,22 @@ class Daemon {
 
   // Starts the daemon again on the same data directory (after stop() or kill9()).
   void start() {
-    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--data-dir", data_dir_};
+    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                                     "--data-dir", data_dir_};
     args.insert(args.end(), args_.begin(), args_.end());
     process_ = std::make_unique<Process>(args);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     for (;;) {
-      const std::string out = process_->out();
-      const auto at = out.find("listening on 127.0.0.1:");
-      if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
-        port_ = static_cast<uint16_t>(std::stoi(out.substr(at + 23)));
+      // Lines of stdout, each after a newline. Both are printed at once, the protocol's first;
+      // the HTTP one is absent when the arguments turn the HTTP side off (--http-listen "").
+      const std::string out = "\n" + process_->out();
+      const auto at = out.find("\nlistening on 127.0.0.1:");
+      if (at != std::string::npos && out.find('\n', at + 1) != std::string::npos) {
+        port_ = static_cast<uint16_t>(std::stoi(out.substr(at + 24)));
+        const auto http = out.find("\nhttp listening on 127.0.0.1:");
+        http_port_ = http == std::string::npos
+                         ? 0
+                         : static_cast<uint16_t>(std::stoi(out.substr(http + 29)));
         return;
       }
       if (auto code = process_->wait(std::chrono::milliseconds(0))) {
@@ -191,6 +199,8 @@ class Daemon {
   }
 
   uint16_t port() const { return port_; }
+  // The HTTP listener's port; 0 when the HTTP side is off.
+  uint16_t http_port() const { return http_port_; }
   const std::string& data_dir() const { return data_dir_; }
   std::string log() { return process_->err(); }
   // Waits (bounded) until the daemon's log contains `text`.
@@ -212,6 +222,7 @@ class Daemon {
   std::vector<std::string> args_;
   std::unique_ptr<Process> process_;
   uint16_t port_ = 0;
+  uint16_t http_port_ = 0;
 };
 
 }  // namespace witmq::daemon::testing

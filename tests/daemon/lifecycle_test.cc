@@ -209,7 +209,8 @@ TEST(LifecycleTest, AnAddressInUseFailsWithExitCode1) {
   Daemon first;
   const std::string dir = make_temp_dir("second");
   RunResult r = run_witmqd(
-      {"--listen", "127.0.0.1:" + std::to_string(first.port()), "--data-dir", dir});
+      {"--listen", "127.0.0.1:" + std::to_string(first.port()), "--http-listen", "127.0.0.1:0",
+       "--data-dir", dir});
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(r.exit_code);
   EXPECT_EQ(*r.exit_code, 1);

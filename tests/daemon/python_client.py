@@ -526,7 +526,8 @@ class Daemon:
         self.stderr_path = os.path.join(tmpdir, "witmqd.stderr")
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(tmpdir, "data")],
+            [binary, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+             "--data-dir", os.path.join(tmpdir, "data")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr)
         self.lines = queue.Queue()
         self.reader = threading.Thread(target=self._read_stdout, daemon=True)
