@@ -433,6 +433,7 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
   for (const auto& k : config_keys()) {
     const auto& [value, source] = values.at(std::string(k.name));
     WITMQ_RETURN_IF_ERROR(apply_key(k, value, source, c));
+    c.values[std::string(k.name)] = value;
   }
 
   const auto& [channels, channels_source] = values.at("channels");

@@ -37,6 +37,9 @@ struct Config {
   net::HttpServerOptions http;
   // The "guests" key, each entry read by the guest layer (guest/guest_options.h).
   std::vector<guest::GuestOptions> guests;
+  // Every key's value once the layers are merged, {"listen": "127.0.0.1:7400", ...}: what a
+  // reload compares to tell which keys changed.
+  nlohmann::json values;
 };
 
 // The JSON type a key takes.

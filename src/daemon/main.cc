@@ -2,16 +2,20 @@
 // data directory, starts the configured guests, serves the protocol on a fixed pool of I/O
 // threads, and stops gracefully on SIGTERM or SIGINT: stop accepting, finish in-flight requests
 // (every confirmed send is durable), close connections with goaway, stop the guests, shut the
-// broker down, exit 0.
+// broker down, exit 0. SIGHUP reloads the configuration (daemon/reload.h). Under systemd it
+// reports readiness, reloads and the stop on NOTIFY_SOCKET (daemon/sd_notify.h).
 #include <fmt/format.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <thread>
@@ -22,6 +26,8 @@
 #include "daemon/command_line.h"
 #include "daemon/config.h"
 #include "daemon/guest_set.h"
+#include "daemon/reload.h"
+#include "daemon/sd_notify.h"
 #include "net/http_server.h"
 #include "net/server.h"
 
@@ -56,7 +62,7 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
   return sources;
 }
 
-int serve(const daemon::Config& config) {
+int serve(const daemon::CommandLine& command_line, const daemon::Config& config) {
   log::set_level(config.log_level);
   asio::io_context io(static_cast<int>(config.io_threads));
   auto work = asio::make_work_guard(io);
@@ -112,20 +118,33 @@ int serve(const daemon::Config& config) {
   const std::string address = endpoint_text(server.local_endpoint());
   log::info("witmqd {} listening on {} (data in {}, {} I/O threads)", WITMQ_VERSION, address,
             config.broker.data_dir, config.io_threads);
-  std::fprintf(stdout, "listening on %s\n", address.c_str());
-  if (http) {
-    std::fprintf(stdout, "http listening on %s\n", endpoint_text(http->local_endpoint()).c_str());
-  }
-  std::fflush(stdout);
+  auto notifier = daemon::SystemdNotifier::from_environment();
 
-  std::promise<void> stopped, http_stopped;
+  // The main thread waits for the graceful stop to finish and, until then, runs the reloads that
+  // SIGHUP asks for: off the I/O threads, since starting a guest takes a while. SIGHUPs that
+  // arrive during a reload make one more reload after it.
+  daemon::Reloader reloader(command_line, config, **broker, guests);
+  std::mutex control_mu;
+  std::condition_variable control_cv;
+  bool stopping = false, stopped = false;
+  int reloads_asked = 0;
+  std::promise<void> http_stopped;
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
     log::info("received {}; stopping: no new connections, finishing in-flight requests",
               signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    notifier.stopping();
+    {
+      std::lock_guard lock(control_mu);
+      stopping = true;
+    }
     if (http) http->stop([&http_stopped] { http_stopped.set_value(); });
-    server.stop([&stopped] { stopped.set_value(); });
+    server.stop([&] {
+      std::lock_guard lock(control_mu);
+      stopped = true;
+      control_cv.notify_all();
+    });
     // A second signal does not wait any longer.
     signals.async_wait([](boost::system::error_code ec, int) {
       if (ec) return;
@@ -133,9 +152,49 @@ int serve(const daemon::Config& config) {
       std::_Exit(kExitFailure);
     });
   });
-  stopped.get_future().wait();
+  asio::signal_set hangups(io, SIGHUP);
+  std::function<void()> wait_hangup = [&] {
+    hangups.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      std::lock_guard lock(control_mu);
+      ++reloads_asked;
+      control_cv.notify_all();
+      wait_hangup();
+    });
+  };
+  wait_hangup();
+  // Ready only now that every signal has its handler: a SIGHUP before would end the process.
+  std::fprintf(stdout, "listening on %s\n", address.c_str());
+  if (http) {
+    std::fprintf(stdout, "http listening on %s\n", endpoint_text(http->local_endpoint()).c_str());
+  }
+  std::fflush(stdout);
+  const std::string ready_status = fmt::format("listening on {}", address);
+  notifier.ready(ready_status);
+  daemon::SystemdWatchdog watchdog(io.get_executor(), notifier);
+  for (;;) {
+    std::unique_lock lock(control_mu);
+    control_cv.wait(lock, [&] { return stopped || reloads_asked > 0; });
+    if (stopped) break;
+    reloads_asked = 0;
+    if (stopping) {
+      log::info("received SIGHUP while stopping; not reloading");
+      continue;
+    }
+    lock.unlock();
+    log::info("received SIGHUP; reloading the configuration from {}",
+              command_line.config_file ? *command_line.config_file
+                                       : std::string("the defaults and the flags (no --config)"));
+    notifier.reloading();
+    const daemon::ReloadOutcome outcome = reloader.reload();
+    notifier.ready(outcome.config_ok
+                       ? ready_status
+                       : fmt::format("{}; last reload refused: {}", ready_status, outcome.error));
+  }
   if (http) http_stopped.get_future().wait();
   signals.cancel();
+  hangups.cancel();
+  watchdog.stop();
 
   stop_guests();
   (*broker)->shutdown();
@@ -182,5 +241,5 @@ int main(int argc, char** argv) {
     std::fputs("configuration ok\n", stdout);
     return 0;
   }
-  return serve(*config);
+  return serve(*command_line, *config);
 }

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -52,10 +53,11 @@ inline void drain(int fd, std::string* out, std::mutex* mu) {
   ::close(fd);
 }
 
-// A child process with its stdout and stderr collected.
+// A child process with its stdout and stderr collected. `env` ("NAME=VALUE") is added to the
+// environment the child inherits.
 class Process {
  public:
-  explicit Process(const std::vector<std::string>& args) {
+  explicit Process(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
     // Everything the child needs is prepared before fork: it only calls async-signal-safe
     // functions.
     const std::string path = witmqd_path();
@@ -63,13 +65,23 @@ class Process {
     argv.push_back(const_cast<char*>(path.c_str()));
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
+    std::vector<char*> envp;
+    for (char** e = environ; *e; ++e) {
+      const std::string_view inherited(*e);
+      const bool replaced = std::any_of(env.begin(), env.end(), [&](const std::string& x) {
+        return inherited.substr(0, inherited.find('=') + 1) == x.substr(0, x.find('=') + 1);
+      });
+      if (!replaced) envp.push_back(*e);
+    }
+    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) std::abort();
     pid_ = fork();
     if (pid_ == 0) {
       dup2(out[1], 1);
       dup2(err[1], 2);
-      execv(argv[0], argv.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     ::close(out[1]);
@@ -143,13 +155,15 @@ inline RunResult run_witmqd(const std::vector<std::string>& args,
 }
 
 // A running daemon. The data directory is created for it unless given, and removed with it
-// unless keep_data() was called.
+// unless keep_data() was called. `env` ("NAME=VALUE") is added to its environment.
 class Daemon {
  public:
-  explicit Daemon(std::vector<std::string> extra_args = {}, std::string data_dir = "")
+  explicit Daemon(std::vector<std::string> extra_args = {}, std::string data_dir = "",
+                  std::vector<std::string> env = {})
       : data_dir_(data_dir.empty() ? make_temp_dir("data") : std::move(data_dir)),
         owns_dir_(data_dir.empty()),
-        args_(std::move(extra_args)) {
+        args_(std::move(extra_args)),
+        env_(std::move(env)) {
     start();
   }
 
@@ -163,7 +177,7 @@ class Daemon {
     std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                                      "--data-dir", data_dir_};
     args.insert(args.end(), args_.begin(), args_.end());
-    process_ = std::make_unique<Process>(args);
+    process_ = std::make_unique<Process>(args, env_);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     for (;;) {
       // Lines of stdout, each after a newline. Both are printed at once, the protocol's first;
@@ -198,6 +212,13 @@ class Daemon {
     return process_->wait(timeout);
   }
 
+  // Sends `signal` without waiting (SIGHUP: reload).
+  void signal(int signal) { process_->kill(signal); }
+  // The exit code once it exits (after signal()); nullopt: still running after `timeout`.
+  std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    return process_->wait(timeout);
+  }
+
   uint16_t port() const { return port_; }
   // The HTTP listener's port; 0 when the HTTP side is off.
   uint16_t http_port() const { return http_port_; }
@@ -220,6 +241,7 @@ class Daemon {
   bool owns_dir_;
   bool keep_ = false;
   std::vector<std::string> args_;
+  std::vector<std::string> env_;
   std::unique_ptr<Process> process_;
   uint16_t port_ = 0;
   uint16_t http_port_ = 0;

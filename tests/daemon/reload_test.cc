@@ -1,0 +1,249 @@
+// SIGHUP reload of the real witmqd: the config file changed under a running daemon adds a guest
+// and declares a channel; a bad file is refused with its key and reason and changes nothing; a
+// key that only a start applies is reported as needing a restart. Also the key comparison itself.
+#include "daemon/reload.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "daemon/config.h"
+#include "daemon_process.h"
+#include "test_client.h"
+
+namespace witmq::daemon::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string wasm(const std::string& stem) {
+  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
+}
+
+// A config file in a temporary directory, rewritten by the test and removed with it.
+class ConfigFile {
+ public:
+  ConfigFile() : dir_(make_temp_dir("reload")), path_(dir_ + "/witmqd.json") {}
+  ~ConfigFile() { std::filesystem::remove_all(dir_); }
+  void write(const json& config) { write_text(config.dump(2)); }
+  void write_text(const std::string& text) {
+    // Replaced in one rename, as an editor or a deployment tool would.
+    const std::string tmp = path_ + ".tmp";
+    std::ofstream(tmp) << text;
+    std::filesystem::rename(tmp, path_);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_, path_;
+};
+
+json admin(Conn& c, net::AdminOp op, const json& request) {
+  Frame f = c.call(net::AdminRequest{op, request.dump()});
+  auto* ok = std::get_if<net::AdminReply>(&f.body);
+  EXPECT_NE(ok, nullptr) << describe(f);
+  return ok ? json::parse(ok->json) : json();
+}
+
+// Sends `n` messages to guest.in and returns what a TCP consumer receives from guest.out within
+// the deadline (each completed).
+std::vector<std::string> forwarded(uint16_t port, int n, const std::string& tag) {
+  Conn producer(port);
+  producer.hello();
+  Conn consumer(port);
+  consumer.hello();
+  std::vector<Message> batch;
+  for (int i = 0; i < n; ++i) batch.push_back(text_message(tag + std::to_string(i)));
+  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
+  std::vector<std::string> got;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (got.size() < static_cast<size_t>(n) && std::chrono::steady_clock::now() < deadline) {
+    Frame f = consumer.call(net::SubscribeTryReceive{"guest.out", 1000}, 5s);
+    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
+    if (!ok) {
+      ADD_FAILURE() << describe(f);
+      break;
+    }
+    if (!ok->messages) {
+      std::this_thread::sleep_for(20ms);
+      continue;
+    }
+    for (const auto& m : *ok->messages) {
+      got.push_back(text(m));
+      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
+    }
+  }
+  return got;
+}
+
+// Counts the occurrences of `text` in the log, so a test can wait for the next reload's line.
+size_t count(const std::string& log, std::string_view text) {
+  size_t n = 0;
+  for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+  return n;
+}
+
+bool wait_for_count(Daemon& d, std::string_view text, size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (count(d.log(), text) < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+const json kForwarder = {{"name", "forwarder"}, {"module", ""}};
+
+TEST(ReloadTest, SighupStartsAGuestAndDeclaresAChannel) {
+  ConfigFile config;
+  config.write(json::object());
+  Daemon d({"--config", config.path()});
+  Conn admin_conn(d.port());
+  admin_conn.hello();
+  EXPECT_EQ(admin(admin_conn, net::AdminOp::kServerStats, json::object())["guests"].size(), 0u);
+
+  json forwarder = kForwarder;
+  forwarder["module"] = wasm("forward_guest");
+  config.write({{"log-level", "debug"},
+                {"guests", {forwarder}},
+                {"channels",
+                 {{"orders", {{"kind", "publish-subscribe"}, {"max-deliveries", 3}}},
+                  {"jobs", {{"lease-ms", 2500}}}}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("reload done")) << d.log();
+  const std::string log = d.log();
+  EXPECT_NE(log.find("reload: log-level info -> debug"), std::string::npos) << log;
+  EXPECT_NE(log.find("guests 1 started, 0 replaced, 0 stopped, 0 unchanged, 0 refused; "
+                     "channels 2 declared, 0 refused; nothing needs a restart"),
+            std::string::npos)
+      << log;
+
+  // The guest now forwards guest.in to guest.out.
+  EXPECT_EQ(forwarded(d.port(), 3, "a"), (std::vector<std::string>{"a0", "a1", "a2"}));
+  const json stats = admin(admin_conn, net::AdminOp::kServerStats, json::object());
+  ASSERT_EQ(stats["guests"].size(), 1u) << stats.dump();
+  EXPECT_EQ(stats["guests"][0]["name"], "forwarder");
+
+  // The channels exist with the declared settings; what the entry leaves out is the default.
+  json orders = admin(admin_conn, net::AdminOp::kChannelStats, {{"name", "orders"}});
+  EXPECT_EQ(orders["settings"]["kind"], "publish-subscribe") << orders.dump();
+  EXPECT_EQ(orders["settings"]["max-deliveries"], 3) << orders.dump();
+  const json jobs = admin(admin_conn, net::AdminOp::kChannelStats, {{"name", "jobs"}});
+  EXPECT_EQ(jobs["settings"]["kind"], "point-to-point") << jobs.dump();
+  EXPECT_EQ(jobs["settings"]["lease-ms"], 2500) << jobs.dump();
+
+  // A second reload: orders changes, jobs leaves the file (kept), the guest is removed.
+  config.write(
+      {{"channels", {{"orders", {{"kind", "publish-subscribe"}, {"max-deliveries", 7}}}}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_count(d, "reload done", 2)) << d.log();
+  EXPECT_NE(d.log().find("guests 0 started, 0 replaced, 1 stopped, 0 unchanged, 0 refused; "
+                         "channels 1 declared, 0 refused"),
+            std::string::npos)
+      << d.log();
+  EXPECT_NE(d.log().find("channel 'jobs' is no longer in the configuration; it is kept"),
+            std::string::npos)
+      << d.log();
+  orders = admin(admin_conn, net::AdminOp::kChannelStats, {{"name", "orders"}});
+  EXPECT_EQ(orders["settings"]["max-deliveries"], 7) << orders.dump();
+  EXPECT_EQ(admin(admin_conn, net::AdminOp::kChannelStats, {{"name", "jobs"}})["name"], "jobs");
+  EXPECT_EQ(admin(admin_conn, net::AdminOp::kServerStats, json::object())["guests"].size(), 0u);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+TEST(ReloadTest, ABadConfigOnReloadChangesNothing) {
+  ConfigFile config;
+  json forwarder = kForwarder;
+  forwarder["module"] = wasm("forward_guest");
+  config.write({{"guests", {forwarder}}});
+  Daemon d({"--config", config.path()});
+  EXPECT_EQ(forwarded(d.port(), 2, "a"), (std::vector<std::string>{"a0", "a1"}));
+
+  // A value out of range: refused with the key, the file and the reason.
+  config.write({{"guests", json::array()}, {"max-in-flight", -1}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("reload refused, nothing changed")) << d.log();
+  EXPECT_NE(
+      d.log().find("max-in-flight (from " + config.path() + "): -1 is out of range 0..1000000"),
+      std::string::npos)
+      << d.log();
+  // Not JSON at all: the same.
+  config.write_text("{\"guests\": [");
+  d.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_count(d, "reload refused, nothing changed", 2)) << d.log();
+  EXPECT_NE(d.log().find("not valid JSON"), std::string::npos) << d.log();
+  // A guest entry with a wrong key: refused as a whole, the running guest is not stopped.
+  config.write({{"guests", {{{"name", "other"}, {"module", wasm("ok_guest")}, {"colour", 1}}}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_count(d, "reload refused, nothing changed", 3)) << d.log();
+
+  // Everything still runs: new connections, the guest.
+  EXPECT_EQ(forwarded(d.port(), 2, "b"), (std::vector<std::string>{"b0", "b1"}));
+  EXPECT_EQ(d.log().find("guest 'forwarder': stopping"), std::string::npos) << d.log();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+TEST(ReloadTest, AChangedListenAddressNeedsARestart) {
+  // The fixture's --listen flag would override the file, so this daemon takes listen from it.
+  ConfigFile config;
+  const std::string data_dir = make_temp_dir("data");
+  config.write({{"listen", "127.0.0.1:0"}, {"io-threads", 1}});
+  Process p({"--config", config.path(), "--data-dir", data_dir, "--http-listen", "127.0.0.1:0"});
+  uint16_t port = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (port == 0 && std::chrono::steady_clock::now() < deadline) {
+    const std::string out = p.out();
+    const auto at = out.find("listening on 127.0.0.1:");
+    if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
+      port = static_cast<uint16_t>(std::stoi(out.substr(at + 23)));
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_NE(port, 0) << p.err();
+
+  config.write({{"listen", "127.0.0.1:1"}, {"io-threads", 2}, {"log-level", "warn"}});
+  p.kill(SIGHUP);
+  const auto reload_deadline = std::chrono::steady_clock::now() + 20s;
+  while (p.err().find("needs a restart: listen, io-threads") == std::string::npos &&
+         std::chrono::steady_clock::now() < reload_deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_NE(p.err().find("WARN reload: needs a restart: listen, io-threads"), std::string::npos)
+      << p.err();
+  // The daemon still serves on the address it bound at start.
+  Conn c(port);
+  c.hello();
+  p.kill(SIGTERM);
+  EXPECT_EQ(p.wait(60s), 0) << p.err();
+  std::filesystem::remove_all(data_dir);
+}
+
+Config built(const json& values) {
+  auto c = build_config({ConfigLayer{"test", values}});
+  EXPECT_TRUE(c) << c.error().message;
+  return c ? *c : Config{};
+}
+
+TEST(ReloadTest, OnlyStartTimeKeysNeedARestart) {
+  const Config running = built({{"listen", "127.0.0.1:7400"}});
+  EXPECT_TRUE(keys_needing_restart(running, running).empty());
+  // The live keys never do.
+  EXPECT_TRUE(keys_needing_restart(running, built({{"listen", "127.0.0.1:7400"},
+                                                   {"log-level", "debug"},
+                                                   {"channels", {{"a", json::object()}}},
+                                                   {"guests", json::array()}}))
+                  .empty());
+  // Every other key does, in table order; a key set to its default is no change.
+  EXPECT_EQ(keys_needing_restart(running, built({{"max-in-flight", 5},
+                                                 {"listen", "0.0.0.0:7400"},
+                                                 {"data-dir", "./data"},
+                                                 {"default-channel", {{"lease-ms", 1000}}}})),
+            (std::vector<std::string>{"listen", "max-in-flight", "default-channel"}));
+  EXPECT_TRUE(reloadable_key("guests"));
+  EXPECT_FALSE(reloadable_key("data-dir"));
+}
+
+}  // namespace
+}  // namespace witmq::daemon::testing
