@@ -117,7 +117,8 @@ Result<PublishRequest> structured(std::string_view body) {
       data_base64 = &value;
       continue;
     }
-    if (!valid_attribute_name(name)) {
+    // Reserved witmq- keys pass here and are dropped by the broker, as on TCP.
+    if (!valid_attribute_name(name) && !is_reserved_key(name)) {
       return invalid_argument(fmt::format(
           "attribute '{}': a CloudEvents attribute name is lower-case letters and digits", name));
     }
@@ -205,7 +206,7 @@ Result<PublishRequest> message_from_http(
   for (const auto& [name, value] : headers) {
     if (!name.starts_with(kHeaderPrefix)) continue;
     const std::string attribute = name.substr(kHeaderPrefix.size());
-    if (!valid_attribute_name(attribute)) {
+    if (!valid_attribute_name(attribute) && !is_reserved_key(attribute)) {
       return invalid_argument(fmt::format(
           "header {}: a CloudEvents attribute name is lower-case letters and digits", name));
     }

@@ -3,16 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <optional>
 
-#include "broker/async.h"
 #include "common/base64.h"
 #include "net/cloudevents.h"
 #include "net/http_server.h"
@@ -21,28 +16,11 @@
 
 namespace witmq::net {
 
-namespace asio = boost::asio;
 using nlohmann::json;
 
 namespace {
 
 const auto kStarted = std::chrono::steady_clock::now();
-
-// Runs `f` on `pool` and completes with its result on the awaiting coroutine's executor. Not a
-// coroutine itself: an initiation, like broker/async.h's.
-template <typename T, typename F>
-auto on_pool(asio::thread_pool& pool, F f) {
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
-      [&pool](auto handler, F f) {
-        asio::post(pool, [f = std::move(f), handler = std::move(handler)]() mutable {
-          auto ex = asio::get_associated_executor(handler);
-          asio::post(ex, [handler = std::move(handler), result = T(f())]() mutable {
-            handler(std::move(result));
-          });
-        });
-      },
-      asio::use_awaitable, std::move(f));
-}
 
 HttpResponse json_response(unsigned status, const json& body) {
   HttpResponse r;
@@ -154,9 +132,6 @@ json message_json(const Message& m) {
   return out;
 }
 
-// GCC 12 miscompiles braced initializer lists inside coroutine bodies (the list's size is read
-// as garbage), so the coroutines below build their JSON through these plain functions.
-
 HttpResponse browse_page(const std::string& channel, const Result<AdminResult>& result,
                          uint64_t from) {
   json messages = json::array();
@@ -200,6 +175,32 @@ HttpResponse publish_reply(const std::string& channel, PublishMode mode, Format 
   return json_response(201, body);
 }
 
+struct Target {
+  std::string_view path, query;
+  std::vector<std::string> segments;  // percent-decoded
+};
+
+// Splits a request target into its path segments and its query.
+Result<Target> parse_target(std::string_view target) {
+  Target t;
+  const auto qmark = target.find('?');
+  t.path = target.substr(0, qmark);
+  t.query = qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
+  if (!t.path.starts_with("/")) {
+    return invalid_argument(fmt::format("request target '{}' is not a path", target));
+  }
+  for (size_t at = 1; at <= t.path.size();) {
+    const size_t slash = std::min(t.path.find('/', at), t.path.size());
+    auto decoded = url_decode(t.path.substr(at, slash - at), false);
+    if (!decoded) return invalid_argument(fmt::format("path {}: a broken percent escape", t.path));
+    t.segments.push_back(std::move(*decoded));
+    at = slash + 1;
+  }
+  return t;
+}
+
+bool is_get(const std::string& m) { return m == "GET" || m == "HEAD"; }
+
 }  // namespace
 
 const std::string* HttpRequest::header(std::string_view name) const {
@@ -241,134 +242,116 @@ unsigned http_status(ErrorCode code) {
 }
 
 Router::Router(broker::Broker& broker, const Server& protocol, const HttpCounters& counters,
-               HttpSources sources, asio::thread_pool& pool)
-    : broker_(broker),
-      protocol_(protocol),
-      counters_(counters),
-      sources_(std::move(sources)),
-      pool_(pool) {
+               HttpSources sources)
+    : broker_(broker), protocol_(protocol), counters_(counters), sources_(std::move(sources)) {
   // One broker client for every HTTP publish: it only sends, so it holds no subscription.
   if (auto c = broker_.connect("")) client_ = std::move(*c);
 }
 
-asio::awaitable<HttpResponse> Router::handle(HttpRequest r) {
-  std::string_view target = r.target;
-  const auto qmark = target.find('?');
-  const std::string_view path = target.substr(0, qmark);
-  const std::string_view query =
-      qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
-  std::vector<std::string> seg;
-  for (size_t at = 1; at <= path.size();) {
-    const size_t slash = std::min(path.find('/', at), path.size());
-    auto decoded = url_decode(path.substr(at, slash - at), false);
-    if (!decoded) {
-      co_return error_response(400, ErrorCode::kInvalidArgument,
-                               fmt::format("path {}: a broken percent escape", path));
-    }
-    seg.push_back(std::move(*decoded));
-    at = slash + 1;
-  }
-  if (!path.starts_with("/")) {
-    co_return error_response(400, ErrorCode::kInvalidArgument,
-                             fmt::format("request target '{}' is not a path", target));
-  }
+Routed Router::route(const HttpRequest& r) {
+  auto target = parse_target(r.target);
+  if (!target) return Routed::now(error_of(target.error()));
+  const auto& seg = target->segments;
   const std::string& m = r.method;
-  const bool get = m == "GET" || m == "HEAD";
-  auto only = [&](bool ok, std::string_view allowed) -> std::optional<HttpResponse> {
-    if (ok) return std::nullopt;
-    return method_not_allowed(m, path, allowed);
-  };
-
   if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz" || seg[0] == "metrics")) {
-    if (auto bad = only(get, "GET, HEAD")) co_return *bad;
-    if (seg[0] == "healthz") co_return healthz();
-    if (seg[0] == "readyz") co_return readyz();
-    co_return metrics();
+    if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
+    if (seg[0] == "healthz") return Routed::now(healthz());
+    if (seg[0] == "readyz") return Routed::now(readyz());
+    return Routed::now(metrics());
   }
-  if (seg.size() >= 2 && seg[0] == "v1") {
-    if (seg[1] == "channels") co_return co_await channel_routes(r, seg, query);
-    if (seg.size() == 2 && seg[1] == "guests") {
-      if (auto bad = only(get, "GET, HEAD")) co_return *bad;
-      co_return guests();
-    }
-    if (seg.size() == 2 && seg[1] == "server") {
-      if (auto bad = only(get, "GET, HEAD")) co_return *bad;
-      co_return co_await admin(AdminOp::kServerStats, json::object());
-    }
-    if (seg.size() == 2 && seg[1] == "checkpoint") {
-      if (auto bad = only(m == "POST", "POST")) co_return *bad;
-      co_return co_await checkpoint(r);
-    }
+  if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "channels" && seg[3] == "messages" &&
+      m == "POST") {
+    return publish(r, seg[2]);
   }
-  co_return error_response(404, ErrorCode::kNotFound,
-                           fmt::format("no endpoint at {}; docs/HTTP.md lists them", path));
+  if (!seg.empty() && seg[0] == "v1") {
+    // Admin calls may wait on disk: the whole request is served on the pool.
+    Routed out;
+    out.blocking = [this, r] { return admin_routes(r); };
+    return out;
+  }
+  return Routed::now(error_response(
+      404, ErrorCode::kNotFound,
+      fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path)));
 }
 
-asio::awaitable<HttpResponse> Router::channel_routes(const HttpRequest& r,
-                                                     const std::vector<std::string>& seg,
-                                                     std::string_view query) {
+HttpResponse Router::admin_routes(const HttpRequest& r) {
+  auto target = parse_target(r.target);
+  if (!target) return error_of(target.error());
+  const auto& seg = target->segments;
   const std::string& m = r.method;
-  const bool get = m == "GET" || m == "HEAD";
+  if (seg.size() >= 2 && seg[1] == "channels") return channel_routes(r, seg, target->query);
+  if (seg.size() == 2 && seg[1] == "guests") {
+    if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
+    return guests();
+  }
+  if (seg.size() == 2 && seg[1] == "server") {
+    if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
+    return admin(AdminOp::kServerStats, json::object());
+  }
+  if (seg.size() == 2 && seg[1] == "checkpoint") {
+    if (m != "POST") return method_not_allowed(m, target->path, "POST");
+    return checkpoint(r);
+  }
+  return error_response(404, ErrorCode::kNotFound,
+                        fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path));
+}
+
+HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std::string>& seg,
+                                    std::string_view query) {
+  const std::string& m = r.method;
+  const bool get = is_get(m);
   if (seg.size() == 2) {
-    if (!get) co_return method_not_allowed(m, "/v1/channels", "GET, HEAD");
-    co_return co_await admin(AdminOp::kChannelList, json::object());
+    if (!get) return method_not_allowed(m, "/v1/channels", "GET, HEAD");
+    return admin(AdminOp::kChannelList, json::object());
   }
   const std::string& name = seg[2];
   if (auto st = validate_channel_name(name); !st) {
-    co_return error_response(400, ErrorCode::kInvalidArgument,
-                             fmt::format("channel name in the path: {}", st.error().message));
+    return error_response(400, ErrorCode::kInvalidArgument,
+                          fmt::format("channel name in the path: {}", st.error().message));
   }
   const std::string where = fmt::format("/v1/channels/{}", name);
-  // (Request bodies are built before co_await: GCC 12 miscompiles braced lists of string
-  // literals inside a co_await expression.)
-  json by_name = json::object();
-  by_name["name"] = name;
   if (seg.size() == 3) {
-    if (get) co_return co_await admin(AdminOp::kChannelStats, by_name);
-    if (m == "DELETE") co_return co_await admin(AdminOp::kChannelDelete, by_name);
+    if (get) return admin(AdminOp::kChannelStats, {{"name", name}});
+    if (m == "DELETE") return admin(AdminOp::kChannelDelete, {{"name", name}});
     if (m == "PUT" || m == "POST") {
       auto settings = body_object(r.body);
-      if (!settings) co_return error_of(settings.error());
+      if (!settings) return error_of(settings.error());
       const bool existed = broker_.channel_stats(name).ok();
-      json declare = by_name;
-      declare["settings"] = std::move(*settings);
-      HttpResponse declared = co_await admin(AdminOp::kChannelDeclare, std::move(declare));
-      if (declared.status != 200) co_return declared;
-      HttpResponse stats = co_await admin(AdminOp::kChannelStats, by_name);
+      HttpResponse declared =
+          admin(AdminOp::kChannelDeclare, {{"name", name}, {"settings", std::move(*settings)}});
+      if (declared.status != 200) return declared;
+      HttpResponse stats = admin(AdminOp::kChannelStats, {{"name", name}});
       if (stats.status == 200 && !existed) stats.status = 201;
-      co_return stats;
+      return stats;
     }
-    co_return method_not_allowed(m, where, "GET, HEAD, PUT, POST, DELETE");
+    return method_not_allowed(m, where, "GET, HEAD, PUT, POST, DELETE");
   }
   const std::string& what = seg[3];
   if (seg.size() == 4 && what == "messages") {
-    if (m == "POST") co_return co_await publish(r, name);
-    if (get) co_return co_await browse(name, query, false);
-    co_return method_not_allowed(m, where + "/messages", "POST, GET, HEAD");
+    if (get) return browse(name, query, false);
+    return method_not_allowed(m, where + "/messages", "POST, GET, HEAD");
   }
   if (seg.size() == 4 && what == "dead-letters") {
-    if (!get) co_return method_not_allowed(m, where + "/dead-letters", "GET, HEAD");
-    co_return co_await dead_letters(r, name, query, false);
+    if (!get) return method_not_allowed(m, where + "/dead-letters", "GET, HEAD");
+    return dead_letters(r, name, query, false);
   }
   if (seg.size() == 5 && what == "dead-letters" && seg[4] == "replay") {
-    if (m != "POST") co_return method_not_allowed(m, where + "/dead-letters/replay", "POST");
-    co_return co_await dead_letters(r, name, query, true);
+    if (m != "POST") return method_not_allowed(m, where + "/dead-letters/replay", "POST");
+    return dead_letters(r, name, query, true);
   }
   if (seg.size() == 4 && what == "purge") {
-    if (m != "POST") co_return method_not_allowed(m, where + "/purge", "POST");
+    if (m != "POST") return method_not_allowed(m, where + "/purge", "POST");
     auto body = body_object(r.body);
-    if (!body) co_return error_of(body.error());
+    if (!body) return error_of(body.error());
     if (!body->empty()) {
-      co_return error_response(400, ErrorCode::kInvalidArgument,
-                               "purge takes no body fields: the channel is in the path");
+      return error_response(400, ErrorCode::kInvalidArgument,
+                            "purge takes no body fields: the channel is in the path");
     }
-    json purge = json::object();
-    purge["channel"] = name;
-    co_return co_await admin(AdminOp::kPurge, std::move(purge));
+    return admin(AdminOp::kPurge, {{"channel", name}});
   }
-  co_return error_response(404, ErrorCode::kNotFound,
-                           fmt::format("no endpoint at {}/{}; docs/HTTP.md lists them", where,
-                                       fmt::join(seg.begin() + 3, seg.end(), "/")));
+  return error_response(404, ErrorCode::kNotFound,
+                        fmt::format("no endpoint at {}/{}; docs/HTTP.md lists them", where,
+                                    fmt::join(seg.begin() + 3, seg.end(), "/")));
 }
 
 HttpResponse Router::healthz() const { return json_response(200, {{"status", "alive"}}); }
@@ -420,61 +403,56 @@ HttpResponse Router::guests() const {
             {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
 }
 
-asio::awaitable<HttpResponse> Router::admin(AdminOp op, json body) {
-  auto result = co_await on_pool<Result<AdminResult>>(
-      pool_, [this, op, text = body.dump()] {
-        return handle_admin(broker_, op, text, protocol_.admin_options());
-      });
-  if (!result) co_return error_of(result.error());
+HttpResponse Router::admin(AdminOp op, const json& body) {
+  auto result = handle_admin(broker_, op, body.dump(), protocol_.admin_options());
+  if (!result) return error_of(result.error());
   HttpResponse r;
   r.body = std::move(result->json);
   r.body += '\n';
-  co_return r;
+  return r;
 }
 
-asio::awaitable<HttpResponse> Router::browse(std::string channel, std::string_view query,
-                                             bool missing_is_empty) {
+HttpResponse Router::browse(const std::string& channel, std::string_view query,
+                            bool missing_is_empty) {
   auto params = browse_params(query);
-  if (!params) co_return error_of(params.error());
+  if (!params) return error_of(params.error());
   json request = named("channel", channel);
   uint64_t from = 0;
   for (const auto& [k, v] : *params) {
     request[k] = v;
     if (k == "from") from = v;
   }
-  auto result = co_await on_pool<Result<AdminResult>>(
-      pool_, [this, text = request.dump()] {
-        return handle_admin(broker_, AdminOp::kBrowse, text, protocol_.admin_options());
-      });
+  auto result =
+      handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options());
   if (!result && !(missing_is_empty && result.error().code == ErrorCode::kNotFound)) {
     // A page larger than the limit is the caller's mistake in the query, not a large body.
     const Error& e = result.error();
-    co_return error_response(e.code == ErrorCode::kResourceExhausted ? 400 : http_status(e.code),
+    return error_response(e.code == ErrorCode::kResourceExhausted ? 400 : http_status(e.code),
                              e.code, e.message);
   }
-  co_return browse_page(channel, result, from);
+  return browse_page(channel, result, from);
 }
 
-asio::awaitable<HttpResponse> Router::dead_letters(const HttpRequest& r, std::string channel,
-                                                   std::string_view query, bool replay) {
+HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& channel,
+                                  std::string_view query, bool replay) {
   // The dead letters of a channel are those of its dead-letter channel; those of a dead-letter
   // channel are its own messages.
   auto stats = broker_.channel_stats(channel);
-  if (!stats) co_return error_of(stats.error());
+  if (!stats) return error_of(stats.error());
   std::string dlq = stats->is_dead_letter ? channel
                     : stats->settings.dead_letter_channel.empty()
                         ? channel + ".dlq"
                         : stats->settings.dead_letter_channel;
-  if (!replay) co_return co_await browse(std::move(dlq), query, true);
+  if (!replay) return browse(dlq, query, true);
 
   if (!query.empty()) {
-    co_return error_response(400, ErrorCode::kInvalidArgument,
+    return error_response(400, ErrorCode::kInvalidArgument,
                              "replay takes no query parameters; send {\"max\": n} in the body");
   }
   auto body = body_object(r.body);
-  if (!body) co_return error_of(body.error());
+  if (!body) return error_of(body.error());
   if (body->contains("channel")) {
-    co_return error_response(400, ErrorCode::kInvalidArgument,
+    return error_response(400, ErrorCode::kInvalidArgument,
                              "field 'channel' is not accepted: the channel is in the path");
   }
   json request = std::move(*body);
@@ -482,64 +460,72 @@ asio::awaitable<HttpResponse> Router::dead_letters(const HttpRequest& r, std::st
   if (!broker_.channel_stats(dlq)) {
     // Nothing was ever dead-lettered: nothing to move. The body is still checked.
     if (request.size() > 2 || (request.size() == 2 && !request.contains("max"))) {
-      co_return error_response(400, ErrorCode::kInvalidArgument,
+      return error_response(400, ErrorCode::kInvalidArgument,
                                "replay: unknown field in the body, expected max");
     }
-    co_return replay_reply(json(), dlq);
+    return replay_reply(json(), dlq);
   }
-  HttpResponse out = co_await admin(AdminOp::kReplayDeadLetters, std::move(request));
+  HttpResponse out = admin(AdminOp::kReplayDeadLetters, request);
   if (out.status == 200) out = replay_reply(json::parse(out.body, nullptr, false), dlq);
-  co_return out;
+  return out;
 }
 
-asio::awaitable<HttpResponse> Router::checkpoint(const HttpRequest& r) {
+HttpResponse Router::checkpoint(const HttpRequest& r) {
   auto body = body_object(r.body);
-  if (!body) co_return error_of(body.error());
+  if (!body) return error_of(body.error());
   for (const auto& [key, value] : body->items()) {
     if (key != "dir") {
-      co_return error_response(400, ErrorCode::kInvalidArgument,
+      return error_response(400, ErrorCode::kInvalidArgument,
                                fmt::format("checkpoint: unknown field '{}', expected dir", key));
     }
   }
   auto it = body->find("dir");
   if (it == body->end() || !it->is_string() || it->get<std::string>().empty()) {
-    co_return error_response(
+    return error_response(
         400, ErrorCode::kInvalidArgument,
         "checkpoint: field 'dir' must be a non-empty string, the directory to create");
   }
   const std::string dir = it->get<std::string>();
   std::error_code ec;
   if (std::filesystem::exists(dir, ec)) {
-    co_return error_response(
+    return error_response(
         409, ErrorCode::kAlreadyExists,
         fmt::format("checkpoint: '{}' exists; a checkpoint goes into a new directory", dir));
   }
-  auto st = co_await on_pool<Status>(pool_, [this, dir] { return broker_.checkpoint(dir); });
-  if (!st) co_return error_of(st.error());
-  co_return checkpoint_reply(dir);
+  auto st = broker_.checkpoint(dir);
+  if (!st) return error_of(st.error());
+  return checkpoint_reply(dir);
 }
 
-asio::awaitable<HttpResponse> Router::publish(const HttpRequest& r, std::string channel) {
+Routed Router::publish(const HttpRequest& r, const std::string& channel) {
+  if (auto st = validate_channel_name(channel); !st) {
+    return Routed::now(error_response(400, ErrorCode::kInvalidArgument,
+                                      fmt::format("channel name in the path: {}",
+                                                  st.error().message)));
+  }
   if (stopping_.load()) {
-    co_return error_response(503, ErrorCode::kUnavailable, "the server is shutting down");
+    return Routed::now(error_response(503, ErrorCode::kUnavailable, "the server is shutting down"));
   }
   if (!client_) {
-    co_return error_response(503, ErrorCode::kUnavailable, "the broker refused a client");
+    return Routed::now(error_response(503, ErrorCode::kUnavailable, "the broker refused a client"));
   }
   auto request = message_from_http(r.headers, r.body);
-  if (!request) co_return error_of(request.error());
-  const PublishMode mode = request->mode;
-  const Format format = request->message.format;
-  std::string id;
-  if (const std::string* v = find_metadata(request->message, "id")) id = *v;
-  const size_t bytes = request->message.data.size();
-  std::vector<Message> batch;
-  batch.push_back(std::move(request->message));
-  // Answered once the send is durable per the channel's durability.
-  Status st = co_await broker::async_send(broker_, client_, channel, std::move(batch),
-                                          asio::use_awaitable);
-  if (!st) co_return error_of(st.error());
-  co_return publish_reply(channel, mode, format, bytes, id);
+  if (!request) return Routed::now(error_of(request.error()));
+  Routed out;
+  out.publish.emplace();
+  Publish& p = *out.publish;
+  p.channel = channel;
+  p.mode = request->mode;
+  p.format = request->message.format;
+  p.bytes = request->message.data.size();
+  if (const std::string* v = find_metadata(request->message, "id")) p.id = *v;
+  p.message = std::move(request->message);
+  return out;
+}
+
+HttpResponse Router::published(const Publish& p, const Status& st) const {
+  if (!st) return error_of(st.error());
+  return publish_reply(p.channel, p.mode, p.format, p.bytes, p.id);
 }
 
 }  // namespace witmq::net

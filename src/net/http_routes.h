@@ -1,14 +1,13 @@
 // The endpoints of the HTTP side (docs/HTTP.md): a request, already read and bounded by the
-// server, to a response. Health, readiness and metrics answer from memory; the admin API goes
+// server, to a response (or to the work that makes one). Health, readiness and metrics answer from memory; the admin API goes
 // through the same functions as the protocol's admin frames (net/admin.h); publishing maps the
 // CloudEvents HTTP binding to a broker send (net/cloudevents.h).
 #pragma once
 
 #include <atomic>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -18,6 +17,7 @@
 #include "broker/broker.h"
 #include "common/result.h"
 #include "net/admin.h"
+#include "net/cloudevents.h"
 #include "net/metrics.h"
 
 namespace witmq::net {
@@ -63,41 +63,70 @@ struct HttpSources {
   std::string version;
 };
 
+// A publish the router has checked, for the server to send and await (it completes once the
+// message is durable).
+struct Publish {
+  std::string channel;
+  Message message;
+  PublishMode mode = PublishMode::kRaw;
+  Format format = Format::kRaw;
+  size_t bytes = 0;
+  std::string id;  // the CloudEvent's id, "" for raw
+};
+
+// What serving a request takes: an answer now, a blocking call for the admin pool (admin calls
+// may wait on disk), or a broker send. Exactly one is set. Routing is plain functions; only the
+// connection's coroutine awaits (GCC 12 miscompiles temporaries and braced lists inside
+// coroutine bodies, so coroutines here stay small).
+struct Routed {
+  std::optional<HttpResponse> response;
+  std::function<HttpResponse()> blocking;
+  std::optional<Publish> publish;
+
+  static Routed now(HttpResponse r) {
+    Routed out;
+    out.response = std::move(r);
+    return out;
+  }
+};
+
 class Router {
  public:
-  // `pool` runs admin calls that may wait on disk; `counters` are the HTTP server's own.
+  // `counters` are the HTTP server's own.
   Router(broker::Broker& broker, const Server& protocol, const HttpCounters& counters,
-         HttpSources sources, boost::asio::thread_pool& pool);
+         HttpSources sources);
 
-  // Serves one request. Runs on the connection's strand; waits (publish until durable, admin
-  // calls on the pool) without blocking it. Never throws: every failure is a response.
-  boost::asio::awaitable<HttpResponse> handle(HttpRequest request);
+  // Routes one request. Never throws: every failure is a response.
+  Routed route(const HttpRequest& request);
+  // The answer to a publish once the broker confirmed (or refused) it.
+  HttpResponse published(const Publish& publish, const Status& status) const;
 
   // From now on /readyz answers 503 and publishing is refused with 503 (the server is stopping).
   void set_stopping() { stopping_.store(true); }
+  broker::Broker& broker() { return broker_; }
+  const broker::ClientPtr& client() const { return client_; }
 
  private:
   HttpResponse healthz() const;
   HttpResponse readyz() const;
   HttpResponse metrics();
-  // One admin op through net/admin.h, on the pool; its JSON reply with 200, or the error.
-  boost::asio::awaitable<HttpResponse> admin(AdminOp op, nlohmann::json body);
-  boost::asio::awaitable<HttpResponse> dead_letters(const HttpRequest& r, std::string channel,
-                                                    std::string_view query, bool replay);
-  boost::asio::awaitable<HttpResponse> browse(std::string channel, std::string_view query,
-                                              bool missing_is_empty);
-  boost::asio::awaitable<HttpResponse> checkpoint(const HttpRequest& r);
-  boost::asio::awaitable<HttpResponse> publish(const HttpRequest& r, std::string channel);
-  boost::asio::awaitable<HttpResponse> channel_routes(const HttpRequest& r,
-                                                      const std::vector<std::string>& segments,
-                                                      std::string_view query);
   HttpResponse guests() const;
+  // Everything under /v1/ but publishing; runs on the admin pool.
+  HttpResponse admin_routes(const HttpRequest& r);
+  HttpResponse channel_routes(const HttpRequest& r, const std::vector<std::string>& segments,
+                              std::string_view query);
+  // One admin op through net/admin.h: its JSON reply with 200, or the error.
+  HttpResponse admin(AdminOp op, const nlohmann::json& body);
+  HttpResponse browse(const std::string& channel, std::string_view query, bool missing_is_empty);
+  HttpResponse dead_letters(const HttpRequest& r, const std::string& channel,
+                            std::string_view query, bool replay);
+  HttpResponse checkpoint(const HttpRequest& r);
+  Routed publish(const HttpRequest& r, const std::string& channel);
 
   broker::Broker& broker_;
   const Server& protocol_;
   const HttpCounters& counters_;
   const HttpSources sources_;
-  boost::asio::thread_pool& pool_;
   broker::ClientPtr client_;
   std::atomic<bool> stopping_{false};
 };

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -16,6 +18,7 @@
 #include <boost/beast/http.hpp>
 #include <cctype>
 
+#include "broker/async.h"
 #include "common/log.h"
 
 namespace witmq::net {
@@ -71,6 +74,23 @@ HttpResponse refusal(const boost::system::error_code& ec, const HttpServerOption
                         fmt::format("the request is not valid HTTP/1.1: {}", ec.message()));
 }
 
+// Runs `f` on `pool` and completes with its result on the awaiting coroutine's executor. An
+// initiation (like broker/async.h's), not a coroutine.
+template <typename F>
+auto on_pool(asio::thread_pool& pool, F f) {
+  using T = decltype(f());
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
+      [&pool](auto handler, F f) {
+        asio::post(pool, [f = std::move(f), handler = std::move(handler)]() mutable {
+          auto ex = asio::get_associated_executor(handler);
+          asio::post(ex, [handler = std::move(handler), result = f()]() mutable {
+            handler(std::move(result));
+          });
+        });
+      },
+      asio::use_awaitable, std::move(f));
+}
+
 bool is_disconnect(const boost::system::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::operation_aborted || ec == beast::error::timeout ||
@@ -98,11 +118,13 @@ Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uin
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(uint64_t id, tcp::socket socket, const HttpServerOptions& options, Router& router,
-              HttpCounters& counters, std::function<void(uint64_t)> on_closed)
+              asio::thread_pool& pool, HttpCounters& counters,
+              std::function<void(uint64_t)> on_closed)
       : id_(id),
         stream_(std::move(socket)),
         options_(options),
         router_(router),
+        pool_(pool),
         counters_(counters),
         on_closed_(std::move(on_closed)) {}
 
@@ -176,8 +198,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
         counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
         log::debug("http connection {}: refused request: {}", id_, ec.message());
-        co_await write(refusal(ec, options_), 11, false, false);
-        co_await linger();
+        auto writing = write(refusal(ec, options_), 11, false, false);
+        co_await std::move(writing);
+        auto lingering = linger();
+        co_await std::move(lingering);
         break;
       }
       counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
@@ -195,11 +219,30 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                                std::string(field.value()));
       }
       r.body = std::move(req.body());
-      HttpResponse response = co_await router_.handle(std::move(r));
+      // Awaited operations are made in statements of their own and awaited as named values:
+      // GCC 12 mishandles temporaries inside co_await expressions.
+      Routed routed = router_.route(r);
+      HttpResponse response;
+      if (routed.response) {
+        response = std::move(*routed.response);
+      } else if (routed.blocking) {
+        auto job = on_pool(pool_, std::move(routed.blocking));
+        response = co_await std::move(job);
+      } else {
+        Publish& p = *routed.publish;
+        std::vector<Message> batch;
+        batch.push_back(std::move(p.message));
+        // Answered once the send is durable per the channel's durability.
+        auto sending = broker::async_send(router_.broker(), router_.client(), p.channel,
+                                          std::move(batch), asio::use_awaitable);
+        const Status st = co_await std::move(sending);
+        response = router_.published(p, st);
+      }
       if (response.status >= 400 && response.status < 500) {
         counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
       }
-      const bool ok = co_await write(std::move(response), version, keep_alive && !stopping_, head);
+      auto writing = write(std::move(response), version, keep_alive && !stopping_, head);
+      const bool ok = co_await std::move(writing);
       busy_ = false;
       if (!ok || !keep_alive) break;
     }
@@ -238,6 +281,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::tcp_stream stream_;
   const HttpServerOptions& options_;
   Router& router_;
+  asio::thread_pool& pool_;
   HttpCounters& counters_;
   std::function<void(uint64_t)> on_closed_;
   bool busy_ = false;
@@ -248,8 +292,7 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, const Serve
                        HttpServerOptions options, HttpSources sources)
     : io_(io),
       options_(std::move(options)),
-      router_(std::make_unique<Router>(broker, protocol, counters_, std::move(sources),
-                                       admin_pool_)),
+      router_(std::make_unique<Router>(broker, protocol, counters_, std::move(sources))),
       acceptor_(asio::make_strand(io)),
       stop_timer_(acceptor_.get_executor()) {}
 
@@ -299,7 +342,7 @@ void HttpServer::accept_loop() {
             if (sessions_.size() < options_.max_connections) {
               const uint64_t id = next_session_++;
               session = std::make_shared<HttpSession>(id, std::move(socket), options_, *router_,
-                                                      counters_,
+                                                      admin_pool_, counters_,
                                                       [this](uint64_t id) { session_closed(id); });
               sessions_.emplace(id, session);
             }
