@@ -75,12 +75,11 @@ std::string percent_decode(std::string_view v) {
 Status check_required(const Metadata& md, PublishMode mode) {
   for (auto name : kRequired) {
     const std::string* v = find_metadata(md, name);
-    const std::string where =
-        mode == PublishMode::kBinary ? fmt::format("header ce-{}", name)
-                                     : fmt::format("attribute '{}'", name);
+    const std::string where = mode == PublishMode::kBinary ? fmt::format("header ce-{}", name)
+                                                           : fmt::format("attribute '{}'", name);
     if (!v) {
-      return invalid_argument(fmt::format(
-          "{} is missing: a CloudEvent needs id, source, specversion and type", where));
+      return invalid_argument(
+          fmt::format("{} is missing: a CloudEvent needs id, source, specversion and type", where));
     }
     if (v->empty()) return invalid_argument(fmt::format("{} is empty", where));
     if (name == "specversion" && *v != "1.0") {
@@ -128,9 +127,9 @@ Result<PublishRequest> structured(std::string_view body) {
     } else if (value.is_number() || value.is_boolean()) {
       md.emplace_back(name, value.dump());
     } else {
-      return invalid_argument(fmt::format(
-          "attribute '{}' is a JSON {}, expected a string, number or boolean", name,
-          value.type_name()));
+      return invalid_argument(
+          fmt::format("attribute '{}' is a JSON {}, expected a string, number or boolean", name,
+                      value.type_name()));
     }
   }
   WITMQ_RETURN_IF_ERROR(check_required(md, out.mode));

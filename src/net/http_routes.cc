@@ -30,7 +30,9 @@ HttpResponse json_response(unsigned status, const json& body) {
   return r;
 }
 
-HttpResponse error_of(const Error& e) { return error_response(http_status(e.code), e.code, e.message); }
+HttpResponse error_of(const Error& e) {
+  return error_response(http_status(e.code), e.code, e.message);
+}
 
 HttpResponse method_not_allowed(const std::string& method, std::string_view path,
                                 std::string_view allowed) {
@@ -203,16 +205,9 @@ bool is_get(const std::string& m) { return m == "GET" || m == "HEAD"; }
 
 }  // namespace
 
-const std::string* HttpRequest::header(std::string_view name) const {
-  for (const auto& [k, v] : headers) {
-    if (k == name) return &v;
-  }
-  return nullptr;
-}
-
 HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
-  return json_response(status,
-                       {{"error", {{"code", error_code_name(code)}, {"message", std::move(message)}}}});
+  return json_response(
+      status, {{"error", {{"code", error_code_name(code)}, {"message", std::move(message)}}}});
 }
 
 unsigned http_status(ErrorCode code) {
@@ -269,9 +264,9 @@ Routed Router::route(const HttpRequest& r) {
     out.blocking = [this, r] { return admin_routes(r); };
     return out;
   }
-  return Routed::now(error_response(
-      404, ErrorCode::kNotFound,
-      fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path)));
+  return Routed::now(
+      error_response(404, ErrorCode::kNotFound,
+                     fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path)));
 }
 
 HttpResponse Router::admin_routes(const HttpRequest& r) {
@@ -398,9 +393,9 @@ HttpResponse Router::metrics() {
 }
 
 HttpResponse Router::guests() const {
-  return json_response(
-      200, {{"guests", sources_.guests_json ? sources_.guests_json() : json::array()},
-            {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
+  return json_response(200,
+                       {{"guests", sources_.guests_json ? sources_.guests_json() : json::array()},
+                        {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
 }
 
 HttpResponse Router::admin(AdminOp op, const json& body) {
@@ -422,13 +417,12 @@ HttpResponse Router::browse(const std::string& channel, std::string_view query,
     request[k] = v;
     if (k == "from") from = v;
   }
-  auto result =
-      handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options());
+  auto result = handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options());
   if (!result && !(missing_is_empty && result.error().code == ErrorCode::kNotFound)) {
     // A page larger than the limit is the caller's mistake in the query, not a large body.
     const Error& e = result.error();
     return error_response(e.code == ErrorCode::kResourceExhausted ? 400 : http_status(e.code),
-                             e.code, e.message);
+                          e.code, e.message);
   }
   return browse_page(channel, result, from);
 }
@@ -447,13 +441,13 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
 
   if (!query.empty()) {
     return error_response(400, ErrorCode::kInvalidArgument,
-                             "replay takes no query parameters; send {\"max\": n} in the body");
+                          "replay takes no query parameters; send {\"max\": n} in the body");
   }
   auto body = body_object(r.body);
   if (!body) return error_of(body.error());
   if (body->contains("channel")) {
     return error_response(400, ErrorCode::kInvalidArgument,
-                             "field 'channel' is not accepted: the channel is in the path");
+                          "field 'channel' is not accepted: the channel is in the path");
   }
   json request = std::move(*body);
   request["channel"] = dlq;
@@ -461,7 +455,7 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
     // Nothing was ever dead-lettered: nothing to move. The body is still checked.
     if (request.size() > 2 || (request.size() == 2 && !request.contains("max"))) {
       return error_response(400, ErrorCode::kInvalidArgument,
-                               "replay: unknown field in the body, expected max");
+                            "replay: unknown field in the body, expected max");
     }
     return replay_reply(json(), dlq);
   }
@@ -476,7 +470,7 @@ HttpResponse Router::checkpoint(const HttpRequest& r) {
   for (const auto& [key, value] : body->items()) {
     if (key != "dir") {
       return error_response(400, ErrorCode::kInvalidArgument,
-                               fmt::format("checkpoint: unknown field '{}', expected dir", key));
+                            fmt::format("checkpoint: unknown field '{}', expected dir", key));
     }
   }
   auto it = body->find("dir");
@@ -499,9 +493,9 @@ HttpResponse Router::checkpoint(const HttpRequest& r) {
 
 Routed Router::publish(const HttpRequest& r, const std::string& channel) {
   if (auto st = validate_channel_name(channel); !st) {
-    return Routed::now(error_response(400, ErrorCode::kInvalidArgument,
-                                      fmt::format("channel name in the path: {}",
-                                                  st.error().message)));
+    return Routed::now(
+        error_response(400, ErrorCode::kInvalidArgument,
+                       fmt::format("channel name in the path: {}", st.error().message)));
   }
   if (stopping_.load()) {
     return Routed::now(error_response(503, ErrorCode::kUnavailable, "the server is shutting down"));

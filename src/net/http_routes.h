@@ -1,14 +1,14 @@
 // The endpoints of the HTTP side (docs/HTTP.md): a request, already read and bounded by the
-// server, to a response (or to the work that makes one). Health, readiness and metrics answer from memory; the admin API goes
-// through the same functions as the protocol's admin frames (net/admin.h); publishing maps the
-// CloudEvents HTTP binding to a broker send (net/cloudevents.h).
+// server, to a response (or to the work that makes one). Health, readiness and metrics answer from
+// memory; the admin API goes through the same functions as the protocol's admin frames
+// (net/admin.h); publishing maps the CloudEvents HTTP binding to a broker send (net/cloudevents.h).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,9 +32,6 @@ struct HttpRequest {
   // Header names in lower case, in the order they came.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-
-  // The first value of header `name` (lower case), or nullptr.
-  const std::string* header(std::string_view name) const;
 };
 
 struct HttpResponse {

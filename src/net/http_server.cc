@@ -104,9 +104,9 @@ Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uin
   tcp::resolver resolver(io);
   auto results = resolver.resolve(host, std::to_string(port), ec);
   if (ec || results.empty()) {
-    return invalid_argument(fmt::format(
-        "http-listen: host '{}' is not an IP address and does not resolve: {}", host,
-        ec ? ec.message() : "no address"));
+    return invalid_argument(
+        fmt::format("http-listen: host '{}' is not an IP address and does not resolve: {}", host,
+                    ec ? ec.message() : "no address"));
   }
   return results.begin()->endpoint();
 }
@@ -252,8 +252,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     on_closed_(id_);
   }
 
-  asio::awaitable<bool> write(HttpResponse response, unsigned version, bool keep_alive,
-                              bool head) {
+  asio::awaitable<bool> write(HttpResponse response, unsigned version, bool keep_alive, bool head) {
     auto res = to_beast(std::move(response), version, keep_alive, head);
     boost::system::error_code ec;
     stream_.expires_after(options_.idle_timeout);

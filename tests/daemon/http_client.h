@@ -41,9 +41,10 @@ inline std::ostream& operator<<(std::ostream& os, const HttpReply& r) {
   return os << "HTTP " << r.status << " " << r.body;
 }
 
-inline HttpReply http_request(uint16_t port, const std::string& method, const std::string& target,
-                              const std::string& body = "",
-                              const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+inline HttpReply http_request(
+    uint16_t port, const std::string& method, const std::string& target,
+    const std::string& body = "",
+    const std::vector<std::pair<std::string, std::string>>& headers = {}) {
   namespace asio = boost::asio;
   namespace http = boost::beast::http;
   HttpReply out;

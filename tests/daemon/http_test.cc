@@ -111,12 +111,13 @@ TEST_F(HttpTest, MetricsFollowTheTraffic) {
   for (int i = 0; i < 7; ++i) seven.push_back(text_message("m" + std::to_string(i)));
   EXPECT_FRAME(c->call(net::Send{"metrics.orders", seven}), kSendOk);
   // Take three and complete them; the other four stay queued.
-  EXPECT_FRAME(c->call(net::UpdateGuestConfiguration{
-                   {{"metrics.orders"}, Metadata{{"batch-size", "3"}}}}),
-               kUpdateGuestConfigurationOk);
+  EXPECT_FRAME(
+      c->call(net::UpdateGuestConfiguration{{{"metrics.orders"}, Metadata{{"batch-size", "3"}}}}),
+      kUpdateGuestConfigurationOk);
   auto got = try_receive(*c, "metrics.orders");
   ASSERT_EQ(got.size(), 3u);
-  for (const auto& m : got) EXPECT_FRAME(c->call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
+  for (const auto& m : got)
+    EXPECT_FRAME(c->call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
 
   HttpReply r = http_get(http(), "/metrics");
   ASSERT_EQ(r.status, 200u) << r;
@@ -166,8 +167,8 @@ TEST_F(HttpTest, DeclareListStatsDelete) {
   ASSERT_EQ(updated.status, 200u) << updated;
   EXPECT_EQ(updated.json["settings"]["lease-ms"], 5000);
   EXPECT_EQ(updated.json["settings"]["max-deliveries"], 4);
-  HttpReply kind = http_request(http(), "PUT", "/v1/channels/adm.topic",
-                                R"({"kind": "point-to-point"})");
+  HttpReply kind =
+      http_request(http(), "PUT", "/v1/channels/adm.topic", R"({"kind": "point-to-point"})");
   EXPECT_EQ(kind.status, 409u) << kind;
   EXPECT_EQ(kind.error_code(), "already-exists");
 
@@ -202,10 +203,10 @@ TEST_F(HttpTest, DeclareListStatsDelete) {
 }
 
 TEST_F(HttpTest, DeadLettersBrowseReplayPurge) {
-  ASSERT_EQ(http_request(http(), "PUT", "/v1/channels/dl.orders",
-                         R"({"abandon-policy": "dead-letter"})")
-                .status,
-            201u);
+  ASSERT_EQ(
+      http_request(http(), "PUT", "/v1/channels/dl.orders", R"({"abandon-policy": "dead-letter"})")
+          .status,
+      201u);
   // Nothing dead-lettered yet: an empty page, nothing to replay.
   HttpReply empty = http_get(http(), "/v1/channels/dl.orders/dead-letters");
   ASSERT_EQ(empty.status, 200u) << empty;
@@ -216,7 +217,8 @@ TEST_F(HttpTest, DeadLettersBrowseReplayPurge) {
   auto c = client();
   auto got = try_receive(*c, "dl.orders");
   ASSERT_EQ(got.size(), 2u);
-  for (const auto& m : got) EXPECT_FRAME(c->call(net::AbandonMessage{receipt_of(m)}), kAbandonMessageOk);
+  for (const auto& m : got)
+    EXPECT_FRAME(c->call(net::AbandonMessage{receipt_of(m)}), kAbandonMessageOk);
 
   // The move to the dead-letter channel is asynchronous: wait for it.
   HttpReply page;
@@ -320,8 +322,8 @@ TEST_F(HttpTest, CloudEventsStructuredMode) {
 
 TEST_F(HttpTest, RawPublish) {
   const std::string body("\x00\x01raw\xff", 6);
-  HttpReply r = post("/v1/channels/raw.in/messages", body,
-                     {{"Content-Type", "application/octet-stream"}});
+  HttpReply r =
+      post("/v1/channels/raw.in/messages", body, {{"Content-Type", "application/octet-stream"}});
   ASSERT_EQ(r.status, 201u) << r;
   EXPECT_EQ(r.json["mode"], "raw");
   EXPECT_EQ(r.json["format"], "raw");
@@ -372,8 +374,8 @@ TEST_F(HttpTest, BadInputIsAnsweredNotFatal) {
                "invalid-argument", "not valid JSON");
   expect_error(http_request(http(), "PUT", "/v1/channels/bad.field", R"({"max-deliverie": 3})"),
                400, "invalid-argument", "max-deliverie");
-  expect_error(http_request(http(), "PUT", "/v1/channels/bad.type", R"({"lease-ms": "long"})"),
-               400, "invalid-argument", "lease-ms");
+  expect_error(http_request(http(), "PUT", "/v1/channels/bad.type", R"({"lease-ms": "long"})"), 400,
+               "invalid-argument", "lease-ms");
   expect_error(post("/v1/channels/%2Ebad/messages", "x"), 400, "invalid-argument", ".bad");
   expect_error(post("/v1/channels/bad.ce/messages", "x",
                     {{"ce-specversion", "1.0"}, {"ce-source", "/s"}, {"ce-type", "t"}}),
@@ -387,10 +389,10 @@ TEST_F(HttpTest, BadInputIsAnsweredNotFatal) {
   expect_error(http_get(http(), "/v1/nowhere"), 404, "not-found", "/v1/nowhere");
   expect_error(http_get(http(), "/v1/channels/bad.none/dead-letters"), 404, "not-found",
                "bad.none");
-  expect_error(http_get(http(), "/v1/channels/adm.queue/messages?max=x"), 400,
-               "invalid-argument", "max");
-  expect_error(http_get(http(), "/v1/channels/adm.queue/messages?size=1"), 400,
-               "invalid-argument", "size");
+  expect_error(http_get(http(), "/v1/channels/adm.queue/messages?max=x"), 400, "invalid-argument",
+               "max");
+  expect_error(http_get(http(), "/v1/channels/adm.queue/messages?size=1"), 400, "invalid-argument",
+               "size");
   HttpReply method = http_request(http(), "DELETE", "/metrics");
   expect_error(method, 405, "unsupported", "DELETE");
   EXPECT_EQ(method.header("allow"), "GET, HEAD");
@@ -407,20 +409,43 @@ TEST(HttpLimitsTest, OversizedBodiesAre413) {
   Daemon d({"--set", "max-message-bytes=1024", "--set", "max-frame-bytes=65536"});
   ASSERT_NE(d.http_port(), 0);
   // Within the request limit but above max-message-bytes: the broker refuses the message.
-  HttpReply big = http_request(d.http_port(), "POST", "/v1/channels/lim/messages",
-                               std::string(2000, 'x'));
+  HttpReply big =
+      http_request(d.http_port(), "POST", "/v1/channels/lim/messages", std::string(2000, 'x'));
   EXPECT_EQ(big.status, 413u) << big;
   EXPECT_EQ(big.error_code(), "resource-exhausted") << big;
   // Above the request body limit: refused before the body is read.
-  HttpReply huge = http_request(d.http_port(), "POST", "/v1/channels/lim/messages",
-                                std::string(200'000, 'x'));
+  HttpReply huge =
+      http_request(d.http_port(), "POST", "/v1/channels/lim/messages", std::string(200'000, 'x'));
   EXPECT_EQ(huge.status, 413u) << huge;
   EXPECT_NE(huge.error_message().find("65536"), std::string::npos) << huge;
   // Headers above their limit.
-  HttpReply headers = http_request(d.http_port(), "GET", "/healthz", "",
-                                   {{"x-filler", std::string(40'000, 'h')}});
+  HttpReply headers =
+      http_request(d.http_port(), "GET", "/healthz", "", {{"x-filler", std::string(40'000, 'h')}});
   EXPECT_EQ(headers.status, 431u) << headers;
   EXPECT_EQ(http_get(d.http_port(), "/healthz").status, 200u);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+TEST(HttpLimitsTest, ConnectionCapAndIdleTimeout) {
+  Daemon d({"--set", "http-max-connections=1", "--set", "http-idle-timeout-ms=500"});
+  ASSERT_NE(d.http_port(), 0);
+  // A connection that sends nothing holds the one slot: the next is answered 503.
+  Conn idle(d.http_port());
+  std::this_thread::sleep_for(100ms);
+  HttpReply refused = http_get(d.http_port(), "/healthz");
+  EXPECT_EQ(refused.status, 503u) << refused;
+  EXPECT_EQ(refused.error_code(), "resource-exhausted") << refused;
+  // The idle connection is closed after http-idle-timeout-ms, which frees the slot.
+  EXPECT_EQ(idle.read(5s).status, Conn::Status::kClosed);
+  // (Each request's connection frees the slot once the server has seen it close.)
+  HttpReply served;
+  for (int i = 0; i < 100 && served.status != 200; ++i) {
+    served = http_get(d.http_port(), "/metrics");
+    if (served.status != 200) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(served.status, 200u) << served;
+  const Scrape s = parse_metrics(served.body);
+  EXPECT_GE(s.at("witmq_connections_refused_total{listener=\"http\"}"), 1);
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
