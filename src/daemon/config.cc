@@ -495,7 +495,11 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "Layers, each overriding the one before: the defaults, the file given with `--config`, then "
       "the flags in command-line order. An unknown key, a value of the wrong type or out of range "
       "stops witmqd at start with exit code 2 and a message naming the key, where the value came "
-      "from and what was expected.\n\n";
+      "from and what was expected.\n\n"
+      "SIGHUP makes witmqd read the file again, with the same flags over it: `log-level`, "
+      "`channels` and `guests` apply at once; any other key that changed is logged as needing a "
+      "restart and keeps its running value; a file that does not load changes nothing "
+      "(docs/OPERATIONS.md, Signals).\n\n";
   md += "## Flags\n\n```\n";
   md += flags_help;
   md += "```\n\n";
@@ -533,7 +537,9 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "\n## Guests\n\n"
       "Each object of `guests` describes one WebAssembly guest (docs/GUESTS.md). witmqd loads "
       "every guest at start, after the broker and before it accepts connections; a guest that "
-      "fails to load or start stops witmqd with exit code 1.\n\n"
+      "fails to load or start is refused alone (logged with its name and the reason) while the "
+      "daemon and the other guests carry on. A reload (SIGHUP) starts, stops and replaces guests "
+      "by name.\n\n"
       "| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const auto& d : guest::guest_option_docs()) {
     md += fmt::format("| `{}` | {} | {} | {} |\n", d.key, escape_cell(d.type),
