@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -446,6 +447,54 @@ TEST(HttpLimitsTest, ConnectionCapAndIdleTimeout) {
   ASSERT_EQ(served.status, 200u) << served;
   const Scrape s = parse_metrics(served.body);
   EXPECT_GE(s.at("witmq_connections_refused_total{listener=\"http\"}"), 1);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+// The guests' figures reach /metrics, /readyz and /v1/guests from the daemon.
+TEST(HttpGuestsTest, GuestFiguresInMetricsReadinessAndTheAdminApi) {
+  const auto config = std::filesystem::temp_directory_path() /
+                      ("witmqd-http-guests-" + std::to_string(::getpid()) + ".json");
+  const auto wasm = [](const std::string& stem) {
+    return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
+  };
+  std::ofstream(config) << json{{"guests",
+                                 {{{"name", "forwarder"}, {"module", wasm("forward_guest")}},
+                                  {{"name", "broken"}, {"module", wasm("missing_export_guest")}}}}}
+                               .dump();
+  Daemon d({"--config", config.string()});
+  std::filesystem::remove(config);
+  ASSERT_NE(d.http_port(), 0);
+
+  // One configured guest was refused: not ready, and the check says why.
+  HttpReply ready = http_get(d.http_port(), "/readyz");
+  EXPECT_EQ(ready.status, 503u) << ready;
+  EXPECT_EQ(ready.json["checks"]["guests"], "1 refused") << ready;
+  HttpReply guests = http_get(d.http_port(), "/v1/guests");
+  ASSERT_EQ(guests.status, 200u) << guests;
+  EXPECT_EQ(guests.json["refused"], 1);
+  ASSERT_EQ(guests.json["guests"].size(), 1u) << guests;
+  EXPECT_EQ(guests.json["guests"][0]["name"], "forwarder");
+
+  Conn producer(d.port());
+  producer.hello();
+  std::vector<Message> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back(text_message("m" + std::to_string(i)));
+  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
+  Scrape s;
+  for (int i = 0; i < 400; ++i) {
+    s = parse_metrics(http_get(d.http_port(), "/metrics").body);
+    auto it = s.samples.find("witmq_guest_messages_handled_total{guest=\"forwarder\"}");
+    if (it != s.samples.end() && it->second == 5) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(s.at("witmq_guest_messages_handled_total{guest=\"forwarder\"}"), 5);
+  EXPECT_GE(s.at("witmq_guest_invocations_total{guest=\"forwarder\"}"), 1);
+  EXPECT_EQ(s.at("witmq_guest_instances{guest=\"forwarder\"}"), 1);
+  EXPECT_EQ(s.at("witmq_guest_errors_total{guest=\"forwarder\"}"), 0);
+  EXPECT_EQ(s.at("witmq_guest_traps_total{guest=\"forwarder\"}"), 0);
+  EXPECT_GT(s.at("witmq_guest_handler_seconds_total{guest=\"forwarder\"}"), 0);
+  EXPECT_EQ(s.at("witmq_guests_refused"), 1);
+  EXPECT_EQ(s.samples.count("witmq_guest_instances{guest=\"broken\"}"), 0u);
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
