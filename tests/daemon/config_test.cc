@@ -96,6 +96,27 @@ TEST(ConfigTest, ListenAcceptsIpv6InBrackets) {
   EXPECT_EQ(c->listen_port, 0);
 }
 
+TEST(ConfigTest, HttpListenDefaultsOnAndAnEmptyValueTurnsItOff) {
+  auto c = load({});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->http.enabled);
+  EXPECT_EQ(c->http.host, "127.0.0.1");
+  EXPECT_EQ(c->http.port, 7401);
+  // The HTTP request limits follow the protocol's.
+  EXPECT_EQ(c->http.max_body_bytes, c->server.limits.max_frame_bytes);
+  c = load({"--http-listen", "[::1]:0", "--set", "http-max-connections=3"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->http.host, "::1");
+  EXPECT_EQ(c->http.port, 0);
+  EXPECT_EQ(c->http.max_connections, 3u);
+  c = load({"--http-listen", ""});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->http.enabled);
+  const std::string e = refusal({"--http-listen", "nowhere"});
+  EXPECT_NE(e.find("http-listen (from --http-listen)"), std::string::npos) << e;
+  EXPECT_NE(e.find("HOST:PORT"), std::string::npos) << e;
+}
+
 TEST(ConfigTest, RefusalsNameTheKeyTheSourceAndTheReason) {
   std::string e = refusal({"--set", "max-in-flight=-1"});
   EXPECT_NE(e.find("max-in-flight (from --set)"), std::string::npos) << e;
@@ -204,8 +225,9 @@ TEST(ConfigTest, CheckConfigHelpAndVersion) {
   for (const auto& k : config_keys()) {
     EXPECT_NE(r.out.find(std::string(k.name)), std::string::npos) << k.name;
   }
-  for (const char* flag : {"--config", "--listen", "--data-dir", "--log-level", "--set",
-                           "--print-default-config", "--print-config-reference", "--version"}) {
+  for (const char* flag : {"--config", "--listen", "--http-listen", "--data-dir", "--log-level",
+                           "--set", "--print-default-config", "--print-config-reference",
+                           "--version"}) {
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
   }
   r = run_witmqd({"--version"});
