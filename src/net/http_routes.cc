@@ -252,7 +252,10 @@ Routed Router::route(const HttpRequest& r) {
     if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
     if (seg[0] == "healthz") return Routed::now(healthz());
     if (seg[0] == "readyz") return Routed::now(readyz());
-    return Routed::now(metrics());
+    // A scrape walks every channel: off the I/O threads.
+    Routed out;
+    out.blocking = [this] { return metrics(); };
+    return out;
   }
   if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "channels" && seg[3] == "messages" &&
       m == "POST") {

@@ -3,8 +3,8 @@
 //
 // Threading: like the protocol server (net/server.h), the acceptor and every connection each
 // live on their own strand of the io_context the caller runs; a connection is one coroutine
-// (read a request, route it, write the response, repeat). Admin calls that may wait on disk run
-// on a small pool of their own, never on the I/O threads.
+// (read a request, route it, write the response, repeat). Admin calls that may wait on disk, and
+// metrics scrapes, run on a small pool of their own, never on the I/O threads.
 #pragma once
 
 #include <atomic>
@@ -93,7 +93,8 @@ class HttpServer {
   boost::asio::io_context& io_;
   const HttpServerOptions options_;
   HttpCounters counters_;
-  boost::asio::thread_pool admin_pool_{1};
+  // Two threads, so that a scrape does not wait behind a checkpoint.
+  boost::asio::thread_pool admin_pool_{2};
   std::unique_ptr<Router> router_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint endpoint_;
