@@ -22,6 +22,18 @@ Result<std::unique_ptr<guest::GuestHost>> start_guest(broker::Broker& broker,
 
 }  // namespace
 
+GuestSet::ModuleStamp GuestSet::stamp_of(const std::string& path) {
+  // A file that cannot be read gets the empty stamp: it differs from any loaded one, so the
+  // guest is tried again (and refused while the file stays unreadable).
+  std::error_code ec;
+  ModuleStamp stamp;
+  stamp.modified = std::filesystem::last_write_time(path, ec);
+  if (ec) return {};
+  stamp.size = std::filesystem::file_size(path, ec);
+  if (ec) return {};
+  return stamp;
+}
+
 GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted) {
   std::lock_guard lock(mu_);
   Outcome out;
@@ -37,7 +49,9 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
   };
   for (const auto& options : wanted) {
     auto old = take_running(options.name);
-    if (old && old->options() == options) {
+    // Taken before loading, so that a file replaced while it loads counts as changed next time.
+    const ModuleStamp stamp = stamp_of(options.module_path);
+    if (old && old->options() == options && stamps_[options.name] == stamp) {
       ++out.unchanged;
       next.push_back(std::move(old));
       continue;
@@ -57,11 +71,15 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
     } else {
       ++out.started;
     }
+    stamps_[options.name] = stamp;
     next.push_back(std::move(*fresh));
   }
   // What is left in running_ is no longer configured.
   out.stopped = running_.size();
-  for (auto& g : running_) retired.push_back(std::move(g));
+  for (auto& g : running_) {
+    stamps_.erase(g->options().name);
+    retired.push_back(std::move(g));
+  }
   running_ = std::move(next);
   refused_ = out.refused.size();
   for (auto& g : retired) {
@@ -77,6 +95,7 @@ void GuestSet::stop_all() {
     std::lock_guard lock(mu_);
     all = std::move(running_);
     running_.clear();
+    stamps_.clear();
   }
   for (auto& g : all) g->stop();
 }

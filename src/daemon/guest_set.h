@@ -3,6 +3,8 @@
 // (logged with its name and the reason); the daemon and its other guests carry on.
 #pragma once
 
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -28,9 +30,10 @@ class GuestSet {
     std::vector<std::string> refused;  // "name: reason", one per guest that could not start
   };
   // Makes the running guests those of `wanted`: starts the new ones, stops the ones no longer
-  // listed, replaces the ones whose options changed and leaves the rest running. A replacement
-  // starts before the guest it replaces stops, so its subscription always has a consumer; if the
-  // replacement cannot start, the old guest keeps running.
+  // listed, replaces the ones whose options changed or whose module file changed since it was
+  // loaded (size or modification time: a module rebuilt in place), and leaves the rest running. A
+  // replacement starts before the guest it replaces stops, so its subscription always has a
+  // consumer; if the replacement cannot start, the old guest keeps running.
   Outcome apply(const std::vector<guest::GuestOptions>& wanted);
   void stop_all();
 
@@ -45,6 +48,14 @@ class GuestSet {
   broker::Broker& broker_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<guest::GuestHost>> running_;
+  // Each running guest's module file as it was when the guest was loaded, by guest name.
+  struct ModuleStamp {
+    std::filesystem::file_time_type modified{};
+    uintmax_t size = 0;
+    bool operator==(const ModuleStamp&) const = default;
+  };
+  static ModuleStamp stamp_of(const std::string& path);
+  std::map<std::string, ModuleStamp> stamps_;
   size_t refused_ = 0;
 };
 

@@ -185,6 +185,34 @@ TEST(ReloadTest, ABadConfigOnReloadChangesNothing) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+TEST(ReloadTest, AModuleRebuiltInPlaceIsReplacedOnReload) {
+  // The guest's entry stays the same; only the file at its module path changes.
+  ConfigFile config;
+  const std::string dir = make_temp_dir("module");
+  const std::string module = dir + "/guest.wasm";
+  std::filesystem::copy_file(wasm("ok_guest"), module);
+  config.write({{"guests", {{{"name", "g"}, {"module", module}, {"channels", {"guest.in"}}}}}});
+  Daemon d({"--config", config.path()});
+  ASSERT_TRUE(d.wait_for_log("guest 'g': 1 instance(s)")) << d.log();
+
+  // An unchanged file: nothing is replaced.
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("reload done")) << d.log();
+  EXPECT_NE(d.log().find("guests 0 started, 0 replaced, 0 stopped, 1 unchanged"), std::string::npos)
+      << d.log();
+
+  // Rebuilt in place (written aside, renamed over it): the reload replaces the guest.
+  std::filesystem::copy_file(wasm("forward_guest"), module + ".new");
+  std::filesystem::rename(module + ".new", module);
+  d.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_count(d, "reload done", 2)) << d.log();
+  EXPECT_NE(d.log().find("guests 0 started, 1 replaced, 0 stopped, 0 unchanged"), std::string::npos)
+      << d.log();
+  EXPECT_EQ(forwarded(d.port(), 2, "n"), (std::vector<std::string>{"n0", "n1"}));
+  EXPECT_EQ(d.stop(), 0) << d.log();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ReloadTest, AChangedListenAddressNeedsARestart) {
   // The fixture's --listen flag would override the file, so this daemon takes listen from it.
   ConfigFile config;
