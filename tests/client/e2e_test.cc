@@ -320,6 +320,11 @@ TEST_F(EndToEnd, AStalledStreamStallsOnlyItself) {
   // The other consumer gets every message the stalled stream has no credit for.
   auto got = receive_n(*other, ch, 9);
   EXPECT_EQ(got.size(), 9u);
+  // The stalled stream's one deliver may still be on its way: wait for it (bounded), then no more.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (delivered.load() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
   EXPECT_EQ(delivered.load(), 1);
   for (const auto& m : got) EXPECT_TRUE(other->complete_message(m).ok());
 }
