@@ -208,6 +208,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGHUP's default action ends the process: until serve() installs the reload handler (after the
+  // store is open and the guests are loaded), a SIGHUP is ignored instead.
+  std::signal(SIGHUP, SIG_IGN);
   auto command_line = daemon::parse_command_line(
       std::span<const char* const>(argv + 1, static_cast<size_t>(argc > 0 ? argc - 1 : 0)));
   if (!command_line) {

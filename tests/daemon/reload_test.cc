@@ -248,6 +248,33 @@ TEST(ReloadTest, AChangedListenAddressNeedsARestart) {
   std::filesystem::remove_all(data_dir);
 }
 
+TEST(ReloadTest, ASighupDuringStartDoesNotEndTheDaemon) {
+  // SIGHUPs from the first log line (the store is open; the guests load next) until it listens:
+  // none may end it. (Before that line the child may not have reached witmqd's main yet.)
+  ConfigFile config;
+  config.write({{"guests", {{{"name", "g"}, {"module", wasm("forward_guest")}}}}});
+  const std::string data_dir = make_temp_dir("data");
+  Process p({"--config", config.path(), "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+             "--data-dir", data_dir});
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (p.err().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  int sent = 0;
+  while (p.out().find("listening on") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    p.kill(SIGHUP);
+    ++sent;
+    if (p.wait(1ms)) break;
+  }
+  ASSERT_EQ(p.wait(0ms), std::nullopt) << "witmqd ended after " << sent << " SIGHUPs:\n" << p.err();
+  EXPECT_NE(p.out().find("listening on"), std::string::npos) << p.err();
+  EXPECT_GT(sent, 0);
+  p.kill(SIGTERM);
+  EXPECT_EQ(p.wait(60s), 0) << p.err();
+  std::filesystem::remove_all(data_dir);
+}
+
 Config built(const json& values) {
   auto c = build_config({ConfigLayer{"test", values}});
   EXPECT_TRUE(c) << c.error().message;
