@@ -20,6 +20,7 @@
 
 #include "broker/async.h"
 #include "common/log.h"
+#include "net/listener.h"
 
 namespace witmq::net {
 
@@ -95,20 +96,6 @@ bool is_disconnect(const boost::system::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::operation_aborted || ec == beast::error::timeout ||
          ec == asio::error::connection_reset || ec == http::error::partial_message;
-}
-
-Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uint16_t port) {
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(host, ec);
-  if (!ec) return tcp::endpoint(address, port);
-  tcp::resolver resolver(io);
-  auto results = resolver.resolve(host, std::to_string(port), ec);
-  if (ec || results.empty()) {
-    return invalid_argument(
-        fmt::format("http-listen: host '{}' is not an IP address and does not resolve: {}", host,
-                    ec ? ec.message() : "no address"));
-  }
-  return results.begin()->endpoint();
 }
 
 }  // namespace
@@ -301,17 +288,9 @@ HttpServer::~HttpServer() {
 }
 
 Status HttpServer::listen() {
-  auto endpoint = resolve(io_, options_.host, options_.port);
+  auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "http-listen");
   if (!endpoint) return std::move(endpoint).error();
-  boost::system::error_code ec;
-  const std::string where = fmt::format("http-listen {}:{}", options_.host, options_.port);
-  acceptor_.open(endpoint->protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(*endpoint, ec);
-  if (!ec) acceptor_.listen(tcp::acceptor::max_listen_connections, ec);
-  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
-  endpoint_ = acceptor_.local_endpoint(ec);
-  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
+  endpoint_ = *endpoint;
   accept_loop();
   return ok_status();
 }

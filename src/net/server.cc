@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "net/codec.h"
+#include "net/listener.h"
 #include "net/session.h"
 
 namespace witmq::net {
@@ -52,21 +53,6 @@ asio::awaitable<void> send_goaway_and_close(tcp::socket s, Error error) {
     timer.cancel();
   }
   socket->close(ec);
-}
-
-Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uint16_t port) {
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(host, ec);
-  if (!ec) return tcp::endpoint(address, port);
-  tcp::resolver resolver(io);
-  auto results = resolver.resolve(host, std::to_string(port), ec);
-  if (ec || results.empty()) {
-    return invalid_argument(
-        fmt::format("listen: host '{}' is not an IP address and does not "
-                    "resolve: {}",
-                    host, ec ? ec.message() : "no address"));
-  }
-  return results.begin()->endpoint();
 }
 
 }  // namespace
@@ -109,17 +95,9 @@ Server::~Server() {
 }
 
 Status Server::listen() {
-  auto endpoint = resolve(io_, options_.host, options_.port);
+  auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "listen");
   if (!endpoint) return std::move(endpoint).error();
-  boost::system::error_code ec;
-  const std::string where = fmt::format("listen {}:{}", options_.host, options_.port);
-  acceptor_.open(endpoint->protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(*endpoint, ec);
-  if (!ec) acceptor_.listen(tcp::acceptor::max_listen_connections, ec);
-  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
-  endpoint_ = acceptor_.local_endpoint(ec);
-  if (ec) return Error(ErrorCode::kIoError, fmt::format("{}: {}", where, ec.message()));
+  endpoint_ = *endpoint;
   accept_loop();
   return ok_status();
 }
