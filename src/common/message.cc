@@ -22,12 +22,15 @@ Result<Format> parse_format(std::string_view name) {
       "format: '{}' is not one of cloudevents, http, amqp, mqtt, kafka, raw", name));
 }
 
-const std::string* find_metadata(const std::optional<Metadata>& md, std::string_view key) {
-  if (!md) return nullptr;
-  for (const auto& [k, v] : *md) {
+const std::string* find_metadata(const Metadata& md, std::string_view key) {
+  for (const auto& [k, v] : md) {
     if (k == key) return &v;
   }
   return nullptr;
+}
+
+const std::string* find_metadata(const std::optional<Metadata>& md, std::string_view key) {
+  return md ? find_metadata(*md, key) : nullptr;
 }
 
 const std::string* find_metadata(const Message& m, std::string_view key) {

@@ -64,9 +64,15 @@ inline constexpr std::string_view kDlqTime = "witmq-dlq-time";
 
 inline bool is_reserved_key(std::string_view key) { return key.starts_with(kReservedPrefix); }
 
-// The first value for `key`, or nullptr.
+// The first value for `key`, or nullptr. The pointer points into the argument, so no temporary
+// may be passed: a Metadata handed to the optional overload would be copied into one (and the
+// pointer dangle), hence the Metadata overload and the deleted rvalue ones.
 const std::string* find_metadata(const Message& m, std::string_view key);
+const std::string* find_metadata(const Metadata& md, std::string_view key);
 const std::string* find_metadata(const std::optional<Metadata>& md, std::string_view key);
+const std::string* find_metadata(Message&& m, std::string_view key) = delete;
+const std::string* find_metadata(Metadata&& md, std::string_view key) = delete;
+const std::string* find_metadata(std::optional<Metadata>&& md, std::string_view key) = delete;
 
 // Channel names: 1..kMaxChannelNameBytes bytes of [A-Za-z0-9._-:/], not starting with '.'.
 inline constexpr size_t kMaxChannelNameBytes = 200;
