@@ -72,6 +72,10 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
       WITMQ_RETURN_IF_ERROR(no_value(CommandLine::Action::kPrintDefaultConfig));
     } else if (flag == "--print-config-reference") {
       WITMQ_RETURN_IF_ERROR(no_value(CommandLine::Action::kPrintConfigReference));
+    } else if (flag == "--hash-token") {
+      WITMQ_RETURN_IF_ERROR(no_value(CommandLine::Action::kHashToken));
+    } else if (flag == "--generate-token") {
+      WITMQ_RETURN_IF_ERROR(no_value(CommandLine::Action::kGenerateToken));
     } else if (flag == "--check-config") {
       WITMQ_RETURN_IF_ERROR(no_value(CommandLine::Action::kCheckConfig));
     } else if (flag == "--config") {
@@ -127,6 +131,9 @@ std::string flags_help() {
 --check-config           Load and check the configuration, then exit (0 when it is good).
 --print-default-config   Print the embedded default configuration (config/witmqd.json).
 --print-config-reference Print the configuration reference (docs/CONFIGURATION.md).
+--generate-token         Print a new random token and the token-sha256 value that goes
+                         with it in an identities entry (docs/SECURITY.md).
+--hash-token             Read a token from stdin (one line) and print its token-sha256.
 --version                Print the version.
 --help                   Print this help.
 

@@ -20,6 +20,8 @@ struct CommandLine {
     kVersion,               // --version
     kPrintDefaultConfig,    // --print-default-config
     kPrintConfigReference,  // --print-config-reference
+    kHashToken,             // --hash-token: the SHA-256 of the token read from stdin
+    kGenerateToken,         // --generate-token: a new token and its SHA-256
   };
   Action action = Action::kRun;
   // --config FILE.

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "auth/authenticator.h"
 #include "broker/channel_settings.h"
 #include "broker/extensions.h"
 #include "net/frames.h"
@@ -272,6 +273,30 @@ std::vector<ConfigKey> make_keys() {
                "cannot change.",
                // Applied after default-channel: see build_config.
                [](const json&, Config&) { return ok_status(); }});
+  k.push_back({"anonymous", KeyType::kObject,
+               ordered_json({{"enabled", true},
+                             {"send", {"*"}},
+                             {"receive", {"*"}},
+                             {"manage", {"*"}},
+                             {"monitor", true},
+                             {"max-connections", 0}}),
+               0, 0,
+               "Whether clients without credentials (no token, no client certificate that names "
+               "an identity) get in, and with what grants: {\"enabled\": true|false, "
+               "\"send\": [patterns], \"receive\": [patterns], \"manage\": [patterns], "
+               "\"monitor\": true|false, \"max-connections\": n}. The default lets anonymous "
+               "clients do everything, for a first run on 127.0.0.1, and witmqd says so in a "
+               "warning at start; set {\"enabled\": false} anywhere else (docs/SECURITY.md).",
+               // Read together with identities: see build_config.
+               [](const json&, Config&) { return ok_status(); }});
+  k.push_back({"identities", KeyType::kArray, ordered_json::array(), 0, 0,
+               "Who may connect with credentials: [{\"name\": ..., \"token-sha256\": the 64 hex "
+               "digits `witmqd --hash-token` prints, \"certificate-cn\": the CN of a verified "
+               "client certificate, \"send\"/\"receive\"/\"manage\": [patterns], "
+               "\"monitor\": true|false, \"max-connections\": n}]. Patterns are channel names "
+               "in which `*` matches any run of characters; nothing is allowed that no pattern "
+               "grants. The same tokens are HTTP bearer tokens (docs/SECURITY.md).",
+               [](const json&, Config&) { return ok_status(); }});
   k.push_back({"guests", KeyType::kArray, ordered_json::array(), 0, 0,
                "WebAssembly guests run as in-process subscribers: an array of objects, one per "
                "guest, with the guest keys below.",
@@ -452,6 +477,29 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
 
   // Constraints between keys.
   auto source_of = [&](const char* key) { return values.at(key).second; };
+  {
+    const auto& [anonymous, anonymous_source] = values.at("anonymous");
+    const auto& [identities, identities_source] = values.at("identities");
+    auto auth = auth::auth_config_from_json(anonymous, identities);
+    if (!auth) {
+      const bool about_anonymous = auth.error().message.rfind("anonymous", 0) == 0;
+      return invalid_argument(fmt::format(
+          "{} (from {}): {}", about_anonymous ? "anonymous" : "identities",
+          about_anonymous ? anonymous_source : identities_source, auth.error().message));
+    }
+    c.auth = std::move(*auth);
+    // A guest without its own permissions is as trusted as an anonymous client, and with
+    // anonymous access off it is granted nothing.
+    for (auto& g : c.guests) {
+      if (g.permissions) continue;
+      auth::Grants granted;
+      if (c.auth.anonymous) {
+        granted.send = c.auth.anonymous->grants.send;
+        granted.receive = c.auth.anonymous->grants.receive;
+      }
+      g.permissions = std::move(granted);
+    }
+  }
   if (c.broker.default_batch_size > c.broker.max_batch_size) {
     return invalid_argument(fmt::format(
         "default-batch-size (from {}): {} exceeds max-batch-size {}",
@@ -497,7 +545,7 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "stops witmqd at start with exit code 2 and a message naming the key, where the value came "
       "from and what was expected.\n\n"
       "SIGHUP makes witmqd read the file again, with the same flags over it: `log-level`, "
-      "`channels` and `guests` apply at once; any other key that changed is logged as needing a "
+      "`channels`, `guests`, `anonymous` and `identities` apply at once; any other key that changed is logged as needing a "
       "restart and keeps its running value; a file that does not load changes nothing "
       "(docs/OPERATIONS.md, Signals).\n\n";
   md += "## Flags\n\n```\n";
@@ -507,7 +555,7 @@ std::string config_reference_markdown(std::string_view flags_help) {
   for (const auto& k : config_keys()) {
     std::string range;
     if (k.type == KeyType::kInteger) range = fmt::format("{}..{}", k.min, k.max);
-    const std::string fallback = k.type == KeyType::kObject && !k.default_value.empty()
+    const std::string fallback = k.name == "default-channel"
                                      ? std::string("the channel settings' defaults")
                                      : fmt::format("`{}`", k.default_value.dump());
     md += fmt::format("| `{}` | {} | {} | {} | {} |\n", k.name, key_type_name(k.type),

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "common/log.h"
 #include "common/result.h"
@@ -37,6 +38,8 @@ struct Config {
   net::HttpServerOptions http;
   // The "guests" key, each entry read by the guest layer (guest/guest_options.h).
   std::vector<guest::GuestOptions> guests;
+  // The "anonymous" and "identities" keys.
+  auth::AuthConfig auth;
   // Every key's value once the layers are merged, {"listen": "127.0.0.1:7400", ...}: what a
   // reload compares to tell which keys changed.
   nlohmann::json values;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <iostream>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "auth/authenticator.h"
+#include "auth/token.h"
 #include "broker/broker.h"
 #include "common/log.h"
 #include "daemon/command_line.h"
@@ -62,6 +65,35 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
   return sources;
 }
 
+// Anonymous access is for a first run on a developer's machine: say so where it cannot be missed,
+// and louder when the listener is reachable from other hosts.
+void warn_about_anonymous(const daemon::Config& config) {
+  if (!config.auth.anonymous) {
+    log::info("authentication: anonymous access is off; {} identities configured",
+              config.auth.identities.size());
+    return;
+  }
+  const auth::Grants& g = config.auth.anonymous->grants;
+  auto list = [](const std::vector<auth::ChannelPattern>& ps) {
+    std::string out;
+    for (const auto& p : ps) out += fmt::format("{}{}", out.empty() ? "" : " ", p.text());
+    return out.empty() ? std::string("-") : out;
+  };
+  log::warn(
+      "ANONYMOUS ACCESS IS ON: any client that reaches {}:{} needs no token and may send to [{}], "
+      "receive from [{}], manage [{}]{}. Set \"anonymous\": {{\"enabled\": false}} and add "
+      "identities before exposing this server (docs/SECURITY.md).",
+      config.listen_host, config.listen_port, list(g.send), list(g.receive), list(g.manage),
+      g.monitor ? ", and read all figures" : "");
+  const bool loopback = config.listen_host == "127.0.0.1" || config.listen_host == "::1" ||
+                        config.listen_host == "localhost";
+  if (!loopback) {
+    log::warn("ANONYMOUS ACCESS IS ON and the listener {} is not a loopback address: every host "
+              "that can reach it has these grants",
+              config.listen_host);
+  }
+}
+
 int serve(const daemon::CommandLine& command_line, const daemon::Config& config) {
   log::set_level(config.log_level);
   asio::io_context io(static_cast<int>(config.io_threads));
@@ -80,6 +112,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     stop_threads();
     return kExitFailure;
   }
+  // Who may connect and what each identity may do; a reload replaces it (docs/SECURITY.md).
+  auth::Authenticator authenticator(config.auth);
+  warn_about_anonymous(config);
   // Guests subscribe before clients arrive; each runs on its own worker threads. A guest that
   // cannot start is refused alone: the daemon and its other guests carry on.
   daemon::GuestSet guests(**broker);
@@ -93,6 +128,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   server_options.extra_stats = [&guests] {
     return nlohmann::json{{"guests", guests.stats_json()}};
   };
+  server_options.authenticator = &authenticator;
   net::Server server(io, **broker, server_options);
   if (auto st = server.listen(); !st) {
     log::error("cannot listen: {}", st.error().to_string());
@@ -104,7 +140,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // The HTTP side: health, metrics, the admin API and publishing (docs/HTTP.md).
   std::optional<net::HttpServer> http;
   if (config.http.enabled) {
-    http.emplace(io, **broker, server, config.http, http_sources(guests));
+    net::HttpSources sources = http_sources(guests);
+    sources.authenticator = &authenticator;
+    http.emplace(io, **broker, server, config.http, std::move(sources));
     if (auto st = http->listen(); !st) {
       log::error("cannot listen: {}", st.error().to_string());
       http.reset();
@@ -123,7 +161,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // The main thread waits for the graceful stop to finish and, until then, runs the reloads that
   // SIGHUP asks for: off the I/O threads, since starting a guest takes a while. SIGHUPs that
   // arrive during a reload make one more reload after it.
-  daemon::Reloader reloader(command_line, config, **broker, guests);
+  daemon::Reloader reloader(command_line, config, **broker, guests, authenticator);
   std::mutex control_mu;
   std::condition_variable control_cv;
   bool stopping = false, stopped = false;
@@ -231,6 +269,22 @@ int main(int argc, char** argv) {
     case Action::kPrintConfigReference:
       std::fputs(daemon::config_reference_markdown(daemon::flags_help()).c_str(), stdout);
       return 0;
+    case Action::kGenerateToken: {
+      const std::string token = auth::generate_token();
+      std::fprintf(stdout, "token:        %s\ntoken-sha256: %s\n", token.c_str(),
+                   auth::to_hex(auth::sha256(token)).c_str());
+      return 0;
+    }
+    case Action::kHashToken: {
+      std::string token;
+      if (!std::getline(std::cin, token) || token.empty()) {
+        std::fputs("witmqd: --hash-token: expected the token on stdin, one line\n", stderr);
+        return kExitBadConfig;
+      }
+      if (!token.empty() && token.back() == '\r') token.pop_back();
+      std::fprintf(stdout, "%s\n", auth::to_hex(auth::sha256(token)).c_str());
+      return 0;
+    }
     case Action::kCheckConfig:
     case Action::kRun:
       break;

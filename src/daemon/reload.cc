@@ -36,7 +36,8 @@ std::string_view level_name(log::Level level) {
 }  // namespace
 
 bool reloadable_key(std::string_view key) {
-  return key == "log-level" || key == "guests" || key == "channels";
+  return key == "log-level" || key == "guests" || key == "channels" || key == "anonymous" ||
+         key == "identities";
 }
 
 std::vector<std::string> keys_needing_restart(const Config& running, const Config& next) {
@@ -56,9 +57,10 @@ std::vector<std::string> keys_needing_restart(const Config& running, const Confi
 std::string ReloadOutcome::summary() const {
   if (!config_ok) return fmt::format("reload refused, nothing changed: {}", error);
   return fmt::format(
-      "reload done: log-level {}; guests {} started, {} replaced, {} stopped, {} unchanged, {} "
-      "refused; channels {} declared, {} refused; {}",
-      log_level_changed ? "changed" : "unchanged", guests.started, guests.replaced, guests.stopped,
+      "reload done: log-level {}; identities {}; guests {} started, {} replaced, {} stopped, {} "
+      "unchanged, {} refused; channels {} declared, {} refused; {}",
+      log_level_changed ? "changed" : "unchanged", auth_changed ? "replaced" : "unchanged",
+      guests.started, guests.replaced, guests.stopped,
       guests.unchanged, guests.refused.size(), channels_declared.size(), channels_refused.size(),
       needs_restart.empty() ? std::string("nothing needs a restart")
                             : fmt::format("needs a restart: {}", fmt::join(needs_restart, ", ")));
@@ -113,6 +115,19 @@ ReloadOutcome Reloader::reload() {
   }
   running_.broker.channels = std::move(applied);
   running_.values["channels"] = next->values["channels"];
+
+  // Identities before guests: a guest without permissions takes the anonymous grants.
+  if (!(next->auth == running_.auth)) {
+    authenticator_.replace(next->auth);
+    running_.auth = next->auth;
+    out.auth_changed = true;
+    log::info("reload: identities replaced ({} configured, anonymous access {}); connections "
+              "whose identity is gone or whose credential changed are refused from their next "
+              "request",
+              next->auth.identities.size(), next->auth.anonymous ? "on" : "off");
+  }
+  running_.values["anonymous"] = next->values["anonymous"];
+  running_.values["identities"] = next->values["identities"];
 
   out.guests = guests_.apply(next->guests);
   running_.guests = next->guests;

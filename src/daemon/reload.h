@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "daemon/command_line.h"
 #include "daemon/config.h"
@@ -28,6 +29,7 @@ struct ReloadOutcome {
   bool config_ok = false;
   std::string error;  // !config_ok: the loader's message, naming the key and the reason
   bool log_level_changed = false;
+  bool auth_changed = false;  // anonymous or identities
   GuestSet::Outcome guests;
   std::vector<std::string> channels_declared;
   std::vector<std::string> channels_refused;  // "name: reason"
@@ -40,11 +42,13 @@ struct ReloadOutcome {
 // reload() is called from one thread (witmqd's main thread).
 class Reloader {
  public:
-  Reloader(CommandLine command_line, Config running, broker::Broker& broker, GuestSet& guests)
+  Reloader(CommandLine command_line, Config running, broker::Broker& broker, GuestSet& guests,
+           auth::Authenticator& authenticator)
       : command_line_(std::move(command_line)),
         running_(std::move(running)),
         broker_(broker),
-        guests_(guests) {}
+        guests_(guests),
+        authenticator_(authenticator) {}
 
   // Loads the configuration again and applies it; logs each change and the summary.
   ReloadOutcome reload();
@@ -57,6 +61,7 @@ class Reloader {
   Config running_;
   broker::Broker& broker_;
   GuestSet& guests_;
+  auth::Authenticator& authenticator_;
 };
 
 }  // namespace witmq::daemon

@@ -154,6 +154,12 @@ Status GuestHost::subscribe(Worker& w, GuestConfiguration gc) {
   if (!options_.channels.empty()) gc.channels = options_.channels;
   if (!options_.group.empty()) set_extension(gc, "group", options_.group);
   if (w.subscriber && gc == w.config) return ok_status();
+  if (options_.permissions) {
+    for (const std::string& channel : gc.channels) {
+      WITMQ_RETURN_IF_ERROR(auth::check_grants(*options_.permissions, auth::Action::kReceive,
+                                               channel, fmt::format("guest '{}'", options_.name)));
+    }
+  }
   Status st = broker_.update_guest_configuration(w.subscriber, gc);
   if (!st.ok()) return st;
   w.config = std::move(gc);
@@ -165,6 +171,7 @@ Status GuestHost::instantiate(Worker& w) {
   ctx.broker = &broker_;
   ctx.guest_name = options_.name;
   ctx.update_configuration = [this, &w](const GuestConfiguration& gc) { return subscribe(w, gc); };
+  ctx.grants = options_.permissions ? &*options_.permissions : nullptr;
   auto created = GuestInstance::create(module_, std::move(ctx));
   if (!created.ok()) return std::move(created).error();
   std::unique_ptr<GuestInstance> instance = std::move(created).value();

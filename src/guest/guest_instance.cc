@@ -190,6 +190,12 @@ void GuestInstance::record_settled(const Message& m) {
   if (const std::string* receipt = find_metadata(m, meta::kReceipt)) settled_.insert(*receipt);
 }
 
+Status GuestInstance::permitted(auth::Action action, std::string_view channel) const {
+  if (!ctx_.grants) return ok_status();
+  return auth::check_grants(*ctx_.grants, action, channel,
+                            fmt::format("guest '{}'", ctx_.guest_name));
+}
+
 std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c, const std::string& channel,
                                             std::optional<std::chrono::milliseconds> timeout,
                                             Status* status) {
@@ -323,8 +329,11 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     std::string channel = abi::lift_string(m(), u32(a[1]), u32(a[2]), "send channel");
     std::vector<Message> messages = abi::lift_messages(m(), u32(a[3]), u32(a[4]));
     need_broker("send");
-    Status st = await_broker<Status>(
-        [&](auto done) { ctx_.broker->send(c, channel, std::move(messages), std::move(done)); });
+    Status st = permitted(auth::Action::kSend, channel);
+    if (st.ok()) {
+      st = await_broker<Status>(
+          [&](auto done) { ctx_.broker->send(c, channel, std::move(messages), std::move(done)); });
+    }
     status_result(retptr, st);
   };
   bodies["subscribe-try-receive"] = [this, m](const RawValue* a) {
@@ -335,8 +344,9 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     std::string channel =
         abi::lift_string(m(), u32(a[1]), u32(a[2]), "subscribe-try-receive channel");
     if (!ctx_.broker) throw GuestTrap("subscribe-try-receive: no broker is attached");
-    Status st;
-    auto batch = receive(c, channel, std::chrono::milliseconds(u32(a[3])), &st);
+    Status st = permitted(auth::Action::kReceive, channel);
+    std::vector<Message> batch;
+    if (st.ok()) batch = receive(c, channel, std::chrono::milliseconds(u32(a[3])), &st);
     if (!st.ok()) {
       abi::store_result_error(m(), retptr, abi::kResultOptionMessages,
                               abi::kResultOptionMessagesPayload, {new_error(st.error())});
@@ -352,8 +362,9 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     broker::ClientPtr c = client(u32(a[0]), "subscribe-receive");
     std::string channel = abi::lift_string(m(), u32(a[1]), u32(a[2]), "subscribe-receive channel");
     if (!ctx_.broker) throw GuestTrap("subscribe-receive: no broker is attached");
-    Status st;
-    auto batch = receive(c, channel, std::nullopt, &st);
+    Status st = permitted(auth::Action::kReceive, channel);
+    std::vector<Message> batch;
+    if (st.ok()) batch = receive(c, channel, std::nullopt, &st);
     if (st.ok() && batch.empty()) {
       st = Error(ErrorCode::kUnavailable,
                  fmt::format("subscribe-receive on '{}' ended without a message", channel));

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "broker/broker.h"
+#include "auth/grants.h"
 #include "common/message.h"
 #include "common/result.h"
 #include "guest/handle_table.h"
@@ -59,6 +60,8 @@ struct InstanceContext {
   std::string guest_name;
   // Serves update-guest-configuration: re-subscribes the guest. Runs on the calling thread.
   std::function<Status(const GuestConfiguration&)> update_configuration;
+  // What the guest may send to and receive from; nullptr = unrestricted. Outlives the instance.
+  const auth::Grants* grants = nullptr;
 };
 
 // One instance. Not thread-safe except interrupt(): one thread calls configure() / handle().
@@ -104,6 +107,8 @@ class GuestInstance {
   Error take_guest_error(uint32_t handle, const char* export_name);
   broker::ClientPtr& client(uint32_t handle, const char* use);
   void record_settled(const Message& m);
+  // ok, or kPermissionDenied when ctx_.grants do not allow `action` on `channel`.
+  Status permitted(auth::Action action, std::string_view channel) const;
   std::vector<Message> receive(const broker::ClientPtr& client, const std::string& channel,
                                std::optional<std::chrono::milliseconds> timeout, Status* status);
 

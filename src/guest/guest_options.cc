@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "auth/grants.h"
 #include "common/message.h"
 
 namespace witmq::guest {
@@ -59,6 +60,11 @@ const std::vector<GuestOptionDoc>& guest_option_docs() {
       {"restart-backoff-ms", "1..3600000", "200",
        "Wait before instantiating again after a failed instantiation or configure (doubles, up "
        "to 64x)."},
+      {"permissions", "object", "the anonymous grants, or none",
+       "The channels the guest may send to and receive from (channel patterns as in "
+       "docs/SECURITY.md: `*` matches any run of characters). Without it the guest has the "
+       "send and receive grants of the anonymous key when anonymous access is on, and none "
+       "when it is off."},
   };
   return docs;
 }
@@ -147,6 +153,25 @@ Result<GuestOptions> guest_options_from_json(const json& j, std::string_view whe
       auto n = get_uint(v, where, key, 1, 3'600'000);
       if (!n) return std::move(n).error();
       o.restart_backoff = std::chrono::milliseconds(*n);
+    } else if (key == "permissions") {
+      if (!v.is_object()) {
+        return bad_key(where, key,
+                       fmt::format("expected an object {{\"send\": [...], \"receive\": [...]}}, "
+                                   "got {}",
+                                   v.dump()));
+      }
+      for (const auto& [member, unused] : v.items()) {
+        if (member != "send" && member != "receive") {
+          return bad_key(where, key,
+                         fmt::format("unknown field '{}': a guest is granted send and receive "
+                                     "only",
+                                     member));
+        }
+      }
+      auth::Grants grants;
+      WITMQ_RETURN_IF_ERROR(
+          auth::read_grants(v, fmt::format("{}.permissions", where), false, grants));
+      o.permissions = std::move(grants);
     } else {
       std::string known;
       for (const auto& d : guest_option_docs())

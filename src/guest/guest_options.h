@@ -3,12 +3,14 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "auth/grants.h"
 #include "common/result.h"
 
 namespace witmq::guest {
@@ -41,6 +43,9 @@ struct GuestOptions {
   // ["restart-backoff-ms"] Wait before instantiating again after instantiation or configure
   // failed (doubles up to 64x while it keeps failing).
   std::chrono::milliseconds restart_backoff{200};
+  // ["permissions"] The channels the guest may send to and receive from. The daemon always sets
+  // it (from the config, else the anonymous grants, else none); unset means unrestricted.
+  std::optional<auth::Grants> permissions;
 
   bool operator==(const GuestOptions&) const = default;
 };

@@ -178,18 +178,33 @@ json channel_stats_json(const broker::ChannelStats& s) {
 }
 
 Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view text,
-                                 const AdminOptions& options) {
+                                 const AdminOptions& options, auth::Access* access) {
+  // Each check runs once the request parsed, so a malformed request is invalid-argument whoever
+  // sends it, and before the broker is touched.
+  auto may = [&](auth::Action action, const std::string& channel) -> Status {
+    if (!access) return ok_status();
+    auto st = access->check(action, channel);
+    if (!st) return Error(st.error().code, fmt::format("{}: {}", op_name(op), st.error().message));
+    return ok_status();
+  };
   switch (op) {
     case AdminOp::kChannelList: {
       auto f = Fields::parse(op, text, {});
       if (!f) return std::move(f).error();
+      // Without monitor, an identity sees the channels it has some grant on.
+      const bool all = !access || access->monitor();
       json list = json::array();
-      for (const auto& s : b.list_channels()) list.push_back(channel_stats_json(s));
+      for (const auto& s : b.list_channels()) {
+        if (all || access->allows_any(s.name)) list.push_back(channel_stats_json(s));
+      }
       return json_result({{"channels", std::move(list)}});
     }
     case AdminOp::kChannelDeclare: {
       auto f = Fields::parse(op, text, {"name", "settings"});
       if (!f) return std::move(f).error();
+      auto name = f->channel("name");
+      if (!name) return std::move(name).error();
+      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
       return declare(b, *f, options);
     }
     case AdminOp::kChannelDelete: {
@@ -197,6 +212,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
+      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
       WITMQ_RETURN_IF_ERROR(b.delete_channel(*name));
       return json_result(json::object());
     }
@@ -205,6 +221,12 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
+      if (access && !access->monitor() && !access->allows_any(*name)) {
+        return Error(ErrorCode::kPermissionDenied,
+                     fmt::format("channel-stats: identity '{}' has no grant on channel '{}' and "
+                                 "not the monitor grant",
+                                 access->name(), *name));
+      }
       auto stats = b.channel_stats(*name);
       if (!stats) return std::move(stats).error();
       return json_result(channel_stats_json(*stats));
@@ -212,6 +234,12 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
     case AdminOp::kBrowse: {
       auto f = Fields::parse(op, text, {"channel", "from", "max"});
       if (!f) return std::move(f).error();
+      auto channel = f->channel("channel");
+      if (!channel) return std::move(channel).error();
+      // Browsing shows message contents: receive (or manage) on the channel.
+      if (access && !access->allows(auth::Action::kManage, *channel)) {
+        WITMQ_RETURN_IF_ERROR(may(auth::Action::kReceive, *channel));
+      }
       return browse(b, *f, options);
     }
     case AdminOp::kReplayDeadLetters: {
@@ -219,6 +247,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto channel = f->channel("channel");
       if (!channel) return std::move(channel).error();
+      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *channel));
       auto max = f->count("max", std::numeric_limits<uint64_t>::max());
       if (!max) return std::move(max).error();
       auto moved = b.replay_dead_letters(*channel, *max);
@@ -230,6 +259,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto channel = f->channel("channel");
       if (!channel) return std::move(channel).error();
+      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *channel));
       auto purged = b.purge(*channel);
       if (!purged) return std::move(purged).error();
       return json_result({{"purged", *purged}});
@@ -237,6 +267,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
     case AdminOp::kServerStats: {
       auto f = Fields::parse(op, text, {});
       if (!f) return std::move(f).error();
+      if (access) WITMQ_RETURN_IF_ERROR(access->check_monitor("server-stats"));
       return server_stats(b, options);
     }
   }

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "broker/channel_settings.h"
 #include "common/message.h"
@@ -37,9 +38,12 @@ struct AdminResult {
 
 // Parses `json` as the request of `op`, performs it and returns the reply. A body that is not an
 // object of the documented fields is kInvalidArgument naming the op and the field; a failed call
-// returns the broker's error.
+// returns the broker's error. With `access`, the request is refused with kPermissionDenied unless
+// its grants allow it (docs/SECURITY.md): manage for declare, delete, replay and purge; receive
+// or manage for browse; monitor for server-stats; channel-list shows only the channels with some
+// grant unless monitor is granted. nullptr = no checks.
 Result<AdminResult> handle_admin(broker::Broker& broker, AdminOp op, std::string_view json,
-                                 const AdminOptions& options);
+                                 const AdminOptions& options, auth::Access* access = nullptr);
 
 // The channel-stats object of docs/PROTOCOL.md section 13.
 nlohmann::json channel_stats_json(const broker::ChannelStats& stats);

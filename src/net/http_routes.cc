@@ -248,10 +248,23 @@ Routed Router::route(const HttpRequest& r) {
   if (!target) return Routed::now(error_of(target.error()));
   const auto& seg = target->segments;
   const std::string& m = r.method;
-  if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz" || seg[0] == "metrics")) {
+  // Health and readiness answer anyone: load balancers and orchestrators carry no token.
+  if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz")) {
     if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
-    if (seg[0] == "healthz") return Routed::now(healthz());
-    if (seg[0] == "readyz") return Routed::now(readyz());
+    return Routed::now(seg[0] == "healthz" ? healthz() : readyz());
+  }
+  auto access = authenticate(r);
+  if (!access) {
+    HttpResponse denied = error_response(401, access.error().code, access.error().message);
+    denied.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"witmq\"");
+    return Routed::now(std::move(denied));
+  }
+  std::shared_ptr<auth::Access> who = std::move(*access);
+  if (seg.size() == 1 && seg[0] == "metrics") {
+    if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
+    if (who) {
+      if (auto st = who->check_monitor("/metrics"); !st) return Routed::now(error_of(st.error()));
+    }
     // A scrape walks every channel: off the I/O threads.
     Routed out;
     out.blocking = [this] { return metrics(); };
@@ -259,12 +272,12 @@ Routed Router::route(const HttpRequest& r) {
   }
   if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "channels" && seg[3] == "messages" &&
       m == "POST") {
-    return publish(r, seg[2]);
+    return publish(r, seg[2], who.get());
   }
   if (!seg.empty() && seg[0] == "v1") {
     // Admin calls may wait on disk: the whole request is served on the pool.
     Routed out;
-    out.blocking = [this, r] { return admin_routes(r); };
+    out.blocking = [this, r, who] { return admin_routes(r, who.get()); };
     return out;
   }
   return Routed::now(
@@ -272,35 +285,65 @@ Routed Router::route(const HttpRequest& r) {
                      fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path)));
 }
 
-HttpResponse Router::admin_routes(const HttpRequest& r) {
+Result<std::shared_ptr<auth::Access>> Router::authenticate(const HttpRequest& r) const {
+  if (!sources_.authenticator) return std::shared_ptr<auth::Access>();
+  std::optional<std::string> token;
+  for (const auto& [name, value] : r.headers) {
+    if (name != "authorization") continue;
+    constexpr std::string_view kBearer = "bearer ";
+    std::string_view v = value;
+    if (v.size() <= kBearer.size() || !std::equal(kBearer.begin(), kBearer.end(), v.begin(),
+                                                  [](char a, char b) {
+                                                    return a == std::tolower(
+                                                                    static_cast<unsigned char>(b));
+                                                  })) {
+      return Error(ErrorCode::kPermissionDenied,
+                   "Authorization: expected \"Bearer <token>\", the only scheme accepted");
+    }
+    v.remove_prefix(kBearer.size());
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    token = std::string(v);
+  }
+  auto access = sources_.authenticator->authenticate(token, std::nullopt, false);
+  if (!access) return std::move(access).error();
+  return std::shared_ptr<auth::Access>(std::move(*access));
+}
+
+HttpResponse Router::admin_routes(const HttpRequest& r, auth::Access* access) {
   auto target = parse_target(r.target);
   if (!target) return error_of(target.error());
   const auto& seg = target->segments;
   const std::string& m = r.method;
-  if (seg.size() >= 2 && seg[1] == "channels") return channel_routes(r, seg, target->query);
+  if (seg.size() >= 2 && seg[1] == "channels") {
+    return channel_routes(r, seg, target->query, access);
+  }
   if (seg.size() == 2 && seg[1] == "guests") {
     if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
+    if (access) {
+      if (auto st = access->check_monitor("/v1/guests"); !st) return error_of(st.error());
+    }
     return guests();
   }
   if (seg.size() == 2 && seg[1] == "server") {
     if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
-    return admin(AdminOp::kServerStats, json::object());
+    return admin(AdminOp::kServerStats, json::object(), access);
   }
   if (seg.size() == 2 && seg[1] == "checkpoint") {
     if (m != "POST") return method_not_allowed(m, target->path, "POST");
-    return checkpoint(r);
+    return checkpoint(r, access);
   }
   return error_response(404, ErrorCode::kNotFound,
                         fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path));
 }
 
 HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std::string>& seg,
-                                    std::string_view query) {
+                                    std::string_view query, auth::Access* access) {
   const std::string& m = r.method;
   const bool get = is_get(m);
   if (seg.size() == 2) {
     if (!get) return method_not_allowed(m, "/v1/channels", "GET, HEAD");
-    return admin(AdminOp::kChannelList, json::object());
+    return admin(AdminOp::kChannelList, json::object(), access);
   }
   const std::string& name = seg[2];
   if (auto st = validate_channel_name(name); !st) {
@@ -309,16 +352,16 @@ HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std:
   }
   const std::string where = fmt::format("/v1/channels/{}", name);
   if (seg.size() == 3) {
-    if (get) return admin(AdminOp::kChannelStats, {{"name", name}});
-    if (m == "DELETE") return admin(AdminOp::kChannelDelete, {{"name", name}});
+    if (get) return admin(AdminOp::kChannelStats, {{"name", name}}, access);
+    if (m == "DELETE") return admin(AdminOp::kChannelDelete, {{"name", name}}, access);
     if (m == "PUT" || m == "POST") {
       auto settings = body_object(r.body);
       if (!settings) return error_of(settings.error());
       const bool existed = broker_.channel_stats(name).ok();
       HttpResponse declared =
-          admin(AdminOp::kChannelDeclare, {{"name", name}, {"settings", std::move(*settings)}});
+          admin(AdminOp::kChannelDeclare, {{"name", name}, {"settings", std::move(*settings)}}, access);
       if (declared.status != 200) return declared;
-      HttpResponse stats = admin(AdminOp::kChannelStats, {{"name", name}});
+      HttpResponse stats = admin(AdminOp::kChannelStats, {{"name", name}}, access);
       if (stats.status == 200 && !existed) stats.status = 201;
       return stats;
     }
@@ -326,16 +369,16 @@ HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std:
   }
   const std::string& what = seg[3];
   if (seg.size() == 4 && what == "messages") {
-    if (get) return browse(name, query, false);
+    if (get) return browse(name, query, false, access);
     return method_not_allowed(m, where + "/messages", "POST, GET, HEAD");
   }
   if (seg.size() == 4 && what == "dead-letters") {
     if (!get) return method_not_allowed(m, where + "/dead-letters", "GET, HEAD");
-    return dead_letters(r, name, query, false);
+    return dead_letters(r, name, query, false, access);
   }
   if (seg.size() == 5 && what == "dead-letters" && seg[4] == "replay") {
     if (m != "POST") return method_not_allowed(m, where + "/dead-letters/replay", "POST");
-    return dead_letters(r, name, query, true);
+    return dead_letters(r, name, query, true, access);
   }
   if (seg.size() == 4 && what == "purge") {
     if (m != "POST") return method_not_allowed(m, where + "/purge", "POST");
@@ -345,7 +388,7 @@ HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std:
       return error_response(400, ErrorCode::kInvalidArgument,
                             "purge takes no body fields: the channel is in the path");
     }
-    return admin(AdminOp::kPurge, {{"channel", name}});
+    return admin(AdminOp::kPurge, {{"channel", name}}, access);
   }
   return error_response(404, ErrorCode::kNotFound,
                         fmt::format("no endpoint at {}/{}; docs/HTTP.md lists them", where,
@@ -401,8 +444,8 @@ HttpResponse Router::guests() const {
                         {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
 }
 
-HttpResponse Router::admin(AdminOp op, const json& body) {
-  auto result = handle_admin(broker_, op, body.dump(), protocol_.admin_options());
+HttpResponse Router::admin(AdminOp op, const json& body, auth::Access* access) {
+  auto result = handle_admin(broker_, op, body.dump(), protocol_.admin_options(), access);
   if (!result) return error_of(result.error());
   HttpResponse r;
   r.body = std::move(result->json);
@@ -411,7 +454,7 @@ HttpResponse Router::admin(AdminOp op, const json& body) {
 }
 
 HttpResponse Router::browse(const std::string& channel, std::string_view query,
-                            bool missing_is_empty) {
+                            bool missing_is_empty, auth::Access* access) {
   auto params = browse_params(query);
   if (!params) return error_of(params.error());
   json request = named("channel", channel);
@@ -420,7 +463,8 @@ HttpResponse Router::browse(const std::string& channel, std::string_view query,
     request[k] = v;
     if (k == "from") from = v;
   }
-  auto result = handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options());
+  auto result =
+      handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options(), access);
   if (!result && !(missing_is_empty && result.error().code == ErrorCode::kNotFound)) {
     // A page larger than the limit is the caller's mistake in the query, not a large body.
     const Error& e = result.error();
@@ -431,7 +475,7 @@ HttpResponse Router::browse(const std::string& channel, std::string_view query,
 }
 
 HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& channel,
-                                  std::string_view query, bool replay) {
+                                  std::string_view query, bool replay, auth::Access* access) {
   // The dead letters of a channel are those of its dead-letter channel; those of a dead-letter
   // channel are its own messages.
   auto stats = broker_.channel_stats(channel);
@@ -440,7 +484,10 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
                     : stats->settings.dead_letter_channel.empty()
                         ? channel + ".dlq"
                         : stats->settings.dead_letter_channel;
-  if (!replay) return browse(dlq, query, true);
+  if (!replay) return browse(dlq, query, true, access);
+  if (access) {
+    if (auto st = access->check(auth::Action::kManage, dlq); !st) return error_of(st.error());
+  }
 
   if (!query.empty()) {
     return error_response(400, ErrorCode::kInvalidArgument,
@@ -462,12 +509,18 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
     }
     return replay_reply(json(), dlq);
   }
-  HttpResponse out = admin(AdminOp::kReplayDeadLetters, request);
+  HttpResponse out = admin(AdminOp::kReplayDeadLetters, request, access);
   if (out.status == 200) out = replay_reply(json::parse(out.body, nullptr, false), dlq);
   return out;
 }
 
-HttpResponse Router::checkpoint(const HttpRequest& r) {
+HttpResponse Router::checkpoint(const HttpRequest& r, auth::Access* access) {
+  if (access && !access->manages_everything()) {
+    return error_response(403, ErrorCode::kPermissionDenied,
+                          fmt::format("checkpoint: identity '{}' needs manage on \"*\": a "
+                                      "checkpoint copies every channel",
+                                      access->name()));
+  }
   auto body = body_object(r.body);
   if (!body) return error_of(body.error());
   for (const auto& [key, value] : body->items()) {
@@ -494,11 +547,16 @@ HttpResponse Router::checkpoint(const HttpRequest& r) {
   return checkpoint_reply(dir);
 }
 
-Routed Router::publish(const HttpRequest& r, const std::string& channel) {
+Routed Router::publish(const HttpRequest& r, const std::string& channel, auth::Access* access) {
   if (auto st = validate_channel_name(channel); !st) {
     return Routed::now(
         error_response(400, ErrorCode::kInvalidArgument,
                        fmt::format("channel name in the path: {}", st.error().message)));
+  }
+  if (access) {
+    if (auto st = access->check(auth::Action::kSend, channel); !st) {
+      return Routed::now(error_of(st.error()));
+    }
   }
   if (stopping_.load()) {
     return Routed::now(error_response(503, ErrorCode::kUnavailable, "the server is shutting down"));

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "common/result.h"
 #include "net/admin.h"
@@ -58,6 +59,8 @@ struct HttpSources {
   std::function<size_t()> guests_refused;
   // witmq_build_info's version label.
   std::string version;
+  // Bearer tokens and grants (docs/SECURITY.md); nullptr = no checks. Outlives the server.
+  auth::Authenticator* authenticator = nullptr;
 };
 
 // A publish the router has checked, for the server to send and await (it completes once the
@@ -104,21 +107,27 @@ class Router {
   const broker::ClientPtr& client() const { return client_; }
 
  private:
+  // Who sent `r`: its bearer token's identity, or anonymous. A 401 response when neither is
+  // allowed.
+  Result<std::shared_ptr<auth::Access>> authenticate(const HttpRequest& r) const;
+
   HttpResponse healthz() const;
   HttpResponse readyz() const;
   HttpResponse metrics();
   HttpResponse guests() const;
-  // Everything under /v1/ but publishing; runs on the admin pool.
-  HttpResponse admin_routes(const HttpRequest& r);
+  // Everything under /v1/ but publishing; runs on the admin pool. `access` is null without an
+  // authenticator.
+  HttpResponse admin_routes(const HttpRequest& r, auth::Access* access);
   HttpResponse channel_routes(const HttpRequest& r, const std::vector<std::string>& segments,
-                              std::string_view query);
+                              std::string_view query, auth::Access* access);
   // One admin op through net/admin.h: its JSON reply with 200, or the error.
-  HttpResponse admin(AdminOp op, const nlohmann::json& body);
-  HttpResponse browse(const std::string& channel, std::string_view query, bool missing_is_empty);
+  HttpResponse admin(AdminOp op, const nlohmann::json& body, auth::Access* access);
+  HttpResponse browse(const std::string& channel, std::string_view query, bool missing_is_empty,
+                      auth::Access* access);
   HttpResponse dead_letters(const HttpRequest& r, const std::string& channel,
-                            std::string_view query, bool replay);
-  HttpResponse checkpoint(const HttpRequest& r);
-  Routed publish(const HttpRequest& r, const std::string& channel);
+                            std::string_view query, bool replay, auth::Access* access);
+  HttpResponse checkpoint(const HttpRequest& r, auth::Access* access);
+  Routed publish(const HttpRequest& r, const std::string& channel, auth::Access* access);
 
   broker::Broker& broker_;
   const Server& protocol_;

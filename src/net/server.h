@@ -21,6 +21,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "broker/channel_settings.h"
 #include "common/result.h"
@@ -63,6 +64,9 @@ struct ServerOptions {
   broker::ChannelSettings default_channel;
   // Figures from outside the server (the daemon's guests), merged into server-stats' object.
   std::function<nlohmann::json()> extra_stats;
+  // Who may connect and what each identity may do (docs/SECURITY.md); must outlive the server.
+  // nullptr = no checks at all (embedding and tests of this layer).
+  auth::Authenticator* authenticator = nullptr;
 };
 
 // Counters for server-stats and logs; monotonic except `connections`.

@@ -204,6 +204,16 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
                                         "speaks {}",
                                         listed, kProtocolVersion)));
   }
+  if (opts_.authenticator) {
+    // TLS connections pass the verified client certificate's CN here.
+    auto access = opts_.authenticator->authenticate(c.token, std::nullopt, true);
+    if (!access) {
+      log::info("connection {}: connect refused: {}", id_, access.error().message);
+      return goaway(id, Error(access.error().code,
+                              fmt::format("connect: {}", access.error().message)));
+    }
+    access_ = std::move(*access);
+  }
   auto client = broker_.connect(c.name);
   if (!client) {
     return goaway(id,
@@ -226,11 +236,24 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
   ok.limits.idle_timeout_ms = static_cast<uint32_t>(opts_.idle_timeout.count());
   encode(out_pending_, id, ok);
   queued();
-  log::debug("connection {}: client '{}' connected", id_, c.name);
+  log::debug("connection {}: client '{}' connected as {}", id_, c.name,
+             access_ ? fmt::format("identity '{}'", access_->name()) : std::string("anyone"));
+}
+
+Status Session::authorize(auth::Action action, std::string_view channel) {
+  if (!access_) return ok_status();
+  return access_->check(action, channel);
 }
 
 void Session::handle(Frame& frame) {
   const uint32_t id = frame.request_id;
+  if (access_ && access_->revoked()) {
+    // A reload removed the identity or changed its credential: the connection ends here.
+    return goaway(id, Error(ErrorCode::kPermissionDenied,
+                            fmt::format("identity '{}' is no longer valid after a configuration "
+                                        "reload; reconnect with valid credentials",
+                                        access_->name())));
+  }
   std::visit(
       [&](auto& body) {
         using T = std::decay_t<decltype(body)>;
@@ -241,6 +264,9 @@ void Session::handle(Frame& frame) {
         } else if constexpr (std::is_same_v<T, Send>) {
           handle_send(id, body);
         } else if constexpr (std::is_same_v<T, SubscribeTryReceive>) {
+          if (auto st = authorize(auth::Action::kReceive, body.channel); !st) {
+            return reply_error(id, st.error());
+          }
           ++in_flight_;
           auto r = std::make_shared<ReceiveRequest>();
           r->request_id = id;
@@ -249,6 +275,9 @@ void Session::handle(Frame& frame) {
           r->deadline = Clock::now() + milliseconds(body.timeout_ms);
           start_receive(std::move(r));
         } else if constexpr (std::is_same_v<T, SubscribeReceive>) {
+          if (auto st = authorize(auth::Action::kReceive, body.channel); !st) {
+            return reply_error(id, st.error());
+          }
           ++in_flight_;
           auto r = std::make_shared<ReceiveRequest>();
           r->request_id = id;
@@ -282,6 +311,7 @@ void Session::handle(Frame& frame) {
 }
 
 void Session::handle_send(uint32_t id, Send& s) {
+  if (auto st = authorize(auth::Action::kSend, s.channel); !st) return reply_error(id, st.error());
   ++in_flight_;
   ctx_.counters.messages_in.fetch_add(s.messages.size(), std::memory_order_relaxed);
   broker_.send(client_, s.channel, std::move(s.messages),
@@ -298,6 +328,13 @@ void Session::handle_send(uint32_t id, Send& s) {
 }
 
 void Session::handle_update(uint32_t id, const UpdateGuestConfiguration& u) {
+  for (const std::string& channel : u.config.channels) {
+    if (auto allowed = authorize(auth::Action::kReceive, channel); !allowed) {
+      return reply_error(id, Error(allowed.error().code,
+                                   fmt::format("update-guest-configuration: {}",
+                                               allowed.error().message)));
+    }
+  }
   auto st = broker_.update_guest_configuration(client_, u.config);
   if (!st) return reply_error(id, st.error());
   configured_channels_ = u.config.channels;
@@ -324,7 +361,7 @@ void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
   ++in_flight_;
   asio::post(ctx_.admin_pool, [self = shared_from_this(), id, op = a.op,
                                json = std::move(a.json)]() mutable {
-    auto result = handle_admin(self->broker_, op, json, self->ctx_.admin);
+    auto result = handle_admin(self->broker_, op, json, self->ctx_.admin, self->access_.get());
     self->post([self, id, op, result = std::move(result)]() mutable {
       if (!result) {
         self->reply_error(id, result.error());
@@ -493,6 +530,14 @@ void Session::pump_stream() {
   if (!stream_.active || stream_.receive_pending || !stream_.stop_ids.empty() || closing_ ||
       over_cap_ || stream_.credit == 0 || configured_channels_.empty()) {
     return;
+  }
+  if (access_) {
+    // A reload may have taken a channel's receive grant away since the configuration was set.
+    for (const std::string& channel : configured_channels_) {
+      if (auto st = access_->check(auth::Action::kReceive, channel); !st) {
+        return end_stream(st.error());
+      }
+    }
   }
   broker::ReceiveOptions options;
   // Never more than the credit: a client that stops granting holds nothing and stalls no one.

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "broker/broker.h"
 #include "common/message.h"
 #include "common/result.h"
@@ -93,6 +94,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_credit(uint32_t id, const Credit& c);
   void handle_stream_stop(uint32_t id);
   void handle_admin_request(uint32_t id, AdminRequest& a);
+  // ok when the connection's identity may do `action` on `channel` (always without an
+  // authenticator).
+  Status authorize(auth::Action action, std::string_view channel);
 
   // Receives.
   void start_receive(std::shared_ptr<ReceiveRequest> r);
@@ -147,6 +151,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reader_waiting_ = false, writer_waiting_ = false;
 
   broker::ClientPtr client_;
+  // The identity connect authenticated; null without an authenticator. Shared with admin calls
+  // running on the admin pool.
+  std::shared_ptr<auth::Access> access_;
   bool connected_ = false;
   uint32_t in_flight_ = 0;
   Stream stream_;
