@@ -16,6 +16,7 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
     std::unique_lock lock(impl.map_mu);
     auto it = impl.by_name.find(std::string(name));
     if (it == impl.by_name.end()) {
+      WITMQ_RETURN_IF_ERROR(impl.check_new_name(name));
       impl.create_locked(std::string(name), settings, "");
       return ok_status();
     }

@@ -45,6 +45,9 @@ struct BrokerOptions {
   size_t max_message_bytes = 1 << 20;    // data bytes of one message
   uint32_t max_metadata_entries = 64;    // metadata pairs of one message
   size_t max_metadata_bytes = 16 << 10;  // keys + values of one message
+  // Longest name of a channel that a send, receive or declare may create (1..200, the protocol's
+  // cap). Existing channels and the dead-letter channels the broker makes are exempt.
+  size_t max_channel_name_bytes = kMaxChannelNameBytes;
   // Recent messages of each channel kept in memory so consumers that keep up never read disk.
   size_t tail_cache_bytes = 8 << 20;
 };

@@ -34,10 +34,19 @@ void Broker::Impl::add_queue_subscription(Channel& ch, WriteSet& ws) {
   ch.subs[""] = std::move(sub);
 }
 
+Status Broker::Impl::check_new_name(std::string_view name) const {
+  if (name.size() <= opts.max_channel_name_bytes) return ok_status();
+  return invalid_argument(fmt::format(
+      "channel name '{}...' is {} bytes, above max-channel-name-bytes {}: no new channel may "
+      "have a longer name",
+      name.substr(0, 40), name.size(), opts.max_channel_name_bytes));
+}
+
 Result<std::shared_ptr<Channel>> Broker::Impl::find_or_create(std::string_view name, bool create) {
   if (auto ch = lookup(name)) return ch;
   auto valid = validate_channel_name(name);
   if (!valid) return std::move(valid).error();
+  WITMQ_RETURN_IF_ERROR(check_new_name(name));
   if (!create) {
     return Error(ErrorCode::kNotFound,
                  fmt::format("channel '{}' does not exist and auto-create is off", name));

@@ -182,6 +182,13 @@ std::vector<ConfigKey> make_keys() {
                             c.server.limits.max_metadata_bytes = static_cast<uint32_t>(v);
                             c.broker.max_metadata_bytes = static_cast<size_t>(v);
                           }));
+  k.push_back(integer_key(
+      "max-channel-name-bytes", 200, 1, 200,
+      "Longest name of a new channel (created by a send, a receive, a declare or the config). "
+      "Channels that already exist keep working; the characters are the protocol's (A-Z a-z 0-9 "
+      ". _ - : /, docs/PROTOCOL.md section 11), and grants (identities) restrict which names a "
+      "client may use.",
+      [](int64_t v, Config& c) { c.broker.max_channel_name_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key("max-config-channels", 1024, 1, 65'536,
                           "Channels in one guest-configuration.", [](int64_t v, Config& c) {
                             c.server.limits.max_config_channels = static_cast<uint32_t>(v);
