@@ -210,6 +210,7 @@ Result<std::unique_ptr<Access>> Authenticator::authenticate(
       if (id->token && digests_equal(*id->token, digest)) found = id;
     }
     if (!found) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
       return Error(ErrorCode::kPermissionDenied,
                    "the token matches no identity (a token is checked against the SHA-256 "
                    "digests of the identities key)");
@@ -223,6 +224,7 @@ Result<std::unique_ptr<Access>> Authenticator::authenticate(
   }
   if (!found) {
     if (!state->anonymous) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
       if (certificate_cn) {
         return Error(ErrorCode::kPermissionDenied,
                      fmt::format("the client certificate's CN '{}' names no identity, no token "
@@ -239,6 +241,7 @@ Result<std::unique_ptr<Access>> Authenticator::authenticate(
     uint32_t& n = connections_[found->name];
     if (found->max_connections != 0 && n >= found->max_connections) {
       if (n == 0) connections_.erase(found->name);
+      refused_.fetch_add(1, std::memory_order_relaxed);
       return Error(ErrorCode::kResourceExhausted,
                    fmt::format("identity '{}' has {} connections open, its max-connections",
                                found->name, found->max_connections));
@@ -328,6 +331,7 @@ bool Access::allows(Action action, std::string_view channel) {
 
 Status Access::check(Action action, std::string_view channel) {
   if (allows(action, channel)) return ok_status();
+  auth_.denied_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   const Identity* id = identity_.get();
   if (!id) return revoked_error();
@@ -356,8 +360,12 @@ bool Access::manages_everything() {
 Status Access::check_monitor(std::string_view what) {
   std::lock_guard lock(mu_);
   const Identity* id = current();
-  if (!id) return revoked_error();
+  if (!id) {
+    auth_.denied_.fetch_add(1, std::memory_order_relaxed);
+    return revoked_error();
+  }
   if (id->grants.monitor) return ok_status();
+  auth_.denied_.fetch_add(1, std::memory_order_relaxed);
   return Error(ErrorCode::kPermissionDenied,
                fmt::format("identity '{}' may not read {}: that needs the monitor grant", name_,
                            what));

@@ -119,6 +119,10 @@ class Authenticator {
   std::optional<Grants> anonymous_grants() const;
   // Identities with at least one counted connection now, and how many.
   std::vector<std::pair<std::string, uint32_t>> connections() const;
+  // Failed authentications (connects and HTTP requests refused) and requests an identity's
+  // grants refused, since start.
+  uint64_t refused_total() const { return refused_.load(std::memory_order_relaxed); }
+  uint64_t denied_total() const { return denied_.load(std::memory_order_relaxed); }
 
  private:
   friend class Access;
@@ -133,6 +137,7 @@ class Authenticator {
   mutable std::mutex mu_;  // guards state_ and connections_
   std::shared_ptr<const State> state_;
   std::atomic<uint64_t> generation_{1};
+  std::atomic<uint64_t> refused_{0}, denied_{0};
   std::unordered_map<std::string, uint32_t> connections_;
 };
 

@@ -432,6 +432,11 @@ HttpResponse Router::metrics() {
   s.messages_out = t.messages_out.load();
   if (sources_.guest_figures) s.guests = sources_.guest_figures();
   if (sources_.guests_refused) s.guests_refused = sources_.guests_refused();
+  if (sources_.authenticator) {
+    s.identity_connections = sources_.authenticator->connections();
+    s.auth_refused = sources_.authenticator->refused_total();
+    s.auth_denied = sources_.authenticator->denied_total();
+  }
   HttpResponse r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = render_metrics(s);

@@ -208,6 +208,17 @@ std::string render_metrics(const MetricsSnapshot& s) {
     for (const auto* g : guests) w.sample("guest", g->name, m.value(*g));
   }
 
+  w.family("witmq_identity_connections", "gauge",
+           "Protocol connections open now per authenticated identity (anonymous included).");
+  for (const auto& [identity, n] : s.identity_connections) w.sample("identity", identity, d(n));
+  w.family("witmq_auth_refused_total", "counter",
+           "Connects and HTTP requests refused for a missing or wrong credential, or at an "
+           "identity's max-connections.");
+  w.sample(d(s.auth_refused));
+  w.family("witmq_auth_denied_total", "counter",
+           "Requests of authenticated clients that their grants did not allow.");
+  w.sample(d(s.auth_denied));
+
   for (const auto& m : listener_metrics()) {
     w.family(m.name, m.type, m.help);
     for (const auto& l : s.listeners) w.sample("listener", l.listener, m.value(l));

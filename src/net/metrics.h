@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "broker/broker.h"
@@ -50,6 +51,11 @@ struct MetricsSnapshot {
   uint64_t messages_out = 0;  // messages the protocol server delivered
   std::vector<GuestFigures> guests;
   uint64_t guests_refused = 0;
+  // Authentication (docs/SECURITY.md): protocol connections open per identity, and the
+  // authenticator's refusal counters.
+  std::vector<std::pair<std::string, uint32_t>> identity_connections;
+  uint64_t auth_refused = 0;
+  uint64_t auth_denied = 0;
 };
 
 // The exposition text: families in a fixed order, samples of a family sorted by their labels.

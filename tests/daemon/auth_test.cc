@@ -228,9 +228,16 @@ TEST_F(AuthTest, HttpTakesTheSameIdentitiesAsBearerTokens) {
             401u);
   HttpReply no_monitor = http_request(http, "GET", "/metrics", "", bearer(kProducerToken));
   EXPECT_EQ(no_monitor.status, 403u) << no_monitor;
+  auto producer = as(port(), kProducerToken);
   HttpReply scrape = http_request(http, "GET", "/metrics", "", bearer(kAdminToken));
   EXPECT_EQ(scrape.status, 200u) << scrape;
   EXPECT_NE(scrape.body.find("witmq_build_info"), std::string::npos);
+  EXPECT_NE(scrape.body.find("witmq_identity_connections{identity=\"producer\"} 1\n"),
+            std::string::npos)
+      << scrape.body;
+  // The request without a token and the one with a wrong token; the producer's 403 is a denial.
+  EXPECT_NE(scrape.body.find("witmq_auth_refused_total 2\n"), std::string::npos) << scrape.body;
+  EXPECT_NE(scrape.body.find("witmq_auth_denied_total 1\n"), std::string::npos) << scrape.body;
 
   HttpReply forbidden =
       http_request(http, "POST", "/v1/channels/billing/messages", "x", bearer(kProducerToken));
