@@ -18,6 +18,8 @@ struct KeyFlag {
 constexpr KeyFlag kKeyFlags[] = {
     {"--listen", "listen"},
     {"--http-listen", "http-listen"},
+    {"--tls-listen", "tls-listen"},
+    {"--https-listen", "https-listen"},
     {"--data-dir", "data-dir"},
     {"--log-level", "log-level"},
 };
@@ -119,6 +121,9 @@ std::string flags_help() {
 --listen HOST:PORT       Sets the key listen. Port 0 picks a free port.
 --http-listen HOST:PORT  Sets the key http-listen (health, metrics, admin API). Port 0
                          picks a free port; "" turns the HTTP side off.
+--tls-listen HOST:PORT   Sets the key tls-listen: the protocol over TLS (needs
+                         tls-cert-file and tls-key-file, e.g. with --set).
+--https-listen HOST:PORT Sets the key https-listen: the HTTP side over TLS.
 --data-dir DIR           Sets the key data-dir.
 --log-level LEVEL        Sets the key log-level: debug, info, warn or error.
 --set KEY=VALUE          Sets any key. VALUE is taken as it is for string keys and as JSON
