@@ -10,20 +10,15 @@ namespace witmq::cli {
 namespace {
 
 constexpr OptionSpec kBenchOptions[] = {
-    {"server", true},        {"token", true},
-    {"tls", false},          {"ca-file", true},
-    {"cert-file", true},     {"key-file", true},
-    {"insecure", false},
-    {"channel", true},       {"kind", true},
-    {"durability", true},    {"producers", true},
-    {"consumers", true},     {"messages", true},
-    {"duration", true},      {"size", true},
-    {"batch", true},         {"pipeline", true},
-    {"consume-mode", true},  {"credit", true},
-    {"receive-batch", true}, {"receive-pipeline", true},
-    {"complete", false},     {"threads", true},
-    {"drain-timeout", true}, {"json", false},
-    {"help", false},
+    {"server", true},     {"token", true},         {"tls", false},
+    {"ca-file", true},    {"cert-file", true},     {"key-file", true},
+    {"insecure", false},  {"channel", true},       {"kind", true},
+    {"durability", true}, {"producers", true},     {"consumers", true},
+    {"messages", true},   {"duration", true},      {"size", true},
+    {"batch", true},      {"pipeline", true},      {"consume-mode", true},
+    {"credit", true},     {"receive-batch", true}, {"receive-pipeline", true},
+    {"complete", false},  {"threads", true},       {"drain-timeout", true},
+    {"json", false},      {"help", false},
 };
 
 Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }

@@ -18,9 +18,9 @@ struct CommandInfo {
 };
 
 constexpr OptionSpec kGlobalOptions[] = {
-    {"server", true},     {"name", true},      {"token", true},    {"connect-timeout", true},
-    {"tls", false},       {"ca-file", true},   {"cert-file", true}, {"key-file", true},
-    {"insecure", false},  {"json", false},     {"help", false},
+    {"server", true},    {"name", true},    {"token", true},     {"connect-timeout", true},
+    {"tls", false},      {"ca-file", true}, {"cert-file", true}, {"key-file", true},
+    {"insecure", false}, {"json", false},   {"help", false},
 };
 
 constexpr std::string_view kGlobalHelp =
@@ -220,7 +220,8 @@ Status check_tls(std::string_view context, const client::TlsClientOptions& tls) 
                     context));
   }
   if (tls.insecure && !tls.ca_file.empty()) {
-    return invalid_argument(fmt::format("{}: --insecure and --ca-file exclude each other", context));
+    return invalid_argument(
+        fmt::format("{}: --insecure and --ca-file exclude each other", context));
   }
   return ok_status();
 }

@@ -37,9 +37,9 @@ Result<Endpoint> parse_endpoint(std::string_view text);
 // names).
 struct TlsClientOptions {
   bool enabled = false;
-  std::string ca_file;    // PEM CAs the server's certificate must chain to; "" = system store
-  std::string cert_file;  // PEM client certificate chain, for tls-client-cert; "" = none
-  std::string key_file;   // PEM private key of cert_file
+  std::string ca_file;      // PEM CAs the server's certificate must chain to; "" = system store
+  std::string cert_file;    // PEM client certificate chain, for tls-client-cert; "" = none
+  std::string key_file;     // PEM private key of cert_file
   std::string server_name;  // the name to verify and send as SNI; "" = the endpoint's host
   // Skips verifying the server's certificate and name: the connection is encrypted but the
   // server unauthenticated (anyone on the path can pose as it). For tests only.

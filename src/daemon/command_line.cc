@@ -16,12 +16,9 @@ struct KeyFlag {
   std::string_view key;
 };
 constexpr KeyFlag kKeyFlags[] = {
-    {"--listen", "listen"},
-    {"--http-listen", "http-listen"},
-    {"--tls-listen", "tls-listen"},
-    {"--https-listen", "https-listen"},
-    {"--data-dir", "data-dir"},
-    {"--log-level", "log-level"},
+    {"--listen", "listen"},         {"--http-listen", "http-listen"},
+    {"--tls-listen", "tls-listen"}, {"--https-listen", "https-listen"},
+    {"--data-dir", "data-dir"},     {"--log-level", "log-level"},
 };
 
 // A --set value: the text as it is for a string key, JSON for any other.

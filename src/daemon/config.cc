@@ -182,8 +182,7 @@ std::vector<ConfigKey> make_keys() {
                          "Oldest TLS version the TLS listeners accept: 1.2 or 1.3.",
                          [](const std::string& s, Config& c) -> Status {
                            if (s != "1.2" && s != "1.3") {
-                             return invalid_argument(
-                                 fmt::format("'{}' is not one of 1.2, 1.3", s));
+                             return invalid_argument(fmt::format("'{}' is not one of 1.2, 1.3", s));
                            }
                            c.tls.min_tls13 = s == "1.3";
                            return ok_status();
@@ -583,8 +582,8 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
       std::string message = context.error().message;
       for (const char* key : {"tls-cert-file", "tls-key-file", "tls-client-ca-file"}) {
         if (message.starts_with(std::string(key) + " ")) {
-          message = fmt::format("{} (from {}){}", key, source_of(key),
-                                message.substr(std::strlen(key)));
+          message =
+              fmt::format("{} (from {}){}", key, source_of(key), message.substr(std::strlen(key)));
           break;
         }
       }

@@ -129,8 +129,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   void start() {
     asio::co_spawn(
-        tcp().get_executor(), [self = shared_from_this()] { return self->run(); },
-        asio::detached);
+        tcp().get_executor(), [self = shared_from_this()] { return self->run(); }, asio::detached);
   }
 
   // Graceful: a request being served is answered (with Connection: close); an idle connection

@@ -78,8 +78,9 @@ asio::awaitable<void> Session::handshake() {
   handshake_timer_.expires_after(opts_.tls_handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec || self->handshake_done_ || self->closed_) return;
-    log::debug("connection {}: no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
-               self->id_, self->opts_.tls_handshake_timeout.count());
+    log::debug(
+        "connection {}: no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
+        self->id_, self->opts_.tls_handshake_timeout.count());
     self->close();
   });
   boost::system::error_code ec;

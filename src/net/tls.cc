@@ -66,8 +66,8 @@ Result<std::shared_ptr<ssl::context>> make_server_tls_context(const TlsOptions& 
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* native = ctx->native_handle();
   // No compression (CRIME), no renegotiation by the client, the server's cipher preference.
-  SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_min_proto_version(native, options.min_tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 
   WITMQ_RETURN_IF_ERROR(check_readable("tls-cert-file", options.cert_file));

@@ -41,10 +41,10 @@ class TestCertificates {
 
   // The daemon flags of a TLS listener (and an HTTPS one) with the server certificate.
   std::vector<std::string> server_flags() const {
-    return {"--tls-listen",  "127.0.0.1:0",
+    return {"--tls-listen",   "127.0.0.1:0",
             "--https-listen", "127.0.0.1:0",
-            "--set",         "tls-cert-file=" + pem("server"),
-            "--set",         "tls-key-file=" + key("server")};
+            "--set",          "tls-cert-file=" + pem("server"),
+            "--set",          "tls-key-file=" + key("server")};
   }
 
  private:
@@ -60,11 +60,12 @@ class TestCertificates {
   }
 
   bool make_ca(const std::string& name, const std::string& cn) {
-    return openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-                   "-keyout " +
-                   name + ".key -out " + name + ".pem -subj '/CN=" + cn +
-                   "' -addext basicConstraints=critical,CA:TRUE "
-                   "-addext keyUsage=critical,keyCertSign,cRLSign");
+    return openssl(
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+        "-keyout " +
+        name + ".key -out " + name + ".pem -subj '/CN=" + cn +
+        "' -addext basicConstraints=critical,CA:TRUE "
+        "-addext keyUsage=critical,keyCertSign,cRLSign");
   }
 
   bool make_leaf(const std::string& name, const std::string& ca, const std::string& cn,

@@ -332,8 +332,8 @@ TEST_F(TlsTest, BadCertificatesAndKeysAreRefusedAtStartWithTheKey) {
   expect_refused(start({"--set", "tls-min-version=1.1"}), {"tls-min-version", "1.1"});
   expect_refused(start({"--set", "tls-client-cert=sometimes"}), {"tls-client-cert", "sometimes"});
   // --check-config loads the files too.
-  RunResult r = run_witmqd({"--check-config", "--tls-listen", "127.0.0.1:0", "--set", cert,
-                            "--set", "tls-key-file=" + certs().key("client")});
+  RunResult r = run_witmqd({"--check-config", "--tls-listen", "127.0.0.1:0", "--set", cert, "--set",
+                            "tls-key-file=" + certs().key("client")});
   expect_refused(r, {"tls-key-file"});
   r = run_witmqd({"--check-config", "--tls-listen", "127.0.0.1:0", "--set", cert, "--set", key,
                   "--set", "tls-min-version=1.3"});
