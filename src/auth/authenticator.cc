@@ -216,7 +216,7 @@ Result<std::unique_ptr<Access>> Authenticator::authenticate(
                    "digests of the identities key)");
     }
     credential = Access::Credential::kToken;
-  } else if (certificate_cn) {
+  } else if (certificate_cn && !certificate_cn->empty()) {
     for (const auto& id : state->identities) {
       if (id->certificate_cn == *certificate_cn) found = id;
     }

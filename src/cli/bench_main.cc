@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
     std::cout << bench_usage();
     return kExitOk;
   }
+  if (options->tls.insecure) {
+    std::cerr << "witmq-bench: warning: --insecure: the server's certificate is not verified\n";
+  }
   auto report = run_bench(*options);
   if (!report.ok()) {
     std::cerr << "witmq-bench: " << report.error().to_string() << "\n";

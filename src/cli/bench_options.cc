@@ -10,17 +10,15 @@ namespace witmq::cli {
 namespace {
 
 constexpr OptionSpec kBenchOptions[] = {
-    {"server", true},        {"token", true},
-    {"channel", true},       {"kind", true},
-    {"durability", true},    {"producers", true},
-    {"consumers", true},     {"messages", true},
-    {"duration", true},      {"size", true},
-    {"batch", true},         {"pipeline", true},
-    {"consume-mode", true},  {"credit", true},
-    {"receive-batch", true}, {"receive-pipeline", true},
-    {"complete", false},     {"threads", true},
-    {"drain-timeout", true}, {"json", false},
-    {"help", false},
+    {"server", true},     {"token", true},         {"tls", false},
+    {"ca-file", true},    {"cert-file", true},     {"key-file", true},
+    {"insecure", false},  {"channel", true},       {"kind", true},
+    {"durability", true}, {"producers", true},     {"consumers", true},
+    {"messages", true},   {"duration", true},      {"size", true},
+    {"batch", true},      {"pipeline", true},      {"consume-mode", true},
+    {"credit", true},     {"receive-batch", true}, {"receive-pipeline", true},
+    {"complete", false},  {"threads", true},       {"drain-timeout", true},
+    {"json", false},      {"help", false},
 };
 
 Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }
@@ -36,6 +34,11 @@ consumers make no progress for --drain-timeout.
 
   --server HOST:PORT        the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
   --token TOKEN             authentication token (default $WITMQ_TOKEN)
+  --tls                     connect with TLS (the daemon's tls-listen port), verifying the
+                            server's certificate and its name
+  --ca-file PATH            PEM CAs to verify the server with (default: the system's)
+  --cert-file PATH          PEM client certificate; --key-file PATH its private key
+  --insecure                do not verify the server's certificate (prints a warning)
   --channel NAME            channel to use (default: a fresh witmq-bench-<pid>-<4 hex digits>,
                             deleted after)
   --kind KIND               point-to-point (default) or publish-subscribe
@@ -102,6 +105,19 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
     o.server = *ep;
   }
   if (const auto* t = a->last("token")) o.token = *t;
+  o.tls.enabled = a->has("tls");
+  if (const auto* f = a->last("ca-file")) o.tls.ca_file = *f;
+  if (const auto* f = a->last("cert-file")) o.tls.cert_file = *f;
+  if (const auto* f = a->last("key-file")) o.tls.key_file = *f;
+  o.tls.insecure = a->has("insecure");
+  for (const char* option : {"ca-file", "cert-file", "key-file", "insecure"}) {
+    if (a->has(option) && !o.tls.enabled) {
+      return invalid_argument(fmt::format("witmq-bench: --{} needs --tls", option));
+    }
+  }
+  if (o.tls.cert_file.empty() != o.tls.key_file.empty()) {
+    return invalid_argument("witmq-bench: --cert-file and --key-file go together");
+  }
   if (const auto* c = a->last("channel")) {
     auto st = validate_channel_name(*c);
     if (!st) {

@@ -20,6 +20,8 @@ enum class ConsumeMode {
 struct BenchOptions {
   client::Endpoint server;           // --server (default $WITMQ_SERVER, else 127.0.0.1:7400)
   std::optional<std::string> token;  // --token (default $WITMQ_TOKEN)
+  // --tls, --ca-file, --cert-file, --key-file, --insecure, as for witmq.
+  client::TlsClientOptions tls;
   std::string channel;  // --channel; "" = a fresh "witmq-bench-<pid>-<4 hex>", deleted after
   std::string kind = "point-to-point";    // --kind
   std::optional<std::string> durability;  // --durability sync|group|none; the server default if not

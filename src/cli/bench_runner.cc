@@ -277,6 +277,7 @@ class Waiter {
 Result<AsyncClient::Pointer> connect_one(asio::io_context& io, const BenchOptions& o) {
   client::Options co;
   co.token = o.token;
+  co.tls = o.tls;
   Waiter<AsyncClient::Pointer> w;
   AsyncClient::connect(io.get_executor(), o.server, "", co, w.callback());
   return w.get();
@@ -307,6 +308,7 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
 
   client::Options admin_options;
   admin_options.token = o.token;
+  admin_options.tls = o.tls;
   admin_options.request_timeout = std::chrono::milliseconds(30'000);
   auto admin = client::Client::connect(o.server, "", admin_options);
   if (!admin.ok()) return std::move(admin).error();

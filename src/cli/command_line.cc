@@ -18,8 +18,9 @@ struct CommandInfo {
 };
 
 constexpr OptionSpec kGlobalOptions[] = {
-    {"server", true},          {"name", true},  {"token", true},
-    {"connect-timeout", true}, {"json", false}, {"help", false},
+    {"server", true},    {"name", true},    {"token", true},     {"connect-timeout", true},
+    {"tls", false},      {"ca-file", true}, {"cert-file", true}, {"key-file", true},
+    {"insecure", false}, {"json", false},   {"help", false},
 };
 
 constexpr std::string_view kGlobalHelp =
@@ -29,6 +30,12 @@ constexpr std::string_view kGlobalHelp =
                           subscriptions durable under it (default: anonymous)
   --token TOKEN           authentication token (default $WITMQ_TOKEN)
   --connect-timeout MS    give up connecting after MS milliseconds (default 5000)
+  --tls                   connect with TLS (the daemon's tls-listen port); the server's
+                          certificate must chain to a trusted CA and name the --server host
+  --ca-file PATH          PEM CAs to verify the server with (default: the system's)
+  --cert-file PATH        PEM client certificate, for a daemon that asks for one
+  --key-file PATH         PEM private key of --cert-file
+  --insecure              do not verify the server's certificate (prints a warning)
   --json                  machine-readable output (JSON)
   --help, -h              this text
 
@@ -186,6 +193,36 @@ Status apply_global(const ParsedArgs& a, std::string_view context, CliCommand& c
     cmd.connect_timeout_ms = *v;
   }
   if (a.has("json")) cmd.output = OutputMode::kJson;
+  if (a.has("tls")) cmd.tls.enabled = true;
+  if (const auto* f = a.last("ca-file")) cmd.tls.ca_file = *f;
+  if (const auto* f = a.last("cert-file")) cmd.tls.cert_file = *f;
+  if (const auto* f = a.last("key-file")) cmd.tls.key_file = *f;
+  if (a.has("insecure")) cmd.tls.insecure = true;
+  return ok_status();
+}
+
+// The TLS options once every global option is in: the files and --insecure need --tls, and a
+// client certificate needs its key.
+Status check_tls(std::string_view context, const client::TlsClientOptions& tls) {
+  const std::pair<std::string_view, bool> given[] = {{"--ca-file", !tls.ca_file.empty()},
+                                                     {"--cert-file", !tls.cert_file.empty()},
+                                                     {"--key-file", !tls.key_file.empty()},
+                                                     {"--insecure", tls.insecure}};
+  for (const auto& [option, set] : given) {
+    if (set && !tls.enabled) {
+      return invalid_argument(fmt::format("{}: {} needs --tls", context, option));
+    }
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return invalid_argument(
+        fmt::format("{}: --cert-file and --key-file go together (a client certificate and its "
+                    "private key)",
+                    context));
+  }
+  if (tls.insecure && !tls.ca_file.empty()) {
+    return invalid_argument(
+        fmt::format("{}: --insecure and --ca-file exclude each other", context));
+  }
   return ok_status();
 }
 
@@ -257,6 +294,7 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
     cmd.help_topic = info->kind;
     return cmd;
   }
+  WITMQ_RETURN_IF_ERROR(check_tls(context, cmd.tls));
   cmd.kind = info->kind;
 
   // Positionals: CHANNEL for all but channels/server-stats/ping; send takes an optional DATA.

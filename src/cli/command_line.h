@@ -50,6 +50,8 @@ struct CliCommand {
   std::string name;                       // --name: the client name ("" = anonymous)
   std::optional<std::string> token;       // --token, else $WITMQ_TOKEN
   uint32_t connect_timeout_ms = 5000;     // --connect-timeout
+  // --tls, --ca-file, --cert-file, --key-file, --insecure (each of the last four needs --tls).
+  client::TlsClientOptions tls;
   OutputMode output = OutputMode::kText;  // --json / --data-only
 
   std::string channel;

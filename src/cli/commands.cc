@@ -12,6 +12,7 @@
 #include "cli/exit_codes.h"
 #include "cli/message_output.h"
 #include "client/client.h"
+#include "client/tls_context.h"
 #include "net/codec.h"
 
 namespace witmq::cli {
@@ -44,6 +45,20 @@ struct Runner {
     client::Options options;
     options.token = cmd.token;
     options.connect_timeout = std::chrono::milliseconds(cmd.connect_timeout_ms);
+    options.tls = cmd.tls;
+    if (cmd.tls.enabled) {
+      // A TLS file that does not load is the caller's mistake, not the server's refusal.
+      if (auto ctx = client::make_client_tls_context(cmd.tls); !ctx.ok()) {
+        err << fmt::format("{}: {}\n", prefix, ctx.error().message);
+        return kExitUsage;
+      }
+    }
+    if (cmd.tls.insecure) {
+      err << fmt::format(
+          "{}: warning: --insecure: the server's certificate is not verified; anyone on the "
+          "path can pose as the server\n",
+          prefix);
+    }
     auto c = Client::connect(cmd.server, cmd.name, options);
     if (!c.ok()) {
       const Error& e = c.error();

@@ -8,11 +8,13 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
 
 #include "client/admin_json.h"
+#include "client/tls_context.h"
 
 namespace witmq::client {
 
@@ -108,6 +110,33 @@ asio::awaitable<void> AsyncClient::run_connect(Pointer self, Endpoint endpoint, 
     co_return;
   }
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (options_.tls.enabled) {
+    Status st = ok_status();
+    auto context = make_client_tls_context(options_.tls);
+    if (!context) {
+      st = std::move(context).error();
+    } else {
+      tls_context_ = std::move(*context);
+      tls_.emplace(socket_, *tls_context_);
+      st = prepare_client_tls(tls_->native_handle(), endpoint.host, options_.tls);
+    }
+    if (st.ok()) {
+      co_await tls_->async_handshake(asio::ssl::stream_base::client,
+                                     asio::redirect_error(use_awaitable, ec));
+      if (ec || !is_open()) {
+        st = close_reason().value_or(
+            Error(ErrorCode::kUnavailable,
+                  fmt::format("connect to {}: TLS handshake failed: {}", where,
+                              client_handshake_failure(tls_->native_handle(), ec))));
+      }
+    }
+    if (!st.ok()) {
+      Error e = std::move(st).error();
+      fail(e);
+      done(std::move(e));
+      co_return;
+    }
+  }
 
   net::Connect request{{net::kProtocolVersion}, std::move(name), options_.token};
   submit(
@@ -185,11 +214,18 @@ asio::awaitable<void> AsyncClient::read_loop(Pointer /*self*/) {
     if (need > in_.size() - begin) in_.resize(begin + need);
 
     boost::system::error_code ec;
-    size_t n = co_await socket_.async_read_some(asio::buffer(in_.data() + end, in_.size() - end),
-                                                asio::redirect_error(use_awaitable, ec));
+    const auto into = asio::buffer(in_.data() + end, in_.size() - end);
+    size_t n = 0;
+    if (tls_) {
+      n = co_await tls_->async_read_some(into, asio::redirect_error(use_awaitable, ec));
+    } else {
+      n = co_await socket_.async_read_some(into, asio::redirect_error(use_awaitable, ec));
+    }
     if (ec) {
+      // A TLS server that closes without close_notify ends the stream "truncated": the
+      // protocol's own frames (goaway) say whether anything was lost.
       fail(Error(ErrorCode::kUnavailable,
-                 ec == asio::error::eof
+                 ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
                      ? std::string("connection lost: the server closed the connection")
                      : fmt::format("connection lost: {}", ec.message())));
       co_return;
@@ -289,16 +325,19 @@ void AsyncClient::start_write() {
     write_buf_.clear();
     std::swap(out_, write_buf_);
   }
-  asio::async_write(
-      socket_, asio::buffer(write_buf_),
-      [self = shared_from_this()](boost::system::error_code ec, size_t) {
-        if (ec) {
-          self->fail(Error(ErrorCode::kUnavailable,
-                           fmt::format("connection lost while writing: {}", ec.message())));
-          return;
-        }
-        self->start_write();
-      });
+  auto written = [self = shared_from_this()](boost::system::error_code ec, size_t) {
+    if (ec) {
+      self->fail(Error(ErrorCode::kUnavailable,
+                       fmt::format("connection lost while writing: {}", ec.message())));
+      return;
+    }
+    self->start_write();
+  };
+  if (tls_) {
+    asio::async_write(*tls_, asio::buffer(write_buf_), std::move(written));
+  } else {
+    asio::async_write(socket_, asio::buffer(write_buf_), std::move(written));
+  }
 }
 
 void AsyncClient::dispatch(net::Frame&& frame) {

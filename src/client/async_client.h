@@ -1,5 +1,5 @@
 // The asynchronous core of the witmq client: one TCP connection to witmqd speaking protocol v1
-// (docs/PROTOCOL.md) with the frame codec of net/codec.h.
+// (docs/PROTOCOL.md) with the frame codec of net/codec.h, inside TLS when options.tls asks.
 //
 // Requests pipeline: every call encodes its frame at once into the connection's output buffer,
 // registers a completion under a fresh request id and returns; replies are matched by id in
@@ -20,6 +20,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <cstdint>
@@ -51,10 +53,12 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
  public:
   using Pointer = std::shared_ptr<AsyncClient>;
 
-  // WIT client.connect(name): opens a TCP connection to `endpoint`, sends connect (version 1,
-  // `name`, options.token) and calls `done` with the client once connect-ok arrives, or with the
-  // error: kUnavailable when the address cannot be resolved or reached or options.connect_timeout
-  // passes, the goaway's error when the server refuses the connect.
+  // WIT client.connect(name): opens a TCP connection to `endpoint` (with options.tls, completes
+  // the TLS handshake), sends connect (version 1, `name`, options.token) and calls `done` with the
+  // client once connect-ok arrives, or with the error: kUnavailable when the address cannot be
+  // resolved or reached, the TLS handshake fails or options.connect_timeout passes;
+  // kInvalidArgument when a TLS file cannot be loaded; the goaway's error when the server refuses
+  // the connect.
   static void connect(boost::asio::any_io_executor executor, Endpoint endpoint, std::string name,
                       Options options, Callback<Pointer> done);
 
@@ -157,7 +161,10 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
   void settle(net::FrameType type, const Message& message, StatusCallback done);
 
   boost::asio::strand<boost::asio::any_io_executor> strand_;
+  // The TCP connection: socket_, or the layer under tls_ with options.tls.
   boost::asio::ip::tcp::socket socket_;
+  std::shared_ptr<boost::asio::ssl::context> tls_context_;
+  std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
   boost::asio::steady_timer connect_timer_;
   boost::asio::steady_timer keepalive_timer_;
   Options options_;

@@ -31,11 +31,28 @@ struct Endpoint {
 // the text and what was expected.
 Result<Endpoint> parse_endpoint(std::string_view text);
 
+// TLS towards a witmqd TLS listener (tls-listen). The server's certificate is verified against
+// ca_file (the system's trusted CAs when it is empty) and must name the host connected to
+// (server_name, else the endpoint's host: a DNS name or an IP address in its subject alternative
+// names).
+struct TlsClientOptions {
+  bool enabled = false;
+  std::string ca_file;      // PEM CAs the server's certificate must chain to; "" = system store
+  std::string cert_file;    // PEM client certificate chain, for tls-client-cert; "" = none
+  std::string key_file;     // PEM private key of cert_file
+  std::string server_name;  // the name to verify and send as SNI; "" = the endpoint's host
+  // Skips verifying the server's certificate and name: the connection is encrypted but the
+  // server unauthenticated (anyone on the path can pose as it). For tests only.
+  bool insecure = false;
+};
+
 // How a client connects and how long its blocking calls wait.
 struct Options {
+  // TLS; off by default (the plain listener).
+  TlsClientOptions tls;
   // Authentication token sent in connect; none when the server needs none.
   std::optional<std::string> token;
-  // TCP connect plus the connect/connect-ok handshake. Default 5 s.
+  // TCP connect, the TLS handshake, and the connect/connect-ok handshake. Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};
   // How long a blocking call (client.h) waits for its reply before it fails with kUnavailable;
   // 0 = as long as it takes. subscribe-try-receive adds its own timeout on top;

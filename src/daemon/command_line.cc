@@ -16,10 +16,9 @@ struct KeyFlag {
   std::string_view key;
 };
 constexpr KeyFlag kKeyFlags[] = {
-    {"--listen", "listen"},
-    {"--http-listen", "http-listen"},
-    {"--data-dir", "data-dir"},
-    {"--log-level", "log-level"},
+    {"--listen", "listen"},         {"--http-listen", "http-listen"},
+    {"--tls-listen", "tls-listen"}, {"--https-listen", "https-listen"},
+    {"--data-dir", "data-dir"},     {"--log-level", "log-level"},
 };
 
 // A --set value: the text as it is for a string key, JSON for any other.
@@ -123,6 +122,9 @@ std::string flags_help() {
 --listen HOST:PORT       Sets the key listen. Port 0 picks a free port.
 --http-listen HOST:PORT  Sets the key http-listen (health, metrics, admin API). Port 0
                          picks a free port; "" turns the HTTP side off.
+--tls-listen HOST:PORT   Sets the key tls-listen: the protocol over TLS (needs
+                         tls-cert-file and tls-key-file, e.g. with --set).
+--https-listen HOST:PORT Sets the key https-listen: the HTTP side over TLS.
 --data-dir DIR           Sets the key data-dir.
 --log-level LEVEL        Sets the key log-level: debug, info, warn or error.
 --set KEY=VALUE          Sets any key. VALUE is taken as it is for string keys and as JSON

@@ -77,8 +77,24 @@ Status split_host_port(const std::string& s, std::string& host_out, uint16_t& po
   return ok_status();
 }
 
+// "" turns the plain protocol listener off (tls-listen must then be on).
 Status parse_listen(const std::string& s, Config& c) {
+  c.listen_enabled = !s.empty();
+  if (s.empty()) return ok_status();
   return split_host_port(s, c.listen_host, c.listen_port);
+}
+
+// As listen; "" (the default) leaves the TLS listener off.
+Status parse_tls_listen(const std::string& s, Config& c) {
+  c.tls_listen_enabled = !s.empty();
+  if (s.empty()) return ok_status();
+  return split_host_port(s, c.server.tls_host, c.server.tls_port);
+}
+
+Status parse_https_listen(const std::string& s, Config& c) {
+  c.https_listen_enabled = !s.empty();
+  if (s.empty()) return ok_status();
+  return split_host_port(s, c.http.tls_host, c.http.tls_port);
 }
 
 // As listen; "" turns the HTTP side off.
@@ -104,14 +120,79 @@ std::vector<ConfigKey> make_keys() {
   k.push_back(string_key(
       "listen", "127.0.0.1:7400",
       "Address of the protocol listener, HOST:PORT ([ADDRESS]:PORT for IPv6). Port 0 picks a free "
-      "port; witmqd prints the address it bound on stdout as `listening on HOST:PORT`.",
+      "port; witmqd prints the address it bound on stdout as `listening on HOST:PORT`. \"\" "
+      "turns it off, which needs tls-listen on.",
       parse_listen));
+  k.push_back(string_key(
+      "tls-listen", "",
+      "Address of the TLS protocol listener, HOST:PORT as for listen; \"\" (the default) turns "
+      "it off. The same protocol inside TLS (no STARTTLS), beside the plain listener: both share "
+      "the channels, max-connections and the graceful stop. Needs tls-cert-file and "
+      "tls-key-file. witmqd prints the address it bound on stdout as `tls listening on "
+      "HOST:PORT`.",
+      parse_tls_listen));
   k.push_back(string_key(
       "http-listen", "127.0.0.1:7401",
       "Address of the HTTP listener (health, readiness, Prometheus metrics, the admin API and "
       "CloudEvents publishing: docs/HTTP.md), HOST:PORT as for listen; \"\" turns it off. witmqd "
       "prints the address it bound on stdout as `http listening on HOST:PORT`.",
       parse_http_listen));
+  k.push_back(string_key(
+      "https-listen", "",
+      "Address of the HTTPS listener: the HTTP side's routes inside TLS, beside http-listen, "
+      "HOST:PORT as for listen; \"\" (the default) turns it off. Needs tls-cert-file and "
+      "tls-key-file; http-max-connections counts both listeners. witmqd prints the address it "
+      "bound on stdout as `https listening on HOST:PORT`.",
+      parse_https_listen));
+  k.push_back(string_key(
+      "tls-cert-file", "",
+      "PEM file of the TLS listeners' certificate chain, the server's certificate first. Read "
+      "at start; a missing, unreadable or invalid file is refused with OpenSSL's reason.",
+      [](const std::string& s, Config& c) {
+        c.tls.cert_file = s;
+        return ok_status();
+      }));
+  k.push_back(string_key("tls-key-file", "",
+                         "PEM file of the private key of tls-cert-file's certificate (not "
+                         "encrypted). A key that does not match the certificate is refused.",
+                         [](const std::string& s, Config& c) {
+                           c.tls.key_file = s;
+                           return ok_status();
+                         }));
+  k.push_back(string_key("tls-client-ca-file", "",
+                         "PEM bundle of the CAs that client certificates must chain to; needed "
+                         "by tls-client-cert optional and required.",
+                         [](const std::string& s, Config& c) {
+                           c.tls.client_ca_file = s;
+                           return ok_status();
+                         }));
+  k.push_back(string_key(
+      "tls-client-cert", "none",
+      "Client certificates on both TLS listeners: none (not asked for), optional (verified "
+      "against tls-client-ca-file when the client sends one; a bad one fails the handshake) or "
+      "required (a handshake without a certificate that verifies fails).",
+      [](const std::string& s, Config& c) -> Status {
+        auto mode = net::parse_client_cert_mode(s);
+        if (!mode) {
+          return invalid_argument(fmt::format("'{}' is not one of none, optional, required", s));
+        }
+        c.tls.client_cert = *mode;
+        return ok_status();
+      }));
+  k.push_back(string_key("tls-min-version", "1.2",
+                         "Oldest TLS version the TLS listeners accept: 1.2 or 1.3.",
+                         [](const std::string& s, Config& c) -> Status {
+                           if (s != "1.2" && s != "1.3") {
+                             return invalid_argument(fmt::format("'{}' is not one of 1.2, 1.3", s));
+                           }
+                           c.tls.min_tls13 = s == "1.3";
+                           return ok_status();
+                         }));
+  k.push_back(integer_key(
+      "tls-handshake-timeout-ms", 10'000, 100, 600'000,
+      "A connection to a TLS listener that has not finished its TLS handshake this long after "
+      "it was accepted is closed; other connections are not held up meanwhile.",
+      [](int64_t v, Config& c) { c.tls.handshake_timeout = std::chrono::milliseconds(v); }));
   k.push_back(integer_key(
       "http-max-connections", 256, 1, 100'000,
       "HTTP connections served at once. One more is answered 503 and closed.",
@@ -530,6 +611,45 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
   }
   // The HTTP side's request limits follow the protocol's: a body holds what a frame may, the
   // headers what a message's metadata may (CloudEvents attributes travel in headers).
+  if (!c.listen_enabled && !c.tls_listen_enabled) {
+    return invalid_argument(fmt::format(
+        "listen (from {}) and tls-listen (from {}) are both \"\": at least one protocol "
+        "listener must be on",
+        source_of("listen"), source_of("tls-listen")));
+  }
+  if (c.tls.client_cert != net::ClientCertMode::kNone && c.tls.client_ca_file.empty()) {
+    return invalid_argument(fmt::format(
+        "tls-client-cert (from {}): '{}' needs tls-client-ca-file, the CAs that client "
+        "certificates are verified against",
+        source_of("tls-client-cert"), values.at("tls-client-cert").first.get<std::string>()));
+  }
+  if (c.tls_listen_enabled || c.https_listen_enabled) {
+    const char* listener = c.tls_listen_enabled ? "tls-listen" : "https-listen";
+    for (const char* key : {"tls-cert-file", "tls-key-file"}) {
+      if (values.at(key).first.get<std::string>().empty()) {
+        return invalid_argument(fmt::format("{} (from {}): the TLS listener {} (from {}) needs it",
+                                            key, source_of(key), listener, source_of(listener)));
+      }
+    }
+    auto context = net::make_server_tls_context(c.tls);
+    if (!context) {
+      // The message starts with the key it is about: add where that key's value came from.
+      std::string message = context.error().message;
+      for (const char* key : {"tls-cert-file", "tls-key-file", "tls-client-ca-file"}) {
+        if (message.starts_with(std::string(key) + " ")) {
+          message =
+              fmt::format("{} (from {}){}", key, source_of(key), message.substr(std::strlen(key)));
+          break;
+        }
+      }
+      return invalid_argument(message);
+    }
+    if (c.tls_listen_enabled) c.server.tls_context = *context;
+    if (c.https_listen_enabled) c.http.tls_context = *context;
+  }
+  c.server.plain_enabled = c.listen_enabled;
+  c.server.tls_handshake_timeout = c.tls.handshake_timeout;
+  c.http.tls_handshake_timeout = c.tls.handshake_timeout;
   c.http.max_body_bytes = c.server.limits.max_frame_bytes;
   c.http.max_header_bytes = c.server.limits.max_metadata_bytes + 16 * kKiB;
   c.http.shutdown_timeout = c.server.shutdown_timeout;

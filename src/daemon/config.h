@@ -21,14 +21,23 @@
 #include "guest/guest_options.h"
 #include "net/http_server.h"
 #include "net/server.h"
+#include "net/tls.h"
 
 namespace witmq::daemon {
 
-// The daemon's configuration once every layer is applied and checked.
+// The daemon's configuration once every layer is applied and checked. With a TLS listener on,
+// checking includes loading the certificate, the key and the client CA bundle.
 struct Config {
-  // Where the protocol server listens (listen).
+  // Where the protocol server listens (listen); off when listen is "".
+  bool listen_enabled = true;
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 7400;
+  // The TLS listeners (tls-listen, https-listen): their addresses are server.tls_host/tls_port
+  // and http.tls_host/tls_port, their context (built from `tls` once the keys are checked)
+  // server.tls_context and http.tls_context.
+  bool tls_listen_enabled = false;
+  bool https_listen_enabled = false;
+  net::TlsOptions tls;
   log::Level log_level = log::Level::kInfo;
   // Threads running network I/O and broker timers (io-threads; 0 resolved to the core count).
   uint32_t io_threads = 1;

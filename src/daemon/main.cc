@@ -5,6 +5,7 @@
 // broker down, exit 0. SIGHUP reloads the configuration (daemon/reload.h). Under systemd it
 // reports readiness, reloads and the stop on NOTIFY_SOCKET (daemon/sd_notify.h).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -122,6 +123,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   guests.apply(config.guests);
 
   net::ServerOptions server_options = config.server;
+  server_options.plain_enabled = config.listen_enabled;
   server_options.host = config.listen_host;
   server_options.port = config.listen_port;
   server_options.server_name = "witmqd/" WITMQ_VERSION;
@@ -139,7 +141,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   }
   // The HTTP side: health, metrics, the admin API and publishing (docs/HTTP.md).
   std::optional<net::HttpServer> http;
-  if (config.http.enabled) {
+  if (config.http.enabled || config.http.tls_context) {
     net::HttpSources sources = http_sources(guests);
     sources.authenticator = &authenticator;
     http.emplace(io, **broker, server, config.http, std::move(sources));
@@ -151,9 +153,32 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       stop_threads();
       return kExitFailure;
     }
-    log::info("http listening on {}", endpoint_text(http->local_endpoint()));
+    if (config.http.enabled) {
+      log::info("http listening on {}", endpoint_text(http->local_endpoint()));
+    }
+    if (config.http.tls_context) {
+      log::info("https listening on {}", endpoint_text(http->tls_endpoint()));
+    }
   }
-  const std::string address = endpoint_text(server.local_endpoint());
+  // The lines of stdout that say where witmqd listens, the plain protocol listener's first:
+  // scripts and tests wait for them.
+  std::string ready_lines;
+  std::vector<std::string> addresses;
+  if (config.listen_enabled) {
+    addresses.push_back(endpoint_text(server.local_endpoint()));
+    ready_lines += fmt::format("listening on {}\n", addresses.back());
+  }
+  if (server_options.tls_context) {
+    addresses.push_back(fmt::format("{} (TLS)", endpoint_text(server.tls_endpoint())));
+    ready_lines += fmt::format("tls listening on {}\n", endpoint_text(server.tls_endpoint()));
+  }
+  if (http && config.http.enabled) {
+    ready_lines += fmt::format("http listening on {}\n", endpoint_text(http->local_endpoint()));
+  }
+  if (http && config.http.tls_context) {
+    ready_lines += fmt::format("https listening on {}\n", endpoint_text(http->tls_endpoint()));
+  }
+  const std::string address = fmt::format("{}", fmt::join(addresses, ", "));
   log::info("witmqd {} listening on {} (data in {}, {} I/O threads)", WITMQ_VERSION, address,
             config.broker.data_dir, config.io_threads);
   auto notifier = daemon::SystemdNotifier::from_environment();
@@ -202,10 +227,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   };
   wait_hangup();
   // Ready only now that every signal has its handler: a SIGHUP before would end the process.
-  std::fprintf(stdout, "listening on %s\n", address.c_str());
-  if (http) {
-    std::fprintf(stdout, "http listening on %s\n", endpoint_text(http->local_endpoint()).c_str());
-  }
+  // One write, so that a reader sees every line at once.
+  std::fputs(ready_lines.c_str(), stdout);
   std::fflush(stdout);
   const std::string ready_status = fmt::format("listening on {}", address);
   notifier.ready(ready_status);

@@ -305,7 +305,7 @@ Result<std::shared_ptr<auth::Access>> Router::authenticate(const HttpRequest& r)
     while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
     token = std::string(v);
   }
-  auto access = sources_.authenticator->authenticate(token, std::nullopt, false);
+  auto access = sources_.authenticator->authenticate(token, r.certificate_cn, false);
   if (!access) return std::move(access).error();
   return std::shared_ptr<auth::Access>(std::move(*access));
 }

@@ -33,6 +33,8 @@ struct HttpRequest {
   // Header names in lower case, in the order they came.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // HTTPS: the CN of the client's verified certificate, which may name an identity.
+  std::optional<std::string> certificate_cn;
 };
 
 struct HttpResponse {

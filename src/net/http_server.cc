@@ -16,11 +16,14 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <cctype>
+#include <optional>
 
 #include "broker/async.h"
 #include "common/log.h"
 #include "net/listener.h"
+#include "net/tls.h"
 
 namespace witmq::net {
 
@@ -95,74 +98,129 @@ auto on_pool(asio::thread_pool& pool, F f) {
 bool is_disconnect(const boost::system::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::operation_aborted || ec == beast::error::timeout ||
-         ec == asio::error::connection_reset || ec == http::error::partial_message;
+         ec == asio::error::connection_reset || ec == http::error::partial_message ||
+         ec == asio::ssl::error::stream_truncated;
 }
 
 }  // namespace
 
 // One HTTP connection: a coroutine on the connection's strand reading a request, routing it and
-// writing the response, until the client closes, the connection idles out or the server stops.
+// writing the response, until the client closes, the connection idles out or the server stops. On
+// the HTTPS listener the same loop runs over TLS once the handshake is done.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(uint64_t id, tcp::socket socket, const HttpServerOptions& options, Router& router,
-              asio::thread_pool& pool, HttpCounters& counters,
-              std::function<void(uint64_t)> on_closed)
+  // With `tls` (the HTTPS listener's context, which outlives the session) the connection speaks
+  // TLS.
+  HttpSession(uint64_t id, tcp::socket socket, asio::ssl::context* tls,
+              const HttpServerOptions& options, Router& router, asio::thread_pool& pool,
+              HttpCounters& counters, std::function<void(uint64_t)> on_closed)
       : id_(id),
-        stream_(std::move(socket)),
         options_(options),
         router_(router),
         pool_(pool),
         counters_(counters),
-        on_closed_(std::move(on_closed)) {}
+        on_closed_(std::move(on_closed)) {
+    if (tls) {
+      tls_.emplace(beast::tcp_stream(std::move(socket)), *tls);
+    } else {
+      plain_.emplace(std::move(socket));
+    }
+  }
 
   void start() {
     asio::co_spawn(
-        stream_.get_executor(), [self = shared_from_this()] { return self->run(); },
-        asio::detached);
+        tcp().get_executor(), [self = shared_from_this()] { return self->run(); }, asio::detached);
   }
 
   // Graceful: a request being served is answered (with Connection: close); an idle connection
   // closes now.
   void shutdown() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    asio::post(tcp().get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
-      if (!self->busy_) self->stream_.cancel();
+      if (!self->busy_) self->tcp().cancel();
     });
   }
 
   void abort() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    asio::post(tcp().get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
       boost::system::error_code ec;
-      self->stream_.socket().close(ec);
+      self->tcp().socket().close(ec);
     });
   }
 
-  // Answers a connection over the limit with 503 and closes it.
-  static asio::awaitable<void> refuse(tcp::socket socket, uint32_t limit) {
-    beast::tcp_stream stream(std::move(socket));
+  // Answers a connection over the limit with 503 and closes it; a TLS one after its handshake
+  // (bounded by `handshake_timeout`).
+  static asio::awaitable<void> refuse(tcp::socket socket, uint32_t limit,
+                                      std::shared_ptr<asio::ssl::context> tls,
+                                      std::chrono::milliseconds handshake_timeout) {
     auto res = to_beast(error_response(503, ErrorCode::kResourceExhausted,
                                        fmt::format("the HTTP server has {} connections open, "
                                                    "the limit; try again later",
                                                    limit)),
                         11, false, false);
-    stream.expires_after(kLinger);
     boost::system::error_code ec;
+    if (tls) {
+      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
+      beast::get_lowest_layer(stream).expires_after(handshake_timeout);
+      co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        beast::get_lowest_layer(stream).expires_after(kLinger);
+        co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+      }
+      beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
+      beast::get_lowest_layer(stream).socket().close(ec);
+      co_return;
+    }
+    beast::tcp_stream stream(std::move(socket));
+    stream.expires_after(kLinger);
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     stream.socket().close(ec);
   }
 
  private:
+  // The TCP stream: plain_, or the layer under tls_.
+  beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
+
   asio::awaitable<void> run() {
+    boost::system::error_code ec;
+    if (tls_) {
+      tcp().expires_after(options_.tls_handshake_timeout);
+      co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        log::debug("http connection {}: TLS handshake failed: {}", id_,
+                   handshake_failure(tls_->native_handle(), ec));
+      } else {
+        certificate_cn_ = verified_peer_cn(tls_->native_handle());
+        auto serving = serve(*tls_);
+        co_await std::move(serving);
+        // close_notify, bounded: a client that does not answer it is closed regardless.
+        tcp().expires_after(kLinger);
+        co_await tls_->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+      }
+    } else {
+      auto serving = serve(*plain_);
+      co_await std::move(serving);
+    }
+    boost::system::error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp().socket().close(ignored);
+    on_closed_(id_);
+  }
+
+  template <typename Stream>
+  asio::awaitable<void> serve(Stream& stream) {
     beast::flat_buffer buffer;
     boost::system::error_code ec;
     while (!stopping_) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(options_.max_body_bytes);
       parser.header_limit(options_.max_header_bytes);
-      stream_.expires_after(options_.idle_timeout);
-      size_t n = co_await http::async_read_header(stream_, buffer, parser,
+      tcp().expires_after(options_.idle_timeout);
+      size_t n = co_await http::async_read_header(stream, buffer, parser,
                                                   asio::redirect_error(asio::use_awaitable, ec));
       counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
       if (!ec && !parser.is_done()) {
@@ -170,12 +228,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         const auto expect = parser.get()[http::field::expect];
         if (beast::iequals(expect, "100-continue")) {
           http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};
-          n = co_await http::async_write(stream_, cont,
+          n = co_await http::async_write(stream, cont,
                                          asio::redirect_error(asio::use_awaitable, ec));
           counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
         }
         if (!ec) {
-          n = co_await http::async_read(stream_, buffer, parser,
+          n = co_await http::async_read(stream, buffer, parser,
                                         asio::redirect_error(asio::use_awaitable, ec));
           counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
         }
@@ -185,9 +243,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
         counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
         log::debug("http connection {}: refused request: {}", id_, ec.message());
-        auto writing = write(refusal(ec, options_), 11, false, false);
+        auto writing = write(stream, refusal(ec, options_), 11, false, false);
         co_await std::move(writing);
-        auto lingering = linger();
+        auto lingering = linger(stream);
         co_await std::move(lingering);
         break;
       }
@@ -206,6 +264,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                                std::string(field.value()));
       }
       r.body = std::move(req.body());
+      r.certificate_cn = certificate_cn_;
       // Awaited operations are made in statements of their own and awaited as named values:
       // GCC 12 mishandles temporaries inside co_await expressions.
       Routed routed = router_.route(r);
@@ -228,43 +287,45 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (response.status >= 400 && response.status < 500) {
         counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
       }
-      auto writing = write(std::move(response), version, keep_alive && !stopping_, head);
+      auto writing = write(stream, std::move(response), version, keep_alive && !stopping_, head);
       const bool ok = co_await std::move(writing);
       busy_ = false;
       if (!ok || !keep_alive) break;
     }
-    boost::system::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.socket().close(ignored);
-    on_closed_(id_);
   }
 
-  asio::awaitable<bool> write(HttpResponse response, unsigned version, bool keep_alive, bool head) {
+  template <typename Stream>
+  asio::awaitable<bool> write(Stream& stream, HttpResponse response, unsigned version,
+                              bool keep_alive, bool head) {
     auto res = to_beast(std::move(response), version, keep_alive, head);
     boost::system::error_code ec;
-    stream_.expires_after(options_.idle_timeout);
+    tcp().expires_after(options_.idle_timeout);
     const size_t n =
-        co_await http::async_write(stream_, res, asio::redirect_error(asio::use_awaitable, ec));
+        co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
     counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
     co_return !ec;
   }
 
   // Stops sending, then reads and drops what the client still sends until it closes (bounded in
   // time and bytes), so that it can read the answer before the socket closes.
-  asio::awaitable<void> linger() {
+  template <typename Stream>
+  asio::awaitable<void> linger(Stream& stream) {
     boost::system::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(kLinger);
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp().expires_after(kLinger);
     std::array<char, 8192> scratch;
     size_t total = 0;
     while (!ec && total < kMaxLingerBytes) {
-      total += co_await stream_.async_read_some(asio::buffer(scratch),
-                                                asio::redirect_error(asio::use_awaitable, ec));
+      total += co_await stream.async_read_some(asio::buffer(scratch),
+                                               asio::redirect_error(asio::use_awaitable, ec));
     }
   }
 
   const uint64_t id_;
-  beast::tcp_stream stream_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
+  // The CN of the verified client certificate (HTTPS with tls-client-cert on).
+  std::optional<std::string> certificate_cn_;
   const HttpServerOptions& options_;
   Router& router_;
   asio::thread_pool& pool_;
@@ -280,6 +341,7 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, const Serve
       options_(std::move(options)),
       router_(std::make_unique<Router>(broker, protocol, counters_, std::move(sources))),
       acceptor_(asio::make_strand(io)),
+      tls_acceptor_(acceptor_.get_executor()),
       stop_timer_(acceptor_.get_executor()) {}
 
 HttpServer::~HttpServer() {
@@ -288,27 +350,42 @@ HttpServer::~HttpServer() {
 }
 
 Status HttpServer::listen() {
-  auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "http-listen");
-  if (!endpoint) return std::move(endpoint).error();
-  endpoint_ = *endpoint;
-  accept_loop();
+  if (options_.enabled) {
+    auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "http-listen");
+    if (!endpoint) return std::move(endpoint).error();
+    endpoint_ = *endpoint;
+  }
+  if (options_.tls_context) {
+    auto endpoint =
+        open_listener(io_, tls_acceptor_, options_.tls_host, options_.tls_port, "https-listen");
+    if (!endpoint) {
+      boost::system::error_code ignored;
+      acceptor_.close(ignored);
+      return std::move(endpoint).error();
+    }
+    tls_endpoint_ = *endpoint;
+  }
+  if (options_.enabled) accept_loop(acceptor_, false);
+  if (options_.tls_context) accept_loop(tls_acceptor_, true);
   return ok_status();
 }
 
 tcp::endpoint HttpServer::local_endpoint() const { return endpoint_; }
 
-void HttpServer::accept_loop() {
+tcp::endpoint HttpServer::tls_endpoint() const { return tls_endpoint_; }
+
+void HttpServer::accept_loop(tcp::acceptor& acceptor, bool tls) {
   asio::co_spawn(
-      acceptor_.get_executor(),
-      [this]() -> asio::awaitable<void> {
+      acceptor.get_executor(),
+      [this, &acceptor, tls]() -> asio::awaitable<void> {
         for (;;) {
           boost::system::error_code ec;
           tcp::socket socket(asio::make_strand(io_));
-          co_await acceptor_.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
-          if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+          co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
           if (ec) {
-            log::warn("http accept: {}", ec.message());
-            asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+            log::warn("{} accept: {}", tls ? "https" : "http", ec.message());
+            asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
             co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
             continue;
           }
@@ -319,9 +396,9 @@ void HttpServer::accept_loop() {
             if (stopping_) continue;
             if (sessions_.size() < options_.max_connections) {
               const uint64_t id = next_session_++;
-              session = std::make_shared<HttpSession>(id, std::move(socket), options_, *router_,
-                                                      admin_pool_, counters_,
-                                                      [this](uint64_t id) { session_closed(id); });
+              session = std::make_shared<HttpSession>(
+                  id, std::move(socket), tls ? options_.tls_context.get() : nullptr, options_,
+                  *router_, admin_pool_, counters_, [this](uint64_t id) { session_closed(id); });
               sessions_.emplace(id, session);
             }
           }
@@ -330,7 +407,10 @@ void HttpServer::accept_loop() {
             log::warn("refusing an HTTP connection: the limit of {} connections is reached",
                       options_.max_connections);
             auto ex = socket.get_executor();
-            asio::co_spawn(ex, HttpSession::refuse(std::move(socket), options_.max_connections),
+            asio::co_spawn(ex,
+                           HttpSession::refuse(std::move(socket), options_.max_connections,
+                                               tls ? options_.tls_context : nullptr,
+                                               options_.tls_handshake_timeout),
                            asio::detached);
             continue;
           }
@@ -375,6 +455,7 @@ void HttpServer::stop(std::function<void()> done) {
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ec;
     acceptor_.close(ec);
+    tls_acceptor_.close(ec);
     stop_timer_.expires_after(options_.shutdown_timeout);
     stop_timer_.async_wait([this](boost::system::error_code ec) {
       if (ec) return;

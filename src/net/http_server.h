@@ -10,6 +10,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
@@ -29,12 +30,21 @@ namespace witmq::net {
 
 // Everything the HTTP server enforces; the daemon's configuration sets every field.
 struct HttpServerOptions {
-  // Off when false: the daemon does not start the HTTP server (http-listen "").
+  // The plain HTTP listener: off when false (http-listen ""). The daemon starts the HTTP server
+  // when this or the HTTPS listener is on.
   bool enabled = true;
   // Address to listen on; port 0 picks a free port (see HttpServer::local_endpoint).
   std::string host = "127.0.0.1";
   uint16_t port = 7401;
-  // Connections served at once; one more is answered 503 and closed.
+  // The HTTPS listener (https-listen), on when tls_context is set: the same routes inside TLS
+  // (net/tls.h), beside the plain listener.
+  std::shared_ptr<boost::asio::ssl::context> tls_context;
+  std::string tls_host = "127.0.0.1";
+  uint16_t tls_port = 0;
+  // An HTTPS connection that has not finished its handshake this long after it was accepted is
+  // closed (tls-handshake-timeout-ms).
+  std::chrono::milliseconds tls_handshake_timeout{10'000};
+  // Connections served at once, both listeners together; one more is answered 503 and closed.
   uint32_t max_connections = 256;
   // Largest request body; a larger one is answered 413 before it is read.
   uint64_t max_body_bytes = 16 << 20;
@@ -73,10 +83,14 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and starts accepting. Errors name the address and the reason.
+  // Binds the listeners that are on and starts accepting. Errors name the setting, the address
+  // and the reason.
   Status listen();
-  // The bound address (after listen()), with the real port when options.port was 0.
+  // The plain listener's bound address (after listen()), with the real port when options.port
+  // was 0; unspecified when it is off.
   boost::asio::ip::tcp::endpoint local_endpoint() const;
+  // The HTTPS listener's bound address, likewise.
+  boost::asio::ip::tcp::endpoint tls_endpoint() const;
 
   // Graceful stop: stops accepting; /readyz answers 503 from now on; every connection finishes
   // the request it is serving (a publish answered 201 is durable) and closes. `done` runs on an
@@ -86,7 +100,8 @@ class HttpServer {
   const HttpCounters& counters() const { return counters_; }
 
  private:
-  void accept_loop();
+  // Accepts on `acceptor` until it closes; `tls` says whether its connections speak TLS.
+  void accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
   void session_closed(uint64_t id);
   void force_close_all();
 
@@ -96,8 +111,11 @@ class HttpServer {
   // Two threads, so that a scrape does not wait behind a checkpoint.
   boost::asio::thread_pool admin_pool_{2};
   std::unique_ptr<Router> router_;
+  // Both acceptors live on one strand, with the stop timer.
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::acceptor tls_acceptor_;
   boost::asio::ip::tcp::endpoint endpoint_;
+  boost::asio::ip::tcp::endpoint tls_endpoint_;
   boost::asio::steady_timer stop_timer_;
 
   std::mutex mu_;  // guards the members below

@@ -8,6 +8,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -30,29 +31,54 @@ constexpr auto kRefuseLinger = std::chrono::seconds(2);
 
 // Writes goaway to a connection the server will not serve, then closes it once the client has
 // closed its side or kRefuseLinger has passed (closing with unread input would reset the
-// connection, and the client could lose the goaway).
-asio::awaitable<void> send_goaway_and_close(tcp::socket s, Error error) {
+// connection, and the client could lose the goaway). A TLS connection is given its handshake
+// first (bounded by `handshake_timeout`), so that the goaway reaches it inside TLS.
+asio::awaitable<void> send_goaway_and_close(tcp::socket s, Error error,
+                                            std::shared_ptr<asio::ssl::context> tls,
+                                            std::chrono::milliseconds handshake_timeout) {
+  using TlsStream = asio::ssl::stream<tcp::socket>;
   auto socket = std::make_shared<tcp::socket>(std::move(s));
+  std::shared_ptr<TlsStream> stream;
+  if (tls) stream = std::make_shared<TlsStream>(std::move(*socket), *tls);
+  tcp::socket& lowest = stream ? stream->next_layer() : *socket;
   boost::system::error_code ec;
-  Buffer out;
-  encode_error(out, 0, FrameType::kGoaway, error);
-  co_await asio::async_write(*socket, asio::buffer(out),
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (!ec) {
-    socket->shutdown(tcp::socket::shutdown_send, ec);
-    asio::steady_timer timer(socket->get_executor(), kRefuseLinger);
-    timer.async_wait([socket](boost::system::error_code) {
+  asio::steady_timer timer(lowest.get_executor());
+  auto arm = [&](std::chrono::steady_clock::duration after) {
+    timer.expires_after(after);
+    timer.async_wait([socket, stream](boost::system::error_code ec) {
+      if (ec) return;
       boost::system::error_code ignored;
-      socket->close(ignored);
+      (stream ? stream->next_layer() : *socket).close(ignored);
     });
-    std::array<uint8_t, 4096> scratch;
-    while (!ec) {
-      co_await socket->async_read_some(asio::buffer(scratch),
-                                       asio::redirect_error(asio::use_awaitable, ec));
-    }
+  };
+  if (stream) {
+    arm(handshake_timeout);
+    co_await stream->async_handshake(asio::ssl::stream_base::server,
+                                     asio::redirect_error(asio::use_awaitable, ec));
     timer.cancel();
   }
-  socket->close(ec);
+  Buffer out;
+  encode_error(out, 0, FrameType::kGoaway, error);
+  if (!ec) {
+    arm(kRefuseLinger);
+    if (stream) {
+      co_await asio::async_write(*stream, asio::buffer(out),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await asio::async_write(*socket, asio::buffer(out),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  if (!ec) {
+    lowest.shutdown(tcp::socket::shutdown_send, ec);
+    std::array<uint8_t, 4096> scratch;
+    while (!ec) {
+      co_await lowest.async_read_some(asio::buffer(scratch),
+                                      asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  timer.cancel();
+  lowest.close(ec);
 }
 
 }  // namespace
@@ -62,6 +88,7 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
       broker_(broker),
       options_(std::move(options)),
       acceptor_(asio::make_strand(io)),
+      tls_acceptor_(acceptor_.get_executor()),
       stop_timer_(acceptor_.get_executor()) {
   admin_options_.default_channel = options_.default_channel;
   admin_options_.max_browse_messages = options_.max_receive_messages;
@@ -95,28 +122,45 @@ Server::~Server() {
 }
 
 Status Server::listen() {
-  auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "listen");
-  if (!endpoint) return std::move(endpoint).error();
-  endpoint_ = *endpoint;
-  accept_loop();
+  if (options_.plain_enabled) {
+    auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "listen");
+    if (!endpoint) return std::move(endpoint).error();
+    endpoint_ = *endpoint;
+  }
+  if (options_.tls_context) {
+    auto endpoint =
+        open_listener(io_, tls_acceptor_, options_.tls_host, options_.tls_port, "tls-listen");
+    if (!endpoint) {
+      boost::system::error_code ignored;
+      acceptor_.close(ignored);
+      return std::move(endpoint).error();
+    }
+    tls_endpoint_ = *endpoint;
+  }
+  if (options_.plain_enabled) accept_loop(acceptor_, false);
+  if (options_.tls_context) accept_loop(tls_acceptor_, true);
   return ok_status();
 }
 
 tcp::endpoint Server::local_endpoint() const { return endpoint_; }
 
-void Server::accept_loop() {
+tcp::endpoint Server::tls_endpoint() const { return tls_endpoint_; }
+
+void Server::accept_loop(tcp::acceptor& acceptor, bool tls) {
   asio::co_spawn(
-      acceptor_.get_executor(),
-      [this]() -> asio::awaitable<void> {
+      acceptor.get_executor(),
+      [this, &acceptor, tls]() -> asio::awaitable<void> {
+        const tcp::endpoint where = tls ? tls_endpoint_ : endpoint_;
         for (;;) {
           boost::system::error_code ec;
           tcp::socket socket(asio::make_strand(io_));
-          co_await acceptor_.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
-          if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+          co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
           if (ec) {
             // Out of file descriptors and the like: wait a little rather than spin.
-            log::warn("accept on {}: {}", endpoint_.address().to_string(), ec.message());
-            asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+            log::warn("accept on {}:{}: {}", where.address().to_string(), where.port(),
+                      ec.message());
+            asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
             co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
             continue;
           }
@@ -127,12 +171,13 @@ void Server::accept_loop() {
             if (stopping_) continue;  // the socket closes as it goes out of scope
             if (sessions_.size() < options_.max_connections) {
               const uint64_t id = next_session_++;
-              session = std::make_shared<Session>(id, std::move(socket), *context_);
+              session = std::make_shared<Session>(id, std::move(socket), *context_,
+                                                  tls ? options_.tls_context.get() : nullptr);
               sessions_.emplace(id, session);
             }
           }
           if (!session) {
-            refuse(std::move(socket));
+            refuse(std::move(socket), tls);
             continue;
           }
           counters_.connections.fetch_add(1, std::memory_order_relaxed);
@@ -143,7 +188,7 @@ void Server::accept_loop() {
       asio::detached);
 }
 
-void Server::refuse(tcp::socket socket) {
+void Server::refuse(tcp::socket socket, bool tls) {
   counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
   log::warn("refusing a connection: {} connections are open, the limit is max-connections {}",
             options_.max_connections, options_.max_connections);
@@ -154,7 +199,8 @@ void Server::refuse(tcp::socket socket) {
                             Error(ErrorCode::kResourceExhausted,
                                   fmt::format("the server has {} connections open, the limit of "
                                               "max-connections; try again later",
-                                              options_.max_connections))),
+                                              options_.max_connections)),
+                            tls ? options_.tls_context : nullptr, options_.tls_handshake_timeout),
       asio::detached);
 }
 
@@ -190,6 +236,7 @@ void Server::stop(std::function<void()> done) {
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ec;
     acceptor_.close(ec);
+    tls_acceptor_.close(ec);
     stop_timer_.expires_after(options_.shutdown_timeout);
     stop_timer_.async_wait([this](boost::system::error_code ec) {
       if (!ec) force_close_all();

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
@@ -33,10 +34,21 @@ namespace witmq::net {
 // Everything the server enforces. docs/PROTOCOL.md section 11 describes the protocol limits;
 // the daemon's configuration (docs/CONFIGURATION.md) sets every field.
 struct ServerOptions {
+  // The plain listener (listen): off when false (listen ""), and then tls_context must be set.
+  bool plain_enabled = true;
   // Address to listen on; port 0 picks a free port (see Server::local_endpoint).
   std::string host = "127.0.0.1";
   uint16_t port = 7400;
-  // Connections served at once; one more is answered with goaway (resource-exhausted).
+  // The TLS listener (tls-listen), on when tls_context is set: the same protocol inside TLS
+  // (net/tls.h), beside the plain listener and sharing everything else with it.
+  std::shared_ptr<boost::asio::ssl::context> tls_context;
+  std::string tls_host = "127.0.0.1";
+  uint16_t tls_port = 0;
+  // A TLS connection that has not finished its handshake this long after it was accepted is
+  // closed (tls-handshake-timeout-ms).
+  std::chrono::milliseconds tls_handshake_timeout{10'000};
+  // Connections served at once, both listeners together; one more is answered with goaway
+  // (resource-exhausted).
   uint32_t max_connections = 10'000;
   // Limits applied while decoding requests: max_batch_messages is max-send-messages.
   Limits limits;
@@ -106,10 +118,14 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds and starts accepting. Errors name the address and the reason.
+  // Binds the listeners that are on and starts accepting. Errors name the setting, the address
+  // and the reason.
   Status listen();
-  // The bound address (after listen()), with the real port when options.port was 0.
+  // The plain listener's bound address (after listen()), with the real port when options.port
+  // was 0; unspecified when the plain listener is off.
   boost::asio::ip::tcp::endpoint local_endpoint() const;
+  // The TLS listener's bound address, likewise; unspecified when it is off.
+  boost::asio::ip::tcp::endpoint tls_endpoint() const;
 
   // Graceful stop: stops accepting; every connection stops reading requests, finishes the ones
   // in flight (a confirmed send is durable), answers waiting receives with unavailable, sends
@@ -124,8 +140,9 @@ class Server {
   const AdminOptions& admin_options() const { return admin_options_; }
 
  private:
-  void accept_loop();
-  void refuse(boost::asio::ip::tcp::socket socket);
+  // Accepts on `acceptor` until it closes; `tls` says whether its connections speak TLS.
+  void accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
+  void refuse(boost::asio::ip::tcp::socket socket, bool tls);
   void session_closed(uint64_t id);
   void force_close_all();
 
@@ -136,8 +153,11 @@ class Server {
   boost::asio::thread_pool admin_pool_{1};
   AdminOptions admin_options_;
   std::unique_ptr<ServerContext> context_;
+  // Both acceptors live on one strand, with the stop timer.
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::acceptor tls_acceptor_;
   boost::asio::ip::tcp::endpoint endpoint_;
+  boost::asio::ip::tcp::endpoint tls_endpoint_;
   boost::asio::steady_timer stop_timer_;
 
   std::mutex mu_;  // guards the members below

@@ -7,6 +7,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
@@ -15,6 +16,7 @@
 
 #include "broker/extensions.h"
 #include "common/log.h"
+#include "net/tls.h"
 
 namespace witmq::net {
 
@@ -38,7 +40,7 @@ Error shutting_down() { return Error(ErrorCode::kUnavailable, "the server is shu
 
 }  // namespace
 
-Session::Session(uint64_t id, tcp::socket socket, ServerContext& context)
+Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::ssl::context* tls)
     : id_(id),
       socket_(std::move(socket)),
       ctx_(context),
@@ -47,7 +49,11 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context)
       in_(kInitialInputBytes),
       reader_wake_(socket_.get_executor()),
       writer_wake_(socket_.get_executor()),
-      watchdog_timer_(socket_.get_executor()) {}
+      watchdog_timer_(socket_.get_executor()),
+      handshake_timer_(socket_.get_executor()) {
+  if (tls) tls_.emplace(std::move(socket_), *tls);
+  handshake_done_ = !tls_;
+}
 
 Session::~Session() = default;
 
@@ -57,6 +63,46 @@ void Session::post(F&& f) {
 }
 
 void Session::start() {
+  if (!handshake_done_) {
+    asio::co_spawn(
+        socket_.get_executor(), [self = shared_from_this()] { return self->handshake(); },
+        asio::detached);
+    return;
+  }
+  start_loops();
+}
+
+asio::awaitable<void> Session::handshake() {
+  // The timer closes the connection, which ends the handshake with an error; other connections
+  // are never held up, each handshake runs on its own strand.
+  handshake_timer_.expires_after(opts_.tls_handshake_timeout);
+  handshake_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->handshake_done_ || self->closed_) return;
+    log::debug(
+        "connection {}: no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
+        self->id_, self->opts_.tls_handshake_timeout.count());
+    self->close();
+  });
+  boost::system::error_code ec;
+  co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+  handshake_timer_.cancel();
+  if (closed_) co_return;
+  if (ec) {
+    log::debug("connection {}: TLS handshake failed: {}", id_,
+               handshake_failure(tls_->native_handle(), ec));
+    close();
+    co_return;
+  }
+  handshake_done_ = true;
+  peer_certificate_cn_ = verified_peer_cn(tls_->native_handle());
+  if (peer_certificate_cn_) {
+    log::debug("connection {}: client certificate CN={}", id_, *peer_certificate_cn_);
+  }
+  start_loops();
+}
+
+void Session::start_loops() {
   last_read_ = Clock::now();
   auto self = shared_from_this();
   asio::co_spawn(
@@ -129,15 +175,20 @@ asio::awaitable<void> Session::read_loop() {
       in_begin_ = in_end_ = need_ = 0;
     }
     ensure_input_space();
-    const size_t n =
-        co_await socket_.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_),
-                                         asio::redirect_error(asio::use_awaitable, ec));
+    const auto into = asio::buffer(in_.data() + in_end_, in_.size() - in_end_);
+    size_t n = 0;
+    if (tls_) {
+      n = co_await tls_->async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      n = co_await socket_.async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec) break;
     in_end_ += n;
     last_read_ = Clock::now();
     ctx_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
   }
-  if (!closed_ && ec && ec != asio::error::eof) {
+  // A TLS client that closes without close_notify ends with stream_truncated: a plain close.
+  if (!closed_ && ec && ec != asio::error::eof && ec != asio::ssl::error::stream_truncated) {
     log::debug("connection {}: read failed: {}", id_, ec.message());
   }
   close();
@@ -205,8 +256,8 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
                                         listed, kProtocolVersion)));
   }
   if (opts_.authenticator) {
-    // TLS connections pass the verified client certificate's CN here.
-    auto access = opts_.authenticator->authenticate(c.token, std::nullopt, true);
+    // Over TLS, a verified client certificate's CN may name the identity.
+    auto access = opts_.authenticator->authenticate(c.token, peer_certificate_cn_, true);
     if (!access) {
       log::info("connection {}: connect refused: {}", id_, access.error().message);
       return goaway(id, Error(access.error().code,
@@ -654,8 +705,10 @@ asio::awaitable<void> Session::write_loop() {
   while (!closed_) {
     if (out_pending_.empty()) {
       if (close_after_flush_) {
-        // goaway is out: half-close and give the client a moment to read it and close.
-        socket_.shutdown(tcp::socket::shutdown_send, ec);
+        // goaway is out: half-close and give the client a moment to read it and close. On TLS
+        // too this is the TCP half-close: a close_notify would need a read of the peer's, and
+        // the reader owns the read side.
+        lowest_socket().shutdown(tcp::socket::shutdown_send, ec);
         close_deadline_ = std::min(close_deadline_, Clock::now() + kLinger);
         watchdog_timer_.cancel();
         co_return;
@@ -667,8 +720,13 @@ asio::awaitable<void> Session::write_loop() {
       continue;
     }
     std::swap(out_pending_, out_writing_);
-    const size_t n = co_await asio::async_write(socket_, asio::buffer(out_writing_),
-                                                asio::redirect_error(asio::use_awaitable, ec));
+    const auto from = asio::buffer(out_writing_);
+    size_t n = 0;
+    if (tls_) {
+      n = co_await asio::async_write(*tls_, from, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      n = co_await asio::async_write(socket_, from, asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec) {
       if (!closed_) log::debug("connection {}: write failed: {}", id_, ec.message());
       break;
@@ -729,6 +787,8 @@ asio::awaitable<void> Session::watchdog() {
 void Session::begin_drain() {
   if (closed_ || draining_) return;
   draining_ = true;
+  // Mid-handshake nothing is in flight and goaway cannot be sent yet.
+  if (!handshake_done_) return close();
   if (!connected_) return goaway(0, shutting_down());
   closing_ = true;
   wake_reader();
@@ -747,11 +807,12 @@ void Session::close() {
   closed_ = true;
   closing_ = true;
   boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  lowest_socket().shutdown(tcp::socket::shutdown_both, ec);
+  lowest_socket().close(ec);
   reader_wake_.cancel();
   writer_wake_.cancel();
   watchdog_timer_.cancel();
+  handshake_timer_.cancel();
   // Messages the client holds unsettled become available again; its waiting receives end.
   if (client_) broker_.disconnect(client_);
   log::debug("connection {}: closed", id_);

@@ -11,12 +11,16 @@
 //     order (out of order relative to requests) without one write per frame.
 //   - the watchdog closes a connection that is idle past idle-timeout-ms, or whose queued output
 //     stays above the output cap (a client that stopped reading) past output-stall-timeout-ms.
+// On the TLS listener the session first completes the TLS handshake (bounded by
+// tls-handshake-timeout-ms), then runs the same three coroutines over the TLS stream.
 // A stream (section 7) is one broker receive at a time, sized by the credit left, so the server
 // never acquires more than the client granted; a client without credit holds no broker waiter.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
@@ -38,14 +42,16 @@ namespace witmq::net {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  // `socket` must be bound to a strand of its own: every handler of the session runs on it.
-  Session(uint64_t id, boost::asio::ip::tcp::socket socket, ServerContext& context);
+  // `socket` must be bound to a strand of its own: every handler of the session runs on it. With
+  // `tls` (the TLS listener's context, which must outlive the session) the connection speaks TLS.
+  Session(uint64_t id, boost::asio::ip::tcp::socket socket, ServerContext& context,
+          boost::asio::ssl::context* tls = nullptr);
   ~Session();
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Starts the reader, the writer and the watchdog.
+  // Starts the reader, the writer and the watchdog (on TLS, once the handshake is done).
   void start();
   // Graceful close (server stop): stop reading requests, finish the ones in flight, answer
   // waiting receives with unavailable, end the stream, send goaway (unavailable) and close.
@@ -76,6 +82,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<uint32_t> stop_ids;
   };
 
+  // TLS only: the server handshake, then the three coroutines; closes on failure or timeout.
+  boost::asio::awaitable<void> handshake();
+  void start_loops();
   boost::asio::awaitable<void> read_loop();
   boost::asio::awaitable<void> write_loop();
   boost::asio::awaitable<void> watchdog();
@@ -130,8 +139,18 @@ class Session : public std::enable_shared_from_this<Session> {
   template <typename F>
   void post(F&& f);
 
+  // The TCP connection's socket is socket_ for a plain connection and tls_->next_layer() on TLS;
+  // socket_ then is moved-from but keeps the strand, which every handler runs on.
+  boost::asio::ip::tcp::socket& lowest_socket() { return tls_ ? tls_->next_layer() : socket_; }
+
   const uint64_t id_;
   boost::asio::ip::tcp::socket socket_;
+  std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
+  // TLS: set after a successful handshake in which the client presented a certificate that
+  // verified against tls-client-ca-file; the subject's common name ("" when it has none). The
+  // identity a client certificate proves.
+  std::optional<std::string> peer_certificate_cn_;
+  bool handshake_done_ = false;
   ServerContext& ctx_;
   const ServerOptions& opts_;
   broker::Broker& broker_;
@@ -147,7 +166,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool over_cap_ = false;
   Clock::time_point over_cap_since_;
 
-  boost::asio::steady_timer reader_wake_, writer_wake_, watchdog_timer_;
+  boost::asio::steady_timer reader_wake_, writer_wake_, watchdog_timer_, handshake_timer_;
   bool reader_waiting_ = false, writer_waiting_ = false;
 
   broker::ClientPtr client_;

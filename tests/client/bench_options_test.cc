@@ -90,6 +90,22 @@ TEST(BenchOptions, ErrorsNameTheOption) {
   EXPECT_NE(msg({"--nope"}).find("unknown option '--nope'"), std::string::npos);
 }
 
+TEST(BenchOptions, Tls) {
+  auto o = parse({"--tls", "--ca-file", "ca.pem", "--cert-file", "c.pem", "--key-file", "c.key"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_TRUE(o->tls.enabled);
+  EXPECT_EQ(o->tls.ca_file, "ca.pem");
+  EXPECT_EQ(o->tls.cert_file, "c.pem");
+  EXPECT_EQ(o->tls.key_file, "c.key");
+  EXPECT_FALSE(parse({}).value().tls.enabled);
+  auto bad = parse({"--insecure"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "witmq-bench: --insecure needs --tls");
+  bad = parse({"--tls", "--key-file", "c.key"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "witmq-bench: --cert-file and --key-file go together");
+}
+
 TEST(BenchOptions, EnvironmentServerAndHelp) {
   auto o = parse_bench_options(std::vector<std::string>{}, std::string("h:1"), std::string("t"));
   ASSERT_TRUE(o.ok());

@@ -46,6 +46,31 @@ TEST(CommandLine, DefaultsAndEnvironment) {
             "witmq: WITMQ_SERVER 'h:0': port '0' is not a number from 1 to 65535");
 }
 
+TEST(CommandLine, TlsOptions) {
+  auto r = parse({"channels"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->tls.enabled);
+  r = parse({"--tls", "--ca-file", "ca.pem", "send", "q", "x", "--cert-file=c.pem", "--key-file",
+             "c.key"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->tls.enabled);
+  EXPECT_EQ(r->tls.ca_file, "ca.pem");
+  EXPECT_EQ(r->tls.cert_file, "c.pem");
+  EXPECT_EQ(r->tls.key_file, "c.key");
+  EXPECT_FALSE(r->tls.insecure);
+  r = parse({"ping", "--tls", "--insecure"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->tls.insecure);
+
+  EXPECT_EQ(error_of({"--ca-file", "ca.pem", "ping"}), "witmq ping: --ca-file needs --tls");
+  EXPECT_EQ(error_of({"ping", "--insecure"}), "witmq ping: --insecure needs --tls");
+  EXPECT_NE(error_of({"ping", "--tls", "--cert-file", "c.pem"}).find("--key-file"),
+            std::string::npos);
+  EXPECT_EQ(error_of({"ping", "--tls", "--insecure", "--ca-file", "ca.pem"}),
+            "witmq ping: --insecure and --ca-file exclude each other");
+  EXPECT_EQ(error_of({"ping", "--tls=yes"}).find("(parsed)"), std::string::npos);
+}
+
 TEST(CommandLine, Send) {
   auto r = parse({"send", "orders", "hello", "--meta", "a=1", "--meta=b=x=y", "--format",
                   "cloudevents", "--count", "3"});

@@ -1,6 +1,7 @@
 // Runs the real witmqd binary for tests: on 127.0.0.1 with ephemeral ports (--listen 127.0.0.1:0
 // and --http-listen 127.0.0.1:0, the ports read from its `listening on` and `http listening on`
-// lines) and a temporary data directory, so that tests run in parallel.
+// lines, and those of `tls listening on` and `https listening on` when the arguments turn the TLS
+// listeners on) and a temporary data directory, so that tests run in parallel.
 #pragma once
 
 #include <fcntl.h>
@@ -180,16 +181,21 @@ class Daemon {
     process_ = std::make_unique<Process>(args, env_);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     for (;;) {
-      // Lines of stdout, each after a newline. Both are printed at once, the protocol's first;
-      // the HTTP one is absent when the arguments turn the HTTP side off (--http-listen "").
+      // Lines of stdout, each after a newline, all printed in one write: the protocol's first,
+      // then TLS, HTTP and HTTPS; each is absent when the arguments turn its listener off.
       const std::string out = "\n" + process_->out();
-      const auto at = out.find("\nlistening on 127.0.0.1:");
-      if (at != std::string::npos && out.find('\n', at + 1) != std::string::npos) {
-        port_ = static_cast<uint16_t>(std::stoi(out.substr(at + 24)));
-        const auto http = out.find("\nhttp listening on 127.0.0.1:");
-        http_port_ = http == std::string::npos
-                         ? 0
-                         : static_cast<uint16_t>(std::stoi(out.substr(http + 29)));
+      if (out.find("listening on 127.0.0.1:") != std::string::npos && out.back() == '\n') {
+        auto port_of = [&out](const std::string& line) -> uint16_t {
+          const std::string prefix = "\n" + line + "127.0.0.1:";
+          const auto at = out.find(prefix);
+          return at == std::string::npos
+                     ? 0
+                     : static_cast<uint16_t>(std::stoi(out.substr(at + prefix.size())));
+        };
+        port_ = port_of("listening on ");
+        tls_port_ = port_of("tls listening on ");
+        http_port_ = port_of("http listening on ");
+        https_port_ = port_of("https listening on ");
         return;
       }
       if (auto code = process_->wait(std::chrono::milliseconds(0))) {
@@ -222,6 +228,9 @@ class Daemon {
   uint16_t port() const { return port_; }
   // The HTTP listener's port; 0 when the HTTP side is off.
   uint16_t http_port() const { return http_port_; }
+  // The TLS protocol listener's and the HTTPS listener's ports; 0 when they are off.
+  uint16_t tls_port() const { return tls_port_; }
+  uint16_t https_port() const { return https_port_; }
   const std::string& data_dir() const { return data_dir_; }
   std::string log() { return process_->err(); }
   // Waits (bounded) until the daemon's log contains `text`.
@@ -245,6 +254,8 @@ class Daemon {
   std::unique_ptr<Process> process_;
   uint16_t port_ = 0;
   uint16_t http_port_ = 0;
+  uint16_t tls_port_ = 0;
+  uint16_t https_port_ = 0;
 };
 
 }  // namespace witmq::daemon::testing

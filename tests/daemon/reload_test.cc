@@ -303,8 +303,14 @@ TEST(ReloadTest, OnlyStartTimeKeysNeedARestart) {
                                                  {"data-dir", "./data"},
                                                  {"default-channel", {{"lease-ms", 1000}}}})),
             (std::vector<std::string>{"listen", "max-in-flight", "default-channel"}));
+  // The TLS keys are start-time keys like the listeners.
+  EXPECT_EQ(keys_needing_restart(running, built({{"listen", "127.0.0.1:7400"},
+                                                 {"tls-min-version", "1.3"},
+                                                 {"tls-handshake-timeout-ms", 500}})),
+            (std::vector<std::string>{"tls-min-version", "tls-handshake-timeout-ms"}));
   EXPECT_TRUE(reloadable_key("guests"));
   EXPECT_FALSE(reloadable_key("data-dir"));
+  EXPECT_FALSE(reloadable_key("tls-cert-file"));
 }
 
 }  // namespace
