@@ -225,6 +225,12 @@ std::vector<ConfigKey> make_keys() {
       "(goaway unavailable); clients ping at half of it. 0 = never.",
       [](int64_t v, Config& c) { c.server.idle_timeout = std::chrono::milliseconds(v); }));
   k.push_back(integer_key(
+      "connect-timeout-ms", 10'000, 100, 3'600'000,
+      "A connection that has not completed connect this long after it was accepted is closed "
+      "(goaway unavailable), so that clients that open connections and send nothing, or send "
+      "their connect slowly, cannot hold connection slots. It cannot be turned off.",
+      [](int64_t v, Config& c) { c.server.connect_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
       "shutdown-timeout-ms", 10'000, 0, 600'000,
       "On SIGTERM or SIGINT, how long connections get to finish their in-flight requests "
       "before they are closed regardless.",

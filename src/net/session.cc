@@ -57,7 +57,8 @@ void Session::post(F&& f) {
 }
 
 void Session::start() {
-  last_read_ = Clock::now();
+  accepted_at_ = Clock::now();
+  last_read_ = accepted_at_;
   auto self = shared_from_this();
   asio::co_spawn(
       socket_.get_executor(), [self] { return self->read_loop(); }, asio::detached);
@@ -650,6 +651,19 @@ asio::awaitable<void> Session::watchdog() {
       if (now >= close_deadline_) break;
       next = close_deadline_;
     } else {
+      if (!connected_) {
+        const auto connect_by = accepted_at_ + opts_.connect_timeout;
+        if (now >= connect_by) {
+          log::info("connection {}: no connect within {} ms; closing it", id_,
+                    opts_.connect_timeout.count());
+          goaway(0, Error(ErrorCode::kUnavailable,
+                          fmt::format("no connect within {} ms of accepting the connection "
+                                      "(connect-timeout-ms)",
+                                      opts_.connect_timeout.count())));
+          continue;
+        }
+        next = std::min(next, connect_by);
+      }
       if (opts_.idle_timeout.count() > 0 && !reading_paused()) {
         const auto idle_at = last_read_ + opts_.idle_timeout;
         if (now >= idle_at) {
