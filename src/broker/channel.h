@@ -22,6 +22,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "broker/channel_settings.h"
 #include "broker/timer_queue.h"
@@ -77,10 +78,12 @@ struct Subscription {
   // Pops settled entries off the front of the window; deletes their stored records. Returns true
   // when the floor moved (the cursor must be written).
   bool advance_floor(storage::WriteSet& ws);
-  // Settles `seq` (acquired or ready or waiting) as accepted.
-  void accept(Seq seq);
-  // Drops every entry below `new_floor` (retention or purge). Returns how many were unsettled.
-  uint64_t drop_below(Seq new_floor, storage::WriteSet& ws);
+  // Settles `seq` (acquired or ready or waiting) as accepted. Returns the client whose lease
+  // this ended, 0 if it was not acquired.
+  uint64_t accept(Seq seq);
+  // Drops every entry below `new_floor` (retention or purge). Returns how many were unsettled;
+  // the clients whose leases it ended are appended to `holders`.
+  uint64_t drop_below(Seq new_floor, storage::WriteSet& ws, std::vector<uint64_t>& holders);
   std::optional<SteadyTime> next_deadline() const;
 };
 

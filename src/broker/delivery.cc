@@ -4,8 +4,10 @@
 namespace witmq::broker {
 
 // -- acquisition --
-Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uint32_t max,
+Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, Client& c, uint32_t max,
                             const ConsumerOptions& o, WriteSet& ws) {
+  const bool counted = counts_unacked(c, o);
+  if (counted) max = reserve_room(c, max);
   Grant g;
   g.ch = ch.shared_from_this();
   g.sub = sub.id;
@@ -70,7 +72,72 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uin
   if (moved_next) write_cursor(sub, ws);
   if (moved_floor) floor_moved(ch, sub, ws);
   if (!o.auto_settle && !g.items.empty()) arm(ch);
+  if (counted) give_back(c, max - g.items.size());
   return g;
+}
+
+// -- unsettled messages per client --
+uint32_t Broker::Impl::reserve_room(Client& c, uint32_t want) {
+  const uint64_t limit = opts.max_unacked_per_client;
+  uint64_t held = c.unacked.load();
+  uint64_t take = 0;
+  do {
+    take = held >= limit ? 0 : std::min<uint64_t>(want, limit - held);
+    if (take == 0) return 0;
+  } while (!c.unacked.compare_exchange_weak(held, held + take));
+  return static_cast<uint32_t>(take);
+}
+
+void Broker::Impl::give_back(Client& c, uint64_t n) {
+  if (n == 0) return;
+  const uint64_t before = c.unacked.fetch_sub(n);
+  const uint64_t limit = opts.max_unacked_per_client;
+  if (before < limit || before - n >= limit || c.gone.load()) return;
+  // Called with a channel lock held, and retrying takes channel locks: run it on the timer thread.
+  timers.schedule(steady_now(), [this, id = c.id] {
+    ClientPtr client;
+    {
+      std::lock_guard lock(clients_mu);
+      auto it = clients.find(id);
+      if (it != clients.end()) client = it->second.lock();
+    }
+    if (client && !client->gone.load()) retry_waiters(*client);
+  });
+}
+
+void Broker::Impl::lease_ended(uint64_t holder) {
+  if (opts.max_unacked_per_client == 0 || holder == 0) return;
+  ClientPtr c;
+  {
+    // Lock order: a channel mutex may be held while taking clients_mu, never the reverse.
+    std::lock_guard lock(clients_mu);
+    auto it = clients.find(holder);
+    if (it != clients.end()) c = it->second.lock();
+  }
+  if (c) give_back(*c, 1);
+}
+
+void Broker::Impl::retry_waiters(Client& c) {
+  std::vector<std::shared_ptr<Channel>> chs;
+  {
+    std::lock_guard lock(c.mu);
+    for (auto& weak : c.waiters) {
+      auto w = weak.lock();
+      if (!w || w->claimed.load()) continue;
+      for (auto& wc : w->channels) {
+        auto ch = wc.lock();
+        if (ch && std::find(chs.begin(), chs.end(), ch) == chs.end()) chs.push_back(std::move(ch));
+      }
+    }
+  }
+  for (auto& ch : chs) {
+    Deferred d;
+    {
+      std::lock_guard lock(ch->mu);
+      if (!ch->deleted) wake(*ch, d);
+    }
+    run(d);
+  }
 }
 
 void Broker::Impl::load_bodies(const Channel& ch, Grant& g) {
@@ -164,7 +231,7 @@ void Broker::Impl::wake(Channel& ch, Deferred& d) {
       it = ch.waiters.erase(it);
       continue;
     }
-    if (!sub->has_available(ch.committed)) {
+    if (!sub->has_available(ch.committed) || !has_room(*w->client, o)) {
       ++it;
       continue;
     }
@@ -187,6 +254,7 @@ void Broker::Impl::fail(Channel& ch, Subscription& sub, Seq seq, FailCause cause
   if (dl.state == Delivery::State::kAcquired) {
     sub.leases.erase({dl.deadline, seq});
     --sub.in_flight;
+    lease_ended(dl.holder);
   }
   if (cause == FailCause::kAbandon) ++ch.abandons_total;
   if (cause == FailCause::kLeaseExpired) ++ch.lease_expiries_total;
@@ -278,7 +346,7 @@ Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseco
     switch (how) {
       case Settle::kComplete:
         ++ch.completes_total;
-        sub->accept(r->seq);
+        lease_ended(sub->accept(r->seq));
         if (sub->advance_floor(ws)) {
           floor_moved(ch, *sub, ws);
         } else if (sub->durable) {

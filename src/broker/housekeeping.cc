@@ -130,12 +130,14 @@ void Broker::Impl::housekeeping(const std::shared_ptr<Channel>& chp) {
   if (!ch.deleted && cut > ch.first) {
     WriteSet ws;
     uint64_t dropped = 0;
+    std::vector<uint64_t> holders;
     for (auto& [name, sub] : ch.subs) {
       if (sub->floor < cut) {
-        dropped += sub->drop_below(cut, ws);
+        dropped += sub->drop_below(cut, ws, holders);
         write_cursor(*sub, ws);
       }
     }
+    for (uint64_t holder : holders) lease_ended(holder);
     if (dropped) {
       log::info("channel {}: retention removed {} unsettled deliveries below seq {}", ch.name,
                 dropped, cut);

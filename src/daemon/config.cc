@@ -210,6 +210,13 @@ std::vector<ConfigKey> make_keys() {
       "max-credit", 10'000, 0, kU32Max, "Most credit a stream may hold at once. 0 = no limit.",
       [](int64_t v, Config& c) { c.server.max_credit = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
+      "max-unacked-per-connection", 100'000, 0, 1'000'000'000,
+      "Messages delivered to one connection with explicit settlement and not yet completed, "
+      "abandoned or expired. Receives are cut to the room left; with none left a "
+      "subscribe-receive or subscribe-try-receive fails with resource-exhausted and a stream "
+      "pauses until settlements, abandons or lease expiries free room. 0 = no limit.",
+      [](int64_t v, Config& c) { c.broker.max_unacked_per_client = static_cast<uint64_t>(v); }));
+  k.push_back(integer_key(
       "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
       "Replies and deliveries queued for one connection that the client has not read yet. Above "
       "it the server stops reading that connection's requests and pushing its stream.",

@@ -496,6 +496,9 @@ void Session::pump_stream() {
     return;
   }
   broker::ReceiveOptions options;
+  // At max-unacked-per-connection a stream pauses until settlements free room, as a prefetch
+  // limit does; a request receive fails instead (section 11).
+  options.wait_for_room = true;
   // Never more than the credit: a client that stops granting holds nothing and stalls no one.
   options.max_messages = static_cast<uint32_t>(
       std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages}));
