@@ -162,7 +162,10 @@ struct Broker::Impl {
   void submit(WriteSet ws, Durability d = Durability::kNone) {
     if (ws.empty()) return;
     store->commit(std::move(ws), d, [](Status s) {
-      if (!s) log::error("storage: state write failed: {}", s.error().to_string());
+      // A full disk is logged once by the store, not once per refused write.
+      if (!s && s.error().code != ErrorCode::kResourceExhausted) {
+        log::error("storage: state write failed: {}", s.error().to_string());
+      }
     });
   }
 
@@ -255,6 +258,8 @@ struct Broker::Impl {
 
   // Turns a grant into WIT messages with the reserved metadata (no lock held).
   std::vector<Message> materialize(Grant& g);
+  // Settles the messages of `g` that storage no longer has, or never had (no lock held).
+  void settle_absent(const Grant& g, const std::vector<Seq>& absent);
   // Reads the bodies the tail cache did not have (channel lock held). Needed before a grant's
   // messages can be trimmed, i.e. when they are settled as they are acquired.
   void load_bodies(const Channel& ch, Grant& g);

@@ -1,5 +1,7 @@
 #include "broker/channel.h"
 
+#include <algorithm>
+
 namespace witmq::broker {
 
 int64_t wall_ms() {
@@ -107,6 +109,26 @@ void Channel::tail_drop_below(Seq seq) {
     tail.pop_front();
     ++tail_first;
   }
+}
+
+void Channel::add_unstored(Seq from, Seq to) {
+  std::lock_guard lock(unstored_mu);
+  unstored.emplace_back(from, to);
+  has_unstored.store(true);
+}
+
+bool Channel::is_unstored(Seq seq) {
+  if (!has_unstored.load()) return false;
+  std::lock_guard lock(unstored_mu);
+  return std::any_of(unstored.begin(), unstored.end(),
+                     [seq](const auto& r) { return seq >= r.first && seq < r.second; });
+}
+
+void Channel::forget_unstored_below(Seq seq) {
+  if (!has_unstored.load()) return;
+  std::lock_guard lock(unstored_mu);
+  std::erase_if(unstored, [seq](const auto& r) { return r.second <= seq; });
+  has_unstored.store(!unstored.empty());
 }
 
 Seq Channel::min_floor() const {

@@ -45,12 +45,19 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, Client& c, uint32_t 
     ++ch.redeliveries_total;
     take(seq, d);
   }
+  bool skipped = false;
   while (g.items.size() < max && sub.next < ch.committed) {
     Seq seq = sub.next++;
     sub.window.emplace_back();
     Delivery& d = sub.window.back();
-    d.attempts = 1;
     moved_next = true;
+    if (ch.is_unstored(seq)) {
+      d.state = Delivery::State::kAccepted;
+      ++sub.accepted_in_window;
+      skipped = true;
+      continue;
+    }
+    d.attempts = 1;
     take(seq, d);
   }
 
@@ -69,6 +76,7 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, Client& c, uint32_t 
       }
     }
   }
+  if (skipped && !o.auto_settle && sub.advance_floor(ws)) moved_floor = true;
   if (moved_next) write_cursor(sub, ws);
   if (moved_floor) floor_moved(ch, sub, ws);
   if (!o.auto_settle && !g.items.empty()) arm(ch);
@@ -179,6 +187,7 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
   std::vector<Message> out;
   out.reserve(g.items.size());
   const std::string& chname = g.ch->name;
+  std::vector<Seq> absent;
   for (auto& it : g.items) {
     if (!it.body) {
       auto r = store->get(g.ch->id, it.seq);
@@ -187,9 +196,7 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
         continue;
       }
       if (!r->has_value()) {
-        // Retention removed it between acquisition and now; its lease simply expires.
-        log::warn("channel {}: seq {} was removed by retention before it could be delivered",
-                  chname, it.seq);
+        absent.push_back(it.seq);
         continue;
       }
       it.body = std::make_shared<const StoredMessage>(std::move(**r));
@@ -212,7 +219,35 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
     m.metadata = std::move(md);
     out.push_back(std::move(m));
   }
+  if (!absent.empty()) settle_absent(g, absent);
   return out;
+}
+
+void Broker::Impl::settle_absent(const Grant& g, const std::vector<Seq>& absent) {
+  // Removed by retention between acquisition and now, or never stored (an append that failed
+  // before a crash): there is nothing to deliver, so there is nothing to redeliver either.
+  log::warn("channel {}: {} messages from seq {} are no longer or were never stored; settled",
+            g.ch->name, absent.size(), absent.front());
+  if (g.auto_settled) return;
+  Channel& ch = *g.ch;
+  WriteSet ws;
+  {
+    std::lock_guard lock(ch.mu);
+    Subscription* sub = ch.find_sub(g.sub);
+    if (ch.deleted || !sub) return;
+    for (Seq seq : absent) {
+      if (!sub->contains(seq)) continue;
+      Delivery& dl = sub->at(seq);
+      if (dl.state != Delivery::State::kAcquired || dl.lease != g.lease) continue;
+      lease_ended(sub->accept(seq));
+      if (sub->durable) {
+        ws.put_delivery(sub->id, seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
+        dl.persisted = true;
+      }
+    }
+    if (sub->advance_floor(ws)) floor_moved(ch, *sub, ws);
+  }
+  submit(std::move(ws));
 }
 
 // Hands available messages to waiting receives (channel lock held).

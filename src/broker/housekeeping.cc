@@ -58,6 +58,7 @@ void Broker::Impl::trim(Channel& ch, Seq target, WriteSet& ws) {
   ch.first = target;
   ws.put_head(ch.id, {ch.first, ch.head});
   ch.tail_drop_below(target);
+  ch.forget_unstored_below(target);
 }
 
 void Broker::Impl::on_timer(const std::shared_ptr<Channel>& chp) {
