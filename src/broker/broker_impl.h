@@ -233,8 +233,8 @@ struct Broker::Impl {
   // -- acquisition --
   // Acquires at most `max` messages, fewer when the client's room (max_unacked_per_client) is
   // smaller; none when it has no room.
-  Grant acquire(Channel& ch, Subscription& sub, Client& c, uint32_t max,
-                const ConsumerOptions& o, WriteSet& ws);
+  Grant acquire(Channel& ch, Subscription& sub, Client& c, uint32_t max, const ConsumerOptions& o,
+                WriteSet& ws);
 
   // -- unsettled messages per client (max_unacked_per_client) --
   // Whether acquisitions with `o` count against the client's limit. The replayer of dead letters

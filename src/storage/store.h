@@ -93,10 +93,10 @@ struct RecoveredState {
 
 // Commit-path counters, for metrics.
 struct StoreStats {
-  uint64_t commits = 0;         // requests committed
-  uint64_t writes = 0;          // merged RocksDB writes
-  uint64_t syncs = 0;           // WAL fsyncs
-  uint64_t bytes_written = 0;   // WriteSet bytes committed
+  uint64_t commits = 0;        // requests committed
+  uint64_t writes = 0;         // merged RocksDB writes
+  uint64_t syncs = 0;          // WAL fsyncs
+  uint64_t bytes_written = 0;  // WriteSet bytes committed
   uint64_t sync_micros_total = 0;
   uint64_t max_requests_per_write = 0;
   // The last write failed because the disk is full; writes are refused (kResourceExhausted)

@@ -44,8 +44,7 @@ pid_t daemon_pid(const Daemon& d) {
     std::ifstream in(entry.path() / "cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (cmdline.find("witmqd") != std::string::npos &&
-        cmdline.find(std::string("--data-dir") + '\0' + d.data_dir() + '\0') !=
-            std::string::npos) {
+        cmdline.find(std::string("--data-dir") + '\0' + d.data_dir() + '\0') != std::string::npos) {
       return static_cast<pid_t>(std::stoi(name));
     }
   }
@@ -67,9 +66,8 @@ std::vector<Message> browse_all(Conn& c, const std::string& channel) {
   std::vector<Message> all;
   uint64_t from = 0;
   for (;;) {
-    Frame f = c.call(net::AdminRequest{net::AdminOp::kBrowse,
-                                       json{{"channel", channel}, {"from", from}, {"max", 1000}}
-                                           .dump()});
+    Frame f = c.call(net::AdminRequest{
+        net::AdminOp::kBrowse, json{{"channel", channel}, {"from", from}, {"max", 1000}}.dump()});
     auto* page = std::get_if<net::BrowseOk>(&f.body);
     if (!page) {
       ADD_FAILURE() << "browse failed: " << describe(f);
@@ -229,8 +227,8 @@ TEST(FaultTest, SilentConnectionsDoNotLockOthersOutForever) {
 TEST(FaultTest, MemoryForAStreamingConsumerThatDoesNotReadIsBounded) {
   // A cap of 1 MiB and a stall timeout longer than the test: the consumer stays connected, the
   // server just stops pushing to it.
-  Daemon d({"--set", "max-output-bytes=1048576", "--set", "output-stall-timeout-ms=600000",
-            "--set", "max-credit=0", "--set", "storage-block-cache-bytes=1048576", "--set",
+  Daemon d({"--set", "max-output-bytes=1048576", "--set", "output-stall-timeout-ms=600000", "--set",
+            "max-credit=0", "--set", "storage-block-cache-bytes=1048576", "--set",
             "tail-cache-bytes=1048576"});
   const pid_t pid = daemon_pid(d);
   ASSERT_GT(pid, 0);
@@ -289,9 +287,9 @@ TEST(FaultTest, ClientsThatCloseMidFrameLoseOnlyThatFrame) {
   const net::Buffer small = encoded(2, net::Send{"fault.half", {text_message("half")}});
   const net::Buffer hello = encoded(1, net::Connect{{net::kProtocolVersion}, "", std::nullopt});
   for (int round = 0; round < 30; ++round) {
-    ASSERT_FRAME(producer.call(net::Send{"fault.half", {text_message("ok-" +
-                                                                     std::to_string(round))}}),
-                 kSendOk);
+    ASSERT_FRAME(
+        producer.call(net::Send{"fault.half", {text_message("ok-" + std::to_string(round))}}),
+        kSendOk);
     Conn cut(d.port());
     ASSERT_TRUE(cut.write(hello));
     std::vector<uint8_t> part;
@@ -339,8 +337,8 @@ TEST(FaultTest, PipelinedFloodsDoNotStarveOtherClients) {
       for (int i = 0; i < kFrames && !stop.load(); ++i) {
         const uint32_t id = static_cast<uint32_t>(i + 2);
         if (i % 10 == 0) {
-          net::encode(out, Frame{id, net::Send{"fault.flood", {text_message("f" +
-                                                                            std::to_string(f))}}});
+          net::encode(out,
+                      Frame{id, net::Send{"fault.flood", {text_message("f" + std::to_string(f))}}});
         } else {
           net::encode(out, Frame{id, net::Ping{static_cast<uint64_t>(i)}});
         }
