@@ -59,6 +59,10 @@ Status Broker::delete_channel(std::string_view name) {
     WriteSet ws;
     for (auto& [n, sub] : ch->subs) {
       if (sub->durable) ws.delete_subscription(sub->id);
+      // The leases end with the channel: they no longer count against their holders' limit.
+      for (const Delivery& dl : sub->window) {
+        if (dl.state == Delivery::State::kAcquired) impl.lease_ended(dl.holder);
+      }
     }
     ws.delete_channel(ch->id);
     impl.submit(std::move(ws), Durability::kGroup);

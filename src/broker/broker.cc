@@ -162,6 +162,16 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     if (!ch) return done(std::move(ch).error());
     chs.push_back(std::move(*ch));
   }
+  if (!options.wait_for_room &&
+      std::none_of(channels.begin(), channels.end(), [&](const std::string& name) {
+        return impl.has_room(*client, client->options_for(name));
+      })) {
+    return done(Error(ErrorCode::kResourceExhausted,
+                      fmt::format("receive: the client holds {} delivered messages that are not "
+                                  "completed, abandoned or expired, the limit of "
+                                  "max-unacked-per-connection; settle some first",
+                                  impl.opts.max_unacked_per_client)));
+  }
   uint32_t start;
   {
     std::lock_guard lock(client->mu);
@@ -183,7 +193,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
       std::lock_guard lock(ch.mu);
       if (ch.deleted) continue;
       Subscription* sub = impl.resolve_sub(*client, ch, o, ws);
-      if (sub->has_available(ch.committed)) {
+      if (sub->has_available(ch.committed) && impl.has_room(*client, o)) {
         g = impl.acquire(ch, *sub, *client, impl.batch_for(*w, o), o, ws);
       }
     }
@@ -209,6 +219,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     client->waiters.push_back(w);
   }
   // Register on every channel; a message that arrived since the first look is taken now.
+  bool without_room = false;
   for (auto& chp : chs) {
     Channel& ch = *chp;
     auto o = client->options_for(ch.name);
@@ -220,7 +231,9 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
       if (w->claimed.load()) break;
       if (ch.deleted) continue;
       Subscription* sub = impl.resolve_sub(*client, ch, o, ws);
-      if (sub->has_available(ch.committed)) {
+      const bool room = impl.has_room(*client, o);
+      without_room = without_room || !room;
+      if (sub->has_available(ch.committed) && room) {
         if (!w->claim()) break;
         claimed = true;
         g = impl.acquire(ch, *sub, *client, impl.batch_for(*w, o), o, ws);
@@ -237,7 +250,12 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     }
   }
   // Shutdown or disconnect may have raced the registration.
-  if (impl.closing.load() || client->gone.load()) impl.end_waiters(*client, true);
+  if (impl.closing.load() || client->gone.load()) return impl.end_waiters(*client, true);
+  // Room freed while the waiter was not yet registered everywhere would wake nobody.
+  if (without_room && !w->claimed.load() &&
+      client->unacked.load() < impl.opts.max_unacked_per_client) {
+    impl.retry_waiters(*client);
+  }
 }
 
 void Broker::cancel_receives(const ClientPtr& client) { impl_->end_waiters(*client, false); }

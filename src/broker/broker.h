@@ -50,6 +50,10 @@ struct BrokerOptions {
   size_t max_channel_name_bytes = kMaxChannelNameBytes;
   // Recent messages of each channel kept in memory so consumers that keep up never read disk.
   size_t tail_cache_bytes = 8 << 20;
+  // Messages one client may hold acquired with explicit settlement (delivered, not yet completed,
+  // abandoned or expired). Receives are cut to the room left; see ReceiveOptions::wait_for_room.
+  // 0 = no limit.
+  uint64_t max_unacked_per_client = 100'000;
 };
 
 // A connected client: the WIT `client` resource. Created by Broker::connect.
@@ -62,6 +66,10 @@ struct ReceiveOptions {
   // Give up after this long with an empty batch; nullopt = wait until a message arrives (or the
   // client disconnects, or the broker shuts down).
   std::optional<std::chrono::milliseconds> timeout;
+  // When the client already holds max_unacked_per_client messages: false fails the receive at
+  // once with kResourceExhausted; true waits (like an empty channel) until settlements, lease
+  // expiries or abandons free room. Streams wait; request receives fail.
+  bool wait_for_room = false;
 };
 
 struct SubscriptionStats {

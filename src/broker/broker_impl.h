@@ -80,6 +80,10 @@ class Client {
   std::vector<std::weak_ptr<struct Waiter>> waiters;
   uint32_t rotate = 0;
   std::atomic<bool> gone{false};
+  // Messages acquired by this client with explicit settlement and not yet settled, plus room
+  // reserved by acquisitions under way (see Impl::reserve_room). Counted only when
+  // max_unacked_per_client is set.
+  std::atomic<uint64_t> unacked{0};
 };
 
 // A pending receive, registered on one or more channels. Whoever claims it first (a channel with
@@ -158,7 +162,10 @@ struct Broker::Impl {
   void submit(WriteSet ws, Durability d = Durability::kNone) {
     if (ws.empty()) return;
     store->commit(std::move(ws), d, [](Status s) {
-      if (!s) log::error("storage: state write failed: {}", s.error().to_string());
+      // A full disk is logged once by the store, not once per refused write.
+      if (!s && s.error().code != ErrorCode::kResourceExhausted) {
+        log::error("storage: state write failed: {}", s.error().to_string());
+      }
     });
   }
 
@@ -226,11 +233,35 @@ struct Broker::Impl {
   void schedule_housekeeping(Channel& ch, std::chrono::milliseconds delay);
 
   // -- acquisition --
-  Grant acquire(Channel& ch, Subscription& sub, const Client& c, uint32_t max,
-                const ConsumerOptions& o, WriteSet& ws);
+  // Acquires at most `max` messages, fewer when the client's room (max_unacked_per_client) is
+  // smaller; none when it has no room.
+  Grant acquire(Channel& ch, Subscription& sub, Client& c, uint32_t max, const ConsumerOptions& o,
+                WriteSet& ws);
+
+  // -- unsettled messages per client (max_unacked_per_client) --
+  // Whether acquisitions with `o` count against the client's limit. The replayer of dead letters
+  // (client id 0) never does.
+  bool counts_unacked(const Client& c, const ConsumerOptions& o) const {
+    return opts.max_unacked_per_client != 0 && !o.auto_settle && c.id != 0;
+  }
+  bool has_room(const Client& c, const ConsumerOptions& o) const {
+    return !counts_unacked(c, o) || c.unacked.load() < opts.max_unacked_per_client;
+  }
+  // Adds up to `want` to the client's count and returns how much it added.
+  uint32_t reserve_room(Client& c, uint32_t want);
+  // Takes `n` off the client's count; when that frees room for a client at its limit, its
+  // waiting receives are retried (on the timer thread, so that no lock is held).
+  void give_back(Client& c, uint64_t n);
+  // A lease held by client `holder` ended (settled, abandoned, expired, released); channel lock
+  // may be held.
+  void lease_ended(uint64_t holder);
+  // Hands available messages to the client's waiting receives (no lock held).
+  void retry_waiters(Client& c);
 
   // Turns a grant into WIT messages with the reserved metadata (no lock held).
   std::vector<Message> materialize(Grant& g);
+  // Settles the messages of `g` that storage no longer has, or never had (no lock held).
+  void settle_absent(const Grant& g, const std::vector<Seq>& absent);
   // Reads the bodies the tail cache did not have (channel lock held). Needed before a grant's
   // messages can be trimmed, i.e. when they are settled as they are acquired.
   void load_bodies(const Channel& ch, Grant& g);

@@ -1,5 +1,7 @@
 #include "broker/channel.h"
 
+#include <algorithm>
+
 namespace witmq::broker {
 
 int64_t wall_ms() {
@@ -23,12 +25,14 @@ bool Subscription::advance_floor(storage::WriteSet& ws) {
   return moved;
 }
 
-void Subscription::accept(Seq seq) {
+uint64_t Subscription::accept(Seq seq) {
   Delivery& d = at(seq);
+  uint64_t holder = 0;
   switch (d.state) {
     case Delivery::State::kAcquired:
       leases.erase({d.deadline, seq});
       --in_flight;
+      holder = d.holder;
       break;
     case Delivery::State::kReady:
       ready.erase(seq);
@@ -39,20 +43,22 @@ void Subscription::accept(Seq seq) {
     case Delivery::State::kMoving:
       break;
     case Delivery::State::kAccepted:
-      return;
+      return 0;
   }
   d.state = Delivery::State::kAccepted;
   ++accepted_in_window;
+  return holder;
 }
 
-uint64_t Subscription::drop_below(Seq new_floor, storage::WriteSet& ws) {
+uint64_t Subscription::drop_below(Seq new_floor, storage::WriteSet& ws,
+                                  std::vector<uint64_t>& holders) {
   if (new_floor <= floor) return 0;
   const Seq old_floor = floor;
   uint64_t unsettled = 0;
   while (floor < new_floor && !window.empty()) {
     if (window.front().state != Delivery::State::kAccepted) {
       ++unsettled;
-      accept(floor);
+      if (const uint64_t holder = accept(floor)) holders.push_back(holder);
     }
     window.pop_front();
     --accepted_in_window;
@@ -103,6 +109,26 @@ void Channel::tail_drop_below(Seq seq) {
     tail.pop_front();
     ++tail_first;
   }
+}
+
+void Channel::add_unstored(Seq from, Seq to) {
+  std::lock_guard lock(unstored_mu);
+  unstored.emplace_back(from, to);
+  has_unstored.store(true);
+}
+
+bool Channel::is_unstored(Seq seq) {
+  if (!has_unstored.load()) return false;
+  std::lock_guard lock(unstored_mu);
+  return std::any_of(unstored.begin(), unstored.end(),
+                     [seq](const auto& r) { return seq >= r.first && seq < r.second; });
+}
+
+void Channel::forget_unstored_below(Seq seq) {
+  if (!has_unstored.load()) return;
+  std::lock_guard lock(unstored_mu);
+  std::erase_if(unstored, [seq](const auto& r) { return r.second <= seq; });
+  has_unstored.store(!unstored.empty());
 }
 
 Seq Channel::min_floor() const {

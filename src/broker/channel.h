@@ -10,6 +10,7 @@
 //    replay) happen in steps, each under one lock, joined by one atomic storage write.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -22,6 +23,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "broker/channel_settings.h"
 #include "broker/timer_queue.h"
@@ -77,10 +79,12 @@ struct Subscription {
   // Pops settled entries off the front of the window; deletes their stored records. Returns true
   // when the floor moved (the cursor must be written).
   bool advance_floor(storage::WriteSet& ws);
-  // Settles `seq` (acquired or ready or waiting) as accepted.
-  void accept(Seq seq);
-  // Drops every entry below `new_floor` (retention or purge). Returns how many were unsettled.
-  uint64_t drop_below(Seq new_floor, storage::WriteSet& ws);
+  // Settles `seq` (acquired or ready or waiting) as accepted. Returns the client whose lease
+  // this ended, 0 if it was not acquired.
+  uint64_t accept(Seq seq);
+  // Drops every entry below `new_floor` (retention or purge). Returns how many were unsettled;
+  // the clients whose leases it ended are appended to `holders`.
+  uint64_t drop_below(Seq new_floor, storage::WriteSet& ws, std::vector<uint64_t>& holders);
   std::optional<SteadyTime> next_deadline() const;
 };
 
@@ -97,6 +101,17 @@ struct Channel : std::enable_shared_from_this<Channel> {
   Seq first = 0;      // first retained
   Seq head = 0;       // next to assign
   Seq committed = 0;  // next not yet confirmed
+
+  // Seq ranges [from, to) whose append failed (say, the disk was full): never stored, so never
+  // delivered; acquisition settles them as it reaches them. Recorded under unstored_mu alone,
+  // because a failed commit may report while `mu` is held, and always before any later append
+  // is confirmed (commits report in order).
+  std::mutex unstored_mu;
+  std::vector<std::pair<Seq, Seq>> unstored;
+  std::atomic<bool> has_unstored{false};
+  void add_unstored(Seq from, Seq to);
+  bool is_unstored(Seq seq);
+  void forget_unstored_below(Seq seq);
 
   // Recent messages, so consumers that keep up never read storage. tail[i] is seq tail_first + i.
   std::deque<std::shared_ptr<const storage::StoredMessage>> tail;

@@ -105,12 +105,13 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
   ws.put_head(ch.id, {ch.first, ch.head});
   ch.sends_total += messages.size();
   const Seq end = ch.head;
+  const Seq begin = end - messages.size();
   std::shared_ptr<SendHandler> handler;
   if (done) handler = std::make_shared<SendHandler>(std::move(*done));
   std::weak_ptr<Channel> weak = ch.shared_from_this();
   // A failed commit may report inline (e.g. the store is closing) while this channel's lock is
   // held, so only the success path takes the lock.
-  store->commit(std::move(ws), ch.settings.durability, [this, weak, end, handler](Status s) {
+  store->commit(std::move(ws), ch.settings.durability, [this, weak, begin, end, handler](Status s) {
     Deferred d;
     if (auto c = weak.lock()) {
       if (s.ok()) {
@@ -118,7 +119,11 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
         c->committed = std::max(c->committed, end);
         wake(*c, d);
       } else {
-        log::error("channel {}: append failed: {}", c->name, s.error().to_string());
+        // A later append that succeeds moves `committed` past these seqs: mark them first.
+        c->add_unstored(begin, end);
+        if (s.error().code != ErrorCode::kResourceExhausted) {
+          log::error("channel {}: append failed: {}", c->name, s.error().to_string());
+        }
       }
     }
     if (handler) (*handler)(s);

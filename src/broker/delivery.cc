@@ -4,8 +4,10 @@
 namespace witmq::broker {
 
 // -- acquisition --
-Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uint32_t max,
+Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, Client& c, uint32_t max,
                             const ConsumerOptions& o, WriteSet& ws) {
+  const bool counted = counts_unacked(c, o);
+  if (counted) max = reserve_room(c, max);
   Grant g;
   g.ch = ch.shared_from_this();
   g.sub = sub.id;
@@ -43,12 +45,19 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uin
     ++ch.redeliveries_total;
     take(seq, d);
   }
+  bool skipped = false;
   while (g.items.size() < max && sub.next < ch.committed) {
     Seq seq = sub.next++;
     sub.window.emplace_back();
     Delivery& d = sub.window.back();
-    d.attempts = 1;
     moved_next = true;
+    if (ch.is_unstored(seq)) {
+      d.state = Delivery::State::kAccepted;
+      ++sub.accepted_in_window;
+      skipped = true;
+      continue;
+    }
+    d.attempts = 1;
     take(seq, d);
   }
 
@@ -67,10 +76,76 @@ Grant Broker::Impl::acquire(Channel& ch, Subscription& sub, const Client& c, uin
       }
     }
   }
+  if (skipped && !o.auto_settle && sub.advance_floor(ws)) moved_floor = true;
   if (moved_next) write_cursor(sub, ws);
   if (moved_floor) floor_moved(ch, sub, ws);
   if (!o.auto_settle && !g.items.empty()) arm(ch);
+  if (counted) give_back(c, max - g.items.size());
   return g;
+}
+
+// -- unsettled messages per client --
+uint32_t Broker::Impl::reserve_room(Client& c, uint32_t want) {
+  const uint64_t limit = opts.max_unacked_per_client;
+  uint64_t held = c.unacked.load();
+  uint64_t take = 0;
+  do {
+    take = held >= limit ? 0 : std::min<uint64_t>(want, limit - held);
+    if (take == 0) return 0;
+  } while (!c.unacked.compare_exchange_weak(held, held + take));
+  return static_cast<uint32_t>(take);
+}
+
+void Broker::Impl::give_back(Client& c, uint64_t n) {
+  if (n == 0) return;
+  const uint64_t before = c.unacked.fetch_sub(n);
+  const uint64_t limit = opts.max_unacked_per_client;
+  if (before < limit || before - n >= limit || c.gone.load()) return;
+  // Called with a channel lock held, and retrying takes channel locks: run it on the timer thread.
+  timers.schedule(steady_now(), [this, id = c.id] {
+    ClientPtr client;
+    {
+      std::lock_guard lock(clients_mu);
+      auto it = clients.find(id);
+      if (it != clients.end()) client = it->second.lock();
+    }
+    if (client && !client->gone.load()) retry_waiters(*client);
+  });
+}
+
+void Broker::Impl::lease_ended(uint64_t holder) {
+  if (opts.max_unacked_per_client == 0 || holder == 0) return;
+  ClientPtr c;
+  {
+    // Lock order: a channel mutex may be held while taking clients_mu, never the reverse.
+    std::lock_guard lock(clients_mu);
+    auto it = clients.find(holder);
+    if (it != clients.end()) c = it->second.lock();
+  }
+  if (c) give_back(*c, 1);
+}
+
+void Broker::Impl::retry_waiters(Client& c) {
+  std::vector<std::shared_ptr<Channel>> chs;
+  {
+    std::lock_guard lock(c.mu);
+    for (auto& weak : c.waiters) {
+      auto w = weak.lock();
+      if (!w || w->claimed.load()) continue;
+      for (auto& wc : w->channels) {
+        auto ch = wc.lock();
+        if (ch && std::find(chs.begin(), chs.end(), ch) == chs.end()) chs.push_back(std::move(ch));
+      }
+    }
+  }
+  for (auto& ch : chs) {
+    Deferred d;
+    {
+      std::lock_guard lock(ch->mu);
+      if (!ch->deleted) wake(*ch, d);
+    }
+    run(d);
+  }
 }
 
 void Broker::Impl::load_bodies(const Channel& ch, Grant& g) {
@@ -112,6 +187,7 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
   std::vector<Message> out;
   out.reserve(g.items.size());
   const std::string& chname = g.ch->name;
+  std::vector<Seq> absent;
   for (auto& it : g.items) {
     if (!it.body) {
       auto r = store->get(g.ch->id, it.seq);
@@ -120,9 +196,7 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
         continue;
       }
       if (!r->has_value()) {
-        // Retention removed it between acquisition and now; its lease simply expires.
-        log::warn("channel {}: seq {} was removed by retention before it could be delivered",
-                  chname, it.seq);
+        absent.push_back(it.seq);
         continue;
       }
       it.body = std::make_shared<const StoredMessage>(std::move(**r));
@@ -145,7 +219,35 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
     m.metadata = std::move(md);
     out.push_back(std::move(m));
   }
+  if (!absent.empty()) settle_absent(g, absent);
   return out;
+}
+
+void Broker::Impl::settle_absent(const Grant& g, const std::vector<Seq>& absent) {
+  // Removed by retention between acquisition and now, or never stored (an append that failed
+  // before a crash): there is nothing to deliver, so there is nothing to redeliver either.
+  log::warn("channel {}: {} messages from seq {} are no longer or were never stored; settled",
+            g.ch->name, absent.size(), absent.front());
+  if (g.auto_settled) return;
+  Channel& ch = *g.ch;
+  WriteSet ws;
+  {
+    std::lock_guard lock(ch.mu);
+    Subscription* sub = ch.find_sub(g.sub);
+    if (ch.deleted || !sub) return;
+    for (Seq seq : absent) {
+      if (!sub->contains(seq)) continue;
+      Delivery& dl = sub->at(seq);
+      if (dl.state != Delivery::State::kAcquired || dl.lease != g.lease) continue;
+      lease_ended(sub->accept(seq));
+      if (sub->durable) {
+        ws.put_delivery(sub->id, seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
+        dl.persisted = true;
+      }
+    }
+    if (sub->advance_floor(ws)) floor_moved(ch, *sub, ws);
+  }
+  submit(std::move(ws));
 }
 
 // Hands available messages to waiting receives (channel lock held).
@@ -164,7 +266,7 @@ void Broker::Impl::wake(Channel& ch, Deferred& d) {
       it = ch.waiters.erase(it);
       continue;
     }
-    if (!sub->has_available(ch.committed)) {
+    if (!sub->has_available(ch.committed) || !has_room(*w->client, o)) {
       ++it;
       continue;
     }
@@ -187,6 +289,7 @@ void Broker::Impl::fail(Channel& ch, Subscription& sub, Seq seq, FailCause cause
   if (dl.state == Delivery::State::kAcquired) {
     sub.leases.erase({dl.deadline, seq});
     --sub.in_flight;
+    lease_ended(dl.holder);
   }
   if (cause == FailCause::kAbandon) ++ch.abandons_total;
   if (cause == FailCause::kLeaseExpired) ++ch.lease_expiries_total;
@@ -278,7 +381,7 @@ Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseco
     switch (how) {
       case Settle::kComplete:
         ++ch.completes_total;
-        sub->accept(r->seq);
+        lease_ended(sub->accept(r->seq));
         if (sub->advance_floor(ws)) {
           floor_moved(ch, *sub, ws);
         } else if (sub->durable) {

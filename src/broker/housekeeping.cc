@@ -58,6 +58,7 @@ void Broker::Impl::trim(Channel& ch, Seq target, WriteSet& ws) {
   ch.first = target;
   ws.put_head(ch.id, {ch.first, ch.head});
   ch.tail_drop_below(target);
+  ch.forget_unstored_below(target);
 }
 
 void Broker::Impl::on_timer(const std::shared_ptr<Channel>& chp) {
@@ -130,12 +131,14 @@ void Broker::Impl::housekeeping(const std::shared_ptr<Channel>& chp) {
   if (!ch.deleted && cut > ch.first) {
     WriteSet ws;
     uint64_t dropped = 0;
+    std::vector<uint64_t> holders;
     for (auto& [name, sub] : ch.subs) {
       if (sub->floor < cut) {
-        dropped += sub->drop_below(cut, ws);
+        dropped += sub->drop_below(cut, ws, holders);
         write_cursor(*sub, ws);
       }
     }
+    for (uint64_t holder : holders) lease_ended(holder);
     if (dropped) {
       log::info("channel {}: retention removed {} unsettled deliveries below seq {}", ch.name,
                 dropped, cut);

@@ -299,6 +299,13 @@ std::vector<ConfigKey> make_keys() {
       "max-credit", 10'000, 0, kU32Max, "Most credit a stream may hold at once. 0 = no limit.",
       [](int64_t v, Config& c) { c.server.max_credit = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
+      "max-unacked-per-connection", 100'000, 0, 1'000'000'000,
+      "Messages delivered to one connection with explicit settlement and not yet completed, "
+      "abandoned or expired. Receives are cut to the room left; with none left a "
+      "subscribe-receive or subscribe-try-receive fails with resource-exhausted and a stream "
+      "pauses until settlements, abandons or lease expiries free room. 0 = no limit.",
+      [](int64_t v, Config& c) { c.broker.max_unacked_per_client = static_cast<uint64_t>(v); }));
+  k.push_back(integer_key(
       "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
       "Replies and deliveries queued for one connection that the client has not read yet. Above "
       "it the server stops reading that connection's requests and pushing its stream.",
@@ -313,6 +320,12 @@ std::vector<ConfigKey> make_keys() {
       "A connection the server has read nothing from for this long is closed "
       "(goaway unavailable); clients ping at half of it. 0 = never.",
       [](int64_t v, Config& c) { c.server.idle_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "connect-timeout-ms", 10'000, 100, 3'600'000,
+      "A connection that has not completed connect this long after it was accepted is closed "
+      "(goaway unavailable), so that clients that open connections and send nothing, or send "
+      "their connect slowly, cannot hold connection slots. It cannot be turned off.",
+      [](int64_t v, Config& c) { c.server.connect_timeout = std::chrono::milliseconds(v); }));
   k.push_back(integer_key(
       "shutdown-timeout-ms", 10'000, 0, 600'000,
       "On SIGTERM or SIGINT, how long connections get to finish their in-flight requests "

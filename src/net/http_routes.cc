@@ -406,6 +406,8 @@ HttpResponse Router::readyz() const {
   };
   // The storage was opened before either listener started and closes after both stop.
   check("storage", !stopping_.load(), "closing");
+  // A full disk refuses sends but not receives: not ready, so that producers go elsewhere.
+  check("disk", !broker_.store_stats().disk_full, "full: sends are refused until space is freed");
   check("listeners", !stopping_.load() && protocol_.local_endpoint().port() != 0, "stopping");
   const size_t refused = sources_.guests_refused ? sources_.guests_refused() : 0;
   check("guests", refused == 0, fmt::format("{} refused", refused));

@@ -249,6 +249,12 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.family("witmq_store_max_requests_per_write", "gauge",
            "The most commit requests one merged write has carried since start.");
   w.sample(d(st.max_requests_per_write));
+  w.family("witmq_store_disk_full", "gauge",
+           "1 while the data directory's disk is full and writes (sends) are refused, else 0.");
+  w.sample(st.disk_full ? 1.0 : 0.0);
+  w.family("witmq_store_disk_full_errors_total", "counter",
+           "Write requests refused because the data directory's disk was full.");
+  w.sample(d(st.disk_full_errors));
   return w.take();
 }
 

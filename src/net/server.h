@@ -67,6 +67,9 @@ struct ServerOptions {
   std::chrono::milliseconds output_stall_timeout{30'000};
   // Silence after which a connection is closed (goaway unavailable). 0 = never.
   std::chrono::milliseconds idle_timeout{0};
+  // A connection that has not completed connect this long after it was accepted is closed
+  // (goaway unavailable), so that silent or slow openers cannot hold connection slots.
+  std::chrono::milliseconds connect_timeout{10'000};
   // On stop(), how long connections get to finish their in-flight requests before they are
   // closed regardless.
   std::chrono::milliseconds shutdown_timeout{10'000};

@@ -63,6 +63,8 @@ void Session::post(F&& f) {
 }
 
 void Session::start() {
+  // connect-timeout-ms counts from here, the TLS handshake included.
+  accepted_at_ = Clock::now();
   if (!handshake_done_) {
     asio::co_spawn(
         socket_.get_executor(), [self = shared_from_this()] { return self->handshake(); },
@@ -591,6 +593,9 @@ void Session::pump_stream() {
     }
   }
   broker::ReceiveOptions options;
+  // At max-unacked-per-connection a stream pauses until settlements free room, as a prefetch
+  // limit does; a request receive fails instead (section 11).
+  options.wait_for_room = true;
   // Never more than the credit: a client that stops granting holds nothing and stalls no one.
   options.max_messages = static_cast<uint32_t>(
       std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages}));
@@ -753,6 +758,19 @@ asio::awaitable<void> Session::watchdog() {
       if (now >= close_deadline_) break;
       next = close_deadline_;
     } else {
+      if (!connected_) {
+        const auto connect_by = accepted_at_ + opts_.connect_timeout;
+        if (now >= connect_by) {
+          log::info("connection {}: no connect within {} ms; closing it", id_,
+                    opts_.connect_timeout.count());
+          goaway(0, Error(ErrorCode::kUnavailable,
+                          fmt::format("no connect within {} ms of accepting the connection "
+                                      "(connect-timeout-ms)",
+                                      opts_.connect_timeout.count())));
+          continue;
+        }
+        next = std::min(next, connect_by);
+      }
       if (opts_.idle_timeout.count() > 0 && !reading_paused()) {
         const auto idle_at = last_read_ + opts_.idle_timeout;
         if (now >= idle_at) {

@@ -9,8 +9,9 @@
 //   - the writer owns the socket's write side: replies and deliver frames are encoded into a
 //     pending buffer, which the writer swaps with the one it writes, so replies leave in completion
 //     order (out of order relative to requests) without one write per frame.
-//   - the watchdog closes a connection that is idle past idle-timeout-ms, or whose queued output
-//     stays above the output cap (a client that stopped reading) past output-stall-timeout-ms.
+//   - the watchdog closes a connection that has not completed connect within connect-timeout-ms,
+//     that is idle past idle-timeout-ms, or whose queued output stays above the output cap (a
+//     client that stopped reading) past output-stall-timeout-ms.
 // On the TLS listener the session first completes the TLS handshake (bounded by
 // tls-handshake-timeout-ms), then runs the same three coroutines over the TLS stream.
 // A stream (section 7) is one broker receive at a time, sized by the credit left, so the server
@@ -159,6 +160,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<uint8_t> in_;
   size_t in_begin_ = 0, in_end_ = 0;
   size_t need_ = 0;  // bytes the codec asked for beyond what is buffered
+  Clock::time_point accepted_at_;
   Clock::time_point last_read_;
 
   // Output: replies are appended to out_pending_ while the writer writes out_writing_.

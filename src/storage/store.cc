@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/log.h"
 #include "storage/codec.h"
 
 namespace witmq::storage {
@@ -31,8 +32,18 @@ Error from_rocksdb(const rocksdb::Status& s, std::string_view what) {
   ErrorCode code = ErrorCode::kIoError;
   if (s.IsCorruption()) code = ErrorCode::kCorruption;
   if (s.IsInvalidArgument()) code = ErrorCode::kInvalidArgument;
+  if (s.IsNoSpace()) code = ErrorCode::kResourceExhausted;
   return Error(code, fmt::format("{}: {}", what, s.ToString()));
 }
+
+// ENOSPC, whichever way RocksDB reports it (a WAL append, a flush, or the background error that
+// stops writes after either).
+bool is_no_space(const rocksdb::Status& s) {
+  return s.IsNoSpace() || s.ToString().find("No space left on device") != std::string::npos;
+}
+
+// How often the commit thread asks RocksDB to resume writing while the disk is full.
+constexpr auto kResumeInterval = std::chrono::seconds(1);
 
 // The compression for cold data: LZ4 is cheap enough to run on every flush and compaction
 // without competing much with the commit thread; fall back to none if this RocksDB lacks it.
@@ -232,6 +243,14 @@ struct Store::Impl {
   mutable std::mutex stats_mu;
   StoreStats stats;
 
+  // Commit thread only: whether the last write failed for lack of space, and when to ask
+  // RocksDB to resume next.
+  bool disk_full = false;
+  std::chrono::steady_clock::time_point next_resume{};
+  // Asks RocksDB to resume writing; true (and disk_full cleared) if writes are accepted again.
+  bool try_resume(std::chrono::steady_clock::time_point now);
+  void space_again();
+
   rocksdb::ColumnFamilyHandle* cf(ColumnFamily c) const { return handles[static_cast<size_t>(c)]; }
 
   ~Impl() {
@@ -257,7 +276,16 @@ void Store::Impl::commit_loop() {
   for (;;) {
     {
       std::unique_lock lock(queue_mu);
-      queue_cv.wait(lock, [&] { return !queue.empty() || !accepting; });
+      auto ready = [&] { return !queue.empty() || !accepting; };
+      if (!disk_full) {
+        queue_cv.wait(lock, ready);
+      } else if (!queue_cv.wait_until(lock, next_resume, ready)) {
+        // No write has come to find out whether space is back: find out without one, so that
+        // readiness does not wait for a producer that readiness keeps away.
+        lock.unlock();
+        try_resume(std::chrono::steady_clock::now());
+        continue;
+      }
       // Closing exits only once everything queued before it has been written.
       if (queue.empty()) return;
       take_group(group);
@@ -265,6 +293,30 @@ void Store::Impl::commit_loop() {
     write_group(group, batch);
     group.clear();
   }
+}
+
+bool Store::Impl::try_resume(std::chrono::steady_clock::time_point now) {
+  next_resume = now + kResumeInterval;
+  // RocksDB refuses every write after it failed one for lack of space. Its own recovery (the
+  // SstFileManager) retries every few seconds once there is room for a memtable; Resume() asks
+  // now, and reports busy while that recovery runs. An empty write then tells whether writes
+  // are accepted again.
+  auto resumed = db->Resume();
+  if (!resumed.ok()) {
+    log::debug("storage: data directory '{}': resuming writes: {}", options.path,
+               resumed.ToString());
+  }
+  rocksdb::WriteBatch empty;
+  if (!db->Write(rocksdb::WriteOptions(), &empty).ok()) return false;
+  space_again();
+  return true;
+}
+
+void Store::Impl::space_again() {
+  log::info("storage: data directory '{}' has space again; writes resume", options.path);
+  disk_full = false;
+  std::lock_guard lock(stats_mu);
+  stats.disk_full = false;
 }
 
 void Store::Impl::take_group(std::vector<Request>& group) {
@@ -313,6 +365,7 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
   }
 
   auto started = std::chrono::steady_clock::now();
+  if (s.ok() && disk_full && started >= next_resume) try_resume(started);
   if (s.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
@@ -335,10 +388,28 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
   }
 
   Status result;
-  if (!s.ok()) {
+  if (!s.ok() && is_no_space(s)) {
+    if (!disk_full) {
+      log::error(
+          "storage: the disk of data directory '{}' is full; writes are refused until space is "
+          "freed: {}",
+          options.path, s.ToString());
+      disk_full = true;
+      next_resume = started + kResumeInterval;
+    }
+    std::lock_guard lock(stats_mu);
+    stats.disk_full = true;
+    stats.disk_full_errors += group.size();
+    result = Error(ErrorCode::kResourceExhausted,
+                   fmt::format("storage: the disk of data directory '{}' is full (no space left "
+                               "on device); the write was not stored; free space there and retry",
+                               options.path));
+  } else if (!s.ok()) {
     result =
         Error(ErrorCode::kIoError, fmt::format("storage: write failed ({} requests, {} bytes): {}",
                                                group.size(), bytes, s.ToString()));
+  } else if (disk_full) {
+    space_again();
   }
   for (auto& req : group) {
     if (req.done) req.done(result);
@@ -373,7 +444,11 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (options.path.empty()) return invalid_argument("storage: path is empty");
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  // Unused, but RocksDB sizes the free space it waits for before resuming after a full disk by
+  // the largest memtable of any column family: keep this one as small as the others.
+  rocksdb::ColumnFamilyOptions default_options;
+  default_options.write_buffer_size = options.write_buffer_size;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, default_options);
   for (size_t i = 0; i < kColumnFamilyCount; ++i) {
     descriptors.emplace_back(std::string(kColumnFamilyNames[i]),
                              make_cf_options(static_cast<ColumnFamily>(i), options, cache));

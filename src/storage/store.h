@@ -93,12 +93,16 @@ struct RecoveredState {
 
 // Commit-path counters, for metrics.
 struct StoreStats {
-  uint64_t commits = 0;         // requests committed
-  uint64_t writes = 0;          // merged RocksDB writes
-  uint64_t syncs = 0;           // WAL fsyncs
-  uint64_t bytes_written = 0;   // WriteSet bytes committed
+  uint64_t commits = 0;        // requests committed
+  uint64_t writes = 0;         // merged RocksDB writes
+  uint64_t syncs = 0;          // WAL fsyncs
+  uint64_t bytes_written = 0;  // WriteSet bytes committed
   uint64_t sync_micros_total = 0;
   uint64_t max_requests_per_write = 0;
+  // The last write failed because the disk is full; writes are refused (kResourceExhausted)
+  // until a later one succeeds.
+  bool disk_full = false;
+  uint64_t disk_full_errors = 0;  // writes refused for a full disk
 };
 
 class Store {
@@ -116,6 +120,9 @@ class Store {
 
   // Queues `writes` for the commit thread. `done` runs once its Durability promise holds.
   // Writes are applied in submission order. After close() has begun, `done` gets kUnavailable.
+  // When the disk is full `done` gets kResourceExhausted, naming the data directory; RocksDB then
+  // stops writing, and the commit thread asks it once a second to resume until writes are
+  // accepted again, so freeing space needs no restart.
   void commit(WriteSet writes, Durability durability, CommitCallback done);
   // commit() and wait for it.
   Status commit_and_wait(WriteSet writes, Durability durability);

@@ -332,7 +332,9 @@ TEST_F(StoreTest, FindSeqByTime) {
 TEST_F(StoreTest, ApproximateBytesCountsMemtablesAndFiles) {
   append(*store_, 1, 0, 1000, 1024);
   uint64_t in_memory = store_->approximate_bytes(1, 0, 1000);
-  EXPECT_GT(in_memory, 500u * 1024) << "memtable estimate";
+  // RocksDB estimates a memtable range from its skiplist's random levels: seen from 420 KiB to
+  // over 1 MiB for these 1000 KiB. Zero would mean memtables are not counted at all.
+  EXPECT_GT(in_memory, 200u * 1024) << "memtable estimate";
   EXPECT_LT(in_memory, 4u * 1024 * 1024);
   EXPECT_EQ(store_->approximate_bytes(1, 5, 5), 0u);
   reopen();  // close() flushes: now the data is in SST files
