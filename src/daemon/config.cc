@@ -436,7 +436,10 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
     c.values[std::string(k.name)] = value;
   }
 
-  const auto& [channels, channels_source] = values.at("channels");
+  // Not a structured binding: the lambda below captures the source, which clang 14 (the
+  // fuzzers' compiler) cannot do with a binding.
+  const json& channels = values.at("channels").first;
+  const std::string& channels_source = values.at("channels").second;
   for (const auto& [name, settings] : channels.items()) {
     auto fail = [&](const std::string& why) {
       return invalid_argument(fmt::format("channels (from {}): {}", channels_source, why));
