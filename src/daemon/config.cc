@@ -396,9 +396,13 @@ Result<ConfigLayer> read_config_file(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  return parse_config_text(text.str(), path);
+}
+
+Result<ConfigLayer> parse_config_text(std::string_view text, const std::string& path) {
   json values;
   try {
-    values = json::parse(text.str());
+    values = json::parse(text);
   } catch (const json::parse_error& e) {
     return invalid_argument(fmt::format("config file '{}': not valid JSON: {}", path, e.what()));
   }
