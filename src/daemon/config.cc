@@ -403,7 +403,8 @@ Result<ConfigLayer> parse_config_text(std::string_view text, const std::string& 
   json values;
   try {
     values = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double ("1e999") is out_of_range.
     return invalid_argument(fmt::format("config file '{}': not valid JSON: {}", path, e.what()));
   }
   if (!values.is_object()) {
