@@ -8,6 +8,7 @@ packages=(
   libboost-dev librocksdb-dev nlohmann-json3-dev libfmt-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
+  libclang-rt-14-dev
   python3 curl procps openssl
 )
 

@@ -16,6 +16,8 @@ namespace witmq::broker {
 struct StartPosition {
   enum class Kind { kLatest, kEarliest, kSequence, kTime } kind = Kind::kLatest;
   uint64_t value = 0;  // kSequence: the sequence; kTime: ms since the Unix epoch
+
+  bool operator==(const StartPosition&) const = default;
 };
 
 struct ConsumerOptions {

@@ -522,10 +522,15 @@ Result<ConfigLayer> read_config_file(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  return parse_config_text(text.str(), path);
+}
+
+Result<ConfigLayer> parse_config_text(std::string_view text, const std::string& path) {
   json values;
   try {
-    values = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+    values = json::parse(text);
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double ("1e999") is out_of_range.
     return invalid_argument(fmt::format("config file '{}': not valid JSON: {}", path, e.what()));
   }
   if (!values.is_object()) {
@@ -562,7 +567,10 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
     c.values[std::string(k.name)] = value;
   }
 
-  const auto& [channels, channels_source] = values.at("channels");
+  // Not a structured binding: the lambda below captures the source, which clang 14 (the
+  // fuzzers' compiler) cannot do with a binding.
+  const json& channels = values.at("channels").first;
+  const std::string& channels_source = values.at("channels").second;
   for (const auto& [name, settings] : channels.items()) {
     auto fail = [&](const std::string& why) {
       return invalid_argument(fmt::format("channels (from {}): {}", channels_source, why));

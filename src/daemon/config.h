@@ -91,6 +91,9 @@ struct ConfigLayer {
 
 // Reads a config file into a layer. Errors name the file and, for bad JSON, the position.
 Result<ConfigLayer> read_config_file(const std::string& path);
+// The text of a config file into a layer whose source is `path`, as read_config_file does once
+// it has read the file; never throws.
+Result<ConfigLayer> parse_config_text(std::string_view text, const std::string& path);
 
 // Applies `layers` on top of the defaults and checks every key, then the constraints between
 // keys. Errors name the key, where its value came from, the value and what was expected, e.g.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
+#include "net/utf8.h"
 
 namespace witmq::net {
 
@@ -69,6 +70,17 @@ std::string percent_decode(std::string_view v) {
     out += v[i];
   }
   return out;
+}
+
+// Metadata travels on the wire as UTF-8 strings (docs/PROTOCOL.md), so a header value that is
+// not (HTTP allows any byte from 0x80 up, and a percent escape any byte at all) cannot become
+// one: a consumer's decoder would refuse every frame carrying the message.
+Status check_utf8(std::string_view header, std::string_view value, bool percent_decoded) {
+  size_t bad = 0;
+  if (is_valid_utf8(value, &bad)) return ok_status();
+  return invalid_argument(fmt::format(
+      "header {}: the value{} is not valid UTF-8 (byte 0x{:02x} at offset {})", header,
+      percent_decoded ? ", percent-decoded," : "", static_cast<uint8_t>(value[bad]), bad));
 }
 
 // The required attributes are present and non-empty, and specversion is 1.0.
@@ -190,6 +202,7 @@ Result<PublishRequest> message_from_http(
   }
   if (media == kStructuredType) return structured(body);
 
+  if (content_type) WITMQ_RETURN_IF_ERROR(check_utf8("content-type", *content_type, false));
   PublishRequest out;
   out.message.data.assign(body.begin(), body.end());
   Metadata md;
@@ -217,7 +230,9 @@ Result<PublishRequest> message_from_http(
     if (find_metadata(md, attribute)) {
       return invalid_argument(fmt::format("header {} is given twice", name));
     }
-    md.emplace_back(attribute, percent_decode(value));
+    std::string decoded = percent_decode(value);
+    WITMQ_RETURN_IF_ERROR(check_utf8(name, decoded, true));
+    md.emplace_back(attribute, std::move(decoded));
   }
   if (content_type) md.emplace_back("datacontenttype", *content_type);
   WITMQ_RETURN_IF_ERROR(check_required(md, out.mode));

@@ -191,6 +191,17 @@ TEST(ConfigTest, FileRefusalsNameTheFile) {
   e = refusal({"--config", path});
   EXPECT_NE(e.find("expected an object"), std::string::npos) << e;
 
+  // A number a double cannot hold is refused like a syntax error, not thrown out of the loader
+  // (found by fuzz/config_fuzzer; fuzz/corpus/config/regression-number-overflow.json).
+  std::ofstream(path, std::ios::trunc) << R"({"max-in-flight": 1e999})";
+  e = refusal({"--config", path});
+  EXPECT_NE(e.find("config file '" + path + "': not valid JSON"), std::string::npos) << e;
+  EXPECT_NE(e.find("1e999"), std::string::npos) << e;
+  auto layer = parse_config_text(R"({"channels": {"a": {"lease-ms": -1E400}}})", "text");
+  ASSERT_FALSE(layer);
+  EXPECT_NE(layer.error().message.find("config file 'text': not valid JSON"), std::string::npos)
+      << layer.error().message;
+
   e = refusal({"--config", dir + "/missing.json"});
   EXPECT_NE(e.find("cannot open it"), std::string::npos) << e;
   std::filesystem::remove_all(dir);

@@ -57,6 +57,35 @@ TEST(CloudEventsTest, BinaryModeChecksTheRequiredAttributes) {
   EXPECT_FALSE(message_from_http(bad, ""));
 }
 
+// Metadata is UTF-8 on the wire: a header value that is not, as sent or once percent-decoded,
+// is refused rather than stored in a message no TCP consumer could decode (found by
+// fuzz/cloudevents_fuzzer; fuzz/corpus/cloudevents/regression-*).
+TEST(CloudEventsTest, HeaderValuesThatAreNotUtf8AreRefused) {
+  Headers h = kRequired;
+  h.emplace_back("ce-subject", "caf\xc3\xa9 %E2%9C%93");
+  auto r = message_from_http(h, "");
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(meta(r->message, "subject"), "caf\xc3\xa9 \xe2\x9c\x93");
+
+  for (const char* value : {"\xb7t", "%C3%28", "a%FF", "%ED%A0%80"}) {
+    Headers bad = kRequired;
+    bad.emplace_back("ce-subject", value);
+    auto e = message_from_http(bad, "");
+    ASSERT_FALSE(e) << value;
+    EXPECT_EQ(e.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(e.error().message.find("header ce-subject"), std::string::npos) << e.error().message;
+    EXPECT_NE(e.error().message.find("not valid UTF-8"), std::string::npos) << e.error().message;
+  }
+  for (bool binary : {false, true}) {
+    Headers bad = binary ? kRequired : Headers{};
+    bad.emplace_back("content-type", "text/plain; name=\xff");
+    auto e = message_from_http(bad, "body");
+    ASSERT_FALSE(e) << binary;
+    EXPECT_NE(e.error().message.find("header content-type"), std::string::npos)
+        << e.error().message;
+  }
+}
+
 TEST(CloudEventsTest, StructuredMode) {
   const Headers h = {{"content-type", "application/cloudevents+json"}};
   auto r = message_from_http(
