@@ -16,8 +16,10 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "auth/token.h"
 #include "client/client.h"
 #include "daemon_process.h"
 #include "http_client.h"
@@ -445,6 +447,80 @@ TEST_F(TlsTest, AReloadThatChangesATlsKeyNeedsARestart) {
   auto st = connect_and_use(d.tls_port(), tls_options());
   EXPECT_TRUE(st.ok()) << st.error().to_string();
   EXPECT_EQ(d.stop(), 0) << d.log();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace witmq::daemon::testing
+
+namespace witmq::daemon::testing {
+namespace {
+
+std::string digest_of(const std::string& token) { return auth::to_hex(auth::sha256(token)); }
+
+// A verified client certificate's CN names the identity, on the protocol and on HTTPS, when the
+// client sends no token; a token still wins; another CN with anonymous off is refused.
+TEST_F(TlsTest, AClientCertificateAuthenticatesItsIdentity) {
+  const nlohmann::json identities = nlohmann::json::array(
+      {{{"name", "device"}, {"certificate-cn", "witmq-test-client"}, {"send", {"cert.*"}},
+        {"monitor", true}},
+       {{"name", "tokened"}, {"token-sha256", digest_of("tok")}, {"send", {"token.*"}}}});
+  Daemon d(flags({"--log-level", "debug", "--set", "tls-client-cert=optional", "--set",
+                  "tls-client-ca-file=" + certs().pem("ca"), "--set",
+                  R"(anonymous={"enabled": false})", "--set",
+                  "identities=" + identities.dump()}));
+  auto device = Client::connect("127.0.0.1", d.tls_port(), "", tls_options("client"));
+  ASSERT_TRUE(device.ok()) << device.error().to_string();
+  const std::vector<Message> one = {text_message("m")};
+  EXPECT_TRUE((*device)->send("cert.a", one).ok());
+  auto denied = (*device)->send("token.a", one);
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(denied.error().message.find("identity 'device' may not send to channel 'token.a'"),
+            std::string::npos)
+      << denied.error().message;
+
+  client::Options with_token = tls_options("client");
+  with_token.token = "tok";
+  auto tokened = Client::connect("127.0.0.1", d.tls_port(), "", with_token);
+  ASSERT_TRUE(tokened.ok()) << tokened.error().to_string();
+  EXPECT_TRUE((*tokened)->send("token.a", one).ok()) << "the token wins over the certificate";
+
+  // No certificate, no token, anonymous off.
+  auto nobody = Client::connect("127.0.0.1", d.tls_port(), "", tls_options());
+  EXPECT_FALSE(nobody.ok());
+  EXPECT_TRUE(d.wait_for_log("a token is required")) << d.log();
+}
+
+// The hardened configuration of docs/SECURITY.md loads, with its placeholders filled in.
+TEST_F(TlsTest, TheHardenedConfigurationOfSecurityMdLoads) {
+  std::ifstream in(std::string(WITMQ_SOURCE_DIR) + "/docs/SECURITY.md");
+  ASSERT_TRUE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const auto section = doc.find("## Hardened configuration");
+  ASSERT_NE(section, std::string::npos);
+  const auto begin = doc.find("```json\n", section);
+  const auto end = doc.find("```\n", begin + 8);
+  ASSERT_TRUE(begin != std::string::npos && end != std::string::npos);
+  std::string example = doc.substr(begin + 8, end - begin - 8);
+  int n = 0;
+  for (auto at = example.find("<witmqd --generate-token>"); at != std::string::npos;
+       at = example.find("<witmqd --generate-token>")) {
+    example.replace(at, 25, digest_of("token-" + std::to_string(n++)));
+  }
+  EXPECT_GE(n, 3);
+  auto config = nlohmann::json::parse(example);
+  EXPECT_FALSE(config["anonymous"]["enabled"].get<bool>());
+  config["tls-cert-file"] = certs().pem("server");
+  config["tls-key-file"] = certs().key("server");
+  const std::string dir = make_temp_dir("hardened");
+  config["data-dir"] = dir + "/data";
+  const std::string path = dir + "/witmqd.json";
+  std::ofstream(path) << config.dump(2);
+  RunResult r = run_witmqd({"--config", path, "--check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   std::filesystem::remove_all(dir);
 }
 
