@@ -14,60 +14,14 @@ if [[ ! -x "$WITMQD" ]]; then
   exit 77
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/witmq-cli-test.XXXXXX")
-DAEMON_PID=""
-cleanup() {
-  if [[ -n "$DAEMON_PID" ]]; then kill -KILL "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-FAILURES=0
-CHECKS=0
-fail() {
-  echo "FAIL: $*"
-  FAILURES=$((FAILURES + 1))
-}
-
-# run NAME EXPECTED_RC CMD...: runs CMD with stdin from $STDIN (default empty), keeps its stdout
-# in $OUT and stderr in $ERR, and checks the exit code.
-STDIN=/dev/null
-run() {
-  local name=$1 expected=$2
-  shift 2
-  CHECKS=$((CHECKS + 1))
-  "$@" <"$STDIN" >"$TMP/out" 2>"$TMP/err"
-  RC=$?
-  OUT=$(cat "$TMP/out")
-  ERR=$(cat "$TMP/err")
-  if [[ $RC -ne $expected ]]; then
-    fail "$name: exit code $RC, expected $expected; stdout: '$OUT'; stderr: '$ERR'"
-    return 1
-  fi
-  return 0
-}
-contains() {  # contains NAME HAYSTACK NEEDLE
-  CHECKS=$((CHECKS + 1))
-  if [[ "$2" != *"$3"* ]]; then fail "$1: expected to find '$3' in '$2'"; fi
-}
-equals() {  # equals NAME ACTUAL EXPECTED
-  CHECKS=$((CHECKS + 1))
-  if [[ "$2" != "$3" ]]; then fail "$1: got '$2', expected '$3'"; fi
-}
+TEST_NAME=cli-test
+# shellcheck source=testlib.sh
+source "$(dirname "$0")/testlib.sh"
 
 # ---- start the daemon ---------------------------------------------------------------------------
 "$WITMQD" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
 DAEMON_PID=$!
-PORT=""
-for _ in $(seq 1 300); do
-  PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" | head -n1)
-  [[ -n "$PORT" ]] && break
-  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if [[ -z "$PORT" ]]; then
-  echo "FAIL: witmqd did not report its port"; cat "$TMP/daemon.err"; exit 1
-fi
+wait_for_ports
 export WITMQ_SERVER=127.0.0.1:$PORT
 
 # ---- help and usage errors (exit 2) ------------------------------------------------------------

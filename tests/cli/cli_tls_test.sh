@@ -19,38 +19,9 @@ if ! command -v openssl >/dev/null; then
   exit 77
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/witmq-cli-tls-test.XXXXXX")
-DAEMON_PID=""
-cleanup() {
-  if [[ -n "$DAEMON_PID" ]]; then kill -KILL "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-FAILURES=0
-CHECKS=0
-fail() {
-  echo "FAIL: $*"
-  FAILURES=$((FAILURES + 1))
-}
-run() {  # run NAME EXPECTED_RC CMD...: keeps stdout in $OUT, stderr in $ERR
-  local name=$1 expected=$2
-  shift 2
-  CHECKS=$((CHECKS + 1))
-  "$@" </dev/null >"$TMP/out" 2>"$TMP/err"
-  RC=$?
-  OUT=$(cat "$TMP/out")
-  ERR=$(cat "$TMP/err")
-  if [[ $RC -ne $expected ]]; then
-    fail "$name: exit code $RC, expected $expected; stdout: '$OUT'; stderr: '$ERR'"
-    return 1
-  fi
-  return 0
-}
-contains() {  # contains NAME HAYSTACK NEEDLE
-  CHECKS=$((CHECKS + 1))
-  if [[ "$2" != *"$3"* ]]; then fail "$1: expected to find '$3' in '$2'"; fi
-}
+TEST_NAME=cli-tls-test
+# shellcheck source=testlib.sh
+source "$(dirname "$0")/testlib.sh"
 
 # ---- certificates: a CA, a server certificate for 127.0.0.1, a client certificate --------------
 cd "$TMP" || exit 1
@@ -73,15 +44,7 @@ ossl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 -ex
   --set tls-client-cert=optional --set tls-client-ca-file="$TMP/ca.pem" \
   >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
 DAEMON_PID=$!
-PORT=""
-TLS_PORT=""
-for _ in $(seq 1 300); do
-  TLS_PORT=$(sed -n 's/^tls listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" | head -n1)
-  PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$TMP/daemon.out" | head -n1)
-  [[ -n "$TLS_PORT" && -n "$PORT" ]] && break
-  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_for_ports
 if [[ -z "$TLS_PORT" ]]; then
   echo "FAIL: witmqd did not report its TLS port"; cat "$TMP/daemon.err"; exit 1
 fi
