@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "common/message.h"
+
 namespace witmq::auth {
 
 using nlohmann::json;
@@ -22,12 +24,6 @@ std::string_view action_name(Action action) {
 }
 
 namespace {
-
-// The channel-name characters of docs/PROTOCOL.md section 11.
-bool channel_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-' || c == ':' || c == '/';
-}
 
 // Glob match with `*` only: iterative, backtracking to the last star (linear in practice,
 // O(n*m) at worst for patterns of 200 bytes at most).
@@ -91,13 +87,13 @@ Status check_grants(const Grants& grants, Action action, std::string_view channe
 
 Result<ChannelPattern> ChannelPattern::parse(std::string_view text) {
   if (text.empty()) return invalid_argument("is empty, expected a channel name or pattern");
-  if (text.size() > 200) {
-    return invalid_argument(
-        fmt::format("is {} bytes long, at most 200 (a channel name's limit)", text.size()));
+  if (text.size() > kMaxChannelNameBytes) {
+    return invalid_argument(fmt::format("is {} bytes long, at most {} (a channel name's limit)",
+                                        text.size(), kMaxChannelNameBytes));
   }
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (c != '*' && !channel_char(c)) {
+    if (c != '*' && !is_channel_name_char(c)) {
       return invalid_argument(fmt::format(
           "'{}' has '{}' at position {}: patterns use the characters of channel names "
           "(A-Z a-z 0-9 . _ - : /) and *",

@@ -48,9 +48,7 @@ Status validate_channel_name(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(name[i]);
-    bool good = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                c == '.' || c == '_' || c == '-' || c == ':' || c == '/';
-    if (!good) {
+    if (!is_channel_name_char(name[i])) {
       return invalid_argument(fmt::format(
           "channel: byte {} (0x{:02x}) of the name is not one of A-Z a-z 0-9 . _ - : /", i, c));
     }

@@ -76,6 +76,11 @@ const std::string* find_metadata(std::optional<Metadata>&& md, std::string_view 
 
 // Channel names: 1..kMaxChannelNameBytes bytes of [A-Za-z0-9._-:/], not starting with '.'.
 inline constexpr size_t kMaxChannelNameBytes = 200;
+// One of the characters a channel name may hold.
+constexpr bool is_channel_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-' || c == ':' || c == '/';
+}
 Status validate_channel_name(std::string_view name);
 
 }  // namespace witmq

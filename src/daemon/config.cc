@@ -264,7 +264,7 @@ std::vector<ConfigKey> make_keys() {
                             c.broker.max_metadata_bytes = static_cast<size_t>(v);
                           }));
   k.push_back(integer_key(
-      "max-channel-name-bytes", 200, 1, 200,
+      "max-channel-name-bytes", kMaxChannelNameBytes, 1, kMaxChannelNameBytes,
       "Longest name of a new channel (created by a send, a receive, a declare or the config). "
       "Channels that already exist keep working; the characters are the protocol's (A-Z a-z 0-9 "
       ". _ - : /, docs/PROTOCOL.md section 11), and grants (identities) restrict which names a "
