@@ -249,6 +249,12 @@ class Model {
     return out;
   }
 
+  // A new data directory: nothing is expected any more.
+  void forget_messages() {
+    std::lock_guard lock(mu_);
+    msgs_.clear();
+  }
+
   static bool is_dead_letter_name(const std::string& channel) {
     return channel.ends_with(".dlq") || channel.ends_with(".dead");
   }
