@@ -158,6 +158,15 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
   ConsumerOptions o;
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(kReplayLease);
   uint64_t moved = 0;
+  // Messages with no source to go back to stay acquired until the replay ends, so that the loop
+  // does not take them again (and again: a message sent to the dead-letter channel directly has
+  // no source); then they are made available again.
+  struct Unmovable {
+    SubscriptionId sub;
+    Seq seq;
+    uint64_t lease;
+  };
+  std::vector<Unmovable> unmovable;
   while (moved < max_messages) {
     Grant g;
     {
@@ -189,21 +198,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
         if (s) src = *s;
       }
       if (!src) {
-        // Nowhere to go back to: leave it in the dead-letter channel, available.
-        Deferred d;
-        WriteSet ws;
-        {
-          std::lock_guard lock(dlq.mu);
-          Subscription* sub = dlq.find_sub(g.sub);
-          if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
-            --sub->in_flight;
-            sub->leases.erase({sub->at(item.seq).deadline, item.seq});
-            impl.make_ready(*sub, item.seq, ws);
-            impl.wake(dlq, d);
-          }
-        }
-        impl.submit(std::move(ws));
-        impl.run(d);
+        unmovable.push_back({g.sub, item.seq, g.lease});
         continue;
       }
       Message m = item.body->message;
@@ -229,6 +224,25 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.submit(std::move(ws2));
       ++moved;
     }
+  }
+  // Nowhere to go back to: left in the dead-letter channel, available.
+  if (!unmovable.empty()) {
+    Deferred d;
+    WriteSet ws;
+    {
+      std::lock_guard lock(dlq.mu);
+      for (const Unmovable& u : unmovable) {
+        Subscription* sub = dlq.find_sub(u.sub);
+        if (sub && sub->contains(u.seq) && sub->at(u.seq).lease == u.lease) {
+          --sub->in_flight;
+          sub->leases.erase({sub->at(u.seq).deadline, u.seq});
+          impl.make_ready(*sub, u.seq, ws);
+        }
+      }
+      impl.wake(dlq, d);
+    }
+    impl.submit(std::move(ws));
+    impl.run(d);
   }
   if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
   return moved;

@@ -1,6 +1,10 @@
 // The message lifecycle of DESIGN.md, transition by transition, against a real store.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <future>
+#include <limits>
+
 #include "broker_fixture.h"
 
 namespace witmq::broker::testing {
@@ -36,7 +40,8 @@ TEST_F(LifecycleTest, DeliveredMessageCarriesIdentityAndData) {
 
 TEST_F(LifecycleTest, ProducerCannotForgeReservedKeys) {
   auto c = connect();
-  send_ok(c, "q", {msg("x", {{"witmq-receipt", "r1.1.1.0.1"}, {"witmq-attempt", "9"}, {"a", "b"}})});
+  send_ok(c, "q",
+          {msg("x", {{"witmq-receipt", "r1.1.1.0.1"}, {"witmq-attempt", "9"}, {"a", "b"}})});
   auto got = receive_ok(c, "q");
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(md(got[0], "witmq-attempt"), "1");
@@ -239,6 +244,43 @@ TEST_F(LifecycleTest, ReplayMovesDeadLettersBackToSource) {
     EXPECT_EQ(md(m, "witmq-dlq-reason"), "");  // dead-letter bookkeeping is gone
   }
   EXPECT_EQ(texts, (std::set<std::string>{"m0", "m1", "m2"}));
+}
+
+TEST_F(LifecycleTest, ReplayLeavesMessagesWithoutASourceAndEnds) {
+  // A message sent to a dead-letter channel directly has no source to go back to. Replay used to
+  // put it back and take it again forever, spinning on the caller's thread.
+  ChannelSettings dl;
+  dl.abandon = AbandonPolicy::kDeadLetter;
+  ASSERT_TRUE(broker_->declare_channel("src", dl).ok());
+  auto c = connect();
+  send_ok(c, "src.dlq", {msg("direct")});
+  send_ok(c, "src", {msg("m0")});
+  auto got = receive_ok(c, "src", 1);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(broker_->abandon_message(got[0]).ok());
+  for (int i = 0; i < 200 && stats("src.dlq").head_seq < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(stats("src.dlq").head_seq, 2u);
+
+  auto replay = std::async(std::launch::async, [this] {
+    return broker_->replay_dead_letters("src.dlq", std::numeric_limits<uint64_t>::max());
+  });
+  if (replay.wait_for(10s) != std::future_status::ready) {
+    ADD_FAILURE() << "replay-dead-letters did not end within 10 s";
+    std::_Exit(1);  // the replay cannot be stopped; the test binary cannot end cleanly
+  }
+  auto moved = replay.get();
+  ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+  EXPECT_EQ(*moved, 1u);
+  // The direct message stays in the dead-letter channel, available again.
+  const ChannelStats dlq = stats("src.dlq");
+  EXPECT_EQ(dlq.depth, 1u);
+  EXPECT_EQ(dlq.in_flight, 0u);
+  auto left = receive_ok(c, "src.dlq", 10);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(text(left[0]), "direct");
+  auto back = receive_ok(c, "src", 10, 2000ms);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(text(back[0]), "m0");
 }
 
 TEST_F(LifecycleTest, PurgeRemovesAvailableButNotAcquired) {
