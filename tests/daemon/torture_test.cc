@@ -303,7 +303,8 @@ class Actor {
       reconnecting_at_ = Clock::now() + 100ms;
       return;
     }
-    name_ = chance(rng_, 0.5) ? "tc" + std::to_string(index_) : "";
+    // Names are shared between connections, as instances of one consumer would share theirs.
+    name_ = chance(rng_, 0.5) ? "tc" + std::to_string(uniform(rng_, 0, 2)) : "";
     configured_.clear();
     stream_ = StreamState::kNone;
     submit(Pending(FrameType::kConnect, ""),
@@ -527,6 +528,9 @@ class Actor {
       model_.disrupted(channel);
       admin(net::AdminOp::kChannelDelete, channel, {{"name", channel}});
       f_.count("op channel-delete");
+      // Deleted and at once created again by a send: waiters of the old channel must still be
+      // answered.
+      if (chance(rng_, 0.5) && channel != kGuestOut) send(channel);
     } else {
       model_.disrupted(channel);
       admin(net::AdminOp::kPurge, channel, {{"channel", channel}});
