@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${WITMQ_BUILD_DIR:-$repo/build}
 minutes=5
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "$1"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -18,8 +18,8 @@ while [ $# -gt 0 ]; do
     --clients) export WITMQ_TORTURE_CLIENTS=${2:?}; shift 2 ;;
     --margin-ms) export WITMQ_TORTURE_MARGIN_MS=${2:?}; shift 2 ;;
     --ping-bound-ms) export WITMQ_TORTURE_PING_BOUND_MS=${2:?}; shift 2 ;;
-    -h|--help) usage ;;
-    *) echo "torture: unknown argument '$1'" >&2; usage ;;
+    -h|--help) usage 0 ;;
+    *) echo "torture: unknown argument '$1'" >&2; usage 2 ;;
   esac
 done
 case "$minutes" in
