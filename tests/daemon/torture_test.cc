@@ -261,7 +261,7 @@ class Actor {
         std::this_thread::sleep_for(5ms);
         continue;
       }
-      if (connected_ && pending_.size() < 4 && now >= next_op_) {
+      if (connected_ && pending_.size() < max_pending_ && now >= next_op_) {
         operate();
         next_op_ = now + ms(uniform(rng_, 0, 8));
         if (reconnecting_at_) continue;  // the operation was a reconnect
@@ -307,6 +307,8 @@ class Actor {
     name_ = chance(rng_, 0.5) ? "tc" + std::to_string(uniform(rng_, 0, 2)) : "";
     configured_.clear();
     stream_ = StreamState::kNone;
+    // Mostly a few requests in flight; sometimes bursts past the server's max-in-flight.
+    max_pending_ = chance(rng_, 0.8) ? 4 : 24;
     submit(Pending(FrameType::kConnect, ""),
            net::Connect{{net::kProtocolVersion}, name_, std::nullopt});
     f_.count("op connect");
@@ -829,6 +831,7 @@ class Actor {
   std::optional<Clock::time_point> reconnecting_at_;
   std::string name_;
   uint32_t next_id_ = 1;
+  size_t max_pending_ = 4;
   uint64_t sent_ = 0;
   Clock::time_point next_op_{};
   std::map<uint32_t, Pending> pending_;
@@ -926,6 +929,11 @@ json random_config(Rng& rng) {
                       {"restart-backoff-ms", uniform(rng, 1, 100)}});
   }
   config["guests"] = guests;
+  // Start-time limits: a reload only logs that they need a restart; the next restart (after the
+  // SIGKILL) applies them. Small ones make the server stop reading connections (max-in-flight)
+  // and cut receives (max-unacked-per-connection).
+  config["max-in-flight"] = pick(rng, std::vector<int>{8, 64, 1024});
+  config["max-unacked-per-connection"] = pick(rng, std::vector<int>{30, 100000});
   return config;
 }
 
