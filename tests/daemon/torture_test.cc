@@ -22,7 +22,7 @@
 // Seeded: the seed is printed, and WITMQ_TORTURE_SEED=N repeats the same random choices (the
 // threads' interleaving still varies). WITMQ_TORTURE_SECONDS sets the length (default 45),
 // WITMQ_TORTURE_CLIENTS the connections (default 6), WITMQ_TORTURE_MARGIN_MS the answer margin
-// (default 5000), WITMQ_TORTURE_PING_BOUND_MS the ping bound (default 2000).
+// (default 10000), WITMQ_TORTURE_PING_BOUND_MS the ping bound (default 2000).
 // tools/torture.sh --minutes N runs it for long.
 #include "torture.h"
 
@@ -62,7 +62,7 @@ struct Options {
   uint64_t seed = 0;
   std::chrono::seconds duration{45};
   int clients = 6;
-  ms margin{5000};
+  ms margin{10000};
   ms ping_bound{2000};
 };
 
@@ -1060,7 +1060,7 @@ TEST(TortureTest, RandomOperationsAgainstTheRealDaemon) {
   o.seed = env_number("WITMQ_TORTURE_SEED", std::random_device{}());
   o.duration = std::chrono::seconds(env_number("WITMQ_TORTURE_SECONDS", 45));
   o.clients = static_cast<int>(env_number("WITMQ_TORTURE_CLIENTS", 6));
-  o.margin = ms(env_number("WITMQ_TORTURE_MARGIN_MS", 5000));
+  o.margin = ms(env_number("WITMQ_TORTURE_MARGIN_MS", 10000));
   o.ping_bound = ms(env_number("WITMQ_TORTURE_PING_BOUND_MS", 2000));
   std::cout << "torture: seed " << o.seed << " (repeat with WITMQ_TORTURE_SEED=" << o.seed << "), "
             << o.duration.count() << " s, " << o.clients << " clients" << std::endl;
