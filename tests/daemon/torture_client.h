@@ -69,10 +69,18 @@ class Actor {
     connected_ = false;
     std::string why;
     if (!wire_.open(port_, &why)) {
-      if (shared_.running()) f_.fail("connect-refused", who() + ": " + why);
+      // The daemon is gone (killed, or died: the run records which); a close just before was
+      // part of that.
+      f_.count("connects refused");
+      unexplained_close_.clear();
       reconnecting_at_ = Clock::now() + 100ms;
       return;
     }
+    // The daemon still accepts connections: the close was its choice, and it sent no goaway.
+    if (!unexplained_close_.empty() && shared_.running()) {
+      f_.fail("closed-without-goaway", unexplained_close_);
+    }
+    unexplained_close_.clear();
     // Names are shared between connections, as instances of one consumer would share theirs.
     name_ = chance(rng_, 0.5) ? "tc" + std::to_string(uniform(rng_, 0, 2)) : "";
     configured_.clear();
@@ -366,10 +374,10 @@ class Actor {
             in_flight += " " + std::string(net::frame_type_name(p.type)) +
                          (p.channel.empty() ? "" : "(" + p.channel + ")");
           }
-          f_.fail("closed-without-goaway",
-                  who() + ": the server closed the connection without goaway; pending:" +
-                      (in_flight.empty() ? " none" : in_flight) +
-                      (stream_ != StreamState::kNone ? "; a stream was open" : ""));
+          unexplained_close_ = who() +
+                               ": the server closed the connection without goaway; pending:" +
+                               (in_flight.empty() ? " none" : in_flight) +
+                               (stream_ != StreamState::kNone ? "; a stream was open" : "");
         }
         reconnect(0ms);
         return;
@@ -599,6 +607,8 @@ class Actor {
   Wire wire_;
   bool connected_ = false;
   std::optional<Clock::time_point> reconnecting_at_;
+  // A close without goaway, judged at the next connect: one the daemon's death explains is not.
+  std::string unexplained_close_;
   std::string name_;
   uint32_t next_id_ = 1;
   size_t max_pending_ = 4;
@@ -632,7 +642,8 @@ inline void pinger(uint16_t port, Shared& shared) {
       const Wire::Got got = wire.read(&frame, 20ms);
       if (got == Wire::Got::kNothing) continue;
       if (got != Wire::Got::kFrame || frame.type() == FrameType::kGoaway) {
-        if (shared.running()) {
+        Wire probe;  // a close is unexplained only if the daemon still accepts connections
+        if (shared.running() && (got == Wire::Got::kFrame || probe.open(port, &why))) {
           f.fail(got == Wire::Got::kFrame ? "goaway" : "closed-without-goaway",
                  "pinger: the server closed its connection" +
                      (got == Wire::Got::kFrame

@@ -134,8 +134,10 @@ void reload(Daemon& d, ConfigFile& config, Rng& rng, Shared& shared) {
     const size_t before = answered();
     d.signal(SIGHUP);
     const auto deadline = Clock::now() + 2 * shared.options.margin;
-    while (answered() == before && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
-    if (answered() == before) {
+    while (answered() == before && Clock::now() < deadline && !d.wait(0ms)) {
+      std::this_thread::sleep_for(10ms);
+    }
+    if (answered() == before && !d.wait(0ms)) {
       f.fail("reload-unanswered", std::string(what) +
                                       ": no 'reload done' or 'reload refused' within " +
                                       std::to_string(2 * shared.options.margin.count()) + " ms");
@@ -255,7 +257,16 @@ TEST(TortureTest, RandomOperationsAgainstTheRealDaemon) {
     }
     threads.emplace_back([&shared, port = d.port()] { pinger(port, shared); });
     auto next_reload = Clock::now() + ms(uniform(rng, 500, 3000));
+    bool died = false;
     while (Clock::now() < (last ? end : round_end)) {
+      if (const auto code = d.wait(0ms)) {
+        shared.phase = Phase::kStopping;
+        shared.findings.fail("daemon-died", "witmqd exited with " + std::to_string(*code) +
+                                                " in round " + std::to_string(round) + ":\n" +
+                                                tail(d.log(), 12));
+        died = true;
+        break;
+      }
       if (Clock::now() >= next_reload) {
         reload(d, config, rng, shared);
         next_reload = Clock::now() + ms(uniform(rng, 500, 3000));
@@ -263,7 +274,9 @@ TEST(TortureTest, RandomOperationsAgainstTheRealDaemon) {
       std::this_thread::sleep_for(20ms);
     }
     shared.phase = Phase::kStopping;
-    if (last) {
+    if (died) {
+      last = last || Clock::now() >= end;
+    } else if (last) {
       const auto code = d.stop(SIGTERM);
       if (code != 0) {
         shared.findings.fail("graceful-stop", "SIGTERM: exit " +
@@ -282,7 +295,7 @@ TEST(TortureTest, RandomOperationsAgainstTheRealDaemon) {
     earlier_logs += d.log();
     d.start();
     if (d.wait(0ms)) {
-      shared.findings.fail("restart-refused", "witmqd did not start after the SIGKILL of round " +
+      shared.findings.fail("restart-refused", "witmqd did not start after the end of round " +
                                                   std::to_string(round) + ":\n" +
                                                   tail(d.log(), 20));
       // The refused directory is kept aside; the run goes on with an empty one.
