@@ -37,7 +37,16 @@ Result<std::unique_ptr<Broker>> Broker::open(BrokerOptions options,
   std::unique_ptr<Broker> b(new Broker(std::move(impl)));
   for (const auto& [name, settings] : b->impl_->opts.channels) {
     auto d = b->declare_channel(name, settings);
-    if (!d) return std::move(d).error();
+    if (d) continue;
+    // A stored channel of the other kind (deleted and re-created by a send since the file named
+    // it) keeps its kind and its messages, as on a reload: refusing to start over the data a
+    // running daemon accepted would turn one declaration into an outage.
+    if (d.error().code == ErrorCode::kAlreadyExists) {
+      log::error("channel '{}': the configuration's declaration is not applied: {}", name,
+                 d.error().message);
+      continue;
+    }
+    return std::move(d).error();
   }
   return b;
 }

@@ -205,5 +205,33 @@ TEST(RecoveryCrash, SigkillWhileHoldingMessages) {
   std::filesystem::remove_all(dir);
 }
 
+// The configuration declares a topic that a client deleted and a send then re-created as a queue:
+// the restart keeps the stored queue and its messages instead of refusing to start.
+class DeclaredKindConflictTest : public BrokerTest {
+ protected:
+  void configure(BrokerOptions& o) override {
+    if (declare_topic_) {
+      ChannelSettings topic;
+      topic.kind = ChannelKind::kPublishSubscribe;
+      o.channels.emplace_back("events", topic);
+    }
+  }
+  bool declare_topic_ = false;
+};
+
+TEST_F(DeclaredKindConflictTest, RestartKeepsTheStoredKindAndItsMessages) {
+  auto c = connect();
+  ASSERT_TRUE(send(c, "events", {msg("one"), msg("two")}).ok());
+  ASSERT_EQ(broker_->channel_stats("events")->settings.kind, ChannelKind::kPointToPoint);
+
+  declare_topic_ = true;
+  reopen();
+  ASSERT_TRUE(broker_);
+  auto stats = broker_->channel_stats("events");
+  ASSERT_TRUE(stats.ok()) << stats.error().to_string();
+  EXPECT_EQ(stats->settings.kind, ChannelKind::kPointToPoint);
+  EXPECT_EQ(stats->head_seq - stats->first_seq, 2u);
+}
+
 }  // namespace
 }  // namespace witmq::broker::testing
