@@ -87,5 +87,36 @@ TEST_F(DeleteRaceTest, TryReceiveOnAChannelDeletedAndCreatedAgainIsAlwaysAnswere
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// A stream waiting on a channel that is deleted ends with stream-end (PROTOCOL.md section 7), and
+// a new stream on the channel created again delivers.
+TEST_F(DeleteRaceTest, StreamWaitingOnADeletedChannelEnds) {
+  Daemon d;
+  Conn consumer(d.port());
+  consumer.hello("s-reader");
+  ASSERT_FRAME(consumer.call(net::UpdateGuestConfiguration{{{"s.x"}, {}}}),
+               kUpdateGuestConfigurationOk);
+  const uint32_t stream = consumer.send(net::StreamStart{10});
+  ASSERT_FRAME(consumer.reply(stream), kStreamStartOk);
+  Conn admin(d.port());
+  admin.hello();
+  ASSERT_FRAME(admin.call(net::AdminRequest{net::AdminOp::kChannelDelete, R"({"name":"s.x"})"}),
+               kChannelDeleteOk);
+  auto end = consumer.next_push(5s);
+  ASSERT_TRUE(end) << "no stream-end after the channel was deleted";
+  ASSERT_FRAME(*end, kStreamEnd);
+  EXPECT_EQ(end->request_id, stream);
+  EXPECT_EQ(std::get<net::StreamEnd>(end->body).error.code, ErrorCode::kNotFound);
+  EXPECT_EQ(std::get<net::StreamEnd>(end->body).error.message, "channel 's.x' was deleted");
+
+  const uint32_t again = consumer.send(net::StreamStart{10});
+  ASSERT_FRAME(consumer.reply(again), kStreamStartOk);
+  ASSERT_FRAME(admin.call(net::Send{"s.x", {text_message("back")}}), kSendOk);
+  auto f = consumer.next_push(5s);
+  ASSERT_TRUE(f) << "nothing delivered on the channel created again";
+  ASSERT_FRAME(*f, kDeliver);
+  EXPECT_EQ(text(std::get<net::Deliver>(f->body).messages.at(0)), "back");
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing
