@@ -12,17 +12,24 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
         fmt::format("channel '{}': dead-letter-channel may not be the channel itself", name));
   }
   std::shared_ptr<Channel> ch;
-  {
-    std::unique_lock lock(impl.map_mu);
-    auto it = impl.by_name.find(std::string(name));
-    if (it == impl.by_name.end()) {
-      WITMQ_RETURN_IF_ERROR(impl.check_new_name(name));
-      impl.create_locked(std::string(name), settings, "");
-      return ok_status();
+  std::unique_lock<std::mutex> ch_lock;
+  // A channel deleted between the lookup and its lock is gone: declare the name afresh (a
+  // definition written for the deleted one would bring it back at the next start).
+  for (;;) {
+    {
+      std::unique_lock lock(impl.map_mu);
+      auto it = impl.by_name.find(std::string(name));
+      if (it == impl.by_name.end()) {
+        WITMQ_RETURN_IF_ERROR(impl.check_new_name(name));
+        impl.create_locked(std::string(name), settings, "");
+        return ok_status();
+      }
+      ch = it->second;
     }
-    ch = it->second;
+    ch_lock = std::unique_lock(ch->mu);
+    if (!ch->deleted) break;
+    ch_lock.unlock();
   }
-  std::lock_guard lock(ch->mu);
   if (ch->settings.kind != settings.kind) {
     return Error(ErrorCode::kAlreadyExists,
                  fmt::format("channel '{}' exists as {}; its kind cannot change to {}", name,
@@ -65,7 +72,11 @@ Status Broker::delete_channel(std::string_view name) {
       }
     }
     ws.delete_channel(ch->id);
-    impl.submit(std::move(ws), Durability::kGroup);
+    if (ch->foreign_writers > 0) {
+      ch->deferred_delete = std::move(ws);  // submitted by the last of them (end_foreign_write)
+    } else {
+      impl.submit(std::move(ws), Durability::kGroup);
+    }
     waiters.swap(ch->waiters);
   }
   for (auto& w : waiters) {
@@ -158,20 +169,25 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
   ConsumerOptions o;
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(kReplayLease);
   uint64_t moved = 0;
-  // Messages with no source to go back to stay acquired until the replay ends, so that the loop
-  // does not take them again (and again: a message sent to the dead-letter channel directly has
-  // no source); then they are made available again.
-  struct Unmovable {
-    SubscriptionId sub;
-    Seq seq;
-    uint64_t lease;
+  // Each move's write carries the dead-letter channel's "accepted" record in the source's append,
+  // under the source's lock: registered as a foreign write, so that a concurrent delete of the
+  // dead-letter channel lands after it.
+  struct ForeignWrite {
+    Impl& impl;
+    Channel& ch;
+    ~ForeignWrite() {
+      std::lock_guard lock(ch.mu);
+      impl.end_foreign_write(ch);
+    }
   };
-  std::vector<Unmovable> unmovable;
   while (moved < max_messages) {
     Grant g;
+    std::optional<ForeignWrite> foreign;
     {
       WriteSet ws;
       std::lock_guard lock(dlq.mu);
+      if (!impl.begin_foreign_write(dlq)) break;  // deleted meanwhile: nothing left to move
+      foreign.emplace(impl, dlq);
       if (dlq.is_topic()) {
         return Error(ErrorCode::kFailedPrecondition,
                      fmt::format("channel '{}' is publish-subscribe; dead-letter channels are "
@@ -185,6 +201,24 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.submit(std::move(ws));
     }
     if (g.items.empty()) break;
+    // Leaves a message in the dead-letter channel, available again.
+    auto release = [&](Seq seq) {
+      Deferred d;
+      WriteSet ws;
+      {
+        std::lock_guard lock(dlq.mu);
+        Subscription* sub = dlq.find_sub(g.sub);
+        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
+          --sub->in_flight;
+          sub->leases.erase({sub->at(seq).deadline, seq});
+          impl.make_ready(*sub, seq, ws);
+          impl.wake(dlq, d);
+        }
+        impl.submit(std::move(ws));
+      }
+      impl.run(d);
+    };
+    const uint64_t moved_before = moved;
     for (auto& item : g.items) {
       if (!item.body) {
         auto r = impl.store->get(dlq.id, item.seq);
@@ -198,7 +232,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
         if (s) src = *s;
       }
       if (!src) {
-        unmovable.push_back({g.sub, item.seq, g.lease});
+        release(item.seq);  // nowhere to go back to
         continue;
       }
       Message m = item.body->message;
@@ -209,7 +243,13 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
       auto st =
           impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), nullptr);
-      if (!st) return std::move(st).error();
+      if (!st) {
+        // The source was deleted since it was looked up: the message stays a dead letter.
+        log::warn("channel {}: seq {} cannot be replayed: {}", dlq_name, item.seq,
+                  st.error().to_string());
+        release(item.seq);
+        continue;
+      }
       WriteSet ws2;
       {
         std::lock_guard lock(dlq.mu);
@@ -224,25 +264,9 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.submit(std::move(ws2));
       ++moved;
     }
-  }
-  // Nowhere to go back to: left in the dead-letter channel, available.
-  if (!unmovable.empty()) {
-    Deferred d;
-    WriteSet ws;
-    {
-      std::lock_guard lock(dlq.mu);
-      for (const Unmovable& u : unmovable) {
-        Subscription* sub = dlq.find_sub(u.sub);
-        if (sub && sub->contains(u.seq) && sub->at(u.seq).lease == u.lease) {
-          --sub->in_flight;
-          sub->leases.erase({sub->at(u.seq).deadline, u.seq});
-          impl.make_ready(*sub, u.seq, ws);
-        }
-      }
-      impl.wake(dlq, d);
-    }
-    impl.submit(std::move(ws));
-    impl.run(d);
+    // Everything acquired went back (no source to return to): acquiring again would find the
+    // same messages first.
+    if (moved == moved_before) break;
   }
   if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
   return moved;
@@ -257,6 +281,7 @@ Result<uint64_t> Broker::purge(std::string_view channel) {
   uint64_t purged = 0;
   WriteSet ws;
   std::lock_guard lock(ch.mu);
+  if (ch.deleted) return not_found(fmt::format("channel '{}' was deleted", channel));
   for (auto& [name, subp] : ch.subs) {
     Subscription& sub = *subp;
     std::vector<Seq> pending(sub.ready.begin(), sub.ready.end());

@@ -83,6 +83,7 @@ void Broker::disconnect(const ClientPtr& c) {
     WriteSet ws;
     {
       std::lock_guard lock(chp->mu);
+      if (chp->deleted) continue;  // its leases and subscriptions went with it
       std::vector<Subscription*> mine;
       for (auto& [name, sub] : chp->subs) {
         if (!sub->durable && sub->owner == c->id) {
@@ -98,8 +99,8 @@ void Broker::disconnect(const ClientPtr& c) {
       }
       for (auto* sub : mine) impl_->remove_sub(*chp, sub, ws);
       impl_->wake(*chp, d);
+      impl_->submit(std::move(ws));
     }
-    impl_->submit(std::move(ws));
     impl_->run(d);
   }
   std::lock_guard lock(impl_->clients_mu);
@@ -205,8 +206,8 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
       if (sub->has_available(ch.committed) && impl.has_room(*client, o)) {
         g = impl.acquire(ch, *sub, *client, impl.batch_for(*w, o), o, ws);
       }
+      impl.submit(std::move(ws));
     }
-    impl.submit(std::move(ws));
     if (!g.items.empty()) return done(impl.materialize(g));
   }
   if (options.timeout && options.timeout->count() <= 0) return done(std::vector<Message>{});
@@ -227,36 +228,53 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     std::erase_if(client->waiters, [](const std::weak_ptr<Waiter>& p) { return p.expired(); });
     client->waiters.push_back(w);
   }
-  // Register on every channel; a message that arrived since the first look is taken now.
+  // Register on every channel; a message that arrived since the first look is taken now. The
+  // channels' lists own the waiter (the timer and the client only point to it): one registered
+  // nowhere would be answered by nobody.
   bool without_room = false;
-  for (auto& chp : chs) {
-    Channel& ch = *chp;
+  size_t registered = 0;
+  const std::string* deleted = nullptr;
+  for (size_t k = 0; k < n; ++k) {
+    Channel& ch = *chs[k];
     auto o = client->options_for(ch.name);
     WriteSet ws;
     Grant g;
     bool claimed = false;
     {
       std::lock_guard lock(ch.mu);
-      if (w->claimed.load()) break;
-      if (ch.deleted) continue;
+      if (w->claimed.load()) return;  // answered already (timeout, cancel, a deleted channel)
+      if (ch.deleted) {
+        deleted = &channels[k];
+        continue;
+      }
       Subscription* sub = impl.resolve_sub(*client, ch, o, ws);
       const bool room = impl.has_room(*client, o);
       without_room = without_room || !room;
       if (sub->has_available(ch.committed) && room) {
-        if (!w->claim()) break;
+        if (!w->claim()) return;
         claimed = true;
         g = impl.acquire(ch, *sub, *client, impl.batch_for(*w, o), o, ws);
       } else {
         ch.waiters.push_back(w);
+        ++registered;
       }
+      impl.submit(std::move(ws));
     }
-    impl.submit(std::move(ws));
     if (claimed) {
       w->timer.cancel();
       w->done(impl.materialize(g));
       impl.drop_waiter(*w);
       return;
     }
+  }
+  if (registered == 0) {
+    // Every channel was deleted since it was looked up (as if deleted while waiting).
+    if (w->claim()) {
+      w->timer.cancel();
+      w->done(Error(ErrorCode::kNotFound,
+                    fmt::format("channel '{}' was deleted", deleted ? *deleted : channels[0])));
+    }
+    return;
   }
   // Shutdown or disconnect may have raced the registration.
   if (impl.closing.load() || client->gone.load()) return impl.end_waiters(*client, true);
@@ -294,6 +312,7 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
     if (!chp) continue;
     WriteSet ws;
     std::lock_guard lock(chp->mu);
+    if (chp->deleted) continue;
     Subscription* sub = impl.find_sub_for(*client, *chp, old_options);
     if (sub && !sub->durable) impl.remove_sub(*chp, sub, ws);
     impl.submit(std::move(ws));
@@ -306,18 +325,25 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
   }
   // Subscribe now, so that "latest" means from this call on.
   for (const auto& name : config.channels) {
-    auto chp = impl.find_or_create(name, impl.opts.auto_create_channels);
-    if (!chp) return std::move(chp).error();
-    WriteSet ws;
-    {
+    // A channel deleted between the lookup and its lock is looked up (created) again: a
+    // subscription written for the deleted one would outlive it in storage.
+    std::shared_ptr<Channel> ch;
+    for (int attempt = 0; !ch; ++attempt) {
+      auto chp = impl.find_or_create(name, impl.opts.auto_create_channels);
+      if (!chp) return std::move(chp).error();
+      WriteSet ws;
       std::lock_guard lock((*chp)->mu);
+      if ((*chp)->deleted) {
+        if (attempt < 3) continue;
+        return Error(ErrorCode::kNotFound,
+                     fmt::format("channels: '{}' was deleted while subscribing", name));
+      }
       impl.resolve_sub(*client, **chp, *o, ws);
+      impl.submit(std::move(ws));
+      ch = *chp;
     }
-    {
-      std::lock_guard lock(client->mu);
-      client->used.insert((*chp)->id);
-    }
-    impl.submit(std::move(ws));
+    std::lock_guard lock(client->mu);
+    client->used.insert(ch->id);
   }
   return ok_status();
 }
@@ -363,6 +389,7 @@ void Broker::shutdown() {
   WriteSet ws;
   for (auto& ch : all) {
     std::lock_guard lock(ch->mu);
+    if (ch->deleted) continue;
     for (auto& [name, sub] : ch->subs) {
       if (sub->durable && sub->floor != sub->persisted_floor) impl_->write_cursor(*sub, ws);
     }

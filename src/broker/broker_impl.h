@@ -176,6 +176,21 @@ struct Broker::Impl {
   }
 
   // -- channels --
+  // Registers a write naming `ch` that will be submitted under another channel's lock (see
+  // Channel::foreign_writers). Channel lock held. False when the channel is already deleted.
+  bool begin_foreign_write(Channel& ch) {
+    if (ch.deleted) return false;
+    ++ch.foreign_writers;
+    return true;
+  }
+  // The write registered by begin_foreign_write was submitted (or abandoned). Channel lock held.
+  void end_foreign_write(Channel& ch) {
+    if (--ch.foreign_writers == 0 && ch.deferred_delete) {
+      submit(std::move(*ch.deferred_delete), Durability::kGroup);
+      ch.deferred_delete.reset();
+    }
+  }
+
   std::shared_ptr<Channel> lookup(std::string_view name) {
     std::shared_lock lock(map_mu);
     auto it = by_name.find(std::string(name));

@@ -96,7 +96,17 @@ struct Channel : std::enable_shared_from_this<Channel> {
   std::string name;
   ChannelSettings settings;
   std::string dead_letter_of;  // non-empty: this is that channel's dead-letter channel
+  // Set by delete_channel under `mu`. Every path that takes `mu` and then writes state of this
+  // channel checks it first, and submits its writes before releasing `mu`: the store applies
+  // writes in submission order, so nothing naming the channel lands after its deletion.
   bool deleted = false;
+  // Writes naming this channel that are submitted under another channel's lock (a dead-letter
+  // move carries the source's "accepted" record in the dead-letter channel's append; a replay
+  // carries the dead-letter channel's record in the source's). While any is under way, a
+  // delete_channel keeps its own writes in `deferred_delete`, and the last one to finish submits
+  // them: a deletion then always lands after the writes that name the channel.
+  uint32_t foreign_writers = 0;
+  std::optional<storage::WriteSet> deferred_delete;
 
   Seq first = 0;      // first retained
   Seq head = 0;       // next to assign

@@ -64,7 +64,9 @@ std::shared_ptr<Channel> Broker::Impl::dead_letter_channel(const std::string& dl
                                                            Durability durability) {
   if (auto ch = lookup(dlq_name)) {
     std::lock_guard lock(ch->mu);
-    if (ch->dead_letter_of.empty()) {
+    // A deleted one is left alone (its definition rewritten would bring it back at the next
+    // start); the append to it fails and the message stays where it is.
+    if (ch->dead_letter_of.empty() && !ch->deleted) {
       ch->dead_letter_of = source_name;
       WriteSet ws;
       ws.put_channel({ch->id, ch->name, channel_config(*ch)});

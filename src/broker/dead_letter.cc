@@ -19,6 +19,9 @@ void Broker::Impl::dead_letter(DeadLetterJob job) {
   Durability durability;
   {
     std::lock_guard lock(src.mu);
+    // Deleted meanwhile: the message went with its channel. Otherwise the source's "accepted"
+    // record rides in the dead-letter channel's append; a delete of the source waits for it.
+    if (!begin_foreign_write(src)) return;
     dlq_name = src.dead_letter_name();
     durability = src.settings.durability;
   }
@@ -54,11 +57,13 @@ void Broker::Impl::dead_letter(DeadLetterJob job) {
                 st.error().to_string());
       std::lock_guard lock(src.mu);
       Subscription* sub = src.find_sub(job.sub);
-      if (sub && sub->contains(job.seq) && sub->at(job.seq).state == Delivery::State::kMoving) {
+      if (!src.deleted && sub && sub->contains(job.seq) &&
+          sub->at(job.seq).state == Delivery::State::kMoving) {
         WriteSet ready_ws;
         make_ready(*sub, job.seq, ready_ws);
         submit(std::move(ready_ws));
       }
+      end_foreign_write(src);
       return;
     }
     log::info("channel {}: seq {} dead-lettered to {} ({}, {} attempts)", src.name, job.seq,
@@ -69,15 +74,16 @@ void Broker::Impl::dead_letter(DeadLetterJob job) {
   }
   std::lock_guard lock(src.mu);
   Subscription* sub = src.find_sub(job.sub);
-  if (!sub || !sub->contains(job.seq) || sub->at(job.seq).state != Delivery::State::kMoving) {
-    return;
+  if (!src.deleted && sub && sub->contains(job.seq) &&
+      sub->at(job.seq).state == Delivery::State::kMoving) {
+    ++src.dead_letters_total;
+    sub->at(job.seq).persisted = job.sub_durable;
+    sub->accept(job.seq);
+    WriteSet ws;
+    if (sub->advance_floor(ws)) floor_moved(src, *sub, ws);
+    submit(std::move(ws));
   }
-  ++src.dead_letters_total;
-  sub->at(job.seq).persisted = job.sub_durable;
-  sub->accept(job.seq);
-  WriteSet ws;
-  if (sub->advance_floor(ws)) floor_moved(src, *sub, ws);
-  submit(std::move(ws));
+  end_foreign_write(src);
 }
 
 // Appends to `ch` (taking its lock), with `extra` writes in the same atomic batch. `done`

@@ -246,8 +246,8 @@ void Broker::Impl::settle_absent(const Grant& g, const std::vector<Seq>& absent)
       }
     }
     if (sub->advance_floor(ws)) floor_moved(ch, *sub, ws);
+    submit(std::move(ws));  // under the lock: never after the channel's deletion
   }
-  submit(std::move(ws));
 }
 
 // Hands available messages to waiting receives (channel lock held).
@@ -260,12 +260,15 @@ void Broker::Impl::wake(Channel& ch, Deferred& d) {
       it = ch.waiters.erase(it);
       continue;
     }
-    auto o = w->client->options_for(ch.name);
-    Subscription* sub = find_sub_for(*w->client, ch, o);
-    if (!sub) {
-      it = ch.waiters.erase(it);
+    if (w->client->gone.load()) {  // its receive() ends it; no subscription for it any more
+      ++it;
       continue;
     }
+    auto o = w->client->options_for(ch.name);
+    // The subscription the waiter registered with may be gone (unsubscribed, or the client's
+    // group changed): wait on the one its options name now. Dropping the waiter instead could
+    // leave it registered nowhere, answered by nobody.
+    Subscription* sub = resolve_sub(*w->client, ch, o, ws);
     if (!sub->has_available(ch.committed) || !has_room(*w->client, o)) {
       ++it;
       continue;
@@ -399,8 +402,8 @@ Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseco
         sub->leases.insert({dl.deadline, r->seq});
         break;
     }
+    submit(std::move(ws));  // under the lock: never after the channel's deletion
   }
-  submit(std::move(ws));
   run(d);
   return ok_status();
 }

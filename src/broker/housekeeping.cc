@@ -86,8 +86,8 @@ void Broker::Impl::on_timer(const std::shared_ptr<Channel>& chp) {
     }
     wake(ch, d);
     arm(ch);
+    submit(std::move(ws));  // under the lock: never after the channel's deletion
   }
-  submit(std::move(ws));
   run(d);
 }
 

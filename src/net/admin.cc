@@ -133,7 +133,13 @@ Result<AdminResult> server_stats(broker::Broker& b, const AdminOptions& options)
                 {"syncs", s.syncs},
                 {"bytes-written", s.bytes_written},
                 {"sync-micros-total", s.sync_micros_total},
-                {"max-requests-per-write", s.max_requests_per_write}};
+                {"max-requests-per-write", s.max_requests_per_write},
+                {"recovery-orphans-removed",
+                 {{"subscriptions", s.recovered_orphans.subscriptions},
+                  {"cursors", s.recovered_orphans.cursors},
+                  {"delivery-records", s.recovered_orphans.delivery_records},
+                  {"heads", s.recovered_orphans.heads},
+                  {"message-channels", s.recovered_orphans.message_channels}}}};
   const auto channels = b.list_channels();
   uint64_t depth = 0, in_flight = 0;
   for (const auto& c : channels) {

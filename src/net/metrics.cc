@@ -255,6 +255,15 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.family("witmq_store_disk_full_errors_total", "counter",
            "Write requests refused because the data directory's disk was full.");
   w.sample(d(st.disk_full_errors));
+  w.family("witmq_store_recovery_orphans_removed", "gauge",
+           "Records the recovery at this start found without the record they belong to (left by "
+           "a crash or a race with a channel's deletion) and removed, by kind of record.");
+  const storage::RecoveryOrphans& o = st.recovered_orphans;
+  w.sample("record", "cursor", d(o.cursors));
+  w.sample("record", "delivery", d(o.delivery_records));
+  w.sample("record", "head", d(o.heads));
+  w.sample("record", "messages", d(o.message_channels));
+  w.sample("record", "subscription", d(o.subscriptions));
   return w.take();
 }
 

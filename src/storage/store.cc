@@ -1,6 +1,7 @@
 #include "storage/store.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <pthread.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
@@ -15,6 +16,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
@@ -644,21 +646,41 @@ Result<RecoveredState> Store::recover() {
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
   }
 
-  // A head or cursor without its definition means a write path broke the invariant that they are
-  // written and deleted together; refuse to guess which of the two is right.
+  // Records whose owner is gone: a write that named a channel or subscription landed after its
+  // deletion (a crash between the two, or a race). Nothing can reach them; they are removed.
+  RecoveryOrphans orphans;
+  WriteSet cleanup;
+  std::vector<std::string> examples;      // the first few keys, for the warning
+  std::set<SubscriptionId> removed_subs;  // their records go with them, uncounted
+  auto orphan = [&](std::string_view column_family, std::string_view key) {
+    if (examples.size() < 3) examples.push_back(describe_key(column_family, key));
+  };
+  for (auto it = subs.begin(); it != subs.end();) {
+    if (channels.contains(it->second.def.channel)) {
+      ++it;
+      continue;
+    }
+    ++orphans.subscriptions;
+    orphan("meta", meta_key(kSubscriptionTag, it->first));
+    cleanup.delete_subscription(it->first);  // with its cursor and delivery records
+    cursors.erase(it->first);
+    removed_subs.insert(it->first);
+    it = subs.erase(it);
+  }
   for (const auto& [id, entry] : heads) {
     if (!channels.contains(id)) {
-      return Error(ErrorCode::kCorruption,
-                   fmt::format("{}: head record of channel {} which has no channel record",
-                               describe_key("meta", entry.first), id));
+      ++orphans.heads;
+      orphan("meta", entry.first);
+      cleanup.delete_channel(id);  // with its messages
     }
   }
   for (const auto& [id, entry] : cursors) {
     auto sub = subs.find(id);
     if (sub == subs.end()) {
-      return Error(ErrorCode::kCorruption,
-                   fmt::format("{}: cursor of subscription {} which has no subscription record",
-                               describe_key("meta", entry.first), id));
+      ++orphans.cursors;
+      orphan("meta", entry.first);
+      cleanup.delete_subscription(id);  // with its delivery records
+      continue;
     }
     sub->second.cursor = entry.second;
   }
@@ -703,11 +725,32 @@ Result<RecoveredState> Store::recover() {
       }
       state.channels.push_back(std::move(c));
     }
+    // Messages of channels that have no record (the head is usually gone with them). One seek
+    // per channel id found.
+    for (it->SeekToFirst(); it->Valid();) {
+      auto key = parse_log_key(view(it->key()));
+      if (!key) {
+        return Error(ErrorCode::kCorruption,
+                     fmt::format("{}: not a message key (expected a 4-byte channel id and an "
+                                 "8-byte sequence)",
+                                 describe_key("messages", view(it->key()))));
+      }
+      const ChannelId id = key->first;
+      if (!channels.contains(id) && !heads.contains(id)) {
+        ++orphans.message_channels;
+        orphan("messages", view(it->key()));
+        cleanup.delete_channel(id);
+      }
+      if (id == UINT32_MAX) break;
+      it->Seek(slice(message_key(id + 1, 0)));
+    }
+    if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading messages");
   }
 
   {
     std::unique_ptr<rocksdb::Iterator> it(
         impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kDelivery)));
+    std::optional<SubscriptionId> last_orphan_sub;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string_view key = view(it->key());
       auto r = decode_delivery(key, view(it->value()));
@@ -715,16 +758,38 @@ Result<RecoveredState> Store::recover() {
       auto [sub_id, seq] = *parse_log_key(key);  // decode_delivery checked the key's size
       auto sub = subs.find(sub_id);
       if (sub == subs.end()) {
-        return Error(ErrorCode::kCorruption,
-                     fmt::format("{}: delivery record of subscription {} which has no "
-                                 "subscription record",
-                                 describe_key("delivery", key), sub_id));
+        if (removed_subs.contains(sub_id)) continue;
+        ++orphans.delivery_records;
+        orphan("delivery", key);
+        // Removed as one range per subscription (records of one subscription are adjacent).
+        if (last_orphan_sub != sub_id) cleanup.delete_subscription(sub_id);
+        last_orphan_sub = sub_id;
+        continue;
       }
       sub->second.deliveries.emplace_back(seq, *r);
     }
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading delivery");
   }
 
+  if (orphans.total() > 0) {
+    log::warn(
+        "storage: recovery removed records left by an interrupted or raced deletion: {} "
+        "subscriptions without a channel, {} cursors and {} delivery records without a "
+        "subscription, {} heads and the messages of {} channels without a channel record "
+        "(first: {})",
+        orphans.subscriptions, orphans.cursors, orphans.delivery_records, orphans.heads,
+        orphans.message_channels, fmt::join(examples, ", "));
+    auto st = commit_and_wait(std::move(cleanup), Durability::kSync);
+    if (!st) {
+      return Error(st.error().code, fmt::format("storage: removing records without an owner: {}",
+                                                st.error().message));
+    }
+  }
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    impl_->stats.recovered_orphans = orphans;
+  }
+  state.orphans = orphans;
   state.subscriptions.reserve(subs.size());
   for (auto& [id, sub] : subs) state.subscriptions.push_back(std::move(sub));
   return state;

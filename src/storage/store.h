@@ -76,6 +76,20 @@ class WriteSet {
   std::vector<Op> ops_;
 };
 
+// Records Store::recover() found without the record they belong to, and removed. A crash or a
+// race between a channel's deletion and a write naming it can leave them behind; they carry no
+// state anyone can reach, so recovery removes them (with a warning) instead of refusing to start.
+struct RecoveryOrphans {
+  uint64_t subscriptions = 0;     // subscription records whose channel has no record
+  uint64_t cursors = 0;           // cursors whose subscription has no record
+  uint64_t delivery_records = 0;  // delivery records whose subscription has no record
+  uint64_t heads = 0;             // head records whose channel has no record
+  uint64_t message_channels = 0;  // channels with stored messages but no channel record
+  uint64_t total() const {
+    return subscriptions + cursors + delivery_records + heads + message_channels;
+  }
+};
+
 // Everything Store::recover() finds, for the broker to rebuild its state from.
 struct RecoveredState {
   struct Channel {
@@ -88,7 +102,8 @@ struct RecoveredState {
     std::vector<std::pair<Seq, DeliveryRecord>> deliveries;  // ascending seq
   };
   std::vector<Channel> channels;            // ascending id
-  std::vector<Subscription> subscriptions;  // ascending id
+  std::vector<Subscription> subscriptions;  // ascending id; each names one of `channels`
+  RecoveryOrphans orphans;                  // already removed from storage
 };
 
 // Commit-path counters, for metrics.
@@ -103,6 +118,7 @@ struct StoreStats {
   // until a later one succeeds.
   bool disk_full = false;
   uint64_t disk_full_errors = 0;  // writes refused for a full disk
+  RecoveryOrphans recovered_orphans;  // removed by recover() at this start
 };
 
 class Store {
@@ -138,6 +154,8 @@ class Store {
   uint64_t approximate_bytes(ChannelId ch, Seq from, Seq to);
 
   // Reads every definition, head, cursor and delivery record. Call once, before any commit.
+  // Records whose owner has no record (RecoveryOrphans) are removed, durably, before it returns;
+  // it fails (kCorruption, naming the key) only on bytes that do not decode.
   Result<RecoveredState> recover();
 
   // Writes a consistent RocksDB checkpoint (hard links where possible) into `dir`, which must
