@@ -114,6 +114,7 @@ nlohmann::json GuestSet::stats_json() const {
                    {"traps", s.traps},
                    {"budget-exhaustions", s.budget_exhaustions},
                    {"memory-limit-hits", s.memory_limit_hits},
+                   {"time-limit-hits", s.time_limit_hits},
                    {"instantiations", s.instantiations},
                    {"completed", s.completed},
                    {"abandoned", s.abandoned},
