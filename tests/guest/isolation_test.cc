@@ -205,6 +205,8 @@ TEST(GuestIsolation, ValueStackIsBoundedByTheCallDepth) {
   CallReport r = g->handle(batch_of(1));
   EXPECT_EQ(r.status, CallStatus::kTrap);
   EXPECT_NE(r.message.find("call stack exhausted"), std::string::npos) << r.message;
+  // The recursion went no deeper than the limit (the handler's own frame is one of them).
+  EXPECT_LT(u32_at(*g, 3000), depth);
 }
 
 TEST(GuestIsolation, ModuleWhoseFramesCannotFitIsRefused) {
