@@ -32,10 +32,12 @@ struct WasmModule::Impl {
 //   memory and, when the grow fails (the limit is the memory's maximum), stores the requested
 //   delta in an appended global and executes `unreachable`. The host reads that global after a
 //   trap to tell a memory-limit failure from any other trap.
-// - bulk memory charge: every `memory.fill` / `memory.copy` becomes a call to an appended
-//   function that first counts down a loop of one iteration per 64 bytes of its length (about
-//   8 interpreter steps each, so the instruction budget pays for the bytes), then does the
-//   operation itself, with its own bounds checks and trap.
+// - bulk charge: every `memory.fill` / `memory.copy` / `memory.init` / `table.fill` /
+//   `table.copy` / `table.init` (one interpreter step whatever the length) becomes a call to an
+//   appended function, one per distinct instruction and immediates, that first counts down a
+//   loop of one iteration per 64 bytes or 8 references of its length (about 7 interpreter steps
+//   each, so the instruction budget pays for the length), then does the operation itself, with
+//   its own bounds checks and trap.
 //
 // Nothing else changes: appended items take the last indices, so no existing index moves. It also
 // measures the largest value-stack frame a function can need (params + locals + the operands its

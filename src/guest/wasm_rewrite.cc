@@ -1,7 +1,10 @@
 // The load-time rewrite (see wasm_internal.h). C++17 translation unit: it includes wabt.
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -23,17 +26,43 @@ using wabt::ExprType;
 using wabt::Location;
 using wabt::Var;
 
-// Helper functions the rewrite calls instead of an instruction, by the instruction they replace.
-struct Helpers {
-  wabt::Index grow = wabt::kInvalidIndex;
-  wabt::Index fill = wabt::kInvalidIndex;
-  wabt::Index copy = wabt::kInvalidIndex;
+// An instruction the rewrite replaces with a call to a helper, with the immediates that pick the
+// helper: one helper per distinct (opcode, immediates).
+struct Site {
+  ExprType op;
+  wabt::Index a = 0;  // memory.init: the data segment; table ops: the (destination) table
+  wabt::Index b = 0;  // table.copy: the source table; table.init: the element segment
+  bool operator<(const Site& o) const { return std::tie(op, a, b) < std::tie(o.op, o.a, o.b); }
 };
 
-// Counts what replace() would replace, by kind.
+// The site `e` is, if the rewrite replaces it.
+std::optional<Site> site_of(const Expr& e) {
+  switch (e.type()) {
+    case ExprType::MemoryGrow:
+    case ExprType::MemoryFill:
+    case ExprType::MemoryCopy:
+      return Site{e.type()};
+    case ExprType::MemoryInit:
+      return Site{e.type(), cast<wabt::MemoryInitExpr>(&e)->var.index()};
+    case ExprType::TableFill:
+      return Site{e.type(), cast<wabt::TableFillExpr>(&e)->var.index()};
+    case ExprType::TableCopy: {
+      const auto* c = cast<wabt::TableCopyExpr>(&e);
+      return Site{e.type(), c->dst_table.index(), c->src_table.index()};
+    }
+    case ExprType::TableInit: {
+      const auto* i = cast<wabt::TableInitExpr>(&e);
+      return Site{e.type(), i->table_index.index(), i->segment_index.index()};
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+// What count() finds: the sites to replace and the number of instructions.
 struct Counts {
-  size_t grow = 0, fill = 0, copy = 0;
-  uint64_t instructions = 0;  // every expression, nested ones included
+  std::map<Site, wabt::Index> sites;  // each site's helper index, once assigned
+  uint64_t instructions = 0;          // every expression, nested ones included
 };
 
 void count(const ExprList& exprs, Counts& c);
@@ -43,16 +72,8 @@ void count_block(const wabt::Block& b, Counts& c) { count(b.exprs, c); }
 void count(const ExprList& exprs, Counts& c) {
   for (const Expr& e : exprs) {
     ++c.instructions;
+    if (auto site = site_of(e)) c.sites.emplace(*site, wabt::kInvalidIndex);
     switch (e.type()) {
-      case ExprType::MemoryGrow:
-        ++c.grow;
-        break;
-      case ExprType::MemoryFill:
-        ++c.fill;
-        break;
-      case ExprType::MemoryCopy:
-        ++c.copy;
-        break;
       case ExprType::Block:
         count_block(cast<wabt::BlockExpr>(&e)->block, c);
         break;
@@ -77,44 +98,33 @@ void count(const ExprList& exprs, Counts& c) {
   }
 }
 
-// Replaces every memory.grow / memory.fill / memory.copy in `exprs` (recursively) with a call to
-// its helper.
-void replace(ExprList& exprs, const Helpers& h) {
+// Replaces every site in `exprs` (recursively) with a call to its helper.
+void replace(ExprList& exprs, const std::map<Site, wabt::Index>& helpers) {
   for (auto it = exprs.begin(); it != exprs.end(); ++it) {
-    wabt::Index helper = wabt::kInvalidIndex;
     switch (it->type()) {
-      case ExprType::MemoryGrow:
-        helper = h.grow;
-        break;
-      case ExprType::MemoryFill:
-        helper = h.fill;
-        break;
-      case ExprType::MemoryCopy:
-        helper = h.copy;
-        break;
       case ExprType::Block:
-        replace(cast<wabt::BlockExpr>(&*it)->block.exprs, h);
+        replace(cast<wabt::BlockExpr>(&*it)->block.exprs, helpers);
         break;
       case ExprType::Loop:
-        replace(cast<wabt::LoopExpr>(&*it)->block.exprs, h);
+        replace(cast<wabt::LoopExpr>(&*it)->block.exprs, helpers);
         break;
       case ExprType::If: {
         auto* if_expr = cast<wabt::IfExpr>(&*it);
-        replace(if_expr->true_.exprs, h);
-        replace(if_expr->false_, h);
+        replace(if_expr->true_.exprs, helpers);
+        replace(if_expr->false_, helpers);
         break;
       }
       case ExprType::Try: {
         auto* try_expr = cast<wabt::TryExpr>(&*it);
-        replace(try_expr->block.exprs, h);
-        for (auto& c : try_expr->catches) replace(c.exprs, h);
+        replace(try_expr->block.exprs, helpers);
+        for (auto& c : try_expr->catches) replace(c.exprs, helpers);
         break;
       }
       default:
         break;
     }
-    if (helper != wabt::kInvalidIndex) {
-      auto call = std::make_unique<wabt::CallExpr>(Var(helper, it->loc), it->loc);
+    if (auto site = site_of(*it)) {
+      auto call = std::make_unique<wabt::CallExpr>(Var(helpers.at(*site), it->loc), it->loc);
       it = exprs.erase(it);
       it = exprs.insert(it, std::move(call));
     }
@@ -152,22 +162,24 @@ std::unique_ptr<wabt::FuncModuleField> new_func(wabt::Index type_index, wabt::Ty
   return field;
 }
 
-// (func (param $a i32) (param $b i32) (param $n i32) (local $k i32)
-//   (local.set $k (i32.shr_u (local.get $n) (i32.const 6)))
+// (func (param $a i32) (param $b T) (param $n i32) (local $k i32)
+//   (local.set $k (i32.shr_u (local.get $n) (i32.const SHIFT)))
 //   (block $done (loop $spin
 //     (br_if $done (i32.eqz (local.get $k)))
 //     (local.set $k (i32.sub (local.get $k) (i32.const 1)))
 //     (br $spin)))
 //   (OP (local.get $a) (local.get $b) (local.get $n)))
-// where OP is memory.fill or memory.copy: the loop charges the budget for the length.
-wabt::Index append_charged_bulk_op(wabt::Module& ir, wabt::Index type_index, ExprType op) {
+// where OP is the bulk instruction of `site` (every one takes its length last): the loop charges
+// the budget for the length, about 7 steps per 2^SHIFT bytes or elements. T is i32, or the
+// table's reference type for table.fill.
+void append_charged_bulk_op(wabt::Module& ir, wabt::Index type_index, const Site& site,
+                            wabt::Type second, uint32_t shift) {
   const Location loc;
-  const wabt::Index index = static_cast<wabt::Index>(ir.funcs.size());
-  const wabt::TypeVector i32x3 = {wabt::Type::I32, wabt::Type::I32, wabt::Type::I32};
-  auto field = new_func(type_index, i32x3, {}, {wabt::Type::I32});
+  const wabt::TypeVector params = {wabt::Type::I32, second, wabt::Type::I32};
+  auto field = new_func(type_index, params, {}, {wabt::Type::I32});
   ExprList& body = field->func.exprs;
   append<wabt::LocalGetExpr>(body, Var(2, loc));
-  append<wabt::ConstExpr>(body, wabt::Const::I32(6));
+  append<wabt::ConstExpr>(body, wabt::Const::I32(shift));
   append<wabt::BinaryExpr>(body, wabt::Opcode::I32ShrU);
   append<wabt::LocalSetExpr>(body, Var(3, loc));
   auto block = std::make_unique<wabt::BlockExpr>(loc);
@@ -186,13 +198,29 @@ wabt::Index append_charged_bulk_op(wabt::Module& ir, wabt::Index type_index, Exp
   append<wabt::LocalGetExpr>(body, Var(0, loc));
   append<wabt::LocalGetExpr>(body, Var(1, loc));
   append<wabt::LocalGetExpr>(body, Var(2, loc));
-  if (op == ExprType::MemoryFill) {
-    append<wabt::MemoryFillExpr>(body, Var(0, loc));
-  } else {
-    append<wabt::MemoryCopyExpr>(body, Var(0, loc), Var(0, loc));
+  switch (site.op) {
+    case ExprType::MemoryFill:
+      append<wabt::MemoryFillExpr>(body, Var(0, loc));
+      break;
+    case ExprType::MemoryCopy:
+      append<wabt::MemoryCopyExpr>(body, Var(0, loc), Var(0, loc));
+      break;
+    case ExprType::MemoryInit:
+      append<wabt::MemoryInitExpr>(body, Var(site.a, loc), Var(0, loc));
+      break;
+    case ExprType::TableFill:
+      append<wabt::TableFillExpr>(body, Var(site.a, loc));
+      break;
+    case ExprType::TableCopy:
+      append<wabt::TableCopyExpr>(body, Var(site.a, loc), Var(site.b, loc));
+      break;
+    case ExprType::TableInit:
+      append<wabt::TableInitExpr>(body, Var(site.b, loc), Var(site.a, loc));
+      break;
+    default:
+      break;
   }
   ir.AppendField(std::move(field));
-  return index;
 }
 
 }  // namespace
@@ -227,59 +255,69 @@ Result<ModuleRewrite> rewrite_module(const std::string& name, const std::vector<
     const uint64_t frame =
         uint64_t{func->GetNumParams()} + func->GetNumLocals() + c.instructions * widest;
     out.max_frame_values = std::max(out.max_frame_values, frame);
-    total.grow += c.grow;
-    total.fill += c.fill;
-    total.copy += c.copy;
+    total.sites.insert(c.sites.begin(), c.sites.end());
   }
-  if (total.grow + total.fill + total.copy == 0) return out;
+  if (total.sites.empty()) return out;
+
+  // Helpers are appended in the order of the sites, so the n-th site's helper is function
+  // first_helper + n.
+  wabt::Index next = static_cast<wabt::Index>(ir.funcs.size());
+  for (auto& [site, helper] : total.sites) helper = next++;
+  for (wabt::Func* func : ir.funcs) replace(func->exprs, total.sites);
 
   const Location loc;
-  Helpers helpers;
-  const wabt::Index first_helper = static_cast<wabt::Index>(ir.funcs.size());
-  wabt::Index next = first_helper;
-  if (total.grow) helpers.grow = next++;
-  if (total.fill) helpers.fill = next++;
-  if (total.copy) helpers.copy = next++;
-  for (wabt::Func* func : ir.funcs) replace(func->exprs, helpers);
-
-  if (total.grow) {
-    const wabt::Index type_index = append_type(ir, {wabt::Type::I32}, {wabt::Type::I32});
-    // (global (mut i32) (i32.const 0)): the refused delta.
-    const wabt::Index global_index = static_cast<wabt::Index>(ir.globals.size());
-    {
-      auto field = std::make_unique<wabt::GlobalModuleField>(loc);
-      field->global.type = wabt::Type::I32;
-      field->global.mutable_ = true;
-      append<wabt::ConstExpr>(field->global.init_expr, wabt::Const::I32(0));
+  wabt::Index i32x3_type = wabt::kInvalidIndex;
+  for (const auto& [site, helper] : total.sites) {
+    if (site.op == ExprType::MemoryGrow) {
+      const wabt::Index type_index = append_type(ir, {wabt::Type::I32}, {wabt::Type::I32});
+      // (global (mut i32) (i32.const 0)): the refused delta.
+      const wabt::Index global_index = static_cast<wabt::Index>(ir.globals.size());
+      {
+        auto field = std::make_unique<wabt::GlobalModuleField>(loc);
+        field->global.type = wabt::Type::I32;
+        field->global.mutable_ = true;
+        append<wabt::ConstExpr>(field->global.init_expr, wabt::Const::I32(0));
+        ir.AppendField(std::move(field));
+      }
+      // (func (param $delta i32) (result i32) (local $old i32)
+      //   (if (i32.ne (local.tee $old (memory.grow (local.get $delta))) (i32.const -1))
+      //     (then (return (local.get $old))))
+      //   (global.set $refused (local.get $delta))
+      //   unreachable)
+      auto field = new_func(type_index, {wabt::Type::I32}, {wabt::Type::I32}, {wabt::Type::I32});
+      ExprList& body = field->func.exprs;
+      append<wabt::LocalGetExpr>(body, Var(0, loc));
+      append<wabt::MemoryGrowExpr>(body, Var(0, loc));
+      append<wabt::LocalTeeExpr>(body, Var(1, loc));
+      append<wabt::ConstExpr>(body, wabt::Const::I32(0xffffffffu));
+      append<wabt::CompareExpr>(body, wabt::Opcode::I32Ne);
+      auto if_expr = std::make_unique<wabt::IfExpr>(loc);
+      append<wabt::LocalGetExpr>(if_expr->true_.exprs, Var(1, loc));
+      append<wabt::ReturnExpr>(if_expr->true_.exprs);
+      body.push_back(std::move(if_expr));
+      append<wabt::LocalGetExpr>(body, Var(0, loc));
+      append<wabt::GlobalSetExpr>(body, Var(global_index, loc));
+      append<wabt::UnreachableExpr>(body);
       ir.AppendField(std::move(field));
+      out.refused_global = static_cast<int>(global_index);
+      continue;
     }
-    // (func (param $delta i32) (result i32) (local $old i32)
-    //   (if (i32.ne (local.tee $old (memory.grow (local.get $delta))) (i32.const -1))
-    //     (then (return (local.get $old))))
-    //   (global.set $refused (local.get $delta))
-    //   unreachable)
-    auto field = new_func(type_index, {wabt::Type::I32}, {wabt::Type::I32}, {wabt::Type::I32});
-    ExprList& body = field->func.exprs;
-    append<wabt::LocalGetExpr>(body, Var(0, loc));
-    append<wabt::MemoryGrowExpr>(body, Var(0, loc));
-    append<wabt::LocalTeeExpr>(body, Var(1, loc));
-    append<wabt::ConstExpr>(body, wabt::Const::I32(0xffffffffu));
-    append<wabt::CompareExpr>(body, wabt::Opcode::I32Ne);
-    auto if_expr = std::make_unique<wabt::IfExpr>(loc);
-    append<wabt::LocalGetExpr>(if_expr->true_.exprs, Var(1, loc));
-    append<wabt::ReturnExpr>(if_expr->true_.exprs);
-    body.push_back(std::move(if_expr));
-    append<wabt::LocalGetExpr>(body, Var(0, loc));
-    append<wabt::GlobalSetExpr>(body, Var(global_index, loc));
-    append<wabt::UnreachableExpr>(body);
-    ir.AppendField(std::move(field));
-    out.refused_global = static_cast<int>(global_index);
-  }
-  if (total.fill || total.copy) {
-    const wabt::Index type_index =
-        append_type(ir, {wabt::Type::I32, wabt::Type::I32, wabt::Type::I32}, {});
-    if (total.fill) append_charged_bulk_op(ir, type_index, ExprType::MemoryFill);
-    if (total.copy) append_charged_bulk_op(ir, type_index, ExprType::MemoryCopy);
+    // Memory operations are charged per 64 bytes, table operations per 8 elements (a
+    // reference is 8 bytes, and the interpreter also tracks each one it stores).
+    const bool table_op = site.op == ExprType::TableFill || site.op == ExprType::TableCopy ||
+                          site.op == ExprType::TableInit;
+    const uint32_t shift = table_op ? 3 : 6;
+    if (site.op == ExprType::TableFill) {
+      const wabt::Table* table = ir.GetTable(Var(site.a, loc));
+      const wabt::Type ref = table ? table->elem_type : wabt::Type(wabt::Type::FuncRef);
+      const wabt::Index type_index = append_type(ir, {wabt::Type::I32, ref, wabt::Type::I32}, {});
+      append_charged_bulk_op(ir, type_index, site, ref, shift);
+      continue;
+    }
+    if (i32x3_type == wabt::kInvalidIndex) {
+      i32x3_type = append_type(ir, {wabt::Type::I32, wabt::Type::I32, wabt::Type::I32}, {});
+    }
+    append_charged_bulk_op(ir, i32x3_type, site, wabt::Type::I32, shift);
   }
 
   wabt::MemoryStream stream;

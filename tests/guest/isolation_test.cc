@@ -172,6 +172,21 @@ TEST(GuestIsolation, BulkMemoryOperationsAreChargedByLength) {
   EXPECT_EQ(r.status, CallStatus::kBudgetExhausted) << r.message;
 }
 
+TEST(GuestIsolation, MemoryInitAndTableBulkOperationsAreChargedByLength) {
+  auto g = instance_of("bulk_table_guest");  // budget 1,000,000
+  ASSERT_TRUE(g);
+  CallReport r = g->handle(batch_of(1));  // each operation once, its effect checked by the guest
+  ASSERT_TRUE(r.returned_ok()) << r.message;
+  // 50,000 memory.init of 1 KiB, 10,000 table.fill of 65,536 references, 10,000 table.copy of
+  // 65,535: a few hundred thousand steps if the lengths cost nothing.
+  for (int n : {2, 3, 4}) {
+    auto fresh = instance_of("bulk_table_guest");
+    ASSERT_TRUE(fresh);
+    r = fresh->handle(batch_of(n));
+    EXPECT_EQ(r.status, CallStatus::kBudgetExhausted) << "batch of " << n << ": " << r.message;
+  }
+}
+
 // ---- Item 9: host-side structures are capped ------------------------------------------------
 
 TEST(GuestIsolation, ErrorHandlesTheGuestNeverDropsAreCapped) {
