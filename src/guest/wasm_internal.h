@@ -38,6 +38,9 @@ struct WasmModule::Impl {
 //   loop of one iteration per 64 bytes or 8 references of its length (about 7 interpreter steps
 //   each, so the instruction budget pays for the length), then does the operation itself, with
 //   its own bounds checks and trap.
+// - locals charge: a function with 64 or more locals (the interpreter zeroes them all in the one
+//   step that enters it) first calls an appended function with its number of locals, which
+//   counts down a loop of one iteration per 8 locals.
 //
 // Nothing else changes: appended items take the last indices, so no existing index moves. It also
 // measures the largest value-stack frame a function can need (params + locals + the operands its

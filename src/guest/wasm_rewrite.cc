@@ -26,6 +26,9 @@ using wabt::ExprType;
 using wabt::Location;
 using wabt::Var;
 
+// Functions with at least this many locals (besides params) pay for them on entry.
+constexpr wabt::Index kChargedLocals = 64;
+
 // An instruction the rewrite replaces with a call to a helper, with the immediates that pick the
 // helper: one helper per distinct (opcode, immediates).
 struct Site {
@@ -162,14 +165,38 @@ std::unique_ptr<wabt::FuncModuleField> new_func(wabt::Index type_index, wabt::Ty
   return field;
 }
 
-// (func (param $a i32) (param $b T) (param $n i32) (local $k i32)
+// Appends to `body`
 //   (local.set $k (i32.shr_u (local.get $n) (i32.const SHIFT)))
 //   (block $done (loop $spin
 //     (br_if $done (i32.eqz (local.get $k)))
 //     (local.set $k (i32.sub (local.get $k) (i32.const 1)))
 //     (br $spin)))
+// which makes the budget pay about 7 steps per 2^SHIFT units of $n.
+void append_spin(ExprList& body, wabt::Index n, wabt::Index k, uint32_t shift) {
+  const Location loc;
+  append<wabt::LocalGetExpr>(body, Var(n, loc));
+  append<wabt::ConstExpr>(body, wabt::Const::I32(shift));
+  append<wabt::BinaryExpr>(body, wabt::Opcode::I32ShrU);
+  append<wabt::LocalSetExpr>(body, Var(k, loc));
+  auto block = std::make_unique<wabt::BlockExpr>(loc);
+  auto loop = std::make_unique<wabt::LoopExpr>(loc);
+  ExprList& spin = loop->block.exprs;
+  append<wabt::LocalGetExpr>(spin, Var(k, loc));
+  append<wabt::ConvertExpr>(spin, wabt::Opcode::I32Eqz);
+  append<wabt::BrIfExpr>(spin, Var(1, loc));  // depth 1: out of the block
+  append<wabt::LocalGetExpr>(spin, Var(k, loc));
+  append<wabt::ConstExpr>(spin, wabt::Const::I32(1));
+  append<wabt::BinaryExpr>(spin, wabt::Opcode::I32Sub);
+  append<wabt::LocalSetExpr>(spin, Var(k, loc));
+  append<wabt::BrExpr>(spin, Var(0, loc));  // depth 0: the loop again
+  block->block.exprs.push_back(std::move(loop));
+  body.push_back(std::move(block));
+}
+
+// (func (param $a i32) (param $b T) (param $n i32) (local $k i32)
+//   SPIN($n, SHIFT)
 //   (OP (local.get $a) (local.get $b) (local.get $n)))
-// where OP is the bulk instruction of `site` (every one takes its length last): the loop charges
+// where OP is the bulk instruction of `site` (every one takes its length last): the spin charges
 // the budget for the length, about 7 steps per 2^SHIFT bytes or elements. T is i32, or the
 // table's reference type for table.fill.
 void append_charged_bulk_op(wabt::Module& ir, wabt::Index type_index, const Site& site,
@@ -178,23 +205,7 @@ void append_charged_bulk_op(wabt::Module& ir, wabt::Index type_index, const Site
   const wabt::TypeVector params = {wabt::Type::I32, second, wabt::Type::I32};
   auto field = new_func(type_index, params, {}, {wabt::Type::I32});
   ExprList& body = field->func.exprs;
-  append<wabt::LocalGetExpr>(body, Var(2, loc));
-  append<wabt::ConstExpr>(body, wabt::Const::I32(shift));
-  append<wabt::BinaryExpr>(body, wabt::Opcode::I32ShrU);
-  append<wabt::LocalSetExpr>(body, Var(3, loc));
-  auto block = std::make_unique<wabt::BlockExpr>(loc);
-  auto loop = std::make_unique<wabt::LoopExpr>(loc);
-  ExprList& spin = loop->block.exprs;
-  append<wabt::LocalGetExpr>(spin, Var(3, loc));
-  append<wabt::ConvertExpr>(spin, wabt::Opcode::I32Eqz);
-  append<wabt::BrIfExpr>(spin, Var(1, loc));  // depth 1: out of the block
-  append<wabt::LocalGetExpr>(spin, Var(3, loc));
-  append<wabt::ConstExpr>(spin, wabt::Const::I32(1));
-  append<wabt::BinaryExpr>(spin, wabt::Opcode::I32Sub);
-  append<wabt::LocalSetExpr>(spin, Var(3, loc));
-  append<wabt::BrExpr>(spin, Var(0, loc));  // depth 0: the loop again
-  block->block.exprs.push_back(std::move(loop));
-  body.push_back(std::move(block));
+  append_spin(body, 2, 3, shift);
   append<wabt::LocalGetExpr>(body, Var(0, loc));
   append<wabt::LocalGetExpr>(body, Var(1, loc));
   append<wabt::LocalGetExpr>(body, Var(2, loc));
@@ -249,23 +260,38 @@ Result<ModuleRewrite> rewrite_module(const std::string& name, const std::vector<
     }
   }
   Counts total;
+  bool charge_locals = false;
   for (const wabt::Func* func : ir.funcs) {
     Counts c;
     count(func->exprs, c);
-    const uint64_t frame =
-        uint64_t{func->GetNumParams()} + func->GetNumLocals() + c.instructions * widest;
+    // A charged function gains two instructions (below).
+    const bool charged = func->GetNumLocals() >= kChargedLocals;
+    charge_locals |= charged;
+    const uint64_t frame = uint64_t{func->GetNumParams()} + func->GetNumLocals() +
+                           (c.instructions + (charged ? 2 : 0)) * widest;
     out.max_frame_values = std::max(out.max_frame_values, frame);
     total.sites.insert(c.sites.begin(), c.sites.end());
   }
-  if (total.sites.empty()) return out;
+  if (total.sites.empty() && !charge_locals) return out;
 
-  // Helpers are appended in the order of the sites, so the n-th site's helper is function
-  // first_helper + n.
+  // Helpers are appended in the order of the sites, then the locals charge, so the n-th
+  // site's helper is function first_helper + n.
   wabt::Index next = static_cast<wabt::Index>(ir.funcs.size());
   for (auto& [site, helper] : total.sites) helper = next++;
-  for (wabt::Func* func : ir.funcs) replace(func->exprs, total.sites);
-
+  const wabt::Index locals_helper = charge_locals ? next++ : wabt::kInvalidIndex;
   const Location loc;
+  for (wabt::Func* func : ir.funcs) {
+    replace(func->exprs, total.sites);
+    if (func->GetNumLocals() >= kChargedLocals) {
+      // The interpreter zeroes a function's locals in one step on entry: the function first
+      // pays for them, (call $charge (i32.const LOCALS)).
+      auto call = std::make_unique<wabt::CallExpr>(Var(locals_helper, loc), loc);
+      func->exprs.insert(func->exprs.begin(), std::move(call));
+      auto count = std::make_unique<wabt::ConstExpr>(wabt::Const::I32(func->GetNumLocals()));
+      func->exprs.insert(func->exprs.begin(), std::move(count));
+    }
+  }
+
   wabt::Index i32x3_type = wabt::kInvalidIndex;
   for (const auto& [site, helper] : total.sites) {
     if (site.op == ExprType::MemoryGrow) {
@@ -318,6 +344,14 @@ Result<ModuleRewrite> rewrite_module(const std::string& name, const std::vector<
       i32x3_type = append_type(ir, {wabt::Type::I32, wabt::Type::I32, wabt::Type::I32}, {});
     }
     append_charged_bulk_op(ir, i32x3_type, site, wabt::Type::I32, shift);
+  }
+
+  if (charge_locals) {
+    // (func (param $n i32) (local $k i32) SPIN($n, 3)): about one step per local.
+    const wabt::Index type_index = append_type(ir, {wabt::Type::I32}, {});
+    auto field = new_func(type_index, {wabt::Type::I32}, {}, {wabt::Type::I32});
+    append_spin(field->func.exprs, 0, 1, 3);
+    ir.AppendField(std::move(field));
   }
 
   wabt::MemoryStream stream;

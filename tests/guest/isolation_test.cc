@@ -187,6 +187,15 @@ TEST(GuestIsolation, MemoryInitAndTableBulkOperationsAreChargedByLength) {
   }
 }
 
+TEST(GuestIsolation, LocalsArePaidForOnEachCall) {
+  auto g = instance_of("many_locals_guest");  // budget 1,000,000
+  ASSERT_TRUE(g);
+  CallReport r = g->handle(batch_of(1));  // one call of the 1,001-local function, checked
+  ASSERT_TRUE(r.returned_ok()) << r.message;
+  r = g->handle(batch_of(2));  // 30,000 calls: 30 million locals zeroed
+  EXPECT_EQ(r.status, CallStatus::kBudgetExhausted) << r.message;
+}
+
 // ---- Item 9: host-side structures are capped ------------------------------------------------
 
 TEST(GuestIsolation, ErrorHandlesTheGuestNeverDropsAreCapped) {
@@ -211,8 +220,11 @@ TEST(GuestIsolation, TooManyTablesAreRefused) {
 }
 
 TEST(GuestIsolation, ValueStackIsBoundedByTheCallDepth) {
-  // 9,000 locals per frame: wabt's own ~1,600 frames would hold 230 MB of them.
-  auto g = instance_of("deep_frame_guest");
+  // 9,000 locals per frame: wabt's own ~1,600 frames would hold 230 MB of them. Each call pays
+  // about 8,000 steps for its locals, so the budget lets the recursion reach the depth limit.
+  WasmLimits l = small_limits();
+  l.instruction_budget = 10'000'000;
+  auto g = instance_of("deep_frame_guest", l);
   ASSERT_TRUE(g);
   const uint32_t depth = g->wasm().call_depth_limit();
   EXPECT_LE(uint64_t{depth} * 8971 * 16, WasmLimits{}.value_stack_bytes);
