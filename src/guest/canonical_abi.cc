@@ -38,6 +38,7 @@ void GuestMemory::charge_lift(uint64_t bytes, std::string_view what) {
                     what, bytes, lift_budget_));
   }
   lift_budget_ -= bytes;
+  charge_copy(bytes);
 }
 
 void check_range(GuestMemory& mem, uint64_t ptr, uint64_t size, uint32_t align,
@@ -244,12 +245,14 @@ std::variant<GuestConfiguration, ErrorHandle> load_result_configuration(GuestMem
 std::pair<uint32_t, uint32_t> lower_string(GuestMemory& mem, std::string_view s) {
   if (s.size() > kMaxStringBytes) trap(fmt::format("string of {} bytes is too long", s.size()));
   const uint32_t ptr = allocate(mem, 1, s.size(), "a string");
+  mem.charge_copy(s.size());
   if (!s.empty()) std::memcpy(mem.bytes().data() + ptr, s.data(), s.size());
   return {ptr, static_cast<uint32_t>(s.size())};
 }
 
 std::pair<uint32_t, uint32_t> lower_bytes(GuestMemory& mem, std::span<const uint8_t> b) {
   const uint32_t ptr = allocate(mem, 1, b.size(), "a list<u8>");
+  mem.charge_copy(b.size());
   if (!b.empty()) std::memcpy(mem.bytes().data() + ptr, b.data(), b.size());
   return {ptr, static_cast<uint32_t>(b.size())};
 }

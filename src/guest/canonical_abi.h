@@ -163,8 +163,11 @@ class GuestMemory {
   // unlimited until then.
   void set_lift_budget(uint64_t bytes) { lift_budget_ = bytes; }
   uint64_t lift_budget() const { return lift_budget_; }
-  // Takes `bytes` from the lift budget, or traps naming `what`.
+  // Takes `bytes` from the lift budget, or traps naming `what`; then charge_copy(bytes).
   void charge_lift(uint64_t bytes, std::string_view what);
+  // Called with the bytes every lift and lowering is about to copy, so that the host's copying
+  // can be charged to the call the guest is in; may throw GuestTrap. Charges nothing by default.
+  virtual void charge_copy(uint64_t /*bytes*/) {}
 
   // The memory as it is now. Invalidated by realloc().
   virtual std::span<uint8_t> bytes() = 0;

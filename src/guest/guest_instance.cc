@@ -92,6 +92,12 @@ class GuestInstance::Memory : public abi::GuestMemory {
   std::span<uint8_t> bytes() override {
     return {g_.wasm_->memory_data(), static_cast<size_t>(g_.wasm_->memory_size())};
   }
+  // The host's copying is charged like bulk memory instructions: one step per 8 bytes.
+  void charge_copy(uint64_t bytes) override {
+    if (!g_.wasm_->charge(bytes / 8)) {
+      throw GuestTrap("instruction budget exhausted by the host copying guest data");
+    }
+  }
   uint32_t realloc(uint32_t old_ptr, uint32_t old_size, uint32_t align,
                    uint32_t new_size) override {
     const RawValue args[4] = {old_ptr, old_size, align, new_size};

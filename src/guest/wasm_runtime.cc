@@ -626,6 +626,22 @@ Status WasmInstance::initialize() {
 std::chrono::steady_clock::time_point WasmInstance::deadline() const {
   return impl_->depth > 0 ? impl_->deadline : std::chrono::steady_clock::time_point::max();
 }
+bool WasmInstance::charge(uint64_t steps) {
+  if (impl_->depth == 0) return true;
+  if (steps <= impl_->remaining) {
+    impl_->remaining -= steps;
+    return true;
+  }
+  impl_->remaining = 0;
+  if (impl_->nested_failure.status == CallStatus::kOk) {
+    impl_->nested_failure = {CallStatus::kBudgetExhausted,
+                             "instruction budget of " +
+                                 std::to_string(impl_->module->limits().instruction_budget) +
+                                 " exhausted by the host copying guest data in a host call"};
+  }
+  return false;
+}
+
 uint32_t WasmInstance::call_depth_limit() const { return impl_->module->impl().call_depth; }
 
 int WasmInstance::find_export(const std::string& name) const {

@@ -195,6 +195,10 @@ class WasmInstance {
   // When the top-level call in progress must end (time_point::max() when it has no wall-time
   // limit or no call is in progress). For host functions that wait.
   std::chrono::steady_clock::time_point deadline() const;
+  // Takes `steps` from the budget of the call in progress, for work the host does on its behalf
+  // (copying guest data). Returns false, and makes that call fail as budget-exhausted, when they
+  // do not fit; true (charging nothing) when no call is in progress.
+  bool charge(uint64_t steps);
   // The call depth this instance allows (see WasmLimits::value_stack_bytes).
   uint32_t call_depth_limit() const;
 

@@ -196,6 +196,19 @@ TEST(GuestIsolation, LocalsArePaidForOnEachCall) {
   EXPECT_EQ(r.status, CallStatus::kBudgetExhausted) << r.message;
 }
 
+TEST(GuestIsolation, HostCopyingInAHostCallIsChargedToTheBudget) {
+  auto g = instance_of("copy_flood_guest");  // budget 1,000,000
+  ASSERT_TRUE(g);
+  CallReport r = g->handle(batch_of(1));  // one call: 2 MiB copied, about 262,000 steps
+  ASSERT_TRUE(r.returned_ok()) << r.message;
+  auto flood = instance_of("copy_flood_guest");
+  ASSERT_TRUE(flood);
+  r = flood->handle(batch_of(2));  // 100 calls: 200 MB copied in some 12,000 guest steps
+  EXPECT_EQ(r.status, CallStatus::kBudgetExhausted) << r.message;
+  EXPECT_NE(r.message.find("exhausted by the host copying guest data"), std::string::npos)
+      << r.message;
+}
+
 // ---- Item 9: host-side structures are capped ------------------------------------------------
 
 TEST(GuestIsolation, ErrorHandlesTheGuestNeverDropsAreCapped) {
