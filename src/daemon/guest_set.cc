@@ -35,53 +35,89 @@ GuestSet::ModuleStamp GuestSet::stamp_of(const std::string& path) {
 }
 
 GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted) {
-  std::lock_guard lock(mu_);
+  // One apply at a time. mu_ is held only to read and then swap the lists, never while a guest
+  // starts: a start can take a guest's call timeout several times over, and stats_json() (the
+  // admin server-stats reply, GET /metrics) runs on the I/O threads, which must not wait for it.
+  std::lock_guard apply_lock(apply_mu_);
+  struct Plan {
+    const guest::GuestOptions* options = nullptr;
+    ModuleStamp stamp;  // taken before loading: a file replaced while it loads counts as changed
+    bool keep = false;  // running with these options and this module file: left as it is
+    bool running = false;
+    std::unique_ptr<guest::GuestHost> fresh;  // started by this apply
+    std::string refused;                      // why it could not start
+  };
+  std::vector<Plan> plans;
+  for (const auto& options : wanted) {
+    Plan& p = plans.emplace_back();
+    p.options = &options;
+    p.stamp = stamp_of(options.module_path);
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (Plan& p : plans) {
+      auto it = std::find_if(running_.begin(), running_.end(),
+                             [&](const auto& g) { return g->options().name == p.options->name; });
+      p.running = it != running_.end();
+      p.keep = p.running && (*it)->options() == *p.options && stamps_[p.options->name] == p.stamp;
+    }
+  }
+  for (Plan& p : plans) {
+    if (p.keep) continue;
+    auto fresh = start_guest(broker_, *p.options);
+    if (fresh) {
+      p.fresh = std::move(*fresh);
+      continue;
+    }
+    p.refused = fresh.error().to_string();
+    log::error("guest '{}': refused: {}{}", p.options->name, p.refused,
+               p.running ? "; the running version carries on" : "");
+  }
+
   Outcome out;
   std::vector<std::unique_ptr<guest::GuestHost>> next;
   std::vector<std::unique_ptr<guest::GuestHost>> retired;
-  auto take_running = [&](const std::string& name) -> std::unique_ptr<guest::GuestHost> {
-    auto it = std::find_if(running_.begin(), running_.end(),
-                           [&](const auto& g) { return g->options().name == name; });
-    if (it == running_.end()) return nullptr;
-    auto g = std::move(*it);
-    running_.erase(it);
-    return g;
-  };
-  for (const auto& options : wanted) {
-    auto old = take_running(options.name);
-    // Taken before loading, so that a file replaced while it loads counts as changed next time.
-    const ModuleStamp stamp = stamp_of(options.module_path);
-    if (old && old->options() == options && stamps_[options.name] == stamp) {
-      ++out.unchanged;
-      next.push_back(std::move(old));
-      continue;
+  {
+    std::lock_guard lock(mu_);
+    auto take_running = [&](const std::string& name) -> std::unique_ptr<guest::GuestHost> {
+      auto it = std::find_if(running_.begin(), running_.end(),
+                             [&](const auto& g) { return g->options().name == name; });
+      if (it == running_.end()) return nullptr;
+      auto g = std::move(*it);
+      running_.erase(it);
+      return g;
+    };
+    for (Plan& p : plans) {
+      const std::string& name = p.options->name;
+      auto old = take_running(name);
+      if (p.keep) {
+        ++out.unchanged;
+        if (old) next.push_back(std::move(old));
+        continue;
+      }
+      if (!p.fresh) {
+        out.refused.push_back(fmt::format("{}: {}", name, p.refused));
+        if (old) next.push_back(std::move(old));
+        continue;
+      }
+      if (old) {
+        ++out.replaced;
+        retired.push_back(std::move(old));
+      } else {
+        ++out.started;
+      }
+      stamps_[name] = p.stamp;
+      next.push_back(std::move(p.fresh));
     }
-    auto fresh = start_guest(broker_, options);
-    if (!fresh) {
-      const std::string why = fresh.error().to_string();
-      log::error("guest '{}': refused: {}{}", options.name, why,
-                 old ? "; the running version carries on" : "");
-      out.refused.push_back(fmt::format("{}: {}", options.name, why));
-      if (old) next.push_back(std::move(old));
-      continue;
+    // What is left in running_ is no longer configured.
+    out.stopped = running_.size();
+    for (auto& g : running_) {
+      stamps_.erase(g->options().name);
+      retired.push_back(std::move(g));
     }
-    if (old) {
-      ++out.replaced;
-      retired.push_back(std::move(old));
-    } else {
-      ++out.started;
-    }
-    stamps_[options.name] = stamp;
-    next.push_back(std::move(*fresh));
+    running_ = std::move(next);
+    refused_ = out.refused.size();
   }
-  // What is left in running_ is no longer configured.
-  out.stopped = running_.size();
-  for (auto& g : running_) {
-    stamps_.erase(g->options().name);
-    retired.push_back(std::move(g));
-  }
-  running_ = std::move(next);
-  refused_ = out.refused.size();
   for (auto& g : retired) {
     log::info("guest '{}': stopping", g->options().name);
     g->stop();
@@ -114,6 +150,7 @@ nlohmann::json GuestSet::stats_json() const {
                    {"traps", s.traps},
                    {"budget-exhaustions", s.budget_exhaustions},
                    {"memory-limit-hits", s.memory_limit_hits},
+                   {"time-limit-hits", s.time_limit_hits},
                    {"instantiations", s.instantiations},
                    {"completed", s.completed},
                    {"abandoned", s.abandoned},

@@ -46,7 +46,8 @@ class GuestSet {
 
  private:
   broker::Broker& broker_;
-  mutable std::mutex mu_;
+  std::mutex apply_mu_;    // one apply() at a time; held while guests start
+  mutable std::mutex mu_;  // the fields below; never held while a guest starts
   std::vector<std::unique_ptr<guest::GuestHost>> running_;
   // Each running guest's module file as it was when the guest was loaded, by guest name.
   struct ModuleStamp {

@@ -22,7 +22,24 @@ uint32_t allocate(GuestMemory& mem, uint32_t align, uint64_t size, std::string_v
   return ptr;
 }
 
+// Traps unless a list of `len` elements stays within `max`.
+void check_count(uint32_t len, uint32_t max, std::string_view what) {
+  if (len > max) trap(fmt::format("{}: {} elements, more than the {} allowed", what, len, max));
+}
+
 }  // namespace
+
+void GuestMemory::charge_lift(uint64_t bytes, std::string_view what) {
+  if (bytes > lift_budget_) {
+    trap(
+        fmt::format("{}: lifting {} more bytes would exceed what this call may copy out of guest "
+                    "memory ({} bytes left; lists whose elements share guest bytes are copied "
+                    "once per element)",
+                    what, bytes, lift_budget_));
+  }
+  lift_budget_ -= bytes;
+  charge_copy(bytes);
+}
 
 void check_range(GuestMemory& mem, uint64_t ptr, uint64_t size, uint32_t align,
                  std::string_view what) {
@@ -99,6 +116,7 @@ bool valid_utf8(std::string_view s) {
 std::string lift_string(GuestMemory& mem, uint32_t ptr, uint32_t len, std::string_view what) {
   if (len > kMaxStringBytes) trap(fmt::format("{}: string of {} bytes is too long", what, len));
   check_range(mem, ptr, len, 1, what);
+  mem.charge_lift(len, what);
   std::string s(reinterpret_cast<const char*>(mem.bytes().data() + ptr), len);
   if (!valid_utf8(s)) trap(fmt::format("{}: string at {} is not valid UTF-8", what, ptr));
   return s;
@@ -106,13 +124,16 @@ std::string lift_string(GuestMemory& mem, uint32_t ptr, uint32_t len, std::strin
 
 std::vector<uint8_t> lift_bytes(GuestMemory& mem, uint32_t ptr, uint32_t len) {
   check_range(mem, ptr, len, 1, "list<u8>");
+  mem.charge_lift(len, "list<u8>");
   const uint8_t* p = mem.bytes().data() + ptr;
   return std::vector<uint8_t>(p, p + len);
 }
 
 std::vector<std::string> lift_strings(GuestMemory& mem, uint32_t ptr, uint32_t len,
                                       std::string_view what) {
+  check_count(len, kMaxLiftChannels, what);
   check_range(mem, ptr, uint64_t{len} * kString.size, kString.align, what);
+  mem.charge_lift(uint64_t{len} * sizeof(std::string), what);
   std::vector<std::string> out;
   out.reserve(len);
   for (uint32_t i = 0; i < len; ++i) {
@@ -123,7 +144,9 @@ std::vector<std::string> lift_strings(GuestMemory& mem, uint32_t ptr, uint32_t l
 }
 
 Metadata lift_key_values(GuestMemory& mem, uint32_t ptr, uint32_t len, std::string_view what) {
+  check_count(len, kMaxLiftEntries, what);
   check_range(mem, ptr, uint64_t{len} * kKeyValue.size, kKeyValue.align, what);
+  mem.charge_lift(uint64_t{len} * sizeof(Metadata::value_type), what);
   Metadata out;
   out.reserve(len);
   for (uint32_t i = 0; i < len; ++i) {
@@ -169,7 +192,9 @@ Message load_message(GuestMemory& mem, uint32_t ptr) {
 }
 
 std::vector<Message> lift_messages(GuestMemory& mem, uint32_t ptr, uint32_t len) {
+  check_count(len, kMaxLiftMessages, "list<message>");
   check_range(mem, ptr, uint64_t{len} * kMessage.size, kMessage.align, "list<message>");
+  mem.charge_lift(uint64_t{len} * sizeof(Message), "list<message>");
   std::vector<Message> out;
   out.reserve(len);
   for (uint32_t i = 0; i < len; ++i) out.push_back(load_message(mem, ptr + i * kMessage.size));
@@ -220,12 +245,14 @@ std::variant<GuestConfiguration, ErrorHandle> load_result_configuration(GuestMem
 std::pair<uint32_t, uint32_t> lower_string(GuestMemory& mem, std::string_view s) {
   if (s.size() > kMaxStringBytes) trap(fmt::format("string of {} bytes is too long", s.size()));
   const uint32_t ptr = allocate(mem, 1, s.size(), "a string");
+  mem.charge_copy(s.size());
   if (!s.empty()) std::memcpy(mem.bytes().data() + ptr, s.data(), s.size());
   return {ptr, static_cast<uint32_t>(s.size())};
 }
 
 std::pair<uint32_t, uint32_t> lower_bytes(GuestMemory& mem, std::span<const uint8_t> b) {
   const uint32_t ptr = allocate(mem, 1, b.size(), "a list<u8>");
+  mem.charge_copy(b.size());
   if (!b.empty()) std::memcpy(mem.bytes().data() + ptr, b.data(), b.size());
   return {ptr, static_cast<uint32_t>(b.size())};
 }

@@ -144,16 +144,40 @@ inline constexpr uint32_t kMaxStringBytes = (1u << 31) - 1;
 
 // ---- Guest memory ---------------------------------------------------------------------------
 
+// Most elements one lifted list may have, checked before anything is copied: messages of a send,
+// channels of a guest-configuration (the protocol's max-config-channels), key/value pairs of
+// metadata or extensions.
+inline constexpr uint32_t kMaxLiftMessages = 10'000;
+inline constexpr uint32_t kMaxLiftChannels = 1024;
+inline constexpr uint32_t kMaxLiftEntries = 1024;
+
 // A guest's linear memory plus its allocator.
 class GuestMemory {
  public:
   virtual ~GuestMemory() = default;
+
+  // What lifting may still copy into host memory: the bytes of strings and lists plus the host
+  // objects that hold them (sizeof(std::string), sizeof(Message), ...). Every lift charges it
+  // before it allocates and traps when the charge does not fit, so elements that all point at the
+  // same guest bytes cannot make the host copy them again and again. Set it before a lift;
+  // unlimited until then.
+  void set_lift_budget(uint64_t bytes) { lift_budget_ = bytes; }
+  uint64_t lift_budget() const { return lift_budget_; }
+  // Takes `bytes` from the lift budget, or traps naming `what`; then charge_copy(bytes).
+  void charge_lift(uint64_t bytes, std::string_view what);
+  // Called with the bytes every lift and lowering is about to copy, so that the host's copying
+  // can be charged to the call the guest is in; may throw GuestTrap. Charges nothing by default.
+  virtual void charge_copy(uint64_t /*bytes*/) {}
+
   // The memory as it is now. Invalidated by realloc().
   virtual std::span<uint8_t> bytes() = 0;
   // cabi_realloc(old_ptr, old_size, align, new_size). Throws GuestTrap if the guest's function
   // fails. The returned pointer is NOT checked here (lowering checks it).
   virtual uint32_t realloc(uint32_t old_ptr, uint32_t old_size, uint32_t align,
                            uint32_t new_size) = 0;
+
+ private:
+  uint64_t lift_budget_ = UINT64_MAX;
 };
 
 // Traps (throws GuestTrap) unless [ptr, ptr + size) lies in memory and ptr is aligned.

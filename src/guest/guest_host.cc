@@ -52,8 +52,10 @@ struct GuestHost::Worker {
   uint32_t index = 0;
   broker::ClientPtr subscriber;
   GuestConfiguration config;  // as applied to `subscriber` (overrides included)
-  std::mutex instance_mu;     // guards the `instance` pointer against stop()'s interrupt
+  std::mutex instance_mu;     // guards `instance` and `starting` against stop()'s interrupt
   std::unique_ptr<GuestInstance> instance;
+  // The newest instance from creation to destruction (starting, then the same as `instance`).
+  GuestInstance* starting = nullptr;
   std::thread thread;
 };
 
@@ -72,6 +74,7 @@ Result<std::unique_ptr<GuestHost>> GuestHost::load(broker::Broker& broker, Guest
   WasmLimits limits;
   limits.instruction_budget = options.instruction_budget;
   limits.memory_pages = options.memory_pages;
+  limits.call_time_limit = options.call_timeout;
   auto module = load_guest_module(options.module_path, limits);
   if (!module.ok()) {
     Error e = std::move(module).error();
@@ -133,6 +136,7 @@ void GuestHost::stop() {
     if (w->subscriber) broker_.cancel_receives(w->subscriber);
     std::lock_guard lock(w->instance_mu);
     if (w->instance) w->instance->interrupt();
+    if (w->starting && w->starting != w->instance.get()) w->starting->interrupt();
   }
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
@@ -170,8 +174,16 @@ Status GuestHost::instantiate(Worker& w) {
   InstanceContext ctx;
   ctx.broker = &broker_;
   ctx.guest_name = options_.name;
+  ctx.client_name = options_.group.empty() ? options_.name : options_.group;
   ctx.update_configuration = [this, &w](const GuestConfiguration& gc) { return subscribe(w, gc); };
   ctx.grants = options_.permissions ? &*options_.permissions : nullptr;
+  // Visible to stop() from the moment it exists (its start function, `_initialize` and
+  // configure may wait in receives), and interrupted at once if stop() came first.
+  ctx.track = [this, &w](GuestInstance* g) {
+    std::lock_guard lock(w.instance_mu);
+    w.starting = g;
+    if (g && stopping_) g->interrupt();
+  };
   auto created = GuestInstance::create(module_, std::move(ctx));
   if (!created.ok()) return std::move(created).error();
   std::unique_ptr<GuestInstance> instance = std::move(created).value();
@@ -217,12 +229,37 @@ void GuestHost::count_failure(CallStatus status) {
     case CallStatus::kMemoryLimit:
       counters_.memory_limit_hits++;
       break;
+    case CallStatus::kTimeLimit:
+      counters_.time_limit_hits++;
+      break;
     case CallStatus::kOk:
       break;
   }
 }
 
 void GuestHost::run(Worker& w) {
+  // Nothing may escape a worker thread (std::terminate would end the daemon): a failure of the
+  // host itself (e.g. an allocation) is logged, the instance dropped and the loop carries on.
+  while (!stopping_) {
+    try {
+      run_loop(w);
+      return;
+    } catch (const std::exception& e) {
+      log(LogLevel::kError, fmt::format("guest '{}' instance {}: host failure: {}; instantiating "
+                                        "it again",
+                                        options_.name, w.index, e.what()));
+      std::unique_ptr<GuestInstance> spent;
+      {
+        std::lock_guard lock(w.instance_mu);
+        spent = std::move(w.instance);
+      }
+      if (spent) counters_.instances_running--;
+      if (!wait_backoff(options_.restart_backoff)) return;
+    }
+  }
+}
+
+void GuestHost::run_loop(Worker& w) {
   const auto max_backoff = options_.restart_backoff * 64;
   auto backoff = options_.restart_backoff;
   while (!stopping_) {
@@ -353,6 +390,7 @@ GuestStats GuestHost::stats() const {
   s.traps = counters_.traps;
   s.budget_exhaustions = counters_.budget_exhaustions;
   s.memory_limit_hits = counters_.memory_limit_hits;
+  s.time_limit_hits = counters_.time_limit_hits;
   s.instantiations = counters_.instantiations;
   s.completed = counters_.completed;
   s.abandoned = counters_.abandoned;

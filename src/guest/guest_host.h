@@ -41,6 +41,7 @@ struct GuestStats {
   uint64_t traps = 0;               // traps in configure / handler (incl. host-raised traps)
   uint64_t budget_exhaustions = 0;  // calls stopped by the instruction budget
   uint64_t memory_limit_hits = 0;   // memory.grow past the memory limit
+  uint64_t time_limit_hits = 0;     // calls stopped by call-timeout-ms
   uint64_t instantiations = 0;      // successful instantiations (first ones included)
   uint64_t completed = 0;           // messages the host completed after `handler`
   uint64_t abandoned = 0;           // messages the host abandoned after `handler`
@@ -68,8 +69,9 @@ class GuestHost {
   // failure (instantiation, configure trap or err, a configuration the broker refuses) stops
   // what was started and is returned, naming the guest.
   Status start();
-  // Stops the workers: pending receives end, a running handler finishes (bounded by its
-  // budget) and its batch is settled, the guest's clients are disconnected. Idempotent.
+  // Stops the workers: pending receives end (an instance still in `configure` included), a
+  // running handler finishes (bounded by its budget and call-timeout-ms) and its batch is
+  // settled, the guest's clients are disconnected. Idempotent.
   void stop();
 
   GuestStats stats() const;
@@ -83,6 +85,7 @@ class GuestHost {
   Status instantiate(Worker& w);
   Status subscribe(Worker& w, GuestConfiguration gc);
   void run(Worker& w);
+  void run_loop(Worker& w);
   void process(Worker& w, const std::vector<Message>& batch);
   std::chrono::milliseconds lease_for(const Worker& w, const std::vector<Message>& batch);
   void count_failure(CallStatus status);
@@ -104,8 +107,8 @@ class GuestHost {
 
   struct Counters {
     std::atomic<uint64_t> messages_handled{0}, batches{0}, handler_errors{0}, traps{0},
-        budget_exhaustions{0}, memory_limit_hits{0}, instantiations{0}, completed{0}, abandoned{0},
-        settle_failures{0}, handler_time_ns{0};
+        budget_exhaustions{0}, memory_limit_hits{0}, time_limit_hits{0}, instantiations{0},
+        completed{0}, abandoned{0}, settle_failures{0}, handler_time_ns{0};
     std::atomic<uint32_t> instances_running{0};
   } counters_;
 };

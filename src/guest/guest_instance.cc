@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <future>
 #include <map>
 #include <span>
@@ -91,6 +92,12 @@ class GuestInstance::Memory : public abi::GuestMemory {
   std::span<uint8_t> bytes() override {
     return {g_.wasm_->memory_data(), static_cast<size_t>(g_.wasm_->memory_size())};
   }
+  // The host's copying is charged like bulk memory instructions: one step per 8 bytes.
+  void charge_copy(uint64_t bytes) override {
+    if (!g_.wasm_->charge(bytes / 8)) {
+      throw GuestTrap("instruction budget exhausted by the host copying guest data");
+    }
+  }
   uint32_t realloc(uint32_t old_ptr, uint32_t old_size, uint32_t align,
                    uint32_t new_size) override {
     const RawValue args[4] = {old_ptr, old_size, align, new_size};
@@ -110,6 +117,7 @@ class GuestInstance::Memory : public abi::GuestMemory {
 GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {}
 
 GuestInstance::~GuestInstance() {
+  if (ctx_.track) ctx_.track(nullptr);
   std::vector<broker::ClientPtr> clients;
   {
     std::lock_guard lock(connected_mu_);
@@ -123,18 +131,31 @@ GuestInstance::~GuestInstance() {
 Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
     std::shared_ptr<const WasmModule> module, InstanceContext context) {
   std::unique_ptr<GuestInstance> g(new GuestInstance(std::move(context)));
-  auto wasm = WasmInstance::instantiate(std::move(module), g->host_functions());
-  if (!wasm.ok()) {
-    Error e = std::move(wasm).error();
-    return Error(e.code, fmt::format("guest '{}': {}", g->ctx_.guest_name, e.message));
+  auto fail = [&g](const std::string& why) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 fmt::format("guest '{}': {}", g->ctx_.guest_name, why));
+  };
+  try {
+    auto wasm = WasmInstance::instantiate(std::move(module), g->host_functions());
+    if (!wasm.ok()) {
+      Error e = std::move(wasm).error();
+      return Error(e.code, fmt::format("guest '{}': {}", g->ctx_.guest_name, e.message));
+    }
+    // Everything the host functions use is in place before any guest code runs: a start
+    // function or `_initialize` (WASI libc constructors) may call them.
+    g->wasm_ = std::move(wasm).value();
+    if (g->ctx_.track) g->ctx_.track(g.get());
+    g->memory_ = std::make_unique<Memory>(*g);
+    g->configure_ = g->wasm_->find_export(kConfigure);
+    g->handler_ = g->wasm_->find_export(kHandler);
+    g->post_configure_ = g->wasm_->find_export(kPostConfigure);
+    g->post_handler_ = g->wasm_->find_export(kPostHandler);
+    g->realloc_ = g->wasm_->find_export(kRealloc);
+    Status init = g->wasm_->initialize();
+    if (!init.ok()) return fail(init.error().message);
+  } catch (const std::exception& e) {
+    return fail(fmt::format("instantiation failed: {}", e.what()));
   }
-  g->wasm_ = std::move(wasm).value();
-  g->memory_ = std::make_unique<Memory>(*g);
-  g->configure_ = g->wasm_->find_export(kConfigure);
-  g->handler_ = g->wasm_->find_export(kHandler);
-  g->post_configure_ = g->wasm_->find_export(kPostConfigure);
-  g->post_handler_ = g->wasm_->find_export(kPostHandler);
-  g->realloc_ = g->wasm_->find_export(kRealloc);
   return g;
 }
 
@@ -159,6 +180,31 @@ CallReport GuestInstance::report_trap(const GuestTrap& trap) {
   return {CallStatus::kTrap, trap.what(), {}};
 }
 
+CallReport GuestInstance::report_failure(const std::exception& e, const char* during) {
+  failed_ = true;
+  if (const auto* trap = dynamic_cast<const GuestTrap*>(&e)) return report_trap(*trap);
+  return {CallStatus::kTrap, fmt::format("{} failed in the host: {}", during, e.what()), {}};
+}
+
+void GuestInstance::begin_lift() {
+  // At most twice the guest's memory plus 1 MiB for the host objects: a lift never copies
+  // more than the guest could have written.
+  memory_->set_lift_budget(2 * wasm_->memory_size() + (uint64_t{1} << 20));
+}
+
+std::optional<std::chrono::milliseconds> GuestInstance::bounded_wait(
+    std::optional<std::chrono::milliseconds> timeout, std::string_view use) const {
+  const auto deadline = wasm_->deadline();
+  if (deadline == std::chrono::steady_clock::time_point::max()) return timeout;
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= deadline) {
+    throw GuestTrap(fmt::format("{}: the call's wall time limit is reached", use));
+  }
+  // Rounded up so that a wait ends at or after the deadline, never just before it.
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+  return timeout ? std::min(*timeout, left) : left;
+}
+
 CallReport GuestInstance::call_export(int index, const std::vector<RawValue>& args,
                                       RawValue* result, const char* name) {
   std::vector<RawValue> results;
@@ -174,8 +220,16 @@ CallReport GuestInstance::call_export(int index, const std::vector<RawValue>& ar
 }
 
 uint32_t GuestInstance::new_error(Error error) {
+  if (error.message.size() > kMaxErrorTextBytes) {
+    // Cut at a UTF-8 character boundary: the text is lowered as a string.
+    size_t cut = kMaxErrorTextBytes;
+    while (cut > 0 && (static_cast<uint8_t>(error.message[cut]) & 0xC0) == 0x80) --cut;
+    error.message.resize(cut);
+    error.message += "...";
+  }
+  const uint32_t handle = errors_.add(error);
   last_error_ = error.to_string();
-  return errors_.add(std::move(error));
+  return handle;
 }
 
 Error GuestInstance::take_guest_error(uint32_t handle, const char* export_name) {
@@ -205,9 +259,11 @@ std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c, const st
     return {};
   }
   broker::ReceiveOptions options;
-  options.timeout = timeout;
+  options.timeout = bounded_wait(timeout, "receive");
   auto r = await_broker<Result<std::vector<Message>>>(
       [&](auto done) { ctx_.broker->receive(c, {channel}, options, std::move(done)); });
+  // A wait the deadline ended fails the call (GuestTrap), not just this receive.
+  bounded_wait(std::nullopt, "receive");
   if (!r.ok()) {
     *status = std::move(r).error();
     return {};
@@ -222,14 +278,15 @@ CallReport GuestInstance::configure(GuestConfiguration* out) {
   CallReport r = call_export(configure_, {}, &retptr, kConfigure);
   if (r.status != CallStatus::kOk) return r;
   try {
+    begin_lift();
     auto result = abi::load_result_configuration(*memory_, u32(retptr));
     if (auto* err = std::get_if<abi::ErrorHandle>(&result)) {
       r.guest_error = take_guest_error(err->index, kConfigure);
     } else {
       *out = std::move(std::get<GuestConfiguration>(result));
     }
-  } catch (const GuestTrap& trap) {
-    return report_trap(trap);
+  } catch (const std::exception& e) {
+    return report_failure(e, "lifting the result of configure");
   }
   if (post_configure_ >= 0) {
     CallReport post = call_export(post_configure_, {retptr}, nullptr, kPostConfigure);
@@ -244,8 +301,8 @@ CallReport GuestInstance::handle(const std::vector<Message>& batch) {
   std::pair<uint32_t, uint32_t> list;
   try {
     list = abi::lower_messages(*memory_, batch);
-  } catch (const GuestTrap& trap) {
-    return report_trap(trap);
+  } catch (const std::exception& e) {
+    return report_failure(e, "lowering the batch");
   }
   RawValue retptr = 0;
   CallReport r = call_export(handler_, {list.first, list.second}, &retptr, kHandler);
@@ -254,8 +311,8 @@ CallReport GuestInstance::handle(const std::vector<Message>& batch) {
     if (auto err = abi::load_result_unit(*memory_, u32(retptr))) {
       r.guest_error = take_guest_error(err->index, kHandler);
     }
-  } catch (const GuestTrap& trap) {
-    return report_trap(trap);
+  } catch (const std::exception& e) {
+    return report_failure(e, "lifting the result of handler");
   }
   if (post_handler_ >= 0) {
     CallReport post = call_export(post_handler_, {retptr}, nullptr, kPostHandler);
@@ -281,32 +338,54 @@ std::vector<HostFunction> GuestInstance::host_functions() {
     const uint32_t retptr = u32(a[2]);
     abi::check_range(m(), retptr, abi::kResultHandle.size, abi::kResultHandle.align,
                      "[static]client.connect return area");
-    std::string name = abi::lift_string(m(), u32(a[0]), u32(a[1]), "[static]client.connect name");
+    // A guest does not choose its client's name: "" connects an ephemeral client, any other
+    // name connects under ctx_.client_name (the guest's group or name), so that a guest cannot
+    // read through another client's durable subscription.
+    const bool ephemeral =
+        abi::lift_string(m(), u32(a[0]), u32(a[1]), "[static]client.connect name").empty();
     need_broker("[static]client.connect");
-    {
-      std::lock_guard lock(connected_mu_);
-      if (interrupted_) {
-        abi::store_result_error(
-            m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
-            {new_error(Error(ErrorCode::kUnavailable,
-                             fmt::format("connect: guest '{}' is stopping", ctx_.guest_name)))});
-        return;
-      }
+    auto stopping = [&] {
+      abi::store_result_error(
+          m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
+          {new_error(Error(ErrorCode::kUnavailable,
+                           fmt::format("connect: guest '{}' is stopping", ctx_.guest_name)))});
+    };
+    if (interrupted_) return stopping();
+    if (clients_.size() >= clients_.capacity()) {
+      abi::store_result_error(
+          m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
+          {new_error(Error(ErrorCode::kResourceExhausted,
+                           fmt::format("connect: guest '{}' already holds {} clients, the most "
+                                       "an instance may; drop one first",
+                                       ctx_.guest_name, clients_.capacity())))});
+      return;
     }
-    auto c = ctx_.broker->connect(name);
+    auto c = ctx_.broker->connect(ephemeral                  ? std::string()
+                                  : ctx_.client_name.empty() ? ctx_.guest_name
+                                                             : ctx_.client_name);
     if (!c.ok()) {
       abi::store_result_error(m(), retptr, abi::kResultHandle, abi::kResultHandlePayload,
                               {new_error(std::move(c).error())});
       return;
     }
+    bool kept = false;
     {
+      // interrupt() may have run since the check above: it disconnected only the clients it
+      // saw, so a client connected meanwhile is disconnected here rather than leaked.
       std::lock_guard lock(connected_mu_);
-      connected_.push_back(*c);
+      kept = !interrupted_;
+      if (kept) connected_.push_back(*c);
+    }
+    if (!kept) {
+      ctx_.broker->disconnect(*c);
+      return stopping();
     }
     abi::store_result_handle(m(), retptr, clients_.add(std::move(c).value()));
   };
   bodies["[static]error.trace"] = [this, m](const RawValue* a) {
-    abi::store_string_result(m(), u32(a[0]), last_error_);
+    // A copy: lowering calls cabi_realloc, whose host calls may replace last_error_.
+    const std::string trace = last_error_;
+    abi::store_string_result(m(), u32(a[0]), trace);
   };
   bodies["[resource-drop]client"] = [this](const RawValue* a) {
     broker::ClientPtr c = clients_.take(u32(a[0]), "[resource-drop]client");
@@ -409,7 +488,10 @@ std::vector<HostFunction> GuestInstance::host_functions() {
   for (const ImportEntry& e : kImports) {
     Body body = bodies.at(e.name);
     out.push_back(HostFunction{ImportSpec{e.module, e.name, i32s(e.params, 0)},
-                               [body](const RawValue* args, RawValue*) { body(args); }});
+                               [this, body](const RawValue* args, RawValue*) {
+                                 begin_lift();
+                                 body(args);
+                               }});
   }
   return out;
 }

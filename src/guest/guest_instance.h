@@ -54,18 +54,37 @@ struct CallReport {
   bool returned_ok() const { return status == CallStatus::kOk && !guest_error; }
 };
 
+class GuestInstance;
+
 // What the host imports need from the guest's owner.
 struct InstanceContext {
   broker::Broker* broker = nullptr;
   std::string guest_name;
+  // The name a client the guest connects with a non-empty name is connected under, whatever
+  // name it passed to [static]client.connect ("" still connects an ephemeral client): the
+  // guest's configured group, else its name. A guest cannot choose another client's name and so
+  // cannot read through another client's durable subscription.
+  std::string client_name;
   // Serves update-guest-configuration: re-subscribes the guest. Runs on the calling thread.
   std::function<Status(const GuestConfiguration&)> update_configuration;
   // What the guest may send to and receive from; nullptr = unrestricted. Outlives the instance.
   const auth::Grants* grants = nullptr;
+  // Called with the instance as soon as it exists, before any guest code runs (its start
+  // function and `_initialize` may wait in host calls, and stopping must be able to interrupt
+  // them), and with nullptr from its destructor. Must not call back into the instance except
+  // interrupt().
+  std::function<void(GuestInstance*)> track;
 };
 
 // One instance. Not thread-safe except interrupt(): one thread calls configure() / handle().
 //
+// Most clients and errors one instance may hold at once (handle table capacities).
+inline constexpr size_t kMaxClientsPerInstance = 16;
+inline constexpr size_t kMaxErrorsPerInstance = 1024;
+// Longest error text an instance keeps (in its error table and for error.trace); longer texts,
+// which may quote what the guest sent, are cut.
+inline constexpr size_t kMaxErrorTextBytes = 1024;
+
 // Handles: `client` and `error` live in per-instance tables; a dead or unknown handle traps.
 // send / subscribe-* take `own<client>` in WIT, which would move the handle to the host on every
 // call; this host keeps it valid after the call instead (guests reuse one client), and releases
@@ -80,6 +99,9 @@ class GuestInstance {
   GuestInstance(const GuestInstance&) = delete;
   GuestInstance& operator=(const GuestInstance&) = delete;
 
+  // Every entry point below reports any failure (a trap, a limit, a host exception such as an
+  // allocation failure) in its result and leaves the instance unusable; none throws.
+  //
   // Calls `configure`; on `ok` stores the configuration in *out.
   CallReport configure(GuestConfiguration* out);
   // Calls `handler` with `batch`. Messages the guest settled itself (complete-message /
@@ -103,6 +125,13 @@ class GuestInstance {
   CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
                          const char* name);
   CallReport report_trap(const GuestTrap& trap);
+  CallReport report_failure(const std::exception& e, const char* during);
+  // Sets the lift budget for one lift from guest memory (canonical_abi.h).
+  void begin_lift();
+  // Bounds a wait by the deadline of the call in progress: the timeout to use, or a GuestTrap
+  // when the deadline has passed.
+  std::optional<std::chrono::milliseconds> bounded_wait(
+      std::optional<std::chrono::milliseconds> timeout, std::string_view use) const;
   uint32_t new_error(Error error);
   Error take_guest_error(uint32_t handle, const char* export_name);
   broker::ClientPtr& client(uint32_t handle, const char* use);
@@ -116,8 +145,8 @@ class GuestInstance {
   std::unique_ptr<WasmInstance> wasm_;
   std::unique_ptr<Memory> memory_;
   int configure_ = -1, handler_ = -1, post_configure_ = -1, post_handler_ = -1, realloc_ = -1;
-  HandleTable<broker::ClientPtr> clients_{"client"};
-  HandleTable<Error> errors_{"error"};
+  HandleTable<broker::ClientPtr> clients_{"client", kMaxClientsPerInstance};
+  HandleTable<Error> errors_{"error", kMaxErrorsPerInstance};
   std::string last_error_;
   std::unordered_set<std::string> settled_;
   std::optional<CallOutcome> realloc_failure_;  // the failure behind a GuestTrap from realloc

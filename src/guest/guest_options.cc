@@ -48,6 +48,9 @@ const std::vector<GuestOptionDoc>& guest_option_docs() {
       {"instruction-budget", "1..2^62", "100000000",
        "Interpreter steps one call (configure, handler) may take."},
       {"memory-pages", "1..65536", "256", "Linear memory limit in 64 KiB pages."},
+      {"call-timeout-ms", "1..3600000", "60000",
+       "Wall time one call (configure, handler) may take, waits in receives included; past it "
+       "the call fails, its batch is abandoned and the instance is replaced."},
       {"channels", "list of channel names", "[]",
        "When non-empty, replaces the channels the guest asks for."},
       {"group", "string", "\"\"",
@@ -84,6 +87,10 @@ Status validate_guest_options(const GuestOptions& o) {
   }
   if (o.memory_pages < 1 || o.memory_pages > 65536) {
     return bad("memory-pages", fmt::format("is {}, expected 1..65536", o.memory_pages));
+  }
+  if (o.call_timeout.count() < 1 || o.call_timeout.count() > 3'600'000) {
+    return bad("call-timeout-ms",
+               fmt::format("is {}, expected 1..3600000", o.call_timeout.count()));
   }
   for (const std::string& c : o.channels) {
     Status st = validate_channel_name(c);
@@ -125,6 +132,10 @@ Result<GuestOptions> guest_options_from_json(const json& j, std::string_view whe
       auto n = get_uint(v, where, key, 1, 65536);
       if (!n) return std::move(n).error();
       o.memory_pages = static_cast<uint32_t>(*n);
+    } else if (key == "call-timeout-ms") {
+      auto n = get_uint(v, where, key, 1, 3'600'000);
+      if (!n) return std::move(n).error();
+      o.call_timeout = std::chrono::milliseconds(*n);
     } else if (key == "channels") {
       if (!v.is_array()) {
         return bad_key(where, key,

@@ -29,6 +29,10 @@ struct GuestOptions {
   uint64_t instruction_budget = 100'000'000;
   // ["memory-pages"] Linear memory limit in 64 KiB pages. 1..65536.
   uint32_t memory_pages = 256;
+  // ["call-timeout-ms"] Wall time one call into the guest (configure, handler) may take, waits
+  // in host calls (receives) included. Past it the call fails, its batch is abandoned and the
+  // instance replaced. 1..3600000.
+  std::chrono::milliseconds call_timeout{60'000};
   // ["channels"] When non-empty, replaces the channels `configure` (and
   // update-guest-configuration) ask for.
   std::vector<std::string> channels;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -17,23 +18,31 @@ namespace witmq::guest {
 // Index 0 is never handed out (the canonical ABI reserves it), so a zeroed field in guest
 // memory is never a valid handle. Freed slots are reused, lowest first. Any use of an index that
 // is not live (never issued, or already dropped) throws GuestTrap: a bad handle traps the guest.
+// At most `capacity` handles are live at once: adding one more traps too, so a guest that never
+// drops its handles cannot grow the table without bound.
 template <typename T>
 class HandleTable {
  public:
   // `resource` names the resource type in trap messages ("client", "error").
-  explicit HandleTable(std::string_view resource) : resource_(resource) {}
+  HandleTable(std::string_view resource, size_t capacity)
+      : resource_(resource), capacity_(capacity) {}
 
-  // Stores `value` and returns its new handle index.
+  // Stores `value` and returns its new handle index; traps when `capacity` handles are live.
   uint32_t add(T value) {
-    for (uint32_t i = 1; i < slots_.size(); ++i) {
-      if (!slots_[i]) {
-        slots_[i] = std::move(value);
-        ++live_;
-        return i;
-      }
+    if (live_ >= capacity_) {
+      throw GuestTrap(fmt::format(
+          "{} handles: {} are live, the most an instance may hold; drop the ones it no longer "
+          "needs ([resource-drop]{})",
+          resource_, capacity_, resource_));
+    }
+    ++live_;
+    if (!free_.empty()) {
+      const uint32_t i = *free_.begin();
+      free_.erase(free_.begin());
+      slots_[i] = std::move(value);
+      return i;
     }
     slots_.emplace_back(std::move(value));
-    ++live_;
     return static_cast<uint32_t>(slots_.size() - 1);
   }
 
@@ -48,12 +57,14 @@ class HandleTable {
     if (!live(index)) trap_bad(index, use);
     T value = std::move(*slots_[index]);
     slots_[index].reset();
+    free_.insert(index);
     --live_;
     return value;
   }
 
   bool live(uint32_t index) const { return index != 0 && index < slots_.size() && slots_[index]; }
   size_t size() const { return live_; }
+  size_t capacity() const { return capacity_; }
 
   // Every live value, in handle order (for teardown).
   template <typename F>
@@ -70,7 +81,9 @@ class HandleTable {
   }
 
   std::string_view resource_;
+  size_t capacity_;
   std::vector<std::optional<T>> slots_{std::nullopt};  // slot 0 reserved
+  std::set<uint32_t> free_;                            // dropped slots, reused lowest first
   size_t live_ = 0;
 };
 

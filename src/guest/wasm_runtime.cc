@@ -52,17 +52,28 @@ struct ThreadPopValues {
   using type = void (wi::Thread::*)(const wi::ValueTypes&, wi::Values*);
   friend type member_of(ThreadPopValues);
 };
+// The call stack: PushCall traps "call stack exhausted" when it is at its capacity, so its
+// capacity is the call depth limit.
+struct ThreadFrames {
+  using type = std::vector<wi::Frame> wi::Thread::*;
+  friend type member_of(ThreadFrames);
+};
 
 }  // namespace
 
 template struct PrivateMember<ThreadPushValues, &wi::Thread::PushValues>;
 template struct PrivateMember<ThreadPushCall, &wi::Thread::PushCall>;
 template struct PrivateMember<ThreadPopValues, &wi::Thread::PopValues>;
+template struct PrivateMember<ThreadFrames, &wi::Thread::frames_>;
 
 namespace {
 
-// Interpreter steps per Thread::Run slice (Run takes an int).
-constexpr uint64_t kRunSlice = 1u << 30;
+// Interpreter steps per Thread::Run slice of a top-level call. Between slices the wall-time
+// limit is checked; steps taken by calls nested in a slice can exceed the budget by at most this.
+constexpr uint64_t kRunSlice = 1u << 16;
+// Slice of a nested call (cabi_realloc from a host function): such calls are short, and a call
+// that returns mid-slice is charged the whole slice, so it is small.
+constexpr uint64_t kNestedRunSlice = 32;
 // wasm's own ceiling on 32-bit memories.
 constexpr uint64_t kMaxPages32 = 65536;
 
@@ -219,6 +230,10 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
                               std::to_string(limits.memory_pages) + " pages");
     }
   }
+  if (desc.tables.size() > limits.max_tables) {
+    return refuse(name, "defines " + std::to_string(desc.tables.size()) +
+                            " tables, above the limit of " + std::to_string(limits.max_tables));
+  }
   for (const wi::TableDesc& t : desc.tables) {
     if (t.type.limits.initial > limits.table_elements) {
       return refuse(name, "a table starts at " + std::to_string(t.type.limits.initial) +
@@ -255,6 +270,8 @@ const char* call_status_name(CallStatus s) {
       return "budget-exhausted";
     case CallStatus::kMemoryLimit:
       return "memory-limit";
+    case CallStatus::kTimeLimit:
+      return "time-limit";
   }
   return "unknown";
 }
@@ -287,13 +304,25 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile(
   if (!desc.ok()) return std::move(desc).error();
   WITMQ_RETURN_IF_ERROR(check_module(impl->name, *desc, requirements, limits));
 
-  auto guard = guard_memory_grow(impl->name, bytes);
-  if (!guard.ok()) return std::move(guard).error();
-  if (guard->rewritten) {
-    desc = read_module(impl->name, guard->bytes);
+  auto rewrite = rewrite_module(impl->name, bytes);
+  if (!rewrite.ok()) return std::move(rewrite).error();
+  if (rewrite->rewritten) {
+    desc = read_module(impl->name, rewrite->bytes);
     if (!desc.ok()) return std::move(desc).error();
-    impl->grow_refused_global = static_cast<int>(guard->refused_global);
+    impl->grow_refused_global = rewrite->refused_global;
   }
+  // The value stack holds at most call_depth frames of at most max_frame_values 16-byte values.
+  const uint64_t frame = std::max<uint64_t>(rewrite->max_frame_values, 1);
+  const uint64_t depth = limits.value_stack_bytes / 16 / frame;
+  if (depth < kMinCallDepth) {
+    return refuse(impl->name,
+                  "a function can need a frame of " + std::to_string(frame) +
+                      " values (params, locals and the operands its code pushes); only " +
+                      std::to_string(depth) + " such frames fit the value stack limit of " +
+                      std::to_string(limits.value_stack_bytes) + " bytes, at least " +
+                      std::to_string(kMinCallDepth) + " are needed");
+  }
+  impl->call_depth = static_cast<uint32_t>(std::min<uint64_t>(depth, kMaxCallDepth));
   impl->desc = std::move(desc).value();
 
   for (wi::MemoryDesc& m : impl->desc.memories) {
@@ -339,6 +368,10 @@ struct WasmInstance::Impl {
   int depth = 0;               // calls in progress on `thread` (nested through host functions)
   bool spent = false;          // a call failed: the interpreter state is no longer consistent
   CallOutcome nested_failure;  // the first failure of a nested call, reported by the outer one
+  // The top-level call in progress: steps left to it and to everything nested in it, and when
+  // it must end.
+  uint64_t remaining = 0;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 
   // Reused across calls; a nested call (from a host function) finishes before the outer call
   // touches them again.
@@ -347,10 +380,18 @@ struct WasmInstance::Impl {
   CallOutcome run(const wi::DefinedFunc::Ptr& func, std::string_view name, const RawValue* args,
                   size_t nargs, RawValue* results, size_t nresults);
   CallOutcome classify_trap(const std::string& what, const wi::Trap::Ptr& trap);
+  CallOutcome time_limit(const std::string& what) const;
+  Status run_start_functions(const std::string& module_name);
 };
 
 WasmInstance::WasmInstance(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WasmInstance::~WasmInstance() = default;
+
+CallOutcome WasmInstance::Impl::time_limit(const std::string& what) const {
+  return {CallStatus::kTimeLimit, "wall time limit of " +
+                                      std::to_string(module->limits().call_time_limit.count()) +
+                                      " ms exceeded in " + what};
+}
 
 CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi::Trap::Ptr& trap) {
   if (nested_failure.status != CallStatus::kOk) return nested_failure;
@@ -364,6 +405,8 @@ CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi:
                   " pages)"};
     }
   }
+  // A host function that stopped waiting at the deadline traps its caller.
+  if (std::chrono::steady_clock::now() >= deadline) return time_limit(what);
   const std::string message = trap ? trap->message() : std::string("unknown trap");
   return {CallStatus::kTrap, "trap in " + what + ": " + message};
 }
@@ -394,16 +437,39 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, std::strin
     }
   }
 
+  const bool top = depth == 0;
+  if (top) {
+    remaining = module->limits().instruction_budget;
+    const auto limit = module->limits().call_time_limit;
+    deadline = limit.count() > 0 ? std::chrono::steady_clock::now() + limit
+                                 : std::chrono::steady_clock::time_point::max();
+  }
   wi::Thread& t = *thread;
   wi::Trap::Ptr trap;
   ++depth;
-  (t.*member_of(ThreadPushValues{}))(type.params, params_buf);
-  wi::RunResult r = (t.*member_of(ThreadPushCall{}))(*func, &trap);
-  uint64_t remaining = module->limits().instruction_budget;
-  while (r == wi::RunResult::Ok && remaining > 0) {
-    const uint64_t slice = std::min(remaining, kRunSlice);
-    r = t.Run(static_cast<int>(slice), &trap);
-    remaining -= slice;
+  wi::RunResult r = wi::RunResult::Trap;
+  bool timed_out = false;
+  std::string host_failure;
+  try {
+    (t.*member_of(ThreadPushValues{}))(type.params, params_buf);
+    r = (t.*member_of(ThreadPushCall{}))(*func, &trap);
+    const uint64_t slice_cap = top ? kRunSlice : kNestedRunSlice;
+    // `remaining` is shared with the calls nested in this one (made by host functions during
+    // t.Run), which charge it as they go.
+    while (r == wi::RunResult::Ok && remaining > 0) {
+      if (top && std::chrono::steady_clock::now() >= deadline) {
+        timed_out = true;
+        break;
+      }
+      const uint64_t slice = std::min(remaining, slice_cap);
+      r = t.Run(static_cast<int>(slice), &trap);
+      remaining -= std::min(remaining, slice);
+    }
+  } catch (const std::exception& e) {
+    // The interpreter itself failed (e.g. could not allocate): this instance is done, the
+    // daemon is not.
+    r = wi::RunResult::Trap;
+    host_failure = e.what();
   }
   --depth;
 
@@ -417,10 +483,16 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, std::strin
     return outcome;
   }
   spent = true;
-  if (r == wi::RunResult::Ok) {
+  if (nested_failure.status != CallStatus::kOk) {
+    outcome = nested_failure;
+  } else if (!host_failure.empty()) {
+    outcome = {CallStatus::kTrap, "the interpreter failed in " + what() + ": " + host_failure};
+  } else if (timed_out) {
+    outcome = time_limit(what());
+  } else if (r == wi::RunResult::Ok) {
     outcome = {CallStatus::kBudgetExhausted,
                "instruction budget of " + std::to_string(module->limits().instruction_budget) +
-                   " exhausted in " + what()};
+                   " exhausted in " + what() + (top ? "" : " (nested in a host call)")};
   } else if (r == wi::RunResult::Exception) {
     outcome = {CallStatus::kTrap, "trap in " + what() + ": uncaught wasm exception"};
   } else {
@@ -513,30 +585,64 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
         store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]);
   }
 
-  // Start function, then `_initialize`, each under the budget.
+  {
+    // PushCall traps at the stack's capacity: give it exactly call_depth frames.
+    std::vector<wi::Frame> frames;
+    frames.reserve(m.call_depth);
+    impl->thread.get()->*member_of(ThreadFrames{}) = std::move(frames);
+  }
+  return std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
+}
+
+Status WasmInstance::initialize() {
+  const WasmModule::Impl& m = impl_->module->impl();
+  wi::Store& store = *impl_->store;
+  // Start function, then `_initialize`, each a top-level call under the limits.
   for (const wi::StartDesc& start : m.starts) {
-    wi::Ref ref = impl->instance->funcs()[start.func_index];
+    wi::Ref ref = impl_->instance->funcs()[start.func_index];
     if (!store.Is<wi::DefinedFunc>(ref)) {
       return refuse(m.name, "the start function must be defined by the module");
     }
     CallOutcome o =
-        impl->run(wi::DefinedFunc::Ptr(store, ref), "the start function", nullptr, 0, nullptr, 0);
-    if (!o.ok())
+        impl_->run(wi::DefinedFunc::Ptr(store, ref), "the start function", nullptr, 0, nullptr, 0);
+    if (!o.ok()) {
       return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+    }
   }
-  auto instance = std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
-  const int init = instance->find_export("_initialize");
+  const int init = find_export("_initialize");
   if (init >= 0) {
-    const wi::FuncType& type = instance->impl_->funcs[static_cast<size_t>(init)]->type();
+    const wi::FuncType& type = impl_->funcs[static_cast<size_t>(init)]->type();
     if (!type.params.empty() || !type.results.empty()) {
       return refuse(m.name, "export '_initialize' has type " + wat_sig(type) + ", expected (func)");
     }
-    CallOutcome o = instance->call(init, {}, nullptr);
-    if (!o.ok())
+    CallOutcome o = call(init, {}, nullptr);
+    if (!o.ok()) {
       return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+    }
   }
-  return instance;
+  return ok_status();
 }
+
+std::chrono::steady_clock::time_point WasmInstance::deadline() const {
+  return impl_->depth > 0 ? impl_->deadline : std::chrono::steady_clock::time_point::max();
+}
+bool WasmInstance::charge(uint64_t steps) {
+  if (impl_->depth == 0) return true;
+  if (steps <= impl_->remaining) {
+    impl_->remaining -= steps;
+    return true;
+  }
+  impl_->remaining = 0;
+  if (impl_->nested_failure.status == CallStatus::kOk) {
+    impl_->nested_failure = {CallStatus::kBudgetExhausted,
+                             "instruction budget of " +
+                                 std::to_string(impl_->module->limits().instruction_budget) +
+                                 " exhausted by the host copying guest data in a host call"};
+  }
+  return false;
+}
+
+uint32_t WasmInstance::call_depth_limit() const { return impl_->module->impl().call_depth; }
 
 int WasmInstance::find_export(const std::string& name) const {
   for (size_t i = 0; i < impl_->export_names.size(); ++i) {

@@ -8,6 +8,7 @@
 // interpreter") records the API facts this layer relies on.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -78,17 +79,34 @@ struct ModuleRequirements {
 // Limits applied to every instance of a module.
 struct WasmLimits {
   // Interpreter steps one top-level call may take (wabt's instructions, about one per wasm
-  // instruction). A call that reaches it is stopped: CallStatus::kBudgetExhausted.
+  // instruction), shared by every call nested in it (cabi_realloc called from a host function).
+  // A call that reaches it is stopped: CallStatus::kBudgetExhausted. memory.fill and memory.copy
+  // are charged by their length (about one step per 8 bytes).
   uint64_t instruction_budget = 100'000'000;
+  // Wall time one top-level call may take, host calls it waits on included; 0 = unbounded. A
+  // call past it is stopped: CallStatus::kTimeLimit. Host functions read the deadline
+  // (WasmInstance::deadline()) to bound what they wait for.
+  std::chrono::milliseconds call_time_limit{0};
   // Linear memory cap in 64 KiB pages. A module whose memory starts above it is refused; a
   // memory.grow past it traps the guest: CallStatus::kMemoryLimit.
   uint32_t memory_pages = 256;
   // Cap on table elements (table.grow past it fails, as wasm's table.grow does).
   uint32_t table_elements = 1u << 16;
-  // Cap on params + locals of one function: bounds the interpreter's value stack, which wabt
-  // does not limit itself (its call stack is fixed at ~1600 frames).
+  // Cap on the number of tables a module defines (each may hold table_elements references).
+  uint32_t max_tables = 8;
+  // Cap on params + locals of one function.
   uint32_t locals_per_function = 10'000;
+  // Cap on the interpreter's value stack (wabt's own has no limit), in bytes of 16-byte values.
+  // The call depth of an instance is this divided by the largest frame one of its functions can
+  // need (params + locals + the most operands its code can push); a module in which fewer than
+  // kMinCallDepth such frames fit is refused.
+  uint64_t value_stack_bytes = 16u << 20;
 };
+
+// Fewest nested calls a module must be able to make within WasmLimits::value_stack_bytes.
+inline constexpr uint32_t kMinCallDepth = 32;
+// Most nested calls any instance may make (wabt's own default call stack).
+inline constexpr uint32_t kMaxCallDepth = 1024;
 
 // A validated, checked module, ready to instantiate any number of times (thread-safe to share).
 class WasmModule {
@@ -126,6 +144,7 @@ enum class CallStatus : uint8_t {
   kTrap,             // a wasm trap or a trap raised by a host function
   kBudgetExhausted,  // the instruction budget ran out
   kMemoryLimit,      // memory.grow past the memory limit
+  kTimeLimit,        // the call ran past its wall-time limit
 };
 const char* call_status_name(CallStatus s);
 
@@ -142,20 +161,24 @@ struct CallOutcome {
 // spent (every later call fails at once) and must be replaced.
 class WasmInstance {
  public:
-  // Instantiates `module` with `host` (matched to the imports by module and name), runs its
-  // start function and, if exported, `_initialize` (the WASI reactor convention), each under
-  // the instruction budget.
+  // Instantiates `module` with `host` (matched to the imports by module and name). Runs no guest
+  // code: call initialize() next, once whatever the host functions use (the memory, the
+  // instance itself) is in place.
   static Result<std::unique_ptr<WasmInstance>> instantiate(std::shared_ptr<const WasmModule> module,
                                                            std::vector<HostFunction> host);
+  // Runs the module's start function and, if exported, `_initialize` (the WASI reactor
+  // convention), each as a top-level call under the limits. Host functions may be called from
+  // them. Errors name the module and what failed.
+  Status initialize();
   ~WasmInstance();
   WasmInstance(const WasmInstance&) = delete;
   WasmInstance& operator=(const WasmInstance&) = delete;
 
   // Index of a function export for call(), or -1.
   int find_export(const std::string& name) const;
-  // Calls a function export. Top-level calls get the full instruction budget; a call made from
-  // inside a host function (cabi_realloc while lowering a result) runs on the same interpreter
-  // thread with a budget of its own, and its failure fails the outer call too.
+  // Calls a function export. A top-level call gets the full instruction budget and wall time; a
+  // call made from inside a host function (cabi_realloc while lowering a result) runs on the same
+  // interpreter thread on what is left of them, and its failure fails the outer call too.
   CallOutcome call(int export_index, const std::vector<RawValue>& args,
                    std::vector<RawValue>* results);
   // As above without allocating: `args` holds `nargs` values, `results` has room for
@@ -168,6 +191,16 @@ class WasmInstance {
   uint8_t* memory_data();
   uint64_t memory_size() const;
   uint32_t memory_pages() const;
+
+  // When the top-level call in progress must end (time_point::max() when it has no wall-time
+  // limit or no call is in progress). For host functions that wait.
+  std::chrono::steady_clock::time_point deadline() const;
+  // Takes `steps` from the budget of the call in progress, for work the host does on its behalf
+  // (copying guest data). Returns false, and makes that call fail as budget-exhausted, when they
+  // do not fit; true (charging nothing) when no call is in progress.
+  bool charge(uint64_t steps);
+  // The call depth this instance allows (see WasmLimits::value_stack_bytes).
+  uint32_t call_depth_limit() const;
 
   // False once a call has failed: the instance must be replaced.
   bool usable() const;

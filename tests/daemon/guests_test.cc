@@ -91,5 +91,49 @@ TEST(GuestsTest, AGuestsSendReachesATcpClientAndABadModuleIsRefusedAlone) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+TEST(GuestsTest, HostileGuestsFailAloneAndSigtermEndsAGuestStillStarting) {
+  // Issue 18 against the real daemon: a configure that waits forever (refused at its call
+  // timeout, so the daemon still starts), a start function and `_initialize` that call imports,
+  // a send that would make the host copy 256 MiB, and a guest whose re-instantiation waits
+  // forever in configure while SIGTERM arrives (its call timeout is far away on purpose).
+  const std::string config = write_config(
+      {{"guests",
+        {{{"name", "blocker"}, {"module", wasm("block_config_guest")}, {"call-timeout-ms", 500}},
+         {{"name", "initer"}, {"module", wasm("init_import_guest")}, {"channels", {"init.in"}}},
+         {{"name", "amplifier"},
+          {"module", wasm("amplify_guest")},
+          {"memory-pages", 64},
+          {"channels", {"amp.in"}}},
+         {{"name", "gated"},
+          {"module", wasm("gate_guest")},
+          {"channels", {"gated.in"}},
+          {"call-timeout-ms", 3'600'000}}}}});
+  Daemon d({"--config", config});
+  std::filesystem::remove(config);
+  EXPECT_TRUE(d.wait_for_log("guest 'blocker': refused")) << d.log();
+  EXPECT_NE(d.log().find("wall time limit of 500 ms exceeded"), std::string::npos) << d.log();
+  EXPECT_EQ(d.log().find("guest 'initer': refused"), std::string::npos) << d.log();
+
+  Conn c(d.port());
+  c.hello();
+  EXPECT_FRAME(c.call(net::Send{"amp.in", {text_message("go")}}), kSendOk);
+  EXPECT_TRUE(d.wait_for_log("would exceed what this call may copy out of guest memory"))
+      << d.log();
+  EXPECT_FRAME(c.call(net::Send{"gate", {text_message("close")}}), kSendOk);
+  EXPECT_FRAME(c.call(net::Send{"gated.in", {text_message("trap")}}), kSendOk);
+  EXPECT_TRUE(d.wait_for_log("guest 'gated' instance 0: trap in")) << d.log();
+  json stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = server_stats(c);
+    bool again = false;
+    for (const json& g : stats["guests"]) {
+      if (g["name"] == "gated" && g["instantiations"].get<int>() >= 2) again = true;
+    }
+    if (again) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(d.stop(SIGTERM, 30s), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing

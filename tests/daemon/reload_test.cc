@@ -314,4 +314,36 @@ TEST(ReloadTest, OnlyStartTimeKeysNeedARestart) {
 }
 
 }  // namespace
+TEST(ReloadTest, GuestFiguresAnswerWhileAReloadStartsASlowGuest) {
+  // Issue 18: a guest whose configure waits until its call timeout holds the reload that starts
+  // it for that long. The guests' figures (server-stats, GET /metrics) are served on the I/O
+  // threads: they must answer meanwhile, not wait for the reload (with as many waiting as there
+  // are I/O threads, every client of the daemon would wait).
+  ConfigFile config;
+  json forwarder = kForwarder;
+  forwarder["module"] = wasm("forward_guest");
+  config.write({{"guests", {forwarder}}});
+  Daemon d({"--config", config.path()});
+  Conn c(d.port());
+  c.hello();
+  const json slow = {
+      {"name", "slow"}, {"module", wasm("block_config_guest")}, {"call-timeout-ms", 10'000}};
+  config.write({{"guests", {forwarder, slow}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("received SIGHUP")) << d.log();
+  for (int i = 0; i < 6; ++i) {
+    Frame f = c.call(net::AdminRequest{net::AdminOp::kServerStats, "{}"}, 3s);
+    auto* ok = std::get_if<net::AdminReply>(&f.body);
+    ASSERT_NE(ok, nullptr) << "server-stats " << i << " did not answer during the reload";
+    ASSERT_EQ(d.log().find("guest 'slow': refused"), std::string::npos) << d.log();
+    const json stats = json::parse(ok->json);
+    ASSERT_EQ(stats["guests"].size(), 1u) << stats.dump();
+    EXPECT_EQ(stats["guests"][0]["name"], "forwarder");
+    std::this_thread::sleep_for(500ms);
+  }
+  ASSERT_TRUE(d.wait_for_log("guest 'slow': refused", 60s)) << d.log();
+  ASSERT_TRUE(d.wait_for_log("reload done")) << d.log();
+  EXPECT_EQ(d.stop(SIGTERM, 30s), 0) << d.log();
+}
+
 }  // namespace witmq::daemon::testing

@@ -248,7 +248,7 @@ TEST(CanonicalAbiUtf8, Validation) {
 }
 
 TEST(HandleTable, IssuesFromOneAndTrapsOnDeadHandles) {
-  HandleTable<int> t("client");
+  HandleTable<int> t("client", 8);
   EXPECT_THROW(t.get(0, "use"), GuestTrap);
   const uint32_t a = t.add(10);
   const uint32_t b = t.add(20);

@@ -1,0 +1,54 @@
+;; Test guest (issue 18 item 5): sends 64 messages whose data all point at its whole 4 MiB memory,
+;; asking the host to copy 256 MiB. The handler returns ok if the send returns at all.
+(module
+  (import "wasi:messaging/messaging-types@0.2.0-draft" "[static]client.connect" (func $connect (param i32 i32 i32)))
+  (import "wasi:messaging/producer@0.2.0-draft" "send" (func $send (param i32 i32 i32 i32 i32 i32)))
+  (memory (export "memory") 64)
+  ;; Bump allocator over [65536, ...): the handler resets it, so each batch gets a fresh arena.
+  (global $heap (mut i32) (i32.const 65536))
+  (func $realloc (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32)
+        (param $size i32) (result i32)
+    (local $ptr i32) (local $end i32)
+    (local.set $ptr
+      (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+               (i32.sub (i32.const 0) (local.get $align))))
+    (local.set $end (i32.add (local.get $ptr) (local.get $size)))
+    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+      (then
+        (drop (memory.grow
+                (i32.add (i32.shr_u (i32.sub (local.get $end)
+                                             (i32.mul (memory.size) (i32.const 65536)))
+                                    (i32.const 16))
+                         (i32.const 1))))))
+    (global.set $heap (local.get $end))
+    (if (local.get $old)
+      (then (memory.copy (local.get $ptr) (local.get $old) (local.get $old_size))))
+    (local.get $ptr))
+  ;; configure() -> ok({ channels: ["guest.in"], extensions: none }), built in static data.
+  (data (i32.const 1024) "\00\00\00\00" "\4c\04\00\00" "\01\00\00\00" "\00\00\00\00"
+                         "\00\00\00\00" "\00\00\00\00")
+  (data (i32.const 1100) "\b0\04\00\00" "\08\00\00\00")
+  (data (i32.const 1200) "guest.in")
+  (data (i32.const 1320) "guest.out")
+  (func (export "wasi:messaging/messaging-guest@0.2.0-draft#configure") (result i32)
+    (i32.const 1024))
+  (func (export "wasi:messaging/messaging-guest@0.2.0-draft#handler") (param $list i32) (param $len i32) (result i32)
+    (local $i i32) (local $p i32)
+    (call $connect (i32.const 1300) (i32.const 0) (i32.const 2064))
+    (local.set $p (i32.const 8192))
+    (block $done
+      (loop $each
+        (br_if $done (i32.eq (local.get $i) (i32.const 64)))
+        (i32.store (local.get $p) (i32.const 0))
+        (i32.store offset=4 (local.get $p) (i32.const 0x400000))
+        (i32.store offset=8 (local.get $p) (i32.const 0))
+        (i32.store offset=12 (local.get $p) (i32.const 0))
+        (local.set $p (i32.add (local.get $p) (i32.const 24)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $each)))
+    (call $send (i32.load (i32.const 2068)) (i32.const 1320) (i32.const 9) (i32.const 8192)
+                (i32.const 64) (i32.const 2080))
+    (global.set $heap (i32.const 65536))
+    (i32.store8 (i32.const 2048) (i32.const 0))
+    (i32.const 2048))
+)
