@@ -101,8 +101,6 @@ class Process {
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
-  pid_t pid() const { return pid_; }
-
   void kill(int signal) {
     if (pid_ > 0 && !status_) ::kill(pid_, signal);
   }
@@ -234,7 +232,6 @@ class Daemon {
   uint16_t tls_port() const { return tls_port_; }
   uint16_t https_port() const { return https_port_; }
   const std::string& data_dir() const { return data_dir_; }
-  pid_t pid() const { return process_->pid(); }
   std::string log() { return process_->err(); }
   // Waits (bounded) until the daemon's log contains `text`.
   bool wait_for_log(std::string_view text,
