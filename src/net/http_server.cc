@@ -1,6 +1,7 @@
 #include "net/http_server.h"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio/associated_executor.hpp>
@@ -44,9 +45,10 @@ constexpr size_t kMaxLingerBytes = 1 << 20;
 // parser takes body bytes out of the buffer as they come, so only a line it cannot finish (a
 // chunk header with endless extensions, trailers that never end) fills it, and that is refused.
 constexpr size_t kReadChunk = 64 << 10;
-// Connections over the connection limit being answered at once; more are closed unanswered. Each
-// gets kLinger to send a health probe (answered) or anything else (503).
-constexpr uint32_t kMaxRefusing = 64;
+// Connections over the connection limit being answered at once. Each gets kLinger to send a
+// health probe (answered) or anything else (503); one more pushes the oldest out, so that a
+// probe arriving in a flood still gets read.
+constexpr size_t kMaxRefusing = 64;
 // The largest request line and headers a connection over the limit may send.
 constexpr size_t kRefusalHeaderBytes = 8 << 10;
 // At most one log line about refused connections this often.
@@ -498,23 +500,41 @@ void HttpServer::refused(tcp::socket socket, bool tls) {
     last_refusal_log_ = now;
   }
   // Answering costs a descriptor for up to two kLinger periods (and a TLS handshake): only so
-  // many at once. Beyond that the connection closes unanswered.
-  if (refusing_.fetch_add(1, std::memory_order_relaxed) >= kMaxRefusing) {
-    refusing_.fetch_sub(1, std::memory_order_relaxed);
-    boost::system::error_code ec;
-    socket.close(ec);
-    return;
+  // many at once. One more ends the oldest: shutdown() makes its pending operation fail, and its
+  // coroutine closes it.
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(refusing_->mu);
+    if (refusing_->fds.size() >= kMaxRefusing) {
+      ::shutdown(refusing_->fds.begin()->second, SHUT_RDWR);
+      refusing_->fds.erase(refusing_->fds.begin());
+    }
+    id = refusing_->next++;
+    refusing_->fds.emplace(id, socket.native_handle());
   }
   auto ex = socket.get_executor();
-  asio::co_spawn(ex, refuse(std::move(socket), tls), asio::detached);
+  asio::co_spawn(ex, refuse(std::move(socket), tls, refusing_, id), asio::detached);
 }
 
-asio::awaitable<void> HttpServer::refuse(tcp::socket socket, bool tls) {
+asio::awaitable<void> HttpServer::refuse(tcp::socket socket, bool tls,
+                                         std::shared_ptr<Refusals> refusals, uint64_t id) {
   boost::system::error_code ec;
+  // Declared after the stream, so destroyed before it: the descriptor leaves the registry before
+  // it is closed (and its number can be reused). The registry is shared: this frame may be
+  // destroyed with the io_context, after the server.
+  struct Forget {
+    std::shared_ptr<Refusals> refusals;
+    uint64_t id;
+    ~Forget() {
+      std::lock_guard lock(refusals->mu);
+      refusals->fds.erase(id);
+    }
+  };
   try {
     if (tls) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)),
                                                   *options_.tls_context);
+      Forget forget{refusals, id};
       beast::get_lowest_layer(stream).expires_after(
           std::min<std::chrono::milliseconds>(kLinger, options_.tls_handshake_timeout));
       co_await stream.async_handshake(asio::ssl::stream_base::server,
@@ -525,21 +545,19 @@ asio::awaitable<void> HttpServer::refuse(tcp::socket socket, bool tls) {
         co_await std::move(answering);
       }
       beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
-      beast::get_lowest_layer(stream).socket().close(ec);
     } else {
       beast::tcp_stream stream(std::move(socket));
+      Forget forget{refusals, id};
       stream.expires_after(kLinger);
       auto answering = answer_refused(stream);
       co_await std::move(answering);
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-      stream.socket().close(ec);
     }
   } catch (const std::exception& e) {
     log::error("http: refusing a connection failed: {}", e.what());
   } catch (...) {
     log::error("http: refusing a connection failed");
   }
-  refusing_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 template <typename Stream>

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -112,7 +113,9 @@ class HttpServer {
   // A connection over max_connections: answered (a health probe 200, anything else 503) and
   // closed, or closed at once when too many are being answered already.
   void refused(boost::asio::ip::tcp::socket socket, bool tls);
-  boost::asio::awaitable<void> refuse(boost::asio::ip::tcp::socket socket, bool tls);
+  struct Refusals;
+  boost::asio::awaitable<void> refuse(boost::asio::ip::tcp::socket socket, bool tls,
+                                      std::shared_ptr<Refusals> refusals, uint64_t id);
   template <typename Stream>
   boost::asio::awaitable<void> answer_refused(Stream& stream);
   void session_closed(uint64_t id);
@@ -134,8 +137,13 @@ class HttpServer {
   boost::asio::ip::tcp::endpoint endpoint_;
   boost::asio::ip::tcp::endpoint tls_endpoint_;
   boost::asio::steady_timer stop_timer_;
-  // Connections over the limit being answered now.
-  std::atomic<uint32_t> refusing_{0};
+  // Connections over the limit being answered now, oldest first.
+  struct Refusals {
+    std::mutex mu;                // guards the members below
+    std::map<uint64_t, int> fds;  // id -> descriptor
+    uint64_t next = 1;
+  };
+  std::shared_ptr<Refusals> refusing_ = std::make_shared<Refusals>();
   // On the acceptors' strand: the rate limit of the refusal log line.
   std::chrono::steady_clock::time_point last_refusal_log_{};
   uint64_t refusals_unlogged_ = 0;
