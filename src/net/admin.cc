@@ -99,16 +99,19 @@ Result<AdminResult> json_result(const json& j) {
 }
 
 // Naming a dead-letter channel makes the broker write there (and create and mark it), so an
-// identity may name only a channel it may write to: send on it; and, when it exists and is not a
-// dead-letter channel yet, manage on it too (it becomes one). With auto-create-channels off it
-// must exist, as for a send.
+// identity may name only a channel it may write to: send or manage on it; manage when it exists
+// and is not a dead-letter channel yet (it becomes one). With auto-create-channels off it must
+// exist, as for a send.
 Status may_dead_letter_into(broker::Broker& b, const std::string& channel, const std::string& dlq,
                             auth::Access& access) {
   auto denied = [&](const Error& e) {
     return Error(e.code, fmt::format("channel-declare: channel '{}': dead-letter-channel '{}': {}",
                                      channel, dlq, e.message));
   };
-  if (auto st = access.check(auth::Action::kSend, dlq); !st) return denied(st.error());
+  const bool manages = access.allows(auth::Action::kManage, dlq);
+  if (!manages) {
+    if (auto st = access.check(auth::Action::kSend, dlq); !st) return denied(st.error());
+  }
   auto existing = b.channel_stats(dlq);
   if (!existing) {
     if (!b.creates_channels_on_use()) {
@@ -119,8 +122,8 @@ Status may_dead_letter_into(broker::Broker& b, const std::string& channel, const
     }
     return ok_status();
   }
-  if (!existing->is_dead_letter) {
-    if (auto st = access.check(auth::Action::kManage, dlq); !st) return denied(st.error());
+  if (!existing->is_dead_letter && !manages) {
+    return denied(access.check(auth::Action::kManage, dlq).error());
   }
   return ok_status();
 }
