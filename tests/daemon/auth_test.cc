@@ -495,6 +495,23 @@ TEST(AuthDefaultsTest, AnOffSwitchedAnonymousKeyIsLoggedAsOff) {
   EXPECT_EQ(d.log().find("ANONYMOUS ACCESS IS ON"), std::string::npos);
 }
 
+// Issue 19 item 10: the warning names every listener anonymous access applies to, the HTTP one
+// included, and a reload that switches anonymous access on says so again.
+TEST(AuthDefaultsTest, TheAnonymousWarningNamesTheHttpListenerAndFollowsReloads) {
+  ConfigFile file(json{{"anonymous", {{"enabled", false}}}});
+  Daemon d({"--config", file.path()});
+  ASSERT_TRUE(d.wait_for_log("anonymous access is off")) << d.log();
+  file.write(json{{"anonymous", {{"enabled", true}, {"send", {"*"}}}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("ANONYMOUS ACCESS IS ON")) << d.log();
+  const std::string log = d.log();
+  const auto warning = log.find("ANONYMOUS ACCESS IS ON");
+  const std::string line = log.substr(warning, log.find('\n', warning) - warning);
+  EXPECT_NE(line.find("listen 127.0.0.1:"), std::string::npos) << line;
+  EXPECT_NE(line.find("http-listen 127.0.0.1:"), std::string::npos) << line;
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 TEST(AuthDefaultsTest, ABadIdentitiesEntryIsRefusedAtStartNamingTheField) {
   ConfigFile file(json{{"identities", json::array({{{"name", "x"}, {"token-sha256", "abc"}}})}});
   RunResult r = run_witmqd({"--config", file.path(), "--check-config"});
