@@ -4,7 +4,7 @@
 #   tools/fuzz.sh --smoke               build, then run every target for a bounded number of runs
 #                                       over its seeds; fails on any crash or sanitizer report
 #                                       (the test suite runs this as witmq_fuzz_smoke)
-#   tools/fuzz.sh TARGET [ARGS...]      build, then fuzz TARGET (frame, config, cloudevents) with
+#   tools/fuzz.sh TARGET [ARGS...]      build, then fuzz TARGET (frame, config, cloudevents, http) with
 #                                       its seeds and dictionary until stopped, or as ARGS say
 #                                       (e.g. -max_total_time=3600 -jobs=4); new inputs are kept
 #                                       in build-fuzz/corpus/TARGET/, crashes in
@@ -16,7 +16,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${WITMQ_FUZZ_BUILD_DIR:-$repo/build-fuzz}
-targets=(frame config cloudevents)
+targets=(frame config cloudevents http)
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
@@ -43,6 +43,7 @@ target_args() {  # target_args TARGET WORK_DIR
     frame) echo "-dict=$seeds/frames.dict $2 $seeds/frames" ;;
     config) echo "-dict=$seeds/config.dict $2 $seeds/config $repo/config $committed/config" ;;
     cloudevents) echo "$2 $committed/cloudevents" ;;
+    http) echo "-max_len=65536 $2 $committed/http" ;;
     *) die "unknown target '$1' (targets: ${targets[*]})" ;;
   esac
 }
@@ -54,6 +55,7 @@ smoke_runs() {
     frame) echo $((200000 * scale)) ;;
     config) echo $((120000 * scale)) ;;
     cloudevents) echo $((200000 * scale)) ;;
+    http) echo $((20000 * scale)) ;;
   esac
 }
 
@@ -88,7 +90,7 @@ smoke() {
 case ${1:-} in
   --build) build ;;
   --smoke) smoke ;;
-  frame | config | cloudevents)
+  frame | config | cloudevents | http)
     target=$1
     shift
     build

@@ -166,9 +166,25 @@ Authenticator::Authenticator(AuthConfig config) : state_(make_state(std::move(co
 
 void Authenticator::replace(AuthConfig config) {
   auto next = make_state(std::move(config));
-  std::lock_guard lock(mu_);
-  state_ = std::move(next);
-  generation_.fetch_add(1, std::memory_order_release);
+  {
+    std::lock_guard lock(mu_);
+    state_ = std::move(next);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  std::lock_guard lock(listeners_mu_);
+  for (const auto& [id, f] : listeners_) f();
+}
+
+uint64_t Authenticator::add_replace_listener(std::function<void()> f) {
+  std::lock_guard lock(listeners_mu_);
+  const uint64_t id = next_listener_++;
+  listeners_.emplace_back(id, std::move(f));
+  return id;
+}
+
+void Authenticator::remove_replace_listener(uint64_t id) {
+  std::lock_guard lock(listeners_mu_);
+  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
 }
 
 bool Authenticator::anonymous_enabled() const {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json_fwd.hpp>
@@ -101,8 +102,17 @@ class Authenticator {
  public:
   explicit Authenticator(AuthConfig config);
 
-  // Takes effect for every Access at its next check.
+  // Takes effect for every Access at its next check; then runs the replace listeners, so that
+  // what a revoked identity holds open (waiting receives, streams, connections) ends now.
   void replace(AuthConfig config);
+
+  // `f` runs after every replace(), on the thread that called it, with no lock of the
+  // Authenticator held but the listeners' own (so a listener may call Access and Authenticator
+  // functions). Returns the id that remove_replace_listener() takes; remove a listener before
+  // what it captures is destroyed.
+  uint64_t add_replace_listener(std::function<void()> f);
+  // Once this returns, the listener is not running and never runs again.
+  void remove_replace_listener(uint64_t id);
 
   // A client presenting `token` (connect's token, an HTTP bearer token) and/or a verified client
   // certificate with `certificate_cn`. A token must match an identity's (when no identity is
@@ -134,6 +144,9 @@ class Authenticator {
   static std::shared_ptr<const State> make_state(AuthConfig config);
   void release(const std::string& name);
 
+  std::mutex listeners_mu_;  // guards listeners_; held while they run
+  std::vector<std::pair<uint64_t, std::function<void()>>> listeners_;
+  uint64_t next_listener_ = 1;
   mutable std::mutex mu_;  // guards state_ and connections_
   std::shared_ptr<const State> state_;
   std::atomic<uint64_t> generation_{1};

@@ -21,6 +21,7 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
       auto it = impl.by_name.find(std::string(name));
       if (it == impl.by_name.end()) {
         WITMQ_RETURN_IF_ERROR(impl.check_new_name(name));
+        WITMQ_RETURN_IF_ERROR(impl.check_room_locked(name));
         impl.create_locked(std::string(name), settings, "");
         return ok_status();
       }
@@ -43,6 +44,8 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
   log::info("channel {}: settings updated", name);
   return ok_status();
 }
+
+bool Broker::creates_channels_on_use() const { return impl_->opts.auto_create_channels; }
 
 Status Broker::delete_channel(std::string_view name) {
   auto& impl = *impl_;

@@ -48,6 +48,10 @@ struct BrokerOptions {
   // Longest name of a channel that a send, receive or declare may create (1..200, the protocol's
   // cap). Existing channels and the dead-letter channels the broker makes are exempt.
   size_t max_channel_name_bytes = kMaxChannelNameBytes;
+  // Most channels that may exist; a send, receive or declare that would create one more is
+  // refused (resource-exhausted). Dead-letter channels the broker makes are exempt, so that a
+  // dead-letter move never fails on it. 0 = no limit.
+  size_t max_channels = 100'000;
   // Recent messages of each channel kept in memory so consumers that keep up never read disk.
   size_t tail_cache_bytes = 8 << 20;
   // Messages one client may hold acquired with explicit settlement (delivered, not yet completed,
@@ -155,6 +159,8 @@ class Broker {
   // Creates the channel, or updates the settings of an existing one (kind cannot change:
   // kAlreadyExists).
   Status declare_channel(std::string_view name, const ChannelSettings& settings);
+  // Whether a send or receive creates a channel that does not exist (auto-create-channels).
+  bool creates_channels_on_use() const;
   Status delete_channel(std::string_view name);
   std::vector<ChannelStats> list_channels();
   Result<ChannelStats> channel_stats(std::string_view name);

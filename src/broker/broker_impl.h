@@ -211,6 +211,8 @@ struct Broker::Impl {
   Result<std::shared_ptr<Channel>> find_or_create(std::string_view name, bool create);
   // invalid-argument when `name` is longer than opts.max_channel_name_bytes (for new channels).
   Status check_new_name(std::string_view name) const;
+  // resource-exhausted when opts.max_channels channels exist; map_mu must be held.
+  Status check_room_locked(std::string_view name) const;
 
   // The dead-letter channel of `source_name`, created (point-to-point, unlimited deliveries) if
   // needed and marked so that it never dead-letters itself.

@@ -42,6 +42,14 @@ Status Broker::Impl::check_new_name(std::string_view name) const {
       name.substr(0, 40), name.size(), opts.max_channel_name_bytes));
 }
 
+Status Broker::Impl::check_room_locked(std::string_view name) const {
+  if (opts.max_channels == 0 || by_name.size() < opts.max_channels) return ok_status();
+  return Error(ErrorCode::kResourceExhausted,
+               fmt::format("channel '{}' cannot be created: {} channels exist, the limit "
+                           "max-channels",
+                           name, by_name.size()));
+}
+
 Result<std::shared_ptr<Channel>> Broker::Impl::find_or_create(std::string_view name, bool create) {
   if (auto ch = lookup(name)) return ch;
   auto valid = validate_channel_name(name);
@@ -54,6 +62,7 @@ Result<std::shared_ptr<Channel>> Broker::Impl::find_or_create(std::string_view n
   std::unique_lock lock(map_mu);
   auto it = by_name.find(std::string(name));
   if (it != by_name.end()) return it->second;
+  WITMQ_RETURN_IF_ERROR(check_room_locked(name));
   return create_locked(std::string(name), opts.default_channel, "");
 }
 

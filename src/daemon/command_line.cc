@@ -4,6 +4,8 @@
 
 #include <string_view>
 
+#include "common/json_depth.h"
+
 namespace witmq::daemon {
 
 using nlohmann::json;
@@ -24,6 +26,9 @@ constexpr KeyFlag kKeyFlags[] = {
 // A --set value: the text as it is for a string key, JSON for any other.
 Result<json> parse_value(const ConfigKey& key, std::string_view text, std::string_view flag) {
   if (key.type == KeyType::kString) return json(std::string(text));
+  if (auto st = check_json_depth(text); !st) {
+    return invalid_argument(fmt::format("{} {}: {}", flag, key.name, st.error().message));
+  }
   json v = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (v.is_discarded()) {
     return invalid_argument(fmt::format(

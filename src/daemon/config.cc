@@ -14,6 +14,7 @@
 #include "auth/authenticator.h"
 #include "broker/channel_settings.h"
 #include "broker/extensions.h"
+#include "common/json_depth.h"
 #include "net/frames.h"
 
 namespace witmq::daemon {
@@ -203,6 +204,12 @@ std::vector<ConfigKey> make_keys() {
       "how long writing one response may take. Request bodies are limited to max-frame-bytes "
       "and headers to max-metadata-bytes plus 16 KiB.",
       [](int64_t v, Config& c) { c.http.idle_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "http-header-timeout-ms", 10'000, 100, 600'000,
+      "Once the first byte of an HTTP request has arrived, its request line and headers must "
+      "arrive within this long (and within http-idle-timeout-ms), or the connection is closed: "
+      "clients that trickle their headers cannot hold connections for long.",
+      [](int64_t v, Config& c) { c.http.header_timeout = std::chrono::milliseconds(v); }));
   k.push_back(string_key("data-dir", "./data",
                          "Directory of the message store (RocksDB); created if missing. Relative "
                          "paths are relative to the working directory.",
@@ -270,6 +277,20 @@ std::vector<ConfigKey> make_keys() {
       ". _ - : /, docs/PROTOCOL.md section 11), and grants (identities) restrict which names a "
       "client may use.",
       [](int64_t v, Config& c) { c.broker.max_channel_name_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
+      "max-channels", 100'000, 0, 100'000'000,
+      "Most channels that may exist. A send, receive or declare that would create one more is "
+      "refused with resource-exhausted (HTTP 413); the dead-letter channels the broker makes "
+      "are exempt. Each channel costs memory and /metrics series (see metrics-max-channels). "
+      "0 = no limit.",
+      [](int64_t v, Config& c) { c.broker.max_channels = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
+      "metrics-max-channels", 1'000, 0, 1'000'000,
+      "Channels that get their own series in /metrics (witmq_channel_* and "
+      "witmq_subscription_*, the first this many by name); the others are counted in "
+      "witmq_metrics_channels_omitted, so that many channels cannot make a scrape huge. "
+      "0 = none.",
+      [](int64_t v, Config& c) { c.http.metrics_max_channels = static_cast<uint32_t>(v); }));
   k.push_back(integer_key("max-config-channels", 1024, 1, 65'536,
                           "Channels in one guest-configuration.", [](int64_t v, Config& c) {
                             c.server.limits.max_config_channels = static_cast<uint32_t>(v);
@@ -526,6 +547,9 @@ Result<ConfigLayer> read_config_file(const std::string& path) {
 }
 
 Result<ConfigLayer> parse_config_text(std::string_view text, const std::string& path) {
+  if (auto st = check_json_depth(text); !st) {
+    return invalid_argument(fmt::format("config file '{}': {}", path, st.error().message));
+  }
   json values;
   try {
     values = json::parse(text);

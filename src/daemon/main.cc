@@ -27,6 +27,7 @@
 #include "auth/token.h"
 #include "broker/broker.h"
 #include "common/log.h"
+#include "daemon/access_warning.h"
 #include "daemon/command_line.h"
 #include "daemon/config.h"
 #include "daemon/guest_set.h"
@@ -66,35 +67,6 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
   return sources;
 }
 
-// Anonymous access is for a first run on a developer's machine: say so where it cannot be missed,
-// and louder when the listener is reachable from other hosts.
-void warn_about_anonymous(const daemon::Config& config) {
-  if (!config.auth.anonymous) {
-    log::info("authentication: anonymous access is off; {} identities configured",
-              config.auth.identities.size());
-    return;
-  }
-  const auth::Grants& g = config.auth.anonymous->grants;
-  auto list = [](const std::vector<auth::ChannelPattern>& ps) {
-    std::string out;
-    for (const auto& p : ps) out += fmt::format("{}{}", out.empty() ? "" : " ", p.text());
-    return out.empty() ? std::string("-") : out;
-  };
-  log::warn(
-      "ANONYMOUS ACCESS IS ON: any client that reaches {}:{} needs no token and may send to [{}], "
-      "receive from [{}], manage [{}]{}. Set \"anonymous\": {{\"enabled\": false}} and add "
-      "identities before exposing this server (docs/SECURITY.md).",
-      config.listen_host, config.listen_port, list(g.send), list(g.receive), list(g.manage),
-      g.monitor ? ", and read all figures" : "");
-  const bool loopback = config.listen_host == "127.0.0.1" || config.listen_host == "::1" ||
-                        config.listen_host == "localhost";
-  if (!loopback) {
-    log::warn("ANONYMOUS ACCESS IS ON and the listener {} is not a loopback address: every host "
-              "that can reach it has these grants",
-              config.listen_host);
-  }
-}
-
 int serve(const daemon::CommandLine& command_line, const daemon::Config& config) {
   log::set_level(config.log_level);
   asio::io_context io(static_cast<int>(config.io_threads));
@@ -115,7 +87,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   }
   // Who may connect and what each identity may do; a reload replaces it (docs/SECURITY.md).
   auth::Authenticator authenticator(config.auth);
-  warn_about_anonymous(config);
+  daemon::warn_about_anonymous(config);
   // Guests subscribe before clients arrive; each runs on its own worker threads. A guest that
   // cannot start is refused alone: the daemon and its other guests carry on.
   daemon::GuestSet guests(**broker);

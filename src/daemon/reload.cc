@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "daemon/access_warning.h"
 
 namespace witmq::daemon {
 
@@ -125,6 +126,7 @@ ReloadOutcome Reloader::reload() {
               "whose identity is gone or whose credential changed are refused from their next "
               "request",
               next->auth.identities.size(), next->auth.anonymous ? "on" : "off");
+    warn_about_anonymous(running_);
   }
   running_.values["anonymous"] = next->values["anonymous"];
   running_.values["identities"] = next->values["identities"];

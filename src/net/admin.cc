@@ -7,6 +7,8 @@
 #include <limits>
 #include <optional>
 
+#include "common/json_depth.h"
+
 namespace witmq::net {
 
 namespace {
@@ -22,6 +24,9 @@ class Fields {
  public:
   static Result<Fields> parse(AdminOp op, std::string_view text,
                               std::initializer_list<std::string_view> known) {
+    if (auto st = check_json_depth(text); !st) {
+      return invalid_argument(fmt::format("{}: {}", op_name(op), st.error().message));
+    }
     json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded()) {
       return invalid_argument(
@@ -88,9 +93,43 @@ class Fields {
   json body_;
 };
 
-Result<AdminResult> json_result(const json& j) { return AdminResult{j.dump(), {}}; }
+// Never throws: a string that is not UTF-8 is written with U+FFFD in its place.
+Result<AdminResult> json_result(const json& j) {
+  return AdminResult{j.dump(-1, ' ', false, json::error_handler_t::replace), {}};
+}
 
-Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptions& options) {
+// Naming a dead-letter channel makes the broker write there (and create and mark it), so an
+// identity may name only a channel it may write to: send or manage on it; manage when it exists
+// and is not a dead-letter channel yet (it becomes one). With auto-create-channels off it must
+// exist, as for a send.
+Status may_dead_letter_into(broker::Broker& b, const std::string& channel, const std::string& dlq,
+                            auth::Access& access) {
+  auto denied = [&](const Error& e) {
+    return Error(e.code, fmt::format("channel-declare: channel '{}': dead-letter-channel '{}': {}",
+                                     channel, dlq, e.message));
+  };
+  const bool manages = access.allows(auth::Action::kManage, dlq);
+  if (!manages) {
+    if (auto st = access.check(auth::Action::kSend, dlq); !st) return denied(st.error());
+  }
+  auto existing = b.channel_stats(dlq);
+  if (!existing) {
+    if (!b.creates_channels_on_use()) {
+      return Error(ErrorCode::kFailedPrecondition,
+                   fmt::format("channel-declare: channel '{}': dead-letter-channel '{}' does not "
+                               "exist and auto-create-channels is off; declare it first",
+                               channel, dlq));
+    }
+    return ok_status();
+  }
+  if (!existing->is_dead_letter && !manages) {
+    return denied(access.check(auth::Action::kManage, dlq).error());
+  }
+  return ok_status();
+}
+
+Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptions& options,
+                            auth::Access* access) {
   auto name = f.channel("name");
   if (!name) return std::move(name).error();
   auto settings = f.object("settings");
@@ -103,6 +142,10 @@ Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptio
     auto parsed = broker::settings_from_json(**settings, base, "channel-declare: settings");
     if (!parsed) return std::move(parsed).error();
     merged = *parsed;
+  }
+  if (access && !merged.dead_letter_channel.empty() &&
+      merged.dead_letter_channel != base.dead_letter_channel) {
+    WITMQ_RETURN_IF_ERROR(may_dead_letter_into(b, *name, merged.dead_letter_channel, *access));
   }
   WITMQ_RETURN_IF_ERROR(b.declare_channel(*name, merged));
   return json_result(json::object());
@@ -211,7 +254,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
       WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
-      return declare(b, *f, options);
+      return declare(b, *f, options, access);
     }
     case AdminOp::kChannelDelete: {
       auto f = Fields::parse(op, text, {"name"});

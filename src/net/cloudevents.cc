@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
 
 #include "common/base64.h"
+#include "common/json_depth.h"
 #include "net/utf8.h"
 
 namespace witmq::net {
@@ -19,6 +22,10 @@ constexpr std::string_view kStructuredType = "application/cloudevents+json";
 constexpr std::string_view kBatchType = "application/cloudevents-batch+json";
 constexpr std::string_view kHeaderPrefix = "ce-";
 constexpr std::string_view kRequired[] = {"id", "source", "specversion", "type"};
+// The context attributes whose CloudEvents type is String, URI, URI-reference or Timestamp: in
+// the JSON format they are JSON strings (a number would not survive as the text it was sent as).
+constexpr std::string_view kStringAttributes[] = {
+    "id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time"};
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -103,7 +110,25 @@ Status check_required(const Metadata& md, PublishMode mode) {
 }
 
 Result<PublishRequest> structured(std::string_view body) {
-  json event = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (auto st = check_json_depth(body); !st) {
+    return invalid_argument(fmt::format("the CloudEvent: {}", st.error().message));
+  }
+  // The parser keeps the last of duplicate keys; an event with two ids is refused instead, as a
+  // repeated ce- header is in binary mode.
+  std::optional<std::string> duplicate;
+  std::vector<std::string> keys;
+  json::parser_callback_t seen = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && !duplicate) {
+      std::string key = parsed.get<std::string>();
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+        duplicate = std::move(key);
+      } else {
+        keys.push_back(std::move(key));
+      }
+    }
+    return true;
+  };
+  json event = json::parse(body, seen, /*allow_exceptions=*/false);
   if (event.is_discarded()) {
     return invalid_argument(
         "the body is not valid JSON, expected a CloudEvent object (Content-Type "
@@ -112,6 +137,9 @@ Result<PublishRequest> structured(std::string_view body) {
   if (!event.is_object()) {
     return invalid_argument(
         fmt::format("the body is a JSON {}, expected a CloudEvent object", event.type_name()));
+  }
+  if (duplicate) {
+    return invalid_argument(fmt::format("attribute '{}' is given twice", *duplicate));
   }
   PublishRequest out;
   out.mode = PublishMode::kStructured;
@@ -134,8 +162,20 @@ Result<PublishRequest> structured(std::string_view body) {
           "attribute '{}': a CloudEvents attribute name is lower-case letters and digits", name));
     }
     if (value.is_null()) continue;  // a null attribute is an absent one
+    const bool string_typed = std::find(std::begin(kStringAttributes), std::end(kStringAttributes),
+                                        name) != std::end(kStringAttributes);
     if (value.is_string()) {
       md.emplace_back(name, value.get<std::string>());
+    } else if (string_typed) {
+      return invalid_argument(
+          fmt::format("attribute '{}' is a JSON {}, expected a string", name, value.type_name()));
+    } else if (value.is_number_float()) {
+      // A JSON number that is not an integer, or one beyond 64 bits, was read as a double and
+      // would be kept as an approximation of what was sent.
+      return invalid_argument(fmt::format(
+          "attribute '{}' is the number {}, expected an integer (CloudEvents Integer) or a "
+          "string",
+          name, value.dump()));
     } else if (value.is_number() || value.is_boolean()) {
       md.emplace_back(name, value.dump());
     } else {

@@ -9,6 +9,8 @@
 #include <optional>
 
 #include "common/base64.h"
+#include "common/json_depth.h"
+#include "common/log.h"
 #include "net/cloudevents.h"
 #include "net/http_server.h"
 #include "net/server.h"
@@ -21,11 +23,15 @@ using nlohmann::json;
 namespace {
 
 const auto kStarted = std::chrono::steady_clock::now();
+// A publish body larger than this is parsed on the admin pool rather than an I/O thread.
+constexpr size_t kParseOnIoThreadBytes = 64 << 10;
 
+// Error texts repeat request bytes (paths, query keys, header values) that need not be UTF-8:
+// invalid sequences are written as U+FFFD rather than thrown out of the handler.
 HttpResponse json_response(unsigned status, const json& body) {
   HttpResponse r;
   r.status = status;
-  r.body = body.dump();
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   r.body += '\n';
   return r;
 }
@@ -73,6 +79,9 @@ std::optional<std::string> url_decode(std::string_view s, bool plus_is_space) {
 // The body as a JSON object; an empty body is {}. Errors name what was wrong.
 Result<json> body_object(const std::string& body) {
   if (body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
+  if (auto st = check_json_depth(body); !st) {
+    return invalid_argument("the body: " + st.error().message);
+  }
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument("the body is not valid JSON, expected an object");
   if (!j.is_object()) {
@@ -203,6 +212,48 @@ Result<Target> parse_target(std::string_view target) {
 
 bool is_get(const std::string& m) { return m == "GET" || m == "HEAD"; }
 
+bool is_publish(const std::vector<std::string>& seg, const std::string& method) {
+  return seg.size() == 4 && seg[0] == "v1" && seg[1] == "channels" && seg[3] == "messages" &&
+         method == "POST";
+}
+
+HttpResponse unauthorized(const Error& e) {
+  HttpResponse denied = error_response(401, e.code, e.message);
+  denied.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"witmq\"");
+  return denied;
+}
+
+// What a request that failed in an unexpected way (a bug) is answered; the log says why. Only that
+// request fails: the connection and the server carry on.
+HttpResponse internal_error(std::string_view doing, std::string_view what) {
+  log::error("http: {} failed unexpectedly: {}", doing, what);
+  return error_response(500, ErrorCode::kInternal,
+                        fmt::format("{} failed inside the server; its log says why", doing));
+}
+
+// `f` with every exception turned into internal_error: work handed to the admin pool can only
+// fail its own request.
+template <typename F>
+auto guarded(std::string_view doing, F f) {
+  using R = decltype(f());
+  auto fail = [doing](std::string_view what) {
+    if constexpr (std::is_same_v<R, Routed>) {
+      return Routed::now(internal_error(doing, what));
+    } else {
+      return internal_error(doing, what);
+    }
+  };
+  return [fail, f = std::move(f)]() -> R {
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      return fail(e.what());
+    } catch (...) {
+      return fail("an exception that is not a std::exception");
+    }
+  };
+}
+
 }  // namespace
 
 HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
@@ -243,46 +294,77 @@ Router::Router(broker::Broker& broker, const Server& protocol, const HttpCounter
   if (auto c = broker_.connect("")) client_ = std::move(*c);
 }
 
-Routed Router::route(const HttpRequest& r) {
+std::optional<HttpResponse> Router::probe(const HttpRequest& head) const {
+  try {
+    auto target = parse_target(head.target);
+    if (!target) return std::nullopt;
+    const auto& seg = target->segments;
+    // Health and readiness answer anyone: load balancers and orchestrators carry no token.
+    if (seg.size() != 1 || (seg[0] != "healthz" && seg[0] != "readyz")) return std::nullopt;
+    if (!is_get(head.method)) return method_not_allowed(head.method, target->path, "GET, HEAD");
+    return seg[0] == "healthz" ? healthz() : readyz();
+  } catch (const std::exception& e) {
+    return internal_error("a health probe", e.what());
+  }
+}
+
+std::optional<HttpResponse> Router::admit(const HttpRequest& head,
+                                          std::shared_ptr<auth::Access>* who) {
+  try {
+    auto target = parse_target(head.target);
+    if (!target) return error_of(target.error());
+    if (probe(head)) return std::nullopt;
+    auto access = authenticate(head);
+    if (!access) return unauthorized(access.error());
+    if (who) *who = *access;
+    const auto& seg = target->segments;
+    if (*access && is_publish(seg, head.method) && validate_channel_name(seg[2]).ok()) {
+      if (auto st = (*access)->check(auth::Action::kSend, seg[2]); !st) return error_of(st.error());
+    }
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    return internal_error("admitting a request", e.what());
+  }
+}
+
+Routed Router::route(HttpRequest request) {
+  try {
+    return route_request(std::move(request));
+  } catch (const std::exception& e) {
+    return Routed::now(internal_error("routing a request", e.what()));
+  }
+}
+
+Routed Router::route_request(HttpRequest r) {
   auto target = parse_target(r.target);
   if (!target) return Routed::now(error_of(target.error()));
-  const auto& seg = target->segments;
+  if (auto answer = probe(r)) return Routed::now(std::move(*answer));
+  const std::vector<std::string> seg = target->segments;
+  const std::string path(target->path);
   const std::string& m = r.method;
-  // Health and readiness answer anyone: load balancers and orchestrators carry no token.
-  if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "readyz")) {
-    if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
-    return Routed::now(seg[0] == "healthz" ? healthz() : readyz());
-  }
   auto access = authenticate(r);
-  if (!access) {
-    HttpResponse denied = error_response(401, access.error().code, access.error().message);
-    denied.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"witmq\"");
-    return Routed::now(std::move(denied));
-  }
+  if (!access) return Routed::now(unauthorized(access.error()));
   std::shared_ptr<auth::Access> who = std::move(*access);
   if (seg.size() == 1 && seg[0] == "metrics") {
-    if (!is_get(m)) return Routed::now(method_not_allowed(m, target->path, "GET, HEAD"));
+    if (!is_get(m)) return Routed::now(method_not_allowed(m, path, "GET, HEAD"));
     if (who) {
       if (auto st = who->check_monitor("/metrics"); !st) return Routed::now(error_of(st.error()));
     }
     // A scrape walks every channel: off the I/O threads.
     Routed out;
-    out.blocking = [this] { return metrics(); };
+    out.blocking = guarded("a metrics scrape", [this] { return metrics(); });
     return out;
   }
-  if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "channels" && seg[3] == "messages" &&
-      m == "POST") {
-    return publish(r, seg[2], who.get());
-  }
+  if (is_publish(seg, m)) return publish(std::move(r), seg[2], who);
   if (!seg.empty() && seg[0] == "v1") {
     // Admin calls may wait on disk: the whole request is served on the pool.
     Routed out;
-    out.blocking = [this, r, who] { return admin_routes(r, who.get()); };
+    out.blocking = guarded("an admin request",
+                           [this, r = std::move(r), who] { return admin_routes(r, who.get()); });
     return out;
   }
-  return Routed::now(
-      error_response(404, ErrorCode::kNotFound,
-                     fmt::format("no endpoint at {}; docs/HTTP.md lists them", target->path)));
+  return Routed::now(error_response(
+      404, ErrorCode::kNotFound, fmt::format("no endpoint at {}; docs/HTTP.md lists them", path)));
 }
 
 Result<std::shared_ptr<auth::Access>> Router::authenticate(const HttpRequest& r) const {
@@ -421,6 +503,7 @@ HttpResponse Router::metrics() {
   s.uptime_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - kStarted).count();
   s.channels = broker_.list_channels();
+  s.max_channel_series = sources_.metrics_max_channels;
   s.store = broker_.store_stats();
   const ServerCounters& t = protocol_.counters();
   s.listeners.push_back({"tcp", t.connections.load(), t.connections_total.load(),
@@ -483,6 +566,14 @@ HttpResponse Router::browse(const std::string& channel, std::string_view query,
 
 HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& channel,
                                   std::string_view query, bool replay, auth::Access* access) {
+  // Grants first, on the channel in the path: whether it exists and where its dead letters go is
+  // told only to an identity that may see them (browsing: receive or manage; replay: manage).
+  if (access && (replay || !access->allows(auth::Action::kReceive, channel))) {
+    if (auto st = access->check(auth::Action::kManage, channel); !st) {
+      return error_of(Error(st.error().code, fmt::format("dead letters of channel '{}': {}",
+                                                         channel, st.error().message)));
+    }
+  }
   // The dead letters of a channel are those of its dead-letter channel; those of a dead-letter
   // channel are its own messages.
   auto stats = broker_.channel_stats(channel);
@@ -554,7 +645,8 @@ HttpResponse Router::checkpoint(const HttpRequest& r, auth::Access* access) {
   return checkpoint_reply(dir);
 }
 
-Routed Router::publish(const HttpRequest& r, const std::string& channel, auth::Access* access) {
+Routed Router::publish(HttpRequest r, const std::string& channel,
+                       const std::shared_ptr<auth::Access>& access) {
   if (auto st = validate_channel_name(channel); !st) {
     return Routed::now(
         error_response(400, ErrorCode::kInvalidArgument,
@@ -571,6 +663,18 @@ Routed Router::publish(const HttpRequest& r, const std::string& channel, auth::A
   if (!client_) {
     return Routed::now(error_response(503, ErrorCode::kUnavailable, "the broker refused a client"));
   }
+  if (r.body.size() > kParseOnIoThreadBytes) {
+    // Parsing a large structured event takes a while: not on an I/O thread.
+    Routed out;
+    out.prepare = guarded("parsing a CloudEvent", [this, r = std::move(r), channel] {
+      return publish_message(r, channel);
+    });
+    return out;
+  }
+  return publish_message(r, channel);
+}
+
+Routed Router::publish_message(const HttpRequest& r, const std::string& channel) {
   auto request = message_from_http(r.headers, r.body);
   if (!request) return Routed::now(error_of(request.error()));
   Routed out;

@@ -63,6 +63,9 @@ struct HttpSources {
   std::string version;
   // Bearer tokens and grants (docs/SECURITY.md); nullptr = no checks. Outlives the server.
   auth::Authenticator* authenticator = nullptr;
+  // Channels with series of their own in /metrics (HttpServerOptions::metrics_max_channels, set
+  // by the server).
+  size_t metrics_max_channels = 1'000;
 };
 
 // A publish the router has checked, for the server to send and await (it completes once the
@@ -77,13 +80,15 @@ struct Publish {
 };
 
 // What serving a request takes: an answer now, a blocking call for the admin pool (admin calls
-// may wait on disk), or a broker send. Exactly one is set. Routing is plain functions; only the
-// connection's coroutine awaits (GCC 12 miscompiles temporaries and braced lists inside
-// coroutine bodies, so coroutines here stay small).
+// may wait on disk), a broker send, or work for the admin pool that yields one of the others
+// (parsing a large structured CloudEvent). Exactly one is set. None of the functions throws.
+// Routing is plain functions; only the connection's coroutine awaits (GCC 12 miscompiles
+// temporaries and braced lists inside coroutine bodies, so coroutines here stay small).
 struct Routed {
   std::optional<HttpResponse> response;
   std::function<HttpResponse()> blocking;
   std::optional<Publish> publish;
+  std::function<Routed()> prepare;
 
   static Routed now(HttpResponse r) {
     Routed out;
@@ -98,8 +103,19 @@ class Router {
   Router(broker::Broker& broker, const Server& protocol, const HttpCounters& counters,
          HttpSources sources);
 
-  // Routes one request. Never throws: every failure is a response.
-  Routed route(const HttpRequest& request);
+  // Called once a request's line and headers are read, before its body: the answer to give at
+  // once, without reading the body (a bad target, a client that is not authenticated, or one
+  // that may not publish where it asks to), or nullopt to read the body and route(). Never
+  // throws.
+  // `who`, when given, is set to the identity the request was admitted as (null without an
+  // authenticator).
+  std::optional<HttpResponse> admit(const HttpRequest& head,
+                                    std::shared_ptr<auth::Access>* who = nullptr);
+  // The answer to a health or readiness probe (which needs no token and no body), nullopt for
+  // any other request. Never throws.
+  std::optional<HttpResponse> probe(const HttpRequest& head) const;
+  // Routes one request. Never throws: every failure is a response (an unexpected one 500).
+  Routed route(HttpRequest request);
   // The answer to a publish once the broker confirmed (or refused) it.
   HttpResponse published(const Publish& publish, const Status& status) const;
 
@@ -113,6 +129,7 @@ class Router {
   // allowed.
   Result<std::shared_ptr<auth::Access>> authenticate(const HttpRequest& r) const;
 
+  Routed route_request(HttpRequest r);
   HttpResponse healthz() const;
   HttpResponse readyz() const;
   HttpResponse metrics();
@@ -129,7 +146,10 @@ class Router {
   HttpResponse dead_letters(const HttpRequest& r, const std::string& channel,
                             std::string_view query, bool replay, auth::Access* access);
   HttpResponse checkpoint(const HttpRequest& r, auth::Access* access);
-  Routed publish(const HttpRequest& r, const std::string& channel, auth::Access* access);
+  Routed publish(HttpRequest r, const std::string& channel,
+                 const std::shared_ptr<auth::Access>& access);
+  // The checked publish of `r`'s message (parsing its body).
+  Routed publish_message(const HttpRequest& r, const std::string& channel);
 
   broker::Broker& broker_;
   const Server& protocol_;

@@ -1,6 +1,7 @@
 #include "net/http_server.h"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio/associated_executor.hpp>
@@ -40,6 +41,25 @@ namespace {
 constexpr auto kLinger = std::chrono::seconds(2);
 // Most bytes of a refused request read and dropped while lingering.
 constexpr size_t kMaxLingerBytes = 1 << 20;
+// The most a connection's read buffer holds beyond the header limit: one read's worth. The
+// parser takes body bytes out of the buffer as they come, so only a line it cannot finish (a
+// chunk header with endless extensions, trailers that never end) fills it, and that is refused.
+constexpr size_t kReadChunk = 64 << 10;
+// Connections over the connection limit being answered at once. Each gets kLinger to send a
+// health probe (answered) or anything else (503); one more pushes the oldest out, so that a
+// probe arriving in a flood still gets read.
+constexpr size_t kMaxRefusing = 64;
+// The largest request line and headers a connection over the limit may send.
+constexpr size_t kRefusalHeaderBytes = 8 << 10;
+// At most one log line about refused connections this often.
+constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
+
+size_t read_buffer_limit(const HttpServerOptions& o) { return o.max_header_bytes + kReadChunk; }
+
+HttpSources with_options(HttpSources sources, const HttpServerOptions& o) {
+  sources.metrics_max_channels = o.metrics_max_channels;
+  return sources;
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -67,6 +87,13 @@ HttpResponse refusal(const boost::system::error_code& ec, const HttpServerOption
     return error_response(
         413, ErrorCode::kResourceExhausted,
         fmt::format("the request body is larger than the limit of {} bytes", o.max_body_bytes));
+  }
+  if (ec == http::error::buffer_overflow) {
+    return error_response(
+        431, ErrorCode::kResourceExhausted,
+        fmt::format("a line of the request (a chunk header or a trailer) is longer than the "
+                    "limit of {} bytes",
+                    read_buffer_limit(o)));
   }
   if (ec == http::error::header_limit) {
     return error_response(
@@ -141,6 +168,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     });
   }
 
+  // After a reload: a connection whose last request came from an identity the reload revoked
+  // closes (once the request it serves, if any, is answered).
+  void revalidate() {
+    asio::post(tcp().get_executor(), [self = shared_from_this()] {
+      if (!self->access_ || !self->access_->revoked()) return;
+      log::info(
+          "http connection {}: identity '{}' was revoked by a configuration reload; "
+          "closing it",
+          self->id_, self->access_->name());
+      self->stopping_ = true;
+      if (!self->busy_) self->tcp().cancel();
+    });
+  }
+
   void abort() {
     asio::post(tcp().get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
@@ -149,42 +190,27 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     });
   }
 
-  // Answers a connection over the limit with 503 and closes it; a TLS one after its handshake
-  // (bounded by `handshake_timeout`).
-  static asio::awaitable<void> refuse(tcp::socket socket, uint32_t limit,
-                                      std::shared_ptr<asio::ssl::context> tls,
-                                      std::chrono::milliseconds handshake_timeout) {
-    auto res = to_beast(error_response(503, ErrorCode::kResourceExhausted,
-                                       fmt::format("the HTTP server has {} connections open, "
-                                                   "the limit; try again later",
-                                                   limit)),
-                        11, false, false);
-    boost::system::error_code ec;
-    if (tls) {
-      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
-      beast::get_lowest_layer(stream).expires_after(handshake_timeout);
-      co_await stream.async_handshake(asio::ssl::stream_base::server,
-                                      asio::redirect_error(asio::use_awaitable, ec));
-      if (!ec) {
-        beast::get_lowest_layer(stream).expires_after(kLinger);
-        co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
-      }
-      beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
-      beast::get_lowest_layer(stream).socket().close(ec);
-      co_return;
-    }
-    beast::tcp_stream stream(std::move(socket));
-    stream.expires_after(kLinger);
-    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream.socket().close(ec);
-  }
-
  private:
   // The TCP stream: plain_, or the layer under tls_.
   beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
 
+  // Whatever happens to the connection, it ends with on_closed_: its slot is released.
   asio::awaitable<void> run() {
+    try {
+      auto serving = handshake_and_serve();
+      co_await std::move(serving);
+    } catch (const std::exception& e) {
+      log::error("http connection {}: closed after an unexpected failure: {}", id_, e.what());
+    } catch (...) {
+      log::error("http connection {}: closed after an unexpected failure", id_);
+    }
+    boost::system::error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp().socket().close(ignored);
+    on_closed_(id_);
+  }
+
+  asio::awaitable<void> handshake_and_serve() {
     boost::system::error_code ec;
     if (tls_) {
       tcp().expires_after(options_.tls_handshake_timeout);
@@ -205,24 +231,50 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       auto serving = serve(*plain_);
       co_await std::move(serving);
     }
-    boost::system::error_code ignored;
-    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
-    tcp().socket().close(ignored);
-    on_closed_(id_);
   }
 
   template <typename Stream>
   asio::awaitable<void> serve(Stream& stream) {
-    beast::flat_buffer buffer;
+    beast::flat_buffer buffer(read_buffer_limit(options_));
     boost::system::error_code ec;
     while (!stopping_) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(options_.max_body_bytes);
       parser.header_limit(options_.max_header_bytes);
-      tcp().expires_after(options_.idle_timeout);
-      size_t n = co_await http::async_read_header(stream, buffer, parser,
-                                                  asio::redirect_error(asio::use_awaitable, ec));
+      size_t n = 0;
+      if (buffer.size() == 0) {
+        // Between requests the connection may idle; once a request starts, its headers have
+        // header_timeout to arrive.
+        tcp().expires_after(options_.idle_timeout);
+        const auto space = buffer.prepare(kReadChunk);
+        n = co_await stream.async_read_some(space, asio::redirect_error(asio::use_awaitable, ec));
+        buffer.commit(n);
+        counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
+        if (ec) break;  // closed by the client, idled out or stopping
+      }
+      tcp().expires_after(std::min(options_.header_timeout, options_.idle_timeout));
+      n = co_await http::async_read_header(stream, buffer, parser,
+                                           asio::redirect_error(asio::use_awaitable, ec));
       counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
+      HttpRequest r;
+      if (!ec) {
+        r = request_head(parser.get());
+        // Authenticated on its headers: a client without the right token sends no body.
+        std::optional<HttpResponse> refused = router_.admit(r, &access_);
+        if (refused) {
+          counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
+          counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
+          const unsigned version = parser.get().version();
+          const bool head = parser.get().method() == http::verb::head;
+          auto writing = write(stream, std::move(*refused), version, false, head);
+          co_await std::move(writing);
+          if (!parser.is_done()) {
+            auto lingering = linger(stream);
+            co_await std::move(lingering);
+          }
+          break;
+        }
+      }
       if (!ec && !parser.is_done()) {
         // curl and others wait for 100 Continue before sending a large body.
         const auto expect = parser.get()[http::field::expect];
@@ -233,6 +285,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
         }
         if (!ec) {
+          tcp().expires_after(options_.idle_timeout);
           n = co_await http::async_read(stream, buffer, parser,
                                         asio::redirect_error(asio::use_awaitable, ec));
           counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
@@ -255,19 +308,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       const bool keep_alive = req.keep_alive();
       const unsigned version = req.version();
       const bool head = req.method() == http::verb::head;
-      HttpRequest r;
-      r.method = std::string(req.method_string());
-      r.target = std::string(req.target());
-      for (const auto& field : req) {
-        const auto name = field.name_string();
-        r.headers.emplace_back(lower(std::string_view(name.data(), name.size())),
-                               std::string(field.value()));
-      }
       r.body = std::move(req.body());
-      r.certificate_cn = certificate_cn_;
       // Awaited operations are made in statements of their own and awaited as named values:
       // GCC 12 mishandles temporaries inside co_await expressions.
-      Routed routed = router_.route(r);
+      Routed routed = router_.route(std::move(r));
+      if (routed.prepare) {
+        auto preparing = on_pool(pool_, std::move(routed.prepare));
+        routed = co_await std::move(preparing);
+      }
       HttpResponse response;
       if (routed.response) {
         response = std::move(*routed.response);
@@ -292,6 +340,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       busy_ = false;
       if (!ok || !keep_alive) break;
     }
+  }
+
+  // The request as the router sees it, without its body (not read yet).
+  HttpRequest request_head(const http::request<http::string_body>& req) const {
+    HttpRequest r;
+    r.method = std::string(req.method_string());
+    r.target = std::string(req.target());
+    for (const auto& field : req) {
+      const auto name = field.name_string();
+      r.headers.emplace_back(lower(std::string_view(name.data(), name.size())),
+                             std::string(field.value()));
+    }
+    r.certificate_cn = certificate_cn_;
+    return r;
   }
 
   template <typename Stream>
@@ -326,6 +388,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
   // The CN of the verified client certificate (HTTPS with tls-client-cert on).
   std::optional<std::string> certificate_cn_;
+  // The identity of the last request (null without an authenticator or before one).
+  std::shared_ptr<auth::Access> access_;
   const HttpServerOptions& options_;
   Router& router_;
   asio::thread_pool& pool_;
@@ -339,12 +403,21 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, const Serve
                        HttpServerOptions options, HttpSources sources)
     : io_(io),
       options_(std::move(options)),
-      router_(std::make_unique<Router>(broker, protocol, counters_, std::move(sources))),
+      authenticator_(sources.authenticator),
+      router_(std::make_unique<Router>(broker, protocol, counters_,
+                                       with_options(std::move(sources), options_))),
       acceptor_(asio::make_strand(io)),
       tls_acceptor_(acceptor_.get_executor()),
-      stop_timer_(acceptor_.get_executor()) {}
+      stop_timer_(acceptor_.get_executor()) {
+  if (authenticator_) {
+    revoke_listener_ = authenticator_->add_replace_listener([this] {
+      for (auto& s : open_sessions()) s->revalidate();
+    });
+  }
+}
 
 HttpServer::~HttpServer() {
+  if (authenticator_) authenticator_->remove_replace_listener(revoke_listener_);
   force_close_all();
   admin_pool_.join();
 }
@@ -403,15 +476,7 @@ void HttpServer::accept_loop(tcp::acceptor& acceptor, bool tls) {
             }
           }
           if (!session) {
-            counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-            log::warn("refusing an HTTP connection: the limit of {} connections is reached",
-                      options_.max_connections);
-            auto ex = socket.get_executor();
-            asio::co_spawn(ex,
-                           HttpSession::refuse(std::move(socket), options_.max_connections,
-                                               tls ? options_.tls_context : nullptr,
-                                               options_.tls_handshake_timeout),
-                           asio::detached);
+            refused(std::move(socket), tls);
             continue;
           }
           counters_.connections.fetch_add(1, std::memory_order_relaxed);
@@ -420,6 +485,110 @@ void HttpServer::accept_loop(tcp::acceptor& acceptor, bool tls) {
         }
       },
       asio::detached);
+}
+
+void HttpServer::refused(tcp::socket socket, bool tls) {
+  counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+  ++refusals_unlogged_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_refusal_log_ >= kRefusalLogInterval) {
+    log::warn(
+        "refused {} HTTP connections since the last such line: the limit of {} connections "
+        "is reached (http-max-connections)",
+        refusals_unlogged_, options_.max_connections);
+    refusals_unlogged_ = 0;
+    last_refusal_log_ = now;
+  }
+  // Answering costs a descriptor for up to two kLinger periods (and a TLS handshake): only so
+  // many at once. One more ends the oldest: shutdown() makes its pending operation fail, and its
+  // coroutine closes it.
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(refusing_->mu);
+    if (refusing_->fds.size() >= kMaxRefusing) {
+      ::shutdown(refusing_->fds.begin()->second, SHUT_RDWR);
+      refusing_->fds.erase(refusing_->fds.begin());
+    }
+    id = refusing_->next++;
+    refusing_->fds.emplace(id, socket.native_handle());
+  }
+  auto ex = socket.get_executor();
+  asio::co_spawn(ex, refuse(std::move(socket), tls, refusing_, id), asio::detached);
+}
+
+asio::awaitable<void> HttpServer::refuse(tcp::socket socket, bool tls,
+                                         std::shared_ptr<Refusals> refusals, uint64_t id) {
+  boost::system::error_code ec;
+  // Declared after the stream, so destroyed before it: the descriptor leaves the registry before
+  // it is closed (and its number can be reused). The registry is shared: this frame may be
+  // destroyed with the io_context, after the server.
+  struct Forget {
+    std::shared_ptr<Refusals> refusals;
+    uint64_t id;
+    ~Forget() {
+      std::lock_guard lock(refusals->mu);
+      refusals->fds.erase(id);
+    }
+  };
+  try {
+    if (tls) {
+      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)),
+                                                  *options_.tls_context);
+      Forget forget{refusals, id};
+      beast::get_lowest_layer(stream).expires_after(
+          std::min<std::chrono::milliseconds>(kLinger, options_.tls_handshake_timeout));
+      co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        beast::get_lowest_layer(stream).expires_after(kLinger);
+        auto answering = answer_refused(stream);
+        co_await std::move(answering);
+      }
+      beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
+    } else {
+      beast::tcp_stream stream(std::move(socket));
+      Forget forget{refusals, id};
+      stream.expires_after(kLinger);
+      auto answering = answer_refused(stream);
+      co_await std::move(answering);
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+  } catch (const std::exception& e) {
+    log::error("http: refusing a connection failed: {}", e.what());
+  } catch (...) {
+    log::error("http: refusing a connection failed");
+  }
+}
+
+template <typename Stream>
+asio::awaitable<void> HttpServer::answer_refused(Stream& stream) {
+  boost::system::error_code ec;
+  beast::flat_buffer buffer(kRefusalHeaderBytes + kReadChunk);
+  http::request_parser<http::empty_body> parser;
+  parser.header_limit(kRefusalHeaderBytes);
+  co_await http::async_read_header(stream, buffer, parser,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+  std::optional<HttpResponse> answer;
+  unsigned version = 11;
+  bool head = false;
+  if (!ec) {
+    version = parser.get().version();
+    head = parser.get().method() == http::verb::head;
+    HttpRequest r;
+    r.method = std::string(parser.get().method_string());
+    r.target = std::string(parser.get().target());
+    // Health probes are answered even at the limit: a flood of other connections must not make
+    // a healthy server look dead.
+    answer = router_->probe(r);
+  }
+  if (!answer) {
+    answer = error_response(
+        503, ErrorCode::kResourceExhausted,
+        fmt::format("the HTTP server has {} connections open, the limit; try again later",
+                    options_.max_connections));
+  }
+  auto res = to_beast(std::move(*answer), version, false, head);
+  co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
 }
 
 void HttpServer::session_closed(uint64_t id) {
@@ -471,15 +640,17 @@ void HttpServer::stop(std::function<void()> done) {
   for (auto& s : open) s->shutdown();
 }
 
-void HttpServer::force_close_all() {
+std::vector<std::shared_ptr<HttpSession>> HttpServer::open_sessions() {
   std::vector<std::shared_ptr<HttpSession>> open;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& [id, weak] : sessions_) {
-      if (auto s = weak.lock()) open.push_back(std::move(s));
-    }
+  std::lock_guard lock(mu_);
+  for (auto& [id, weak] : sessions_) {
+    if (auto s = weak.lock()) open.push_back(std::move(s));
   }
-  for (auto& s : open) s->abort();
+  return open;
+}
+
+void HttpServer::force_close_all() {
+  for (auto& s : open_sessions()) s->abort();
 }
 
 }  // namespace witmq::net

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -16,10 +17,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "broker/broker.h"
 #include "common/result.h"
@@ -54,6 +57,11 @@ struct HttpServerOptions {
   // A connection that sends no complete request for this long is closed. Also bounds how long
   // one request may take to arrive.
   std::chrono::milliseconds idle_timeout{60'000};
+  // Once a request's first byte has arrived, how long its request line and headers may take
+  // (bounded by idle_timeout too): a client trickling its headers frees its connection soon.
+  std::chrono::milliseconds header_timeout{10'000};
+  // Channels with series of their own in /metrics (metrics-max-channels).
+  uint32_t metrics_max_channels = 1'000;
   // On stop(), how long requests in progress get before their connections are closed.
   std::chrono::milliseconds shutdown_timeout{10'000};
 };
@@ -102,11 +110,23 @@ class HttpServer {
  private:
   // Accepts on `acceptor` until it closes; `tls` says whether its connections speak TLS.
   void accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
+  // A connection over max_connections: answered (a health probe 200, anything else 503) and
+  // closed, or closed at once when too many are being answered already.
+  void refused(boost::asio::ip::tcp::socket socket, bool tls);
+  struct Refusals;
+  boost::asio::awaitable<void> refuse(boost::asio::ip::tcp::socket socket, bool tls,
+                                      std::shared_ptr<Refusals> refusals, uint64_t id);
+  template <typename Stream>
+  boost::asio::awaitable<void> answer_refused(Stream& stream);
   void session_closed(uint64_t id);
   void force_close_all();
+  std::vector<std::shared_ptr<HttpSession>> open_sessions();
 
   boost::asio::io_context& io_;
   const HttpServerOptions options_;
+  // Whose replace listener closes connections of revoked identities; may be null.
+  auth::Authenticator* const authenticator_;
+  uint64_t revoke_listener_ = 0;
   HttpCounters counters_;
   // Two threads, so that a scrape does not wait behind a checkpoint.
   boost::asio::thread_pool admin_pool_{2};
@@ -117,6 +137,16 @@ class HttpServer {
   boost::asio::ip::tcp::endpoint endpoint_;
   boost::asio::ip::tcp::endpoint tls_endpoint_;
   boost::asio::steady_timer stop_timer_;
+  // Connections over the limit being answered now, oldest first.
+  struct Refusals {
+    std::mutex mu;                // guards the members below
+    std::map<uint64_t, int> fds;  // id -> descriptor
+    uint64_t next = 1;
+  };
+  std::shared_ptr<Refusals> refusing_ = std::make_shared<Refusals>();
+  // On the acceptors' strand: the rate limit of the refusal log line.
+  std::chrono::steady_clock::time_point last_refusal_log_{};
+  uint64_t refusals_unlogged_ = 0;
 
   std::mutex mu_;  // guards the members below
   std::unordered_map<uint64_t, std::weak_ptr<HttpSession>> sessions_;

@@ -176,6 +176,12 @@ std::string render_metrics(const MetricsSnapshot& s) {
             [](const auto* a, const auto* b) { return a->name < b->name; });
   w.family("witmq_channels", "gauge", "Channels that exist, dead-letter channels included.");
   w.sample(static_cast<double>(channels.size()));
+  const size_t omitted = channels.size() - std::min(channels.size(), s.max_channel_series);
+  channels.resize(channels.size() - omitted);
+  w.family("witmq_metrics_channels_omitted", "gauge",
+           "Channels without series of their own here: those after the first "
+           "metrics-max-channels by name.");
+  w.sample(static_cast<double>(omitted));
   for (const auto& m : channel_metrics()) {
     w.family(m.name, m.type, m.help);
     for (const auto* c : channels) w.sample("channel", c->name, m.value(*c));

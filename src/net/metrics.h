@@ -4,6 +4,7 @@
 // metric.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -56,6 +57,9 @@ struct MetricsSnapshot {
   std::vector<std::pair<std::string, uint32_t>> identity_connections;
   uint64_t auth_refused = 0;
   uint64_t auth_denied = 0;
+  // Channels that get per-channel and per-subscription series (the first by name); the rest are
+  // counted in witmq_metrics_channels_omitted.
+  size_t max_channel_series = SIZE_MAX;
 };
 
 // The exposition text: families in a fixed order, samples of a family sorted by their labels.

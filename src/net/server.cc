@@ -114,9 +114,15 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
   context_ = std::make_unique<ServerContext>(
       ServerContext{broker_, options_, counters_, admin_pool_, admin_options_,
                     [this](uint64_t id) { session_closed(id); }});
+  if (options_.authenticator) {
+    // A reload that revokes an identity ends its connections now, not at their next request.
+    revoke_listener_ = options_.authenticator->add_replace_listener(
+        [this] { for_each_session(&Session::revalidate); });
+  }
 }
 
 Server::~Server() {
+  if (options_.authenticator) options_.authenticator->remove_replace_listener(revoke_listener_);
   force_close_all();
   admin_pool_.join();
 }
@@ -245,7 +251,9 @@ void Server::stop(std::function<void()> done) {
   for (auto& s : open) s->shutdown();
 }
 
-void Server::force_close_all() {
+void Server::force_close_all() { for_each_session(&Session::abort); }
+
+void Server::for_each_session(void (Session::*f)()) {
   std::vector<std::shared_ptr<Session>> open;
   {
     std::lock_guard lock(mu_);
@@ -253,7 +261,7 @@ void Server::force_close_all() {
       if (auto s = weak.lock()) open.push_back(std::move(s));
     }
   }
-  for (auto& s : open) s->abort();
+  for (auto& s : open) (s.get()->*f)();
 }
 
 }  // namespace witmq::net

@@ -148,6 +148,8 @@ class Server {
   void refuse(boost::asio::ip::tcp::socket socket, bool tls);
   void session_closed(uint64_t id);
   void force_close_all();
+  // Calls `f` (safe from any thread) on every open session.
+  void for_each_session(void (Session::*f)());
 
   boost::asio::io_context& io_;
   broker::Broker& broker_;
@@ -168,6 +170,8 @@ class Server {
   uint64_t next_session_ = 1;
   bool stopping_ = false;
   std::function<void()> stop_done_;
+  // The Authenticator's replace listener (when there is one).
+  uint64_t revoke_listener_ = 0;
 };
 
 }  // namespace witmq::net

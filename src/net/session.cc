@@ -119,6 +119,21 @@ void Session::shutdown() {
   post([self = shared_from_this()] { self->begin_drain(); });
 }
 
+void Session::revalidate() {
+  post([self = shared_from_this()] {
+    if (self->closed_ || !self->access_ || !self->access_->revoked()) return;
+    log::info("connection {}: identity '{}' was revoked by a configuration reload; closing it",
+              self->id_, self->access_->name());
+    // goaway first, so that it carries the reason: from then on nothing else is written, and the
+    // drain ends the waiting receives and the stream without waiting again.
+    self->goaway(0, Error(ErrorCode::kPermissionDenied,
+                          fmt::format("identity '{}' is no longer valid after a configuration "
+                                      "reload; reconnect with valid credentials",
+                                      self->access_->name())));
+    self->begin_drain();
+  });
+}
+
 void Session::abort() {
   post([self = shared_from_this()] {
     if (!self->closed_) {

@@ -60,6 +60,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void shutdown();
   // Closes at once without goaway (shutdown timeout passed). Safe from any thread.
   void abort();
+  // After a reload: when the connection's identity was revoked, sends goaway
+  // (permission-denied), ends its waiting receives and its stream and closes; nothing is
+  // delivered to it from then on. Safe from any thread.
+  void revalidate();
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -23,6 +23,7 @@ const std::string kProducerToken = "witmq_producer-token-0123456789abcdefghijklm
 const std::string kConsumerToken = "witmq_consumer-token-0123456789abcdefghijklmnopqrs";
 const std::string kAdminToken = "witmq_admin-token-0123456789abcdefghijklmnopqrstuvw";
 const std::string kLimitedToken = "witmq_limited-token-0123456789abcdefghijklmnopqrst";
+const std::string kOrdersAdminToken = "witmq_orders-admin-token-0123456789abcdefghijklmn";
 
 std::string digest(const std::string& token) { return auth::to_hex(auth::sha256(token)); }
 
@@ -32,14 +33,16 @@ json identities() {
        {"token-sha256", digest(kProducerToken)},
        {"send", {"orders.*"}},
        {"max-connections", 2}},
-      {{"name", "consumer"},
-       {"token-sha256", digest(kConsumerToken)},
-       {"receive", {"orders.*"}}},
+      {{"name", "consumer"}, {"token-sha256", digest(kConsumerToken)}, {"receive", {"orders.*"}}},
       {{"name", "admin"},
        {"token-sha256", digest(kAdminToken)},
        {"manage", {"*"}},
        {"monitor", true}},
       {{"name", "limited"}, {"token-sha256", digest(kLimitedToken)}, {"send", {"other"}}},
+      {{"name", "orders-admin"},
+       {"token-sha256", digest(kOrdersAdminToken)},
+       {"send", {"orders.*"}},
+       {"manage", {"orders.*"}}},
   });
 }
 
@@ -284,13 +287,149 @@ TEST_F(AuthTest, AReloadAppliesNewGrantsAndEndsRevokedConnections) {
   ASSERT_TRUE(daemon_.wait_for_log("identities replaced")) << daemon_.log();
 
   EXPECT_FRAME(producer->call(net::Send{"billing", {text_message("now allowed")}}), kSendOk);
-  Frame f = limited->call(net::Send{"other", {text_message("x")}});
-  ASSERT_FRAME(f, kGoaway);
-  EXPECT_EQ(error_from(f).code, ErrorCode::kPermissionDenied);
-  EXPECT_NE(error_from(f).message.find("identity 'limited' is no longer valid"),
+  // The revoked connection is told at once, without sending anything, and closed.
+  Conn::Read r = limited->read(10s);
+  ASSERT_EQ(r.status, Conn::Status::kFrame);
+  ASSERT_FRAME(r.frame, kGoaway);
+  EXPECT_EQ(error_from(r.frame).code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(error_from(r.frame).message.find("identity 'limited' is no longer valid"),
             std::string::npos);
+  EXPECT_EQ(limited->read(10s).status, Conn::Status::kClosed);
   Conn again(port());
   ASSERT_FRAME(connect(again, kLimitedToken), kGoaway);
+}
+
+std::vector<std::pair<std::string, std::string>> bearer(const std::string& token) {
+  return {{"Authorization", "Bearer " + token}};
+}
+
+// Issue 19 item 6: naming a dead-letter channel takes the grants that writing to it takes.
+TEST_F(AuthTest, ADeadLetterChannelNeedsTheGrantsOfWritingToIt) {
+  const uint16_t http = daemon_.http_port();
+  ASSERT_EQ(http_request(http, "PUT", "/v1/channels/billing", "{}", bearer(kAdminToken)).status,
+            201u);
+  HttpReply refused = http_request(http, "PUT", "/v1/channels/orders.x",
+                                   R"({"dead-letter-channel": "billing", "max-deliveries": 1})",
+                                   bearer(kOrdersAdminToken));
+  EXPECT_EQ(refused.status, 403u) << refused;
+  EXPECT_NE(refused.error_message().find("dead-letter-channel 'billing'"), std::string::npos)
+      << refused;
+  EXPECT_NE(refused.error_message().find("may not send to channel 'billing'"), std::string::npos)
+      << refused;
+  EXPECT_EQ(http_request(http, "GET", "/v1/channels/orders.x", "", bearer(kAdminToken)).status,
+            404u);
+  // Nor by changing an existing channel, nor over the protocol's admin frames.
+  ASSERT_EQ(
+      http_request(http, "PUT", "/v1/channels/orders.y", "{}", bearer(kOrdersAdminToken)).status,
+      201u);
+  EXPECT_EQ(http_request(http, "PUT", "/v1/channels/orders.y",
+                         R"({"dead-letter-channel": "billing"})", bearer(kOrdersAdminToken))
+                .status,
+            403u);
+  auto c = as(port(), kOrdersAdminToken);
+  Frame f = c->call(
+      net::AdminRequest{net::AdminOp::kChannelDeclare,
+                        R"({"name": "orders.z", "settings": {"dead-letter-channel": "billing"}})"});
+  EXPECT_EQ(error_from(f).code, ErrorCode::kPermissionDenied) << describe(f);
+  HttpReply stats = http_request(http, "GET", "/v1/channels/billing", "", bearer(kAdminToken));
+  EXPECT_EQ(stats.json.value("is-dead-letter", true), false) << stats;
+  // A dead-letter channel it may write to (and manage) is fine.
+  EXPECT_EQ(http_request(http, "PUT", "/v1/channels/orders.w",
+                         R"({"dead-letter-channel": "orders.w.dead"})", bearer(kOrdersAdminToken))
+                .status,
+            201u);
+}
+
+TEST(AuthDeadLetterTest, WithoutAutoCreateTheDeadLetterChannelMustExist) {
+  ConfigFile config(secured());
+  Daemon d({"--config", config.path(), "--set", "auto-create-channels=false"});
+  HttpReply refused =
+      http_request(d.http_port(), "PUT", "/v1/channels/orders.x",
+                   R"({"dead-letter-channel": "orders.dead"})", bearer(kOrdersAdminToken));
+  EXPECT_EQ(refused.status, 409u) << refused;
+  EXPECT_NE(refused.error_message().find("auto-create-channels is off"), std::string::npos)
+      << refused;
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+// Issue 19 item 8: whether a channel exists, and where its dead letters go, is not told to an
+// identity without a grant on it.
+TEST_F(AuthTest, DeadLettersCheckGrantsBeforeAnythingElse) {
+  const uint16_t http = daemon_.http_port();
+  ASSERT_EQ(http_request(http, "PUT", "/v1/channels/secret",
+                         R"({"dead-letter-channel": "secret.hidden"})", bearer(kAdminToken))
+                .status,
+            201u);
+  for (const std::string channel : {"secret", "missing"}) {
+    for (const std::string suffix : {"/dead-letters", "/dead-letters/replay"}) {
+      const std::string method = suffix == "/dead-letters" ? "GET" : "POST";
+      HttpReply r = http_request(http, method, "/v1/channels/" + channel + suffix, "",
+                                 bearer(kProducerToken));
+      EXPECT_EQ(r.status, 403u) << channel << suffix << ": " << r;
+      EXPECT_EQ(r.body.find("hidden"), std::string::npos) << r;
+      EXPECT_EQ(r.body.find(".dlq"), std::string::npos) << r;
+    }
+  }
+  EXPECT_EQ(http_request(http, "GET", "/v1/channels/missing/dead-letters", "", bearer(kAdminToken))
+                .status,
+            404u);
+}
+
+// Issue 19 item 7: a reload that revokes an identity ends its waiting receives at once (nothing
+// published afterwards reaches it) and closes its protocol and HTTP connections.
+TEST_F(AuthTest, ARevokingReloadEndsWaitingReceivesAndClosesConnections) {
+  auto consumer = as(port(), kConsumerToken);
+  consumer->send(net::SubscribeReceive{"orders.wait"});
+  // An HTTP keep-alive connection whose last request came from the consumer.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket http(io);
+  http.connect({boost::asio::ip::make_address("127.0.0.1"), daemon_.http_port()});
+  {
+    namespace bhttp = boost::beast::http;
+    bhttp::request<bhttp::string_body> req{bhttp::verb::get, "/v1/channels", 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    req.set(bhttp::field::authorization, "Bearer " + kConsumerToken);
+    bhttp::write(http, req);
+    boost::beast::flat_buffer buffer;
+    bhttp::response<bhttp::string_body> res;
+    bhttp::read(http, buffer, res);
+    ASSERT_EQ(res.result_int(), 200u);
+    ASSERT_TRUE(res.keep_alive());
+  }
+  std::this_thread::sleep_for(100ms);  // the receive is waiting
+
+  json next = secured();
+  next["identities"].erase(1);  // consumer
+  config_.write(next);
+  daemon_.signal(SIGHUP);
+  ASSERT_TRUE(daemon_.wait_for_log("identities replaced")) << daemon_.log();
+  auto producer = as(port(), kProducerToken);
+  EXPECT_FRAME(producer->call(net::Send{"orders.wait", {text_message("after the reload")}}),
+               kSendOk);
+
+  Conn::Read r = consumer->read(10s);
+  ASSERT_EQ(r.status, Conn::Status::kFrame);
+  ASSERT_FRAME(r.frame, kGoaway);
+  EXPECT_EQ(error_from(r.frame).code, ErrorCode::kPermissionDenied);
+  for (;;) {
+    Conn::Read more = consumer->read(10s);
+    if (more.status != Conn::Status::kFrame) {
+      EXPECT_EQ(more.status, Conn::Status::kClosed);
+      break;
+    }
+    EXPECT_EQ(describe(more.frame).find("after the reload"), std::string::npos)
+        << "delivered after the reload: " << describe(more.frame);
+  }
+  // The HTTP connection is closed by the server.
+  char byte;
+  boost::system::error_code ec;
+  http.read_some(boost::asio::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset)
+      << ec.message();
+  // The message is still there for a consumer that may have it.
+  HttpReply browse = http_request(daemon_.http_port(), "GET", "/v1/channels/orders.wait/messages",
+                                  "", bearer(kAdminToken));
+  EXPECT_NE(browse.body.find("after the reload"), std::string::npos) << browse;
 }
 
 std::string wasm(const std::string& stem) {
@@ -354,6 +493,23 @@ TEST(AuthDefaultsTest, AnOffSwitchedAnonymousKeyIsLoggedAsOff) {
   Daemon d({"--config", file.path()});
   EXPECT_TRUE(d.wait_for_log("anonymous access is off")) << d.log();
   EXPECT_EQ(d.log().find("ANONYMOUS ACCESS IS ON"), std::string::npos);
+}
+
+// Issue 19 item 10: the warning names every listener anonymous access applies to, the HTTP one
+// included, and a reload that switches anonymous access on says so again.
+TEST(AuthDefaultsTest, TheAnonymousWarningNamesTheHttpListenerAndFollowsReloads) {
+  ConfigFile file(json{{"anonymous", {{"enabled", false}}}});
+  Daemon d({"--config", file.path()});
+  ASSERT_TRUE(d.wait_for_log("anonymous access is off")) << d.log();
+  file.write(json{{"anonymous", {{"enabled", true}, {"send", {"*"}}}}});
+  d.signal(SIGHUP);
+  ASSERT_TRUE(d.wait_for_log("ANONYMOUS ACCESS IS ON")) << d.log();
+  const std::string log = d.log();
+  const auto warning = log.find("ANONYMOUS ACCESS IS ON");
+  const std::string line = log.substr(warning, log.find('\n', warning) - warning);
+  EXPECT_NE(line.find("listen 127.0.0.1:"), std::string::npos) << line;
+  EXPECT_NE(line.find("http-listen 127.0.0.1:"), std::string::npos) << line;
+  EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
 TEST(AuthDefaultsTest, ABadIdentitiesEntryIsRefusedAtStartNamingTheField) {

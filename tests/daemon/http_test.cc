@@ -430,12 +430,14 @@ TEST(HttpLimitsTest, OversizedBodiesAre413) {
 TEST(HttpLimitsTest, ConnectionCapAndIdleTimeout) {
   Daemon d({"--set", "http-max-connections=1", "--set", "http-idle-timeout-ms=500"});
   ASSERT_NE(d.http_port(), 0);
-  // A connection that sends nothing holds the one slot: the next is answered 503.
+  // A connection that sends nothing holds the one slot: the next is answered 503, unless it is a
+  // health probe.
   Conn idle(d.http_port());
   std::this_thread::sleep_for(100ms);
-  HttpReply refused = http_get(d.http_port(), "/healthz");
+  HttpReply refused = http_get(d.http_port(), "/v1/channels");
   EXPECT_EQ(refused.status, 503u) << refused;
   EXPECT_EQ(refused.error_code(), "resource-exhausted") << refused;
+  EXPECT_EQ(http_get(d.http_port(), "/healthz").status, 200u);
   // The idle connection is closed after http-idle-timeout-ms, which frees the slot.
   EXPECT_EQ(idle.read(5s).status, Conn::Status::kClosed);
   // (Each request's connection frees the slot once the server has seen it close.)

@@ -121,6 +121,40 @@ TEST(CloudEventsTest, StructuredMode) {
   }
 }
 
+// Issue 19 items 3 and 10: what a structured event may not be.
+TEST(CloudEventsTest, StructuredModeRefusesDuplicatesApproximationsAndDeepNesting) {
+  const Headers h = {{"content-type", "application/cloudevents+json"}};
+  auto dup =
+      message_from_http(h, R"({"specversion":"1.0","id":"a","source":"/s","type":"t","id":"b"})");
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().message.find("'id' is given twice"), std::string::npos)
+      << dup.error().message;
+  // Keys repeated inside data are data, not attributes.
+  EXPECT_TRUE(message_from_http(
+      h, R"({"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"k":1,"k":2}})"));
+  auto numeric_id = message_from_http(
+      h, R"({"specversion":"1.0","id":12345678901234567890123,"source":"/s","type":"t"})");
+  ASSERT_FALSE(numeric_id);
+  EXPECT_NE(numeric_id.error().message.find("'id' is a JSON number, expected a string"),
+            std::string::npos)
+      << numeric_id.error().message;
+  auto fraction =
+      message_from_http(h, R"({"specversion":"1.0","id":"a","source":"/s","type":"t","n":1.5})");
+  ASSERT_FALSE(fraction);
+  EXPECT_NE(fraction.error().message.find("'n'"), std::string::npos) << fraction.error().message;
+  auto big = message_from_http(
+      h, R"({"specversion":"1.0","id":"a","source":"/s","type":"t","n":18446744073709551615})");
+  ASSERT_TRUE(big) << big.error().message;
+  EXPECT_EQ(meta(big->message, "n"), "18446744073709551615");
+  // 200 KB of nested arrays as data: refused while parsing, before anything recurses.
+  const std::string deep = R"({"specversion":"1.0","id":"a","source":"/s","type":"t","data":)" +
+                           std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  auto nested = message_from_http(h, deep);
+  ASSERT_FALSE(nested);
+  EXPECT_NE(nested.error().message.find("deeper than the limit"), std::string::npos)
+      << nested.error().message;
+}
+
 TEST(CloudEventsTest, RawAndBatched) {
   auto r = message_from_http(Headers{{"content-type", "application/octet-stream"}}, "xyz");
   ASSERT_TRUE(r);

@@ -27,6 +27,22 @@ MetricsSnapshot sample() {
   return s;
 }
 
+// Issue 19 item 9: many channels cannot make a scrape huge.
+TEST(MetricsTest, ChannelSeriesAreCappedAndTheRestCounted) {
+  MetricsSnapshot s = sample();
+  s.max_channel_series = 1;
+  const std::string text = render_metrics(s);
+  EXPECT_NE(text.find("witmq_channels 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("witmq_metrics_channels_omitted 1\n"), std::string::npos) << text;
+  // The first by name keeps its series; the other has none, its subscriptions neither.
+  EXPECT_NE(text.find("witmq_channel_depth{channel=\"a\\\"q\"} 0\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("{channel=\"b\""), std::string::npos) << text;
+  s.max_channel_series = 0;
+  const std::string none = render_metrics(s);
+  EXPECT_NE(none.find("witmq_metrics_channels_omitted 2\n"), std::string::npos) << none;
+  EXPECT_EQ(none.find("{channel="), std::string::npos) << none;
+}
+
 TEST(MetricsTest, FamiliesHaveHelpAndTypeAndSortedSamples) {
   const std::string text = render_metrics(sample());
   EXPECT_NE(text.find("# HELP witmq_channel_depth "), std::string::npos);

@@ -1,0 +1,276 @@
+// Fuzzes the HTTP side end to end (issue 19): whole requests, as bytes on a connection, through
+// Beast's request parser with the server's limits, the router's admission on the headers, then
+// the real routes and handlers on a real broker (RocksDB in a temporary directory): admin calls,
+// metrics and dead letters run here as the admin pool would run them, publishes go through the
+// broker. Input: one byte choosing the configuration (even: the daemon's defaults, anonymous
+// access with every grant; odd: a hardened one with identities, grants and auto-create off, whose
+// tokens are in the seeds), then the connection's bytes, which may hold several pipelined
+// requests.
+//
+// Checked beyond "no crash, no sanitizer report": every answer is a status from 100 to 599; a JSON
+// answer is valid JSON (hence valid UTF-8); no handler failed unexpectedly (the router's 500
+// "failed inside the server"); /healthz stays 200 after every input.
+//
+// Not run: POST /v1/checkpoint (it creates a directory named by the body, anywhere).
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "auth/authenticator.h"
+#include "broker/async.h"
+#include "broker/broker.h"
+#include "common/log.h"
+#include "daemon/config.h"
+#include "fuzz_check.h"
+#include "net/http_routes.h"
+#include "net/http_server.h"
+#include "net/server.h"
+
+namespace witmq::fuzz {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+// The hardened configuration of docs/SECURITY.md without its TLS listeners (the fuzzer does not
+// speak TLS). The seeds carry the tokens of ops ("witmq_fuzz-ops-token", every grant) and
+// prometheus ("witmq_fuzz-prometheus-token", monitor only); the other two identities' digests are
+// of tokens nobody has.
+constexpr std::string_view kHardened = R"({
+  "anonymous": {"enabled": false},
+  "identities": [
+    {"name": "orders-service",
+     "token-sha256": "1f1a50f4cbb7e4ab3ab5b8bc4f1e8cf8f1db57bdbb86df6a0ec2c56e2e6eb402",
+     "send": ["orders.*"], "receive": ["orders.replies"], "max-connections": 32},
+    {"name": "billing-worker",
+     "token-sha256": "0d7f9b4d09b6e5d4b7bd0e0c7bb0a3e98a6f3e2d35d2c1d3c4b9b8d7f1e4a3c2",
+     "receive": ["orders.*"], "max-connections": 64},
+    {"name": "ops",
+     "token-sha256": "OPS_DIGEST",
+     "manage": ["*"], "monitor": true, "max-connections": 4},
+    {"name": "prometheus",
+     "token-sha256": "PROMETHEUS_DIGEST", "monitor": true}
+  ],
+  "auto-create-channels": false,
+  "channels": {"orders.eu": {}, "orders.us": {}, "orders.replies": {}}
+})";
+
+// One configuration's daemon parts: the broker, the protocol server the router reads its counters
+// and admin options from, the authenticator, the router.
+struct Stack {
+  std::string dir;
+  daemon::Config config;
+  std::unique_ptr<broker::Broker> broker;
+  std::unique_ptr<net::Server> server;
+  std::unique_ptr<auth::Authenticator> authenticator;
+  net::HttpCounters counters;
+  std::unique_ptr<net::Router> router;
+};
+
+asio::io_context& io() {
+  static asio::io_context io;
+  return io;
+}
+
+std::string replace_all(std::string s, std::string_view from, std::string_view to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
+    s.replace(at, from.size(), to);
+  }
+  return s;
+}
+
+std::unique_ptr<Stack> make_stack(bool hardened) {
+  auto s = std::make_unique<Stack>();
+  s->dir = (std::filesystem::temp_directory_path() /
+            ("witmq-http-fuzzer-" + std::to_string(::getpid()) + (hardened ? "-h" : "-d")))
+               .string();
+  std::filesystem::remove_all(s->dir);
+  // The fuzzer's own settings on top: a temporary data directory, no disk waits, and a bound on
+  // the channels it may create (its memory), whatever the inputs do over hours.
+  std::string text = "{}";
+  if (hardened) {
+    text = replace_all(std::string(kHardened), "OPS_DIGEST",
+                       auth::to_hex(auth::sha256("witmq_fuzz-ops-token")));
+    text = replace_all(text, "PROMETHEUS_DIGEST",
+                       auth::to_hex(auth::sha256("witmq_fuzz-prometheus-token")));
+  }
+  auto file = daemon::parse_config_text(text, hardened ? "hardened" : "default");
+  WITMQ_FUZZ_CHECK(file.ok(), "the fuzzer's configuration: %s", file.error().message.c_str());
+  auto own = daemon::parse_config_text(
+      R"({"data-dir": ")" + s->dir +
+          R"(", "default-channel": {"durability": "none"}, "max-channels": 1000,
+              "tail-cache-bytes": 65536, "storage-write-buffer-bytes": 4194304,
+              "storage-block-cache-bytes": 1048576})",
+      "fuzzer");
+  auto config = daemon::build_config({*file, *own});
+  WITMQ_FUZZ_CHECK(config.ok(), "the fuzzer's configuration: %s", config.error().message.c_str());
+  s->config = std::move(*config);
+  auto b = broker::Broker::open(s->config.broker, io().get_executor());
+  WITMQ_FUZZ_CHECK(b.ok(), "the broker: %s", b.error().message.c_str());
+  s->broker = std::move(*b);
+  s->authenticator = std::make_unique<auth::Authenticator>(s->config.auth);
+  net::ServerOptions options = s->config.server;
+  options.authenticator = s->authenticator.get();
+  s->server = std::make_unique<net::Server>(io(), *s->broker, options);
+  net::HttpSources sources;
+  sources.version = "fuzz";
+  sources.authenticator = s->authenticator.get();
+  sources.metrics_max_channels = s->config.http.metrics_max_channels;
+  s->router = std::make_unique<net::Router>(*s->broker, *s->server, s->counters, sources);
+  return s;
+}
+
+Stack& stack(bool hardened) {
+  static std::unique_ptr<Stack> stacks[2] = {make_stack(false), make_stack(true)};
+  return *stacks[hardened ? 1 : 0];
+}
+
+// The request the router sees: header names lower-cased, in order.
+net::HttpRequest head_of(const http::request<http::string_body>& req) {
+  net::HttpRequest r;
+  r.method = std::string(req.method_string());
+  r.target = std::string(req.target());
+  for (const auto& field : req) {
+    std::string name(field.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    r.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
+  return r;
+}
+
+// Whether the percent-decoded target names the checkpoint route (which writes anywhere).
+bool is_checkpoint(std::string_view target) {
+  std::string decoded;
+  for (size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == '%' && i + 2 < target.size() &&
+        std::isxdigit(static_cast<unsigned char>(target[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(target[i + 2]))) {
+      decoded += static_cast<char>(std::stoi(std::string(target.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      decoded += static_cast<char>(std::tolower(static_cast<unsigned char>(target[i])));
+    }
+  }
+  for (char& c : decoded) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return decoded.find("checkpoint") != std::string::npos;
+}
+
+void check_response(const net::HttpResponse& r, const net::HttpRequest& req) {
+  WITMQ_FUZZ_CHECK(r.status >= 100 && r.status < 600, "status %u for %s %s", r.status,
+                   req.method.c_str(), req.target.c_str());
+  if (r.content_type == "application/json") {
+    const auto j = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+    WITMQ_FUZZ_CHECK(!j.is_discarded(), "a JSON answer that is not JSON: %s", r.body.c_str());
+  }
+  WITMQ_FUZZ_CHECK(r.body.find("failed inside the server") == std::string::npos,
+                   "a handler failed unexpectedly: %s", r.body.c_str());
+}
+
+// Runs what routing asked for, as the connection's coroutine and the admin pool do.
+net::HttpResponse serve(Stack& s, net::Routed routed) {
+  if (routed.prepare) routed = routed.prepare();
+  if (routed.response) return std::move(*routed.response);
+  if (routed.blocking) return routed.blocking();
+  WITMQ_FUZZ_CHECK(routed.publish.has_value(), "routing asked for nothing");
+  net::Publish& p = *routed.publish;
+  std::vector<Message> batch;
+  batch.push_back(std::move(p.message));
+  std::optional<Status> sent;
+  broker::async_send(*s.broker, s.router->client(), p.channel, std::move(batch),
+                     [&sent](Status st) { sent = std::move(st); });
+  for (int i = 0; i < 10'000 && !sent; ++i) {
+    io().restart();
+    io().run_for(std::chrono::milliseconds(1));
+  }
+  WITMQ_FUZZ_CHECK(sent.has_value(), "a publish was not answered within 10 s");
+  return s.router->published(p, *sent);
+}
+
+// Parses and serves the requests in `bytes` as one connection would, until it ends, a request is
+// refused or the client asks to close.
+void connection(Stack& s, std::string_view bytes) {
+  const net::HttpServerOptions& o = s.config.http;
+  const size_t buffer_limit = o.max_header_bytes + (64 << 10);
+  while (!bytes.empty()) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(o.max_header_bytes);
+    parser.body_limit(o.max_body_bytes);
+    parser.eager(true);
+    beast::error_code ec;
+    std::optional<net::HttpRequest> head;
+    bool refused = false;
+    while (!ec && !parser.is_done()) {
+      const size_t n = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(n);
+      if (ec == http::error::need_more) {
+        // The server's read buffer holds at most buffer_limit unparsed bytes.
+        if (n == 0 && bytes.size() >= buffer_limit) {
+          ec = http::error::buffer_overflow;
+          break;
+        }
+        ec = {};
+        if (n == 0) {
+          parser.put_eof(ec);
+          if (!ec && !parser.is_done()) ec = http::error::partial_message;
+          break;
+        }
+      }
+      if (!ec && parser.is_header_done() && !head) {
+        head = head_of(parser.get());
+        auto answer = s.router->admit(*head);
+        if (answer) {
+          check_response(*answer, *head);
+          refused = true;
+          break;
+        }
+      }
+    }
+    if (refused || ec || !head) return;
+    if (is_checkpoint(head->target)) return;
+    net::HttpRequest r = std::move(*head);
+    auto req = parser.release();
+    const bool keep_alive = req.keep_alive();
+    r.body = std::move(req.body());
+    const net::HttpRequest copy_for_report{r.method, r.target, {}, {}, {}};
+    net::HttpResponse response = serve(s, s.router->route(std::move(r)));
+    check_response(response, copy_for_report);
+    if (!keep_alive) return;
+  }
+}
+
+}  // namespace
+}  // namespace witmq::fuzz
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  witmq::log::set_level(witmq::log::Level::kError);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace witmq::fuzz;
+  if (size < 1) return 0;
+  Stack& s = stack((data[0] & 1) != 0);
+  connection(s, std::string_view(reinterpret_cast<const char*>(data + 1), size - 1));
+  witmq::net::HttpRequest health;
+  health.method = "GET";
+  health.target = "/healthz";
+  auto alive = s.router->route(health);
+  WITMQ_FUZZ_CHECK(alive.response && alive.response->status == 200, "/healthz is not 200");
+  return 0;
+}
