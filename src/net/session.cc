@@ -26,9 +26,13 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// The input buffer starts at this size and is given back down to it once a frame larger than
-// kKeepBufferBytes has been handled; output buffers above kKeepBufferBytes are released too.
-constexpr size_t kInitialInputBytes = 64 << 10;
+// The input buffer of a connection that has not connected yet starts at kConnectInputBytes (a
+// connect is small); once connected it is at least kInputBytes, and is given back down to that
+// once a frame larger than kKeepBufferBytes has been handled. It grows by doubling as bytes
+// arrive, never to a size a length field announces. Output buffers above kKeepBufferBytes are
+// released too.
+constexpr size_t kConnectInputBytes = 4 << 10;
+constexpr size_t kInputBytes = 64 << 10;
 constexpr size_t kKeepBufferBytes = 1 << 20;
 // Free space below which the input buffer is compacted before the next read.
 constexpr size_t kMinReadBytes = 4 << 10;
@@ -38,6 +42,20 @@ constexpr auto kLinger = std::chrono::seconds(2);
 
 Error shutting_down() { return Error(ErrorCode::kUnavailable, "the server is shutting down"); }
 
+// What a decoded send holds in memory until it is answered: each message, its data and its
+// metadata strings (a metadata pair is 8 bytes on the wire and 64 or more in memory).
+size_t decoded_bytes(const Send& s) {
+  auto heap = [](const std::string& x) { return x.capacity() > 15 ? x.capacity() + 1 : 0; };
+  size_t n = sizeof(Send) + heap(s.channel) + s.messages.capacity() * sizeof(Message);
+  for (const Message& m : s.messages) {
+    n += m.data.capacity();
+    if (!m.metadata) continue;
+    n += m.metadata->capacity() * sizeof(Metadata::value_type);
+    for (const auto& [k, v] : *m.metadata) n += heap(k) + heap(v);
+  }
+  return n;
+}
+
 }  // namespace
 
 Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::ssl::context* tls)
@@ -46,20 +64,37 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
       ctx_(context),
       opts_(context.options),
       broker_(context.broker),
-      in_(kInitialInputBytes),
+      in_(kConnectInputBytes),
+      connect_limits_(context.options.limits),
       reader_wake_(socket_.get_executor()),
       writer_wake_(socket_.get_executor()),
       watchdog_timer_(socket_.get_executor()),
       handshake_timer_(socket_.get_executor()) {
   if (tls) tls_.emplace(std::move(socket_), *tls);
   handshake_done_ = !tls_;
+  connect_limits_.max_frame_bytes =
+      std::min(connect_limits_.max_frame_bytes, kMaxConnectFrameBytes);
+  // data, format, option tag, count, and every metadata entry the limits allow (with the
+  // reserved ones the broker adds).
+  const Limits& l = opts_.limits;
+  max_message_wire_bytes_ = 4 + size_t{l.max_message_bytes} + 1 + 1 + 4 +
+                            8 * (size_t{l.max_metadata_entries} + kMaxReservedEntries) +
+                            l.max_metadata_bytes + kMaxReservedBytes;
 }
 
 Session::~Session() = default;
 
 template <typename F>
 void Session::post(F&& f) {
-  asio::post(socket_.get_executor(), std::forward<F>(f));
+  // Broker callbacks come back through here: one that throws ends this connection, explained,
+  // and never the I/O thread that runs it.
+  asio::post(socket_.get_executor(), [self = shared_from_this(), f = std::forward<F>(f)]() mutable {
+    try {
+      f();
+    } catch (...) {
+      self->on_loop_failure("request handling", std::current_exception());
+    }
+  });
 }
 
 void Session::start() {
@@ -80,10 +115,9 @@ asio::awaitable<void> Session::handshake() {
   handshake_timer_.expires_after(opts_.tls_handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec || self->handshake_done_ || self->closed_) return;
-    log::debug(
-        "connection {}: no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
-        self->id_, self->opts_.tls_handshake_timeout.count());
-    self->close();
+    self->close_without_goaway(
+        fmt::format("no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
+                    self->opts_.tls_handshake_timeout.count()));
   });
   boost::system::error_code ec;
   co_await tls_->async_handshake(asio::ssl::stream_base::server,
@@ -91,9 +125,8 @@ asio::awaitable<void> Session::handshake() {
   handshake_timer_.cancel();
   if (closed_) co_return;
   if (ec) {
-    log::debug("connection {}: TLS handshake failed: {}", id_,
-               handshake_failure(tls_->native_handle(), ec));
-    close();
+    close_without_goaway(
+        fmt::format("TLS handshake failed: {}", handshake_failure(tls_->native_handle(), ec)));
     co_return;
   }
   handshake_done_ = true;
@@ -106,13 +139,39 @@ asio::awaitable<void> Session::handshake() {
 
 void Session::start_loops() {
   last_read_ = Clock::now();
+  spawn(&Session::read_loop, "reader");
+  spawn(&Session::write_loop, "writer");
+  spawn(&Session::watchdog, "watchdog");
+}
+
+void Session::spawn(asio::awaitable<void> (Session::*loop)(), const char* name) {
   auto self = shared_from_this();
   asio::co_spawn(
-      socket_.get_executor(), [self] { return self->read_loop(); }, asio::detached);
-  asio::co_spawn(
-      socket_.get_executor(), [self] { return self->write_loop(); }, asio::detached);
-  asio::co_spawn(
-      socket_.get_executor(), [self] { return self->watchdog(); }, asio::detached);
+      socket_.get_executor(), [self, loop] { return ((*self).*loop)(); },
+      [self, name](std::exception_ptr e) {
+        if (e) self->on_loop_failure(name, e);
+      });
+}
+
+void Session::on_loop_failure(const char* name, std::exception_ptr e) {
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    what = x.what();
+  } catch (...) {
+  }
+  log::error("connection {}: internal error in the connection's {}: {}; closing it", id_, name,
+             what);
+  const Error error(
+      ErrorCode::kInternal,
+      fmt::format("internal error in the server ({}); the connection is closed", what));
+  // The reader or a request failed: the writer can still send goaway and the watchdog closes
+  // after it. Without the writer or the watchdog the connection cannot be closed in order: close
+  // it now.
+  const std::string_view loop = name;
+  if (loop != "writer" && loop != "watchdog" && can_write()) return goaway(0, error);
+  close_without_goaway(fmt::format("internal error in the connection's {}: {}", name, what));
 }
 
 void Session::shutdown() {
@@ -122,17 +181,16 @@ void Session::shutdown() {
 void Session::abort() {
   post([self = shared_from_this()] {
     if (!self->closed_) {
-      log::warn("connection {}: still busy at the end of the shutdown timeout; closing it",
-                self->id_);
+      self->close_without_goaway("still busy at the end of the shutdown timeout; closing it");
     }
-    self->close();
   });
 }
 
 // ---- reading -----------------------------------------------------------------------------------
 
 bool Session::reading_paused() const {
-  return over_cap_ || (opts_.max_in_flight != 0 && in_flight_ >= opts_.max_in_flight);
+  return over_cap_ || (opts_.max_in_flight != 0 && in_flight_ >= opts_.max_in_flight) ||
+         in_flight_bytes_ >= opts_.max_in_flight_bytes;
 }
 
 void Session::wake_reader() {
@@ -140,21 +198,27 @@ void Session::wake_reader() {
 }
 
 void Session::ensure_input_space() {
+  const size_t floor = connected_ ? kInputBytes : kConnectInputBytes;
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
     if (in_.size() > kKeepBufferBytes && need_ < kKeepBufferBytes) {
-      std::vector<uint8_t>(kInitialInputBytes).swap(in_);
+      std::vector<uint8_t>(floor).swap(in_);
     }
   }
-  const size_t want = std::max(need_, kMinReadBytes);
-  if (in_.size() - in_end_ >= want) return;
+  if (in_.size() - in_end_ >= kMinReadBytes && in_.size() >= floor) return;
   if (in_begin_ > 0) {
     std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
     in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  // need_ is bounded by max-frame-bytes: the codec checks the length field before asking.
-  if (in_.size() - in_end_ < need_) in_.resize(in_end_ + need_);
+  // Grow by doubling, up to what completes the frame being read (need_, bounded by the codec's
+  // check of the length field): memory follows the bytes that actually arrived, so a length
+  // field alone commits nothing.
+  size_t size = std::max(in_.size(), floor);
+  if (size - in_end_ < kMinReadBytes) {
+    size = std::max(in_end_ + kMinReadBytes, std::min(2 * size, in_end_ + need_));
+  }
+  if (size != in_.size()) in_.resize(size);
 }
 
 asio::awaitable<void> Session::read_loop() {
@@ -201,7 +265,7 @@ void Session::decode_buffered() {
   while (!closing_ && !reading_paused()) {
     auto result =
         decode_frame(std::span<const uint8_t>(in_.data() + in_begin_, in_end_ - in_begin_),
-                     Side::kServer, opts_.limits);
+                     Side::kServer, connected_ ? opts_.limits : connect_limits_);
     if (const auto* more = std::get_if<NeedMore>(&result)) {
       need_ = more->bytes;
       return;
@@ -225,7 +289,15 @@ void Session::decode_buffered() {
 void Session::handle_decode_error(const DecodeError& e) {
   ctx_.counters.malformed_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("connection {}: malformed frame: {}", id_, e.error.to_string());
-  if (e.close_connection) return goaway(e.request_id, e.error);
+  if (e.close_connection) {
+    if (!connected_ && e.error.code == ErrorCode::kResourceExhausted) {
+      return goaway(e.request_id,
+                    Error(e.error.code, fmt::format("{} before connect: the first frame must be a "
+                                                    "connect, at most {} bytes",
+                                                    e.error.message, kMaxConnectFrameBytes)));
+    }
+    return goaway(e.request_id, e.error);
+  }
   if (!connected_) {
     // Nothing is handled before connect succeeds: a failed first frame closes the connection.
     if (e.type == static_cast<uint8_t>(FrameType::kConnect)) return goaway(e.request_id, e.error);
@@ -366,16 +438,18 @@ void Session::handle(Frame& frame) {
 void Session::handle_send(uint32_t id, Send& s) {
   if (auto st = authorize(auth::Action::kSend, s.channel); !st) return reply_error(id, st.error());
   ++in_flight_;
+  const size_t bytes = decoded_bytes(s);
+  in_flight_bytes_ += bytes;
   ctx_.counters.messages_in.fetch_add(s.messages.size(), std::memory_order_relaxed);
   broker_.send(client_, s.channel, std::move(s.messages),
-               [self = shared_from_this(), id](Status st) mutable {
-                 self->post([self, id, st = std::move(st)] {
+               [self = shared_from_this(), id, bytes](Status st) mutable {
+                 self->post([self, id, bytes, st = std::move(st)] {
                    if (st) {
                      self->reply_empty(id, FrameType::kSendOk);
                    } else {
                      self->reply_error(id, st.error());
                    }
-                   self->answered();
+                   self->answered(bytes);
                  });
                });
 }
@@ -412,23 +486,52 @@ void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
 
 void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
   ++in_flight_;
-  asio::post(ctx_.admin_pool, [self = shared_from_this(), id, op = a.op,
-                               json = std::move(a.json)]() mutable {
-    auto result = handle_admin(self->broker_, op, json, self->ctx_.admin, self->access_.get());
-    self->post([self, id, op, result = std::move(result)]() mutable {
+  const size_t bytes = sizeof(AdminCall) + a.json.capacity();
+  in_flight_bytes_ += bytes;
+  admin_queue_.push_back(AdminCall{id, a.op, std::move(a.json), bytes});
+  run_admin();
+}
+
+void Session::run_admin() {
+  if (admin_running_ || admin_queue_.empty() || over_cap_ || closed_) return;
+  admin_running_ = true;
+  AdminCall call = std::move(admin_queue_.front());
+  admin_queue_.pop_front();
+  asio::post(ctx_.admin_pool, [self = shared_from_this(), call = std::move(call)]() mutable {
+    Result<AdminResult> result = Error(ErrorCode::kInternal, "no result");
+    try {
+      result =
+          handle_admin(self->broker_, call.op, call.json, self->ctx_.admin, self->access_.get());
+    } catch (const std::exception& e) {
+      log::error("connection {}: internal error in admin call {}: {}", self->id_,
+                 frame_type_name(
+                     static_cast<FrameType>(kAdminRequestBase + static_cast<uint8_t>(call.op))),
+                 e.what());
+      result = Error(ErrorCode::kInternal, fmt::format("internal error: {}", e.what()));
+    }
+    self->post([self, id = call.request_id, op = call.op, bytes = call.bytes,
+                result = std::move(result)]() mutable {
+      self->admin_running_ = false;
       if (!result) {
         self->reply_error(id, result.error());
       } else if (op == AdminOp::kBrowse) {
         auto& messages = result->messages;
-        // Browse acquires nothing, so a page cut short by the frame limit loses nothing: the
-        // client continues from the last sequence it got.
-        messages.resize(self->fitting(messages, kHeaderBytes + 4));
-        if (self->can_write()) {
+        // Browse acquires nothing, so a page cut short by the frame limit or the output cap loses
+        // nothing: the client continues from the last sequence it got.
+        const size_t keep = self->reply_fitting(messages, kHeaderBytes + 4);
+        if (keep == 0 && !messages.empty()) {
+          self->reply_error(id,
+                            Error(ErrorCode::kResourceExhausted,
+                                  fmt::format("browse: {} bytes of replies are queued for "
+                                              "this connection, above max-output-bytes {}; "
+                                              "read them and browse again",
+                                              self->queued_bytes(), self->opts_.max_output_bytes)));
+        } else if (self->can_write()) {
+          messages.resize(keep);
           encode(self->out_pending_, id, BrowseOk{std::move(messages)});
           self->queued();
         }
-      } else if (result->json.size() + kHeaderBytes + 4 >
-                 size_t{self->opts_.limits.max_frame_bytes} + kLengthFieldBytes) {
+      } else if (result->json.size() + kHeaderBytes + 4 > self->frame_limit()) {
         self->reply_error(
             id, Error(ErrorCode::kResourceExhausted,
                       fmt::format("the reply is {} bytes of JSON, above "
@@ -438,7 +541,8 @@ void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
         encode(self->out_pending_, id, AdminReply{op, std::move(result->json)});
         self->queued();
       }
-      self->answered();
+      self->answered(bytes);
+      self->run_admin();
     });
   });
 }
@@ -484,7 +588,20 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
     return answered();
   }
   const size_t overhead = kHeaderBytes + 4 + (r->try_receive ? 1 : 0);
-  release(messages, fitting(messages, overhead));
+  const size_t keep = reply_fitting(messages, overhead);
+  if (keep == 0) {
+    const Error full(ErrorCode::kResourceExhausted,
+                     fmt::format("receive: {} bytes of replies are queued for this connection, "
+                                 "above max-output-bytes {}; the {} messages received were "
+                                 "released (read the replies, then receive again)",
+                                 queued_bytes(), opts_.max_output_bytes, messages.size()));
+    release(messages, 0, full.message);
+    reply_error(id, full);
+    return answered();
+  }
+  release(messages, keep,
+          fmt::format("the rest do not fit in max-frame-bytes {} or under max-output-bytes {}",
+                      opts_.limits.max_frame_bytes, opts_.max_output_bytes));
   if (can_write()) {
     ctx_.counters.messages_out.fetch_add(messages.size(), std::memory_order_relaxed);
     if (r->try_receive) {
@@ -497,22 +614,27 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
   answered();
 }
 
-size_t Session::fitting(std::span<const Message> messages, size_t overhead) const {
-  const size_t limit = size_t{opts_.limits.max_frame_bytes} + kLengthFieldBytes;
+size_t Session::fitting(std::span<const Message> messages, size_t overhead, size_t budget) {
   size_t bytes = overhead;
   for (size_t i = 0; i < messages.size(); ++i) {
     bytes += message_wire_size(messages[i]);
-    if (bytes > limit) return std::max<size_t>(i, 1);
+    if (bytes > budget) return i;
   }
   return messages.size();
 }
 
-void Session::release(std::vector<Message>& messages, size_t keep) {
+size_t Session::reply_fitting(std::span<const Message> messages, size_t overhead) const {
+  const size_t n = fitting(messages, overhead, std::min(frame_limit(), output_room()));
+  if (n > 0 || messages.empty() || over_cap_) return n;
+  return fitting(messages.first(1), overhead, frame_limit());
+}
+
+void Session::release(std::vector<Message>& messages, size_t keep, std::string_view why) {
   if (keep >= messages.size()) return;
   log::warn(
-      "connection {}: a receive reply holds {} of {} messages: the rest do not fit in "
-      "max-frame-bytes {} and are released (their lease ends now)",
-      id_, keep, messages.size(), opts_.limits.max_frame_bytes);
+      "connection {}: a reply holds {} of {} messages: {}; the others are released (their lease "
+      "ends now)",
+      id_, keep, messages.size(), why);
   for (size_t i = keep; i < messages.size(); ++i) {
     // Auto-settled messages carry no receipt: at-most-once delivery allows losing them.
     if (find_metadata(messages[i], meta::kReceipt)) {
@@ -597,8 +719,11 @@ void Session::pump_stream() {
   // limit does; a request receive fails instead (section 11).
   options.wait_for_room = true;
   // Never more than the credit: a client that stops granting holds nothing and stalls no one.
+  // Never more than the output cap has room for, at the largest size a message can have: a
+  // round's deliver frames stay under max-output-bytes plus one message.
+  const uint64_t room = std::max<uint64_t>(1, output_room() / max_message_wire_bytes_);
   options.max_messages = static_cast<uint32_t>(
-      std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages}));
+      std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages, room}));
   stream_.receive_pending = true;
   broker_.receive(client_, configured_channels_, options,
                   [self = shared_from_this()](Result<std::vector<Message>> result) mutable {
@@ -632,9 +757,11 @@ void Session::deliver(std::vector<Message>& messages) {
   const std::string* channel = find_metadata(messages.front(), meta::kChannel);
   const std::string_view name = channel ? std::string_view(*channel) : configured_channels_.front();
   const size_t overhead = message_frame_overhead(name);
+  // The round was sized to the room under the cap at the largest message size, so it fits; the
+  // first message always goes, each frame holds at least one.
   std::span<const Message> rest(messages);
   while (!rest.empty()) {
-    const size_t n = fitting(rest, overhead);
+    const size_t n = std::max<size_t>(1, fitting(rest, overhead, frame_limit()));
     encode_deliver(out_pending_, stream_.id, name, rest.first(n));
     rest = rest.subspan(n);
   }
@@ -677,8 +804,9 @@ void Session::reply_error(uint32_t id, const Error& error) {
   queued();
 }
 
-void Session::answered() {
+void Session::answered(size_t bytes) {
   --in_flight_;
+  in_flight_bytes_ -= bytes;
   wake_reader();
   maybe_finish_drain();
 }
@@ -733,7 +861,7 @@ asio::awaitable<void> Session::write_loop() {
       n = co_await asio::async_write(socket_, from, asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
-      if (!closed_) log::debug("connection {}: write failed: {}", id_, ec.message());
+      if (!closed_) close_without_goaway(fmt::format("write failed: {}", ec.message()));
       break;
     }
     ctx_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
@@ -744,6 +872,7 @@ asio::awaitable<void> Session::write_loop() {
       watchdog_timer_.cancel();
       wake_reader();
       pump_stream();
+      run_admin();
     }
   }
   close();
@@ -785,10 +914,10 @@ asio::awaitable<void> Session::watchdog() {
       if (over_cap_) {
         const auto stall_at = over_cap_since_ + opts_.output_stall_timeout;
         if (now >= stall_at) {
-          log::warn(
-              "connection {}: {} bytes of output queued for more than {} ms (the client does not "
-              "read); closing it",
-              id_, queued_bytes(), opts_.output_stall_timeout.count());
+          close_without_goaway(fmt::format(
+              "{} bytes of output queued for more than {} ms (the client does not read); closing "
+              "it",
+              queued_bytes(), opts_.output_stall_timeout.count()));
           break;
         }
         next = std::min(next, stall_at);
@@ -806,7 +935,7 @@ void Session::begin_drain() {
   if (closed_ || draining_) return;
   draining_ = true;
   // Mid-handshake nothing is in flight and goaway cannot be sent yet.
-  if (!handshake_done_) return close();
+  if (!handshake_done_) return close_without_goaway("the server stops during the TLS handshake");
   if (!connected_) return goaway(0, shutting_down());
   closing_ = true;
   wake_reader();
@@ -833,8 +962,22 @@ void Session::close() {
   handshake_timer_.cancel();
   // Messages the client holds unsettled become available again; its waiting receives end.
   if (client_) broker_.disconnect(client_);
+  admin_queue_.clear();
   log::debug("connection {}: closed", id_);
   ctx_.on_closed(id_);
+}
+
+void Session::close_without_goaway(std::string_view why) {
+  if (closed_) return;
+  // A TLS handshake that fails is a client's mistake, logged at debug; the others are the server
+  // giving up on a connection that was working.
+  if (handshake_done_) {
+    log::warn("connection {}: closed without goaway: {}", id_, why);
+  } else {
+    log::debug("connection {}: closed without goaway: {}", id_, why);
+  }
+  ctx_.counters.closed_without_goaway.fetch_add(1, std::memory_order_relaxed);
+  close();
 }
 
 }  // namespace witmq::net
