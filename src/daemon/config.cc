@@ -316,9 +316,9 @@ std::vector<ConfigKey> make_keys() {
       "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
       "Replies and deliveries queued for one connection that the client has not read yet. Above "
       "it the server stops reading that connection's requests, pushing its stream and running "
-      "its admin calls; a stream round is sized to the room left; a reply completing above it "
-      "is cut (browse) or refused with resource-exhausted (receives release their messages). "
-      "Queued output stays under it plus one reply.",
+      "its admin calls, and its waiting receives wait outside the broker; a stream round is "
+      "sized to the room left; a reply completing above it is refused with resource-exhausted "
+      "(a receive's messages are released). Queued output stays under it plus one reply.",
       [](int64_t v, Config& c) { c.server.max_output_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key(
       "output-stall-timeout-ms", 30'000, 100, 3'600'000,

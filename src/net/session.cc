@@ -516,8 +516,8 @@ void Session::run_admin() {
         self->reply_error(id, result.error());
       } else if (op == AdminOp::kBrowse) {
         auto& messages = result->messages;
-        // Browse acquires nothing, so a page cut short by the frame limit or the output cap loses
-        // nothing: the client continues from the last sequence it got.
+        // Browse acquires nothing, so a page cut short by the frame limit loses nothing: the
+        // client continues from the last sequence it got.
         const size_t keep = self->reply_fitting(messages, kHeaderBytes + 4);
         if (keep == 0 && !messages.empty()) {
           self->reply_error(id,
@@ -577,6 +577,13 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
       return answered();
     }
     if (!r->try_receive || Clock::now() + milliseconds(1) < r->deadline) {
+      if (over_cap_) {
+        // Cancelled because the output went over the cap: parked until it drains (a
+        // try-receive's deadline is kept by the watchdog).
+        parked_.push_back(std::move(r));
+        watchdog_timer_.cancel();
+        return;
+      }
       // Ended early (a stream stop or a configuration change cancels the client's receives):
       // wait on for what is left.
       return start_receive(std::move(r));
@@ -600,8 +607,7 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
     return answered();
   }
   release(messages, keep,
-          fmt::format("the rest do not fit in max-frame-bytes {} or under max-output-bytes {}",
-                      opts_.limits.max_frame_bytes, opts_.max_output_bytes));
+          fmt::format("the rest do not fit in max-frame-bytes {}", opts_.limits.max_frame_bytes));
   if (can_write()) {
     ctx_.counters.messages_out.fetch_add(messages.size(), std::memory_order_relaxed);
     if (r->try_receive) {
@@ -624,9 +630,12 @@ size_t Session::fitting(std::span<const Message> messages, size_t overhead, size
 }
 
 size_t Session::reply_fitting(std::span<const Message> messages, size_t overhead) const {
-  const size_t n = fitting(messages, overhead, std::min(frame_limit(), output_room()));
-  if (n > 0 || messages.empty() || over_cap_) return n;
-  return fitting(messages.first(1), overhead, frame_limit());
+  // Under the cap a reply goes whole (one frame at most): cutting it to the room left would
+  // release messages, a delivery attempt each, every time the output brushes the cap. Over it,
+  // nothing goes; receives are parked meanwhile, so this is rare.
+  if (over_cap_) return 0;
+  return std::max<size_t>(std::min<size_t>(messages.size(), 1),
+                          fitting(messages, overhead, frame_limit()));
 }
 
 void Session::release(std::vector<Message>& messages, size_t keep, std::string_view why) {
@@ -816,6 +825,10 @@ void Session::queued() {
     over_cap_ = true;
     over_cap_since_ = Clock::now();
     watchdog_timer_.cancel();
+    // Waiting receives stop waiting in the broker until the output drains (on_receive parks
+    // them): messages they took now could not be queued, and releasing them would count a
+    // delivery attempt each time.
+    if (client_) broker_.cancel_receives(client_);
   }
   if (writer_waiting_) writer_wake_.cancel();
 }
@@ -873,6 +886,7 @@ asio::awaitable<void> Session::write_loop() {
       wake_reader();
       pump_stream();
       run_admin();
+      for (auto& r : std::exchange(parked_, {})) start_receive(std::move(r));
     }
   }
   close();
@@ -911,6 +925,21 @@ asio::awaitable<void> Session::watchdog() {
         }
         next = std::min(next, idle_at);
       }
+      for (size_t i = 0; i < parked_.size();) {
+        const auto& r = parked_[i];
+        if (!r->try_receive) {
+          ++i;
+        } else if (now >= r->deadline) {
+          // Answered at its deadline, like any try-receive: none.
+          if (can_write()) encode_try_receive_ok(out_pending_, r->request_id, nullptr);
+          parked_.erase(parked_.begin() + static_cast<ptrdiff_t>(i));
+          queued();
+          answered();
+        } else {
+          next = std::min(next, r->deadline);
+          ++i;
+        }
+      }
       if (over_cap_) {
         const auto stall_at = over_cap_since_ + opts_.output_stall_timeout;
         if (now >= stall_at) {
@@ -940,6 +969,10 @@ void Session::begin_drain() {
   closing_ = true;
   wake_reader();
   broker_.cancel_receives(client_);
+  for (auto& r : std::exchange(parked_, {})) {
+    reply_error(r->request_id, shutting_down());
+    answered();
+  }
   maybe_finish_drain();
 }
 
@@ -963,6 +996,7 @@ void Session::close() {
   // Messages the client holds unsettled become available again; its waiting receives end.
   if (client_) broker_.disconnect(client_);
   admin_queue_.clear();
+  parked_.clear();
   log::debug("connection {}: closed", id_);
   ctx_.on_closed(id_);
 }

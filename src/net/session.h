@@ -15,9 +15,10 @@
 //     that is idle past idle-timeout-ms, or whose queued output stays above the output cap (a
 //     client that stopped reading) past output-stall-timeout-ms.
 // Output is bounded (max-output-bytes): above the cap the reader pauses, the stream and the
-// connection's admin calls wait, a stream round is sized by the bytes left under the cap, and a
-// reply that completes above it is cut (browse) or refused with resource-exhausted, the messages
-// of a receive released. So queued output stays under the cap plus one reply.
+// connection's admin calls wait, waiting receives leave the broker until it drains (so that they
+// take nothing they could not deliver), a stream round is sized by the bytes left under the cap,
+// and a reply that completes above it is refused with resource-exhausted (a receive's messages
+// released). So queued output stays under the cap plus one reply.
 // Admin calls run on the shared admin pool one at a time per connection, so one connection's
 // queue of calls never stands in front of another's.
 // Every close is explained: goaway with the reason where it can still be written, otherwise a log
@@ -150,8 +151,7 @@ class Session : public std::enable_shared_from_this<Session> {
     return opts_.max_output_bytes > queued_bytes() ? opts_.max_output_bytes - queued_bytes() : 0;
   }
   // How many of `messages` a reply with `overhead` bytes besides them may carry now: what fits in
-  // one frame and under the output cap, and at least one (if it fits in a frame) while the output
-  // is under the cap.
+  // one frame (at least one) while the output is under its cap, none over it.
   size_t reply_fitting(std::span<const Message> messages, size_t overhead) const;
 
   // Streaming.
@@ -223,6 +223,8 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t in_flight_bytes_ = 0;  // decoded size of the requests in flight (sends, admin calls)
   std::deque<AdminCall> admin_queue_;
   bool admin_running_ = false;
+  // Receives taken out of the broker while the output is over its cap; restarted when it drains.
+  std::vector<std::shared_ptr<ReceiveRequest>> parked_;
   Stream stream_;
   // From the last successful update-guest-configuration: what the stream draws from.
   std::vector<std::string> configured_channels_;

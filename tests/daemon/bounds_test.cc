@@ -225,6 +225,38 @@ TEST(BoundsTest, AnUnreadStreamRoundStaysUnderTheOutputCap) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// A client that pipelines receives and reads nothing: once its output is over the cap its
+// waiting receives leave the broker, so messages are not taken and released over and over (each
+// release would count a delivery attempt and lead to dead letters); once it reads, every receive
+// is answered.
+TEST(BoundsTest, ReceivesOfAClientThatDoesNotReadTakeNothingOverTheCap) {
+  Daemon d({"--set", "max-output-bytes=65536", "--set", "output-stall-timeout-ms=600000"});
+  Conn slow(d.port(), 64 * 1024);
+  slow.hello();
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 50; ++i) ids.push_back(slow.send(net::SubscribeReceive{"bounds.park"}));
+  Conn producer(d.port());
+  producer.hello();
+  store(producer, "bounds.park", 400, 10'000);
+  std::this_thread::sleep_for(1s);
+  const json st = admin(producer, net::AdminOp::kChannelStats, {{"name", "bounds.park"}});
+  std::cout << "redeliveries while the client does not read: " << st.value("redeliveries-total", 0)
+            << ", in flight " << st.value("in-flight", 0) << "\n";
+  EXPECT_LE(st.value("redeliveries-total", 0), 20);
+  size_t received = 0;
+  for (uint32_t id : ids) {
+    Frame f = slow.reply(id, 30s);
+    if (f.type() == net::FrameType::kSubscribeReceiveOk) {
+      received += std::get<net::SubscribeReceiveOk>(f.body).messages.size();
+    } else {
+      ASSERT_FRAME(f, kError);
+      EXPECT_EQ(error_of(f)->code, ErrorCode::kResourceExhausted) << describe(f);
+    }
+  }
+  EXPECT_GT(received, 0u);
+  EXPECT_EQ(d.stop(), 0);
+}
+
 // 300 connections over max-connections in a burst: a bounded number are given goaway at a time,
 // the rest are closed at once, and the warning is one line with a count, not one per connection.
 // Before, each held a descriptor for about 2 s and wrote a line.
