@@ -874,7 +874,7 @@ asio::awaitable<void> Session::write_loop() {
       n = co_await asio::async_write(socket_, from, asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
-      if (!closed_) close_without_goaway(fmt::format("write failed: {}", ec.message()));
+      if (!closed_) close_without_goaway(fmt::format("write failed: {}", ec.message()), true);
       break;
     }
     ctx_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
@@ -1001,14 +1001,16 @@ void Session::close() {
   ctx_.on_closed(id_);
 }
 
-void Session::close_without_goaway(std::string_view why) {
+void Session::close_without_goaway(std::string_view why, bool peer_gone) {
   if (closed_) return;
-  // A TLS handshake that fails is a client's mistake, logged at debug; the others are the server
-  // giving up on a connection that was working.
-  if (handshake_done_) {
-    log::warn("connection {}: closed without goaway: {}", id_, why);
-  } else {
+  // A TLS handshake that fails is a client's mistake, logged at debug; a write that fails because
+  // the client went away at info; the others are the server giving up on a working connection.
+  if (!handshake_done_) {
     log::debug("connection {}: closed without goaway: {}", id_, why);
+  } else if (peer_gone) {
+    log::info("connection {}: closed without goaway: {}", id_, why);
+  } else {
+    log::warn("connection {}: closed without goaway: {}", id_, why);
   }
   ctx_.counters.closed_without_goaway.fetch_add(1, std::memory_order_relaxed);
   close();

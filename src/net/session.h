@@ -174,8 +174,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void begin_drain();
   void maybe_finish_drain();
   void close();  // idempotent: close the socket, disconnect the broker client, tell the server
-  // close() where no goaway can be written: logs `why` and counts it.
-  void close_without_goaway(std::string_view why);
+  // close() where no goaway can be written: logs `why` (at info when the client went away, a
+  // write failing) and counts it.
+  void close_without_goaway(std::string_view why, bool peer_gone = false);
   void wake_reader();
   void ensure_input_space();
   template <typename F>
