@@ -1,6 +1,9 @@
 #include "net/session.h"
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
@@ -10,6 +13,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -197,6 +201,60 @@ void Session::wake_reader() {
   if (reader_waiting_) reader_wake_.cancel();
 }
 
+bool Session::peer_closed() {
+  // POLLRDHUP is set once the client's FIN arrived, even with its earlier data still unread.
+  pollfd p{lowest_socket().native_handle(), POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+void Session::watch_for_peer_close() {
+  if (closed_ || closing_ || watching_peer_ || !lowest_socket().is_open()) return;
+  const int fd = lowest_socket().native_handle();
+  const auto gone = [this](std::string_view how) {
+    close_without_goaway(fmt::format("the client {} while {} requests were in flight and its "
+                                     "input was not read",
+                                     how, in_flight_),
+                         true);
+  };
+  if (!tls_) {
+    // What arrived goes into the input buffer's free space (never growing it), so that a close
+    // behind it is seen; it is decoded when reading resumes.
+    if (in_begin_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      in_end_ -= in_begin_;
+      in_begin_ = 0;
+    }
+    while (in_end_ < in_.size()) {
+      const ssize_t n = ::recv(fd, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+      if (n == 0) return gone("closed the connection");
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0) return gone(fmt::format("connection failed ({})", std::strerror(errno)));
+      in_end_ += static_cast<size_t>(n);
+      ctx_.counters.bytes_in.fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
+    }
+  }
+  // With nothing unread, readability means data or the close: wait for it. With data unread (the
+  // input buffer is full, or TLS) readability would be immediate, so only a reset or a hangup is
+  // waited for.
+  int unread = 0;
+  const auto what = ::ioctl(fd, FIONREAD, &unread) == 0 && unread == 0 ? tcp::socket::wait_read
+                                                                       : tcp::socket::wait_error;
+  // Armed before the check, so a close arriving in between wakes the wait.
+  watching_peer_ = true;
+  lowest_socket().async_wait(what, [self = shared_from_this(), what](boost::system::error_code ec) {
+    self->watching_peer_ = false;
+    if (ec || self->closed_ || self->closing_ || !self->reader_waiting_) return;
+    if (what == tcp::socket::wait_error) {
+      // Urgent data wakes this wait as well; it means nothing to the protocol and is dropped.
+      char urgent = 0;
+      ::recv(self->lowest_socket().native_handle(), &urgent, 1, MSG_OOB | MSG_DONTWAIT);
+    }
+    self->watch_for_peer_close();
+  });
+  if (peer_closed()) gone("closed the connection");
+}
+
 void Session::ensure_input_space() {
   const size_t floor = connected_ ? kInputBytes : kConnectInputBytes;
   if (in_begin_ == in_end_) {
@@ -230,6 +288,8 @@ asio::awaitable<void> Session::read_loop() {
       if (!closing_ && reading_paused()) {
         reader_waiting_ = true;
         reader_wake_.expires_at(Clock::time_point::max());
+        watch_for_peer_close();
+        if (closed_) break;
         co_await reader_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         reader_waiting_ = false;
         last_read_ = Clock::now();  // a paused connection is not idle

@@ -178,6 +178,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // write failing) and counts it.
   void close_without_goaway(std::string_view why, bool peer_gone = false);
   void wake_reader();
+  // While reading is paused the client's input is not read, so its close would not be seen until
+  // reading resumes, which a waiting `subscribe-receive` may never let happen: watch the socket
+  // for the client's FIN or reset (never reading its data) and close the connection when it comes.
+  void watch_for_peer_close();
+  bool peer_closed();
   void ensure_input_space();
   template <typename F>
   void post(F&& f);
@@ -214,6 +219,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   boost::asio::steady_timer reader_wake_, writer_wake_, watchdog_timer_, handshake_timer_;
   bool reader_waiting_ = false, writer_waiting_ = false;
+  bool watching_peer_ = false;  // a wait for readability of the paused socket is pending
 
   broker::ClientPtr client_;
   // The identity connect authenticated; null without an authenticator. Shared with admin calls

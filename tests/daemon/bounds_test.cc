@@ -341,6 +341,56 @@ TEST(BoundsTest, AdminCallsOfOneConnectionDoNotQueueAheadOfAnother) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// A client whose every in-flight slot is a waiting receive is not read (max-in-flight), yet its
+// close is seen at once: a FIN with nothing more sent, a FIN after more requests arrived, a reset
+// (closed with replies unread). Its descriptor is released and its waiting receives leave the
+// broker, so the next message goes to a live consumer on its first attempt. Before, the
+// connection stayed until a receive ended, which for subscribe-receive is when a message came:
+// the dead connection took it, and it was delivered again only after its lease or a failed write.
+TEST(BoundsTest, AClientThatClosesWhileNotReadIsLetGo) {
+  Daemon d({"--set", "max-in-flight=4"});
+  const pid_t pid = daemon_pid(d);
+  ASSERT_GT(pid, 0);
+  Conn consumer(d.port());
+  consumer.hello();
+  EXPECT_FRAME(consumer.call(net::UpdateGuestConfiguration{GuestConfiguration{
+                   {"bounds.gone.fin", "bounds.gone.finmore", "bounds.gone.reset"}, {}}}),
+               kUpdateGuestConfigurationOk);
+  const size_t before = fd_count(pid);
+  for (const std::string how : {"fin", "finmore", "reset"}) {
+    SCOPED_TRACE(how);
+    const std::string channel = "bounds.gone." + how;
+    auto waiter = std::make_unique<Conn>(d.port());
+    waiter->hello();
+    EXPECT_FRAME(waiter->call(net::UpdateGuestConfiguration{GuestConfiguration{{channel}, {}}}),
+                 kUpdateGuestConfigurationOk);
+    // A reply left unread makes the client's close a reset.
+    if (how == "reset") waiter->send(net::Send{channel + ".other", {text_message("x")}});
+    for (int i = 0; i < 4; ++i) waiter->send(net::SubscribeReceive{channel});
+    EXPECT_FRAME(consumer.call(net::Ping{1}), kPong);
+    if (how == "finmore") {
+      std::this_thread::sleep_for(100ms);  // the server has stopped reading by now
+      waiter->send(net::Ping{2});
+    }
+    std::this_thread::sleep_for(100ms);
+    waiter->close();
+    size_t now = fd_count(pid);
+    for (int i = 0; i < 100 && now > before; ++i) {
+      std::this_thread::sleep_for(20ms);
+      now = fd_count(pid);
+    }
+    EXPECT_EQ(now, before);
+    ASSERT_FRAME(consumer.call(net::Send{channel, {text_message("precious")}}), kSendOk);
+    Frame got = consumer.call(net::SubscribeTryReceive{channel, 2000});
+    ASSERT_FRAME(got, kSubscribeTryReceiveOk);
+    const auto& messages = std::get<net::SubscribeTryReceiveOk>(got.body).messages;
+    ASSERT_TRUE(messages.has_value());
+    ASSERT_EQ(messages->size(), 1u);
+    EXPECT_EQ(meta_value(messages->front(), meta::kAttempt), "1");
+  }
+  EXPECT_EQ(d.stop(), 0);
+}
+
 // A client that stops reading is cut off without goaway (the server cannot write one): the close
 // is logged with its reason and counted in server-stats.
 TEST(BoundsTest, ClosesWithoutGoawayAreLoggedAndCounted) {
