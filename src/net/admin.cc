@@ -90,7 +90,8 @@ class Fields {
 
 Result<AdminResult> json_result(const json& j) { return AdminResult{j.dump(), {}}; }
 
-Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptions& options) {
+Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptions& options,
+                            auth::Access* access) {
   auto name = f.channel("name");
   if (!name) return std::move(name).error();
   auto settings = f.object("settings");
@@ -103,6 +104,16 @@ Result<AdminResult> declare(broker::Broker& b, const Fields& f, const AdminOptio
     auto parsed = broker::settings_from_json(**settings, base, "channel-declare: settings");
     if (!parsed) return std::move(parsed).error();
     merged = *parsed;
+  }
+  // Dead letters are written into the channel this names: choosing it takes manage on that
+  // channel too, or manage on one channel would let its holder fill any other.
+  const std::string& dead_letters = merged.dead_letter_channel;
+  if (access && !dead_letters.empty() && dead_letters != base.dead_letter_channel) {
+    if (auto st = access->check(auth::Action::kManage, dead_letters); !st) {
+      return Error(st.error().code,
+                   fmt::format("channel-declare: settings.dead-letter-channel '{}': {}",
+                               dead_letters, st.error().message));
+    }
   }
   WITMQ_RETURN_IF_ERROR(b.declare_channel(*name, merged));
   return json_result(json::object());
@@ -205,7 +216,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
       WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
-      return declare(b, *f, options);
+      return declare(b, *f, options, access);
     }
     case AdminOp::kChannelDelete: {
       auto f = Fields::parse(op, text, {"name"});

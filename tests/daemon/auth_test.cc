@@ -23,6 +23,7 @@ const std::string kProducerToken = "witmq_producer-token-0123456789abcdefghijklm
 const std::string kConsumerToken = "witmq_consumer-token-0123456789abcdefghijklmnopqrs";
 const std::string kAdminToken = "witmq_admin-token-0123456789abcdefghijklmnopqrstuvw";
 const std::string kLimitedToken = "witmq_limited-token-0123456789abcdefghijklmnopqrst";
+const std::string kOrdersAdminToken = "witmq_orders-admin-token-0123456789abcdefghijklmn";
 
 std::string digest(const std::string& token) { return auth::to_hex(auth::sha256(token)); }
 
@@ -40,6 +41,11 @@ json identities() {
        {"manage", {"*"}},
        {"monitor", true}},
       {{"name", "limited"}, {"token-sha256", digest(kLimitedToken)}, {"send", {"other"}}},
+      {{"name", "orders-admin"},
+       {"token-sha256", digest(kOrdersAdminToken)},
+       {"send", {"orders.*"}},
+       {"receive", {"orders.*"}},
+       {"manage", {"orders.*"}}},
   });
 }
 
@@ -185,6 +191,46 @@ TEST_F(AuthTest, EveryOperationIsCheckedAndADenialLeavesTheConnectionUsable) {
   };
   EXPECT_EQ(names(*producer), std::vector<std::string>{"orders.eu"});
   EXPECT_EQ(names(*admin), (std::vector<std::string>{"billing", "orders.eu"}));
+}
+
+// Dead letters are written into the channel's dead-letter-channel: naming one in channel-declare
+// takes manage on it as well. Before, manage on orders.* let its holder point orders.x at any
+// channel and fill it by abandoning (a send into a channel it had no grant on).
+TEST_F(AuthTest, ADeadLetterChannelNeedsManageOnItToo) {
+  auto orders_admin = as(port(), kOrdersAdminToken);
+  auto declare = [&](const json& settings) {
+    return orders_admin->call(net::AdminRequest{
+        net::AdminOp::kChannelDeclare, json{{"name", "orders.x"}, {"settings", settings}}.dump()});
+  };
+  Frame f = declare({{"dead-letter-channel", "billing"}, {"abandon-policy", "dead-letter"}});
+  ASSERT_FRAME(f, kError);
+  EXPECT_EQ(error_from(f).code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(error_from(f).message.find("channel-declare: settings.dead-letter-channel 'billing': "
+                                       "identity 'orders-admin' may not manage channel 'billing'"),
+            std::string::npos)
+      << error_from(f).message;
+  // Nothing was declared: abandoning does not reach billing.
+  EXPECT_FRAME(orders_admin->call(net::Send{"orders.x", {text_message("x")}}), kSendOk);
+  Frame got = orders_admin->call(net::SubscribeTryReceive{"orders.x", 2000});
+  ASSERT_FRAME(got, kSubscribeTryReceiveOk);
+  const auto& messages = std::get<net::SubscribeTryReceiveOk>(got.body).messages;
+  ASSERT_TRUE(messages && messages->size() == 1);
+  EXPECT_FRAME(orders_admin->call(net::AbandonMessage{receipt_of((*messages)[0])}),
+               kAbandonMessageOk);
+  auto admin = as(port(), kAdminToken);
+  Frame billing =
+      admin->call(net::AdminRequest{net::AdminOp::kChannelStats, json{{"name", "billing"}}.dump()});
+  ASSERT_FRAME(billing, kError);
+  EXPECT_EQ(error_from(billing).code, ErrorCode::kNotFound);
+  // A dead-letter channel it manages is accepted, and keeping it needs nothing more.
+  EXPECT_FRAME(declare({{"dead-letter-channel", "orders.x.dead"}}), kChannelDeclareOk);
+  EXPECT_FRAME(declare({{"max-deliveries", 3}}), kChannelDeclareOk);
+  // An identity that manages everything may name any channel.
+  EXPECT_FRAME(
+      admin->call(net::AdminRequest{
+          net::AdminOp::kChannelDeclare,
+          json{{"name", "orders.y"}, {"settings", {{"dead-letter-channel", "billing"}}}}.dump()}),
+      kChannelDeclareOk);
 }
 
 TEST_F(AuthTest, MaxConnectionsPerIdentityRefusesOnlyThatIdentity) {
