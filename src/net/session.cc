@@ -631,6 +631,14 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
     return answered();
   }
   auto& messages = *result;
+  if (!messages.empty() && access_) {
+    // A reload may have taken the grant away (or the identity) while the receive waited.
+    if (auto st = access_->check(auth::Action::kReceive, r->channel); !st) {
+      release(messages, 0, st.error().message);
+      reply_error(id, st.error());
+      return answered();
+    }
+  }
   if (messages.empty()) {
     if (draining_) {
       reply_error(id, shutting_down());
@@ -808,7 +816,16 @@ void Session::on_stream_receive(Result<std::vector<Message>> result) {
   if (!result) {
     if (stream_.stop_ids.empty() && !draining_) end_stream(result.error());
   } else if (!result->empty()) {
-    deliver(*result);
+    // A reload may have taken a grant away (or the identity) while the round waited.
+    const std::string* channel = find_metadata(result->front(), meta::kChannel);
+    Status allowed = ok_status();
+    if (access_ && channel) allowed = access_->check(auth::Action::kReceive, *channel);
+    if (!allowed) {
+      release(*result, 0, allowed.error().message);
+      if (stream_.stop_ids.empty() && !draining_) end_stream(allowed.error());
+    } else {
+      deliver(*result);
+    }
   }
   if (!stream_.stop_ids.empty()) {
     finish_stream_stop();
