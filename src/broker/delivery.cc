@@ -400,6 +400,8 @@ Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseco
         sub->leases.erase({dl.deadline, r->seq});
         dl.deadline = now + extension;
         sub->leases.insert({dl.deadline, r->seq});
+        // A shorter lease (0 releases the message) must wake the timer before its old deadline.
+        arm(ch);
         break;
     }
     submit(std::move(ws));  // under the lock: never after the channel's deletion

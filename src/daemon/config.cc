@@ -317,6 +317,13 @@ std::vector<ConfigKey> make_keys() {
       "0 = no limit.",
       [](int64_t v, Config& c) { c.server.max_in_flight = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
+      "max-in-flight-bytes", 64 * kMiB, 1 * kMiB, 16 * kGiB,
+      "Decoded bytes of one connection's requests read but not yet answered (sends until they are "
+      "stored, admin calls): at the limit the server stops reading that connection, like "
+      "max-in-flight. One request is always read, so a connection holds at most this plus one "
+      "decoded frame (up to about 8 times max-frame-bytes for a send of many small messages).",
+      [](int64_t v, Config& c) { c.server.max_in_flight_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
       "max-credit", 10'000, 0, kU32Max, "Most credit a stream may hold at once. 0 = no limit.",
       [](int64_t v, Config& c) { c.server.max_credit = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
@@ -329,7 +336,10 @@ std::vector<ConfigKey> make_keys() {
   k.push_back(integer_key(
       "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
       "Replies and deliveries queued for one connection that the client has not read yet. Above "
-      "it the server stops reading that connection's requests and pushing its stream.",
+      "it the server stops reading that connection's requests, pushing its stream and running "
+      "its admin calls, and its waiting receives wait outside the broker; a stream round is "
+      "sized to the room left; a reply completing above it is refused with resource-exhausted "
+      "(a receive's messages are released). Queued output stays under it plus one reply.",
       [](int64_t v, Config& c) { c.server.max_output_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key(
       "output-stall-timeout-ms", 30'000, 100, 3'600'000,

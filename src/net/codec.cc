@@ -207,9 +207,15 @@ class Reader {
         fmt::format("{}: length {} exceeds the {} bytes left in the frame", field, n, left()));
   }
 
-  bool string(std::string& out, std::string_view field) {
+  // A string of at most `max` bytes: the length is checked before anything is copied.
+  bool string(std::string& out, std::string_view field,
+              uint32_t max = std::numeric_limits<uint32_t>::max()) {
     uint32_t n = 0;
     if (!length(n, field)) return false;
+    if (n > max) {
+      return fail(ErrorCode::kResourceExhausted,
+                  fmt::format("{}: {} bytes, the limit is {}", field, n, max));
+    }
     std::string_view s(reinterpret_cast<const char*>(p_), n);
     size_t bad = 0;
     if (!is_valid_utf8(s, &bad)) {
@@ -269,6 +275,14 @@ constexpr size_t kMinMessageBytes = 6;  // u32 data length, u8 format, u8 option
 // A string that must also be a valid channel name. validate_channel_name's messages already name
 // the field ("channel: ...").
 bool read_channel(Reader& r, std::string& out) {
+  // The length is checked before the name is copied: a frame-sized "name" costs nothing.
+  uint32_t n = 0;
+  Reader peek = r;
+  if (peek.u32(n, "channel") && n > kMaxChannelNameBytes) {
+    return r.fail(ErrorCode::kInvalidArgument,
+                  fmt::format("channel: the name is {} bytes long, the limit is {}", n,
+                              kMaxChannelNameBytes));
+  }
   if (!r.string(out, "channel")) return false;
   Status s = validate_channel_name(out);
   if (s.ok()) return true;
@@ -295,38 +309,41 @@ bool read_pairs(Reader& r, std::optional<Metadata>& out, std::string_view field,
   Metadata& md = out.emplace(n);
   uint32_t user_entries = 0, reserved_entries = 0;
   uint64_t user_bytes = 0, reserved_bytes = 0;
+  // Nothing is copied beyond what the byte limits allow: each length is checked against what is
+  // left of the allowance before its bytes are.
   for (uint32_t i = 0; i < n; ++i) {
     auto& [key, value] = md[i];
-    if (!r.string(key, "key") || !r.string(value, "value")) {
-      return r.prefix(fmt::format("{}[{}].", field, i));
+    uint32_t length = 0;
+    Reader peek = r;
+    if (peek.u32(length, "key") &&
+        length > uint64_t{limits.max_metadata_bytes} + kMaxReservedBytes) {
+      return r.fail(ErrorCode::kResourceExhausted,
+                    fmt::format("{}[{}].key: {} bytes, the limit is {} (plus {} for witmq- keys)",
+                                field, i, length, limits.max_metadata_bytes, kMaxReservedBytes));
     }
-    if (is_reserved_key(key)) {
-      ++reserved_entries;
-      reserved_bytes += key.size() + value.size();
-    } else {
-      ++user_entries;
-      user_bytes += key.size() + value.size();
+    if (!r.string(key, "key")) return r.prefix(fmt::format("{}[{}].", field, i));
+    const bool reserved = is_reserved_key(key);
+    uint64_t& bytes = reserved ? reserved_bytes : user_bytes;
+    const uint64_t allowance = reserved ? kMaxReservedBytes : limits.max_metadata_bytes;
+    peek = r;
+    if (peek.u32(length, "value") && bytes + key.size() + length > allowance) {
+      return r.fail(ErrorCode::kResourceExhausted,
+                    fmt::format("{}: {} bytes of {}keys and values, the limit is {}", field,
+                                bytes + key.size() + length, reserved ? "witmq- " : "", allowance));
     }
+    if (!r.string(value, "value")) return r.prefix(fmt::format("{}[{}].", field, i));
+    bytes += key.size() + value.size();
+    ++(reserved ? reserved_entries : user_entries);
   }
   if (user_entries > limits.max_metadata_entries) {
     return r.fail(ErrorCode::kResourceExhausted,
                   fmt::format("{}: {} entries, the limit is {}", field, user_entries,
                               limits.max_metadata_entries));
   }
-  if (user_bytes > limits.max_metadata_bytes) {
-    return r.fail(ErrorCode::kResourceExhausted,
-                  fmt::format("{}: {} bytes of keys and values, the limit is {}", field, user_bytes,
-                              limits.max_metadata_bytes));
-  }
   if (reserved_entries > kMaxReservedEntries) {
     return r.fail(ErrorCode::kResourceExhausted,
                   fmt::format("{}: {} witmq- entries, the limit is {}", field, reserved_entries,
                               kMaxReservedEntries));
-  }
-  if (reserved_bytes > kMaxReservedBytes) {
-    return r.fail(ErrorCode::kResourceExhausted,
-                  fmt::format("{}: {} bytes of witmq- keys and values, the limit is {}", field,
-                              reserved_bytes, kMaxReservedBytes));
   }
   return true;
 }
@@ -378,10 +395,10 @@ bool read_connect(Reader& r, Connect& b) {
   for (uint32_t i = 0; i < n; ++i) {
     if (!r.u16(b.versions[i], "versions")) return false;
   }
-  if (!r.string(b.name, "name")) return false;
+  if (!r.string(b.name, "name", kMaxClientNameBytes)) return false;
   bool has_token = false;
   if (!r.option(has_token, "token")) return false;
-  if (has_token && !r.string(b.token.emplace(), "token")) return false;
+  if (has_token && !r.string(b.token.emplace(), "token", kMaxTokenBytes)) return false;
   return true;
 }
 
@@ -681,9 +698,17 @@ size_t encode_empty(Buffer& out, uint32_t request_id, FrameType type) {
 }
 
 size_t encode_error(Buffer& out, uint32_t request_id, FrameType type, const Error& error) {
-  return write_frame(out, type, request_id, 2 + string_size(error.message), [&](Writer& w) {
+  // Every string on the wire is UTF-8 (section 3), and error texts quote what clients sent, cut
+  // to a length: whatever is not well-formed becomes U+FFFD.
+  std::string repaired;
+  std::string_view message = error.message;
+  if (size_t bad = 0; !is_valid_utf8(message, &bad)) {
+    repaired = to_valid_utf8(message);
+    message = repaired;
+  }
+  return write_frame(out, type, request_id, 2 + string_size(message), [&](Writer& w) {
     w.u16(static_cast<uint16_t>(error.code));
-    w.string(error.message);
+    w.string(message);
   });
 }
 

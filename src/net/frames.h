@@ -110,6 +110,14 @@ inline constexpr uint32_t kMaxReservedEntries = 32;
 inline constexpr uint32_t kMaxReservedBytes = 4096;
 // Versions a connect may list.
 inline constexpr uint32_t kMaxConnectVersions = 16;
+// A connect's name is a client name, which follows the channel-name rules (at most 200 bytes),
+// and its token at most kMaxTokenBytes: both are checked before they are copied.
+inline constexpr uint32_t kMaxClientNameBytes = 200;
+inline constexpr uint32_t kMaxTokenBytes = 4096;
+// Largest length field a server accepts before connect has succeeded: the largest connect
+// (16 versions, a 200-byte name, a 4096-byte token) fits. A connection that has not connected
+// can make the server hold no more than this for its input.
+inline constexpr uint32_t kMaxConnectFrameBytes = 8192;
 
 // What the server announces in connect-ok besides the version. 0 means "no limit" where noted.
 struct ServerLimits {

@@ -1,6 +1,7 @@
 #include "net/server.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <array>
 #include <boost/asio/co_spawn.hpp>
@@ -28,6 +29,40 @@ namespace {
 
 // A refused connection gets this long to read its goaway before it is closed.
 constexpr auto kRefuseLinger = std::chrono::seconds(2);
+// Refusals whose goaway is being written at once; past it, refused connections are closed at
+// once, so that a flood of connections over max-connections holds at most this many descriptors
+// (and TLS handshakes) beyond it.
+constexpr uint32_t kMaxRefusing = 64;
+// The refusal warning is written at most once per interval, with the count since the last one.
+constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
+// File descriptors kept out of the protocol server's reach: the storage engine's files, the HTTP
+// side's connections, the log and the guests' modules.
+constexpr uint64_t kReservedDescriptors = 1024;
+
+// Raises the soft RLIMIT_NOFILE to the hard one, and returns how many connections the protocol
+// server may hold so that, with kMaxRefusing refusals under way and kReservedDescriptors kept
+// for the rest, the process never runs out of descriptors: max_connections, or less.
+uint32_t connection_budget(uint32_t max_connections) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return max_connections;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY) return max_connections;
+  const uint64_t available = rl.rlim_cur > kReservedDescriptors + kMaxRefusing + 1
+                                 ? rl.rlim_cur - kReservedDescriptors - kMaxRefusing
+                                 : 1;
+  if (max_connections <= available) return max_connections;
+  log::warn(
+      "max-connections {} does not fit in the {} file descriptors this process may open "
+      "(RLIMIT_NOFILE, with {} kept for storage, HTTP and refusals): at most {} connections are "
+      "served; raise the limit (ulimit -n, LimitNOFILE= in the systemd unit) to serve more",
+      max_connections, static_cast<uint64_t>(rl.rlim_cur), kReservedDescriptors + kMaxRefusing,
+      available);
+  return static_cast<uint32_t>(available);
+}
 
 // Writes goaway to a connection the server will not serve, then closes it once the client has
 // closed its side or kRefuseLinger has passed (closing with unread input would reset the
@@ -101,6 +136,8 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
         {"connections", counters_.connections.load()},
         {"connections-total", counters_.connections_total.load()},
         {"connections-refused", counters_.connections_refused.load()},
+        {"connections-refused-at-once", counters_.connections_refused_at_once.load()},
+        {"closed-without-goaway", counters_.closed_without_goaway.load()},
         {"requests-total", counters_.requests_total.load()},
         {"malformed-total", counters_.malformed_total.load()},
         {"messages-in", counters_.messages_in.load()},
@@ -123,11 +160,26 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
 
 Server::~Server() {
   if (options_.authenticator) options_.authenticator->remove_replace_listener(revoke_listener_);
-  force_close_all();
+  // Sessions refer to this server (its context, options and counters) from handlers that run on
+  // the io_context: the server may go only once none can run any more, after stop() has closed
+  // every connection, or with the io_context stopped (its handlers are then destroyed unrun).
+  size_t open = 0;
+  {
+    std::lock_guard lock(mu_);
+    open = sessions_.size();
+  }
+  if (open != 0 && !io_.stopped()) {
+    log::error(
+        "server: destroyed with {} connections open while its io_context runs; call stop() and "
+        "wait for it, or stop the io_context, first",
+        open);
+    std::abort();
+  }
   admin_pool_.join();
 }
 
 Status Server::listen() {
+  max_connections_ = connection_budget(options_.max_connections);
   if (options_.plain_enabled) {
     auto endpoint = open_listener(io_, acceptor_, options_.host, options_.port, "listen");
     if (!endpoint) return std::move(endpoint).error();
@@ -175,7 +227,7 @@ void Server::accept_loop(tcp::acceptor& acceptor, bool tls) {
           {
             std::lock_guard lock(mu_);
             if (stopping_) continue;  // the socket closes as it goes out of scope
-            if (sessions_.size() < options_.max_connections) {
+            if (sessions_.size() < max_connections_) {
               const uint64_t id = next_session_++;
               session = std::make_shared<Session>(id, std::move(socket), *context_,
                                                   tls ? options_.tls_context.get() : nullptr);
@@ -196,8 +248,26 @@ void Server::accept_loop(tcp::acceptor& acceptor, bool tls) {
 
 void Server::refuse(tcp::socket socket, bool tls) {
   counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-  log::warn("refusing a connection: {} connections are open, the limit is max-connections {}",
-            options_.max_connections, options_.max_connections);
+  ++refusals_since_log_;
+  const auto now = std::chrono::steady_clock::now();
+  if (last_refusal_log_ == std::chrono::steady_clock::time_point{} ||
+      now - last_refusal_log_ >= kRefusalLogInterval) {
+    log::warn(
+        "refused {} connection(s) since the last such line: {} connections are open, the limit "
+        "is max-connections {}",
+        refusals_since_log_, max_connections_, max_connections_);
+    last_refusal_log_ = now;
+    refusals_since_log_ = 0;
+  }
+  if (refusing_->load(std::memory_order_relaxed) >= kMaxRefusing) {
+    // Enough goaways are being written: this one is closed at once (the client sees the
+    // connection closed, and connections_refused_at_once counts it).
+    counters_.connections_refused_at_once.fetch_add(1, std::memory_order_relaxed);
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  refusing_->fetch_add(1, std::memory_order_relaxed);
   auto ex = socket.get_executor();
   asio::co_spawn(
       ex,
@@ -205,9 +275,11 @@ void Server::refuse(tcp::socket socket, bool tls) {
                             Error(ErrorCode::kResourceExhausted,
                                   fmt::format("the server has {} connections open, the limit of "
                                               "max-connections; try again later",
-                                              options_.max_connections)),
+                                              max_connections_)),
                             tls ? options_.tls_context : nullptr, options_.tls_handshake_timeout),
-      asio::detached);
+      [refusing = refusing_](std::exception_ptr) {
+        refusing->fetch_sub(1, std::memory_order_relaxed);
+      });
 }
 
 void Server::session_closed(uint64_t id) {

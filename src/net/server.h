@@ -58,10 +58,15 @@ struct ServerOptions {
   uint32_t default_batch_size = 100;
   // Requests read but not answered before the server stops reading a connection. 0 = no limit.
   uint32_t max_in_flight = 1024;
+  // Decoded bytes of those requests (sends and admin calls: what they hold in memory until they
+  // are answered) before the server stops reading a connection. One request is always read, so a
+  // connection holds at most this plus one decoded frame.
+  size_t max_in_flight_bytes = 64 << 20;
   // Most credit a stream may hold. 0 = no limit.
   uint32_t max_credit = 10'000;
   // Bytes queued for a client that does not read them, beyond which the server stops reading
-  // its requests and pushing its stream.
+  // its requests, pushing its stream and running its admin calls, and cuts or refuses replies
+  // (net/session.h): queued output stays under it plus one reply.
   size_t max_output_bytes = 64 << 20;
   // A connection whose queued output stays above max_output_bytes this long is closed.
   std::chrono::milliseconds output_stall_timeout{30'000};
@@ -89,6 +94,12 @@ struct ServerCounters {
   std::atomic<uint64_t> connections{0};  // open now
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_refused{0};  // over max-connections
+  // Of those, closed at once without goaway: more refusals were under way than the server
+  // writes goaway for at a time (kMaxRefusing in server.cc).
+  std::atomic<uint64_t> connections_refused_at_once{0};
+  // Connections the server closed without writing goaway (output stall, a failed write, the
+  // shutdown timeout, a failed TLS handshake, an internal error); each is logged with its reason.
+  std::atomic<uint64_t> closed_without_goaway{0};
   std::atomic<uint64_t> requests_total{0};
   std::atomic<uint64_t> malformed_total{0};  // frames answered with a decode error
   std::atomic<uint64_t> messages_in{0};      // messages received in sends
@@ -164,6 +175,14 @@ class Server {
   boost::asio::ip::tcp::endpoint endpoint_;
   boost::asio::ip::tcp::endpoint tls_endpoint_;
   boost::asio::steady_timer stop_timer_;
+  // options_.max_connections, lowered by listen() to what the descriptor limit allows.
+  uint32_t max_connections_ = 0;
+  // Refusals whose goaway is being written; past kMaxRefusing, connections are closed at once.
+  std::shared_ptr<std::atomic<uint32_t>> refusing_ = std::make_shared<std::atomic<uint32_t>>(0);
+  // On the acceptors' strand: the refusal log line is written at most once per
+  // kRefusalLogInterval, with the count since the last one.
+  std::chrono::steady_clock::time_point last_refusal_log_{};
+  uint64_t refusals_since_log_ = 0;
 
   std::mutex mu_;  // guards the members below
   std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions_;

@@ -1,6 +1,9 @@
 #include "net/session.h"
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
@@ -10,6 +13,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -26,9 +30,13 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// The input buffer starts at this size and is given back down to it once a frame larger than
-// kKeepBufferBytes has been handled; output buffers above kKeepBufferBytes are released too.
-constexpr size_t kInitialInputBytes = 64 << 10;
+// The input buffer of a connection that has not connected yet starts at kConnectInputBytes (a
+// connect is small); once connected it is at least kInputBytes, and is given back down to that
+// once a frame larger than kKeepBufferBytes has been handled. It grows by doubling as bytes
+// arrive, never to a size a length field announces. Output buffers above kKeepBufferBytes are
+// released too.
+constexpr size_t kConnectInputBytes = 4 << 10;
+constexpr size_t kInputBytes = 64 << 10;
 constexpr size_t kKeepBufferBytes = 1 << 20;
 // Free space below which the input buffer is compacted before the next read.
 constexpr size_t kMinReadBytes = 4 << 10;
@@ -38,6 +46,20 @@ constexpr auto kLinger = std::chrono::seconds(2);
 
 Error shutting_down() { return Error(ErrorCode::kUnavailable, "the server is shutting down"); }
 
+// What a decoded send holds in memory until it is answered: each message, its data and its
+// metadata strings (a metadata pair is 8 bytes on the wire and 64 or more in memory).
+size_t decoded_bytes(const Send& s) {
+  auto heap = [](const std::string& x) { return x.capacity() > 15 ? x.capacity() + 1 : 0; };
+  size_t n = sizeof(Send) + heap(s.channel) + s.messages.capacity() * sizeof(Message);
+  for (const Message& m : s.messages) {
+    n += m.data.capacity();
+    if (!m.metadata) continue;
+    n += m.metadata->capacity() * sizeof(Metadata::value_type);
+    for (const auto& [k, v] : *m.metadata) n += heap(k) + heap(v);
+  }
+  return n;
+}
+
 }  // namespace
 
 Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::ssl::context* tls)
@@ -46,20 +68,37 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
       ctx_(context),
       opts_(context.options),
       broker_(context.broker),
-      in_(kInitialInputBytes),
+      in_(kConnectInputBytes),
+      connect_limits_(context.options.limits),
       reader_wake_(socket_.get_executor()),
       writer_wake_(socket_.get_executor()),
       watchdog_timer_(socket_.get_executor()),
       handshake_timer_(socket_.get_executor()) {
   if (tls) tls_.emplace(std::move(socket_), *tls);
   handshake_done_ = !tls_;
+  connect_limits_.max_frame_bytes =
+      std::min(connect_limits_.max_frame_bytes, kMaxConnectFrameBytes);
+  // data, format, option tag, count, and every metadata entry the limits allow (with the
+  // reserved ones the broker adds).
+  const Limits& l = opts_.limits;
+  max_message_wire_bytes_ = 4 + size_t{l.max_message_bytes} + 1 + 1 + 4 +
+                            8 * (size_t{l.max_metadata_entries} + kMaxReservedEntries) +
+                            l.max_metadata_bytes + kMaxReservedBytes;
 }
 
 Session::~Session() = default;
 
 template <typename F>
 void Session::post(F&& f) {
-  asio::post(socket_.get_executor(), std::forward<F>(f));
+  // Broker callbacks come back through here: one that throws ends this connection, explained,
+  // and never the I/O thread that runs it.
+  asio::post(socket_.get_executor(), [self = shared_from_this(), f = std::forward<F>(f)]() mutable {
+    try {
+      f();
+    } catch (...) {
+      self->on_loop_failure("request handling", std::current_exception());
+    }
+  });
 }
 
 void Session::start() {
@@ -80,10 +119,9 @@ asio::awaitable<void> Session::handshake() {
   handshake_timer_.expires_after(opts_.tls_handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec || self->handshake_done_ || self->closed_) return;
-    log::debug(
-        "connection {}: no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
-        self->id_, self->opts_.tls_handshake_timeout.count());
-    self->close();
+    self->close_without_goaway(
+        fmt::format("no TLS handshake within {} ms (tls-handshake-timeout-ms); closing it",
+                    self->opts_.tls_handshake_timeout.count()));
   });
   boost::system::error_code ec;
   co_await tls_->async_handshake(asio::ssl::stream_base::server,
@@ -91,9 +129,8 @@ asio::awaitable<void> Session::handshake() {
   handshake_timer_.cancel();
   if (closed_) co_return;
   if (ec) {
-    log::debug("connection {}: TLS handshake failed: {}", id_,
-               handshake_failure(tls_->native_handle(), ec));
-    close();
+    close_without_goaway(
+        fmt::format("TLS handshake failed: {}", handshake_failure(tls_->native_handle(), ec)));
     co_return;
   }
   handshake_done_ = true;
@@ -106,13 +143,39 @@ asio::awaitable<void> Session::handshake() {
 
 void Session::start_loops() {
   last_read_ = Clock::now();
+  spawn(&Session::read_loop, "reader");
+  spawn(&Session::write_loop, "writer");
+  spawn(&Session::watchdog, "watchdog");
+}
+
+void Session::spawn(asio::awaitable<void> (Session::*loop)(), const char* name) {
   auto self = shared_from_this();
   asio::co_spawn(
-      socket_.get_executor(), [self] { return self->read_loop(); }, asio::detached);
-  asio::co_spawn(
-      socket_.get_executor(), [self] { return self->write_loop(); }, asio::detached);
-  asio::co_spawn(
-      socket_.get_executor(), [self] { return self->watchdog(); }, asio::detached);
+      socket_.get_executor(), [self, loop] { return ((*self).*loop)(); },
+      [self, name](std::exception_ptr e) {
+        if (e) self->on_loop_failure(name, e);
+      });
+}
+
+void Session::on_loop_failure(const char* name, std::exception_ptr e) {
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    what = x.what();
+  } catch (...) {
+  }
+  log::error("connection {}: internal error in the connection's {}: {}; closing it", id_, name,
+             what);
+  const Error error(
+      ErrorCode::kInternal,
+      fmt::format("internal error in the server ({}); the connection is closed", what));
+  // The reader or a request failed: the writer can still send goaway and the watchdog closes
+  // after it. Without the writer or the watchdog the connection cannot be closed in order: close
+  // it now.
+  const std::string_view loop = name;
+  if (loop != "writer" && loop != "watchdog" && can_write()) return goaway(0, error);
+  close_without_goaway(fmt::format("internal error in the connection's {}: {}", name, what));
 }
 
 void Session::shutdown() {
@@ -137,39 +200,98 @@ void Session::revalidate() {
 void Session::abort() {
   post([self = shared_from_this()] {
     if (!self->closed_) {
-      log::warn("connection {}: still busy at the end of the shutdown timeout; closing it",
-                self->id_);
+      self->close_without_goaway("still busy at the end of the shutdown timeout; closing it");
     }
-    self->close();
   });
 }
 
 // ---- reading -----------------------------------------------------------------------------------
 
 bool Session::reading_paused() const {
-  return over_cap_ || (opts_.max_in_flight != 0 && in_flight_ >= opts_.max_in_flight);
+  return over_cap_ || (opts_.max_in_flight != 0 && in_flight_ >= opts_.max_in_flight) ||
+         in_flight_bytes_ >= opts_.max_in_flight_bytes;
 }
 
 void Session::wake_reader() {
   if (reader_waiting_) reader_wake_.cancel();
 }
 
+bool Session::peer_closed() {
+  // POLLRDHUP is set once the client's FIN arrived, even with its earlier data still unread.
+  pollfd p{lowest_socket().native_handle(), POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+void Session::watch_for_peer_close() {
+  if (closed_ || closing_ || watching_peer_ || !lowest_socket().is_open()) return;
+  const int fd = lowest_socket().native_handle();
+  const auto gone = [this](std::string_view how) {
+    close_without_goaway(fmt::format("the client {} while {} requests were in flight and its "
+                                     "input was not read",
+                                     how, in_flight_),
+                         true);
+  };
+  if (!tls_) {
+    // What arrived goes into the input buffer's free space (never growing it), so that a close
+    // behind it is seen; it is decoded when reading resumes.
+    if (in_begin_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      in_end_ -= in_begin_;
+      in_begin_ = 0;
+    }
+    while (in_end_ < in_.size()) {
+      const ssize_t n = ::recv(fd, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+      if (n == 0) return gone("closed the connection");
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0) return gone(fmt::format("connection failed ({})", std::strerror(errno)));
+      in_end_ += static_cast<size_t>(n);
+      ctx_.counters.bytes_in.fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
+    }
+  }
+  // With nothing unread, readability means data or the close: wait for it. With data unread (the
+  // input buffer is full, or TLS) readability would be immediate, so only a reset or a hangup is
+  // waited for.
+  int unread = 0;
+  const auto what = ::ioctl(fd, FIONREAD, &unread) == 0 && unread == 0 ? tcp::socket::wait_read
+                                                                       : tcp::socket::wait_error;
+  // Armed before the check, so a close arriving in between wakes the wait.
+  watching_peer_ = true;
+  lowest_socket().async_wait(what, [self = shared_from_this(), what](boost::system::error_code ec) {
+    self->watching_peer_ = false;
+    if (ec || self->closed_ || self->closing_ || !self->reader_waiting_) return;
+    if (what == tcp::socket::wait_error) {
+      // Urgent data wakes this wait as well; it means nothing to the protocol and is dropped.
+      char urgent = 0;
+      ::recv(self->lowest_socket().native_handle(), &urgent, 1, MSG_OOB | MSG_DONTWAIT);
+    }
+    self->watch_for_peer_close();
+  });
+  if (peer_closed()) gone("closed the connection");
+}
+
 void Session::ensure_input_space() {
+  const size_t floor = connected_ ? kInputBytes : kConnectInputBytes;
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
     if (in_.size() > kKeepBufferBytes && need_ < kKeepBufferBytes) {
-      std::vector<uint8_t>(kInitialInputBytes).swap(in_);
+      std::vector<uint8_t>(floor).swap(in_);
     }
   }
-  const size_t want = std::max(need_, kMinReadBytes);
-  if (in_.size() - in_end_ >= want) return;
+  if (in_.size() - in_end_ >= kMinReadBytes && in_.size() >= floor) return;
   if (in_begin_ > 0) {
     std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
     in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  // need_ is bounded by max-frame-bytes: the codec checks the length field before asking.
-  if (in_.size() - in_end_ < need_) in_.resize(in_end_ + need_);
+  // Grow by doubling, up to what completes the frame being read (need_, bounded by the codec's
+  // check of the length field): memory follows the bytes that actually arrived, so a length
+  // field alone commits nothing.
+  size_t size = std::max(in_.size(), floor);
+  if (size - in_end_ < kMinReadBytes) {
+    size = std::max(in_end_ + kMinReadBytes, std::min(2 * size, in_end_ + need_));
+  }
+  if (size != in_.size()) in_.resize(size);
 }
 
 asio::awaitable<void> Session::read_loop() {
@@ -181,6 +303,8 @@ asio::awaitable<void> Session::read_loop() {
       if (!closing_ && reading_paused()) {
         reader_waiting_ = true;
         reader_wake_.expires_at(Clock::time_point::max());
+        watch_for_peer_close();
+        if (closed_) break;
         co_await reader_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         reader_waiting_ = false;
         last_read_ = Clock::now();  // a paused connection is not idle
@@ -216,7 +340,7 @@ void Session::decode_buffered() {
   while (!closing_ && !reading_paused()) {
     auto result =
         decode_frame(std::span<const uint8_t>(in_.data() + in_begin_, in_end_ - in_begin_),
-                     Side::kServer, opts_.limits);
+                     Side::kServer, connected_ ? opts_.limits : connect_limits_);
     if (const auto* more = std::get_if<NeedMore>(&result)) {
       need_ = more->bytes;
       return;
@@ -240,7 +364,15 @@ void Session::decode_buffered() {
 void Session::handle_decode_error(const DecodeError& e) {
   ctx_.counters.malformed_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("connection {}: malformed frame: {}", id_, e.error.to_string());
-  if (e.close_connection) return goaway(e.request_id, e.error);
+  if (e.close_connection) {
+    if (!connected_ && e.error.code == ErrorCode::kResourceExhausted) {
+      return goaway(e.request_id,
+                    Error(e.error.code, fmt::format("{} before connect: the first frame must be a "
+                                                    "connect, at most {} bytes",
+                                                    e.error.message, kMaxConnectFrameBytes)));
+    }
+    return goaway(e.request_id, e.error);
+  }
   if (!connected_) {
     // Nothing is handled before connect succeeds: a failed first frame closes the connection.
     if (e.type == static_cast<uint8_t>(FrameType::kConnect)) return goaway(e.request_id, e.error);
@@ -381,16 +513,18 @@ void Session::handle(Frame& frame) {
 void Session::handle_send(uint32_t id, Send& s) {
   if (auto st = authorize(auth::Action::kSend, s.channel); !st) return reply_error(id, st.error());
   ++in_flight_;
+  const size_t bytes = decoded_bytes(s);
+  in_flight_bytes_ += bytes;
   ctx_.counters.messages_in.fetch_add(s.messages.size(), std::memory_order_relaxed);
   broker_.send(client_, s.channel, std::move(s.messages),
-               [self = shared_from_this(), id](Status st) mutable {
-                 self->post([self, id, st = std::move(st)] {
+               [self = shared_from_this(), id, bytes](Status st) mutable {
+                 self->post([self, id, bytes, st = std::move(st)] {
                    if (st) {
                      self->reply_empty(id, FrameType::kSendOk);
                    } else {
                      self->reply_error(id, st.error());
                    }
-                   self->answered();
+                   self->answered(bytes);
                  });
                });
 }
@@ -427,23 +561,52 @@ void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
 
 void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
   ++in_flight_;
-  asio::post(ctx_.admin_pool, [self = shared_from_this(), id, op = a.op,
-                               json = std::move(a.json)]() mutable {
-    auto result = handle_admin(self->broker_, op, json, self->ctx_.admin, self->access_.get());
-    self->post([self, id, op, result = std::move(result)]() mutable {
+  const size_t bytes = sizeof(AdminCall) + a.json.capacity();
+  in_flight_bytes_ += bytes;
+  admin_queue_.push_back(AdminCall{id, a.op, std::move(a.json), bytes});
+  run_admin();
+}
+
+void Session::run_admin() {
+  if (admin_running_ || admin_queue_.empty() || over_cap_ || closed_) return;
+  admin_running_ = true;
+  AdminCall call = std::move(admin_queue_.front());
+  admin_queue_.pop_front();
+  asio::post(ctx_.admin_pool, [self = shared_from_this(), call = std::move(call)]() mutable {
+    Result<AdminResult> result = Error(ErrorCode::kInternal, "no result");
+    try {
+      result =
+          handle_admin(self->broker_, call.op, call.json, self->ctx_.admin, self->access_.get());
+    } catch (const std::exception& e) {
+      log::error("connection {}: internal error in admin call {}: {}", self->id_,
+                 frame_type_name(
+                     static_cast<FrameType>(kAdminRequestBase + static_cast<uint8_t>(call.op))),
+                 e.what());
+      result = Error(ErrorCode::kInternal, fmt::format("internal error: {}", e.what()));
+    }
+    self->post([self, id = call.request_id, op = call.op, bytes = call.bytes,
+                result = std::move(result)]() mutable {
+      self->admin_running_ = false;
       if (!result) {
         self->reply_error(id, result.error());
       } else if (op == AdminOp::kBrowse) {
         auto& messages = result->messages;
         // Browse acquires nothing, so a page cut short by the frame limit loses nothing: the
         // client continues from the last sequence it got.
-        messages.resize(self->fitting(messages, kHeaderBytes + 4));
-        if (self->can_write()) {
+        const size_t keep = self->reply_fitting(messages, kHeaderBytes + 4);
+        if (keep == 0 && !messages.empty()) {
+          self->reply_error(id,
+                            Error(ErrorCode::kResourceExhausted,
+                                  fmt::format("browse: {} bytes of replies are queued for "
+                                              "this connection, above max-output-bytes {}; "
+                                              "read them and browse again",
+                                              self->queued_bytes(), self->opts_.max_output_bytes)));
+        } else if (self->can_write()) {
+          messages.resize(keep);
           encode(self->out_pending_, id, BrowseOk{std::move(messages)});
           self->queued();
         }
-      } else if (result->json.size() + kHeaderBytes + 4 >
-                 size_t{self->opts_.limits.max_frame_bytes} + kLengthFieldBytes) {
+      } else if (result->json.size() + kHeaderBytes + 4 > self->frame_limit()) {
         self->reply_error(
             id, Error(ErrorCode::kResourceExhausted,
                       fmt::format("the reply is {} bytes of JSON, above "
@@ -453,7 +616,8 @@ void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
         encode(self->out_pending_, id, AdminReply{op, std::move(result->json)});
         self->queued();
       }
-      self->answered();
+      self->answered(bytes);
+      self->run_admin();
     });
   });
 }
@@ -482,12 +646,27 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
     return answered();
   }
   auto& messages = *result;
+  if (!messages.empty() && access_) {
+    // A reload may have taken the grant away (or the identity) while the receive waited.
+    if (auto st = access_->check(auth::Action::kReceive, r->channel); !st) {
+      release(messages, 0, st.error().message);
+      reply_error(id, st.error());
+      return answered();
+    }
+  }
   if (messages.empty()) {
     if (draining_) {
       reply_error(id, shutting_down());
       return answered();
     }
     if (!r->try_receive || Clock::now() + milliseconds(1) < r->deadline) {
+      if (over_cap_) {
+        // Cancelled because the output went over the cap: parked until it drains (a
+        // try-receive's deadline is kept by the watchdog).
+        parked_.push_back(std::move(r));
+        watchdog_timer_.cancel();
+        return;
+      }
       // Ended early (a stream stop or a configuration change cancels the client's receives):
       // wait on for what is left.
       return start_receive(std::move(r));
@@ -499,7 +678,19 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
     return answered();
   }
   const size_t overhead = kHeaderBytes + 4 + (r->try_receive ? 1 : 0);
-  release(messages, fitting(messages, overhead));
+  const size_t keep = reply_fitting(messages, overhead);
+  if (keep == 0) {
+    const Error full(ErrorCode::kResourceExhausted,
+                     fmt::format("receive: {} bytes of replies are queued for this connection, "
+                                 "above max-output-bytes {}; the {} messages received were "
+                                 "released (read the replies, then receive again)",
+                                 queued_bytes(), opts_.max_output_bytes, messages.size()));
+    release(messages, 0, full.message);
+    reply_error(id, full);
+    return answered();
+  }
+  release(messages, keep,
+          fmt::format("the rest do not fit in max-frame-bytes {}", opts_.limits.max_frame_bytes));
   if (can_write()) {
     ctx_.counters.messages_out.fetch_add(messages.size(), std::memory_order_relaxed);
     if (r->try_receive) {
@@ -512,22 +703,30 @@ void Session::on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<M
   answered();
 }
 
-size_t Session::fitting(std::span<const Message> messages, size_t overhead) const {
-  const size_t limit = size_t{opts_.limits.max_frame_bytes} + kLengthFieldBytes;
+size_t Session::fitting(std::span<const Message> messages, size_t overhead, size_t budget) {
   size_t bytes = overhead;
   for (size_t i = 0; i < messages.size(); ++i) {
     bytes += message_wire_size(messages[i]);
-    if (bytes > limit) return std::max<size_t>(i, 1);
+    if (bytes > budget) return i;
   }
   return messages.size();
 }
 
-void Session::release(std::vector<Message>& messages, size_t keep) {
+size_t Session::reply_fitting(std::span<const Message> messages, size_t overhead) const {
+  // Under the cap a reply goes whole (one frame at most): cutting it to the room left would
+  // release messages, a delivery attempt each, every time the output brushes the cap. Over it,
+  // nothing goes; receives are parked meanwhile, so this is rare.
+  if (over_cap_) return 0;
+  return std::max<size_t>(std::min<size_t>(messages.size(), 1),
+                          fitting(messages, overhead, frame_limit()));
+}
+
+void Session::release(std::vector<Message>& messages, size_t keep, std::string_view why) {
   if (keep >= messages.size()) return;
   log::warn(
-      "connection {}: a receive reply holds {} of {} messages: the rest do not fit in "
-      "max-frame-bytes {} and are released (their lease ends now)",
-      id_, keep, messages.size(), opts_.limits.max_frame_bytes);
+      "connection {}: a reply holds {} of {} messages: {}; the others are released (their lease "
+      "ends now)",
+      id_, keep, messages.size(), why);
   for (size_t i = keep; i < messages.size(); ++i) {
     // Auto-settled messages carry no receipt: at-most-once delivery allows losing them.
     if (find_metadata(messages[i], meta::kReceipt)) {
@@ -612,8 +811,11 @@ void Session::pump_stream() {
   // limit does; a request receive fails instead (section 11).
   options.wait_for_room = true;
   // Never more than the credit: a client that stops granting holds nothing and stalls no one.
+  // Never more than the output cap has room for, at the largest size a message can have: a
+  // round's deliver frames stay under max-output-bytes plus one message.
+  const uint64_t room = std::max<uint64_t>(1, output_room() / max_message_wire_bytes_);
   options.max_messages = static_cast<uint32_t>(
-      std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages}));
+      std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages, room}));
   stream_.receive_pending = true;
   broker_.receive(client_, configured_channels_, options,
                   [self = shared_from_this()](Result<std::vector<Message>> result) mutable {
@@ -629,7 +831,16 @@ void Session::on_stream_receive(Result<std::vector<Message>> result) {
   if (!result) {
     if (stream_.stop_ids.empty() && !draining_) end_stream(result.error());
   } else if (!result->empty()) {
-    deliver(*result);
+    // A reload may have taken a grant away (or the identity) while the round waited.
+    const std::string* channel = find_metadata(result->front(), meta::kChannel);
+    Status allowed = ok_status();
+    if (access_ && channel) allowed = access_->check(auth::Action::kReceive, *channel);
+    if (!allowed) {
+      release(*result, 0, allowed.error().message);
+      if (stream_.stop_ids.empty() && !draining_) end_stream(allowed.error());
+    } else {
+      deliver(*result);
+    }
   }
   if (!stream_.stop_ids.empty()) {
     finish_stream_stop();
@@ -647,9 +858,11 @@ void Session::deliver(std::vector<Message>& messages) {
   const std::string* channel = find_metadata(messages.front(), meta::kChannel);
   const std::string_view name = channel ? std::string_view(*channel) : configured_channels_.front();
   const size_t overhead = message_frame_overhead(name);
+  // The round was sized to the room under the cap at the largest message size, so it fits; the
+  // first message always goes, each frame holds at least one.
   std::span<const Message> rest(messages);
   while (!rest.empty()) {
-    const size_t n = fitting(rest, overhead);
+    const size_t n = std::max<size_t>(1, fitting(rest, overhead, frame_limit()));
     encode_deliver(out_pending_, stream_.id, name, rest.first(n));
     rest = rest.subspan(n);
   }
@@ -692,8 +905,9 @@ void Session::reply_error(uint32_t id, const Error& error) {
   queued();
 }
 
-void Session::answered() {
+void Session::answered(size_t bytes) {
   --in_flight_;
+  in_flight_bytes_ -= bytes;
   wake_reader();
   maybe_finish_drain();
 }
@@ -703,6 +917,10 @@ void Session::queued() {
     over_cap_ = true;
     over_cap_since_ = Clock::now();
     watchdog_timer_.cancel();
+    // Waiting receives stop waiting in the broker until the output drains (on_receive parks
+    // them): messages they took now could not be queued, and releasing them would count a
+    // delivery attempt each time.
+    if (client_) broker_.cancel_receives(client_);
   }
   if (writer_waiting_) writer_wake_.cancel();
 }
@@ -748,7 +966,7 @@ asio::awaitable<void> Session::write_loop() {
       n = co_await asio::async_write(socket_, from, asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
-      if (!closed_) log::debug("connection {}: write failed: {}", id_, ec.message());
+      if (!closed_) close_without_goaway(fmt::format("write failed: {}", ec.message()), true);
       break;
     }
     ctx_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
@@ -759,6 +977,8 @@ asio::awaitable<void> Session::write_loop() {
       watchdog_timer_.cancel();
       wake_reader();
       pump_stream();
+      run_admin();
+      for (auto& r : std::exchange(parked_, {})) start_receive(std::move(r));
     }
   }
   close();
@@ -797,13 +1017,28 @@ asio::awaitable<void> Session::watchdog() {
         }
         next = std::min(next, idle_at);
       }
+      for (size_t i = 0; i < parked_.size();) {
+        const auto& r = parked_[i];
+        if (!r->try_receive) {
+          ++i;
+        } else if (now >= r->deadline) {
+          // Answered at its deadline, like any try-receive: none.
+          if (can_write()) encode_try_receive_ok(out_pending_, r->request_id, nullptr);
+          parked_.erase(parked_.begin() + static_cast<ptrdiff_t>(i));
+          queued();
+          answered();
+        } else {
+          next = std::min(next, r->deadline);
+          ++i;
+        }
+      }
       if (over_cap_) {
         const auto stall_at = over_cap_since_ + opts_.output_stall_timeout;
         if (now >= stall_at) {
-          log::warn(
-              "connection {}: {} bytes of output queued for more than {} ms (the client does not "
-              "read); closing it",
-              id_, queued_bytes(), opts_.output_stall_timeout.count());
+          close_without_goaway(fmt::format(
+              "{} bytes of output queued for more than {} ms (the client does not read); closing "
+              "it",
+              queued_bytes(), opts_.output_stall_timeout.count()));
           break;
         }
         next = std::min(next, stall_at);
@@ -821,11 +1056,15 @@ void Session::begin_drain() {
   if (closed_ || draining_) return;
   draining_ = true;
   // Mid-handshake nothing is in flight and goaway cannot be sent yet.
-  if (!handshake_done_) return close();
+  if (!handshake_done_) return close_without_goaway("the server stops during the TLS handshake");
   if (!connected_) return goaway(0, shutting_down());
   closing_ = true;
   wake_reader();
   broker_.cancel_receives(client_);
+  for (auto& r : std::exchange(parked_, {})) {
+    reply_error(r->request_id, shutting_down());
+    answered();
+  }
   maybe_finish_drain();
 }
 
@@ -848,8 +1087,25 @@ void Session::close() {
   handshake_timer_.cancel();
   // Messages the client holds unsettled become available again; its waiting receives end.
   if (client_) broker_.disconnect(client_);
+  admin_queue_.clear();
+  parked_.clear();
   log::debug("connection {}: closed", id_);
   ctx_.on_closed(id_);
+}
+
+void Session::close_without_goaway(std::string_view why, bool peer_gone) {
+  if (closed_) return;
+  // A TLS handshake that fails is a client's mistake, logged at debug; a write that fails because
+  // the client went away at info; the others are the server giving up on a working connection.
+  if (!handshake_done_) {
+    log::debug("connection {}: closed without goaway: {}", id_, why);
+  } else if (peer_gone) {
+    log::info("connection {}: closed without goaway: {}", id_, why);
+  } else {
+    log::warn("connection {}: closed without goaway: {}", id_, why);
+  }
+  ctx_.counters.closed_without_goaway.fetch_add(1, std::memory_order_relaxed);
+  close();
 }
 
 }  // namespace witmq::net

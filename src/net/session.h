@@ -4,14 +4,25 @@
 // it, so the state below is only ever touched by one thread at a time:
 //   - the reader reads into a reusable buffer, decodes whole frames with the codec and starts
 //     each request in frame order. Requests that wait (send until durable, receives, admin calls)
-//     complete later; at most max-in-flight may be unanswered, beyond that the reader stops
-//     reading (TCP backpressure).
+//     complete later; at most max-in-flight may be unanswered, holding at most
+//     max-in-flight-bytes of decoded requests; beyond either the reader stops reading (TCP
+//     backpressure). The buffer grows only as bytes arrive, never on a length field's word, and
+//     before connect a frame may be at most kMaxConnectFrameBytes.
 //   - the writer owns the socket's write side: replies and deliver frames are encoded into a
 //     pending buffer, which the writer swaps with the one it writes, so replies leave in completion
 //     order (out of order relative to requests) without one write per frame.
 //   - the watchdog closes a connection that has not completed connect within connect-timeout-ms,
 //     that is idle past idle-timeout-ms, or whose queued output stays above the output cap (a
 //     client that stopped reading) past output-stall-timeout-ms.
+// Output is bounded (max-output-bytes): above the cap the reader pauses, the stream and the
+// connection's admin calls wait, waiting receives leave the broker until it drains (so that they
+// take nothing they could not deliver), a stream round is sized by the bytes left under the cap,
+// and a reply that completes above it is refused with resource-exhausted (a receive's messages
+// released). So queued output stays under the cap plus one reply.
+// Admin calls run on the shared admin pool one at a time per connection, so one connection's
+// queue of calls never stands in front of another's.
+// Every close is explained: goaway with the reason where it can still be written, otherwise a log
+// line at info or above and ServerCounters::closed_without_goaway.
 // On the TLS listener the session first completes the TLS handshake (bounded by
 // tls-handshake-timeout-ms), then runs the same three coroutines over the TLS stream.
 // A stream (section 7) is one broker receive at a time, sized by the credit left, so the server
@@ -25,10 +36,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "auth/authenticator.h"
@@ -68,6 +82,14 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   using Clock = std::chrono::steady_clock;
 
+  // An admin call waiting for its turn on the admin pool.
+  struct AdminCall {
+    uint32_t request_id = 0;
+    AdminOp op{};
+    std::string json;
+    size_t bytes = 0;  // counted against max-in-flight-bytes until answered
+  };
+
   // A subscribe-receive or subscribe-try-receive waiting on the broker.
   struct ReceiveRequest {
     uint32_t request_id = 0;
@@ -90,6 +112,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // TLS only: the server handshake, then the three coroutines; closes on failure or timeout.
   boost::asio::awaitable<void> handshake();
   void start_loops();
+  // Runs one of the three loops; an exception that escapes it is logged and closes the
+  // connection (goaway internal when it can still be written).
+  void spawn(boost::asio::awaitable<void> (Session::*loop)(), const char* name);
+  void on_loop_failure(const char* name, std::exception_ptr e);
   boost::asio::awaitable<void> read_loop();
   boost::asio::awaitable<void> write_loop();
   boost::asio::awaitable<void> watchdog();
@@ -108,6 +134,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_credit(uint32_t id, const Credit& c);
   void handle_stream_stop(uint32_t id);
   void handle_admin_request(uint32_t id, AdminRequest& a);
+  // Starts the next queued admin call unless one runs or the output is over its cap.
+  void run_admin();
   // ok when the connection's identity may do `action` on `channel` (always without an
   // authenticator).
   Status authorize(auth::Action action, std::string_view channel);
@@ -116,9 +144,19 @@ class Session : public std::enable_shared_from_this<Session> {
   void start_receive(std::shared_ptr<ReceiveRequest> r);
   void on_receive(std::shared_ptr<ReceiveRequest> r, Result<std::vector<Message>> result);
   // Drops the messages of `messages` from index `keep` on: they did not fit in one frame.
-  void release(std::vector<Message>& messages, size_t keep);
-  // How many of `messages` fit in one frame with `overhead` bytes besides them (at least 1).
-  size_t fitting(std::span<const Message> messages, size_t overhead) const;
+  // `why` says why, for the log line.
+  void release(std::vector<Message>& messages, size_t keep, std::string_view why);
+  // How many of `messages` fit in `budget` bytes with `overhead` bytes besides them (maybe 0).
+  static size_t fitting(std::span<const Message> messages, size_t overhead, size_t budget);
+  // Largest frame the client accepts: max-frame-bytes plus the length field.
+  size_t frame_limit() const { return size_t{opts_.limits.max_frame_bytes} + kLengthFieldBytes; }
+  // Bytes of output a reply may still queue without passing max-output-bytes.
+  size_t output_room() const {
+    return opts_.max_output_bytes > queued_bytes() ? opts_.max_output_bytes - queued_bytes() : 0;
+  }
+  // How many of `messages` a reply with `overhead` bytes besides them may carry now: what fits in
+  // one frame (at least one) while the output is under its cap, none over it.
+  size_t reply_fitting(std::span<const Message> messages, size_t overhead) const;
 
   // Streaming.
   void pump_stream();
@@ -130,7 +168,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Writing. Every reply goes through these; `answered` counts a request as no longer in flight.
   void reply_empty(uint32_t id, FrameType type);
   void reply_error(uint32_t id, const Error& error);
-  void answered();
+  // `bytes`: what the request counted against max-in-flight-bytes.
+  void answered(size_t bytes = 0);
   bool can_write() const { return !closed_ && !close_after_flush_; }
   void queued();  // after appending to out_pending_: wake the writer, check the output cap
   size_t queued_bytes() const { return out_pending_.size() + out_writing_.size(); }
@@ -139,7 +178,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void begin_drain();
   void maybe_finish_drain();
   void close();  // idempotent: close the socket, disconnect the broker client, tell the server
+  // close() where no goaway can be written: logs `why` (at info when the client went away, a
+  // write failing) and counts it.
+  void close_without_goaway(std::string_view why, bool peer_gone = false);
   void wake_reader();
+  // While reading is paused the client's input is not read, so its close would not be seen until
+  // reading resumes, which a waiting `subscribe-receive` may never let happen: watch the socket
+  // for the client's FIN or reset (never reading its data) and close the connection when it comes.
+  void watch_for_peer_close();
+  bool peer_closed();
   void ensure_input_space();
   template <typename F>
   void post(F&& f);
@@ -164,6 +211,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<uint8_t> in_;
   size_t in_begin_ = 0, in_end_ = 0;
   size_t need_ = 0;  // bytes the codec asked for beyond what is buffered
+  // The limits the first frame is decoded with: max-frame-bytes at most kMaxConnectFrameBytes.
+  Limits connect_limits_;
   Clock::time_point accepted_at_;
   Clock::time_point last_read_;
 
@@ -174,6 +223,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   boost::asio::steady_timer reader_wake_, writer_wake_, watchdog_timer_, handshake_timer_;
   bool reader_waiting_ = false, writer_waiting_ = false;
+  bool watching_peer_ = false;  // a wait for readability of the paused socket is pending
 
   broker::ClientPtr client_;
   // The identity connect authenticated; null without an authenticator. Shared with admin calls
@@ -181,10 +231,17 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<auth::Access> access_;
   bool connected_ = false;
   uint32_t in_flight_ = 0;
+  size_t in_flight_bytes_ = 0;  // decoded size of the requests in flight (sends, admin calls)
+  std::deque<AdminCall> admin_queue_;
+  bool admin_running_ = false;
+  // Receives taken out of the broker while the output is over its cap; restarted when it drains.
+  std::vector<std::shared_ptr<ReceiveRequest>> parked_;
   Stream stream_;
   // From the last successful update-guest-configuration: what the stream draws from.
   std::vector<std::string> configured_channels_;
   uint32_t stream_batch_size_ = 0;
+  // The most bytes one message takes in a reply under the limits: sizes stream rounds by bytes.
+  size_t max_message_wire_bytes_ = 0;
 
   bool closing_ = false;            // no more requests are decoded; input is discarded
   bool draining_ = false;           // server stop: waiting for in-flight requests before goaway

@@ -55,4 +55,17 @@ bool is_valid_utf8(std::string_view s, size_t* bad_offset) {
   return true;
 }
 
+std::string to_valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  size_t bad = 0;
+  while (!is_valid_utf8(s, &bad)) {
+    out.append(s.substr(0, bad));
+    out.append("\xEF\xBF\xBD");
+    s.remove_prefix(bad + 1);
+  }
+  out.append(s);
+  return out;
+}
+
 }  // namespace witmq::net

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace witmq::net {
@@ -10,5 +11,9 @@ namespace witmq::net {
 // U+D800..U+DFFF, nothing above U+10FFFF, no truncated sequence). Otherwise returns false and
 // sets *bad_offset to the offset of the first byte of the first ill-formed sequence.
 bool is_valid_utf8(std::string_view s, size_t* bad_offset);
+
+// `s` with every ill-formed sequence (as is_valid_utf8 finds them, a sequence cut short at the
+// end included) replaced by U+FFFD, one replacement per byte that starts no valid sequence.
+std::string to_valid_utf8(std::string_view s);
 
 }  // namespace witmq::net

@@ -209,6 +209,23 @@ TEST_F(LifecycleTest, RequeueBackoffDelaysRedelivery) {
   EXPECT_EQ(md(again[0], "witmq-attempt"), "2");
 }
 
+// A lease cut short (0 releases the message, as the protocol server does for messages it cannot
+// deliver) ends then, not at the deadline the timer was armed for. Before, the message stayed
+// acquired until its original lease ran out.
+TEST_F(LifecycleTest, ALeaseCutShortEndsAtOnce) {
+  ChannelSettings s;
+  s.lease = 30s;
+  ASSERT_TRUE(broker_->declare_channel("cut", s).ok());
+  auto c = connect();
+  send_ok(c, "cut", {msg("m")});
+  auto got = receive_ok(c, "cut");
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(broker_->extend_lease(got[0], 0ms).ok());
+  auto again = receive_ok(c, "cut", 1, 5000ms);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(md(again[0], "witmq-attempt"), "2");
+}
+
 TEST_F(LifecycleTest, ReplayMovesDeadLettersBackToSource) {
   ChannelSettings dl;
   dl.abandon = AbandonPolicy::kDeadLetter;

@@ -1,5 +1,6 @@
 #include "net/codec.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -330,6 +331,59 @@ TEST(CodecTest, ReservedMetadataHasItsOwnAllowance) {
 }
 
 // ---- sides and limits --------------------------------------------------------------------------
+
+// Lengths are checked before the bytes they announce are copied or validated: a long field that
+// is also ill-formed is refused for its length.
+TEST(CodecTest, LengthsAreCheckedBeforeTheBytesAreCopied) {
+  const std::string long_bad(300, '\xff');
+  EXPECT_EQ(error_message(raw_frame(0x04, 1, Bytes().str(long_bad))),
+            "subscribe-receive: channel: the name is 300 bytes long, the limit is 200");
+  EXPECT_EQ(error_message(raw_frame(0x01, 1, Bytes().u32(1).u16(1).str(long_bad).u8(0))),
+            "connect: name: 300 bytes, the limit is 200");
+  const std::string long_token(kMaxTokenBytes + 1, 't');
+  EXPECT_EQ(
+      error_message(raw_frame(0x01, 1, Bytes().u32(1).u16(1).str("").u8(1).str(long_token))),
+      fmt::format("connect: token: {} bytes, the limit is {}", kMaxTokenBytes + 1, kMaxTokenBytes));
+  Limits small;
+  small.max_metadata_bytes = 3;
+  // The second value would pass the allowance: refused before it is read (it is not UTF-8).
+  EXPECT_EQ(
+      error_message(
+          raw_frame(
+              0x02, 1,
+              Bytes().str("q").u32(1).str("").u8(5).u8(1).u32(2).str("a").str("").str("b").str(
+                  "\xff\xff")),
+          small),
+      "send: messages[0].metadata: 4 bytes of keys and values, the limit is 3");
+  const std::string huge_key(size_t{small.max_metadata_bytes} + kMaxReservedBytes + 1, '\xff');
+  EXPECT_EQ(error_message(
+                raw_frame(0x02, 1,
+                          Bytes().str("q").u32(1).str("").u8(5).u8(1).u32(1).str(huge_key).str("")),
+                small),
+            fmt::format("send: messages[0].metadata[0].key: {} bytes, the limit is 3 (plus {} for "
+                        "witmq- keys)",
+                        huge_key.size(), kMaxReservedBytes));
+}
+
+// Error texts quote what clients sent, cut to a length: what goes on the wire is UTF-8 whatever
+// the text holds (section 3), so a client that checks it can read every error.
+TEST(CodecTest, ErrorTextsAreSentAsValidUtf8) {
+  // "é" is c3 a9: cut after its first byte, then a stray continuation byte and an invalid lead.
+  const std::string cut = std::string("client name 'caf\xc3") + "' \x80 \xff end";
+  Buffer buf;
+  encode_error(buf, 7, FrameType::kError, Error(ErrorCode::kInvalidArgument, cut));
+  const Frame f = expect_frame(decode_frame(buf, Side::kClient, Limits{}));
+  const auto* e = std::get_if<ErrorReply>(&f.body);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->error.message, "client name 'caf\xef\xbf\xbd' \xef\xbf\xbd \xef\xbf\xbd end");
+  // Valid text goes out unchanged.
+  buf.clear();
+  encode_error(buf, 7, FrameType::kGoaway, Error(ErrorCode::kInvalidArgument, "café"));
+  EXPECT_EQ(
+      std::get<Goaway>(expect_frame(decode_frame(buf, Side::kClient, Limits{})).body).error.message,
+      "café");
+  EXPECT_EQ(to_valid_utf8("ab\xe2\x82"), "ab\xef\xbf\xbd\xef\xbf\xbd");
+}
 
 TEST(CodecTest, EachSideRefusesTheOthersFrames) {
   Buffer req, rep;
