@@ -176,6 +176,9 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
   // under the source's lock: registered as a foreign write, so that a concurrent delete of the
   // dead-letter channel lands after it.
   struct ForeignWrite {
+    ForeignWrite(Impl& i, Channel& c) : impl(i), ch(c) {}
+    ForeignWrite(const ForeignWrite&) = delete;
+    ForeignWrite& operator=(const ForeignWrite&) = delete;
     Impl& impl;
     Channel& ch;
     ~ForeignWrite() {
