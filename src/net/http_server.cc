@@ -20,6 +20,8 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <cctype>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "broker/async.h"
 #include "common/log.h"
@@ -120,6 +122,34 @@ auto on_pool(asio::thread_pool& pool, F f) {
         });
       },
       asio::use_awaitable, std::move(f));
+}
+
+// A request whose Transfer-Encoding is anything but "chunked" alone: its body length cannot be
+// determined the way a proxy in front may have determined it (RFC 9112 6.1, 6.3). Read as if it
+// had no body, the rest would be taken for another request, one the proxy never saw: refused, and
+// the connection closed, instead.
+std::optional<HttpResponse> framing_refusal(const http::request_header<>& head) {
+  std::vector<std::string> codings;
+  for (const auto& field : head) {
+    if (field.name() != http::field::transfer_encoding) continue;
+    for (const auto& coding : http::token_list(field.value())) {
+      codings.push_back(lower(std::string_view(coding.data(), coding.size())));
+    }
+  }
+  if (codings.empty() || (codings.size() == 1 && codings[0] == "chunked")) return std::nullopt;
+  std::string list;
+  for (const auto& c : codings) list += fmt::format("{}{}", list.empty() ? "" : ", ", c);
+  if (codings.back() != "chunked") {
+    return error_response(
+        400, ErrorCode::kInvalidArgument,
+        fmt::format("Transfer-Encoding is '{}': chunked must be its last coding, or the body's "
+                    "length is unknown",
+                    list));
+  }
+  return error_response(501, ErrorCode::kUnsupported,
+                        fmt::format("Transfer-Encoding is '{}': the only transfer coding "
+                                    "accepted is chunked",
+                                    list));
 }
 
 bool is_disconnect(const boost::system::error_code& ec) {
@@ -259,8 +289,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       HttpRequest r;
       if (!ec) {
         r = request_head(parser.get());
+        std::optional<HttpResponse> refused = framing_refusal(parser.get());
+        // The parser takes such a request as done: what follows its headers is unread.
+        const bool unread = refused.has_value();
         // Authenticated on its headers: a client without the right token sends no body.
-        std::optional<HttpResponse> refused = router_.admit(r, &access_);
+        if (!refused) refused = router_.admit(r, &access_);
         if (refused) {
           counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
           counters_.bad_requests_total.fetch_add(1, std::memory_order_relaxed);
@@ -268,7 +301,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           const bool head = parser.get().method() == http::verb::head;
           auto writing = write(stream, std::move(*refused), version, false, head);
           co_await std::move(writing);
-          if (!parser.is_done()) {
+          if (unread || !parser.is_done()) {
             auto lingering = linger(stream);
             co_await std::move(lingering);
           }

@@ -284,6 +284,47 @@ TEST(HttpHostileTest, ChunkExtensionsAndTrailersCannotGrowMemory) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// A Transfer-Encoding other than "chunked" alone leaves the body's length unknown (RFC 9112
+// 6.1): taken as a request without a body, what follows it was served as another request, one
+// that a proxy in front counted as body (request smuggling). Such a request is refused and the
+// connection closed; nothing after its headers is served.
+TEST(HttpHostileTest, TransferEncodingOtherThanChunkedIsRefusedAndNothingIsSmuggled) {
+  Daemon d;
+  ASSERT_NE(d.http_port(), 0);
+  const std::string smuggled =
+      "POST /v1/channels/smuggled/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+      "1\r\n\r\nX";
+  struct Case {
+    std::string coding;
+    unsigned status;
+  };
+  for (const Case& c :
+       {Case{"identity", 400}, Case{"chunked, identity", 400}, Case{"gzip", 400},
+        Case{"chunked\r\nTransfer-Encoding: gzip", 400}, Case{"gzip, chunked", 501}}) {
+    SCOPED_TRACE(c.coding);
+    const std::string reply =
+        round_trip(d.http_port(),
+                   "POST /v1/channels/front/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Transfer-Encoding: " +
+                       c.coding + "\r\n\r\n" + smuggled);
+    EXPECT_EQ(status_of(reply), c.status) << reply;
+    EXPECT_NE(reply.find("Transfer-Encoding"), std::string::npos) << reply;
+    EXPECT_EQ(reply.find("smuggled"), std::string::npos) << reply;
+    EXPECT_TRUE(json::accept(body_of(reply))) << reply;
+  }
+  // Neither the front request nor the one behind it was served.
+  EXPECT_EQ(http_get(d.http_port(), "/v1/channels/smuggled").status, 404u);
+  EXPECT_EQ(http_get(d.http_port(), "/v1/channels/front").status, 404u);
+  // Chunked alone still works, in any case.
+  const std::string ok = round_trip(
+      d.http_port(),
+      "POST /v1/channels/front/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+      "Transfer-Encoding: Chunked\r\n\r\n1\r\nY\r\n0\r\n\r\n");
+  EXPECT_EQ(status_of(ok), 201u) << ok;
+  expect_alive(d);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 // Issue 19 item 3: nesting deeper than the limit is refused while parsing, on every path that
 // parses JSON: admin bodies, structured CloudEvents, the protocol's admin frames, the
 // configuration.
