@@ -366,7 +366,11 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
 
   auto started = std::chrono::steady_clock::now();
   if (s.ok() && disk_full && started >= next_resume) try_resume(started);
-  if (s.ok()) {
+  Status injected;
+  if (s.ok() && options.test_hooks.before_write) injected = options.test_hooks.before_write();
+  if (!injected.ok()) {
+    s = rocksdb::Status::IOError(injected.error().message);
+  } else if (s.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     s = db->Write(wo, &batch);
@@ -469,6 +473,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
 }
 
 void Store::commit(WriteSet writes, Durability durability, CommitCallback done) {
+  if (impl_->options.test_hooks.before_commit) impl_->options.test_hooks.before_commit();
   {
     std::lock_guard lock(impl_->queue_mu);
     if (impl_->accepting) {

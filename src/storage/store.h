@@ -38,6 +38,16 @@ struct StoreOptions {
   size_t write_buffer_size = 64 << 20;
   // RocksDB block cache (bytes). Default 64 MiB.
   size_t block_cache_bytes = 64 << 20;
+
+  // Seams for tests that need to order or fail writes; production leaves both unset.
+  struct TestHooks {
+    // Runs on the committing thread at the start of every commit(), before the request is queued.
+    std::function<void()> before_commit;
+    // Runs on the commit thread before each merged write; an error fails that write, as if
+    // RocksDB had refused it (every request of the write gets the error).
+    std::function<Status()> before_write;
+  };
+  TestHooks test_hooks;
 };
 
 // A set of writes applied atomically. Build it on any thread, then hand it to Store::commit.
