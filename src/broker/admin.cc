@@ -1,4 +1,6 @@
 // Admin calls: declare, delete, list, stats, browse, replay, purge, checkpoint.
+#include <future>
+
 #include "broker/broker_impl.h"
 
 namespace witmq::broker {
@@ -32,7 +34,7 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
   ch->settings = settings;
   WriteSet ws;
   ws.put_channel({ch->id, ch->name, Impl::channel_config(*ch)});
-  impl.submit(std::move(ws), Durability::kGroup);
+  impl.submit(*ch, std::move(ws), Durability::kGroup);
   log::info("channel {}: settings updated", name);
   return ok_status();
 }
@@ -173,9 +175,32 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_messages - moved, 1000));
       if (!sub->has_available(dlq.committed)) break;
       g = impl.acquire(dlq, *sub, replayer, n, o, ws);
-      impl.submit(std::move(ws));
+      impl.submit(dlq, std::move(ws));
     }
     if (g.items.empty()) break;
+    // Leaves a message the replay holds in the dead-letter channel, available again.
+    auto keep = [&](Seq seq) {
+      Deferred d;
+      {
+        WriteSet ws;
+        std::lock_guard lock(dlq.mu);
+        Subscription* sub = dlq.find_sub(g.sub);
+        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease &&
+            sub->at(seq).state == Delivery::State::kAcquired) {
+          --sub->in_flight;
+          sub->leases.erase({sub->at(seq).deadline, seq});
+          impl.make_ready(*sub, seq, ws);
+          impl.wake(dlq, d);
+        }
+        impl.submit(dlq, std::move(ws));
+      }
+      impl.run(d);
+    };
+    // Each move is one atomic write: the copy in the source and the dead letter's "accepted"
+    // record. The dead letter settles only once that write is stored, so a write that fails (a
+    // full disk) leaves the message here rather than in neither channel.
+    std::vector<std::pair<Seq, std::future<Status>>> moves;
+    Status failed;
     for (auto& item : g.items) {
       if (!item.body) {
         auto r = impl.store->get(dlq.id, item.seq);
@@ -189,21 +214,8 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
         if (s) src = *s;
       }
       if (!src) {
-        // Nowhere to go back to: leave it in the dead-letter channel, available.
-        Deferred d;
-        WriteSet ws;
-        {
-          std::lock_guard lock(dlq.mu);
-          Subscription* sub = dlq.find_sub(g.sub);
-          if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
-            --sub->in_flight;
-            sub->leases.erase({sub->at(item.seq).deadline, item.seq});
-            impl.make_ready(*sub, item.seq, ws);
-            impl.wake(dlq, d);
-          }
-        }
-        impl.submit(std::move(ws));
-        impl.run(d);
+        // Nowhere to go back to.
+        keep(item.seq);
         continue;
       }
       Message m = item.body->message;
@@ -212,22 +224,43 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       }
       WriteSet ws;
       ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
+      std::promise<Status> promise;
+      auto stored = promise.get_future();
+      SendHandler done = [p = std::move(promise)](Status st) mutable {
+        p.set_value(std::move(st));
+      };
       auto st =
-          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), nullptr);
-      if (!st) return std::move(st).error();
-      WriteSet ws2;
-      {
-        std::lock_guard lock(dlq.mu);
-        Subscription* sub = dlq.find_sub(g.sub);
-        if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
-          sub->at(item.seq).persisted = true;
-          sub->accept(item.seq);
-          ++dlq.completes_total;
-          if (sub->advance_floor(ws2)) impl.floor_moved(dlq, *sub, ws2);
-        }
+          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), &done);
+      if (!st) {
+        if (failed.ok()) failed = std::move(st);
+        keep(item.seq);
+        continue;
       }
-      impl.submit(std::move(ws2));
+      moves.emplace_back(item.seq, std::move(stored));
+    }
+    for (auto& [seq, stored] : moves) {
+      Status st = stored.get();
+      if (!st) {
+        if (failed.ok()) failed = std::move(st);
+        keep(seq);
+        continue;
+      }
+      WriteSet ws;
+      std::lock_guard lock(dlq.mu);
+      Subscription* sub = dlq.find_sub(g.sub);
+      if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
+        sub->at(seq).persisted = true;
+        sub->accept(seq);
+        ++dlq.completes_total;
+        if (sub->advance_floor(ws)) impl.floor_moved(dlq, *sub, ws);
+      }
+      impl.submit(dlq, std::move(ws));
       ++moved;
+    }
+    if (!failed.ok()) {
+      log::warn("channel {}: replay stopped after {} messages: {}", dlq_name, moved,
+                failed.error().to_string());
+      return std::move(failed).error();
     }
   }
   if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
@@ -276,7 +309,7 @@ Result<uint64_t> Broker::purge(std::string_view channel) {
     }
   }
   impl.trim(ch, ch.is_topic() && ch.subs.empty() ? ch.committed : ch.min_floor(), ws);
-  impl.submit(std::move(ws), Durability::kGroup);
+  impl.submit(ch, std::move(ws), Durability::kGroup);
   log::info("channel {}: purged {} messages", channel, purged);
   return purged;
 }

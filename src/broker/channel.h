@@ -102,6 +102,17 @@ struct Channel : std::enable_shared_from_this<Channel> {
   Seq head = 0;       // next to assign
   Seq committed = 0;  // next not yet confirmed
 
+  // Every message below this seq is known to be deleted from storage: a trim's range delete
+  // reported stored. Trims delete from here, so a range whose delete failed (a full disk) is
+  // covered again by the next one. 0 when the channel is opened: the first trim after a start
+  // also removes what a trim that failed before the restart left behind.
+  std::atomic<Seq> deleted_below{0};
+  // The target of a trim recorded in a write set not yet submitted (0: none); submit() takes it.
+  Seq trim_unsubmitted = 0;
+  // A write of this channel failed, and it may have held the channel's or a subscription's
+  // definition: the next write carries them again (Impl::write_failed).
+  bool definition_due = false;
+
   // Seq ranges [from, to) whose append failed (say, the disk was full): never stored, so never
   // delivered; acquisition settles them as it reaches them. Recorded under unstored_mu alone,
   // because a failed commit may report while `mu` is held, and always before any later append
