@@ -165,6 +165,19 @@ class AfterCommit {
   Broker::SettleHandler done_;
 };
 
+// Completes of one channel gathered into one commit request while that request waits in the
+// store's queue (Store::commit_filled): every complete queued before the commit thread takes it
+// shares its write and its fsync, and a subscription's cursor is written once per batch.
+struct SettleBatch {
+  std::mutex mu;
+  // The commit thread took the writes (or the store refused them): gather no more.
+  bool taken = false;
+  WriteSet ws;
+  // The newest cursor of each subscription that moved, written when the batch is taken.
+  std::vector<std::pair<SubscriptionId, storage::CursorRecord>> cursors;
+  std::vector<std::shared_ptr<AfterCommit>> replies;
+};
+
 enum class FailCause { kAbandon, kLeaseExpired, kConsumerGone, kRecovered };
 
 // ---- Impl ----------------------------------------------------------------------------------
@@ -219,6 +232,16 @@ struct Broker::Impl {
       log::error("storage: state write failed: {}", s.error().to_string());
     }
   }
+
+  // What submit()'s callback does for every write of `ch`'s state once it reported `s`: records
+  // the trim it carried as done, or has the lost state written again.
+  void state_write_reported(const std::weak_ptr<Channel>& weak, Seq trimmed, const Status& s);
+
+  // Completes `seq` of `sub` (acquired under a lease that is current; channel lock held) and
+  // gathers its record into the channel's open SettleBatch. `done` runs once that is stored; call
+  // unlocked() on the result after releasing ch.mu.
+  std::shared_ptr<AfterCommit> complete_held(Channel& ch, Subscription& sub, Seq seq,
+                                             Broker::SettleHandler done);
 
   // A write of `ch`'s state failed (channel lock held): its cursors are written again, and any
   // trim whose range delete was lost, by housekeeping once the store accepts writes.

@@ -89,6 +89,7 @@ struct Subscription {
 };
 
 struct Waiter;
+struct SettleBatch;
 
 struct Channel : std::enable_shared_from_this<Channel> {
   std::mutex mu;
@@ -112,6 +113,10 @@ struct Channel : std::enable_shared_from_this<Channel> {
   // A write of this channel failed, and it may have held the channel's or a subscription's
   // definition: the next write carries them again (Impl::write_failed).
   bool definition_due = false;
+  // The completes gathered for this channel's next commit (Impl::complete_held), while that
+  // request waits in the store's queue; any other write of the channel's state closes it, so
+  // that later completes are stored after that write.
+  std::shared_ptr<SettleBatch> settle_batch;
 
   // Seq ranges [from, to) whose append failed (say, the disk was full): never stored, so never
   // delivered; acquisition settles them as it reaches them. Recorded under unstored_mu alone,

@@ -386,9 +386,27 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
       // Every settlement of a durable subscription writes its record (the cursor when the floor
       // moves, else the delivery record), and the reply waits for that write: a settle
       // answered ok survives a crash as the channel's durability says.
+      Broker::SettleHandler reply_when_stored;
+      if (done) {
+        reply_when_stored = [seq = r->seq, name = ch.name,
+                             done = std::move(done)](Status s) mutable {
+          if (!s) {
+            s = Error(s.error().code,
+                      fmt::format("the settlement of {}/{} was not stored, so a restart may "
+                                  "deliver the message again: {}",
+                                  name, seq, s.error().message));
+          }
+          done(std::move(s));
+        };
+      }
       WriteSet ws;
       switch (how) {
         case Settle::kComplete:
+          if (reply_when_stored) {
+            // Gathered with the channel's other completes into one write.
+            reply = complete_held(ch, *sub, r->seq, std::move(reply_when_stored));
+            break;
+          }
           ++ch.completes_total;
           lease_ended(sub->accept(r->seq));
           if (sub->advance_floor(ws)) {
@@ -402,9 +420,9 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
         case Settle::kAbandon: {
           const size_t moves = d.dead_letters.size();
           fail(ch, *sub, r->seq, FailCause::kAbandon, ws, d);
-          if (d.dead_letters.size() > moves) {
+          if (d.dead_letters.size() > moves && reply_when_stored) {
             // Moved to the dead-letter channel: the reply waits for that write instead.
-            d.dead_letter_replies.emplace_back(moves, std::move(done));
+            d.dead_letter_replies.emplace_back(moves, std::move(reply_when_stored));
           }
           wake(ch, d);
           break;
@@ -415,19 +433,10 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
           sub->leases.insert({dl.deadline, r->seq});
           break;
       }
-      if (done) {
-        const Seq seq = r->seq;
-        const std::string name = ch.name;
-        reply = submit_for_reply(
-            ch, std::move(ws), [seq, name, done = std::move(done)](Status s) mutable {
-              if (!s) {
-                s = Error(s.error().code,
-                          fmt::format("the settlement of {}/{} was not stored, so a restart may "
-                                      "deliver the message again: {}",
-                                      name, seq, s.error().message));
-              }
-              done(std::move(s));
-            });
+      if (reply) {
+        // complete_held() queued it.
+      } else if (reply_when_stored) {
+        reply = submit_for_reply(ch, std::move(ws), std::move(reply_when_stored));
       } else {
         submit(ch, std::move(ws));
       }

@@ -7,6 +7,8 @@ namespace witmq::broker {
 // -- writes of channel state --
 void Broker::Impl::submit(Channel& ch, WriteSet ws, Durability d,
                           storage::Store::CommitCallback then) {
+  // Completes gathered from now on are stored after this write.
+  ch.settle_batch.reset();
   const Seq trimmed = std::exchange(ch.trim_unsubmitted, 0);
   if (ws.empty()) {
     if (then) then(ok_status());
@@ -15,23 +17,105 @@ void Broker::Impl::submit(Channel& ch, WriteSet ws, Durability d,
   rewrite_definition_if_due(ch, ws);
   std::weak_ptr<Channel> weak = ch.shared_from_this();
   store->commit(std::move(ws), d, [this, weak, trimmed, then = std::move(then)](Status s) mutable {
-    if (auto c = weak.lock()) {
-      if (s.ok()) {
-        // Commits report in submission order, and each trim deletes from
-        // deleted_below: everything below `trimmed` is gone now.
-        Seq below = c->deleted_below.load();
-        while (below < trimmed && !c->deleted_below.compare_exchange_weak(below, trimmed)) {
-        }
-      } else if (s.error().code != ErrorCode::kUnavailable) {
-        // On the commit thread: only a closing store (kUnavailable) reports at
-        // once, where the queuing thread may hold this lock.
-        std::lock_guard lock(c->mu);
-        if (!c->deleted) write_failed(*c);
-      }
-    }
-    log_failed_write(s);
+    state_write_reported(weak, trimmed, s);
     if (then) then(std::move(s));
   });
+}
+
+void Broker::Impl::state_write_reported(const std::weak_ptr<Channel>& weak, Seq trimmed,
+                                        const Status& s) {
+  if (auto c = weak.lock()) {
+    if (s.ok()) {
+      // Commits report in submission order, and each trim deletes from
+      // deleted_below: everything below `trimmed` is gone now.
+      Seq below = c->deleted_below.load();
+      while (below < trimmed && !c->deleted_below.compare_exchange_weak(below, trimmed)) {
+      }
+    } else if (s.error().code != ErrorCode::kUnavailable) {
+      // On the commit thread: only a closing store (kUnavailable) reports at
+      // once, where the queuing thread may hold this lock.
+      std::lock_guard lock(c->mu);
+      if (!c->deleted) write_failed(*c);
+    }
+  }
+  log_failed_write(s);
+}
+
+std::shared_ptr<AfterCommit> Broker::Impl::complete_held(Channel& ch, Subscription& sub, Seq seq,
+                                                         Broker::SettleHandler done) {
+  auto after = std::make_shared<AfterCommit>(std::move(done));
+  ++ch.completes_total;
+  // Taken before accept(): advance_floor() may drop the entry.
+  Delivery& dl = sub.at(seq);
+  const uint32_t attempts = dl.attempts;
+  lease_ended(sub.accept(seq));
+  if (!sub.durable) {
+    // Nothing of an ephemeral subscription is stored but a trim its floor allows.
+    WriteSet ws;
+    if (sub.advance_floor(ws)) after_floor_moved(ch, ws);
+    submit(ch, std::move(ws));
+    after->reported(ok_status());
+    return after;
+  }
+  std::shared_ptr<SettleBatch> b = ch.settle_batch;
+  std::unique_lock<std::mutex> held;
+  if (b) {
+    held = std::unique_lock(b->mu);
+    if (b->taken) {
+      held.unlock();
+      b.reset();
+    }
+  }
+  const bool fresh = !b;
+  if (fresh) {
+    b = std::make_shared<SettleBatch>();
+    held = std::unique_lock(b->mu);
+  }
+  WriteSet trim_ws;
+  if (sub.advance_floor(b->ws)) {
+    const storage::CursorRecord cursor{sub.floor, sub.next};
+    auto it = std::find_if(b->cursors.begin(), b->cursors.end(),
+                           [&](const auto& c) { return c.first == sub.id; });
+    if (it == b->cursors.end()) {
+      b->cursors.emplace_back(sub.id, cursor);
+    } else {
+      it->second = cursor;
+    }
+    sub.persisted_floor = sub.floor;
+    sub.cursor_due = false;
+    // A trim is a write of its own, queued after the batch like any later state write.
+    after_floor_moved(ch, trim_ws);
+  } else {
+    b->ws.put_delivery(sub.id, seq, {storage::DeliveryStatus::kAccepted, attempts, 0});
+    dl.persisted = true;
+  }
+  if (ch.definition_due) rewrite_definition_if_due(ch, b->ws);
+  b->replies.push_back(after);
+  held.unlock();
+  if (fresh) {
+    ch.settle_batch = b;
+    std::weak_ptr<Channel> weak = ch.shared_from_this();
+    store->commit_filled(
+        [b](WriteSet& ws) {
+          std::lock_guard lock(b->mu);
+          b->taken = true;
+          for (const auto& [id, cursor] : b->cursors) b->ws.put_cursor(id, cursor);
+          ws = std::move(b->ws);
+        },
+        ch.settings.durability,
+        [this, weak, b](Status s) {
+          std::vector<std::shared_ptr<AfterCommit>> replies;
+          {
+            std::lock_guard lock(b->mu);
+            b->taken = true;
+            replies.swap(b->replies);
+          }
+          state_write_reported(weak, 0, s);
+          for (auto& r : replies) r->reported(s);
+        });
+  }
+  if (!trim_ws.empty() || ch.trim_unsubmitted != 0) submit(ch, std::move(trim_ws));
+  return after;
 }
 
 std::shared_ptr<AfterCommit> Broker::Impl::submit_for_reply(Channel& ch, WriteSet ws,
