@@ -206,6 +206,8 @@ TEST_F(DurabilityTest, PipelinedCompletesShareOneCommitRequest) {
   send_ok(c, "piped", batch);
   auto got = receive_ok(c, "piped", 50);
   ASSERT_EQ(got.size(), 50u);
+  // Commits report in order: once this send is stored, what the receive queued is too.
+  send_ok(c, "piped-barrier", {msg("x")});
   const auto requests_before = broker_->store_stats().commits;
   const int writes_before = writes();
   hold_writes(true);
