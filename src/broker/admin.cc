@@ -1,4 +1,6 @@
 // Admin calls: declare, delete, list, stats, browse, replay, purge, checkpoint.
+#include <future>
+
 #include "broker/broker_impl.h"
 
 namespace witmq::broker {
@@ -40,7 +42,7 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
   ch->settings = settings;
   WriteSet ws;
   ws.put_channel({ch->id, ch->name, Impl::channel_config(*ch)});
-  impl.submit(std::move(ws), Durability::kGroup);
+  impl.submit(*ch, std::move(ws), Durability::kGroup);
   log::info("channel {}: settings updated", name);
   return ok_status();
 }
@@ -204,27 +206,33 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_messages - moved, 1000));
       if (!sub->has_available(dlq.committed)) break;
       g = impl.acquire(dlq, *sub, replayer, n, o, ws);
-      impl.submit(std::move(ws));
+      impl.submit(dlq, std::move(ws));
     }
     if (g.items.empty()) break;
-    // Leaves a message in the dead-letter channel, available again.
-    auto release = [&](Seq seq) {
+    // Leaves a message the replay holds in the dead-letter channel, available again.
+    auto keep = [&](Seq seq) {
       Deferred d;
-      WriteSet ws;
       {
+        WriteSet ws;
         std::lock_guard lock(dlq.mu);
         Subscription* sub = dlq.find_sub(g.sub);
-        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
+        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease &&
+            sub->at(seq).state == Delivery::State::kAcquired) {
           --sub->in_flight;
           sub->leases.erase({sub->at(seq).deadline, seq});
           impl.make_ready(*sub, seq, ws);
           impl.wake(dlq, d);
         }
-        impl.submit(std::move(ws));
+        impl.submit(dlq, std::move(ws));
       }
       impl.run(d);
     };
     const uint64_t moved_before = moved;
+    // Each move is one atomic write: the copy in the source and the dead letter's "accepted"
+    // record. The dead letter settles only once that write is stored, so a write that fails (a
+    // full disk) leaves the message here rather than in neither channel.
+    std::vector<std::pair<Seq, std::future<Status>>> moves;
+    Status failed;
     for (auto& item : g.items) {
       if (!item.body) {
         auto r = impl.store->get(dlq.id, item.seq);
@@ -238,7 +246,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
         if (s) src = *s;
       }
       if (!src) {
-        release(item.seq);  // nowhere to go back to
+        keep(item.seq);  // nowhere to go back to
         continue;
       }
       Message m = item.body->message;
@@ -247,28 +255,46 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       }
       WriteSet ws;
       ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
+      std::promise<Status> promise;
+      auto stored = promise.get_future();
+      SendHandler done = [p = std::move(promise)](Status st) mutable {
+        p.set_value(std::move(st));
+      };
       auto st =
-          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), nullptr);
+          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), &done);
       if (!st) {
-        // The source was deleted since it was looked up: the message stays a dead letter.
+        // The source was deleted since it was looked up (the only refusal): the message stays a
+        // dead letter, and the replay goes on.
         log::warn("channel {}: seq {} cannot be replayed: {}", dlq_name, item.seq,
                   st.error().to_string());
-        release(item.seq);
+        keep(item.seq);
         continue;
       }
-      WriteSet ws2;
-      {
-        std::lock_guard lock(dlq.mu);
-        Subscription* sub = dlq.find_sub(g.sub);
-        if (sub && sub->contains(item.seq) && sub->at(item.seq).lease == g.lease) {
-          sub->at(item.seq).persisted = true;
-          sub->accept(item.seq);
-          ++dlq.completes_total;
-          if (sub->advance_floor(ws2)) impl.floor_moved(dlq, *sub, ws2);
-        }
+      moves.emplace_back(item.seq, std::move(stored));
+    }
+    for (auto& [seq, stored] : moves) {
+      Status st = stored.get();
+      if (!st) {
+        if (failed.ok()) failed = std::move(st);
+        keep(seq);
+        continue;
       }
-      impl.submit(std::move(ws2));
+      WriteSet ws;
+      std::lock_guard lock(dlq.mu);
+      Subscription* sub = dlq.find_sub(g.sub);
+      if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
+        sub->at(seq).persisted = true;
+        sub->accept(seq);
+        ++dlq.completes_total;
+        if (sub->advance_floor(ws)) impl.floor_moved(dlq, *sub, ws);
+      }
+      impl.submit(dlq, std::move(ws));
       ++moved;
+    }
+    if (!failed.ok()) {
+      log::warn("channel {}: replay stopped after {} messages: {}", dlq_name, moved,
+                failed.error().to_string());
+      return std::move(failed).error();
     }
     // Everything acquired went back (no source to return to): acquiring again would find the
     // same messages first.
@@ -321,7 +347,7 @@ Result<uint64_t> Broker::purge(std::string_view channel) {
     }
   }
   impl.trim(ch, ch.is_topic() && ch.subs.empty() ? ch.committed : ch.min_floor(), ws);
-  impl.submit(std::move(ws), Durability::kGroup);
+  impl.submit(ch, std::move(ws), Durability::kGroup);
   log::info("channel {}: purged {} messages", channel, purged);
   return purged;
 }

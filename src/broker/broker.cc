@@ -2,6 +2,7 @@
 #include "broker/broker.h"
 
 #include <filesystem>
+#include <future>
 
 #include "broker/broker_impl.h"
 
@@ -99,7 +100,7 @@ void Broker::disconnect(const ClientPtr& c) {
       }
       for (auto* sub : mine) impl_->remove_sub(*chp, sub, ws);
       impl_->wake(*chp, d);
-      impl_->submit(std::move(ws));
+      impl_->submit(*chp, std::move(ws));
     }
     impl_->run(d);
   }
@@ -206,7 +207,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
       if (sub->has_available(ch.committed) && impl.has_room(*client, o)) {
         g = impl.acquire(ch, *sub, *client, impl.batch_for(*w, o), o, ws);
       }
-      impl.submit(std::move(ws));
+      impl.submit(ch, std::move(ws));
     }
     if (!g.items.empty()) return done(impl.materialize(g));
   }
@@ -258,7 +259,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
         ch.waiters.push_back(w);
         ++registered;
       }
-      impl.submit(std::move(ws));
+      impl.submit(ch, std::move(ws));
     }
     if (claimed) {
       w->timer.cancel();
@@ -315,7 +316,7 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
     if (chp->deleted) continue;
     Subscription* sub = impl.find_sub_for(*client, *chp, old_options);
     if (sub && !sub->durable) impl.remove_sub(*chp, sub, ws);
-    impl.submit(std::move(ws));
+    impl.submit(*chp, std::move(ws));
   }
   {
     std::lock_guard lock(client->mu);
@@ -339,7 +340,7 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
                      fmt::format("channels: '{}' was deleted while subscribing", name));
       }
       impl.resolve_sub(*client, **chp, *o, ws);
-      impl.submit(std::move(ws));
+      impl.submit(**chp, std::move(ws));
       ch = *chp;
     }
     std::lock_guard lock(client->mu);
@@ -353,19 +354,42 @@ GuestConfiguration Broker::guest_configuration(const ClientPtr& client) const {
   return client->config;
 }
 
+void Broker::complete_message(const Message& m, SettleHandler done) {
+  if (auto st = impl_->check_open(); !st) return done(std::move(st));
+  impl_->settle(m, Impl::Settle::kComplete, {}, std::move(done));
+}
+
+void Broker::abandon_message(const Message& m, SettleHandler done) {
+  if (auto st = impl_->check_open(); !st) return done(std::move(st));
+  impl_->settle(m, Impl::Settle::kAbandon, {}, std::move(done));
+}
+
+namespace {
+// Runs an asynchronous settle and waits for its reply.
+template <typename Start>
+Status wait_for(Start start) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  start([&promise](Status s) { promise.set_value(std::move(s)); });
+  return future.get();
+}
+}  // namespace
+
 Status Broker::complete_message(const Message& m) {
-  WITMQ_RETURN_IF_ERROR(impl_->check_open());
-  return impl_->settle(m, Impl::Settle::kComplete);
+  return wait_for([&](SettleHandler done) { complete_message(m, std::move(done)); });
 }
 
 Status Broker::abandon_message(const Message& m) {
-  WITMQ_RETURN_IF_ERROR(impl_->check_open());
-  return impl_->settle(m, Impl::Settle::kAbandon);
+  return wait_for([&](SettleHandler done) { abandon_message(m, std::move(done)); });
 }
 
 Status Broker::extend_lease(const Message& m, std::chrono::milliseconds extension) {
   WITMQ_RETURN_IF_ERROR(impl_->check_open());
-  return impl_->settle(m, Impl::Settle::kExtend, extension);
+  // An extension stores nothing, so the reply comes before settle() returns.
+  Status result;
+  impl_->settle(m, Impl::Settle::kExtend, extension,
+                [&result](Status s) { result = std::move(s); });
+  return result;
 }
 
 void Broker::shutdown() {
@@ -386,15 +410,17 @@ void Broker::shutdown() {
     std::shared_lock lock(impl_->map_mu);
     for (auto& [id, ch] : impl_->by_id) all.push_back(ch);
   }
-  WriteSet ws;
   for (auto& ch : all) {
+    WriteSet ws;
     std::lock_guard lock(ch->mu);
     if (ch->deleted) continue;
     for (auto& [name, sub] : ch->subs) {
-      if (sub->durable && sub->floor != sub->persisted_floor) impl_->write_cursor(*sub, ws);
+      if (sub->durable && (sub->floor != sub->persisted_floor || sub->cursor_due)) {
+        impl_->write_cursor(*sub, ws);
+      }
     }
+    impl_->submit(*ch, std::move(ws));
   }
-  impl_->submit(std::move(ws));
   impl_->store->close();
   log::info("broker: stopped");
 }

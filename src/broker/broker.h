@@ -103,6 +103,7 @@ struct ChannelStats {
 class Broker {
  public:
   using SendHandler = UniqueFunction<void(Status)>;
+  using SettleHandler = UniqueFunction<void(Status)>;
   using ReceiveHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
 
   // Opens (or creates) the data directory and recovers every channel, subscription, cursor and
@@ -150,6 +151,16 @@ class Broker {
 
   // complete-message / abandon-message: settle by the message's witmq-receipt. A missing,
   // malformed, unknown or expired receipt is refused (kStaleReceipt / kInvalidArgument).
+  // The settlement takes effect at once (the message is no longer the caller's); `done` runs
+  // once it is stored as durably as the channel's durability says, sharing group commits with
+  // sends: after `ok`, a crash does not bring a completed message back, and an abandoned one
+  // comes back with its attempt counted (or sits in the dead-letter channel, when the abandon
+  // moved it there). An error after the receipt was accepted means the settlement could not be
+  // stored (say, the disk is full): it holds until a restart, which may deliver the message again.
+  void complete_message(const Message& message, SettleHandler done);
+  void abandon_message(const Message& message, SettleHandler done);
+  // The same, waiting for `done`. Blocks the calling thread until the write is stored: never
+  // call it from a broker or storage callback, nor from a thread the network path needs.
   Status complete_message(const Message& message);
   Status abandon_message(const Message& message);
   // Keeps the message acquired for `extension` more from now (guests' running handlers).

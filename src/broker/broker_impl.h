@@ -33,15 +33,21 @@ using storage::WriteSet;
 inline constexpr SubscriptionId kEphemeralBase = 0x8000'0000u;
 // Settled messages are range-deleted once this many accumulate (and at the next housekeeping).
 inline constexpr Seq kTrimThreshold = 8192;
-// A subscription's cursor is written when its window empties or its floor has moved this far
+// When the floor moves without a client waiting for it (a dead-letter move, an absent message),
+// a subscription's cursor is written when its window empties or its floor has moved this far
 // since the last write (and at shutdown). After a crash, not a clean stop, at most this many
-// minus one completed messages per subscription can be delivered again.
+// minus one such messages per subscription can be delivered again. A complete or abandon answered
+// to a client always writes its record first (Impl::settle).
 inline constexpr Seq kCursorStride = 64;
 // ... and no later than the next housekeeping, kHousekeepingDelay after the floor moved.
 inline constexpr auto kHousekeepingDelay = std::chrono::seconds(1);
 inline constexpr auto kRetentionCheckInterval = std::chrono::seconds(5);
 // How long replay holds the dead letters it is moving.
 inline constexpr auto kReplayLease = std::chrono::hours(1);
+// A message whose move to the dead-letter channel could not be stored (a full disk) stays in its
+// channel and is available again after this long, so that consumers do not spin on a disk that
+// refuses every write.
+inline constexpr auto kDeadLetterRetryDelay = std::chrono::seconds(1);
 
 inline uint64_t new_lease_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -131,6 +137,45 @@ struct DeadLetterJob {
 struct Deferred {
   std::vector<std::pair<Broker::ReceiveHandler, Grant>> deliveries;
   std::vector<DeadLetterJob> dead_letters;
+  // The reply of the abandon that queued dead_letters[first]: it waits for that move.
+  std::vector<std::pair<size_t, Broker::SettleHandler>> dead_letter_replies;
+};
+
+// Runs a handler once both a storage write has reported and the thread that queued the write has
+// released its channel lock. Writes are queued under the lock, and a write the store refuses at
+// once (it is closing) reports on the queuing thread, where no handler may run: so the handler
+// runs on whichever of the two arrives second, never under a broker lock.
+class AfterCommit {
+ public:
+  explicit AfterCommit(Broker::SettleHandler done) : done_(std::move(done)) {}
+  // The write reported `s` (from the store's callback).
+  void reported(Status s) {
+    status_ = std::move(s);
+    arrive();
+  }
+  // The queuing thread released its lock.
+  void unlocked() { arrive(); }
+
+ private:
+  void arrive() {
+    if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1 && done_) done_(std::move(status_));
+  }
+  std::atomic<int> left_{2};
+  Status status_;
+  Broker::SettleHandler done_;
+};
+
+// Completes of one channel gathered into one commit request while that request waits in the
+// store's queue (Store::commit_filled): every complete queued before the commit thread takes it
+// shares its write and its fsync, and a subscription's cursor is written once per batch.
+struct SettleBatch {
+  std::mutex mu;
+  // The commit thread took the writes (or the store refused them): gather no more.
+  bool taken = false;
+  WriteSet ws;
+  // The newest cursor of each subscription that moved, written when the batch is taken.
+  std::vector<std::pair<SubscriptionId, storage::CursorRecord>> cursors;
+  std::vector<std::shared_ptr<AfterCommit>> replies;
 };
 
 enum class FailCause { kAbandon, kLeaseExpired, kConsumerGone, kRecovered };
@@ -159,15 +204,51 @@ struct Broker::Impl {
   std::atomic<bool> closing{false};
 
   // -- storage helpers --
+  // Queues writes that belong to no channel's sequence of changes (definitions, shutdown).
   void submit(WriteSet ws, Durability d = Durability::kNone) {
     if (ws.empty()) return;
-    store->commit(std::move(ws), d, [](Status s) {
-      // A full disk is logged once by the store, not once per refused write.
-      if (!s && s.error().code != ErrorCode::kResourceExhausted) {
-        log::error("storage: state write failed: {}", s.error().to_string());
-      }
-    });
+    store->commit(std::move(ws), d, [](Status s) { log_failed_write(s); });
   }
+
+  // Queues writes that record `ch`'s state. Call it with ch.mu held, in the critical section that
+  // changed the state: the store applies writes in submission order, so this is what makes
+  // storage see a channel's changes in the order they happened (a write set queued after the
+  // lock is released could land after a newer one: an older cursor over a newer, say). `then`
+  // (optional) runs with the write's status, on the commit thread, or at once on this thread
+  // when the store refuses the write at once. A failed write calls write_failed() before `then`.
+  void submit(Channel& ch, WriteSet ws, Durability d = Durability::kNone,
+              storage::Store::CommitCallback then = {});
+
+  // submit() for a settlement: `done` runs once `ws` is stored per the channel's durability
+  // (at once if `ws` is empty). Call unlocked() on the result after releasing ch.mu.
+  std::shared_ptr<AfterCommit> submit_for_reply(Channel& ch, WriteSet ws,
+                                                Broker::SettleHandler done);
+
+  static void log_failed_write(const Status& s) {
+    // A full disk is logged once by the store, not once per refused write; a closing store
+    // refuses what is still queued.
+    if (!s && s.error().code != ErrorCode::kResourceExhausted &&
+        s.error().code != ErrorCode::kUnavailable) {
+      log::error("storage: state write failed: {}", s.error().to_string());
+    }
+  }
+
+  // What submit()'s callback does for every write of `ch`'s state once it reported `s`: records
+  // the trim it carried as done, or has the lost state written again.
+  void state_write_reported(const std::weak_ptr<Channel>& weak, Seq trimmed, const Status& s);
+
+  // Completes `seq` of `sub` (acquired under a lease that is current; channel lock held) and
+  // gathers its record into the channel's open SettleBatch. `done` runs once that is stored; call
+  // unlocked() on the result after releasing ch.mu.
+  std::shared_ptr<AfterCommit> complete_held(Channel& ch, Subscription& sub, Seq seq,
+                                             Broker::SettleHandler done);
+
+  // A write of `ch`'s state failed (channel lock held): its cursors are written again, and any
+  // trim whose range delete was lost, by housekeeping once the store accepts writes.
+  void write_failed(Channel& ch);
+  // Adds the channel's and its durable subscriptions' definitions to `ws` when a failed write may
+  // have lost them (channel lock held).
+  void rewrite_definition_if_due(Channel& ch, WriteSet& ws);
 
   static std::string channel_config(const Channel& ch) {
     nlohmann::json j{{"settings", settings_to_json(ch.settings)}};
@@ -293,7 +374,13 @@ struct Broker::Impl {
 
   void run(Deferred& d) {
     for (auto& [done, grant] : d.deliveries) done(materialize(grant));
-    for (auto& job : d.dead_letters) dead_letter(std::move(job));
+    for (size_t i = 0; i < d.dead_letters.size(); ++i) {
+      Broker::SettleHandler reply;
+      for (auto& [index, handler] : d.dead_letter_replies) {
+        if (index == i) reply = std::move(handler);
+      }
+      dead_letter(std::move(d.dead_letters[i]), std::move(reply));
+    }
   }
 
   // -- failure, settlement, dead letters --
@@ -306,8 +393,13 @@ struct Broker::Impl {
   void to_dead_letter(Channel& ch, Subscription& sub, Seq seq, std::string reason, Deferred& d);
 
   // Moves one message to its dead-letter channel: the copy in the dead-letter channel and the
-  // source's "accepted" record are one atomic write. No lock held on entry.
-  void dead_letter(DeadLetterJob job);
+  // source's "accepted" record are one atomic write, and the source settles the message only once
+  // that write is stored. If it is not (a full disk, the dead-letter channel deleted), the message
+  // stays in its channel, available again. `done` (optional) runs once the move is stored or has
+  // failed. No lock held on entry.
+  void dead_letter(DeadLetterJob job, Broker::SettleHandler done = {});
+  // The second half of dead_letter(), once its write reported `s`. No lock held.
+  void finish_dead_letter(DeadLetterJob& job, const Status& s, Broker::SettleHandler done);
 
   // Appends to `ch` (taking its lock), with `extra` writes in the same atomic batch. `done`
   // (optional) runs once durable.
@@ -318,6 +410,8 @@ struct Broker::Impl {
   void append_held(Channel& ch, std::vector<Message> messages, WriteSet ws, SendHandler* done,
                    int64_t now);
 
+  // Records the cursor in `ws`. `persisted_floor` then says what was last queued; should the
+  // write fail, write_failed() sets cursor_due so that it is written again.
   void write_cursor(Subscription& sub, WriteSet& ws) {
     if (!sub.durable) return;
     ws.put_cursor(sub.id, {sub.floor, sub.next});
@@ -332,7 +426,8 @@ struct Broker::Impl {
   // The floor of a subscription moved: settled messages may be removable (channel lock held).
   void after_floor_moved(Channel& ch, WriteSet& ws);
 
-  // Removes messages below `target` (channel lock held).
+  // Removes messages below `target` (channel lock held). The range delete starts at
+  // ch.deleted_below, not at ch.first, so it also covers a range whose earlier delete failed.
   void trim(Channel& ch, Seq target, WriteSet& ws);
 
   void on_timer(const std::shared_ptr<Channel>& chp);
@@ -344,7 +439,11 @@ struct Broker::Impl {
   // -- settle --
   enum class Settle { kComplete, kAbandon, kExtend };
 
-  Status settle(const Message& m, Settle how, std::chrono::milliseconds extension = {});
+  // Settles (or extends) the message named by m's receipt. `done` runs once the settlement is
+  // stored per the channel's durability (at once for kExtend, which stores nothing), never under
+  // a broker lock.
+  void settle(const Message& m, Settle how, std::chrono::milliseconds extension,
+              Broker::SettleHandler done);
 
   // -- clients --
   void end_waiters(Client& c, bool with_error);

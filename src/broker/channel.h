@@ -89,6 +89,7 @@ struct Subscription {
 };
 
 struct Waiter;
+struct SettleBatch;
 
 struct Channel : std::enable_shared_from_this<Channel> {
   std::mutex mu;
@@ -111,6 +112,21 @@ struct Channel : std::enable_shared_from_this<Channel> {
   Seq first = 0;      // first retained
   Seq head = 0;       // next to assign
   Seq committed = 0;  // next not yet confirmed
+
+  // Every message below this seq is known to be deleted from storage: a trim's range delete
+  // reported stored. Trims delete from here, so a range whose delete failed (a full disk) is
+  // covered again by the next one. 0 when the channel is opened: the first trim after a start
+  // also removes what a trim that failed before the restart left behind.
+  std::atomic<Seq> deleted_below{0};
+  // The target of a trim recorded in a write set not yet submitted (0: none); submit() takes it.
+  Seq trim_unsubmitted = 0;
+  // A write of this channel failed, and it may have held the channel's or a subscription's
+  // definition: the next write carries them again (Impl::write_failed).
+  bool definition_due = false;
+  // The completes gathered for this channel's next commit (Impl::complete_held), while that
+  // request waits in the store's queue; any other write of the channel's state closes it, so
+  // that later completes are stored after that write.
+  std::shared_ptr<SettleBatch> settle_batch;
 
   // Seq ranges [from, to) whose append failed (say, the disk was full): never stored, so never
   // delivered; acquisition settles them as it reaches them. Recorded under unstored_mu alone,

@@ -18,8 +18,10 @@ std::shared_ptr<Channel> Broker::Impl::create_locked(const std::string& name,
   if (!ch->is_topic()) add_queue_subscription(*ch, ws);
   by_name[name] = ch;
   by_id[ch->id] = ch;
-  // Group durability: the definition is on disk no later than the channel's first message.
-  submit(std::move(ws), Durability::kGroup);
+  // Group durability: the definition is on disk no later than the channel's first message. Under
+  // the new channel's lock (the one taken under map_mu), ordered with its later writes.
+  std::lock_guard channel_lock(ch->mu);
+  submit(*ch, std::move(ws), Durability::kGroup);
   log::info("channel {}: created ({})", name, kind_name(settings.kind));
   return ch;
 }
@@ -79,7 +81,7 @@ std::shared_ptr<Channel> Broker::Impl::dead_letter_channel(const std::string& dl
       ch->dead_letter_of = source_name;
       WriteSet ws;
       ws.put_channel({ch->id, ch->name, channel_config(*ch)});
-      submit(std::move(ws), Durability::kGroup);
+      submit(*ch, std::move(ws), Durability::kGroup);
     }
     return ch;
   }

@@ -246,7 +246,7 @@ void Broker::Impl::settle_absent(const Grant& g, const std::vector<Seq>& absent)
       }
     }
     if (sub->advance_floor(ws)) floor_moved(ch, *sub, ws);
-    submit(std::move(ws));  // under the lock: never after the channel's deletion
+    submit(ch, std::move(ws));  // under the lock: never after the channel's deletion
   }
 }
 
@@ -282,7 +282,7 @@ void Broker::Impl::wake(Channel& ch, Deferred& d) {
     d.deliveries.emplace_back(std::move(w->done), std::move(g));
     it = ch.waiters.erase(it);
   }
-  submit(std::move(ws));
+  submit(ch, std::move(ws));
 }
 
 // An acquired message failed (channel lock held).
@@ -349,23 +349,25 @@ void Broker::Impl::make_ready(Subscription& sub, Seq seq, WriteSet& ws) {
   }
 }
 
-Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseconds extension) {
+void Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseconds extension,
+                          Broker::SettleHandler done) {
   const std::string* text = find_metadata(m, meta::kReceipt);
   if (!text) {
-    return invalid_argument(
+    return done(invalid_argument(
         "metadata witmq-receipt: missing; settle the message as it was delivered (with its "
-        "witmq- metadata), and only messages received with settlement=explicit");
+        "witmq- metadata), and only messages received with settlement=explicit"));
   }
   auto r = parse_receipt(*text);
-  if (!r) return std::move(r).error();
+  if (!r) return done(std::move(r).error());
   auto chp = lookup(r->channel);
   if (!chp) {
-    return Error(ErrorCode::kStaleReceipt,
-                 fmt::format("receipt {}: its channel no longer exists", *text));
+    return done(Error(ErrorCode::kStaleReceipt,
+                      fmt::format("receipt {}: its channel no longer exists", *text)));
   }
   Channel& ch = *chp;
   Deferred d;
-  WriteSet ws;
+  Status refused;
+  std::shared_ptr<AfterCommit> reply;
   {
     std::lock_guard lock(ch.mu);
     Subscription* sub = ch.find_sub(r->subscription);
@@ -373,41 +375,82 @@ Status Broker::Impl::settle(const Message& m, Settle how, std::chrono::milliseco
       return Error(ErrorCode::kStaleReceipt,
                    fmt::format("receipt for {}/{}: {}", ch.name, r->seq, why));
     };
-    if (ch.deleted || !sub) return stale("its subscription no longer exists");
-    if (!sub->contains(r->seq)) return stale("the message is already settled");
-    Delivery& dl = sub->at(r->seq);
-    if (dl.state != Delivery::State::kAcquired || dl.lease != r->lease) {
-      return stale("the lease it was delivered under has ended (expired, or settled)");
-    }
     const auto now = steady_now();
-    if (dl.deadline < now) return stale("the lease expired");
-    switch (how) {
-      case Settle::kComplete:
-        ++ch.completes_total;
-        lease_ended(sub->accept(r->seq));
-        if (sub->advance_floor(ws)) {
-          floor_moved(ch, *sub, ws);
-        } else if (sub->durable) {
-          ws.put_delivery(sub->id, r->seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
-          dl.persisted = true;
+    if (ch.deleted || !sub) {
+      refused = stale("its subscription no longer exists");
+    } else if (!sub->contains(r->seq)) {
+      refused = stale("the message is already settled");
+    } else if (Delivery& dl = sub->at(r->seq);
+               dl.state != Delivery::State::kAcquired || dl.lease != r->lease) {
+      refused = stale("the lease it was delivered under has ended (expired, or settled)");
+    } else if (dl.deadline < now) {
+      refused = stale("the lease expired");
+    } else {
+      // Every settlement of a durable subscription writes its record (the cursor when the floor
+      // moves, else the delivery record), and the reply waits for that write: a settle
+      // answered ok survives a crash as the channel's durability says.
+      Broker::SettleHandler reply_when_stored;
+      if (done) {
+        reply_when_stored = [seq = r->seq, name = ch.name,
+                             done = std::move(done)](Status s) mutable {
+          if (!s) {
+            s = Error(s.error().code,
+                      fmt::format("the settlement of {}/{} was not stored, so a restart may "
+                                  "deliver the message again: {}",
+                                  name, seq, s.error().message));
+          }
+          done(std::move(s));
+        };
+      }
+      WriteSet ws;
+      switch (how) {
+        case Settle::kComplete:
+          if (reply_when_stored) {
+            // Gathered with the channel's other completes into one write.
+            reply = complete_held(ch, *sub, r->seq, std::move(reply_when_stored));
+            break;
+          }
+          ++ch.completes_total;
+          lease_ended(sub->accept(r->seq));
+          if (sub->advance_floor(ws)) {
+            write_cursor(*sub, ws);
+            after_floor_moved(ch, ws);
+          } else if (sub->durable) {
+            ws.put_delivery(sub->id, r->seq, {DeliveryStatus::kAccepted, dl.attempts, 0});
+            dl.persisted = true;
+          }
+          break;
+        case Settle::kAbandon: {
+          const size_t moves = d.dead_letters.size();
+          fail(ch, *sub, r->seq, FailCause::kAbandon, ws, d);
+          if (d.dead_letters.size() > moves && reply_when_stored) {
+            // Moved to the dead-letter channel: the reply waits for that write instead.
+            d.dead_letter_replies.emplace_back(moves, std::move(reply_when_stored));
+          }
+          wake(ch, d);
+          break;
         }
-        break;
-      case Settle::kAbandon:
-        fail(ch, *sub, r->seq, FailCause::kAbandon, ws, d);
-        wake(ch, d);
-        break;
-      case Settle::kExtend:
-        sub->leases.erase({dl.deadline, r->seq});
-        dl.deadline = now + extension;
-        sub->leases.insert({dl.deadline, r->seq});
-        // A shorter lease (0 releases the message) must wake the timer before its old deadline.
-        arm(ch);
-        break;
+        case Settle::kExtend:
+          sub->leases.erase({dl.deadline, r->seq});
+          dl.deadline = now + extension;
+          sub->leases.insert({dl.deadline, r->seq});
+          // A shorter lease (0 releases the message) must wake the timer before its old
+          // deadline.
+          arm(ch);
+          break;
+      }
+      if (reply) {
+        // complete_held() queued it.
+      } else if (reply_when_stored) {
+        reply = submit_for_reply(ch, std::move(ws), std::move(reply_when_stored));
+      } else {
+        submit(ch, std::move(ws));
+      }
     }
-    submit(std::move(ws));  // under the lock: never after the channel's deletion
   }
+  if (!refused.ok()) return done(std::move(refused));
+  if (reply) reply->unlocked();
   run(d);
-  return ok_status();
 }
 
 // -- clients --

@@ -1,7 +1,151 @@
-// Timers (leases, backoff), cursors, trimming of settled messages and topic retention.
+// Timers (leases, backoff), the writes of channel state and their repair, cursors, trimming of
+// settled messages and topic retention.
 #include "broker/broker_impl.h"
 
 namespace witmq::broker {
+
+// -- writes of channel state --
+void Broker::Impl::submit(Channel& ch, WriteSet ws, Durability d,
+                          storage::Store::CommitCallback then) {
+  // Completes gathered from now on are stored after this write.
+  ch.settle_batch.reset();
+  const Seq trimmed = std::exchange(ch.trim_unsubmitted, 0);
+  if (ws.empty()) {
+    if (then) then(ok_status());
+    return;
+  }
+  rewrite_definition_if_due(ch, ws);
+  std::weak_ptr<Channel> weak = ch.shared_from_this();
+  store->commit(std::move(ws), d, [this, weak, trimmed, then = std::move(then)](Status s) mutable {
+    state_write_reported(weak, trimmed, s);
+    if (then) then(std::move(s));
+  });
+}
+
+void Broker::Impl::state_write_reported(const std::weak_ptr<Channel>& weak, Seq trimmed,
+                                        const Status& s) {
+  if (auto c = weak.lock()) {
+    if (s.ok()) {
+      // Commits report in submission order, and each trim deletes from
+      // deleted_below: everything below `trimmed` is gone now.
+      Seq below = c->deleted_below.load();
+      while (below < trimmed && !c->deleted_below.compare_exchange_weak(below, trimmed)) {
+      }
+    } else if (s.error().code != ErrorCode::kUnavailable) {
+      // On the commit thread: only a closing store (kUnavailable) reports at
+      // once, where the queuing thread may hold this lock.
+      std::lock_guard lock(c->mu);
+      if (!c->deleted) write_failed(*c);
+    }
+  }
+  log_failed_write(s);
+}
+
+std::shared_ptr<AfterCommit> Broker::Impl::complete_held(Channel& ch, Subscription& sub, Seq seq,
+                                                         Broker::SettleHandler done) {
+  auto after = std::make_shared<AfterCommit>(std::move(done));
+  ++ch.completes_total;
+  // Taken before accept(): advance_floor() may drop the entry.
+  Delivery& dl = sub.at(seq);
+  const uint32_t attempts = dl.attempts;
+  lease_ended(sub.accept(seq));
+  if (!sub.durable) {
+    // Nothing of an ephemeral subscription is stored but a trim its floor allows.
+    WriteSet ws;
+    if (sub.advance_floor(ws)) after_floor_moved(ch, ws);
+    submit(ch, std::move(ws));
+    after->reported(ok_status());
+    return after;
+  }
+  std::shared_ptr<SettleBatch> b = ch.settle_batch;
+  std::unique_lock<std::mutex> held;
+  if (b) {
+    held = std::unique_lock(b->mu);
+    if (b->taken) {
+      held.unlock();
+      b.reset();
+    }
+  }
+  const bool fresh = !b;
+  if (fresh) {
+    b = std::make_shared<SettleBatch>();
+    held = std::unique_lock(b->mu);
+  }
+  WriteSet trim_ws;
+  if (sub.advance_floor(b->ws)) {
+    const storage::CursorRecord cursor{sub.floor, sub.next};
+    auto it = std::find_if(b->cursors.begin(), b->cursors.end(),
+                           [&](const auto& c) { return c.first == sub.id; });
+    if (it == b->cursors.end()) {
+      b->cursors.emplace_back(sub.id, cursor);
+    } else {
+      it->second = cursor;
+    }
+    sub.persisted_floor = sub.floor;
+    sub.cursor_due = false;
+    // A trim is a write of its own, queued after the batch like any later state write.
+    after_floor_moved(ch, trim_ws);
+  } else {
+    b->ws.put_delivery(sub.id, seq, {storage::DeliveryStatus::kAccepted, attempts, 0});
+    dl.persisted = true;
+  }
+  if (ch.definition_due) rewrite_definition_if_due(ch, b->ws);
+  b->replies.push_back(after);
+  held.unlock();
+  if (fresh) {
+    ch.settle_batch = b;
+    std::weak_ptr<Channel> weak = ch.shared_from_this();
+    store->commit_filled(
+        [b](WriteSet& ws) {
+          std::lock_guard lock(b->mu);
+          b->taken = true;
+          for (const auto& [id, cursor] : b->cursors) b->ws.put_cursor(id, cursor);
+          ws = std::move(b->ws);
+        },
+        ch.settings.durability,
+        [this, weak, b](Status s) {
+          std::vector<std::shared_ptr<AfterCommit>> replies;
+          {
+            std::lock_guard lock(b->mu);
+            b->taken = true;
+            replies.swap(b->replies);
+          }
+          state_write_reported(weak, 0, s);
+          for (auto& r : replies) r->reported(s);
+        });
+  }
+  if (!trim_ws.empty() || ch.trim_unsubmitted != 0) submit(ch, std::move(trim_ws));
+  return after;
+}
+
+std::shared_ptr<AfterCommit> Broker::Impl::submit_for_reply(Channel& ch, WriteSet ws,
+                                                            Broker::SettleHandler done) {
+  auto after = std::make_shared<AfterCommit>(std::move(done));
+  submit(ch, std::move(ws), ch.settings.durability,
+         [after](Status s) { after->reported(std::move(s)); });
+  return after;
+}
+
+void Broker::Impl::write_failed(Channel& ch) {
+  // What the failed write carried is not known: take no cursor and no definition as stored. A
+  // trim whose delete was lost shows as deleted_below < first, which housekeeping covers again.
+  // Not at once: the store refuses writes while its disk is full, and retries its own resume
+  // once a second.
+  for (auto& [name, sub] : ch.subs) {
+    if (sub->durable) sub->cursor_due = true;
+  }
+  ch.definition_due = true;
+  schedule_housekeeping(ch, kHousekeepingDelay);
+}
+
+void Broker::Impl::rewrite_definition_if_due(Channel& ch, WriteSet& ws) {
+  if (!ch.definition_due) return;
+  ch.definition_due = false;
+  ws.put_channel({ch.id, ch.name, channel_config(ch)});
+  for (auto& [name, sub] : ch.subs) {
+    if (sub->durable) ws.put_subscription({sub->id, ch.id, name, "{}"});
+  }
+}
 
 // -- timers --
 void Broker::Impl::arm(Channel& ch, std::optional<SteadyTime> extra) {
@@ -53,12 +197,15 @@ void Broker::Impl::after_floor_moved(Channel& ch, WriteSet& ws) {
 
 // Removes messages below `target` (channel lock held).
 void Broker::Impl::trim(Channel& ch, Seq target, WriteSet& ws) {
-  if (target <= ch.first) return;
-  ws.delete_messages(ch.id, ch.first, target);
+  target = std::max(target, ch.first);
+  const Seq from = ch.deleted_below.load();
+  if (from >= target) return;
+  ws.delete_messages(ch.id, from, target);
   ch.first = target;
   ws.put_head(ch.id, {ch.first, ch.head});
   ch.tail_drop_below(target);
   ch.forget_unstored_below(target);
+  ch.trim_unsubmitted = target;
 }
 
 void Broker::Impl::on_timer(const std::shared_ptr<Channel>& chp) {
@@ -86,7 +233,7 @@ void Broker::Impl::on_timer(const std::shared_ptr<Channel>& chp) {
     }
     wake(ch, d);
     arm(ch);
-    submit(std::move(ws));  // under the lock: never after the channel's deletion
+    submit(ch, std::move(ws));  // under the lock: never after the channel's deletion
   }
   run(d);
 }
@@ -104,10 +251,12 @@ void Broker::Impl::housekeeping(const std::shared_ptr<Channel>& chp) {
     if (ch.deleted) return;
     WriteSet ws;
     for (auto& [name, sub] : ch.subs) {
-      if (sub->durable && sub->floor != sub->persisted_floor) write_cursor(*sub, ws);
+      if (sub->durable && (sub->floor != sub->persisted_floor || sub->cursor_due)) {
+        write_cursor(*sub, ws);
+      }
     }
     trim(ch, ch.is_topic() && ch.subs.empty() ? ch.first : ch.min_floor(), ws);
-    submit(std::move(ws));
+    submit(ch, std::move(ws));
     first = ch.first;
     committed = ch.committed;
     s = ch.settings;
@@ -144,7 +293,7 @@ void Broker::Impl::housekeeping(const std::shared_ptr<Channel>& chp) {
                 dropped, cut);
     }
     trim(ch, cut, ws);
-    submit(std::move(ws));
+    submit(ch, std::move(ws));
   }
   if (ch.first < ch.committed) schedule_housekeeping(ch, kRetentionCheckInterval);
 }

@@ -340,10 +340,22 @@ void GuestHost::process(Worker& w, const std::vector<Message>& batch) {
     const auto& settled = w.instance->explicitly_settled();
     const bool complete = r.returned_ok();
     bool logged = false;
+    // All settled before any reply is awaited, so that the batch shares its group commits.
+    std::vector<std::future<Status>> replies;
     for (const Message& m : batch) {
       const std::string* receipt = find_metadata(m, meta::kReceipt);
       if (receipt && settled.contains(*receipt)) continue;
-      Status st = complete ? broker_.complete_message(m) : broker_.abandon_message(m);
+      std::promise<Status> promise;
+      replies.push_back(promise.get_future());
+      auto done = [p = std::move(promise)](Status st) mutable { p.set_value(std::move(st)); };
+      if (complete) {
+        broker_.complete_message(m, std::move(done));
+      } else {
+        broker_.abandon_message(m, std::move(done));
+      }
+    }
+    for (auto& reply : replies) {
+      Status st = reply.get();
       if (st.ok()) {
         (complete ? counters_.completed : counters_.abandoned)++;
         continue;

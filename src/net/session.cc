@@ -554,9 +554,24 @@ void Session::handle_update(uint32_t id, const UpdateGuestConfiguration& u) {
 }
 
 void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
-  auto st = complete ? broker_.complete_message(m) : broker_.abandon_message(m);
-  if (!st) return reply_error(id, st.error());
-  reply_empty(id, complete ? FrameType::kCompleteMessageOk : FrameType::kAbandonMessageOk);
+  // The broker answers once the settlement is stored as the channel's durability says.
+  ++in_flight_;
+  auto reply = [self = shared_from_this(), id, complete](Status st) mutable {
+    self->post([self, id, complete, st = std::move(st)] {
+      if (st) {
+        self->reply_empty(id,
+                          complete ? FrameType::kCompleteMessageOk : FrameType::kAbandonMessageOk);
+      } else {
+        self->reply_error(id, st.error());
+      }
+      self->answered();
+    });
+  };
+  if (complete) {
+    broker_.complete_message(m, std::move(reply));
+  } else {
+    broker_.abandon_message(m, std::move(reply));
+  }
 }
 
 void Session::handle_admin_request(uint32_t id, AdminRequest& a) {

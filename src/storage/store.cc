@@ -221,6 +221,7 @@ struct Store::Impl {
     WriteSet writes;
     Durability durability;
     CommitCallback done;
+    std::function<void(WriteSet&)> fill;  // see Store::commit_filled
   };
 
   StoreOptions options;
@@ -322,14 +323,19 @@ void Store::Impl::space_again() {
 }
 
 void Store::Impl::take_group(std::vector<Request>& group) {
-  size_t bytes = queue.front().writes.bytes();
+  // A request still being gathered is complete once it is taken.
+  auto filled = [](Request& r) -> Request& {
+    if (r.fill) std::exchange(r.fill, nullptr)(r.writes);
+    return r;
+  };
+  size_t bytes = filled(queue.front()).writes.bytes();
   bool alone = queue.front().durability == Durability::kSync;
   group.push_back(std::move(queue.front()));
   queue.pop_front();
   if (alone) return;
   // Stops at a kSync request rather than skipping it: requests are applied in submission order.
   while (!queue.empty() && queue.front().durability != Durability::kSync &&
-         bytes + queue.front().writes.bytes() <= options.max_commit_bytes) {
+         bytes + filled(queue.front()).writes.bytes() <= options.max_commit_bytes) {
     bytes += queue.front().writes.bytes();
     group.push_back(std::move(queue.front()));
     queue.pop_front();
@@ -368,7 +374,11 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
 
   auto started = std::chrono::steady_clock::now();
   if (s.ok() && disk_full && started >= next_resume) try_resume(started);
-  if (s.ok()) {
+  Status injected;
+  if (s.ok() && options.test_hooks.before_write) injected = options.test_hooks.before_write();
+  if (!injected.ok()) {
+    s = rocksdb::Status::IOError(injected.error().message);
+  } else if (s.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     s = db->Write(wo, &batch);
@@ -471,10 +481,21 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
 }
 
 void Store::commit(WriteSet writes, Durability durability, CommitCallback done) {
+  commit_request(std::move(writes), {}, durability, std::move(done));
+}
+
+void Store::commit_filled(std::function<void(WriteSet&)> fill, Durability durability,
+                          CommitCallback done) {
+  commit_request({}, std::move(fill), durability, std::move(done));
+}
+
+void Store::commit_request(WriteSet writes, std::function<void(WriteSet&)> fill,
+                           Durability durability, CommitCallback done) {
+  if (impl_->options.test_hooks.before_commit) impl_->options.test_hooks.before_commit();
   {
     std::lock_guard lock(impl_->queue_mu);
     if (impl_->accepting) {
-      impl_->queue.push_back({std::move(writes), durability, std::move(done)});
+      impl_->queue.push_back({std::move(writes), durability, std::move(done), std::move(fill)});
       // Notified under the lock: cheap here, and it cannot race with close() joining the thread.
       impl_->queue_cv.notify_one();
       return;

@@ -38,6 +38,16 @@ struct StoreOptions {
   size_t write_buffer_size = 64 << 20;
   // RocksDB block cache (bytes). Default 64 MiB.
   size_t block_cache_bytes = 64 << 20;
+
+  // Seams for tests that need to order or fail writes; production leaves both unset.
+  struct TestHooks {
+    // Runs on the committing thread at the start of every commit(), before the request is queued.
+    std::function<void()> before_commit;
+    // Runs on the commit thread before each merged write; an error fails that write, as if
+    // RocksDB had refused it (every request of the write gets the error).
+    std::function<Status()> before_write;
+  };
+  TestHooks test_hooks;
 };
 
 // A set of writes applied atomically. Build it on any thread, then hand it to Store::commit.
@@ -67,7 +77,7 @@ class WriteSet {
   enum class OpKind : uint8_t { kPut, kDelete, kDeleteRange };
   struct Op {
     OpKind kind;
-    uint8_t cf;  // 0 messages, 1 delivery, 2 meta
+    uint8_t cf;             // 0 messages, 1 delivery, 2 meta
     uint32_t a_off, a_len;  // key (or range begin)
     uint32_t b_off, b_len;  // value (or range end)
   };
@@ -140,6 +150,13 @@ class Store {
   // stops writing, and the commit thread asks it once a second to resume until writes are
   // accepted again, so freeing space needs no restart.
   void commit(WriteSet writes, Durability durability, CommitCallback done);
+  // commit() for writes that are still being gathered: `fill` runs once, on the commit thread, when
+  // the request is taken for a write (under the queue's lock: it must only move prepared writes
+  // into the WriteSet it is given, taking no lock that is held while calling commit()). The
+  // request keeps its place in submission order. If the store refuses the request at once,
+  // `fill` never runs.
+  void commit_filled(std::function<void(WriteSet&)> fill, Durability durability,
+                     CommitCallback done);
   // commit() and wait for it.
   Status commit_and_wait(WriteSet writes, Durability durability);
 
@@ -170,6 +187,8 @@ class Store {
  private:
   struct Impl;
   explicit Store(std::unique_ptr<Impl> impl);
+  void commit_request(WriteSet writes, std::function<void(WriteSet&)> fill, Durability durability,
+                      CommitCallback done);
   std::unique_ptr<Impl> impl_;
 };
 
