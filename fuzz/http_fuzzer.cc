@@ -218,7 +218,9 @@ void connection(Stack& s, std::string_view bytes) {
     while (!ec && !parser.is_done()) {
       const size_t n = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
       bytes.remove_prefix(n);
-      if (ec == http::error::need_more) {
+      // A put that takes nothing and reports nothing waits for more bytes too: treated as
+      // need_more, or the loop would spin on it.
+      if (ec == http::error::need_more || (!ec && n == 0)) {
         // The server's read buffer holds at most buffer_limit unparsed bytes.
         if (n == 0 && bytes.size() >= buffer_limit) {
           ec = http::error::buffer_overflow;
