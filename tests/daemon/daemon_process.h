@@ -15,6 +15,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -257,5 +259,21 @@ class Daemon {
   uint16_t tls_port_ = 0;
   uint16_t https_port_ = 0;
 };
+
+// The daemon's pid: the listening socket's owner is not at hand, so it is read from /proc by the
+// data directory on its command line (-1 when no such process runs).
+inline pid_t daemon_pid(const Daemon& d) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("witmqd") != std::string::npos &&
+        cmdline.find(std::string("--data-dir") + '\0' + d.data_dir() + '\0') != std::string::npos) {
+      return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return -1;
+}
 
 }  // namespace witmq::daemon::testing

@@ -35,22 +35,6 @@ uint64_t rss_bytes(pid_t pid) {
   return 0;
 }
 
-// The daemon's pid: the listening socket's owner is not at hand, so it is read from /proc by the
-// data directory on its command line.
-pid_t daemon_pid(const Daemon& d) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find("witmqd") != std::string::npos &&
-        cmdline.find(std::string("--data-dir") + '\0' + d.data_dir() + '\0') != std::string::npos) {
-      return static_cast<pid_t>(std::stoi(name));
-    }
-  }
-  return -1;
-}
-
 json admin(Conn& c, net::AdminOp op, const json& body) {
   Frame f = c.call(net::AdminRequest{op, body.dump()});
   auto* reply = std::get_if<net::AdminReply>(&f.body);
