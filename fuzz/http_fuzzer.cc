@@ -2,10 +2,11 @@
 // Beast's request parser with the server's limits, the router's admission on the headers, then
 // the real routes and handlers on a real broker (RocksDB in a temporary directory): admin calls,
 // metrics and dead letters run here as the admin pool would run them, publishes go through the
-// broker. Input: one byte choosing the configuration (even: the daemon's defaults, anonymous
-// access with every grant; odd: a hardened one with identities, grants and auto-create off, whose
-// tokens are in the seeds), then the connection's bytes, which may hold several pipelined
-// requests.
+// broker and are answered, as in witmqd, on an io_context that a thread of its own runs (the
+// broker posts a send's answer there once its write is stored). Input: one byte choosing the
+// configuration (even: the daemon's defaults, anonymous access with every grant; odd: a hardened
+// one with identities, grants and auto-create off, whose tokens are in the seeds), then the
+// connection's bytes, which may hold several pipelined requests.
 //
 // Checked beyond "no crash, no sanitizer report": every answer is a status from 100 to 599; a JSON
 // answer is valid JSON (hence valid UTF-8); no handler failed unexpectedly (the router's 500
@@ -14,6 +15,7 @@
 // Not run: POST /v1/checkpoint (it creates a directory named by the body, anywhere).
 #include <unistd.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -23,11 +25,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -71,22 +75,49 @@ constexpr std::string_view kHardened = R"({
   "channels": {"orders.eu": {}, "orders.us": {}, "orders.replies": {}}
 })";
 
-// One configuration's daemon parts: the broker, the protocol server the router reads its counters
-// and admin options from, the authenticator, the router.
-struct Stack {
-  std::string dir;
-  daemon::Config config;
-  std::unique_ptr<broker::Broker> broker;
-  std::unique_ptr<net::Server> server;
-  std::unique_ptr<auth::Authenticator> authenticator;
-  net::HttpCounters counters;
-  std::unique_ptr<net::Router> router;
+// The I/O threads of witmqd (daemon/main.cc), one here: an io_context that a work guard keeps
+// running whether or not anything is queued, so that what the broker posts to its executor (a
+// send's answer, once the store's commit thread has written it) runs as soon as it is posted.
+// Constructed before the stacks (make_stack asks for it first), so destroyed after them.
+struct Io {
+  asio::io_context context;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(context);
+  std::thread thread{[this] { context.run(); }};
+
+  ~Io() {
+    work.reset();
+    context.stop();
+    thread.join();
+  }
 };
 
 asio::io_context& io() {
-  static asio::io_context io;
-  return io;
+  static Io io;
+  return io.context;
 }
+
+// A stack's data directory, removed once everything that uses it is gone.
+struct DataDir {
+  std::string path;
+  ~DataDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+// One configuration's daemon parts, declared in the order witmqd makes them (daemon/main.cc) and
+// so destroyed in the reverse: the router, the protocol server the router reads its counters and
+// admin options from (it unregisters from the authenticator as it goes), the authenticator, the
+// broker, and last its data directory.
+struct Stack {
+  DataDir dir;
+  daemon::Config config;
+  std::unique_ptr<broker::Broker> broker;
+  std::unique_ptr<auth::Authenticator> authenticator;
+  std::unique_ptr<net::Server> server;
+  net::HttpCounters counters;
+  std::unique_ptr<net::Router> router;
+};
 
 std::string replace_all(std::string s, std::string_view from, std::string_view to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
@@ -97,10 +128,10 @@ std::string replace_all(std::string s, std::string_view from, std::string_view t
 
 std::unique_ptr<Stack> make_stack(bool hardened) {
   auto s = std::make_unique<Stack>();
-  s->dir = (std::filesystem::temp_directory_path() /
-            ("witmq-http-fuzzer-" + std::to_string(::getpid()) + (hardened ? "-h" : "-d")))
-               .string();
-  std::filesystem::remove_all(s->dir);
+  s->dir.path = (std::filesystem::temp_directory_path() /
+                 ("witmq-http-fuzzer-" + std::to_string(::getpid()) + (hardened ? "-h" : "-d")))
+                    .string();
+  std::filesystem::remove_all(s->dir.path);
   // The fuzzer's own settings on top: a temporary data directory, no disk waits, and a bound on
   // the channels it may create (its memory), whatever the inputs do over hours.
   std::string text = "{}";
@@ -113,7 +144,7 @@ std::unique_ptr<Stack> make_stack(bool hardened) {
   auto file = daemon::parse_config_text(text, hardened ? "hardened" : "default");
   WITMQ_FUZZ_CHECK(file.ok(), "the fuzzer's configuration: %s", file.error().message.c_str());
   auto own = daemon::parse_config_text(
-      R"({"data-dir": ")" + s->dir +
+      R"({"data-dir": ")" + s->dir.path +
           R"(", "default-channel": {"durability": "none"}, "max-channels": 1000,
               "tail-cache-bytes": 65536, "storage-write-buffer-bytes": 4194304,
               "storage-block-cache-bytes": 1048576})",
@@ -191,15 +222,15 @@ net::HttpResponse serve(Stack& s, net::Routed routed) {
   net::Publish& p = *routed.publish;
   std::vector<Message> batch;
   batch.push_back(std::move(p.message));
-  std::optional<Status> sent;
+  // The answer comes as the connection's coroutine gets it: posted to the broker's executor (the
+  // io_context's thread runs it) once the send is stored per the channel's durability.
+  auto answer = std::make_shared<std::promise<Status>>();
+  auto sent = answer->get_future();
   broker::async_send(*s.broker, s.router->client(), p.channel, std::move(batch),
-                     [&sent](Status st) { sent = std::move(st); });
-  for (int i = 0; i < 10'000 && !sent; ++i) {
-    io().restart();
-    io().run_for(std::chrono::milliseconds(1));
-  }
-  WITMQ_FUZZ_CHECK(sent.has_value(), "a publish was not answered within 10 s");
-  return s.router->published(p, *sent);
+                     [answer](Status st) { answer->set_value(std::move(st)); });
+  WITMQ_FUZZ_CHECK(sent.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
+                   "a publish to '%s' was not answered within 10 s", p.channel.c_str());
+  return s.router->published(p, sent.get());
 }
 
 // Parses and serves the requests in `bytes` as one connection would, until it ends, a request is
