@@ -53,9 +53,10 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 // The hardened configuration of docs/SECURITY.md without its TLS listeners (the fuzzer does not
-// speak TLS). The seeds carry the tokens of ops ("witmq_fuzz-ops-token", every grant) and
-// prometheus ("witmq_fuzz-prometheus-token", monitor only); the other two identities' digests are
-// of tokens nobody has.
+// speak TLS), plus orders-admin, who manages orders.* only (issue 19's grant requests are its).
+// The seeds carry the tokens of ops ("witmq_fuzz-ops-token", every grant), prometheus
+// ("witmq_fuzz-prometheus-token", monitor only) and orders-admin ("witmq_fuzz-orders-token"); the
+// other two identities' digests are of tokens nobody has.
 constexpr std::string_view kHardened = R"({
   "anonymous": {"enabled": false},
   "identities": [
@@ -69,7 +70,10 @@ constexpr std::string_view kHardened = R"({
      "token-sha256": "OPS_DIGEST",
      "manage": ["*"], "monitor": true, "max-connections": 4},
     {"name": "prometheus",
-     "token-sha256": "PROMETHEUS_DIGEST", "monitor": true}
+     "token-sha256": "PROMETHEUS_DIGEST", "monitor": true},
+    {"name": "orders-admin",
+     "token-sha256": "ORDERS_DIGEST",
+     "send": ["orders.*"], "receive": ["orders.*"], "manage": ["orders.*"]}
   ],
   "auto-create-channels": false,
   "channels": {"orders.eu": {}, "orders.us": {}, "orders.replies": {}}
@@ -140,6 +144,8 @@ std::unique_ptr<Stack> make_stack(bool hardened) {
                        auth::to_hex(auth::sha256("witmq_fuzz-ops-token")));
     text = replace_all(text, "PROMETHEUS_DIGEST",
                        auth::to_hex(auth::sha256("witmq_fuzz-prometheus-token")));
+    text =
+        replace_all(text, "ORDERS_DIGEST", auth::to_hex(auth::sha256("witmq_fuzz-orders-token")));
   }
   auto file = daemon::parse_config_text(text, hardened ? "hardened" : "default");
   WITMQ_FUZZ_CHECK(file.ok(), "the fuzzer's configuration: %s", file.error().message.c_str());
