@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -208,7 +209,18 @@ bool is_checkpoint(std::string_view target) {
   return decoded.find("checkpoint") != std::string::npos;
 }
 
+// WITMQ_FUZZ_HTTP_TRACE=1 prints every request's line and its answer (to read what an input
+// does: `WITMQ_FUZZ_HTTP_TRACE=1 build-fuzz/http_fuzzer INPUT`).
+bool tracing() {
+  static const bool on = std::getenv("WITMQ_FUZZ_HTTP_TRACE") != nullptr;
+  return on;
+}
+
 void check_response(const net::HttpResponse& r, const net::HttpRequest& req) {
+  if (tracing()) {
+    std::fprintf(stderr, "%s %s -> %u %.300s\n", req.method.c_str(), req.target.c_str(), r.status,
+                 r.body.c_str());
+  }
   WITMQ_FUZZ_CHECK(r.status >= 100 && r.status < 600, "status %u for %s %s", r.status,
                    req.method.c_str(), req.target.c_str());
   if (r.content_type == "application/json") {
