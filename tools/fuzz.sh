@@ -48,8 +48,9 @@ target_args() {  # target_args TARGET WORK_DIR
   esac
 }
 
-# Runs for the smoke test: each about 20-40 s on two cores, with a time cap on a slow machine;
-# one input that runs over 20 s fails the run (a hang), rather than the suite's timeout.
+# Runs for the smoke test: each about 20-40 s on two cores, capped at 45 s on a busy machine (the
+# four together stay within 3 min); one input that runs over 20 s fails the run (a hang), rather
+# than the suite's timeout.
 smoke_runs() {
   local scale=${WITMQ_FUZZ_SMOKE_SCALE:-1}
   case $1 in
@@ -75,7 +76,7 @@ smoke() {
     # stopped well before the suite's timeout, and counts as failed.
     local status=0
     # shellcheck disable=SC2046 # target_args is a word list
-    timeout -k 10 120 "$build_dir/${t}_fuzzer" -runs="$runs" -max_total_time=60 -timeout=20 \
+    timeout -k 10 120 "$build_dir/${t}_fuzzer" -runs="$runs" -max_total_time=45 -timeout=20 \
       -print_final_stats=1 -artifact_prefix="$build_dir/artifacts/$t-" \
       $(target_args "$t" "$work/$t") >"$work/$t.log" 2>&1 || status=$?
     [ $status -ne 124 ] || echo "fuzz: $t: still running 120 s after it started" >>"$work/$t.log"
