@@ -2,10 +2,11 @@
 // Beast's request parser with the server's limits, the router's admission on the headers, then
 // the real routes and handlers on a real broker (RocksDB in a temporary directory): admin calls,
 // metrics and dead letters run here as the admin pool would run them, publishes go through the
-// broker. Input: one byte choosing the configuration (even: the daemon's defaults, anonymous
-// access with every grant; odd: a hardened one with identities, grants and auto-create off, whose
-// tokens are in the seeds), then the connection's bytes, which may hold several pipelined
-// requests.
+// broker and are answered, as in witmqd, on an io_context that a thread of its own runs (the
+// broker posts a send's answer there once its write is stored). Input: one byte choosing the
+// configuration (even: the daemon's defaults, anonymous access with every grant; odd: a hardened
+// one with identities, grants and auto-create off, whose tokens are in the seeds), then the
+// connection's bytes, which may hold several pipelined requests.
 //
 // Checked beyond "no crash, no sanitizer report": every answer is a status from 100 to 599; a JSON
 // answer is valid JSON (hence valid UTF-8); no handler failed unexpectedly (the router's 500
@@ -14,6 +15,7 @@
 // Not run: POST /v1/checkpoint (it creates a directory named by the body, anywhere).
 #include <unistd.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -21,13 +23,16 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -49,9 +54,10 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 // The hardened configuration of docs/SECURITY.md without its TLS listeners (the fuzzer does not
-// speak TLS). The seeds carry the tokens of ops ("witmq_fuzz-ops-token", every grant) and
-// prometheus ("witmq_fuzz-prometheus-token", monitor only); the other two identities' digests are
-// of tokens nobody has.
+// speak TLS), plus orders-admin, who manages orders.* only (issue 19's grant requests are its).
+// The seeds carry the tokens of ops ("witmq_fuzz-ops-token", every grant), prometheus
+// ("witmq_fuzz-prometheus-token", monitor only) and orders-admin ("witmq_fuzz-orders-token"); the
+// other two identities' digests are of tokens nobody has.
 constexpr std::string_view kHardened = R"({
   "anonymous": {"enabled": false},
   "identities": [
@@ -65,28 +71,58 @@ constexpr std::string_view kHardened = R"({
      "token-sha256": "OPS_DIGEST",
      "manage": ["*"], "monitor": true, "max-connections": 4},
     {"name": "prometheus",
-     "token-sha256": "PROMETHEUS_DIGEST", "monitor": true}
+     "token-sha256": "PROMETHEUS_DIGEST", "monitor": true},
+    {"name": "orders-admin",
+     "token-sha256": "ORDERS_DIGEST",
+     "send": ["orders.*"], "receive": ["orders.*"], "manage": ["orders.*"]}
   ],
   "auto-create-channels": false,
   "channels": {"orders.eu": {}, "orders.us": {}, "orders.replies": {}}
 })";
 
-// One configuration's daemon parts: the broker, the protocol server the router reads its counters
-// and admin options from, the authenticator, the router.
-struct Stack {
-  std::string dir;
-  daemon::Config config;
-  std::unique_ptr<broker::Broker> broker;
-  std::unique_ptr<net::Server> server;
-  std::unique_ptr<auth::Authenticator> authenticator;
-  net::HttpCounters counters;
-  std::unique_ptr<net::Router> router;
+// The I/O threads of witmqd (daemon/main.cc), one here: an io_context that a work guard keeps
+// running whether or not anything is queued, so that what the broker posts to its executor (a
+// send's answer, once the store's commit thread has written it) runs as soon as it is posted.
+// Constructed before the stacks (make_stack asks for it first), so destroyed after them.
+struct Io {
+  asio::io_context context;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(context);
+  std::thread thread{[this] { context.run(); }};
+
+  ~Io() {
+    work.reset();
+    context.stop();
+    thread.join();
+  }
 };
 
 asio::io_context& io() {
-  static asio::io_context io;
-  return io;
+  static Io io;
+  return io.context;
 }
+
+// A stack's data directory, removed once everything that uses it is gone.
+struct DataDir {
+  std::string path;
+  ~DataDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+// One configuration's daemon parts, declared in the order witmqd makes them (daemon/main.cc) and
+// so destroyed in the reverse: the router, the protocol server the router reads its counters and
+// admin options from (it unregisters from the authenticator as it goes), the authenticator, the
+// broker, and last its data directory.
+struct Stack {
+  DataDir dir;
+  daemon::Config config;
+  std::unique_ptr<broker::Broker> broker;
+  std::unique_ptr<auth::Authenticator> authenticator;
+  std::unique_ptr<net::Server> server;
+  net::HttpCounters counters;
+  std::unique_ptr<net::Router> router;
+};
 
 std::string replace_all(std::string s, std::string_view from, std::string_view to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
@@ -97,10 +133,10 @@ std::string replace_all(std::string s, std::string_view from, std::string_view t
 
 std::unique_ptr<Stack> make_stack(bool hardened) {
   auto s = std::make_unique<Stack>();
-  s->dir = (std::filesystem::temp_directory_path() /
-            ("witmq-http-fuzzer-" + std::to_string(::getpid()) + (hardened ? "-h" : "-d")))
-               .string();
-  std::filesystem::remove_all(s->dir);
+  s->dir.path = (std::filesystem::temp_directory_path() /
+                 ("witmq-http-fuzzer-" + std::to_string(::getpid()) + (hardened ? "-h" : "-d")))
+                    .string();
+  std::filesystem::remove_all(s->dir.path);
   // The fuzzer's own settings on top: a temporary data directory, no disk waits, and a bound on
   // the channels it may create (its memory), whatever the inputs do over hours.
   std::string text = "{}";
@@ -109,11 +145,13 @@ std::unique_ptr<Stack> make_stack(bool hardened) {
                        auth::to_hex(auth::sha256("witmq_fuzz-ops-token")));
     text = replace_all(text, "PROMETHEUS_DIGEST",
                        auth::to_hex(auth::sha256("witmq_fuzz-prometheus-token")));
+    text =
+        replace_all(text, "ORDERS_DIGEST", auth::to_hex(auth::sha256("witmq_fuzz-orders-token")));
   }
   auto file = daemon::parse_config_text(text, hardened ? "hardened" : "default");
   WITMQ_FUZZ_CHECK(file.ok(), "the fuzzer's configuration: %s", file.error().message.c_str());
   auto own = daemon::parse_config_text(
-      R"({"data-dir": ")" + s->dir +
+      R"({"data-dir": ")" + s->dir.path +
           R"(", "default-channel": {"durability": "none"}, "max-channels": 1000,
               "tail-cache-bytes": 65536, "storage-write-buffer-bytes": 4194304,
               "storage-block-cache-bytes": 1048576})",
@@ -171,7 +209,18 @@ bool is_checkpoint(std::string_view target) {
   return decoded.find("checkpoint") != std::string::npos;
 }
 
+// WITMQ_FUZZ_HTTP_TRACE=1 prints every request's line and its answer (to read what an input
+// does: `WITMQ_FUZZ_HTTP_TRACE=1 build-fuzz/http_fuzzer INPUT`).
+bool tracing() {
+  static const bool on = std::getenv("WITMQ_FUZZ_HTTP_TRACE") != nullptr;
+  return on;
+}
+
 void check_response(const net::HttpResponse& r, const net::HttpRequest& req) {
+  if (tracing()) {
+    std::fprintf(stderr, "%s %s -> %u %.300s\n", req.method.c_str(), req.target.c_str(), r.status,
+                 r.body.c_str());
+  }
   WITMQ_FUZZ_CHECK(r.status >= 100 && r.status < 600, "status %u for %s %s", r.status,
                    req.method.c_str(), req.target.c_str());
   if (r.content_type == "application/json") {
@@ -191,15 +240,15 @@ net::HttpResponse serve(Stack& s, net::Routed routed) {
   net::Publish& p = *routed.publish;
   std::vector<Message> batch;
   batch.push_back(std::move(p.message));
-  std::optional<Status> sent;
+  // The answer comes as the connection's coroutine gets it: posted to the broker's executor (the
+  // io_context's thread runs it) once the send is stored per the channel's durability.
+  auto answer = std::make_shared<std::promise<Status>>();
+  auto sent = answer->get_future();
   broker::async_send(*s.broker, s.router->client(), p.channel, std::move(batch),
-                     [&sent](Status st) { sent = std::move(st); });
-  for (int i = 0; i < 10'000 && !sent; ++i) {
-    io().restart();
-    io().run_for(std::chrono::milliseconds(1));
-  }
-  WITMQ_FUZZ_CHECK(sent.has_value(), "a publish was not answered within 10 s");
-  return s.router->published(p, *sent);
+                     [answer](Status st) { answer->set_value(std::move(st)); });
+  WITMQ_FUZZ_CHECK(sent.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
+                   "a publish to '%s' was not answered within 10 s", p.channel.c_str());
+  return s.router->published(p, sent.get());
 }
 
 // Parses and serves the requests in `bytes` as one connection would, until it ends, a request is
