@@ -2,7 +2,14 @@
 # witmq next to its peers, the same load on each, one system at a time, on this machine:
 #
 #   bench/peers/run.sh [--build DIR] [--rounds N] [--messages N] [--rabbit-messages N]
-#                      [--size BYTES] [--window N] [--only p2p|pubsub] [--timeout S]
+#                      [--size BYTES] [--window N] [--witmq-batch N] [--only p2p|pubsub]
+#                      [--timeout S]
+#
+# Defaults: 2 rounds, 200,000 messages (50,000 for RabbitMQ, about ten times slower here),
+# 128 B, a window of 1,000 unconfirmed messages: the peers publish them one by one, witmq in
+# sends of --witmq-batch messages (default 100; --pipeline is window / batch), so
+# --witmq-batch 1 publishes one message per request as the peers do. Each run ends when every
+# message arrived or nothing moved for 30 s; --timeout S (default 300) bounds a run outright.
 #
 # Installs what is missing (Debian: nats-server, rabbitmq-server, libnats-dev, librabbitmq-dev;
 # none of them is needed to build or run witmq), builds the C load generators next to this script
@@ -33,10 +40,11 @@ messages=200000
 rabbit_messages=50000
 size=128
 window=1000
+witmq_batch=100
 only=""
 run_timeout=300
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$(cd "$2" && pwd); shift 2 ;;
@@ -45,21 +53,24 @@ while [ $# -gt 0 ]; do
     --rabbit-messages) rabbit_messages=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --window) window=$2; shift 2 ;;
+    --witmq-batch) witmq_batch=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --timeout) run_timeout=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in rounds messages rabbit_messages size window run_timeout; do
+for v in rounds messages rabbit_messages size window witmq_batch run_timeout; do
   if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: --${v//_/-} '${!v}' is not a whole number above 0" >&2
     exit 2
   fi
 done
 if [ "$size" -lt 16 ]; then echo "run.sh: --size must be at least 16" >&2; exit 2; fi
-if [ "$window" -lt 100 ] || [ $((window % 100)) -ne 0 ]; then
-  echo "run.sh: --window must be a multiple of 100 (witmq sends batches of 100)" >&2
+if [ "$witmq_batch" -gt 10000 ] || [ "$window" -lt "$witmq_batch" ] ||
+  [ $((window % witmq_batch)) -ne 0 ] || [ $((window / witmq_batch)) -gt 10000 ]; then
+  echo "run.sh: --window must be a multiple of --witmq-batch (at most 10000 of them)," \
+    "--witmq-batch at most 10000" >&2
   exit 2
 fi
 case "$only" in "" | p2p | pubsub) ;; *) echo "run.sh: --only p2p or pubsub" >&2; exit 2 ;; esac
@@ -157,6 +168,9 @@ if text.lstrip().startswith("{"):
     j = json.loads(text)
     r = dict(msgs=j["consumers"]["msgs_per_s"], p50=j["latency_us"]["p50"] / 1000,
              p99=j["latency_us"]["p99"] / 1000, ok=j["ok"])
+    if not j["ok"]:
+        print(f"run.sh: {system}: consumed {j['consumers']['messages']} of {j['expected']}; "
+              f"{'; '.join(j['errors'])}", file=sys.stderr)
 elif text.startswith("RESULT "):
     kv = dict(f.split("=", 1) for f in text.split()[1:])
     r = dict(msgs=float(kv["msgs_per_s"]), p50=float(kv["p50_ms"]), p99=float(kv["p99_ms"]),
@@ -237,11 +251,22 @@ run_rabbit() {  # SCENARIO SYSTEM PAIR PROMISE rabbit_bench arguments...
     RABBITMQ_PID_FILE="$dir/rabbit.pid" RABBITMQ_FEATURE_FLAGS_FILE="$dir/feature_flags"
     RABBITMQ_QUORUM_DIR="$dir/quorum"
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none"
+    RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   )
   spawn "$dir/out" env "${rabbit_env[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server
-  if ! env "${rabbit_env[@]}" timeout 120 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" \
-    await_startup >/dev/null 2>&1; then
-    echo "run.sh: rabbitmq-server did not start: $(tail -5 "$dir/out")" >&2
+  # rabbitmqctl await_startup fails at once while the node has not registered yet: retry it
+  # (for at most 3 minutes) as long as the server runs.
+  local started="" deadline=$((SECONDS + 180))
+  while [ $SECONDS -lt $deadline ] && kill -0 "${pids[-1]}" 2>/dev/null; do
+    if env "${rabbit_env[@]}" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" \
+      await_startup >"$dir/await" 2>&1; then
+      started=yes
+      break
+    fi
+    sleep 1
+  done
+  if [ -z "$started" ]; then
+    echo "run.sh: rabbitmq-server did not start: $(tail -5 "$dir/out") $(tail -3 "$dir/await")" >&2
     record "$scenario" "$system" "$pair" "$promise" failed
     cleanup
     return
@@ -255,10 +280,10 @@ run_rabbit() {  # SCENARIO SYSTEM PAIR PROMISE rabbit_bench arguments...
 }
 
 # --- the scenarios --------------------------------------------------------------------------
-pipeline=$((window / 100))
-witmq_p2p=(--messages "$messages" --size "$size" --batch 100 --pipeline "$pipeline"
+pipeline=$((window / witmq_batch))
+witmq_p2p=(--messages "$messages" --size "$size" --batch "$witmq_batch" --pipeline "$pipeline"
   --complete --receive-batch 1000)
-witmq_pubsub=(--messages "$messages" --size "$size" --batch 100 --pipeline "$pipeline"
+witmq_pubsub=(--messages "$messages" --size "$size" --batch "$witmq_batch" --pipeline "$pipeline"
   --kind publish-subscribe --durability none --consume-mode stream --credit 10000
   --receive-batch 1000)
 declare -A promise_of=(
@@ -302,11 +327,12 @@ fi
 
 # --- the table ------------------------------------------------------------------------------
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$results" "$size" "$window" "$rounds" "$(nproc)" "$load" <<'EOF'
+python3 - "$results" "$size" "$window" "$rounds" "$(nproc)" "$load" "$witmq_batch" <<'EOF'
 import json, statistics, sys
-path, size, window, rounds, cpus, load = sys.argv[1:7]
+path, size, window, rounds, cpus, load, batch = sys.argv[1:8]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-print(f"\n{size} B messages, window {window} unconfirmed, {rounds} round(s) alternated; "
+print(f"\n{size} B messages, window {window} unconfirmed (witmq: sends of {batch}), "
+      f"{rounds} round(s) alternated; "
       f"{cpus} CPUs, load average {load} at the end; rates are messages consumed per second "
       f"(all consumers together), latency send to receipt")
 head = ("scenario", "system", "promise on ok", "runs (msgs/s)", "median", "p50/p99 ms",
