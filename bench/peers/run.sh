@@ -109,8 +109,14 @@ fi
 tmp=$(mktemp -d /tmp/witmq-peers.XXXXXX)
 pids=()
 rabbit_env=()
+child=""
 cleanup() {
   set +e
+  if [ -n "$child" ]; then
+    kill -TERM "$child" 2>/dev/null
+    wait "$child" 2>/dev/null
+    child=""
+  fi
   if [ ${#rabbit_env[@]} -gt 0 ]; then
     env "${rabbit_env[@]}" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" stop \
       >/dev/null 2>&1
@@ -140,6 +146,19 @@ spawn() {
   shift
   setsid "$@" >"$out" 2>&1 &
   pids+=($!)
+}
+# bounded OUT COMMAND...: runs COMMAND for at most --timeout seconds, its stdout to OUT, its
+# stderr to $tmp/err, and returns its status. It runs in the background while the script waits
+# for it, so that a signal to the script is acted on at once (bash runs a trap only after the
+# foreground command it is waiting for has ended).
+bounded() {
+  local out=$1 status=0
+  shift
+  timeout "$run_timeout" "$@" >"$out" 2>"$tmp/err" &
+  child=$!
+  wait "$child" || status=$?
+  child=""
+  return $status
 }
 wait_port() {
   local port=$1
@@ -193,11 +212,14 @@ run_witmq() {  # SCENARIO SYSTEM PROMISE witmq-bench arguments...
     [ -n "$server" ] && break
     sleep 0.1
   done
-  [ -n "$server" ] || { echo "run.sh: witmqd did not start: $(cat "$out")" >&2; return 1; }
-  local json
-  json=$(timeout "$run_timeout" "$build/src/cli/witmq-bench" --server "$server" --json \
-    --drain-timeout 30000 "$@" 2>"$tmp/bench.err") || true
-  [ -n "$json" ] || json="failed: $(cat "$tmp/bench.err")"
+  local json="failed: witmqd did not start: $(cat "$out")"
+  if [ -n "$server" ]; then
+    bounded "$tmp/json" "$build/src/cli/witmq-bench" --server "$server" --json \
+      --drain-timeout 30000 "$@" || true
+    json=$(cat "$tmp/json")
+    [ -n "$json" ] || json="failed: $(cat "$tmp/err")"
+  fi
+  [[ $json == failed* ]] && echo "run.sh: $system: $json" >&2
   record "$scenario" "$system" "" "$promise" "$json"
   cleanup
 }
@@ -215,11 +237,12 @@ run_nats() {  # SCENARIO SYSTEM PAIR PROMISE jetstream(0|1) nats_bench arguments
     [ "$js" = 1 ] && echo "jetstream { store_dir: \"$dir/js\" }"
   } >"$dir/nats.conf"
   spawn "$dir/log" nats-server -c "$dir/nats.conf"
-  wait_port "$port"
-  local line
-  line=$(timeout "$run_timeout" "$tmp/nats_bench" --url "nats://127.0.0.1:$port" "$@" \
-    2>"$tmp/gen.err" | grep '^RESULT') || true
-  [ -n "$line" ] || { echo "run.sh: $system: $(tail -3 "$tmp/gen.err")" >&2; line=failed; }
+  local line=""
+  if wait_port "$port"; then
+    bounded "$tmp/gen.out" "$tmp/nats_bench" --url "nats://127.0.0.1:$port" "$@" || true
+    line=$(grep '^RESULT' "$tmp/gen.out" || true)
+  fi
+  [ -n "$line" ] || { echo "run.sh: $system: $(tail -3 "$tmp/err")" >&2; line=failed; }
   record "$scenario" "$system" "$pair" "$promise" "$line"
   cleanup
 }
@@ -258,23 +281,23 @@ run_rabbit() {  # SCENARIO SYSTEM PAIR PROMISE rabbit_bench arguments...
   # (for at most 3 minutes) as long as the server runs.
   local started="" deadline=$((SECONDS + 180))
   while [ $SECONDS -lt $deadline ] && kill -0 "${pids[-1]}" 2>/dev/null; do
-    if env "${rabbit_env[@]}" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" \
-      await_startup >"$dir/await" 2>&1; then
+    if bounded "$dir/await" env "${rabbit_env[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl \
+      -n "$rabbit_node" await_startup --timeout 60; then
       started=yes
       break
     fi
     sleep 1
   done
   if [ -z "$started" ]; then
-    echo "run.sh: rabbitmq-server did not start: $(tail -5 "$dir/out") $(tail -3 "$dir/await")" >&2
+    echo "run.sh: rabbitmq-server did not start: $(tail -5 "$dir/out") $(tail -3 "$tmp/err")" >&2
     record "$scenario" "$system" "$pair" "$promise" failed
     cleanup
     return
   fi
   local line
-  line=$(timeout "$run_timeout" "$tmp/rabbit_bench" --port "$port" "$@" 2>"$tmp/gen.err" |
-    grep '^RESULT') || true
-  [ -n "$line" ] || { echo "run.sh: $system: $(tail -3 "$tmp/gen.err")" >&2; line=failed; }
+  bounded "$tmp/gen.out" "$tmp/rabbit_bench" --port "$port" "$@" || true
+  line=$(grep '^RESULT' "$tmp/gen.out" || true)
+  [ -n "$line" ] || { echo "run.sh: $system: $(tail -3 "$tmp/err")" >&2; line=failed; }
   record "$scenario" "$system" "$pair" "$promise" "$line"
   cleanup
 }
