@@ -208,7 +208,9 @@ int main(int argc, char **argv) {
         die("subscribe", s);
       }
       /* No client-side limit: a subscriber that falls behind queues, it does not drop. */
-      natsSubscription_SetPendingLimits(sub[i], -1, -1);
+      if ((s = natsSubscription_SetPendingLimits(sub[i], -1, -1)) != NATS_OK) {
+        die("pending limits", s);
+      }
       if ((s = natsConnection_Flush(subc[i])) != NATS_OK) die("flush subscriber", s);
     }
   }
