@@ -7,6 +7,8 @@
 #   bench/open_loop.sh [--build DIR] [--durability sync|group|none] [--rounds N]
 #                      [--seconds S] [--size BYTES]
 #
+# First it times the disk: 500 fdatasync calls after 4 KiB appends to a file in the temporary
+# directory (where the data directories go), as durability group and sync wait for one.
 # Peak: --rounds closed-loop runs of 300,000 messages (batch 100, pipeline 8, complete each), the
 # median of the consumed rates. Each rate then runs --rounds times for --seconds, alternating
 # the rates (10%, 50%, 90%, 10%, ...); the table gives the median of each percentile.
@@ -71,6 +73,23 @@ try:
 except Exception:
     print(sys.argv[2])' "$1" "$2" "$tmp/json"
 }
+
+python3 - "$tmp" <<'EOF'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+lat = []
+for _ in range(500):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter_ns()
+    os.fdatasync(fd)
+    lat.append(time.perf_counter_ns() - t)
+os.close(fd)
+os.remove(path)
+lat.sort()
+print(f"disk: fdatasync after a 4 KiB append, 500 times: p50 {lat[249] / 1e6:.3f} ms, "
+      f"p99 {lat[494] / 1e6:.3f} ms, max {lat[-1] / 1e6:.3f} ms")
+EOF
 
 peaks=()
 for r in $(seq "$rounds"); do
