@@ -212,7 +212,8 @@ run_witmq() {  # SCENARIO SYSTEM PROMISE witmq-bench arguments...
     [ -n "$server" ] && break
     sleep 0.1
   done
-  local json="failed: witmqd did not start: $(cat "$out")"
+  local json
+  json="failed: witmqd did not start: $(cat "$out")"
   if [ -n "$server" ]; then
     bounded "$tmp/json" "$build/src/cli/witmq-bench" --server "$server" --json \
       --drain-timeout 30000 "$@" || true
