@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
   }
   if ((s = natsConnection_ConnectTo(&pub, url)) != NATS_OK) die("connect", s);
 
-  jsCtx *jsx = NULL;
+  jsCtx *jsx = NULL, *cjs = NULL;
   js_consumer jc = {0};
   pthread_t jt;
   if (js) {
@@ -183,7 +183,6 @@ int main(int argc, char **argv) {
     if ((s = js_AddStream(NULL, jsx, &sc, NULL, &jerr)) != NATS_OK) die("add stream", s);
     /* The consumer on its own connection, as witmq-bench's. */
     natsConnection *cc = NULL;
-    jsCtx *cjs = NULL;
     if ((s = natsConnection_ConnectTo(&cc, url)) != NATS_OK) die("connect consumer", s);
     subc[0] = cc;
     if ((s = natsConnection_JetStream(&cjs, cc, NULL)) != NATS_OK) die("jetstream", s);
@@ -300,6 +299,7 @@ int main(int argc, char **argv) {
     jsErrCode jerr = 0;
     js_DeleteStream(jsx, "BENCH", NULL, &jerr);
     jsCtx_Destroy(jsx);
+    jsCtx_Destroy(cjs);
   }
   for (int i = 0; i < subs; i++) {
     natsSubscription_Destroy(sub[i]);
@@ -309,5 +309,6 @@ int main(int argc, char **argv) {
   natsConnection_Destroy(pub);
   free(all);
   free(data);
+  nats_Close();
   return consumed >= messages * subs && dropped == 0 ? 0 : 1;
 }
