@@ -3,9 +3,11 @@
  *
  *   core: 1 publisher, --subs subscriber connections on one subject; each subscriber gets every
  *         message (core NATS publishes are not confirmed, so the publisher is not held back).
- *   js:   1 producer publishing asynchronously to a JetStream file stream (work-queue retention)
- *         with at most --window unconfirmed publishes, 1 consumer pulling batches of --fetch
- *         from a durable pull consumer and acknowledging each message.
+ *   js:   1 producer publishing asynchronously to a JetStream file stream with at most --window
+ *         unconfirmed publishes; --subs consumers, each on its own connection pulling batches of
+ *         --fetch from its own durable pull consumer and acknowledging each message. With one
+ *         consumer the stream is a work queue; with more, a message goes once every consumer
+ *         has acknowledged it (interest retention), so each gets every message.
  *
  * Each message carries its send time (CLOCK_MONOTONIC, ns) in its first 8 bytes; latency is from
  * that time to the consumer having the message. The result is one line:
@@ -141,9 +143,9 @@ int main(int argc, char **argv) {
   }
   const int js = !strcmp(mode, "js");
   if ((!js && strcmp(mode, "core")) || messages < 1 || size < 8 || subs < 1 || subs > MAX_SUBS ||
-      window < 1 || fetch < 1 || timeout_s < 1 || (js && subs != 1)) {
+      window < 1 || fetch < 1 || timeout_s < 1) {
     fprintf(stderr,
-            "nats_bench: --mode core|js, --messages >= 1, --size >= 8, --subs 1..%d (1 for js), "
+            "nats_bench: --mode core|js, --messages >= 1, --size >= 8, --subs 1..%d, "
             "--window >= 1, --fetch >= 1, --timeout >= 1\n",
             MAX_SUBS);
     return 2;
@@ -162,9 +164,10 @@ int main(int argc, char **argv) {
   }
   if ((s = natsConnection_ConnectTo(&pub, url)) != NATS_OK) die("connect", s);
 
-  jsCtx *jsx = NULL, *cjs = NULL;
-  js_consumer jc = {0};
-  pthread_t jt;
+  jsCtx *jsx = NULL, *cjs[MAX_SUBS] = {0};
+  js_consumer jc[MAX_SUBS];
+  memset(jc, 0, sizeof jc);
+  pthread_t jt[MAX_SUBS];
   if (js) {
     jsOptions jo;
     jsOptions_Init(&jo);
@@ -177,28 +180,33 @@ int main(int argc, char **argv) {
     sc.Name = "BENCH";
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
-    sc.Retention = js_WorkQueuePolicy;
+    /* One subscriber: a work queue. More: each has its own durable consumer and a message goes
+     * once all of them have acknowledged it. */
+    sc.Retention = subs == 1 ? js_WorkQueuePolicy : js_InterestPolicy;
     sc.Storage = js_FileStorage;
     jsErrCode jerr = 0;
     if ((s = js_AddStream(NULL, jsx, &sc, NULL, &jerr)) != NATS_OK) die("add stream", s);
-    /* The consumer on its own connection, as witmq-bench's. */
-    natsConnection *cc = NULL;
-    if ((s = natsConnection_ConnectTo(&cc, url)) != NATS_OK) die("connect consumer", s);
-    subc[0] = cc;
-    if ((s = natsConnection_JetStream(&cjs, cc, NULL)) != NATS_OK) die("jetstream", s);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Config.AckPolicy = js_AckExplicit;
-    so.Config.MaxAckPending = 100000;
-    if ((s = js_PullSubscribe(&sub[0], cjs, "bench.js", "worker", NULL, &so, &jerr)) != NATS_OK) {
-      die("pull subscribe", s);
+    /* Each consumer on its own connection, as witmq-bench's, all subscribed before publishing. */
+    for (int i = 0; i < subs; i++) {
+      if ((s = natsConnection_ConnectTo(&subc[i], url)) != NATS_OK) die("connect consumer", s);
+      if ((s = natsConnection_JetStream(&cjs[i], subc[i], NULL)) != NATS_OK) die("jetstream", s);
+      jsSubOptions so;
+      jsSubOptions_Init(&so);
+      so.Config.AckPolicy = js_AckExplicit;
+      so.Config.MaxAckPending = 100000;
+      char durable[32];
+      snprintf(durable, sizeof durable, "worker-%d", i);
+      if ((s = js_PullSubscribe(&sub[i], cjs[i], "bench.js", durable, NULL, &so, &jerr)) !=
+          NATS_OK) {
+        die("pull subscribe", s);
+      }
+      jc[i].sub = sub[i];
+      jc[i].r = &rcv[i];
+      jc[i].expected = messages;
+      jc[i].fetch = fetch;
+      jc[i].stall_ns = stall_ns;
     }
-    jc.sub = sub[0];
-    jc.r = &rcv[0];
-    jc.expected = messages;
-    jc.fetch = fetch;
-    jc.stall_ns = stall_ns;
-    pthread_create(&jt, NULL, js_consume, &jc);
+    for (int i = 0; i < subs; i++) pthread_create(&jt[i], NULL, js_consume, &jc[i]);
   } else {
     for (int i = 0; i < subs; i++) {
       if ((s = natsConnection_ConnectTo(&subc[i], url)) != NATS_OK) die("connect subscriber", s);
@@ -244,9 +252,12 @@ int main(int argc, char **argv) {
 
   /* Wait for the receivers: every message, or no progress for --timeout. */
   if (js) {
-    pthread_join(jt, NULL);
-    if (jc.error != NATS_OK)
-      fprintf(stderr, "nats_bench: consumer: %s\n", natsStatus_GetText(jc.error));
+    for (int i = 0; i < subs; i++) {
+      pthread_join(jt[i], NULL);
+      if (jc[i].error != NATS_OK) {
+        fprintf(stderr, "nats_bench: consumer %d: %s\n", i, natsStatus_GetText(jc[i].error));
+      }
+    }
   } else {
     int64_t last_total = -1;
     uint64_t last_change = now_ns();
@@ -299,7 +310,7 @@ int main(int argc, char **argv) {
     jsErrCode jerr = 0;
     js_DeleteStream(jsx, "BENCH", NULL, &jerr);
     jsCtx_Destroy(jsx);
-    jsCtx_Destroy(cjs);
+    for (int i = 0; i < subs; i++) jsCtx_Destroy(cjs[i]);
   }
   for (int i = 0; i < subs; i++) {
     natsSubscription_Destroy(sub[i]);

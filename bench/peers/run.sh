@@ -2,7 +2,8 @@
 # witmq next to its peers, the same load on each, one system at a time, on this machine:
 #
 #   bench/peers/run.sh [--build DIR] [--rounds N] [--messages N] [--rabbit-messages N]
-#                      [--size BYTES] [--window N] [--witmq-batch N] [--only p2p|pubsub]
+#                      [--size BYTES] [--window N] [--witmq-batch N]
+#                      [--only p2p|pubsub|pubsub-acked]
 #                      [--timeout S]
 #
 # Defaults: 2 rounds, 200,000 messages (50,000 for RabbitMQ, about ten times slower here),
@@ -26,6 +27,9 @@
 #           Debian nats-server 2.9 has no sync_interval setting to fsync each write).
 #   pubsub  1 publisher, 1 and 4 subscribers each receiving every message:
 #           witmq publish-subscribe `none`, streaming vs NATS core (memory only, nothing stored).
+#   pubsub-acked  the same with a window of unconfirmed sends and subscribers that acknowledge
+#           each message: witmq `group` vs RabbitMQ (a fanout exchange to one quorum queue per
+#           subscriber), witmq `none` vs JetStream (a durable consumer per subscriber).
 #
 # Prints one table: per system the consumed rate of each run, the median, median p50/p99
 # latency, and witmq's ratio to the peer (median / median). Needs a build of witmqd and
@@ -73,7 +77,10 @@ if [ "$witmq_batch" -gt 10000 ] || [ "$window" -lt "$witmq_batch" ] ||
     "--witmq-batch at most 10000" >&2
   exit 2
 fi
-case "$only" in "" | p2p | pubsub) ;; *) echo "run.sh: --only p2p or pubsub" >&2; exit 2 ;; esac
+case "$only" in
+  "" | p2p | pubsub | pubsub-acked) ;;
+  *) echo "run.sh: --only p2p, pubsub or pubsub-acked" >&2; exit 2 ;;
+esac
 for b in "$build/src/daemon/witmqd" "$build/src/cli/witmq-bench"; do
   if [ ! -x "$b" ]; then echo "run.sh: $b is missing: build witmq first (tools/build.sh)" >&2; exit 2; fi
 done
@@ -345,6 +352,26 @@ if [ -z "$only" ] || [ "$only" = pubsub ]; then
       say "pub-sub x$subs round $r/$rounds: NATS core"
       run_nats "pub-sub x$subs" "NATS core" "witmq none" "${promise_of[core]}" 0 --mode core --messages \
         "$messages" --size "$size" --subs "$subs" --timeout 30
+    done
+  done
+fi
+if [ -z "$only" ] || [ "$only" = pubsub-acked ]; then
+  for subs in 1 4; do
+    sc="pub-sub acked x$subs"
+    for r in $(seq "$rounds"); do
+      say "$sc round $r/$rounds: witmq group"
+      run_witmq "$sc" "witmq group" "${promise_of[group]}" "${witmq_p2p[@]}" \
+        --kind publish-subscribe --durability group --consumers "$subs"
+      say "$sc round $r/$rounds: RabbitMQ quorum queues"
+      run_rabbit "$sc" "RabbitMQ quorum" "witmq group" "${promise_of[rabbit]}" --messages \
+        "$rabbit_messages" --size "$size" --window "$window" --prefetch 1000 --subs "$subs" \
+        --timeout 30
+      say "$sc round $r/$rounds: witmq none"
+      run_witmq "$sc" "witmq none" "${promise_of[none]}" "${witmq_p2p[@]}" \
+        --kind publish-subscribe --durability none --consumers "$subs"
+      say "$sc round $r/$rounds: JetStream file"
+      run_nats "$sc" "JetStream file" "witmq none" "${promise_of[js]}" 1 --mode js --messages \
+        "$messages" --size "$size" --window "$window" --fetch 1000 --subs "$subs" --timeout 30
     done
   done
 fi
