@@ -38,3 +38,11 @@ for run in "128 2000000" "1024 500000"; do
 done
 echo "== end to end: point-to-point, durability sync, complete each, 128 B"
 "${bench[@]}" --messages 200000 --durability sync --complete
+echo "== scale: point-to-point, group, complete each, 4 producers x 4 consumers, 1 KiB"
+"${bench[@]}" --producers 4 --consumers 4 --size 1024 --messages 400000 --durability group --complete
+echo "== scale: same, 64 KiB"
+"${bench[@]}" --producers 4 --consumers 4 --size 65536 --messages 10000 --batch 10 \
+  --receive-batch 100 --durability group --complete
+echo "== scale: 1,000 channels, one consumer each, 4 producers, group, complete each, 128 B"
+"${bench[@]}" --channels 1000 --consumers 1000 --producers 4 --messages 400000 --batch 10 \
+  --pipeline 32 --durability group --complete

@@ -18,7 +18,8 @@ constexpr OptionSpec kBenchOptions[] = {
     {"batch", true},      {"pipeline", true},      {"consume-mode", true},
     {"credit", true},     {"receive-batch", true}, {"receive-pipeline", true},
     {"complete", false},  {"threads", true},       {"drain-timeout", true},
-    {"json", false},      {"help", false},
+    {"json", false},      {"help", false},         {"rate", true},
+    {"channels", true},
 };
 
 Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }
@@ -48,6 +49,13 @@ consumers make no progress for --drain-timeout.
                             receives every message; 0 measures producing only
   --messages N              messages to produce in total (default 100000)
   --duration S              produce for S seconds instead (fractions allowed)
+  --rate N                  open loop: send N messages per second in total, on a fixed
+                            schedule, and measure latency from each message's intended send
+                            time, so a producer that falls behind counts its lag (default:
+                            closed loop, send whenever the pipeline has room)
+  --channels N              use N channels (default 1): producers send batch after batch to
+                            the next one, consumer i reads channel i mod N (--consumers must
+                            be 0 or a multiple of N)
   --size BYTES              data bytes per message (default 128)
   --batch N                 messages per send (default 100)
   --pipeline N              sends in flight per producer (default 8)
@@ -65,8 +73,9 @@ consumers make no progress for --drain-timeout.
   --json                    print the report as JSON
   --help                    this text
 
-Latency is measured from the moment a producer hands a batch to the client library to the
-moment a consumer has the message: producers stamp a run id and a send time in the first 16
+Latency is measured from the moment a producer hands a batch to the client library (with
+--rate: from each message's intended send time) to the moment a consumer has the message, and
+to the moment its send is confirmed: producers stamp a run id and a send time in the first 16
 bytes of the data (in a "bench-stamp" metadata entry when --size is below 16).
 Exit codes: 0 every message arrived, 1 errors or missing messages, 2 usage error, 3 cannot
 connect.
@@ -156,6 +165,7 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
       {"receive-pipeline", &o.receive_pipeline, 1, 64},
       {"threads", &o.threads, 1, 64},
       {"drain-timeout", &o.drain_timeout_ms, 1, 3'600'000},
+      {"channels", &o.channels, 1, 10'000},
   };
   for (const auto& f : fields) {
     if (const auto* v = a->last(f.name)) {
@@ -168,6 +178,17 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
     auto n = parse_uint("messages", *m, 1, 1'000'000'000'000);
     if (!n) return bench_error(n.error());
     o.messages = *n;
+  }
+  if (const auto* r = a->last("rate")) {
+    auto n = parse_uint("rate", *r, 1, 100'000'000);
+    if (!n) return bench_error(n.error());
+    o.rate = *n;
+  }
+  if (o.consumers % o.channels != 0) {
+    return invalid_argument(fmt::format(
+        "witmq-bench: --consumers {} is not 0 or a multiple of --channels {}: every channel needs "
+        "the same number of consumers",
+        o.consumers, o.channels));
   }
   if (const auto* d = a->last("duration")) {
     if (a->has("messages")) {

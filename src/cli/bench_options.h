@@ -29,9 +29,14 @@ struct BenchOptions {
   uint32_t consumers = 1;                 // --consumers; 0 = produce only
   uint64_t messages = 100'000;            // --messages: total over all producers
   std::optional<double> duration_s;       // --duration: produce for this long instead of --messages
-  uint32_t size = 128;                    // --size: data bytes per message
-  uint32_t batch = 100;                   // --batch: messages per send
-  uint32_t pipeline = 8;                  // --pipeline: outstanding sends per producer
+  // --rate: open loop, messages per second over all producers, each message's latency counted
+  // from its intended send time (cli/bench_schedule.h); unset = closed loop (send when the
+  // window has room).
+  std::optional<uint64_t> rate;
+  uint32_t channels = 1;                     // --channels: channels, consumer i reads channel i % N
+  uint32_t size = 128;                       // --size: data bytes per message
+  uint32_t batch = 100;                      // --batch: messages per send
+  uint32_t pipeline = 8;                     // --pipeline: outstanding sends per producer
   ConsumeMode mode = ConsumeMode::kReceive;  // --consume-mode
   uint32_t credit = 2000;                    // --credit: stream credit per consumer
   uint32_t receive_batch = 1000;             // --receive-batch: the batch-size extension

@@ -7,6 +7,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "cli/bench_schedule.h"
 #include "client/async_client.h"
 #include "client/client.h"
 
@@ -45,7 +47,7 @@ void atomic_max(std::atomic<uint64_t>& a, uint64_t v) {
 // of the main thread go through `mu`.
 struct Run {
   const BenchOptions& options;
-  std::string channel;
+  std::vector<std::string> channels;  // --channels of them
   uint64_t run_id = 0;
   uint64_t start_ns = 0;
   uint64_t stop_ns = UINT64_MAX;  // --duration: producers issue no send after this
@@ -58,12 +60,13 @@ struct Run {
   std::atomic<uint64_t> last_produce_ns{0};
   std::atomic<uint64_t> last_consume_ns{0};
   std::atomic<uint32_t> producers_running{0};
+  std::atomic<uint64_t> max_lag_ns{0};  // --rate: the furthest a send fell behind its schedule
 
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::string> errors;  // guarded by mu
 
-  Run(const BenchOptions& o, std::string ch) : options(o), channel(std::move(ch)) {}
+  Run(const BenchOptions& o, std::vector<std::string> ch) : options(o), channels(std::move(ch)) {}
 
   void error(std::string text) {
     if (stopping.load()) return;
@@ -77,12 +80,18 @@ struct Run {
   }
 };
 
-// Sends batches with up to --pipeline of them in flight. Its state is touched only on its
-// connection's strand.
+// Sends batches with up to --pipeline of them in flight: as soon as there is room (closed loop),
+// or, with --rate, the messages its schedule says are due (open loop; it waits for the next one
+// on a timer). Its state is touched only on its connection's strand.
 class Producer : public std::enable_shared_from_this<Producer> {
  public:
   Producer(Run& run, AsyncClient::Pointer c, uint64_t quota, uint32_t index)
-      : run_(run), client_(std::move(c)), quota_(quota), index_(index) {
+      : run_(run),
+        client_(std::move(c)),
+        quota_(quota),
+        index_(index),
+        channel_(index % run.channels.size()),
+        timer_(client_->executor()) {
     const auto& o = run_.options;
     batch_.resize(o.batch);
     for (auto& m : batch_) {
@@ -91,9 +100,20 @@ class Producer : public std::enable_shared_from_this<Producer> {
     }
   }
 
+  // Called before the run's clock starts; `schedule` for --rate.
+  void set_schedule(ArrivalSchedule schedule) { schedule_ = schedule; }
+
   void start() {
     asio::post(client_->executor(), [self = shared_from_this()] { self->pump(); });
   }
+
+  // Cancels a wait for the schedule, so that the I/O threads can end.
+  void stop() {
+    asio::post(client_->executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+  }
+
+  // Send hand-off (or intended send time) to send-ok; read after the I/O threads stopped.
+  const LatencyHistogram& confirm_histogram() const { return confirm_; }
 
  private:
   bool issuing_over() const {
@@ -104,19 +124,48 @@ class Producer : public std::enable_shared_from_this<Producer> {
   void pump() {
     const auto& o = run_.options;
     while (outstanding_ < o.pipeline && !issuing_over()) {
-      const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(o.batch, quota_ - issued_));
       const uint64_t t = now_ns();
-      for (uint32_t i = 0; i < n; ++i) stamp(batch_[i], t);
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(o.batch, quota_ - issued_));
+      if (schedule_) {
+        n = static_cast<uint32_t>(due_now(*schedule_, issued_, quota_, t, o.batch));
+        if (n == 0) {
+          wait_for_schedule();
+          break;
+        }
+        atomic_max(run_.max_lag_ns, latency_from(schedule_->intended_ns(issued_), t));
+      }
+      // Each message's stamp: its intended send time with --rate, else the hand-off time.
+      const uint64_t first = issued_;
+      for (uint32_t i = 0; i < n; ++i) {
+        stamp(batch_[i], schedule_ ? schedule_->intended_ns(first + i) : t);
+      }
       issued_ += n;
       ++outstanding_;
-      client_->send(run_.channel, std::span<const Message>(batch_.data(), n),
-                    [self = shared_from_this(), n](Status s) { self->on_ack(n, std::move(s)); });
+      const std::string& channel = run_.channels[channel_];
+      channel_ = (channel_ + 1) % run_.channels.size();
+      client_->send(channel, std::span<const Message>(batch_.data(), n),
+                    [self = shared_from_this(), n, first, t](Status s) {
+                      self->on_ack(n, first, t, std::move(s));
+                    });
     }
     if (outstanding_ == 0 && issuing_over() && !finished_) {
       finished_ = true;
       run_.producers_running.fetch_sub(1);
       run_.wake();
     }
+  }
+
+  // Arms the timer for the next message's intended time (or the --duration end, if sooner).
+  void wait_for_schedule() {
+    if (waiting_) return;
+    waiting_ = true;
+    const uint64_t at = std::min(schedule_->intended_ns(issued_), run_.stop_ns);
+    timer_.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(at)));
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      self->waiting_ = false;
+      if (ec) return;  // stop()
+      self->pump();
+    });
   }
 
   void stamp(Message& m, uint64_t t) {
@@ -127,11 +176,19 @@ class Producer : public std::enable_shared_from_this<Producer> {
     }
   }
 
-  void on_ack(uint32_t n, Status s) {
+  void on_ack(uint32_t n, uint64_t first, uint64_t handed_ns, Status s) {
     --outstanding_;
     if (s.ok()) {
+      const uint64_t t = now_ns();
+      if (schedule_) {
+        for (uint32_t i = 0; i < n; ++i) {
+          confirm_.record(latency_from(schedule_->intended_ns(first + i), t));
+        }
+      } else {
+        confirm_.record(latency_from(handed_ns, t), n);
+      }
       run_.produced.fetch_add(n, std::memory_order_relaxed);
-      atomic_max(run_.last_produce_ns, now_ns());
+      atomic_max(run_.last_produce_ns, t);
     } else {
       failed_ = true;
       run_.error(fmt::format("producer {}: send: {}", index_, s.error().to_string()));
@@ -143,6 +200,11 @@ class Producer : public std::enable_shared_from_this<Producer> {
   AsyncClient::Pointer client_;
   uint64_t quota_;
   uint32_t index_;
+  size_t channel_;  // index in run_.channels of the next send
+  asio::steady_timer timer_;
+  std::optional<ArrivalSchedule> schedule_;
+  bool waiting_ = false;
+  LatencyHistogram confirm_;
   std::vector<Message> batch_;
   uint64_t issued_ = 0;
   uint32_t outstanding_ = 0;
@@ -156,7 +218,10 @@ class Producer : public std::enable_shared_from_this<Producer> {
 class Consumer : public std::enable_shared_from_this<Consumer> {
  public:
   Consumer(Run& run, AsyncClient::Pointer c, uint32_t index)
-      : run_(run), client_(std::move(c)), index_(index) {}
+      : run_(run),
+        client_(std::move(c)),
+        index_(index),
+        channel_(run.channels[index % run.channels.size()]) {}
 
   // Receive mode: keeps --receive-pipeline subscribe-receive calls outstanding.
   void start_receiving() {
@@ -195,7 +260,7 @@ class Consumer : public std::enable_shared_from_this<Consumer> {
  private:
   void receive() {
     client_->subscribe_receive(
-        run_.channel, [self = shared_from_this()](Result<std::vector<Message>> r) {
+        channel_, [self = shared_from_this()](Result<std::vector<Message>> r) {
           if (!r.ok()) {
             self->run_.error(
                 fmt::format("consumer {}: receive: {}", self->index_, r.error().to_string()));
@@ -212,7 +277,7 @@ class Consumer : public std::enable_shared_from_this<Consumer> {
     for (const auto& m : messages) {
       uint64_t sent = 0;
       if (read_stamp(m.data, run_.run_id, &sent) || metadata_stamp(m, &sent)) {
-        histogram_.record(t > sent ? t - sent : 0);
+        histogram_.record(latency_from(sent, t));
         ++own;
       } else {
         run_.foreign.fetch_add(1, std::memory_order_relaxed);
@@ -246,6 +311,7 @@ class Consumer : public std::enable_shared_from_this<Consumer> {
   Run& run_;
   AsyncClient::Pointer client_;
   uint32_t index_;
+  std::string channel_;
   LatencyHistogram histogram_;
   uint64_t received_ = 0;
   uint32_t to_grant_ = 0;
@@ -305,6 +371,11 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   const bool own_channel = o.channel.empty();
   std::string channel =
       own_channel ? fmt::format("witmq-bench-{}-{:04x}", ::getpid(), run_id & 0xffff) : o.channel;
+  // With --channels N above 1, the channels are CHANNEL-0 .. CHANNEL-(N-1).
+  std::vector<std::string> channels;
+  for (uint32_t i = 0; i < o.channels; ++i) {
+    channels.push_back(o.channels == 1 ? channel : fmt::format("{}-{}", channel, i));
+  }
 
   client::Options admin_options;
   admin_options.token = o.token;
@@ -314,9 +385,16 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   if (!admin.ok()) return std::move(admin).error();
   client::ChannelSettings settings{{"kind", o.kind}};
   if (o.durability) settings.emplace_back("durability", *o.durability);
-  if (auto st = (*admin)->declare_channel(channel, settings); !st.ok()) {
-    return Error(st.error().code,
-                 fmt::format("declare channel '{}': {}", channel, st.error().message));
+  auto delete_channels = [&](size_t count) {
+    if (!own_channel) return;
+    for (size_t i = 0; i < count; ++i) (void)(*admin)->delete_channel(channels[i]);
+  };
+  for (size_t i = 0; i < channels.size(); ++i) {
+    if (auto st = (*admin)->declare_channel(channels[i], settings); !st.ok()) {
+      delete_channels(i);
+      return Error(st.error().code,
+                   fmt::format("declare channel '{}': {}", channels[i], st.error().message));
+    }
   }
 
   asio::io_context io(static_cast<int>(o.threads));
@@ -324,7 +402,7 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < o.threads; ++i) threads.emplace_back([&io] { io.run(); });
 
-  Run run(o, channel);
+  Run run(o, channels);
   run.run_id = run_id;
   std::vector<AsyncClient::Pointer> clients;
   std::vector<std::shared_ptr<Consumer>> consumers;
@@ -332,11 +410,12 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
 
   auto shutdown = [&] {
     run.stopping = true;
+    for (auto& p : producers) p->stop();
     for (auto& c : clients) c->close();
     work.reset();
     for (auto& t : threads) t.join();
     threads.clear();
-    if (own_channel) (void)(*admin)->delete_channel(channel);
+    delete_channels(channels.size());
   };
   auto fail_setup = [&](std::string_view what, Error e) -> Error {
     shutdown();
@@ -349,7 +428,8 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
     auto c = connect_one(io, o);
     if (!c.ok()) return fail_setup(fmt::format("consumer {}: connect", i), c.error());
     clients.push_back(*c);
-    GuestConfiguration config{{channel}, Metadata{{"batch-size", std::to_string(o.receive_batch)}}};
+    GuestConfiguration config{{channels[i % channels.size()]},
+                              Metadata{{"batch-size", std::to_string(o.receive_batch)}}};
     if (!o.complete) config.extensions->emplace_back("settlement", "auto");
     Waiter<void> configured;
     (*c)->update_guest_configuration(config, configured.callback());
@@ -377,6 +457,12 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
 
   run.start_ns = now_ns();
   if (o.duration_s) run.stop_ns = run.start_ns + static_cast<uint64_t>(*o.duration_s * 1e9);
+  if (o.rate) {
+    for (uint32_t i = 0; i < producers.size(); ++i) {
+      producers[i]->set_schedule(ArrivalSchedule::for_producer(
+          run.start_ns, static_cast<double>(*o.rate), static_cast<uint32_t>(producers.size()), i));
+    }
+  }
   run.producers_running = static_cast<uint32_t>(producers.size());
   if (o.mode == ConsumeMode::kReceive) {
     for (auto& c : consumers) c->start_receiving();
@@ -386,7 +472,9 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   // Wait until producing ended and every expected message arrived, or nothing moved for
   // --drain-timeout. Each wait is bounded; the loop ends by one of those conditions.
   const uint64_t drain_ns = uint64_t{o.drain_timeout_ms} * 1'000'000;
-  const uint64_t per_message = o.kind == "publish-subscribe" ? o.consumers : (o.consumers ? 1 : 0);
+  // Every channel has consumers / channels consumers (parse_bench_options checks it).
+  const uint64_t per_message =
+      o.kind == "publish-subscribe" ? o.consumers / o.channels : (o.consumers ? 1 : 0);
   uint64_t expected = 0;
   bool stalled = false;
   {
@@ -427,7 +515,7 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   shutdown();
 
   report.options = o;
-  report.channel = channel;
+  report.channel = channels.front();
   report.expected = expected;
   const uint64_t produced = run.produced.load();
   report.produced = {produced, produced * o.size,
@@ -438,6 +526,8 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   report.completed = run.completed.load();
   report.foreign = run.foreign.load();
   for (const auto& c : consumers) report.latency.merge(c->histogram());
+  for (const auto& p : producers) report.confirm_latency.merge(p->confirm_histogram());
+  report.max_lag_ns = run.max_lag_ns.load();
   return report;
 }
 
@@ -461,7 +551,9 @@ std::string format_report(const BenchReport& r, bool json) {
                    {"consume-mode", o.mode == ConsumeMode::kStream ? "stream" : "receive"},
                    {"credit", o.credit},
                    {"receive-batch", o.receive_batch},
-                   {"complete", o.complete}};
+                   {"complete", o.complete},
+                   {"channels", o.channels},
+                   {"rate", o.rate ? nlohmann::json(*o.rate) : nlohmann::json(nullptr)}};
     auto side = [](const SideFigures& s) {
       return nlohmann::json{{"messages", s.messages},
                             {"bytes", s.bytes},
@@ -474,27 +566,35 @@ std::string format_report(const BenchReport& r, bool json) {
     j["expected"] = r.expected;
     j["completed"] = r.completed;
     j["foreign"] = r.foreign;
-    nlohmann::json lat = {{"count", r.latency.count()},
-                          {"min", us(r.latency.min())},
-                          {"mean", r.latency.mean() / 1000.0},
-                          {"max", us(r.latency.max())}};
-    lat["p50"] = us(r.latency.percentile(50));
-    lat["p90"] = us(r.latency.percentile(90));
-    lat["p99"] = us(r.latency.percentile(99));
-    lat["p99.9"] = us(r.latency.percentile(99.9));
-    j["latency_us"] = std::move(lat);
+    auto latency = [&](const LatencyHistogram& h) {
+      nlohmann::json lat = {{"count", h.count()},
+                            {"min", us(h.min())},
+                            {"mean", h.mean() / 1000.0},
+                            {"max", us(h.max())}};
+      lat["p50"] = us(h.percentile(50));
+      lat["p90"] = us(h.percentile(90));
+      lat["p99"] = us(h.percentile(99));
+      lat["p99.9"] = us(h.percentile(99.9));
+      return lat;
+    };
+    j["latency_us"] = latency(r.latency);
+    j["confirm_latency_us"] = latency(r.confirm_latency);
+    if (o.rate) j["max_lag_us"] = us(r.max_lag_ns);
     j["errors"] = r.errors;
     j["ok"] = r.ok();
     return j.dump(2) + "\n";
   }
   std::string out = fmt::format(
-      "witmq-bench: {} channel '{}', durability {}, {} producer(s) x {} consumer(s), {} B "
-      "messages, batch {}, pipeline {}, {} mode{}, {}\n\n",
-      o.kind, r.channel, durability, o.producers, o.consumers, o.size, o.batch, o.pipeline,
+      "witmq-bench: {} channel '{}'{}, durability {}, {} producer(s) x {} consumer(s), {} B "
+      "messages, batch {}, pipeline {}, {} mode{}, {}{}\n\n",
+      o.kind, r.channel,
+      o.channels > 1 ? fmt::format(" and {} more", o.channels - 1) : std::string(), durability,
+      o.producers, o.consumers, o.size, o.batch, o.pipeline,
       o.mode == ConsumeMode::kStream ? fmt::format("stream (credit {})", o.credit)
                                      : std::string("receive"),
       o.mode == ConsumeMode::kReceive ? fmt::format(" (batch {})", o.receive_batch) : "",
-      o.complete ? "complete each message" : "settlement=auto");
+      o.complete ? "complete each message" : "settlement=auto",
+      o.rate ? fmt::format(", open loop at {} msgs/s", *o.rate) : std::string());
   out += fmt::format("{:<10} {:>12} {:>9} {:>13} {:>9}\n", "", "messages", "seconds", "msgs/s",
                      "MB/s");
   auto row = [&](std::string_view name, const SideFigures& s) {
@@ -503,13 +603,23 @@ std::string format_report(const BenchReport& r, bool json) {
   };
   row("produced", r.produced);
   row("consumed", r.consumed);
-  out += "\nlatency (ms, producer hand-off to consumer receipt):\n";
-  out += fmt::format("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "p50", "p90", "p99", "p99.9", "max",
-                     "count");
-  std::string line;
-  for (double p : kPercentiles) line += fmt::format("{:>9.3f} ", r.latency.percentile(p) / 1e6);
-  line += fmt::format("{:>9.3f} {:>9}\n", r.latency.max() / 1e6, r.latency.count());
-  out += line;
+  out += o.rate ? "\nlatency (ms, from each message's intended send time):\n"
+                : "\nlatency (ms, from the producer's hand-off):\n";
+  out += fmt::format("{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "", "p50", "p90", "p99",
+                     "p99.9", "max", "count");
+  auto latency_row = [&](std::string_view name, const LatencyHistogram& h) {
+    std::string line = fmt::format("{:<10} ", name);
+    for (double p : kPercentiles) line += fmt::format("{:>9.3f} ", h.percentile(p) / 1e6);
+    line += fmt::format("{:>9.3f} {:>9}\n", h.max() / 1e6, h.count());
+    out += line;
+  };
+  latency_row("received", r.latency);
+  latency_row("confirmed", r.confirm_latency);
+  if (o.rate) {
+    out += fmt::format(
+        "\nschedule: {} msgs/s asked, produced {:.0f}; sends fell up to {:.3f} ms behind\n",
+        *o.rate, r.produced.msgs_per_s(), r.max_lag_ns / 1e6);
+  }
   if (o.complete) out += fmt::format("\ncompleted: {}\n", r.completed);
   if (r.foreign > 0) out += fmt::format("messages from other runs ignored: {}\n", r.foreign);
   if (r.consumed.messages < r.expected) {

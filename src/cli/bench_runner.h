@@ -24,14 +24,16 @@ struct SideFigures {
 
 struct BenchReport {
   BenchOptions options;
-  std::string channel;              // the channel used
-  SideFigures produced;             // confirmed by send-ok
-  SideFigures consumed;             // received by all consumers together
-  uint64_t expected = 0;            // messages the consumers should have received together
-  uint64_t completed = 0;           // complete-message calls answered ok
-  uint64_t foreign = 0;             // received messages not produced by this run
-  LatencyHistogram latency;         // nanoseconds, producer hand-off to consumer receipt
-  std::vector<std::string> errors;  // the first errors seen, for the report
+  std::string channel;               // the channel used (the first of them with --channels)
+  SideFigures produced;              // confirmed by send-ok
+  SideFigures consumed;              // received by all consumers together
+  uint64_t expected = 0;             // messages the consumers should have received together
+  uint64_t completed = 0;            // complete-message calls answered ok
+  uint64_t foreign = 0;              // received messages not produced by this run
+  LatencyHistogram latency;          // nanoseconds, producer hand-off to consumer receipt
+  LatencyHistogram confirm_latency;  // nanoseconds, producer hand-off to send-ok
+  uint64_t max_lag_ns = 0;           // --rate: the furthest a send fell behind its intended time
+  std::vector<std::string> errors;   // the first errors seen, for the report
 
   // Every expected message arrived and nothing failed.
   bool ok() const { return errors.empty() && consumed.messages >= expected; }

@@ -24,6 +24,32 @@ TEST(BenchOptions, Defaults) {
   EXPECT_EQ(o->mode, ConsumeMode::kReceive);
   EXPECT_FALSE(o->complete);
   EXPECT_TRUE(o->channel.empty());
+  EXPECT_FALSE(o->rate);
+  EXPECT_EQ(o->channels, 1u);
+}
+
+TEST(BenchOptions, RateAndChannels) {
+  auto o = parse({"--rate", "50000", "--channels", "1000", "--consumers", "1000"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->rate, std::optional<uint64_t>(50'000));
+  EXPECT_EQ(o->channels, 1000u);
+  EXPECT_TRUE(parse({"--channels", "4", "--consumers", "0"}).ok());
+  EXPECT_TRUE(parse({"--channels", "4", "--consumers", "8"}).ok());
+  auto msg = [](std::vector<std::string> a) {
+    auto r = parse(std::move(a));
+    return r.ok() ? std::string("(parsed)") : r.error().message;
+  };
+  EXPECT_EQ(msg({"--rate", "0"}),
+            "witmq-bench: --rate: '0' is not a whole number from 1 to 100000000");
+  EXPECT_EQ(msg({"--rate", "1.5"}),
+            "witmq-bench: --rate: '1.5' is not a whole number from 1 to 100000000");
+  EXPECT_EQ(msg({"--channels", "0"}),
+            "witmq-bench: --channels: '0' is not a whole number from 1 to 10000");
+  // One consumer by default: 4 channels would leave three unread.
+  EXPECT_EQ(msg({"--channels", "4"}),
+            "witmq-bench: --consumers 1 is not 0 or a multiple of --channels 4: every channel "
+            "needs the same number of consumers");
+  EXPECT_NE(msg({"--channels", "4", "--consumers", "6"}).find("--consumers 6"), std::string::npos);
 }
 
 TEST(BenchOptions, Everything) {
@@ -162,6 +188,38 @@ TEST(BenchReport, FormatsTableAndJson) {
   r.consumed.messages = 10;
   EXPECT_FALSE(r.ok());
   EXPECT_NE(format_report(r, false).find("MISSING: 990 of 1000"), std::string::npos);
+}
+
+TEST(BenchReport, OpenLoopAndConfirmLatency) {
+  BenchReport r;
+  r.channel = "c-0";
+  r.options.channels = 3;
+  r.options.consumers = 3;
+  r.produced = {1000, 128000, 1.0};
+  r.consumed = {1000, 128000, 1.0};
+  r.expected = 1000;
+  r.latency.record(2'000'000);
+  r.confirm_latency.record(500'000);
+  std::string closed = format_report(r, false);
+  EXPECT_NE(closed.find("channel 'c-0' and 2 more,"), std::string::npos) << closed;
+  EXPECT_NE(closed.find("from the producer's hand-off"), std::string::npos) << closed;
+  EXPECT_NE(closed.find("received       2.000"), std::string::npos) << closed;
+  EXPECT_NE(closed.find("confirmed      0.500"), std::string::npos) << closed;
+  EXPECT_EQ(closed.find("open loop"), std::string::npos);
+  r.options.rate = 1000;
+  r.max_lag_ns = 3'500'000;
+  std::string open = format_report(r, false);
+  EXPECT_NE(open.find(", open loop at 1000 msgs/s"), std::string::npos) << open;
+  EXPECT_NE(open.find("from each message's intended send time"), std::string::npos) << open;
+  EXPECT_NE(open.find("schedule: 1000 msgs/s asked, produced 1000; sends fell up to 3.500 ms "
+                      "behind"),
+            std::string::npos)
+      << open;
+  std::string json = format_report(r, true);
+  EXPECT_NE(json.find("\"rate\": 1000"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"channels\": 3"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"max_lag_us\": 3500.0"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"confirm_latency_us\""), std::string::npos) << json;
 }
 
 }  // namespace
