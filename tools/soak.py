@@ -292,7 +292,7 @@ def main():
     p.add_argument("--write-buffer-bytes", type=int, default=1 << 20,
                    help="storage-write-buffer-bytes: small, so that flushes come often")
     p.add_argument("--tolerance-rss", default="0.10,4096", help="relative,absolute (KiB)")
-    p.add_argument("--tolerance-fds", default="0,4", help="relative,absolute")
+    p.add_argument("--tolerance-fds", default="0.1,4", help="relative,absolute")
     p.add_argument("--tolerance-data", default="0.5,16384", help="relative,absolute (KiB)")
     p.add_argument("--tolerance-latency", default="1.0,5", help="relative,absolute (ms), p50")
     p.add_argument("--csv", help="write the samples to this file")
