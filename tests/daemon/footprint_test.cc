@@ -134,7 +134,9 @@ TEST(FootprintTest, ClientsThatLeaveLeaveTheTablesEmpty) {
       << busy.dump();
   for (auto& c : clients) c->close();
   const json after = stats_until(probe, [&](const json& s) {
-    return s["connections"] == 1 && s["broker"] == empty["broker"];
+    return s["connections"] == 1 && s["broker"]["clients"] == clients_before &&
+           s["broker"]["waiters"] == 0 &&
+           s["broker"]["ephemeral-subscriptions"] == empty["broker"]["ephemeral-subscriptions"];
   });
   EXPECT_EQ(after["connections"], 1) << after.dump();
   EXPECT_EQ(after["broker"]["clients"], clients_before) << after.dump();
