@@ -53,6 +53,9 @@ class Soak:
             "channels": {"soak-topic": {"kind": "publish-subscribe"}},
             "guests": [{"name": "echo", "module": args.guest, "instances": 1}],
         }
+        for kv in args.set:
+            key, _, value = kv.partition("=")
+            config[key] = json.loads(value)
         config_path = os.path.join(tmp, "witmqd.json")
         with open(config_path, "w") as f:
             json.dump(config, f)
@@ -296,6 +299,8 @@ def main():
     p.add_argument("--tolerance-data", default="0.5,16384", help="relative,absolute (KiB)")
     p.add_argument("--tolerance-latency", default="1.0,5", help="relative,absolute (ms), p50")
     p.add_argument("--csv", help="write the samples to this file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="a witmqd configuration key, e.g. --set tail-cache-bytes=1048576")
     args = p.parse_args()
 
     def tol(text):
