@@ -100,6 +100,17 @@ struct ChannelStats {
   std::vector<SubscriptionStats> subscriptions;
 };
 
+// The broker's in-memory tables at one moment (server-stats' "broker", the witmq_broker_*
+// metrics): what connected clients and their receives hold. With no client connected and no
+// guest running, clients, waiters and ephemeral subscriptions are 0.
+struct BrokerTables {
+  uint64_t clients = 0;                  // connected clients: protocol connections and guests
+  uint64_t waiters = 0;                  // receives waiting, once per channel each waits on
+  uint64_t durable_subscriptions = 0;    // stored; they outlive their clients
+  uint64_t ephemeral_subscriptions = 0;  // gone with their client
+  uint64_t timers = 0;  // scheduled timer callbacks, cancelled ones included until they are due
+};
+
 class Broker {
  public:
   using SendHandler = UniqueFunction<void(Status)>;
@@ -187,6 +198,9 @@ class Broker {
   // A consistent copy of the data directory, for backup.
   Status checkpoint(const std::string& dir);
   storage::StoreStats store_stats() const;
+  // Sizes of the client, waiter, subscription and timer tables. Takes each channel's lock in
+  // turn: for stats, not for a hot path.
+  BrokerTables tables() const;
 
   // Ends every pending receive with kUnavailable, refuses new calls, waits for in-flight writes
   // and closes the store. Idempotent.

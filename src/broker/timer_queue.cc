@@ -29,6 +29,11 @@ void TimerQueue::stop() {
   while (!heap_.empty()) heap_.pop();
 }
 
+size_t TimerQueue::size() {
+  std::lock_guard lock(mu_);
+  return heap_.size();
+}
+
 void TimerQueue::run() {
   std::unique_lock lock(mu_);
   while (!stopping_) {

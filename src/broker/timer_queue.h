@@ -42,6 +42,8 @@ class TimerQueue {
   Handle schedule(SteadyTime when, UniqueFunction<void()> fn);
   // Stops the thread; callbacks not yet run are dropped. Idempotent.
   void stop();
+  // Callbacks scheduled and not yet run, cancelled ones included (they leave when due).
+  size_t size();
 
  private:
   struct Entry {

@@ -236,6 +236,19 @@ std::vector<ConfigKey> make_keys() {
                             c.io_threads = v == 0 ? cores : static_cast<uint32_t>(v);
                           }));
   k.push_back(integer_key(
+      "memory-release-interval-ms", 10'000, 0, 3'600'000,
+      "How often witmqd checks the memory its allocator keeps freed for reuse (resident, but "
+      "holding nothing: left by closed connections and finished bursts) and, above "
+      "memory-release-threshold-bytes, gives it back to the kernel. 0 = never (the allocator's "
+      "own policy alone). Each check walks the allocator's arenas: milliseconds at most.",
+      [](int64_t v, Config& c) { c.memory_release_interval = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "memory-release-threshold-bytes", 8 * kMiB, 0, 64 * kGiB,
+      "Freed memory the allocator may keep resident for reuse before the check of "
+      "memory-release-interval-ms gives it back to the kernel. Lower gives memory back sooner "
+      "and costs more page faults when the next burst comes.",
+      [](int64_t v, Config& c) { c.memory_release_threshold = static_cast<uint64_t>(v); }));
+  k.push_back(integer_key(
       "max-connections", 10'000, 1, 1'000'000,
       "Client connections served at once. One more is answered with goaway "
       "(resource-exhausted) and closed.",

@@ -7,6 +7,7 @@
 // order.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,11 @@ struct Config {
   log::Level log_level = log::Level::kInfo;
   // Threads running network I/O and broker timers (io-threads; 0 resolved to the core count).
   uint32_t io_threads = 1;
+  // How often the allocator's free memory is checked (memory-release-interval-ms; 0 = never),
+  // and how much of it may stay before it is given back to the kernel
+  // (memory-release-threshold-bytes). daemon/memory_release.h.
+  std::chrono::milliseconds memory_release_interval{10'000};
+  uint64_t memory_release_threshold = 8 << 20;
   broker::BrokerOptions broker;
   net::ServerOptions server;
   // The HTTP side (http-listen and the http- keys); off when http-listen is "".

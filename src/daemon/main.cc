@@ -10,13 +10,14 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <iostream>
 #include <future>
+#include <iostream>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -27,10 +28,12 @@
 #include "auth/token.h"
 #include "broker/broker.h"
 #include "common/log.h"
+#include "common/memory.h"
 #include "daemon/access_warning.h"
 #include "daemon/command_line.h"
 #include "daemon/config.h"
 #include "daemon/guest_set.h"
+#include "daemon/memory_release.h"
 #include "daemon/reload.h"
 #include "daemon/sd_notify.h"
 #include "net/http_server.h"
@@ -99,8 +102,20 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   server_options.host = config.listen_host;
   server_options.port = config.listen_port;
   server_options.server_name = "witmqd/" WITMQ_VERSION;
-  server_options.extra_stats = [&guests] {
-    return nlohmann::json{{"guests", guests.stats_json()}};
+  // Freed memory goes back to the kernel once there is much of it (after bursts and
+  // disconnects).
+  daemon::MemoryReleaser releaser(asio::make_strand(io), config.memory_release_interval,
+                                  config.memory_release_threshold);
+  server_options.extra_stats = [&guests, &releaser] {
+    const MemoryFigures m = memory_figures();
+    return nlohmann::json{{"guests", guests.stats_json()},
+                          {"memory",
+                           {{"allocator", m.allocator},
+                            {"resident-bytes", m.resident_bytes},
+                            {"heap-in-use-bytes", m.heap_in_use_bytes},
+                            {"heap-free-bytes", m.heap_free_bytes},
+                            {"heap-mapped-bytes", m.heap_mapped_bytes},
+                            {"releases", releaser.releases()}}}};
   };
   server_options.authenticator = &authenticator;
   net::Server server(io, **broker, server_options);
@@ -116,6 +131,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   if (config.http.enabled || config.http.tls_context) {
     net::HttpSources sources = http_sources(guests);
     sources.authenticator = &authenticator;
+    sources.memory_releases = [&releaser] { return releaser.releases(); };
     http.emplace(io, **broker, server, config.http, std::move(sources));
     if (auto st = http->listen(); !st) {
       log::error("cannot listen: {}", st.error().to_string());
@@ -205,6 +221,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   const std::string ready_status = fmt::format("listening on {}", address);
   notifier.ready(ready_status);
   daemon::SystemdWatchdog watchdog(io.get_executor(), notifier);
+  releaser.start();
   for (;;) {
     std::unique_lock lock(control_mu);
     control_cv.wait(lock, [&] { return stopped || reloads_asked > 0; });
@@ -228,6 +245,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   signals.cancel();
   hangups.cancel();
   watchdog.stop();
+  releaser.stop();
 
   stop_guests();
   (*broker)->shutdown();

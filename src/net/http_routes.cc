@@ -11,6 +11,7 @@
 #include "common/base64.h"
 #include "common/json_depth.h"
 #include "common/log.h"
+#include "common/memory.h"
 #include "net/cloudevents.h"
 #include "net/http_server.h"
 #include "net/server.h"
@@ -515,6 +516,10 @@ HttpResponse Router::metrics() {
                          h.bad_requests_total.load(), h.bytes_in.load(), h.bytes_out.load()});
   s.messages_in = t.messages_in.load();
   s.messages_out = t.messages_out.load();
+  s.connections = protocol_.footprint();
+  s.broker_tables = broker_.tables();
+  s.memory = memory_figures();
+  if (sources_.memory_releases) s.memory_releases = sources_.memory_releases();
   if (sources_.guest_figures) s.guests = sources_.guest_figures();
   if (sources_.guests_refused) s.guests_refused = sources_.guests_refused();
   if (sources_.authenticator) {

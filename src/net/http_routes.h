@@ -66,6 +66,8 @@ struct HttpSources {
   // Channels with series of their own in /metrics (HttpServerOptions::metrics_max_channels, set
   // by the server).
   size_t metrics_max_channels = 1'000;
+  // witmq_memory_releases_total: times freed memory was given back to the kernel.
+  std::function<uint64_t()> memory_releases;
 };
 
 // A publish the router has checked, for the server to send and await (it completes once the

@@ -235,6 +235,50 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.family("witmq_messages_delivered_total", "counter",
            "Messages the protocol server sent in receive replies and stream deliveries.");
   w.sample(d(s.messages_out));
+  w.family("witmq_connections_by_state", "gauge",
+           "Protocol connections open now by state: handshaking (TLS), connecting (no connect "
+           "yet), connected, closing (goaway written or the server stopping).");
+  for (size_t i = 0; i < kConnectionStates; ++i) {
+    w.sample("state", connection_state_name(static_cast<ConnectionState>(i)),
+             d(s.connections.by_state[i]));
+  }
+  w.family("witmq_connection_buffered_bytes", "gauge",
+           "Bytes the protocol connections' input and output buffers hold, all together (an idle "
+           "connection holds none).");
+  w.sample(d(s.connections.buffered_bytes));
+  w.family("witmq_connection_buffered_bytes_max", "gauge",
+           "Bytes the input and output buffers of the protocol connection holding the most hold.");
+  w.sample(d(s.connections.buffered_bytes_max));
+  w.family("witmq_broker_clients", "gauge",
+           "Clients the broker knows: protocol connections that connected, and guest instances.");
+  w.sample(d(s.broker_tables.clients));
+  w.family("witmq_broker_waiters", "gauge",
+           "Receives waiting in the broker, counted once per channel each waits on.");
+  w.sample(d(s.broker_tables.waiters));
+  w.family("witmq_broker_subscriptions", "gauge",
+           "Subscriptions by kind: durable (stored) and ephemeral (gone with their client).");
+  w.sample("kind", "durable", d(s.broker_tables.durable_subscriptions));
+  w.sample("kind", "ephemeral", d(s.broker_tables.ephemeral_subscriptions));
+  w.family("witmq_broker_timers", "gauge",
+           "Timer callbacks scheduled in the broker (leases, waits, backoffs, housekeeping); "
+           "cancelled ones count until they are due.");
+  w.sample(d(s.broker_tables.timers));
+  w.family("witmq_memory_resident_bytes", "gauge", "Resident memory of witmqd (VmRSS).");
+  w.sample(d(s.memory.resident_bytes));
+  w.family("witmq_memory_heap_in_use_bytes", "gauge",
+           "Bytes allocated and not freed, as the allocator counts them.");
+  w.sample("allocator", s.memory.allocator, d(s.memory.heap_in_use_bytes));
+  w.family("witmq_memory_heap_free_bytes", "gauge",
+           "Bytes freed and kept resident by the allocator for reuse (retained), until "
+           "memory-release-threshold-bytes makes witmqd give them back.");
+  w.sample("allocator", s.memory.allocator, d(s.memory.heap_free_bytes));
+  w.family("witmq_memory_heap_mapped_bytes", "gauge",
+           "Bytes the allocator obtained from the kernel for the heap.");
+  w.sample("allocator", s.memory.allocator, d(s.memory.heap_mapped_bytes));
+  w.family("witmq_memory_releases_total", "counter",
+           "Times witmqd gave the allocator's free memory back to the kernel "
+           "(memory-release-interval-ms, memory-release-threshold-bytes).");
+  w.sample(d(s.memory_releases));
 
   const storage::StoreStats& st = s.store;
   w.family("witmq_store_commit_requests_total", "counter",

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "broker/broker.h"
+#include "common/memory.h"
+#include "net/server.h"
 #include "storage/store.h"
 
 namespace witmq::net {
@@ -50,6 +52,11 @@ struct MetricsSnapshot {
   std::vector<ListenerFigures> listeners;
   uint64_t messages_in = 0;   // messages received in protocol sends
   uint64_t messages_out = 0;  // messages the protocol server delivered
+  // The protocol connections by state and their buffers.
+  ConnectionFootprint connections;
+  broker::BrokerTables broker_tables;
+  MemoryFigures memory;
+  uint64_t memory_releases = 0;
   std::vector<GuestFigures> guests;
   uint64_t guests_refused = 0;
   // Authentication (docs/SECURITY.md): protocol connections open per identity, and the

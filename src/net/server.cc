@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -48,7 +49,11 @@ uint32_t connection_budget(uint32_t max_connections) {
   if (rl.rlim_cur < rl.rlim_max) {
     rlimit raised = rl;
     raised.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      log::info("raised the file descriptor limit (RLIMIT_NOFILE) from {} to its hard limit {}",
+                static_cast<uint64_t>(rl.rlim_cur), static_cast<uint64_t>(raised.rlim_cur));
+      rl = raised;
+    }
   }
   if (rl.rlim_cur == RLIM_INFINITY) return max_connections;
   const uint64_t available = rl.rlim_cur > kReservedDescriptors + kMaxRefusing + 1
@@ -118,6 +123,20 @@ asio::awaitable<void> send_goaway_and_close(tcp::socket s, Error error,
 
 }  // namespace
 
+std::string_view connection_state_name(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::kHandshaking:
+      return "handshaking";
+    case ConnectionState::kConnecting:
+      return "connecting";
+    case ConnectionState::kConnected:
+      return "connected";
+    case ConnectionState::kClosing:
+      return "closing";
+  }
+  return "unknown";
+}
+
 Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions options)
     : io_(io),
       broker_(broker),
@@ -145,6 +164,20 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
         {"bytes-in", counters_.bytes_in.load()},
         {"bytes-out", counters_.bytes_out.load()},
     };
+    const ConnectionFootprint f = footprint();
+    nlohmann::json by_state = nlohmann::json::object();
+    for (size_t i = 0; i < kConnectionStates; ++i) {
+      by_state[std::string(connection_state_name(static_cast<ConnectionState>(i)))] = f.by_state[i];
+    }
+    j["connections-by-state"] = std::move(by_state);
+    j["buffered-bytes"] = f.buffered_bytes;
+    j["buffered-bytes-max"] = f.buffered_bytes_max;
+    const broker::BrokerTables t = broker_.tables();
+    j["broker"] = {{"clients", t.clients},
+                   {"waiters", t.waiters},
+                   {"durable-subscriptions", t.durable_subscriptions},
+                   {"ephemeral-subscriptions", t.ephemeral_subscriptions},
+                   {"timers", t.timers}};
     if (options_.extra_stats) j.update(options_.extra_stats());
     return j;
   };
@@ -321,6 +354,26 @@ void Server::stop(std::function<void()> done) {
     });
   });
   for (auto& s : open) s->shutdown();
+}
+
+ConnectionFootprint Server::footprint() const {
+  ConnectionFootprint f;
+  for (size_t i = 0; i < kConnectionStates; ++i) {
+    f.by_state[i] = counters_.by_state[i].load(std::memory_order_relaxed);
+  }
+  f.buffered_bytes = counters_.buffered_bytes.load(std::memory_order_relaxed);
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard lock(mu_);
+    open.reserve(sessions_.size());
+    for (auto& [id, weak] : sessions_) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+  }
+  for (const auto& s : open) {
+    f.buffered_bytes_max = std::max<uint64_t>(f.buffered_bytes_max, s->buffered_bytes());
+  }
+  return f;
 }
 
 void Server::force_close_all() { for_each_session(&Session::abort); }

@@ -7,6 +7,7 @@
 // state is the session registry and the counters below.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -20,6 +21,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "auth/authenticator.h"
@@ -89,9 +91,26 @@ struct ServerOptions {
   auth::Authenticator* authenticator = nullptr;
 };
 
-// Counters for server-stats and logs; monotonic except `connections`.
+// Where a protocol connection is in its life (server-stats' "connections-by-state", the
+// witmq_connections_by_state metric).
+enum class ConnectionState : uint8_t {
+  kHandshaking,  // TLS: the handshake is under way
+  kConnecting,   // accepted (and past TLS), no connect yet
+  kConnected,    // connect succeeded: serving requests
+  kClosing,      // goaway written or the server draining it; closes when done
+};
+inline constexpr size_t kConnectionStates = 4;
+// "handshaking", "connecting", "connected", "closing".
+std::string_view connection_state_name(ConnectionState state);
+
+// Counters for server-stats and logs; monotonic except `connections`, `by_state` and
+// `buffered_bytes`.
 struct ServerCounters {
   std::atomic<uint64_t> connections{0};  // open now
+  // Open connections by ConnectionState.
+  std::array<std::atomic<uint64_t>, kConnectionStates> by_state{};
+  // Bytes the open connections' input and output buffers hold (their capacity), all together.
+  std::atomic<uint64_t> buffered_bytes{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_refused{0};  // over max-connections
   // Of those, closed at once without goaway: more refusals were under way than the server
@@ -109,6 +128,13 @@ struct ServerCounters {
 };
 
 class Session;
+
+// The protocol connections' footprint at one moment (Server::footprint()).
+struct ConnectionFootprint {
+  std::array<uint64_t, kConnectionStates> by_state{};  // by ConnectionState
+  uint64_t buffered_bytes = 0;                         // every connection's buffers together
+  uint64_t buffered_bytes_max = 0;                     // the connection holding the most
+};
 
 // What sessions share: the broker, the options, the counters and the pool that runs admin
 // requests (which may wait on disk) off the I/O threads.
@@ -149,6 +175,9 @@ class Server {
   void stop(std::function<void()> done);
 
   const ServerCounters& counters() const { return counters_; }
+  // Connections by state and the bytes their buffers hold (the sum, and the most one holds).
+  // Visits every connection: for stats and metrics, not for a hot path.
+  ConnectionFootprint footprint() const;
   // What admin requests run with (the channel defaults, the browse limit, server-stats' figures),
   // for the HTTP admin API to share.
   const AdminOptions& admin_options() const { return admin_options_; }
@@ -184,7 +213,7 @@ class Server {
   std::chrono::steady_clock::time_point last_refusal_log_{};
   uint64_t refusals_since_log_ = 0;
 
-  std::mutex mu_;  // guards the members below
+  mutable std::mutex mu_;  // guards the members below
   std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions_;
   uint64_t next_session_ = 1;
   bool stopping_ = false;

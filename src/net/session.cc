@@ -30,12 +30,13 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// The input buffer of a connection that has not connected yet starts at kConnectInputBytes (a
-// connect is small); once connected it is at least kInputBytes, and is given back down to that
-// once a frame larger than kKeepBufferBytes has been handled. It grows by doubling as bytes
-// arrive, never to a size a length field announces. Output buffers above kKeepBufferBytes are
-// released too.
-constexpr size_t kConnectInputBytes = 4 << 10;
+// The input buffer is allocated when bytes arrive, at kInitialInputBytes; each read that fills it
+// (the client has more queued) doubles the next allocation up to kInputBytes, so a busy
+// connection reads in large chunks. Beyond that it grows only by doubling as bytes of one frame
+// arrive, never to a size a length field announces. It is given back when the connection goes
+// idle, and down to its floor once a frame larger than kKeepBufferBytes has been handled; output
+// buffers are given back when everything is written, and above kKeepBufferBytes after each write.
+constexpr size_t kInitialInputBytes = 4 << 10;
 constexpr size_t kInputBytes = 64 << 10;
 constexpr size_t kKeepBufferBytes = 1 << 20;
 // Free space below which the input buffer is compacted before the next read.
@@ -68,7 +69,7 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
       ctx_(context),
       opts_(context.options),
       broker_(context.broker),
-      in_(kConnectInputBytes),
+      read_size_(kInitialInputBytes),
       connect_limits_(context.options.limits),
       reader_wake_(socket_.get_executor()),
       writer_wake_(socket_.get_executor()),
@@ -76,6 +77,8 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
       handshake_timer_(socket_.get_executor()) {
   if (tls) tls_.emplace(std::move(socket_), *tls);
   handshake_done_ = !tls_;
+  state_ = handshake_done_ ? ConnectionState::kConnecting : ConnectionState::kHandshaking;
+  ctx_.counters.by_state[static_cast<size_t>(state_)].fetch_add(1, std::memory_order_relaxed);
   connect_limits_.max_frame_bytes =
       std::min(connect_limits_.max_frame_bytes, kMaxConnectFrameBytes);
   // data, format, option tag, count, and every metadata entry the limits allow (with the
@@ -86,7 +89,42 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
                             l.max_metadata_bytes + kMaxReservedBytes;
 }
 
-Session::~Session() = default;
+Session::~Session() {
+  ctx_.counters.buffered_bytes.fetch_sub(buffered_bytes_.load(std::memory_order_relaxed),
+                                         std::memory_order_relaxed);
+}
+
+void Session::set_state(ConnectionState state) {
+  if (state == state_ || closed_) return;
+  ctx_.counters.by_state[static_cast<size_t>(state_)].fetch_sub(1, std::memory_order_relaxed);
+  ctx_.counters.by_state[static_cast<size_t>(state)].fetch_add(1, std::memory_order_relaxed);
+  state_ = state;
+}
+
+void Session::account_buffers() {
+  const size_t now = in_.capacity() + out_pending_.capacity() + out_writing_.capacity();
+  const size_t before = buffered_bytes_.exchange(now, std::memory_order_relaxed);
+  if (now >= before) {
+    ctx_.counters.buffered_bytes.fetch_add(now - before, std::memory_order_relaxed);
+  } else {
+    ctx_.counters.buffered_bytes.fetch_sub(before - now, std::memory_order_relaxed);
+  }
+}
+
+void Session::release_input() {
+  in_begin_ = in_end_ = 0;
+  read_size_ = kInitialInputBytes;
+  if (in_.capacity() == 0) return;
+  std::vector<uint8_t>().swap(in_);
+  account_buffers();
+}
+
+void Session::release_output() {
+  if (out_pending_.capacity() == 0 && out_writing_.capacity() == 0) return;
+  Buffer().swap(out_pending_);
+  Buffer().swap(out_writing_);
+  account_buffers();
+}
 
 template <typename F>
 void Session::post(F&& f) {
@@ -134,6 +172,7 @@ asio::awaitable<void> Session::handshake() {
     co_return;
   }
   handshake_done_ = true;
+  set_state(ConnectionState::kConnecting);
   peer_certificate_cn_ = verified_peer_cn(tls_->native_handle());
   if (peer_certificate_cn_) {
     log::debug("connection {}: client certificate CN={}", id_, *peer_certificate_cn_);
@@ -271,11 +310,12 @@ void Session::watch_for_peer_close() {
 }
 
 void Session::ensure_input_space() {
-  const size_t floor = connected_ ? kInputBytes : kConnectInputBytes;
+  const size_t floor = read_size_;
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
     if (in_.size() > kKeepBufferBytes && need_ < kKeepBufferBytes) {
       std::vector<uint8_t>(floor).swap(in_);
+      account_buffers();
     }
   }
   if (in_.size() - in_end_ >= kMinReadBytes && in_.size() >= floor) return;
@@ -291,7 +331,10 @@ void Session::ensure_input_space() {
   if (size - in_end_ < kMinReadBytes) {
     size = std::max(in_end_ + kMinReadBytes, std::min(2 * size, in_end_ + need_));
   }
-  if (size != in_.size()) in_.resize(size);
+  if (size != in_.size()) {
+    in_.resize(size);
+    account_buffers();
+  }
 }
 
 asio::awaitable<void> Session::read_loop() {
@@ -311,12 +354,18 @@ asio::awaitable<void> Session::read_loop() {
         continue;
       }
     }
-    if (closing_) {
-      // After goaway or during a drain, input is read only to be discarded.
-      in_begin_ = in_end_ = need_ = 0;
+    // With everything decoded and the client's queue drained by the last read, the connection
+    // is idle: it waits holding no input buffer (after goaway or during a drain, input is read
+    // only to be discarded, into the same few bytes).
+    const bool idle = closing_ || (in_begin_ == in_end_ && drained_);
+    if (idle) {
+      need_ = 0;
+      release_input();
+    } else {
+      ensure_input_space();
     }
-    ensure_input_space();
-    const auto into = asio::buffer(in_.data() + in_end_, in_.size() - in_end_);
+    const auto into =
+        idle ? asio::buffer(idle_read_) : asio::buffer(in_.data() + in_end_, in_.size() - in_end_);
     size_t n = 0;
     if (tls_) {
       n = co_await tls_->async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
@@ -324,9 +373,17 @@ asio::awaitable<void> Session::read_loop() {
       n = co_await socket_.async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) break;
-    in_end_ += n;
     last_read_ = Clock::now();
     ctx_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    drained_ = n < into.size();
+    if (closing_) continue;
+    if (idle) {
+      ensure_input_space();
+      std::memcpy(in_.data() + in_end_, idle_read_.data(), n);
+    } else if (!drained_ && read_size_ < kInputBytes) {
+      read_size_ *= 2;
+    }
+    in_end_ += n;
   }
   // A TLS client that closes without close_notify ends with stream_truncated: a plain close.
   if (!closed_ && ec && ec != asio::error::eof && ec != asio::ssl::error::stream_truncated) {
@@ -421,6 +478,7 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
   }
   client_ = std::move(*client);
   connected_ = true;
+  set_state(ConnectionState::kConnected);
   ConnectOk ok;
   ok.version = kProtocolVersion;
   ok.server = opts_.server_name;
@@ -928,6 +986,7 @@ void Session::answered(size_t bytes) {
 }
 
 void Session::queued() {
+  account_buffers();
   if (!over_cap_ && queued_bytes() > opts_.max_output_bytes) {
     over_cap_ = true;
     over_cap_since_ = Clock::now();
@@ -944,6 +1003,7 @@ void Session::goaway(uint32_t id, const Error& error) {
   if (!can_write()) return;
   encode_error(out_pending_, id, FrameType::kGoaway, error);
   log::debug("connection {}: goaway: {}", id_, error.to_string());
+  set_state(ConnectionState::kClosing);
   closing_ = true;
   close_after_flush_ = true;
   // A client that does not read its goaway is closed after the output stall timeout.
@@ -957,6 +1017,8 @@ asio::awaitable<void> Session::write_loop() {
   boost::system::error_code ec;
   while (!closed_) {
     if (out_pending_.empty()) {
+      // Everything is written: the output buffers go until the next reply.
+      release_output();
       if (close_after_flush_) {
         // goaway is out: half-close and give the client a moment to read it and close. On TLS
         // too this is the TCP half-close: a close_notify would need a read of the peer's, and
@@ -986,7 +1048,10 @@ asio::awaitable<void> Session::write_loop() {
     }
     ctx_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
     out_writing_.clear();
-    if (out_writing_.capacity() > kKeepBufferBytes) Buffer().swap(out_writing_);
+    if (out_writing_.capacity() > kKeepBufferBytes) {
+      Buffer().swap(out_writing_);
+      account_buffers();
+    }
     if (over_cap_ && queued_bytes() <= opts_.max_output_bytes) {
       over_cap_ = false;
       watchdog_timer_.cancel();
@@ -1070,6 +1135,7 @@ asio::awaitable<void> Session::watchdog() {
 void Session::begin_drain() {
   if (closed_ || draining_) return;
   draining_ = true;
+  set_state(ConnectionState::kClosing);
   // Mid-handshake nothing is in flight and goaway cannot be sent yet.
   if (!handshake_done_) return close_without_goaway("the server stops during the TLS handshake");
   if (!connected_) return goaway(0, shutting_down());
@@ -1091,6 +1157,7 @@ void Session::maybe_finish_drain() {
 
 void Session::close() {
   if (closed_) return;
+  ctx_.counters.by_state[static_cast<size_t>(state_)].fetch_sub(1, std::memory_order_relaxed);
   closed_ = true;
   closing_ = true;
   boost::system::error_code ec;

@@ -2,7 +2,7 @@
 //
 // Three coroutines run on the connection's strand, and every broker callback is posted back to
 // it, so the state below is only ever touched by one thread at a time:
-//   - the reader reads into a reusable buffer, decodes whole frames with the codec and starts
+//   - the reader reads into an input buffer, decodes whole frames with the codec and starts
 //     each request in frame order. Requests that wait (send until durable, receives, admin calls)
 //     complete later; at most max-in-flight may be unanswered, holding at most
 //     max-in-flight-bytes of decoded requests; beyond either the reader stops reading (TCP
@@ -11,6 +11,12 @@
 //   - the writer owns the socket's write side: replies and deliver frames are encoded into a
 //     pending buffer, which the writer swaps with the one it writes, so replies leave in completion
 //     order (out of order relative to requests) without one write per frame.
+// An idle connection holds no buffer: once the reader has decoded everything and the client has
+// nothing more queued, the input buffer is given back and the next read goes into a few bytes
+// inside the session (the buffer is allocated again when bytes arrive); once the writer has
+// written everything, both output buffers are given back. So a burst's memory leaves with it, and
+// an idle connection costs the session, its coroutines and the broker's client (docs/
+// PERFORMANCE.md has the figures).
 //   - the watchdog closes a connection that has not completed connect within connect-timeout-ms,
 //     that is idle past idle-timeout-ms, or whose queued output stays above the output cap (a
 //     client that stopped reading) past output-stall-timeout-ms.
@@ -29,6 +35,8 @@
 // never acquires more than the client granted; a client without credit holds no broker waiter.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -78,6 +86,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // (permission-denied), ends its waiting receives and its stream and closes; nothing is
   // delivered to it from then on. Safe from any thread.
   void revalidate();
+
+  // Bytes the connection's input and output buffers hold now (their capacity). Safe from any
+  // thread; for the figures of Server::footprint().
+  size_t buffered_bytes() const { return buffered_bytes_.load(std::memory_order_relaxed); }
+
+  // Bytes a read goes into while the connection holds no input buffer: enough for a small request
+  // whole (a ping, a settle, a small send), so an idle connection waits on these alone.
+  static constexpr size_t kIdleReadBytes = 256;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -188,6 +204,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void watch_for_peer_close();
   bool peer_closed();
   void ensure_input_space();
+  // The input buffer and both output buffers given back (the connection went idle).
+  void release_input();
+  void release_output();
+  // Publishes the bytes the connection's buffers hold now (ServerCounters::buffered_bytes and
+  // buffered_bytes()).
+  void account_buffers();
+  void set_state(ConnectionState state);
   template <typename F>
   void post(F&& f);
 
@@ -207,10 +230,17 @@ class Session : public std::enable_shared_from_this<Session> {
   const ServerOptions& opts_;
   broker::Broker& broker_;
 
-  // Input: bytes [in_begin_, in_end_) of in_ are read but not yet decoded.
+  // Input: bytes [in_begin_, in_end_) of in_ are read but not yet decoded. Empty while the
+  // connection is idle; reads then go into idle_read_.
   std::vector<uint8_t> in_;
   size_t in_begin_ = 0, in_end_ = 0;
   size_t need_ = 0;  // bytes the codec asked for beyond what is buffered
+  // What in_ is allocated with when bytes arrive: kInitialInputBytes, doubled (up to
+  // kInputBytes) each time a read fills the buffer, back to kInitialInputBytes when idle.
+  size_t read_size_ = 0;
+  // The last read took less than it was offered: the client had nothing more queued.
+  bool drained_ = true;
+  std::array<uint8_t, kIdleReadBytes> idle_read_;
   // The limits the first frame is decoded with: max-frame-bytes at most kMaxConnectFrameBytes.
   Limits connect_limits_;
   Clock::time_point accepted_at_;
@@ -248,6 +278,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool close_after_flush_ = false;  // goaway queued: close once it is written
   Clock::time_point close_deadline_;
   bool closed_ = false;
+
+  ConnectionState state_;
+  // What account_buffers() last published.
+  std::atomic<size_t> buffered_bytes_{0};
 };
 
 }  // namespace witmq::net

@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "storage/codec.h"
+#include "storage/small_files.h"
 
 namespace witmq::storage {
 
@@ -236,6 +237,8 @@ struct Store::Impl {
   std::deque<Request> queue;
   bool accepting = true;
   std::thread commit_thread;
+  // Merges the small files that flushes of key-ordered column families leave (small_files.h).
+  std::shared_ptr<SmallFileMerger> merger;
   // Set once in open(); kept apart from commit_thread, whose id join() resets.
   std::thread::id commit_thread_id;
 
@@ -257,6 +260,7 @@ struct Store::Impl {
   rocksdb::ColumnFamilyHandle* cf(ColumnFamily c) const { return handles[static_cast<size_t>(c)]; }
 
   ~Impl() {
+    if (merger) merger->stop();
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
     if (default_cf) db->DestroyColumnFamilyHandle(default_cf);
     db->Close();
@@ -438,6 +442,7 @@ void Store::Impl::close() {
   }
   queue_cv.notify_one();
   commit_thread.join();
+  merger->stop();
   // Flushing here means the next open replays no WAL. A failure is harmless for durability (the
   // WAL still holds everything) and close() has nobody to report it to, so it is not reported.
   rocksdb::FlushOptions fo;
@@ -467,7 +472,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(make_db_options(options), options.path, descriptors, &handles, &raw);
+  auto merger = std::make_shared<SmallFileMerger>();
+  rocksdb::DBOptions db_options = make_db_options(options);
+  db_options.listeners.push_back(merger);
+  auto s = rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &raw);
   if (!s.ok()) return from_rocksdb(s, fmt::format("storage: opening '{}'", options.path));
 
   auto impl = std::make_unique<Impl>();
@@ -475,6 +483,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   impl->db.reset(raw);
   impl->default_cf = handles[0];
   impl->handles.assign(handles.begin() + 1, handles.end());
+  merger->start(raw, impl->handles);
+  impl->merger = std::move(merger);
   impl->commit_thread = std::thread([p = impl.get()] { p->commit_loop(); });
   impl->commit_thread_id = impl->commit_thread.get_id();
   return std::unique_ptr<Store>(new Store(std::move(impl)));

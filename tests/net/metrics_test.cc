@@ -80,6 +80,39 @@ TEST(MetricsTest, FamiliesHaveHelpAndTypeAndSortedSamples) {
   }
 }
 
+// Issue 16: connections by state, their buffers, the broker's tables and the allocator's
+// figures.
+TEST(MetricsTest, FootprintFiguresAreExposed) {
+  MetricsSnapshot s = sample();
+  s.connections.by_state = {1, 2, 30, 4};
+  s.connections.buffered_bytes = 4096;
+  s.connections.buffered_bytes_max = 1024;
+  s.broker_tables = {31, 5, 2, 7, 9};
+  s.memory.allocator = "glibc";
+  s.memory.resident_bytes = 1000;
+  s.memory.heap_in_use_bytes = 600;
+  s.memory.heap_free_bytes = 300;
+  s.memory.heap_mapped_bytes = 900;
+  s.memory_releases = 3;
+  const std::string text = render_metrics(s);
+  for (const char* sample :
+       {"witmq_connections_by_state{state=\"handshaking\"} 1\n",
+        "witmq_connections_by_state{state=\"connecting\"} 2\n",
+        "witmq_connections_by_state{state=\"connected\"} 30\n",
+        "witmq_connections_by_state{state=\"closing\"} 4\n",
+        "witmq_connection_buffered_bytes 4096\n", "witmq_connection_buffered_bytes_max 1024\n",
+        "witmq_broker_clients 31\n", "witmq_broker_waiters 5\n",
+        "witmq_broker_subscriptions{kind=\"durable\"} 2\n",
+        "witmq_broker_subscriptions{kind=\"ephemeral\"} 7\n", "witmq_broker_timers 9\n",
+        "witmq_memory_resident_bytes 1000\n",
+        "witmq_memory_heap_in_use_bytes{allocator=\"glibc\"} 600\n",
+        "witmq_memory_heap_free_bytes{allocator=\"glibc\"} 300\n",
+        "witmq_memory_heap_mapped_bytes{allocator=\"glibc\"} 900\n",
+        "witmq_memory_releases_total 3\n"}) {
+    EXPECT_NE(text.find(sample), std::string::npos) << sample;
+  }
+}
+
 TEST(MetricsTest, EscapesLabelValues) {
   EXPECT_EQ(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
 }
