@@ -8,6 +8,7 @@
 
 #include "cluster/placement.h"
 #include "common/log.h"
+#include "common/message.h"
 
 namespace witmq::cluster {
 
@@ -40,6 +41,26 @@ json parse_object(const std::string& text) {
   return j.is_object() ? j : json::object();
 }
 
+// Fields of values read from etcd, which anyone with access to etcd can write: a field of the
+// wrong type reads as absent, never as an exception.
+std::string string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+uint64_t number_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
+// The part of `key` after `prefix` when it names a channel witmq could have written; nullopt for
+// anything else (a key written by hand), which is then ignored.
+std::optional<std::string> channel_of(const std::string& key, size_t prefix) {
+  std::string name = key.substr(prefix);
+  if (!validate_channel_name(name).ok()) return std::nullopt;
+  return name;
+}
+
 }  // namespace
 
 const char* state_name(NodeState s) {
@@ -62,7 +83,10 @@ struct Node::Channel {
   std::string leader;                 // "" = none
   uint64_t leader_epoch = 0;
   int64_t leader_lease = 0;
-  uint64_t last_epoch = 0;     // the epoch key: the last epoch granted
+  uint64_t last_epoch = 0;  // the epoch key: the last epoch granted
+  // The epoch key holds something other than a number (written by hand): no election, since the
+  // next epoch could not be known to be new.
+  bool epoch_unreadable = false;
   int64_t epoch_revision = 0;  // the epoch key's mod_revision (0: absent)
 };
 
@@ -137,7 +161,12 @@ void Node::run() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     lock.unlock();
-    step();
+    try {
+      step();
+    } catch (const std::exception& e) {
+      // A bug, not an input: values read from etcd are checked field by field. The loop goes on.
+      log::error("cluster: node {}: control loop step failed: {}", options_.node_id, e.what());
+    }
     publish();
     lock.lock();
     // The control loop's period: a third of the lease TTL, as etcd's own clients keep leases.
@@ -223,9 +252,8 @@ Status Node::join(bool first) {
                  fmt::format("cluster-node-id '{}': another live node of cluster '{}' is "
                              "registered with this id (client address {}, started at unix ms "
                              "{}); stop it or give this node another id",
-                             options_.node_id, options_.name,
-                             other.value("client-address", std::string("?")),
-                             other.value("started-unix-ms", int64_t{0})));
+                             options_.node_id, options_.name, string_field(other, "client-address"),
+                             number_field(other, "started-unix-ms")));
   }
   lease_ = grant->id;
   ttl_seconds_ = grant->ttl_seconds;
@@ -273,7 +301,18 @@ void Node::reconcile() {
   }
   const auto& r = txn->ranges;
   nodes_.clear();
-  for (const auto& kv : r[0]) nodes_[kv.key.substr(prefix_.size() + 6)] = parse_object(kv.value);
+  for (const auto& kv : r[0]) {
+    json info = parse_object(kv.value);
+    const std::string id = kv.key.substr(prefix_.size() + 6);
+    // Only what a node writes, so that a key written by hand cannot break the view.
+    if (string_field(info, "id") != id) continue;
+    json clean = json::object();
+    for (const char* field : {"client-address", "peer-address", "version"}) {
+      clean[field] = string_field(info, field);
+    }
+    clean["started-unix-ms"] = number_field(info, "started-unix-ms");
+    nodes_[id] = std::move(clean);
+  }
   std::map<std::string, std::unique_ptr<Channel>> seen;
   auto channel = [&](const std::string& name) -> Channel& {
     auto& c = seen[name];
@@ -281,8 +320,10 @@ void Node::reconcile() {
     return *c;
   };
   for (const auto& kv : r[1]) {
+    auto name = channel_of(kv.key, prefix_.size() + 10);
+    if (!name) continue;
     json p = parse_object(kv.value);
-    auto& c = channel(kv.key.substr(prefix_.size() + 10));
+    auto& c = channel(*name);
     if (p.contains("replicas") && p["replicas"].is_array()) {
       for (const auto& n : p["replicas"]) {
         if (n.is_string()) c.replicas.push_back(n.get<std::string>());
@@ -290,15 +331,21 @@ void Node::reconcile() {
     }
   }
   for (const auto& kv : r[2]) {
+    auto name = channel_of(kv.key, prefix_.size() + 7);
+    if (!name) continue;
     json l = parse_object(kv.value);
-    auto& c = channel(kv.key.substr(prefix_.size() + 7));
-    c.leader = l.value("node", std::string());
-    c.leader_epoch = l.value("epoch", uint64_t{0});
+    auto& c = channel(*name);
+    c.leader = string_field(l, "node");
+    c.leader_epoch = number_field(l, "epoch");
     c.leader_lease = kv.lease;
   }
   for (const auto& kv : r[3]) {
-    auto& c = channel(kv.key.substr(prefix_.size() + 6));
-    c.last_epoch = parse_epoch(kv.value).value_or(0);
+    auto name = channel_of(kv.key, prefix_.size() + 6);
+    if (!name) continue;
+    auto& c = channel(*name);
+    const auto epoch = parse_epoch(kv.value);
+    c.last_epoch = epoch.value_or(0);
+    c.epoch_unreadable = !epoch;
     c.epoch_revision = kv.mod_revision;
   }
   placement_version_revision_ = r[4].empty() ? 0 : r[4][0].mod_revision;
@@ -341,7 +388,15 @@ void Node::reconcile() {
   for (const auto& [id, info] : nodes_) live.insert(id);
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
-    if (leader_candidate(c->replicas, live) == options_.node_id) elect(name);
+    if (leader_candidate(c->replicas, live) != options_.node_id) continue;
+    if (c->epoch_unreadable) {
+      last_error_ = fmt::format(
+          "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "
+          "is repaired (docs/CLUSTERING.md)",
+          name, prefix_, name);
+      continue;
+    }
+    elect(name);
   }
 }
 

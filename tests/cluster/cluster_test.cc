@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/etcd_client.h"
 #include "cluster/etcd_process.h"
 #include "daemon/daemon_process.h"
 #include "daemon/http_client.h"
@@ -327,6 +329,53 @@ TEST_F(ClusterTest, NodesReportLostEtcdAndRejoinWhenItReturns) {
   }
 }
 
+// Anyone with access to etcd can write under the cluster's prefix: values of the wrong shape are
+// ignored, never a crash, and the node goes on leading its channels.
+TEST_F(ClusterTest, HostileKeysInEtcdDoNotBreakANode) {
+  start_nodes(1);
+  declare({"c1"});
+  wait_for_leaders("n1", {"c1"}, std::chrono::seconds(10));
+  EtcdClient etcd(EtcdOptions{{etcd_->endpoint()}, std::chrono::milliseconds(1000)});
+  const std::vector<std::pair<std::string, std::string>> hostile = {
+      {"/witmq/test/nodes/zz", "[1,2]"},
+      {"/witmq/test/nodes/n9", R"({"id":"n9","client-address":7,"started-unix-ms":"x"})"},
+      {"/witmq/test/nodes/n8", R"({"id":"someone-else"})"},
+      {"/witmq/test/leader/x", R"({"node":5,"epoch":"one"})"},
+      {"/witmq/test/leader/c2", R"({"node":"n1","epoch":-3})"},
+      {"/witmq/test/placement/bad name", "{}"},
+      {"/witmq/test/placement/c3", R"({"replicas":"n1"})"},
+      {"/witmq/test/placement/c4", R"({"replicas":[1,null,"n1"]})"},
+      {"/witmq/test/placement/c5", R"({"replicas":["n1"]})"},
+      {"/witmq/test/epoch/c5", "abc"},
+      {"/witmq/test/placement-version", "\xff"},
+      {std::string("/witmq/test/leader/\xff\xfe", 21), "{}"},
+  };
+  for (const auto& [key, value] : hostile) ASSERT_TRUE(etcd.put(key, value).ok()) << key;
+  // c4's placement names n1 after the junk: n1 leads it in epoch 1.
+  auto seen = wait_for_leaders("n1", {"c1", "c4"}, std::chrono::seconds(10));
+  EXPECT_EQ(seen["c4"]["leader"], "n1");
+  EXPECT_EQ(seen["c4"]["epoch"], 1);
+  // c5's epoch key is not a number: an epoch could be granted twice, so nobody is elected, and
+  // the node says why.
+  json v;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        v = view(*nodes_["n1"]);
+        return v["etcd"]["last-error"].get<std::string>().find("epoch/c5 is not a number") !=
+               std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << v.dump();
+  EXPECT_TRUE(channels_of(v)["c5"]["leader"].is_null()) << v.dump();
+  EXPECT_EQ(v["node"]["state"], "member");
+  EXPECT_TRUE(channels_of(v)["c1"]["this-node-leads"].get<bool>()) << v.dump();
+  EXPECT_FALSE(channels_of(v).contains("bad name"));
+  std::set<std::string> ids;
+  for (const auto& n : v["nodes"]) ids.insert(n["id"].get<std::string>());
+  EXPECT_EQ(ids, (std::set<std::string>{"n1", "n9"})) << v.dump();
+  EXPECT_EQ(http_get(nodes_["n1"]->http_port(), "/readyz").status, 200u);
+}
+
 TEST_F(ClusterTest, DuplicateNodeIdIsRefused) {
   start_nodes(1);
   const std::string dir = daemon::testing::make_temp_dir("dup");
@@ -357,6 +406,41 @@ TEST_F(ClusterTest, NoEtcdAnsweringRefusesToStart) {
   EXPECT_NE(r.err.find(dead + ": connecting"), std::string::npos) << r.err;
 }
 
+// Runs the witmq command line; its stdout and stderr, and "exit N" last.
+std::string run_witmq(const std::string& args) {
+  const std::string command = std::string(WITMQ_PATH) + " " + args + " 2>&1; echo exit $?";
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+TEST_F(ClusterTest, CliShowsTheCluster) {
+  start_nodes(2);
+  declare({"c1"});
+  // Asked of n2, which did not place c1: it shows what it read from etcd.
+  auto seen = wait_for_leaders("n2", {"c1"}, std::chrono::seconds(10));
+  const std::string server = "--server 127.0.0.1:" + std::to_string(nodes_["n2"]->port());
+  const std::string text = run_witmq(server + " cluster");
+  EXPECT_NE(text.find("cluster test: node n2 is member\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("replication: none"), std::string::npos) << text;
+  EXPECT_NE(text.find("  n1 "), std::string::npos) << text;
+  EXPECT_NE(text.find("c1"), std::string::npos) << text;
+  EXPECT_NE(text.find("leader " + seen["c1"]["leader"].get<std::string>()), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("epoch 1 "), std::string::npos) << text;
+  EXPECT_NE(text.find("exit 0\n"), std::string::npos) << text;
+  const std::string j = run_witmq(server + " --json cluster");
+  auto parsed = json::parse(j.substr(0, j.find('\n')), nullptr, false);
+  ASSERT_TRUE(parsed.is_object()) << j;
+  EXPECT_EQ(parsed["node"]["id"], "n2");
+  EXPECT_EQ(parsed["nodes"].size(), 2u);
+}
+
 // Without cluster keys witmqd is a single node: no etcd, no cluster endpoint or check.
 TEST(SingleNodeTest, NoClusterKeysNoCluster) {
   Daemon d;
@@ -367,6 +451,9 @@ TEST(SingleNodeTest, NoClusterKeysNoCluster) {
   EXPECT_EQ(ready.status, 200u);
   EXPECT_FALSE(ready.json["checks"].contains("cluster")) << ready;
   EXPECT_EQ(http_get(d.http_port(), "/metrics").body.find("witmq_cluster_"), std::string::npos);
+  const std::string cli = run_witmq("--server 127.0.0.1:" + std::to_string(d.port()) + " cluster");
+  EXPECT_NE(cli.find("the server is not in cluster mode"), std::string::npos) << cli;
+  EXPECT_NE(cli.find("exit 1\n"), std::string::npos) << cli;
 }
 
 TEST(ClusterConfigTest, BadClusterKeysAreRefusedWithTheKey) {
