@@ -117,7 +117,8 @@ Node::Node(ClusterOptions options, NodeSources sources)
       sources_(std::move(sources)),
       prefix_(options_.key_prefix()),
       etcd_(EtcdOptions{options_.etcd_endpoints, options_.etcd_timeout}),
-      tick_(std::chrono::milliseconds(options_.lease_ttl_seconds * 1000 / 3)),
+      tick_(std::chrono::milliseconds(
+          std::min<int64_t>(1'000, options_.lease_ttl_seconds * 1000 / 3))),
       margin_(std::chrono::milliseconds(std::min<int64_t>(500, options_.lease_ttl_seconds * 250))),
       started_unix_ms_(unix_ms()) {}
 
@@ -169,7 +170,8 @@ void Node::run() {
     }
     publish();
     lock.lock();
-    // The control loop's period: a third of the lease TTL, as etcd's own clients keep leases.
+    // The control loop's period: a third of the lease TTL, as etcd's own clients keep leases,
+    // and at most a second, so that new channels get a leader soon whatever the TTL.
     wake_.wait_for(lock, tick_, [this] { return stopping_; });
   }
 }
@@ -224,6 +226,7 @@ std::string Node::registration_json() const {
               {"client-address", options_.advertise_client},
               {"peer-address", options_.advertise_peer},
               {"version", options_.version},
+              {"instance", options_.instance},
               {"started-unix-ms", started_unix_ms_}}
       .dump();
 }
@@ -239,15 +242,33 @@ Status Node::join(bool first) {
   auto grant = etcd_.lease_grant(options_.lease_ttl_seconds);
   if (!grant) return std::move(grant).error();
   const std::string key = prefix_ + "nodes/" + options_.node_id;
-  auto txn = etcd_.txn({Compare::absent(key)}, {TxnOp::put(key, registration_json(), grant->id)},
-                       {TxnOp::get(key)});
-  if (!txn || !txn->succeeded) {
-    (void)etcd_.lease_revoke(grant->id);
-    if (!txn) return std::move(txn).error();
-    json other = json::object();
-    if (!txn->ranges.empty() && !txn->ranges[0].empty()) {
-      other = parse_object(txn->ranges[0][0].value);
+  for (int attempt = 0;; ++attempt) {
+    auto txn = etcd_.txn({Compare::absent(key)}, {TxnOp::put(key, registration_json(), grant->id)},
+                         {TxnOp::get(key)});
+    if (txn && txn->succeeded) break;
+    if (!txn) {
+      (void)etcd_.lease_revoke(grant->id);
+      return std::move(txn).error();
     }
+    KeyValue existing;
+    if (!txn->ranges.empty() && !txn->ranges[0].empty()) existing = txn->ranges[0][0];
+    json other = parse_object(existing.value);
+    // This node's previous run (killed, its lease not yet expired): the same host and data
+    // directory, which this process holds open, so that run is over. Its lease goes now.
+    if (attempt == 0 && !options_.instance.empty() &&
+        string_field(other, "instance") == options_.instance && existing.lease != 0) {
+      log::warn(
+          "cluster: node {}: its previous run (same host and data directory) is still "
+          "registered under lease {:x}; revoking that lease",
+          options_.node_id, existing.lease);
+      if (auto st = etcd_.lease_revoke(existing.lease); !st) {
+        (void)etcd_.lease_revoke(grant->id);
+        return st;
+      }
+      note(fmt::format("revoked lease {:x} of this node's previous run", existing.lease));
+      continue;
+    }
+    (void)etcd_.lease_revoke(grant->id);
     return Error(ErrorCode::kAlreadyExists,
                  fmt::format("cluster-node-id '{}': another live node of cluster '{}' is "
                              "registered with this id (client address {}, started at unix ms "

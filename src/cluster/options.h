@@ -32,6 +32,10 @@ struct ClusterOptions {
   std::string advertise_client;
   // witmqd's version, recorded in the registration.
   std::string version;
+  // "<host name>:<absolute data directory>", recorded in the registration: a registration with
+  // the same instance belongs to an earlier run of this very node (two live processes cannot
+  // share a data directory), whose lease may be revoked at start instead of refusing to start.
+  std::string instance;
 
   bool enabled() const { return !node_id.empty(); }
   // "/witmq/<name>/"

@@ -195,7 +195,8 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       [](int64_t v, Config& c) { c.cluster.etcd_timeout = std::chrono::milliseconds(v); }));
   k.push_back(integer_key(
       "cluster-lease-ttl-seconds", 5, 2, 300,
-      "TTL of the node's etcd lease, kept alive every third of it. A node that stops answering "
+      "TTL of the node's etcd lease, kept alive every third of it (at most every second). A node "
+      "that stops answering "
       "(killed, stopped, cut off) loses its registration and its channels' leaderships this "
       "long after its last keepalive; a node that cannot renew its lease in time stops "
       "believing it leads. Shorter fails over sooner and tolerates shorter pauses.",

@@ -6,6 +6,7 @@
 // reports readiness, reloads and the stop on NOTIFY_SOCKET (daemon/sd_notify.h).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
@@ -15,6 +16,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -75,6 +77,11 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
                                             broker::Broker& broker) {
   cluster::ClusterOptions options = config.cluster;
   options.version = WITMQ_VERSION;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::error_code ec;
+  const auto dir = std::filesystem::absolute(config.broker.data_dir, ec).lexically_normal();
+  options.instance = fmt::format("{}:{}", host, ec ? config.broker.data_dir : dir.string());
   if (options.advertise_client.empty()) {
     options.advertise_client = config.listen_enabled ? endpoint_text(server.local_endpoint())
                                                      : endpoint_text(server.tls_endpoint());

@@ -376,6 +376,38 @@ TEST_F(ClusterTest, HostileKeysInEtcdDoNotBreakANode) {
   EXPECT_EQ(http_get(nodes_["n1"]->http_port(), "/readyz").status, 200u);
 }
 
+// A node killed and started again at once on its data directory is the same node: it takes its
+// id back without waiting for its old lease to expire, and its channels get new epochs.
+TEST_F(ClusterTest, KilledNodeRestartedOnItsDataDirectoryRejoinsAtOnce) {
+  // A TTL long enough that the old lease is surely alive when the new run starts.
+  auto args = node_args("n1");
+  args.insert(args.end(), {"--set", "cluster-lease-ttl-seconds=60"});
+  nodes_["n1"] = std::make_unique<Daemon>(args);
+  declare({"c1"});
+  nodes_["n1"]->keep_data();
+  const std::string dir = nodes_["n1"]->data_dir();
+  wait_for_leaders("n1", {"c1"}, std::chrono::seconds(10));
+  nodes_["n1"]->stop(SIGKILL);
+  nodes_["n1"]->start();
+  ASSERT_NE(nodes_["n1"]->port(), 0) << nodes_["n1"]->log();
+  EXPECT_NE(nodes_["n1"]->log().find("its previous run (same host and data directory) is still "
+                                     "registered"),
+            std::string::npos)
+      << nodes_["n1"]->log();
+  json v;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        v = view(*nodes_["n1"]);
+        auto c = channels_of(v);
+        return v["node"]["state"] == "member" && c["c1"]["leader"] == "n1" &&
+               c["c1"]["epoch"].get<uint64_t>() >= 2;
+      },
+      std::chrono::seconds(10)))
+      << v.dump();
+  nodes_["n1"].reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(ClusterTest, DuplicateNodeIdIsRefused) {
   start_nodes(1);
   const std::string dir = daemon::testing::make_temp_dir("dup");
