@@ -35,8 +35,8 @@ stop_all() {
   fi
   exit "$1"
 }
-# Ctrl-C or SIGTERM: a normal stop. Anything else that ends the script (a failed start, a process
-# that ended on its own) stops the rest and fails.
+# Ctrl-C or SIGTERM: a normal stop. Anything else that ends the script (a failed start, every
+# process ended) stops the rest and fails.
 trap 'stop_all 0' INT TERM
 trap 'stop_all 1' EXIT
 
@@ -85,7 +85,16 @@ cluster: etcd on 127.0.0.1:$etcd_port; nodes (logs in $dir):
 Messages are not replicated yet: send to and receive from the node that leads a channel.
 Ctrl-C stops them all.
 INFO
-wait -n "${pids[@]}" || true
-echo "cluster: a process ended on its own; stopping the others" >&2
+# A node that ends (killed to watch a failover, say) leaves the others running; the script ends
+# when all have ended, keeping the logs.
+alive() {
+  local n=0
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+  echo "$n"
+}
+while [ "$(alive)" -gt 0 ]; do
+  wait -n 2>/dev/null || true
+  echo "cluster: a process ended; $(alive) of ${#pids[@]} still running (logs: $dir)" >&2
+done
 WITMQ_CLUSTER_KEEP=1
 stop_all 1
