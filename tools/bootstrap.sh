@@ -10,6 +10,8 @@ packages=(
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
   libclang-rt-14-dev
   python3 curl procps openssl
+  # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
+  etcd-server
 )
 
 missing=()

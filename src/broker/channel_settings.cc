@@ -69,6 +69,10 @@ const std::vector<SettingDoc>& channel_setting_docs() {
       {"retention-bytes", "integer >= 0", "0",
        "publish-subscribe only: when the channel's log is larger than this (approximately), the "
        "oldest messages are removed. 0 = unlimited."},
+      {"replicas", "integer 1..255", "3",
+       "Cluster mode only (docs/CLUSTERING.md): the number of nodes the channel is placed on, "
+       "capped at the live nodes when it is placed; one of them leads it. Messages are not "
+       "replicated yet. A single node ignores it."},
   };
   return docs;
 }
@@ -159,11 +163,15 @@ Result<ChannelSettings> settings_from_json(const json& j, const ChannelSettings&
       auto n = get_int(v, where, key, 0, INT64_MAX / 2);
       if (!n) return std::move(n).error();
       s.retention_bytes = static_cast<uint64_t>(*n);
+    } else if (key == "replicas") {
+      auto n = get_int(v, where, key, 1, 255);
+      if (!n) return std::move(n).error();
+      s.replicas = static_cast<uint32_t>(*n);
     } else {
       return invalid_argument(fmt::format(
           "{}.{}: unknown channel setting (known: kind, durability, max-deliveries, lease-ms, "
           "abandon-policy, backoff-initial-ms, backoff-max-ms, dead-letter-channel, "
-          "retention-ms, retention-bytes)",
+          "retention-ms, retention-bytes, replicas)",
           where, key));
     }
   }
@@ -186,6 +194,7 @@ json settings_to_json(const ChannelSettings& s) {
       {"dead-letter-channel", s.dead_letter_channel},
       {"retention-ms", s.retention_age.count()},
       {"retention-bytes", s.retention_bytes},
+      {"replicas", s.replicas},
   };
 }
 

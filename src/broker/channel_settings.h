@@ -53,6 +53,10 @@ struct ChannelSettings {
   // size are removed even when a subscription has not read them. 0 = unlimited.
   std::chrono::milliseconds retention_age{7LL * 24 * 3600 * 1000};
   uint64_t retention_bytes = 0;
+  // "replicas": in cluster mode, how many nodes hold the channel (docs/CLUSTERING.md); capped
+  // at the number of live nodes when the channel is placed. Ignored by a single node.
+  // Range 1..255.
+  uint32_t replicas = 3;
 
   bool operator==(const ChannelSettings&) const = default;
 };

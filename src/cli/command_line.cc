@@ -140,6 +140,14 @@ was not created yet).
        "server-stats",
        "Prints the server's counters (JSON).\n",
        {}},
+      {CommandKind::kCluster,
+       "cluster",
+       "cluster",
+       R"(Prints the cluster as the server sees it: this node and its state (member or
+lost-etcd), the live nodes, and each channel's replicas, leader and leader epoch
+(docs/CLUSTERING.md). Exit code 1 when the server is not in cluster mode.
+)",
+       {}},
       {CommandKind::kPing,
        "ping",
        "ping",
@@ -297,11 +305,12 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
   WITMQ_RETURN_IF_ERROR(check_tls(context, cmd.tls));
   cmd.kind = info->kind;
 
-  // Positionals: CHANNEL for all but channels/server-stats/ping; send takes an optional DATA.
+  // Positionals: CHANNEL for all but channels/server-stats/cluster/ping; send takes an optional
+  // DATA.
   const auto& pos = a->positional;
   const bool needs_channel = cmd.kind != CommandKind::kChannels &&
                              cmd.kind != CommandKind::kServerStats &&
-                             cmd.kind != CommandKind::kPing;
+                             cmd.kind != CommandKind::kCluster && cmd.kind != CommandKind::kPing;
   const size_t max_positional = cmd.kind == CommandKind::kSend ? 2 : (needs_channel ? 1 : 0);
   if (needs_channel && pos.empty()) return usage_error(info->name, "missing CHANNEL");
   if (pos.size() > max_positional) {

@@ -27,6 +27,7 @@ enum class CommandKind {
   kReplay,       // replay CHANNEL
   kPurge,        // purge CHANNEL
   kServerStats,  // server-stats
+  kCluster,      // cluster
   kPing,         // ping
 };
 

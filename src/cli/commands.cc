@@ -357,6 +357,25 @@ struct Runner {
     return kExitOk;
   }
 
+  // The "cluster" member of server-stats (the daemon adds it in cluster mode).
+  int cluster() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->server_stats();
+    if (!r.ok()) return failed("server-stats", r.error());
+    auto j = nlohmann::json::parse(*r, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("cluster")) {
+      err << fmt::format("{}: the server is not in cluster mode (no cluster-node-id)\n", prefix);
+      return kExitServerError;
+    }
+    const nlohmann::json& c = j["cluster"];
+    if (cmd.output == OutputMode::kJson) {
+      out << c.dump() << "\n";
+      return kExitOk;
+    }
+    out << format_cluster(c);
+    return kExitOk;
+  }
+
   int ping() {
     if (int rc = connect(); rc != kExitOk) return rc;
     const auto start = Clock::now();
@@ -404,6 +423,8 @@ int run_command(const CliCommand& cmd, std::istream& in, std::ostream& out, std:
       return r.purge();
     case CommandKind::kServerStats:
       return r.server_stats();
+    case CommandKind::kCluster:
+      return r.cluster();
     case CommandKind::kPing:
       return r.ping();
   }

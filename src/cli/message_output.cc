@@ -1,6 +1,7 @@
 #include "cli/message_output.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <charconv>
@@ -149,6 +150,35 @@ std::string format_channel_stats(const client::ChannelStats& s, OutputMode mode)
         "subscription '{}': {}, floor {}, next {}, lag {}, in-flight {}, available {}\n", sub.name,
         sub.durable ? "durable" : "ephemeral", sub.floor, sub.next, sub.lag, sub.in_flight,
         sub.available);
+  }
+  return out;
+}
+
+std::string format_cluster(const nlohmann::json& c) {
+  auto text = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string("-");
+  };
+  const nlohmann::json& self = c.value("node", nlohmann::json::object());
+  std::string out = fmt::format("cluster {}: node {} is {}", text(c, "cluster"), text(self, "id"),
+                                text(self, "state"));
+  if (self.contains("reason")) out += fmt::format(" ({})", text(self, "reason"));
+  out += "\n";
+  if (c.contains("replication")) out += fmt::format("replication: {}\n", text(c, "replication"));
+  out += "nodes:\n";
+  for (const auto& n : c.value("nodes", nlohmann::json::array())) {
+    out += fmt::format("  {:<16} {:<10} client {}  peer {}  version {}\n", text(n, "id"),
+                       text(n, "state"), text(n, "client-address"), text(n, "peer-address"),
+                       text(n, "version"));
+  }
+  out += "channels:\n";
+  for (const auto& ch : c.value("channels", nlohmann::json::array())) {
+    std::vector<std::string> replicas;
+    for (const auto& r : ch.value("replicas", nlohmann::json::array())) {
+      if (r.is_string()) replicas.push_back(r.get<std::string>());
+    }
+    out += fmt::format("  {:<24} leader {:<16} epoch {:<6} replicas {}\n", text(ch, "name"),
+                       ch["leader"].is_string() ? ch["leader"].get<std::string>() : "(none)",
+                       ch.value("epoch", uint64_t{0}), fmt::join(replicas, ","));
   }
   return out;
 }

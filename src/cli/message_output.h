@@ -1,6 +1,8 @@
-// How witmq prints messages and channel statistics: a human form, JSON, and data only.
+// How witmq prints messages, channel statistics and the cluster: a human form, JSON, and data
+// only.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,10 @@ std::string format_message(const Message& m, OutputMode mode);
 std::string format_channel_list(const std::vector<client::ChannelStats>& channels, OutputMode mode);
 // One channel's statistics: "key: value" lines (kText) or the server's JSON object (kJson).
 std::string format_channel_stats(const client::ChannelStats& stats, OutputMode mode);
+
+// The "cluster" object of server-stats (docs/CLUSTERING.md) as text: this node and its state,
+// the live nodes, then one line per channel with its leader, epoch and replicas.
+std::string format_cluster(const nlohmann::json& cluster);
 
 // Standard base64 with padding (RFC 4648).
 std::string base64_encode(const std::vector<uint8_t>& data);

@@ -116,6 +116,121 @@ ordered_json ordered_settings(const broker::ChannelSettings& s) {
   return out;
 }
 
+// A node id or cluster name: 1..64 of A-Z a-z 0-9 . _ - (they become parts of etcd keys).
+Status check_cluster_name(const std::string& s) {
+  if (s.empty() || s.size() > 64 ||
+      s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string::npos) {
+    return invalid_argument(fmt::format("'{}' is not 1..64 characters of A-Z a-z 0-9 . _ -", s));
+  }
+  return ok_status();
+}
+
+// "" or HOST:PORT, checked as listen is.
+Status check_optional_address(const std::string& s) {
+  if (s.empty()) return ok_status();
+  std::string host;
+  uint16_t port = 0;
+  return split_host_port(s, host, port);
+}
+
+// The cluster- keys (docs/CLUSTERING.md). Without cluster-node-id none of them has an effect.
+void add_cluster_keys(std::vector<ConfigKey>& k) {
+  k.push_back(string_key(
+      "cluster-node-id", "",
+      "This node's id in the cluster, 1..64 of A-Z a-z 0-9 . _ -. \"\" (the default): no "
+      "cluster, witmqd is a single node and never talks to etcd. Set: witmqd registers in etcd "
+      "at start under a lease it keeps alive and refuses to start when a live node already has "
+      "this id (docs/CLUSTERING.md).",
+      [](const std::string& s, Config& c) -> Status {
+        if (!s.empty()) WITMQ_RETURN_IF_ERROR(check_cluster_name(s));
+        c.cluster.node_id = s;
+        return ok_status();
+      }));
+  k.push_back(string_key("cluster-name", "witmq",
+                         "The cluster's name, 1..64 of A-Z a-z 0-9 . _ -: every key the nodes "
+                         "write in etcd starts with /witmq/<cluster-name>/, so that clusters "
+                         "can share one etcd.",
+                         [](const std::string& s, Config& c) -> Status {
+                           WITMQ_RETURN_IF_ERROR(check_cluster_name(s));
+                           c.cluster.name = s;
+                           return ok_status();
+                         }));
+  k.push_back(
+      {"cluster-etcd-endpoints", KeyType::kArray, ordered_json::array({"127.0.0.1:2379"}), 0, 0,
+       "etcd's client endpoints, [\"HOST:PORT\", ...] (an http:// prefix is allowed; "
+       "etcd over TLS is not supported yet). witmqd speaks etcd's v3 API through its "
+       "JSON gateway, to one endpoint at a time, and moves to the next when one does "
+       "not answer.",
+       [](const json& v, Config& c) -> Status {
+         c.cluster.etcd_endpoints.clear();
+         for (size_t i = 0; i < v.size(); ++i) {
+           if (!v[i].is_string()) {
+             return invalid_argument(
+                 fmt::format("[{}]: {} is not a string HOST:PORT", i, v[i].dump()));
+           }
+           std::string e = v[i].get<std::string>();
+           if (e.starts_with("https://")) {
+             return invalid_argument(
+                 fmt::format("[{}]: '{}': etcd over TLS is not supported yet; use http://", i, e));
+           }
+           if (e.starts_with("http://")) e = e.substr(7);
+           if (!e.empty() && e.back() == '/') e.pop_back();
+           std::string host;
+           uint16_t port = 0;
+           if (auto st = split_host_port(e, host, port); !st) {
+             return invalid_argument(fmt::format("[{}]: {}", i, st.error().message));
+           }
+           if (port == 0) {
+             return invalid_argument(fmt::format("[{}]: '{}': port 0 names no endpoint", i, e));
+           }
+           c.cluster.etcd_endpoints.push_back(e);
+         }
+         return ok_status();
+       }});
+  k.push_back(integer_key(
+      "cluster-etcd-timeout-ms", 1'000, 100, 60'000,
+      "How long one etcd request may take on one endpoint (connect, send, answer) before witmqd "
+      "tries the next endpoint. Keep it well under cluster-lease-ttl-seconds.",
+      [](int64_t v, Config& c) { c.cluster.etcd_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "cluster-lease-ttl-seconds", 5, 2, 300,
+      "TTL of the node's etcd lease, kept alive every third of it (at most every second). A node "
+      "that stops answering "
+      "(killed, stopped, cut off) loses its registration and its channels' leaderships this "
+      "long after its last keepalive; a node that cannot renew its lease in time stops "
+      "believing it leads. Shorter fails over sooner and tolerates shorter pauses.",
+      [](int64_t v, Config& c) { c.cluster.lease_ttl_seconds = v; }));
+  k.push_back(string_key(
+      "cluster-peer-listen", "",
+      "Address for replication traffic between nodes, HOST:PORT. Replication is not built yet "
+      "(docs/CLUSTERING.md): witmqd does not listen on it; the address is checked and recorded "
+      "in the node's registration (as the default of cluster-advertise-peer).",
+      [](const std::string& s, Config& c) -> Status {
+        WITMQ_RETURN_IF_ERROR(check_optional_address(s));
+        c.cluster.peer_listen = s;
+        return ok_status();
+      }));
+  k.push_back(string_key(
+      "cluster-advertise-client", "",
+      "The protocol address other nodes and clients are told for this node, HOST:PORT. \"\" = "
+      "the address the protocol listener bound.",
+      [](const std::string& s, Config& c) -> Status {
+        WITMQ_RETURN_IF_ERROR(check_optional_address(s));
+        c.cluster.advertise_client = s;
+        return ok_status();
+      }));
+  k.push_back(
+      string_key("cluster-advertise-peer", "",
+                 "The replication address other nodes are told for this node, HOST:PORT. \"\" = "
+                 "cluster-peer-listen.",
+                 [](const std::string& s, Config& c) -> Status {
+                   WITMQ_RETURN_IF_ERROR(check_optional_address(s));
+                   c.cluster.advertise_peer = s;
+                   return ok_status();
+                 }));
+}
+
 std::vector<ConfigKey> make_keys() {
   std::vector<ConfigKey> k;
   k.push_back(string_key(
@@ -460,6 +575,7 @@ std::vector<ConfigKey> make_keys() {
                  }
                  return ok_status();
                }});
+  add_cluster_keys(k);
   return k;
 }
 
@@ -715,6 +831,13 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
     if (c.tls_listen_enabled) c.server.tls_context = *context;
     if (c.https_listen_enabled) c.http.tls_context = *context;
   }
+  if (c.cluster.enabled() && c.cluster.etcd_endpoints.empty()) {
+    return invalid_argument(fmt::format(
+        "cluster-etcd-endpoints (from {}): empty, but cluster-node-id (from {}) turns cluster "
+        "mode on, which needs at least one etcd endpoint",
+        source_of("cluster-etcd-endpoints"), source_of("cluster-node-id")));
+  }
+  if (c.cluster.advertise_peer.empty()) c.cluster.advertise_peer = c.cluster.peer_listen;
   c.server.plain_enabled = c.listen_enabled;
   c.server.tls_handshake_timeout = c.tls.handshake_timeout;
   c.http.tls_handshake_timeout = c.tls.handshake_timeout;

@@ -17,6 +17,7 @@
 
 #include "auth/authenticator.h"
 #include "broker/broker.h"
+#include "cluster/options.h"
 #include "common/log.h"
 #include "common/result.h"
 #include "guest/guest_options.h"
@@ -55,6 +56,8 @@ struct Config {
   std::vector<guest::GuestOptions> guests;
   // The "anonymous" and "identities" keys.
   auth::AuthConfig auth;
+  // The cluster- keys; cluster.enabled() is false without cluster-node-id.
+  cluster::ClusterOptions cluster;
   // Every key's value once the layers are merged, {"listen": "127.0.0.1:7400", ...}: what a
   // reload compares to tell which keys changed.
   nlohmann::json values;

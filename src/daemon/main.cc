@@ -6,7 +6,9 @@
 // reports readiness, reloads and the stop on NOTIFY_SOCKET (daemon/sd_notify.h).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -15,6 +17,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -27,6 +30,7 @@
 #include "auth/authenticator.h"
 #include "auth/token.h"
 #include "broker/broker.h"
+#include "cluster/node.h"
 #include "common/log.h"
 #include "common/memory.h"
 #include "daemon/access_warning.h"
@@ -70,6 +74,38 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
   return sources;
 }
 
+// Registers this node in the cluster (docs/CLUSTERING.md); null, with the reason logged, when
+// it cannot. The advertised client address defaults to the one the protocol listener bound.
+std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const net::Server& server,
+                                            broker::Broker& broker) {
+  cluster::ClusterOptions options = config.cluster;
+  options.version = WITMQ_VERSION;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::error_code ec;
+  const auto dir = std::filesystem::absolute(config.broker.data_dir, ec).lexically_normal();
+  options.instance = fmt::format("{}:{}", host, ec ? config.broker.data_dir : dir.string());
+  if (options.advertise_client.empty()) {
+    options.advertise_client = config.listen_enabled ? endpoint_text(server.local_endpoint())
+                                                     : endpoint_text(server.tls_endpoint());
+  }
+  cluster::NodeSources sources;
+  sources.local_channels = [&broker] {
+    std::vector<cluster::LocalChannel> out;
+    for (const broker::ChannelStats& c : broker.list_channels()) {
+      out.push_back({c.name, c.settings.replicas});
+    }
+    return out;
+  };
+  auto node = cluster::Node::start(std::move(options), std::move(sources));
+  if (!node) {
+    log::error("cannot join cluster '{}' as node '{}': {}", config.cluster.name,
+               config.cluster.node_id, node.error().message);
+    return nullptr;
+  }
+  return std::move(*node);
+}
+
 int serve(const daemon::CommandLine& command_line, const daemon::Config& config) {
   log::set_level(config.log_level);
   asio::io_context io(static_cast<int>(config.io_threads));
@@ -106,16 +142,20 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // disconnects).
   daemon::MemoryReleaser releaser(asio::make_strand(io), config.memory_release_interval,
                                   config.memory_release_threshold);
-  server_options.extra_stats = [&guests, &releaser] {
+  // Set once the node has joined (below), after the listener started.
+  std::atomic<cluster::Node*> cluster_node{nullptr};
+  server_options.extra_stats = [&guests, &releaser, &cluster_node] {
     const MemoryFigures m = memory_figures();
-    return nlohmann::json{{"guests", guests.stats_json()},
-                          {"memory",
-                           {{"allocator", m.allocator},
-                            {"resident-bytes", m.resident_bytes},
-                            {"heap-in-use-bytes", m.heap_in_use_bytes},
-                            {"heap-free-bytes", m.heap_free_bytes},
-                            {"heap-mapped-bytes", m.heap_mapped_bytes},
-                            {"releases", releaser.releases()}}}};
+    nlohmann::json extra{{"guests", guests.stats_json()},
+                         {"memory",
+                          {{"allocator", m.allocator},
+                           {"resident-bytes", m.resident_bytes},
+                           {"heap-in-use-bytes", m.heap_in_use_bytes},
+                           {"heap-free-bytes", m.heap_free_bytes},
+                           {"heap-mapped-bytes", m.heap_mapped_bytes},
+                           {"releases", releaser.releases()}}}};
+    if (cluster::Node* n = cluster_node.load()) extra["cluster"] = n->to_json();
+    return extra;
   };
   server_options.authenticator = &authenticator;
   net::Server server(io, **broker, server_options);
@@ -126,16 +166,45 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     stop_threads();
     return kExitFailure;
   }
+  // Cluster mode: join before anyone is told the daemon is ready; a node that cannot join (no
+  // etcd answers, or its id is taken) does not start.
+  std::unique_ptr<cluster::Node> node;
+  if (config.cluster.enabled()) {
+    node = join_cluster(config, server, **broker);
+    cluster_node.store(node.get());
+    if (!node) {
+      stop_guests();
+      (*broker)->shutdown();
+      stop_threads();
+      return kExitFailure;
+    }
+  }
   // The HTTP side: health, metrics, the admin API and publishing (docs/HTTP.md).
   std::optional<net::HttpServer> http;
   if (config.http.enabled || config.http.tls_context) {
     net::HttpSources sources = http_sources(guests);
     sources.authenticator = &authenticator;
     sources.memory_releases = [&releaser] { return releaser.releases(); };
+    if (node) {
+      cluster::Node* n = node.get();
+      sources.cluster_json = [n] { return n->to_json(); };
+      sources.cluster_not_ready = [n]() -> std::optional<std::string> {
+        std::string why;
+        if (n->ready(&why)) return std::nullopt;
+        return why;
+      };
+      sources.cluster_figures = [n] {
+        const cluster::NodeFigures f = n->figures();
+        return net::ClusterFigures{f.member,       f.nodes_alive,    f.leases_held,
+                                   f.channels_led, f.leader_changes, f.leaderships_lost,
+                                   f.lease_losses, f.etcd_errors};
+      };
+    }
     http.emplace(io, **broker, server, config.http, std::move(sources));
     if (auto st = http->listen(); !st) {
       log::error("cannot listen: {}", st.error().to_string());
       http.reset();
+      if (node) node->stop();
       stop_guests();
       (*broker)->shutdown();
       stop_threads();
@@ -247,6 +316,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   watchdog.stop();
   releaser.stop();
 
+  // The lease goes first: other nodes take this node's channels over at once.
+  if (node) node->stop();
   stop_guests();
   (*broker)->shutdown();
   stop_threads();

@@ -408,6 +408,13 @@ HttpResponse Router::admin_routes(const HttpRequest& r, auth::Access* access) {
     }
     return guests();
   }
+  if (seg.size() == 2 && seg[1] == "cluster") {
+    if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
+    if (access) {
+      if (auto st = access->check_monitor("/v1/cluster"); !st) return error_of(st.error());
+    }
+    return cluster();
+  }
   if (seg.size() == 2 && seg[1] == "server") {
     if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
     return admin(AdminOp::kServerStats, json::object(), access);
@@ -494,6 +501,10 @@ HttpResponse Router::readyz() const {
   check("listeners", !stopping_.load() && protocol_.local_endpoint().port() != 0, "stopping");
   const size_t refused = sources_.guests_refused ? sources_.guests_refused() : 0;
   check("guests", refused == 0, fmt::format("{} refused", refused));
+  if (sources_.cluster_not_ready) {
+    const std::optional<std::string> why = sources_.cluster_not_ready();
+    check("cluster", !why, why.value_or(""));
+  }
   return json_response(ready ? 200 : 503,
                        {{"status", ready ? "ready" : "not-ready"}, {"checks", std::move(checks)}});
 }
@@ -522,6 +533,7 @@ HttpResponse Router::metrics() {
   if (sources_.memory_releases) s.memory_releases = sources_.memory_releases();
   if (sources_.guest_figures) s.guests = sources_.guest_figures();
   if (sources_.guests_refused) s.guests_refused = sources_.guests_refused();
+  if (sources_.cluster_figures) s.cluster = sources_.cluster_figures();
   if (sources_.authenticator) {
     s.identity_connections = sources_.authenticator->connections();
     s.auth_refused = sources_.authenticator->refused_total();
@@ -531,6 +543,15 @@ HttpResponse Router::metrics() {
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = render_metrics(s);
   return r;
+}
+
+HttpResponse Router::cluster() const {
+  if (!sources_.cluster_json) {
+    return error_response(404, ErrorCode::kNotFound,
+                          "cluster mode is off on this node (no cluster-node-id; "
+                          "docs/CLUSTERING.md)");
+  }
+  return json_response(200, sources_.cluster_json());
 }
 
 HttpResponse Router::guests() const {

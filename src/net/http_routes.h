@@ -59,6 +59,11 @@ struct HttpSources {
   std::function<nlohmann::json()> guests_json;
   // /readyz: guests of the configuration that are not running because they were refused.
   std::function<size_t()> guests_refused;
+  // Cluster mode (docs/CLUSTERING.md); all three empty on a single node. GET /v1/cluster's
+  // body; /readyz: nullopt when the node is a member, else why not; /metrics' cluster figures.
+  std::function<nlohmann::json()> cluster_json;
+  std::function<std::optional<std::string>()> cluster_not_ready;
+  std::function<ClusterFigures()> cluster_figures;
   // witmq_build_info's version label.
   std::string version;
   // Bearer tokens and grants (docs/SECURITY.md); nullptr = no checks. Outlives the server.
@@ -136,6 +141,7 @@ class Router {
   HttpResponse readyz() const;
   HttpResponse metrics();
   HttpResponse guests() const;
+  HttpResponse cluster() const;
   // Everything under /v1/ but publishing; runs on the admin pool. `access` is null without an
   // authenticator.
   HttpResponse admin_routes(const HttpRequest& r, auth::Access* access);

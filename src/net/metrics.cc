@@ -225,6 +225,34 @@ std::string render_metrics(const MetricsSnapshot& s) {
            "Requests of authenticated clients that their grants did not allow.");
   w.sample(d(s.auth_denied));
 
+  if (s.cluster) {
+    const ClusterFigures& c = *s.cluster;
+    w.family("witmq_cluster_member", "gauge",
+             "1 while this node is a cluster member with a live etcd lease, else 0 (lost-etcd).");
+    w.sample(c.member ? 1 : 0);
+    w.family("witmq_cluster_nodes_alive", "gauge",
+             "Nodes registered in etcd under a live lease, as this node last read them.");
+    w.sample(d(c.nodes_alive));
+    w.family("witmq_cluster_leases_held", "gauge", "etcd leases this node holds now (0 or 1).");
+    w.sample(d(c.leases_held));
+    w.family("witmq_cluster_channels_led", "gauge", "Channels this node leads now.");
+    w.sample(d(c.channels_led));
+    w.family(
+        "witmq_cluster_leader_changes_total", "counter",
+        "Changes of a channel's leader epoch this node observed (its own elections included).");
+    w.sample(d(c.leader_changes));
+    w.family("witmq_cluster_leaderships_lost_total", "counter",
+             "Channel leaderships this node held and gave up (lease lost, or etcd showed another "
+             "leader).");
+    w.sample(d(c.leaderships_lost));
+    w.family("witmq_cluster_lease_losses_total", "counter",
+             "Times this node lost its etcd lease (it could not keep it alive in time).");
+    w.sample(d(c.lease_losses));
+    w.family("witmq_cluster_etcd_request_errors_total", "counter",
+             "etcd requests that failed on an endpoint (each endpoint tried counts).");
+    w.sample(d(c.etcd_errors));
+  }
+
   for (const auto& m : listener_metrics()) {
     w.family(m.name, m.type, m.help);
     for (const auto& l : s.listeners) w.sample("listener", l.listener, m.value(l));

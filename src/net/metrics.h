@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,6 +45,18 @@ struct ListenerFigures {
   uint64_t bytes_out = 0;
 };
 
+// A cluster node's figures (docs/CLUSTERING.md), from the daemon.
+struct ClusterFigures {
+  bool member = false;            // registered with a live etcd lease now
+  uint64_t nodes_alive = 0;       // nodes registered in etcd, this one included
+  uint64_t leases_held = 0;       // etcd leases this node holds (0 or 1)
+  uint64_t channels_led = 0;      // channels this node leads now
+  uint64_t leader_changes = 0;    // changes of a channel's leader this node observed
+  uint64_t leaderships_lost = 0;  // leaderships this node held and lost
+  uint64_t lease_losses = 0;      // times this node lost its etcd lease
+  uint64_t etcd_errors = 0;       // etcd requests that failed on an endpoint
+};
+
 struct MetricsSnapshot {
   std::string version;
   double uptime_seconds = 0;
@@ -64,6 +77,8 @@ struct MetricsSnapshot {
   std::vector<std::pair<std::string, uint32_t>> identity_connections;
   uint64_t auth_refused = 0;
   uint64_t auth_denied = 0;
+  // Cluster mode only: no witmq_cluster_ series without it.
+  std::optional<ClusterFigures> cluster;
   // Channels that get per-channel and per-subscription series (the first by name); the rest are
   // counted in witmq_metrics_channels_omitted.
   size_t max_channel_series = SIZE_MAX;

@@ -220,6 +220,9 @@ TEST(CommandLine, AdminCommands) {
   EXPECT_FALSE(parse({"replay", "q"})->replay_max);
   EXPECT_NE(error_of({"channels", "extra"}).find("unexpected argument 'extra'"), std::string::npos);
   EXPECT_EQ(parse({"server-stats"})->kind, CommandKind::kServerStats);
+  EXPECT_EQ(parse({"cluster"})->kind, CommandKind::kCluster);
+  EXPECT_NE(error_of({"cluster", "orders"}).find("unexpected argument 'orders'"),
+            std::string::npos);
   EXPECT_EQ(parse({"ping"})->kind, CommandKind::kPing);
 }
 

@@ -1,0 +1,605 @@
+#include "cluster/node.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "cluster/placement.h"
+#include "common/log.h"
+#include "common/message.h"
+
+namespace witmq::cluster {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kMaxEvents = 20;
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t ns_of(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+std::optional<uint64_t> parse_epoch(std::string_view s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+json parse_object(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+// Fields of values read from etcd, which anyone with access to etcd can write: a field of the
+// wrong type reads as absent, never as an exception.
+std::string string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+uint64_t number_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
+// The part of `key` after `prefix` when it names a channel witmq could have written; nullopt for
+// anything else (a key written by hand), which is then ignored.
+std::optional<std::string> channel_of(const std::string& key, size_t prefix) {
+  std::string name = key.substr(prefix);
+  if (!validate_channel_name(name).ok()) return std::nullopt;
+  return name;
+}
+
+}  // namespace
+
+const char* state_name(NodeState s) {
+  switch (s) {
+    case NodeState::kJoining:
+      return "joining";
+    case NodeState::kMember:
+      return "member";
+    case NodeState::kLostEtcd:
+      return "lost-etcd";
+    case NodeState::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+// What etcd says of one channel, as of the last reconcile.
+struct Node::Channel {
+  std::vector<std::string> replicas;  // empty: no placement record yet
+  std::string leader;                 // "" = none
+  uint64_t leader_epoch = 0;
+  int64_t leader_lease = 0;
+  uint64_t last_epoch = 0;  // the epoch key: the last epoch granted
+  // The epoch key holds something other than a number (written by hand): no election, since the
+  // next epoch could not be known to be new.
+  bool epoch_unreadable = false;
+  int64_t epoch_revision = 0;  // the epoch key's mod_revision (0: absent)
+};
+
+// The snapshot readers see.
+struct Node::View {
+  NodeState state = NodeState::kJoining;
+  std::string reason;
+  int64_t lease = 0;
+  int64_t ttl_seconds = 0;
+  std::map<std::string, json> nodes;
+  struct ChannelView {
+    std::string name;
+    std::vector<std::string> replicas;
+    std::string leader;
+    uint64_t epoch = 0;
+    uint64_t last_epoch = 0;
+  };
+  std::vector<ChannelView> channels;
+  std::map<std::string, uint64_t> leading;
+  std::vector<std::pair<int64_t, std::string>> events;
+  uint64_t leader_changes = 0, leaderships_lost = 0, lease_losses = 0, etcd_errors = 0;
+  std::string etcd_endpoint;
+  std::string last_error;
+};
+
+Node::Node(ClusterOptions options, NodeSources sources)
+    : options_(std::move(options)),
+      sources_(std::move(sources)),
+      prefix_(options_.key_prefix()),
+      etcd_(EtcdOptions{options_.etcd_endpoints, options_.etcd_timeout}),
+      tick_(std::chrono::milliseconds(
+          std::min<int64_t>(1'000, options_.lease_ttl_seconds * 1000 / 3))),
+      margin_(std::chrono::milliseconds(std::min<int64_t>(500, options_.lease_ttl_seconds * 250))),
+      started_unix_ms_(unix_ms()) {}
+
+Result<std::unique_ptr<Node>> Node::start(ClusterOptions options, NodeSources sources) {
+  std::unique_ptr<Node> node(new Node(std::move(options), std::move(sources)));
+  if (auto st = node->join(true); !st) return std::move(st).error();
+  node->reconcile();
+  node->publish();
+  node->thread_ = std::thread([n = node.get()] { n->run(); });
+  return node;
+}
+
+Node::~Node() { stop(); }
+
+void Node::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (lease_ != 0) {
+    if (auto st = etcd_.lease_revoke(lease_); !st) {
+      log::warn(
+          "cluster: node {}: could not revoke lease {:x} on stop ({}); its keys go when it "
+          "expires",
+          options_.node_id, lease_, st.error().message);
+    }
+    lease_ = 0;
+  }
+  lease_deadline_ns_.store(0);
+  leading_.clear();
+  state_ = NodeState::kStopped;
+  reason_ = "stopped";
+  publish();
+}
+
+void Node::run() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
+    try {
+      step();
+    } catch (const std::exception& e) {
+      // A bug, not an input: values read from etcd are checked field by field. The loop goes on.
+      log::error("cluster: node {}: control loop step failed: {}", options_.node_id, e.what());
+    }
+    publish();
+    lock.lock();
+    // The control loop's period: a third of the lease TTL, as etcd's own clients keep leases,
+    // and at most a second, so that new channels get a leader soon whatever the TTL.
+    wake_.wait_for(lock, tick_, [this] { return stopping_; });
+  }
+}
+
+bool Node::lease_alive(Clock::time_point now) const {
+  const int64_t deadline = lease_deadline_ns_.load();
+  return deadline != 0 && ns_of(now) < deadline;
+}
+
+void Node::step() {
+  if (state_ == NodeState::kMember && !lease_alive(Clock::now())) {
+    lose(
+        fmt::format("no keepalive of lease {:x} was answered within its TTL of {} s (etcd "
+                    "unreachable, or this process was stopped)",
+                    lease_, ttl_seconds_));
+  }
+  if (state_ == NodeState::kMember) {
+    const auto sent = Clock::now();
+    auto ttl = etcd_.lease_keepalive(lease_);
+    if (!ttl) {
+      if (ttl.error().message != last_error_ ||
+          Clock::now() - last_error_log_ > std::chrono::seconds(10)) {
+        log::warn("cluster: node {}: keepalive of lease {:x} failed: {}", options_.node_id, lease_,
+                  ttl.error().message);
+        last_error_log_ = Clock::now();
+      }
+      last_error_ = ttl.error().message;
+      return;
+    }
+    if (*ttl <= 0) {
+      lose(fmt::format("etcd says lease {:x} expired", lease_));
+    } else {
+      lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(*ttl) - margin_));
+    }
+  }
+  if (state_ != NodeState::kMember) {
+    if (auto st = join(false); !st) {
+      reason_ = st.error().message;
+      if (reason_ != last_error_ || Clock::now() - last_error_log_ > std::chrono::seconds(10)) {
+        log::warn("cluster: node {}: cannot join again: {}", options_.node_id, reason_);
+        last_error_log_ = Clock::now();
+      }
+      last_error_ = reason_;
+      return;
+    }
+  }
+  reconcile();
+}
+
+std::string Node::registration_json() const {
+  return json{{"id", options_.node_id},
+              {"client-address", options_.advertise_client},
+              {"peer-address", options_.advertise_peer},
+              {"version", options_.version},
+              {"instance", options_.instance},
+              {"started-unix-ms", started_unix_ms_}}
+      .dump();
+}
+
+Status Node::join(bool first) {
+  if (lease_ != 0) {
+    // The old lease may still live in etcd (its TTL runs from etcd's last answer, later than
+    // ours): revoke it so that its registration and leader keys go now.
+    WITMQ_RETURN_IF_ERROR(etcd_.lease_revoke(lease_));
+    lease_ = 0;
+  }
+  const auto sent = Clock::now();
+  auto grant = etcd_.lease_grant(options_.lease_ttl_seconds);
+  if (!grant) return std::move(grant).error();
+  const std::string key = prefix_ + "nodes/" + options_.node_id;
+  for (int attempt = 0;; ++attempt) {
+    auto txn = etcd_.txn({Compare::absent(key)}, {TxnOp::put(key, registration_json(), grant->id)},
+                         {TxnOp::get(key)});
+    if (txn && txn->succeeded) break;
+    if (!txn) {
+      (void)etcd_.lease_revoke(grant->id);
+      return std::move(txn).error();
+    }
+    KeyValue existing;
+    if (!txn->ranges.empty() && !txn->ranges[0].empty()) existing = txn->ranges[0][0];
+    json other = parse_object(existing.value);
+    // This node's previous run (killed, its lease not yet expired): the same host and data
+    // directory, which this process holds open, so that run is over. Its lease goes now.
+    if (attempt == 0 && !options_.instance.empty() &&
+        string_field(other, "instance") == options_.instance && existing.lease != 0) {
+      log::warn(
+          "cluster: node {}: its previous run (same host and data directory) is still "
+          "registered under lease {:x}; revoking that lease",
+          options_.node_id, existing.lease);
+      if (auto st = etcd_.lease_revoke(existing.lease); !st) {
+        (void)etcd_.lease_revoke(grant->id);
+        return st;
+      }
+      note(fmt::format("revoked lease {:x} of this node's previous run", existing.lease));
+      continue;
+    }
+    (void)etcd_.lease_revoke(grant->id);
+    return Error(ErrorCode::kAlreadyExists,
+                 fmt::format("cluster-node-id '{}': another live node of cluster '{}' is "
+                             "registered with this id (client address {}, started at unix ms "
+                             "{}); stop it or give this node another id",
+                             options_.node_id, options_.name, string_field(other, "client-address"),
+                             number_field(other, "started-unix-ms")));
+  }
+  lease_ = grant->id;
+  ttl_seconds_ = grant->ttl_seconds;
+  lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
+  state_ = NodeState::kMember;
+  reason_.clear();
+  last_error_.clear();
+  note(fmt::format("{} cluster '{}' with lease {:x} (TTL {} s)", first ? "joined" : "joined again",
+                   options_.name, lease_, ttl_seconds_));
+  log::info("cluster: node {} {} cluster '{}' through etcd {} (lease {:x}, TTL {} s)",
+            options_.node_id, first ? "joined" : "joined again", options_.name,
+            etcd_.current_endpoint(), lease_, ttl_seconds_);
+  return ok_status();
+}
+
+void Node::lose(const std::string& why) {
+  lease_deadline_ns_.store(0);
+  state_ = NodeState::kLostEtcd;
+  reason_ = why;
+  ++lease_losses_;
+  for (const auto& [channel, epoch] : leading_) {
+    ++leaderships_lost_;
+    note(fmt::format("no longer leads channel {} (epoch {}): lease lost", channel, epoch));
+  }
+  log::warn(
+      "cluster: node {} lost its etcd lease: {}; it leads nothing ({} leadership{} given "
+      "up) until it joins again",
+      options_.node_id, why, leading_.size(), leading_.size() == 1 ? "" : "s");
+  leading_.clear();
+  note("lost-etcd: " + why);
+}
+
+void Node::reconcile() {
+  // One transaction reads everything at one revision: a consistent view.
+  auto txn = etcd_.txn(
+      {}, {TxnOp{TxnOp::Kind::kRange, prefix_ + "nodes/", "", 0, prefix_end(prefix_ + "nodes/")},
+           TxnOp{TxnOp::Kind::kRange, prefix_ + "placement/", "", 0,
+                 prefix_end(prefix_ + "placement/")},
+           TxnOp{TxnOp::Kind::kRange, prefix_ + "leader/", "", 0, prefix_end(prefix_ + "leader/")},
+           TxnOp{TxnOp::Kind::kRange, prefix_ + "epoch/", "", 0, prefix_end(prefix_ + "epoch/")},
+           TxnOp::get(prefix_ + "placement-version")});
+  if (!txn || txn->ranges.size() != 5) {
+    last_error_ = txn ? "etcd answered a read with missing ranges" : txn.error().message;
+    return;
+  }
+  const auto& r = txn->ranges;
+  nodes_.clear();
+  for (const auto& kv : r[0]) {
+    json info = parse_object(kv.value);
+    const std::string id = kv.key.substr(prefix_.size() + 6);
+    // Only what a node writes, so that a key written by hand cannot break the view.
+    if (string_field(info, "id") != id) continue;
+    json clean = json::object();
+    for (const char* field : {"client-address", "peer-address", "version"}) {
+      clean[field] = string_field(info, field);
+    }
+    clean["started-unix-ms"] = number_field(info, "started-unix-ms");
+    nodes_[id] = std::move(clean);
+  }
+  std::map<std::string, std::unique_ptr<Channel>> seen;
+  auto channel = [&](const std::string& name) -> Channel& {
+    auto& c = seen[name];
+    if (!c) c = std::make_unique<Channel>();
+    return *c;
+  };
+  for (const auto& kv : r[1]) {
+    auto name = channel_of(kv.key, prefix_.size() + 10);
+    if (!name) continue;
+    json p = parse_object(kv.value);
+    auto& c = channel(*name);
+    if (p.contains("replicas") && p["replicas"].is_array()) {
+      for (const auto& n : p["replicas"]) {
+        if (n.is_string()) c.replicas.push_back(n.get<std::string>());
+      }
+    }
+  }
+  for (const auto& kv : r[2]) {
+    auto name = channel_of(kv.key, prefix_.size() + 7);
+    if (!name) continue;
+    json l = parse_object(kv.value);
+    auto& c = channel(*name);
+    c.leader = string_field(l, "node");
+    c.leader_epoch = number_field(l, "epoch");
+    c.leader_lease = kv.lease;
+  }
+  for (const auto& kv : r[3]) {
+    auto name = channel_of(kv.key, prefix_.size() + 6);
+    if (!name) continue;
+    auto& c = channel(*name);
+    const auto epoch = parse_epoch(kv.value);
+    c.last_epoch = epoch.value_or(0);
+    c.epoch_unreadable = !epoch;
+    c.epoch_revision = kv.mod_revision;
+  }
+  placement_version_revision_ = r[4].empty() ? 0 : r[4][0].mod_revision;
+  // Leader changes seen since the last view.
+  for (const auto& [name, c] : seen) {
+    auto before = channels_.find(name);
+    const uint64_t old_epoch = before == channels_.end() ? 0 : before->second->leader_epoch;
+    if (c->leader_epoch != 0 && c->leader_epoch != old_epoch) ++leader_changes_;
+  }
+  channels_ = std::move(seen);
+
+  // Leaderships this node believed in but etcd no longer shows.
+  for (auto it = leading_.begin(); it != leading_.end();) {
+    auto c = channels_.find(it->first);
+    if (c != channels_.end() && c->second->leader == options_.node_id &&
+        c->second->leader_epoch == it->second && c->second->leader_lease == lease_) {
+      ++it;
+      continue;
+    }
+    ++leaderships_lost_;
+    note(fmt::format(
+        "no longer leads channel {} (epoch {}): etcd shows {}", it->first, it->second,
+        c == channels_.end() || c->second->leader.empty()
+            ? std::string("no leader")
+            : fmt::format("{} in epoch {}", c->second->leader, c->second->leader_epoch)));
+    log::warn("cluster: node {} no longer leads channel {} (epoch {})", options_.node_id, it->first,
+              it->second);
+    it = leading_.erase(it);
+  }
+  // A leader key of ours that we did not know of (the answer to our election was lost).
+  for (const auto& [name, c] : channels_) {
+    if (c->leader == options_.node_id && c->leader_lease == lease_ && !leading_.contains(name)) {
+      leading_[name] = c->leader_epoch;
+      note(fmt::format("leads channel {} in epoch {}", name, c->leader_epoch));
+    }
+  }
+
+  if (sources_.local_channels) place(sources_.local_channels());
+  std::set<std::string> live;
+  for (const auto& [id, info] : nodes_) live.insert(id);
+  for (const auto& [name, c] : channels_) {
+    if (c->replicas.empty() || !c->leader.empty()) continue;
+    if (leader_candidate(c->replicas, live) != options_.node_id) continue;
+    if (c->epoch_unreadable) {
+      last_error_ = fmt::format(
+          "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "
+          "is repaired (docs/CLUSTERING.md)",
+          name, prefix_, name);
+      continue;
+    }
+    elect(name);
+  }
+}
+
+void Node::place(const std::vector<LocalChannel>& local) {
+  std::set<std::string> live;
+  for (const auto& [id, info] : nodes_) live.insert(id);
+  for (const auto& lc : local) {
+    auto it = channels_.find(lc.name);
+    if (it != channels_.end() && !it->second->replicas.empty()) continue;
+    std::map<std::string, std::vector<std::string>> placements;
+    for (const auto& [name, c] : channels_) {
+      if (!c->replicas.empty()) placements[name] = c->replicas;
+    }
+    const auto replicas = choose_replicas(live, placements, lc.replicas);
+    if (replicas.empty()) return;
+    const std::string key = prefix_ + "placement/" + lc.name;
+    const std::string version = prefix_ + "placement-version";
+    // Decided over a complete view: the transaction fails when any placement was written since
+    // this node read them (the next step reads again).
+    auto txn = etcd_.txn(
+        {Compare::absent(key), Compare::mod_revision_is(version, placement_version_revision_)},
+        {TxnOp::put(key, json{{"replicas", replicas}}.dump()), TxnOp::put(version, lc.name)});
+    if (!txn || !txn->succeeded) return;
+    placement_version_revision_ = txn->revision;
+    auto& c = channels_[lc.name];
+    if (!c) c = std::make_unique<Channel>();
+    c->replicas = replicas;
+    note(fmt::format("placed channel {} on {}", lc.name, fmt::join(replicas, ", ")));
+  }
+}
+
+void Node::elect(const std::string& name) {
+  Channel& c = *channels_.at(name);
+  const uint64_t epoch = c.last_epoch + 1;
+  const std::string leader_key = prefix_ + "leader/" + name;
+  const std::string epoch_key = prefix_ + "epoch/" + name;
+  // Granted only if nobody leads and nobody was granted an epoch since this node read
+  // last_epoch: each epoch goes to one node, and epochs only grow.
+  auto txn = etcd_.txn(
+      {Compare::absent(leader_key), Compare::mod_revision_is(epoch_key, c.epoch_revision)},
+      {TxnOp::put(epoch_key, std::to_string(epoch)),
+       TxnOp::put(leader_key, json{{"node", options_.node_id}, {"epoch", epoch}}.dump(), lease_)});
+  if (!txn) {
+    last_error_ = txn.error().message;
+    return;
+  }
+  if (!txn->succeeded) return;  // someone else was faster; the next step reads who
+  c.leader = options_.node_id;
+  c.leader_epoch = epoch;
+  c.leader_lease = lease_;
+  c.last_epoch = epoch;
+  c.epoch_revision = txn->revision;
+  leading_[name] = epoch;
+  ++leader_changes_;
+  note(fmt::format("leads channel {} in epoch {}", name, epoch));
+  log::info("cluster: node {} leads channel {} in epoch {}", options_.node_id, name, epoch);
+}
+
+void Node::note(std::string event) {
+  events_.emplace_back(unix_ms(), std::move(event));
+  if (events_.size() > kMaxEvents) events_.erase(events_.begin());
+}
+
+void Node::publish() {
+  auto v = std::make_shared<View>();
+  v->state = state_;
+  v->reason = reason_;
+  v->lease = lease_;
+  v->ttl_seconds = ttl_seconds_;
+  v->nodes = nodes_;
+  for (const auto& [name, c] : channels_) {
+    v->channels.push_back({name, c->replicas, c->leader, c->leader_epoch, c->last_epoch});
+  }
+  v->leading = leading_;
+  v->events = events_;
+  v->leader_changes = leader_changes_;
+  v->leaderships_lost = leaderships_lost_;
+  v->lease_losses = lease_losses_;
+  v->etcd_errors = etcd_.errors();
+  v->etcd_endpoint = etcd_.current_endpoint();
+  v->last_error = last_error_;
+  std::lock_guard lock(mu_);
+  view_ = std::move(v);
+}
+
+json Node::to_json() const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (!v) return json::object();
+  // A member whose lease deadline passed (the control loop has not run since: the process was
+  // stopped, or etcd is slow) may have lost its lease: it says so, and claims no leadership.
+  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  const NodeState state =
+      v->state == NodeState::kMember && !alive ? NodeState::kLostEtcd : v->state;
+  json nodes = json::array();
+  for (const auto& [id, info] : v->nodes) {
+    json n = info;
+    n["id"] = id;
+    n["state"] = id == options_.node_id ? state_name(state) : "alive";
+    nodes.push_back(std::move(n));
+  }
+  json channels = json::array();
+  for (const auto& c : v->channels) {
+    json ch = {{"name", c.name},
+               {"replicas", c.replicas},
+               {"leader", c.leader.empty() ? json() : json(c.leader)},
+               {"epoch", c.epoch},
+               {"last-epoch", c.last_epoch}};
+    ch["this-node-leads"] =
+        alive && v->leading.contains(c.name) && v->leading.at(c.name) == c.epoch;
+    channels.push_back(std::move(ch));
+  }
+  json leading = json::object();
+  if (alive) {
+    for (const auto& [name, epoch] : v->leading) leading[name] = epoch;
+  }
+  json events = json::array();
+  for (const auto& [at, text] : v->events) events.push_back({{"unix-ms", at}, {"event", text}});
+  json self = {{"id", options_.node_id},
+               {"state", state_name(state)},
+               {"lease", alive ? fmt::format("{:x}", v->lease) : std::string()},
+               {"lease-ttl-seconds", v->ttl_seconds},
+               {"client-address", options_.advertise_client},
+               {"peer-address", options_.advertise_peer},
+               {"leads", std::move(leading)},
+               {"events", std::move(events)}};
+  if (state != NodeState::kMember) {
+    self["reason"] = v->state == NodeState::kMember
+                         ? std::string("the lease's deadline passed before a keepalive answered")
+                         : v->reason;
+  }
+  return json{{"cluster", options_.name},
+              {"replication",
+               "none: messages are stored only on the node that receives them "
+               "(docs/CLUSTERING.md)"},
+              {"node", std::move(self)},
+              {"etcd",
+               {{"endpoint", v->etcd_endpoint},
+                {"request-errors", v->etcd_errors},
+                {"last-error", v->last_error}}},
+              {"nodes", std::move(nodes)},
+              {"channels", std::move(channels)}};
+}
+
+bool Node::ready(std::string* why) const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (v && v->state == NodeState::kMember && lease_alive(Clock::now())) return true;
+  if (why) {
+    *why = !v ? std::string("joining")
+              : fmt::format(
+                    "cluster: {}{}",
+                    state_name(v->state == NodeState::kMember ? NodeState::kLostEtcd : v->state),
+                    v->reason.empty() ? "" : ": " + v->reason);
+  }
+  return false;
+}
+
+NodeFigures Node::figures() const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  NodeFigures f;
+  if (!v) return f;
+  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  f.member = alive;
+  f.nodes_alive = v->nodes.size();
+  f.channels_led = alive ? v->leading.size() : 0;
+  f.leases_held = alive ? 1 : 0;
+  f.leader_changes = v->leader_changes;
+  f.leaderships_lost = v->leaderships_lost;
+  f.lease_losses = v->lease_losses;
+  f.etcd_errors = v->etcd_errors;
+  return f;
+}
+
+}  // namespace witmq::cluster

@@ -1,0 +1,151 @@
+// This witmqd as a member of a cluster (docs/CLUSTERING.md): its registration in etcd under a
+// lease kept alive, the channels' placement records, and the leaderships it wins by etcd
+// transactions, each with a fencing epoch that only grows.
+//
+// Keys, under the prefix /witmq/<cluster-name>/ (ClusterOptions::key_prefix):
+//   nodes/<id>          the node's registration (JSON), attached to its lease
+//   placement/<channel> {"replicas": [ids, preferred leader first]}, written once
+//   epoch/<channel>     the last epoch ever granted for the channel (decimal), never deleted
+//   leader/<channel>    {"node": id, "epoch": n}, attached to the leader's lease
+//   placement-version   bumped by every placement write, so that placements are decided one
+//                       at a time over a complete view (leaders spread evenly)
+//
+// Fencing: a node wins epoch e of a channel only by a transaction that (1) finds no leader key
+// and (2) finds the epoch key unchanged since it read e-1, and writes both the epoch key (e) and
+// the leader key (under its own lease) at once. Since etcd applies transactions one at a time,
+// each epoch is granted to exactly one node. The leader key goes away only when its lease does;
+// etcd expires the lease no earlier than TTL after the last keepalive it answered, and the node
+// stops believing it leads at TTL (minus a margin) after it *sent* that keepalive, on its own
+// monotonic clock. So the old leader has stopped believing before a new epoch can be granted.
+//
+// Threading: one thread of its own runs the control loop (keepalive, reconcile, elect) and owns
+// the etcd client; its requests are bounded by the etcd timeout and never run on the daemon's I/O
+// threads. Readers (HTTP, metrics, readiness) see a snapshot published after each step, and check
+// the lease deadline themselves, so that a process resumed after SIGSTOP never reports a
+// leadership it may have lost.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/etcd_client.h"
+#include "cluster/options.h"
+#include "common/result.h"
+
+namespace witmq::cluster {
+
+// A channel that exists on this node, as the placement needs it.
+struct LocalChannel {
+  std::string name;
+  uint32_t replicas = 3;  // the channel's `replicas` setting
+};
+
+// What the node asks of the daemon (cluster/ does not know the broker). Called on the node's
+// thread.
+struct NodeSources {
+  std::function<std::vector<LocalChannel>()> local_channels;
+};
+
+// member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
+// time (etcd down or unreachable, the process was stopped); the node leads nothing and tries to
+// join again. joining: before the first registration. stopped: after stop().
+enum class NodeState { kJoining, kMember, kLostEtcd, kStopped };
+const char* state_name(NodeState s);
+
+// Counters and gauges for /metrics.
+struct NodeFigures {
+  bool member = false;
+  uint64_t nodes_alive = 0;
+  uint64_t channels_led = 0;
+  uint64_t leases_held = 0;
+  uint64_t leader_changes = 0;    // changes of a channel's leader epoch this node observed
+  uint64_t leaderships_lost = 0;  // leaderships this node held and lost
+  uint64_t lease_losses = 0;      // times the node went from member to lost-etcd
+  uint64_t etcd_errors = 0;       // etcd requests that failed on some endpoint
+};
+
+class Node {
+ public:
+  // Registers this node (a lease of options.lease_ttl_seconds, then nodes/<id> under it) and
+  // starts the control loop. Errors: no etcd endpoint answered (naming each and why), or another
+  // live node is registered with this id (kAlreadyExists, naming its addresses and start time).
+  static Result<std::unique_ptr<Node>> start(ClusterOptions options, NodeSources sources);
+  // stop(), if not done yet.
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Ends the control loop and revokes the lease (the node's registration and leaderships go at
+  // once, so that other nodes take over without waiting for the TTL). Idempotent.
+  void stop();
+
+  // GET /v1/cluster: this node, every live node, every channel's placement and leader.
+  nlohmann::json to_json() const;
+  // Whether the node is a member now; when not, `why` says why.
+  bool ready(std::string* why) const;
+  NodeFigures figures() const;
+
+ private:
+  struct View;
+  struct Channel;
+  Node(ClusterOptions options, NodeSources sources);
+
+  void run();
+  void step();
+  Status join(bool first);
+  void lose(const std::string& why);
+  void reconcile();
+  void place(const std::vector<LocalChannel>& local);
+  void elect(const std::string& channel);
+  void note(std::string event);
+  void publish();
+  std::string registration_json() const;
+  bool lease_alive(std::chrono::steady_clock::time_point now) const;
+
+  const ClusterOptions options_;
+  const NodeSources sources_;
+  const std::string prefix_;
+  EtcdClient etcd_;
+  std::chrono::milliseconds tick_;
+  std::chrono::milliseconds margin_;
+  const int64_t started_unix_ms_;
+
+  // The control loop's state (its thread only, and start()/stop() before and after it).
+  NodeState state_ = NodeState::kJoining;
+  std::string reason_;
+  int64_t lease_ = 0;
+  int64_t ttl_seconds_ = 0;
+  std::map<std::string, nlohmann::json> nodes_;  // live nodes: id -> registration
+  std::map<std::string, std::unique_ptr<Channel>> channels_;
+  int64_t placement_version_revision_ = 0;
+  std::map<std::string, uint64_t> leading_;  // channel -> epoch this node won
+  std::string last_error_;
+  std::chrono::steady_clock::time_point last_error_log_{};
+  std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
+  uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
+
+  // Read by any thread: the monotonic time (ns since the clock's epoch) after which the lease
+  // may have expired in etcd; 0 when there is no lease.
+  std::atomic<int64_t> lease_deadline_ns_{0};
+
+  mutable std::mutex mu_;  // guards the members below
+  std::shared_ptr<const View> view_;
+  bool stopping_ = false;
+  std::condition_variable wake_;
+  std::thread thread_;
+  bool stopped_ = false;
+};
+
+}  // namespace witmq::cluster

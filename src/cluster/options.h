@@ -1,0 +1,45 @@
+// The settings of cluster mode (docs/CLUSTERING.md), set by the daemon's cluster- keys
+// (daemon/config.cc). Cluster mode is off when node_id is empty: witmqd is then a single node
+// and never talks to etcd.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace witmq::cluster {
+
+struct ClusterOptions {
+  // This node's name in the cluster (cluster-node-id); "" = cluster mode off.
+  std::string node_id;
+  // The cluster's name (cluster-name): every key witmq writes in etcd starts with
+  // /witmq/<name>/, so that clusters can share one etcd.
+  std::string name = "witmq";
+  // etcd's client endpoints, HOST:PORT (cluster-etcd-endpoints).
+  std::vector<std::string> etcd_endpoints = {"127.0.0.1:2379"};
+  // One etcd request's bound on one endpoint (cluster-etcd-timeout-ms).
+  std::chrono::milliseconds etcd_timeout{1'000};
+  // The TTL of the node's etcd lease (cluster-lease-ttl-seconds): how long a node that stopped
+  // answering keeps its registration and its leaderships.
+  int64_t lease_ttl_seconds = 5;
+  // Where peers will reach this node for replication (cluster-peer-listen,
+  // cluster-advertise-peer); recorded in the registration.
+  std::string peer_listen;
+  std::string advertise_peer;
+  // The protocol address clients are sent to (cluster-advertise-client); "" = the address the
+  // protocol listener bound, filled in by the daemon.
+  std::string advertise_client;
+  // witmqd's version, recorded in the registration.
+  std::string version;
+  // "<host name>:<absolute data directory>", recorded in the registration: a registration with
+  // the same instance belongs to an earlier run of this very node (two live processes cannot
+  // share a data directory), whose lease may be revoked at start instead of refusing to start.
+  std::string instance;
+
+  bool enabled() const { return !node_id.empty(); }
+  // "/witmq/<name>/"
+  std::string key_prefix() const { return "/witmq/" + name + "/"; }
+};
+
+}  // namespace witmq::cluster
