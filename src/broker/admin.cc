@@ -169,7 +169,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
   auto dlqp = impl.lookup(dlq_name);
   if (!dlqp) return not_found(fmt::format("channel '{}' does not exist", dlq_name));
   Channel& dlq = *dlqp;
-  // Replay acquires like a consumer with a long lease, then moves each message in one write.
+  // Replay acquires like a consumer with a long lease, then moves what it acquired in steps.
   Client replayer(0, "");
   ConsumerOptions o;
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(kReplayLease);
@@ -188,6 +188,40 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.end_foreign_write(ch);
     }
   };
+  // Dead letters this replay cannot move (no source to go back to, the source deleted meanwhile,
+  // a write that failed): held until it ends, so that its next steps take others rather than the
+  // same ones again, then left available again.
+  struct Unmovable {
+    Impl& impl;
+    Channel& dlq;
+    struct Held {
+      SubscriptionId sub;
+      Seq seq;
+      uint64_t lease;
+    };
+    std::vector<Held> held;
+    ~Unmovable() {
+      if (held.empty()) return;
+      Deferred d;
+      {
+        WriteSet ws;
+        std::lock_guard lock(dlq.mu);
+        if (dlq.deleted) return;  // they went with their channel
+        for (const Held& h : held) {
+          Subscription* sub = dlq.find_sub(h.sub);
+          if (sub && sub->contains(h.seq) && sub->at(h.seq).lease == h.lease &&
+              sub->at(h.seq).state == Delivery::State::kAcquired) {
+            --sub->in_flight;
+            sub->leases.erase({sub->at(h.seq).deadline, h.seq});
+            impl.make_ready(*sub, h.seq, ws);
+          }
+        }
+        impl.wake(dlq, d);
+        impl.submit(dlq, std::move(ws));
+      }
+      impl.run(d);
+    }
+  } unmovable{impl, dlq, {}};
   // Bytes a message adds to a step's write, near enough for kReplayStepBytes.
   auto size_of = [](const Message& m) {
     size_t n = m.data.size();
@@ -221,30 +255,12 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.submit(dlq, std::move(ws));
     }
     if (g.items.empty()) break;
-    // Leaves a message the replay holds in the dead-letter channel, available again.
-    auto keep = [&](Seq seq) {
-      Deferred d;
-      {
-        WriteSet ws;
-        std::lock_guard lock(dlq.mu);
-        Subscription* sub = dlq.find_sub(g.sub);
-        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease &&
-            sub->at(seq).state == Delivery::State::kAcquired) {
-          --sub->in_flight;
-          sub->leases.erase({sub->at(seq).deadline, seq});
-          impl.make_ready(*sub, seq, ws);
-          impl.wake(dlq, d);
-        }
-        impl.submit(dlq, std::move(ws));
-      }
-      impl.run(d);
-    };
+    auto keep = [&](Seq seq) { unmovable.held.push_back({g.sub, seq, g.lease}); };
     for (auto& item : g.items) {
       if (item.body) continue;
       auto r = impl.store->get(dlq.id, item.seq);
       if (r && r->has_value()) item.body = std::make_shared<const StoredMessage>(std::move(**r));
     }
-    const uint64_t moved_before = moved;
     // The step goes back in runs of messages with the same source, each run one atomic write
     // (the copies in the source and the dead letters' "accepted" records), stored before the next
     // is queued. A dead letter settles only once its run is stored, so a write that fails (a full
@@ -316,14 +332,11 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       moved += seqs.size();
     }
     if (!failed.ok()) {
-      for (; i < g.items.size(); ++i) keep(g.items[i].seq);  // not tried: left as they were
+      for (; i < g.items.size(); ++i) keep(g.items[i].seq);  // not tried
       log::warn("channel {}: replay stopped after {} messages: {}", dlq_name, moved,
                 failed.error().to_string());
       return std::move(failed).error();
     }
-    // Everything acquired went back (no source to return to): acquiring again would find the
-    // same messages first.
-    if (moved == moved_before) break;
   }
   if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
   return moved;

@@ -149,5 +149,35 @@ TEST_F(ReplayTest, DeadLettersOfSeveralSourcesGoBackInOrderOnce) {
   }
 }
 
+// Dead letters with no source to go back to (sent to the dead-letter channel directly) stay, and
+// do not hide the ones behind them, however many more of them than a step holds.
+TEST_F(ReplayTest, DeadLettersWithoutASourceDoNotHideTheOnesBehindThem) {
+  ChannelSettings s;
+  s.durability = Durability::kNone;
+  s.abandon = AbandonPolicy::kDeadLetter;
+  s.max_deliveries = 0;
+  ASSERT_TRUE(broker_->declare_channel("src", s).ok());
+  auto c = connect();
+  std::vector<Message> direct;
+  for (int i = 0; i < 1200; ++i) direct.push_back(msg("direct"));
+  send_ok(c, "src.dlq", std::move(direct));
+  send_ok(c, "src", {msg("real")});
+  auto got = receive_ok(c, "src", 1);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(broker_->abandon_message(got[0]).ok());
+  ASSERT_EQ(stats("src.dlq").depth, 1201u);
+  auto moved = broker_->replay_dead_letters("src.dlq", std::numeric_limits<uint64_t>::max());
+  ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+  EXPECT_EQ(*moved, 1u);
+  const ChannelStats dlq = stats("src.dlq");
+  EXPECT_EQ(dlq.depth, 1200u);
+  EXPECT_EQ(dlq.in_flight, 0u);
+  auto back = receive_ok(c, "src", 10);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(text(back[0]), "real");
+  // The ones left are available again, to consumers and to the next replay alike.
+  EXPECT_EQ(receive_ok(c, "src.dlq", 2000).size(), 1200u);
+}
+
 }  // namespace
 }  // namespace witmq::broker::testing
