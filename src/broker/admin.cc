@@ -169,7 +169,7 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
   auto dlqp = impl.lookup(dlq_name);
   if (!dlqp) return not_found(fmt::format("channel '{}' does not exist", dlq_name));
   Channel& dlq = *dlqp;
-  // Replay acquires like a consumer with a long lease, then moves each message in one write.
+  // Replay acquires like a consumer with a long lease, then moves what it acquired in steps.
   Client replayer(0, "");
   ConsumerOptions o;
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(kReplayLease);
@@ -188,6 +188,51 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
       impl.end_foreign_write(ch);
     }
   };
+  // Dead letters this replay cannot move (no source to go back to, the source deleted meanwhile,
+  // a write that failed): held until it ends, so that its next steps take others rather than the
+  // same ones again, then left available again.
+  struct Unmovable {
+    Impl& impl;
+    Channel& dlq;
+    struct Held {
+      SubscriptionId sub;
+      Seq seq;
+      uint64_t lease;
+    };
+    std::vector<Held> held;
+    ~Unmovable() {
+      if (held.empty()) return;
+      Deferred d;
+      {
+        WriteSet ws;
+        std::lock_guard lock(dlq.mu);
+        if (dlq.deleted) return;  // they went with their channel
+        for (const Held& h : held) {
+          Subscription* sub = dlq.find_sub(h.sub);
+          if (sub && sub->contains(h.seq) && sub->at(h.seq).lease == h.lease &&
+              sub->at(h.seq).state == Delivery::State::kAcquired) {
+            --sub->in_flight;
+            sub->leases.erase({sub->at(h.seq).deadline, h.seq});
+            impl.make_ready(*sub, h.seq, ws);
+          }
+        }
+        impl.wake(dlq, d);
+        impl.submit(dlq, std::move(ws));
+      }
+      impl.run(d);
+    }
+  } unmovable{impl, dlq, {}};
+  // Bytes a message adds to a step's write, near enough for kReplayStepBytes.
+  auto size_of = [](const Message& m) {
+    size_t n = m.data.size();
+    if (m.metadata) {
+      for (const auto& [k, v] : *m.metadata) n += k.size() + v.size();
+    }
+    return n;
+  };
+  auto source_of = [](const Grant::Item& item) -> const std::string* {
+    return item.body ? find_metadata(item.body->message, meta::kDlqSource) : nullptr;
+  };
   while (moved < max_messages) {
     Grant g;
     std::optional<ForeignWrite> foreign;
@@ -203,102 +248,95 @@ Result<uint64_t> Broker::replay_dead_letters(std::string_view dlq_name, uint64_t
                                  dlq_name));
       }
       Subscription* sub = dlq.find_sub(dlq.subs.at("")->id);
-      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_messages - moved, 1000));
+      const auto n =
+          static_cast<uint32_t>(std::min<uint64_t>(max_messages - moved, kReplayStepMessages));
       if (!sub->has_available(dlq.committed)) break;
       g = impl.acquire(dlq, *sub, replayer, n, o, ws);
       impl.submit(dlq, std::move(ws));
     }
     if (g.items.empty()) break;
-    // Leaves a message the replay holds in the dead-letter channel, available again.
-    auto keep = [&](Seq seq) {
-      Deferred d;
-      {
-        WriteSet ws;
-        std::lock_guard lock(dlq.mu);
-        Subscription* sub = dlq.find_sub(g.sub);
-        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease &&
-            sub->at(seq).state == Delivery::State::kAcquired) {
-          --sub->in_flight;
-          sub->leases.erase({sub->at(seq).deadline, seq});
-          impl.make_ready(*sub, seq, ws);
-          impl.wake(dlq, d);
-        }
-        impl.submit(dlq, std::move(ws));
-      }
-      impl.run(d);
-    };
-    const uint64_t moved_before = moved;
-    // Each move is one atomic write: the copy in the source and the dead letter's "accepted"
-    // record. The dead letter settles only once that write is stored, so a write that fails (a
-    // full disk) leaves the message here rather than in neither channel.
-    std::vector<std::pair<Seq, std::future<Status>>> moves;
-    Status failed;
+    auto keep = [&](Seq seq) { unmovable.held.push_back({g.sub, seq, g.lease}); };
     for (auto& item : g.items) {
-      if (!item.body) {
-        auto r = impl.store->get(dlq.id, item.seq);
-        if (r && r->has_value()) item.body = std::make_shared<const StoredMessage>(std::move(**r));
-      }
-      const std::string* source =
-          item.body ? find_metadata(item.body->message, meta::kDlqSource) : nullptr;
-      std::shared_ptr<Channel> src;
-      if (source) {
-        auto s = impl.find_or_create(*source, true);
-        if (s) src = *s;
-      }
-      if (!src) {
-        keep(item.seq);  // nowhere to go back to
+      if (item.body) continue;
+      auto r = impl.store->get(dlq.id, item.seq);
+      if (r && r->has_value()) item.body = std::make_shared<const StoredMessage>(std::move(**r));
+    }
+    // The step goes back in runs of messages with the same source, each run one atomic write
+    // (the copies in the source and the dead letters' "accepted" records), stored before the next
+    // is queued. A dead letter settles only once its run is stored, so a write that fails (a full
+    // disk) leaves the messages here rather than in neither channel.
+    Status failed;
+    size_t i = 0;
+    while (i < g.items.size()) {
+      const std::string* source = source_of(g.items[i]);
+      if (!source) {
+        keep(g.items[i++].seq);  // nowhere to go back to
         continue;
       }
-      Message m = item.body->message;
-      if (m.metadata) {
-        std::erase_if(*m.metadata, [](const KeyValue& kv) { return is_reserved_key(kv.first); });
-      }
+      const std::string source_name = *source;
+      std::vector<Message> messages;
+      std::vector<Seq> seqs;
       WriteSet ws;
-      ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
+      size_t bytes = 0;
+      for (; i < g.items.size(); ++i) {
+        const Grant::Item& item = g.items[i];
+        const std::string* s = source_of(item);
+        if (!s || *s != source_name) break;
+        const size_t size = size_of(item.body->message);
+        if (!seqs.empty() && bytes + size > kReplayStepBytes) break;
+        bytes += size;
+        Message m = item.body->message;
+        if (m.metadata) {
+          std::erase_if(*m.metadata, [](const KeyValue& kv) { return is_reserved_key(kv.first); });
+        }
+        messages.push_back(std::move(m));
+        seqs.push_back(item.seq);
+        ws.put_delivery(g.sub, item.seq, {DeliveryStatus::kAccepted, item.attempts, 0});
+      }
+      auto src = impl.find_or_create(source_name, true);
+      if (!src) {
+        for (Seq seq : seqs) keep(seq);  // nowhere to go back to
+        continue;
+      }
       std::promise<Status> promise;
       auto stored = promise.get_future();
       SendHandler done = [p = std::move(promise)](Status st) mutable {
         p.set_value(std::move(st));
       };
-      auto st =
-          impl.append_locked_free(*src, std::vector<Message>{std::move(m)}, std::move(ws), &done);
+      auto st = impl.append_locked_free(**src, std::move(messages), std::move(ws), &done);
       if (!st) {
-        // The source was deleted since it was looked up (the only refusal): the message stays a
-        // dead letter, and the replay goes on.
-        log::warn("channel {}: seq {} cannot be replayed: {}", dlq_name, item.seq,
-                  st.error().to_string());
-        keep(item.seq);
+        // The source was deleted since it was looked up (the only refusal): the messages stay
+        // dead letters, and the replay goes on.
+        log::warn("channel {}: {} messages from seq {} cannot be replayed: {}", dlq_name,
+                  seqs.size(), seqs.front(), st.error().to_string());
+        for (Seq seq : seqs) keep(seq);
         continue;
       }
-      moves.emplace_back(item.seq, std::move(stored));
-    }
-    for (auto& [seq, stored] : moves) {
-      Status st = stored.get();
-      if (!st) {
-        if (failed.ok()) failed = std::move(st);
-        keep(seq);
-        continue;
+      if (auto written = stored.get(); !written) {
+        failed = std::move(written);
+        for (Seq seq : seqs) keep(seq);
+        break;
       }
-      WriteSet ws;
+      WriteSet settled;
       std::lock_guard lock(dlq.mu);
       Subscription* sub = dlq.find_sub(g.sub);
-      if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
-        sub->at(seq).persisted = true;
-        sub->accept(seq);
-        ++dlq.completes_total;
-        if (sub->advance_floor(ws)) impl.floor_moved(dlq, *sub, ws);
+      for (Seq seq : seqs) {
+        if (sub && sub->contains(seq) && sub->at(seq).lease == g.lease) {
+          sub->at(seq).persisted = true;
+          sub->accept(seq);
+          ++dlq.completes_total;
+        }
       }
-      impl.submit(dlq, std::move(ws));
-      ++moved;
+      if (sub && sub->advance_floor(settled)) impl.floor_moved(dlq, *sub, settled);
+      impl.submit(dlq, std::move(settled));
+      moved += seqs.size();
     }
     if (!failed.ok()) {
+      for (; i < g.items.size(); ++i) keep(g.items[i].seq);  // not tried
       log::warn("channel {}: replay stopped after {} messages: {}", dlq_name, moved,
                 failed.error().to_string());
       return std::move(failed).error();
     }
-    // Everything acquired went back (no source to return to): acquiring again would find the
-    // same messages first.
-    if (moved == moved_before) break;
   }
   if (moved) log::info("channel {}: replayed {} dead letters", dlq_name, moved);
   return moved;

@@ -190,7 +190,9 @@ class Broker {
   Result<std::vector<Message>> browse(std::string_view channel, uint64_t from_seq,
                                       uint32_t max_messages);
   // Moves up to `max_messages` available messages of dead-letter channel `dlq` back to their
-  // source channels, each move one atomic write. Returns how many moved.
+  // source channels, each move atomic. Blocks the calling thread until done: it moves steps of a
+  // bounded size, one write each, so that other clients' writes interleave. Returns how many
+  // moved.
   Result<uint64_t> replay_dead_letters(std::string_view dlq, uint64_t max_messages);
   // Settles every available message of `channel` in every subscription (acquired ones are left
   // to their consumers). Returns how many were removed.

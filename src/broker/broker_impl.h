@@ -44,6 +44,12 @@ inline constexpr auto kHousekeepingDelay = std::chrono::seconds(1);
 inline constexpr auto kRetentionCheckInterval = std::chrono::seconds(5);
 // How long replay holds the dead letters it is moving.
 inline constexpr auto kReplayLease = std::chrono::hours(1);
+// Replay moves dead letters in steps of at most this many messages and data bytes (always at
+// least one message): one write per step and source channel, and the next step only once it is
+// stored. A large replay so never has more than one write queued ahead of other clients' sends on
+// the store's one commit path, nor builds one huge batch.
+inline constexpr uint32_t kReplayStepMessages = 256;
+inline constexpr size_t kReplayStepBytes = 1 << 20;
 // A message whose move to the dead-letter channel could not be stored (a full disk) stays in its
 // channel and is available again after this long, so that consumers do not spin on a disk that
 // refuses every write.

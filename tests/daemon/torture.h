@@ -193,8 +193,9 @@ class Findings {
 // neither deleted nor purged since, is still stored after a crash (in its channel, or in its
 // dead-letter channel if deliveries the harness never saw failed often enough, unless that one
 // was deleted or purged since), unless the harness saw it delivered (a consumer may have settled
-// it). Events are ordered by one logical
-// clock; a message's send starts at a tick, and an event after that tick may have touched it.
+// it). "Since" includes a delete or purge given up unanswered before the send: the daemon may
+// carry it out later, until it stops. Events are ordered by one logical clock; a message's send
+// starts at a tick, and an event after that tick may have touched it.
 class Model {
  public:
   // A send of message `id` to `channel` is about to be written.
@@ -211,22 +212,40 @@ class Model {
     std::lock_guard lock(mu_);
     if (auto it = msgs_.find(id); it != msgs_.end()) it->second.seen = true;
   }
-  // A delete or purge of `channel` was sent, answered or given up: messages sent before may be
-  // gone.
+  // A delete or purge of `channel` was sent or answered: messages sent before may be gone.
   void disrupted(const std::string& channel) {
     std::lock_guard lock(mu_);
     disrupted_[channel] = ++clock_;
+  }
+  // A delete or purge of `channel` was given up unanswered (its connection was closed). The
+  // daemon may still carry it out at any moment until it stops: a request it has read runs even
+  // when its connection is gone (an admin call waiting for the one admin thread, say). So every
+  // message sent to the channel before that stop may be gone, and a given-up delete stays in
+  // flight (for the stats comparisons) until then.
+  void given_up_removal(const std::string& channel, bool is_delete) {
+    std::lock_guard lock(mu_);
+    disrupted_[channel] = ++clock_;
+    uint64_t& deletes = given_up_[channel];
+    if (is_delete) ++deletes;
+  }
+  // The daemon stopped (killed, or died): what was given up is now done or never will be, and
+  // deliveries the harness never read (the kill itself cut some) may dead-letter their messages
+  // after the restart.
+  void daemon_stopped() {
+    std::lock_guard lock(mu_);
+    ++clock_;
+    for (const auto& [channel, deletes] : given_up_) {
+      disrupted_[channel] = clock_;
+      deletes_finished_[channel] += deletes;
+    }
+    given_up_.clear();
+    for (const auto& [id, m] : msgs_) unseen_[m.channel] = clock_;
   }
   // Deliveries of `channel` may have been made that the harness never read (a connection closed
   // with a receive or a stream pending, a crash): their failed attempts may dead-letter them.
   void unseen_deliveries(const std::string& channel) {
     std::lock_guard lock(mu_);
     unseen_[channel] = ++clock_;
-  }
-  void unseen_deliveries_everywhere() {
-    std::lock_guard lock(mu_);
-    ++clock_;
-    for (const auto& [id, m] : msgs_) unseen_[m.channel] = clock_;
   }
 
   // The confirmed messages the daemon must hold, of those not in `found`; forgets the messages
@@ -295,6 +314,9 @@ class Model {
   std::unordered_map<std::string, Msg> msgs_;
   std::map<std::string, uint64_t> disrupted_, unseen_;
   std::map<std::string, uint64_t> deletes_started_, deletes_finished_;
+  // Per channel, since the daemon last stopped: deletes given up unanswered (a channel is here
+  // also when only purges were given up).
+  std::map<std::string, uint64_t> given_up_;
 };
 
 }  // namespace witmq::daemon::torture

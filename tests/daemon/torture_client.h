@@ -102,15 +102,12 @@ class Actor {
   }
 
   // A request that will never be answered now (reconnect, the daemon killed): what it may have
-  // done on the server is recorded as possible.
+  // done on the server, or may still do until the daemon stops, is recorded as possible.
   void give_up(const Pending& p) {
     switch (p.type) {
       case FrameType::kChannelDelete:
-        model_.delete_finished(p.channel);
-        model_.disrupted(p.channel);
-        break;
       case FrameType::kPurge:
-        model_.disrupted(p.channel);
+        model_.given_up_removal(p.channel, p.type == FrameType::kChannelDelete);
         break;
       case FrameType::kSubscribeReceive:
       case FrameType::kSubscribeTryReceive:
@@ -472,7 +469,7 @@ class Actor {
   void handle_error(const Pending& p, const Error& e) {
     const std::string op(net::frame_type_name(p.type));
     f_.count("error " + op + ": " + std::string(error_code_name(e.code)));
-    if (p.type == FrameType::kChannelDelete || p.type == FrameType::kPurge) give_up(p);
+    if (p.type == FrameType::kChannelDelete) model_.delete_finished(p.channel);
     if (p.type == FrameType::kConnect) {
       f_.fail("connect-failed", who() + ": " + error_text(e));
       reconnect(100ms);
