@@ -90,6 +90,9 @@ constexpr uint64_t kRightPollFdReadwrite = uint64_t{1} << 27;
 constexpr uint32_t kClockRealtime = 0;
 constexpr uint32_t kClockMonotonic = 1;
 
+// Most subscriptions one poll_oneoff may pass.
+constexpr uint32_t kMaxPollSubscriptions = 4096;
+
 // Host work charged to the call's budget: one step per 8 bytes copied, one per item visited.
 constexpr uint64_t kBytesPerStep = 8;
 
@@ -287,6 +290,9 @@ uint32_t WasiHost::poll_oneoff(WasmInstance& w, uint32_t in, uint32_t out, uint3
   Mem m(w);
   m.check(nevents, 4);
   if (nsubs == 0) return kInval;
+  // The events are gathered before they are written (the two arrays may overlap): a cap keeps
+  // that host memory small whatever the guest's memory size.
+  if (nsubs > kMaxPollSubscriptions) return kInval;
   // subscription: 48 bytes; event: 32 bytes.
   m.check(in, uint64_t{nsubs} * 48);
   m.check(out, uint64_t{nsubs} * 32);

@@ -163,7 +163,8 @@ TEST_F(WasiProbe, OutOfBoundsPointersAnswerEfaultAndTheInstanceCarriesOn) {
   EXPECT_EQ(wasi("fd_fdstat_get", {1, kMemory - 23}), kFault);
   EXPECT_EQ(wasi("poll_oneoff", {kMemory - 47, 0, 1, 4100}), kFault);
   EXPECT_EQ(wasi("poll_oneoff", {0, kMemory - 31, 1, 4100}), kFault);
-  EXPECT_EQ(wasi("poll_oneoff", {0, 0, 0xFFFFFFFF, 4100}), kFault);
+  EXPECT_EQ(wasi("poll_oneoff", {0, 0, 4000, 4100}), kFault);        // 4000 x 48 bytes > memory
+  EXPECT_EQ(wasi("poll_oneoff", {0, 0, 0xFFFFFFFF, 4100}), kInval);  // over the cap
   EXPECT_TRUE(g_->usable());
   EXPECT_TRUE(lines().empty());
 }
@@ -280,6 +281,8 @@ TEST_F(WasiProbe, PollOneoffSleepsOnAClock) {
   EXPECT_EQ(userdata, 42u);
   EXPECT_EQ(mem()[7010], 0u);  // clock event
   EXPECT_EQ(wasi("poll_oneoff", {6000, 7000, 0, 4000}), kInval);
+  // More subscriptions than a call may pass (4096): refused before the host gathers any event.
+  EXPECT_EQ(wasi("poll_oneoff", {0, 0, 4097, 4000}), kInval);
 }
 
 TEST_F(WasiProbe, ASleepPastTheCallTimeoutFailsTheCallAsATimeLimit) {
