@@ -155,7 +155,10 @@ nlohmann::json GuestSet::stats_json() const {
                    {"completed", s.completed},
                    {"abandoned", s.abandoned},
                    {"settle-failures", s.settle_failures},
-                   {"handler-time-ns", s.handler_time_ns}});
+                   {"handler-time-ns", s.handler_time_ns},
+                   {"output-lines", s.output_lines},
+                   {"output-lines-dropped", s.output_lines_dropped},
+                   {"output-bytes-dropped", s.output_bytes_dropped}});
   }
   return out;
 }

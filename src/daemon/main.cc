@@ -65,7 +65,8 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
     std::vector<net::GuestFigures> out;
     for (const guest::GuestStats& s : guests.stats()) {
       out.push_back({s.name, s.instances_running, s.batches, s.messages_handled, s.handler_errors,
-                     s.traps, s.budget_exhaustions, s.memory_limit_hits, s.handler_time_ns});
+                     s.traps, s.budget_exhaustions, s.memory_limit_hits, s.handler_time_ns,
+                     s.output_lines, s.output_lines_dropped, s.output_bytes_dropped});
     }
     return out;
   };

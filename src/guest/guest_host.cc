@@ -64,7 +64,12 @@ GuestHost::GuestHost(broker::Broker& broker, GuestOptions options, LogSink log,
     : broker_(broker),
       options_(std::move(options)),
       log_(std::move(log)),
-      module_(std::move(module)) {}
+      module_(std::move(module)) {
+  output_ = std::make_shared<GuestOutput>(
+      options_.name, [this](bool is_stderr, std::string_view line) {
+        this->log(is_stderr ? LogLevel::kWarn : LogLevel::kInfo, std::string(line));
+      });
+}
 
 GuestHost::~GuestHost() { stop(); }
 
@@ -177,6 +182,8 @@ Status GuestHost::instantiate(Worker& w) {
   ctx.client_name = options_.group.empty() ? options_.name : options_.group;
   ctx.update_configuration = [this, &w](const GuestConfiguration& gc) { return subscribe(w, gc); };
   ctx.grants = options_.permissions ? &*options_.permissions : nullptr;
+  ctx.env = options_.env;
+  ctx.output = output_;
   // Visible to stop() from the moment it exists (its start function, `_initialize` and
   // configure may wait in receives), and interrupted at once if stop() came first.
   ctx.track = [this, &w](GuestInstance* g) {
@@ -409,6 +416,9 @@ GuestStats GuestHost::stats() const {
   s.settle_failures = counters_.settle_failures;
   s.handler_time_ns = counters_.handler_time_ns;
   s.instances_running = counters_.instances_running;
+  s.output_lines = output_->lines_written();
+  s.output_lines_dropped = output_->lines_dropped();
+  s.output_bytes_dropped = output_->bytes_dropped();
   return s;
 }
 

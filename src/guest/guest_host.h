@@ -48,6 +48,9 @@ struct GuestStats {
   uint64_t settle_failures = 0;     // host settlements the broker refused (e.g. stale receipt)
   uint64_t handler_time_ns = 0;     // wall time inside `handler`, lowering and lifting included
   uint32_t instances_running = 0;   // instances alive now
+  uint64_t output_lines = 0;          // WASI stdout / stderr lines logged
+  uint64_t output_lines_dropped = 0;  // lines dropped by the rate limit
+  uint64_t output_bytes_dropped = 0;  // bytes of dropped lines and of lines cut to the size limit
 };
 
 // Severity of a log line.
@@ -98,6 +101,7 @@ class GuestHost {
   std::shared_ptr<const WasmModule> module_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<class LeaseKeeper> leases_;
+  std::shared_ptr<GuestOutput> output_;  // the guest's stdout and stderr, for all its instances
 
   std::mutex mu_;  // guards stopping_ (with cv_) and lease_cache_
   std::condition_variable cv_;

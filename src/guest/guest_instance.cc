@@ -74,6 +74,8 @@ const ModuleRequirements& guest_requirements() {
         {kRealloc, i32s(4, 1), true},    // (old_ptr, old_size, align, new_size) -> ptr
         {kPostConfigure, i32s(1, 0), false}, {kPostHandler, i32s(1, 0), false},
     };
+    // Every wasi_snapshot_preview1 function, so that any module built for wasm32-wasi loads.
+    for (const ImportSpec& spec : wasi_imports()) r.offered_imports.push_back(spec);
     r.memory_export = kMemory;
     return r;
   }();
@@ -114,7 +116,9 @@ class GuestInstance::Memory : public abi::GuestMemory {
   GuestInstance& g_;
 };
 
-GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {}
+GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {
+  wasi_ = std::make_unique<WasiHost>(WasiContext{ctx_.guest_name, ctx_.env, ctx_.output});
+}
 
 GuestInstance::~GuestInstance() {
   if (ctx_.track) ctx_.track(nullptr);
@@ -163,6 +167,7 @@ bool GuestInstance::usable() const { return wasm_->usable() && !failed_; }
 uint32_t GuestInstance::memory_pages() const { return wasm_->memory_pages(); }
 
 void GuestInstance::interrupt() {
+  wasi_->interrupt();
   std::vector<broker::ClientPtr> clients;
   {
     std::lock_guard lock(connected_mu_);
@@ -492,6 +497,9 @@ std::vector<HostFunction> GuestInstance::host_functions() {
                                  begin_lift();
                                  body(args);
                                }});
+  }
+  for (HostFunction& f : wasi_->functions([this] { return wasm_.get(); })) {
+    out.push_back(std::move(f));
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // One live instance of a guest: a WasmInstance whose imports (wasi:messaging producer, consumer
-// and messaging-types) are served by the broker, plus the two calls the host makes into it,
+// and messaging-types) are served by the broker, and wasi_snapshot_preview1 by the sandbox of
+// wasi.h, plus the two calls the host makes into it,
 // `configure` and `handler`, lifted and lowered per the canonical ABI.
 #pragma once
 
@@ -18,6 +19,7 @@
 #include "common/message.h"
 #include "common/result.h"
 #include "guest/handle_table.h"
+#include "guest/wasi.h"
 #include "guest/wasm_runtime.h"
 
 namespace witmq::guest {
@@ -74,6 +76,10 @@ struct InstanceContext {
   // them), and with nullptr from its destructor. Must not call back into the instance except
   // interrupt().
   std::function<void(GuestInstance*)> track;
+  // WASI: environ (the guest's `env` setting) and where stdout / stderr lines go (shared by the
+  // guest's instances; nullptr discards them). argv is the guest's name.
+  std::vector<std::pair<std::string, std::string>> env;
+  std::shared_ptr<GuestOutput> output;
 };
 
 // One instance. Not thread-safe except interrupt(): one thread calls configure() / handle().
@@ -142,6 +148,8 @@ class GuestInstance {
                                std::optional<std::chrono::milliseconds> timeout, Status* status);
 
   InstanceContext ctx_;
+  // Before wasm_, so that it outlives the host functions bound to it.
+  std::unique_ptr<WasiHost> wasi_;
   std::unique_ptr<WasmInstance> wasm_;
   std::unique_ptr<Memory> memory_;
   int configure_ = -1, handler_ = -1, post_configure_ = -1, post_handler_ = -1, realloc_ = -1;

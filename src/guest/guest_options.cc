@@ -68,6 +68,10 @@ const std::vector<GuestOptionDoc>& guest_option_docs() {
        "docs/SECURITY.md: `*` matches any run of characters). Without it the guest has the "
        "send and receive grants of the anonymous key when anonymous access is on, and none "
        "when it is off."},
+      {"env", "object of strings", "{}",
+       "The guest's WASI environment (`getenv`, `environ`), as `{\"NAME\": \"value\"}`; the "
+       "guest sees nothing of the daemon's own. At most 256 variables; names of 1 to 256 bytes "
+       "without `=` or NUL, values of at most 4096 bytes without NUL."},
   };
   return docs;
 }
@@ -102,6 +106,29 @@ Status validate_guest_options(const GuestOptions& o) {
   if (o.restart_backoff.count() < 1 || o.restart_backoff.count() > 3'600'000) {
     return bad("restart-backoff-ms",
                fmt::format("is {}, expected 1..3600000", o.restart_backoff.count()));
+  }
+  if (o.env.size() > kMaxGuestEnvVars) {
+    return bad("env", fmt::format("has {} variables, at most {} are allowed", o.env.size(),
+                                  kMaxGuestEnvVars));
+  }
+  for (const auto& [name, value] : o.env) {
+    if (name.empty() || name.size() > kMaxGuestEnvNameBytes) {
+      return bad("env", fmt::format("has a variable name of {} bytes, expected 1..{}",
+                                    name.size(), kMaxGuestEnvNameBytes));
+    }
+    if (name.find_first_of(std::string_view("=\0", 2)) != std::string::npos) {
+      return bad("env", fmt::format("variable name '{}' contains '=' or NUL, which a name "
+                                    "cannot hold",
+                                    name));
+    }
+    if (value.size() > kMaxGuestEnvValueBytes) {
+      return bad("env", fmt::format("variable '{}' has a value of {} bytes, at most {} are "
+                                    "allowed",
+                                    name, value.size(), kMaxGuestEnvValueBytes));
+    }
+    if (value.find('\0') != std::string::npos) {
+      return bad("env", fmt::format("variable '{}' has a value containing NUL", name));
+    }
   }
   return ok_status();
 }
@@ -183,6 +210,20 @@ Result<GuestOptions> guest_options_from_json(const json& j, std::string_view whe
       WITMQ_RETURN_IF_ERROR(
           auth::read_grants(v, fmt::format("{}.permissions", where), false, grants));
       o.permissions = std::move(grants);
+    } else if (key == "env") {
+      if (!v.is_object()) {
+        return bad_key(where, key,
+                       fmt::format("expected an object of strings {{\"NAME\": \"value\"}}, got {}",
+                                   v.dump()));
+      }
+      for (const auto& [name, value] : v.items()) {
+        if (!value.is_string()) {
+          return bad_key(where, key,
+                         fmt::format("variable '{}': expected a string, got {}", name,
+                                     value.dump()));
+        }
+        o.env.emplace_back(name, value.get<std::string>());
+      }
     } else {
       std::string known;
       for (const auto& d : guest_option_docs())

@@ -8,6 +8,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "auth/grants.h"
@@ -50,9 +51,18 @@ struct GuestOptions {
   // ["permissions"] The channels the guest may send to and receive from. The daemon always sets
   // it (from the config, else the anonymous grants, else none); unset means unrestricted.
   std::optional<auth::Grants> permissions;
+  // ["env"] The guest's WASI environment (environ_get / getenv), as NAME -> value. Empty by
+  // default: a guest sees nothing of the daemon's environment. At most kMaxGuestEnvVars
+  // variables; names 1..kMaxGuestEnvNameBytes bytes without '=' or NUL, values at most
+  // kMaxGuestEnvValueBytes bytes without NUL.
+  std::vector<std::pair<std::string, std::string>> env;
 
   bool operator==(const GuestOptions&) const = default;
 };
+
+inline constexpr size_t kMaxGuestEnvVars = 256;
+inline constexpr size_t kMaxGuestEnvNameBytes = 256;
+inline constexpr size_t kMaxGuestEnvValueBytes = 4096;
 
 // Checks ranges and required fields; errors name the guest and the key.
 Status validate_guest_options(const GuestOptions& options);

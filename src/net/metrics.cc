@@ -117,6 +117,15 @@ const std::vector<GuestMetric>& guest_metrics() {
        [](const G& g) { return d(g.memory_limit_hits); }},
       {"witmq_guest_handler_seconds_total", "counter", "Wall time spent inside the handler.",
        [](const G& g) { return static_cast<double>(g.handler_time_ns) / 1e9; }},
+      {"witmq_guest_output_lines_total", "counter",
+       "Lines the guest wrote to stdout or stderr (WASI) that were logged.",
+       [](const G& g) { return d(g.output_lines); }},
+      {"witmq_guest_output_lines_dropped_total", "counter",
+       "Lines of the guest's stdout and stderr dropped by its output rate limit.",
+       [](const G& g) { return d(g.output_lines_dropped); }},
+      {"witmq_guest_output_bytes_dropped_total", "counter",
+       "Bytes of the guest's stdout and stderr dropped or cut by its output limits.",
+       [](const G& g) { return d(g.output_bytes_dropped); }},
   };
   return m;
 }

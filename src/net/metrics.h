@@ -31,6 +31,9 @@ struct GuestFigures {
   uint64_t budget_exhaustions = 0;
   uint64_t memory_limit_hits = 0;
   uint64_t handler_time_ns = 0;  // wall time inside the handler
+  uint64_t output_lines = 0;          // stdout / stderr lines logged
+  uint64_t output_lines_dropped = 0;  // lines over the rate limit
+  uint64_t output_bytes_dropped = 0;  // bytes dropped or cut
 };
 
 // One listener's connection and traffic counters ("tcp" for the protocol, "http").

@@ -135,5 +135,65 @@ TEST(GuestsTest, HostileGuestsFailAloneAndSigtermEndsAGuestStillStarting) {
   EXPECT_EQ(d.stop(SIGTERM, 30s), 0) << d.log();
 }
 
+TEST(GuestsTest, AWasiGuestPrintsToTheDaemonLogAndItsExitFailsOnlyItsCall) {
+#ifndef WITMQ_C_TEST_GUESTS_BUILT
+  GTEST_SKIP() << "no clang able to target wasm32-wasi: the C test guests were not built";
+#endif
+  // A C guest built with wasi-libc (printf, time, getentropy, getenv, nanosleep) beside a guest
+  // that calls proc_exit and one that floods stdout.
+  const std::string config = write_config(
+      {{"guests",
+        {{{"name", "wasi-c"}, {"module", wasm("wasi_guest")}, {"env", {{"GREETING", "hi"}}}},
+         {{"name", "exiter"}, {"module", wasm("wasi_probe_guest")}, {"channels", {"exit.in"}}},
+         {{"name", "flooder"},
+          {"module", wasm("wasi_probe_guest")},
+          {"channels", {"flood.in"}}}}}});
+  Daemon d({"--config", config});
+  std::filesystem::remove(config);
+  Conn c(d.port());
+  c.hello();
+  EXPECT_FRAME(c.call(net::Send{"exit.in", {text_message("x")}}), kSendOk);
+  EXPECT_FRAME(c.call(net::Send{"flood.in", {text_message("f")}}), kSendOk);
+  EXPECT_FRAME(c.call(net::Send{"wasi.in", {text_message("one")}}), kSendOk);
+  EXPECT_TRUE(d.wait_for_log("guest 'wasi-c' stdout: batch 1 of 1 message(s) at ")) << d.log();
+  EXPECT_TRUE(d.wait_for_log("greeting hi")) << d.log();
+  EXPECT_TRUE(d.wait_for_log("guest 'exiter' instance 0: trap in")) << d.log();
+  EXPECT_TRUE(d.wait_for_log("proc_exit(3): the guest exited")) << d.log();
+
+  Frame f = c.call(net::SubscribeTryReceive{"wasi.out", 10000}, 15s);
+  auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
+  ASSERT_NE(ok, nullptr) << describe(f);
+  ASSERT_TRUE(ok->messages && !ok->messages->empty());
+  const Message& m = ok->messages->front();
+  EXPECT_EQ(text(m), "one");
+  const std::string* greeting = find_metadata(m, "greeting");
+  ASSERT_NE(greeting, nullptr);
+  EXPECT_EQ(*greeting, "hi");
+
+  json stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = server_stats(c);
+    int done = 0;
+    for (const json& g : stats["guests"]) {
+      if (g["name"] == "flooder" && g["completed"] == 1) done++;
+      if (g["name"] == "wasi-c" && g["completed"] == 1) done++;
+    }
+    if (done == 2) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  for (const json& g : stats["guests"]) {
+    if (g["name"] == "flooder") {
+      EXPECT_EQ(g["output-lines"].get<int>() + g["output-lines-dropped"].get<int>(), 1000)
+          << g.dump();
+      EXPECT_GT(g["output-lines-dropped"].get<int>(), 0) << g.dump();
+    }
+    if (g["name"] == "wasi-c") {
+      EXPECT_GE(g["output-lines"].get<int>(), 2) << g.dump();
+      EXPECT_EQ(g["traps"], 0) << g.dump();
+    }
+  }
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing

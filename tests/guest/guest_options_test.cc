@@ -55,6 +55,39 @@ TEST(GuestOptions, ErrorsNameTheKeyAndTheValue) {
   EXPECT_EQ(err(R"([1])"), "guests[1]: expected an object, got [1]");
 }
 
+TEST(GuestOptions, EnvIsAnObjectOfStringsCheckedWithClearErrors) {
+  auto o = guest_options_from_json(
+      json::parse(R"({"name": "g", "module": "m.wasm", "env": {"B": "2", "A": ""}})"), "guests[0]");
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->env, (std::vector<std::pair<std::string, std::string>>{{"A", ""}, {"B", "2"}}));
+  EXPECT_TRUE(guest_options_from_json(json::parse(R"({"name": "g", "module": "m.wasm"})"), "g")
+                  ->env.empty());
+
+  auto err = [](const std::string& text) {
+    auto r = guest_options_from_json(json::parse(text), "guests[1]");
+    EXPECT_FALSE(r.ok()) << text;
+    return r.ok() ? std::string() : r.error().message;
+  };
+  EXPECT_EQ(err(R"({"name": "g", "module": "m.wasm", "env": ["A=1"]})"),
+            "guests[1].env: expected an object of strings {\"NAME\": \"value\"}, got [\"A=1\"]");
+  EXPECT_EQ(err(R"({"name": "g", "module": "m.wasm", "env": {"A": 1}})"),
+            "guests[1].env: variable 'A': expected a string, got 1");
+  EXPECT_EQ(err(R"({"name": "g", "module": "m.wasm", "env": {"A=B": "1"}})"),
+            "guest 'g': \"env\" variable name 'A=B' contains '=' or NUL, which a name cannot hold");
+  EXPECT_EQ(err(R"({"name": "g", "module": "m.wasm", "env": {"": "1"}})"),
+            "guest 'g': \"env\" has a variable name of 0 bytes, expected 1..256");
+  EXPECT_EQ(err(R"({"name": "g", "module": "m.wasm", "env": {"A": "x\u0000y"}})"),
+            "guest 'g': \"env\" variable 'A' has a value containing NUL");
+  EXPECT_EQ(
+      err(json({{"name", "g"}, {"module", "m.wasm"}, {"env", {{"A", std::string(4097, 'v')}}}})
+              .dump()),
+      "guest 'g': \"env\" variable 'A' has a value of 4097 bytes, at most 4096 are allowed");
+  json many = json::object();
+  for (int i = 0; i < 257; ++i) many["V" + std::to_string(i)] = "1";
+  EXPECT_EQ(err(json({{"name", "g"}, {"module", "m.wasm"}, {"env", many}}).dump()),
+            "guest 'g': \"env\" has 257 variables, at most 256 are allowed");
+}
+
 TEST(GuestOptions, DocsListEveryKey) {
   std::ifstream in(std::string(WITMQ_SOURCE_DIR) + "/docs/GUESTS.md");
   ASSERT_TRUE(in) << "docs/GUESTS.md not found";

@@ -1,0 +1,110 @@
+;; Test guest: imports wasi_snapshot_preview1 functions and re-exports each as "w_<name>", so that
+;; the tests can call them with any pointer and length (hostile ones included). Its handler looks
+;; at the first byte of the first message: 'x' calls proc_exit(3), 'f' writes 1000 lines to
+;; stdout (a print flood), anything else returns ok.
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_seek" (func $fd_seek (param i32 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fd_fdstat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_send" (func $sock_send (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sched_yield" (func $sched_yield (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (func $realloc (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32)
+        (param $size i32) (result i32)
+    (local $ptr i32) (local $end i32)
+    (local.set $ptr
+      (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+               (i32.sub (i32.const 0) (local.get $align))))
+    (local.set $end (i32.add (local.get $ptr) (local.get $size)))
+    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+      (then
+        (drop (memory.grow
+                (i32.add (i32.shr_u (i32.sub (local.get $end)
+                                             (i32.mul (memory.size) (i32.const 65536)))
+                                    (i32.const 16))
+                         (i32.const 1))))))
+    (global.set $heap (local.get $end))
+    (if (local.get $old)
+      (then (memory.copy (local.get $ptr) (local.get $old) (local.get $old_size))))
+    (local.get $ptr))
+
+  ;; configure() -> ok({ channels: ["guest.in"], extensions: none }), as in ok_guest.wat.
+  (func (export "wasi:messaging/messaging-guest@0.2.0-draft#configure") (result i32)
+    (i32.const 1024))
+  (data (i32.const 1024) "\00\00\00\00" "\4c\04\00\00" "\01\00\00\00" "\00\00\00\00"
+                         "\00\00\00\00" "\00\00\00\00")
+  (data (i32.const 1100) "\b0\04\00\00" "\08\00\00\00")
+  (data (i32.const 1200) "guest.in")
+  ;; 3000: one iovec { 3100, 5 } over "line\n".
+  (data (i32.const 3000) "\1c\0c\00\00" "\05\00\00\00")
+  (data (i32.const 3100) "line\n")
+
+  (func $flood (export "flood") (param $n i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.eqz (local.get $n)))
+        (drop (call $fd_write (i32.const 1) (i32.const 3000) (i32.const 1) (i32.const 3200)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $next))))
+
+  (func (export "wasi:messaging/messaging-guest@0.2.0-draft#handler") (param $list i32) (param $len i32) (result i32)
+    (local $first i32)
+    (global.set $heap (i32.const 65536))
+    (if (local.get $len)
+      (then
+        (local.set $first (i32.load8_u (i32.load (local.get $list))))
+        (if (i32.eq (local.get $first) (i32.const 120)) (then (call $proc_exit (i32.const 3))))
+        (if (i32.eq (local.get $first) (i32.const 102)) (then (call $flood (i32.const 1000))))))
+    (i32.store8 (i32.const 2048) (i32.const 0))
+    (i32.const 2048))
+
+  (func (export "w_fd_write") (param i32 i32 i32 i32) (result i32)
+    (call $fd_write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "w_fd_read") (param i32 i32 i32 i32) (result i32)
+    (call $fd_read (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "w_fd_close") (param i32) (result i32) (call $fd_close (local.get 0)))
+  (func (export "w_fd_seek") (param i32 i64 i32 i32) (result i32)
+    (call $fd_seek (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "w_fd_fdstat_get") (param i32 i32) (result i32)
+    (call $fd_fdstat_get (local.get 0) (local.get 1)))
+  (func (export "w_fd_prestat_get") (param i32 i32) (result i32)
+    (call $fd_prestat_get (local.get 0) (local.get 1)))
+  (func (export "w_path_open") (param i32 i32 i32 i32) (result i32)
+    (call $path_open (local.get 0) (i32.const 0) (local.get 1) (local.get 2) (i32.const 0)
+                     (i64.const -1) (i64.const -1) (i32.const 0) (local.get 3)))
+  (func (export "w_sock_send") (param i32 i32 i32 i32 i32) (result i32)
+    (call $sock_send (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
+  (func (export "w_random_get") (param i32 i32) (result i32)
+    (call $random_get (local.get 0) (local.get 1)))
+  (func (export "w_clock_time_get") (param i32 i32) (result i32)
+    (call $clock_time_get (local.get 0) (i64.const 1) (local.get 1)))
+  (func (export "w_poll_oneoff") (param i32 i32 i32 i32) (result i32)
+    (call $poll_oneoff (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "w_args_sizes_get") (param i32 i32) (result i32)
+    (call $args_sizes_get (local.get 0) (local.get 1)))
+  (func (export "w_args_get") (param i32 i32) (result i32)
+    (call $args_get (local.get 0) (local.get 1)))
+  (func (export "w_environ_sizes_get") (param i32 i32) (result i32)
+    (call $environ_sizes_get (local.get 0) (local.get 1)))
+  (func (export "w_environ_get") (param i32 i32) (result i32)
+    (call $environ_get (local.get 0) (local.get 1)))
+  (func (export "w_sched_yield") (result i32) (call $sched_yield))
+  ;; Writes `n` bytes of `byte` at `at` (test setup).
+  (func (export "fill") (param $at i32) (param $byte i32) (param $n i32)
+    (memory.fill (local.get $at) (local.get $byte) (local.get $n)))
+)
