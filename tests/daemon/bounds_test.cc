@@ -25,16 +25,6 @@ namespace {
 
 using nlohmann::json;
 
-// VmRSS of process `pid` in bytes, from /proc/PID/status (0 if it cannot be read).
-uint64_t rss_bytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
 // Open file descriptors of process `pid`, from /proc/PID/fd.
 size_t fd_count(pid_t pid) {
   std::error_code ec;

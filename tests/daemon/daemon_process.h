@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -259,6 +260,16 @@ class Daemon {
   uint16_t tls_port_ = 0;
   uint16_t https_port_ = 0;
 };
+
+inline // VmRSS of process `pid` in bytes, from /proc/PID/status (0 if it cannot be read).
+uint64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
 
 // The daemon's pid: the listening socket's owner is not at hand, so it is read from /proc by the
 // data directory on its command line (-1 when no such process runs).
