@@ -171,13 +171,19 @@ class Connection:
             raise ProtocolViolation("%s: frame type 0x%02x for request id %d, which was not asked"
                                     % (self.address, ftype, request_id))
         future, request_type, decode = entry
-        if ftype == codec.ERROR:
-            result: Any = self._error_body(body, "error")
-        elif ftype == request_type | codec.REPLY:
-            result = decode(codec.Reader(body, _reply_name(ftype)))
-        else:
-            raise ProtocolViolation("%s: frame type 0x%02x answers request type 0x%02x"
-                                    % (self.address, ftype, request_type))
+        try:
+            if ftype == codec.ERROR:
+                result: Any = self._error_body(body, "error")
+            elif ftype == request_type | codec.REPLY:
+                result = decode(codec.Reader(body, _reply_name(ftype)))
+            else:
+                raise ProtocolViolation("%s: frame type 0x%02x answers request type 0x%02x"
+                                        % (self.address, ftype, request_type))
+        except WitmqError as e:
+            # The caller of this request learns why, as do the others (the connection ends).
+            if not future.done():
+                future.set_exception(e)
+            raise
         if not future.done():
             if isinstance(result, WitmqError):
                 future.set_exception(result)
