@@ -224,7 +224,9 @@ class Connection:
     def _abort(self) -> None:
         if self._keepalive_task is not None and self._keepalive_task is not asyncio.current_task():
             self._keepalive_task.cancel()
-        self._writer.transport.abort()
+        transport = self._writer.transport
+        if not transport.is_closing():  # an SSL transport fails a second abort
+            transport.abort()
 
     # -- requests ---------------------------------------------------------------------------
 
