@@ -43,6 +43,9 @@ CASES = [
     refused(witmq.ResourceExhaustedError,
             lambda c: c.update_guest_configuration(["a"], [("k", "v")] * 3),
             "max-metadata-entries"),
+    refused(witmq.ResourceExhaustedError,
+            lambda c: c.update_guest_configuration(["a"], [("group", "g" * 60)]),
+            "65 key and value bytes", "max-metadata-bytes 64"),
     refused(witmq.ResourceExhaustedError, lambda c: c.stream(11).start(), "max-credit 10"),
     refused(witmq.InvalidArgumentError, lambda c: c.browse("l", max=51), "max-receive-messages"),
     refused(witmq.ResourceExhaustedError,
@@ -77,6 +80,7 @@ def test_requests_over_the_limits_are_refused_before_sending(daemons):
             # Within the limits, the same requests go through.
             await c.send("l", [witmq.Message(b"x" * 1000, metadata=[("a", "b" * 62)])] * 5)
             assert (await c.channel_stats("l"))["sends-total"] == 5
+            await c.update_guest_configuration(["a", "b"], [("group", "g" * 59)])  # 64 bytes
     run(main())
 
 

@@ -120,46 +120,72 @@ def admin_body(obj: Any) -> bytes:
 
 
 class Reader:
-    """Decodes one frame body; every method raises ProtocolViolation naming ``what`` it read."""
+    """Decodes one frame body; every method raises ProtocolViolation naming ``what`` it read.
+
+    Field names are only formatted into text when something is wrong (this is the hot path of
+    every delivery)."""
+
+    __slots__ = ("_b", "_pos", "_what")
 
     def __init__(self, body: bytes, what: str) -> None:
-        self._b = memoryview(body)
+        self._b = body
         self._pos = 0
         self._what = what
 
     def _bad(self, field: str, why: str) -> ProtocolViolation:
         return ProtocolViolation("%s: %s: %s" % (self._what, field, why))
 
-    def _take(self, n: int, field: str) -> memoryview:
-        left = len(self._b) - self._pos
-        if n > left:
-            raise self._bad(field, "needs %d bytes, %d left in the frame" % (n, left))
-        view = self._b[self._pos:self._pos + n]
-        self._pos += n
-        return view
+    def _short(self, n: int, field: str) -> ProtocolViolation:
+        return self._bad(field, "needs %d bytes, %d left in the frame" % (n, self.left()))
 
     def left(self) -> int:
         return len(self._b) - self._pos
 
     def u8(self, field: str) -> int:
-        return self._take(1, field)[0]
+        pos = self._pos
+        if pos >= len(self._b):
+            raise self._short(1, field)
+        self._pos = pos + 1
+        return self._b[pos]
 
     def u16(self, field: str) -> int:
-        return int(_U16.unpack(self._take(2, field))[0])
+        if self.left() < 2:
+            raise self._short(2, field)
+        v = _U16.unpack_from(self._b, self._pos)[0]
+        self._pos += 2
+        return int(v)
 
     def u32(self, field: str) -> int:
-        return int(_U32.unpack(self._take(4, field))[0])
+        if self.left() < 4:
+            raise self._short(4, field)
+        v = _U32.unpack_from(self._b, self._pos)[0]
+        self._pos += 4
+        return int(v)
 
     def u64(self, field: str) -> int:
-        return int(_U64.unpack(self._take(8, field))[0])
+        if self.left() < 8:
+            raise self._short(8, field)
+        v = _U64.unpack_from(self._b, self._pos)[0]
+        self._pos += 8
+        return int(v)
+
+    def _span(self, field: str) -> Tuple[int, int]:
+        n = self.u32(field)
+        start = self._pos
+        if n > len(self._b) - start:
+            raise self._short(n, field)
+        self._pos = start + n
+        return start, start + n
 
     def bytes_(self, field: str) -> bytes:
-        return bytes(self._take(self.u32(field), field))
+        start, end = self._span(field)
+        return self._b[start:end]
 
     def string(self, field: str) -> str:
-        raw = self._take(self.u32(field), field)
+        start, end = self._span(field)
         try:
-            return str(raw, "utf-8")  # strict: no overlong forms, no surrogates, nothing > U+10FFFF
+            # strict: no overlong forms, no surrogates, nothing above U+10FFFF
+            return self._b[start:end].decode("utf-8")
         except UnicodeDecodeError as e:
             raise self._bad(field, "not well-formed UTF-8 (%s)" % e.reason) from None
 
@@ -178,24 +204,32 @@ class Reader:
         raise self._bad(field, "option tag %d is neither 0 nor 1" % tag)
 
     def pairs(self, field: str) -> Optional[List[Tuple[str, str]]]:
-        def read() -> List[Tuple[str, str]]:
-            n = self.count(field, MIN_PAIR)
-            return [(self.string(field + ".key"), self.string(field + ".value")) for _ in range(n)]
-        return self.option(field, read)
+        tag = self.u8(field)
+        if tag == 0:
+            return None
+        if tag != 1:
+            raise self._bad(field, "option tag %d is neither 0 nor 1" % tag)
+        n = self.count(field, MIN_PAIR)
+        string = self.string
+        return [(string("metadata key"), string("metadata value")) for _ in range(n)]
 
     def message(self, field: str) -> Message:
-        data = self.bytes_(field + ".data")
-        fmt = self.u8(field + ".format")
-        if fmt > Format.RAW:
+        data = self.bytes_(field)
+        fmt = self.u8(field)
+        if fmt > 5:
             raise self._bad(field + ".format", "%d is not a format-spec case (0..5)" % fmt)
-        return Message(data, Format(fmt), self.pairs(field + ".metadata"))
+        return Message._decoded(data, _FORMATS[fmt], self.pairs(field))
 
     def messages(self, field: str, at_most: int) -> List[Message]:
         n = self.count(field, MIN_MESSAGE)
         if n > at_most:
             raise self._bad(field, "%d messages, more than the %d allowed" % (n, at_most))
-        return [self.message("%s[%d]" % (field, i)) for i in range(n)]
+        message = self.message
+        return [message(field) for _ in range(n)]
 
     def end(self) -> None:
         if self.left():
             raise self._bad("body", "%d bytes left over after the last field" % self.left())
+
+
+_FORMATS = list(Format)

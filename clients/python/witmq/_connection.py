@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import _codec as codec
 from .errors import (ConnectionLost, FailedPreconditionError, ProtocolViolation, WitmqError,
@@ -55,6 +55,7 @@ class Connection:
         self.stream: Optional[StreamState] = None
         self.error: Optional[WitmqError] = None  # set once the connection is unusable
         self._reader_task: Optional["asyncio.Task[None]"] = None
+        self._out: List[bytes] = []  # frames of this turn of the event loop, not yet written
         self._keepalive_task: Optional["asyncio.Task[None]"] = None
 
     @classmethod
@@ -248,8 +249,17 @@ class Connection:
         rid = self._fresh_id()
         future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
         self._pending[rid] = (future, ftype, decode)
-        self._writer.write(codec.frame(ftype, rid, body))
+        # Frames written in one turn of the event loop go out in one write (one system call for
+        # many pipelined requests); their order is kept.
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(codec.frame(ftype, rid, body))
         return rid, future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.error is None:
+            self._writer.write(b"".join(out))
 
     async def call(self, ftype: int, body: bytes, decode: Decoder, what: str,
                    before_write: Optional[Callable[[int], None]] = None) -> Any:
@@ -276,6 +286,7 @@ class Connection:
                 return
 
     async def close(self) -> None:
+        self._flush()
         if self.error is None:
             self.error = ConnectionLost("%s: the connection was closed by the client"
                                         % self.address)

@@ -127,9 +127,13 @@ def check_configuration(channels: Sequence[str], extensions: Optional[Sequence[T
     if n > limits.max_metadata_entries:
         raise _exhausted("update-guest-configuration: extensions: %d entries, more than "
                          "max-metadata-entries %d" % (n, limits.max_metadata_entries))
+    size = 0
     for i, (k, v) in enumerate(extensions or ()):
-        utf8(k, "update-guest-configuration: extensions[%d].key" % i)
-        utf8(v, "update-guest-configuration: extensions[%d].value" % i)
+        size += len(utf8(k, "update-guest-configuration: extensions[%d].key" % i))
+        size += len(utf8(v, "update-guest-configuration: extensions[%d].value" % i))
+    if size > limits.max_metadata_bytes:
+        raise _exhausted("update-guest-configuration: extensions: %d key and value bytes, more "
+                         "than max-metadata-bytes %d" % (size, limits.max_metadata_bytes))
 
 
 def check_u32(value: int, field: str) -> None:

@@ -40,6 +40,14 @@ class Message:
         self.format = Format(format)
         self.metadata = None if metadata is None else [(str(k), str(v)) for k, v in metadata]
 
+    @classmethod
+    def _decoded(cls, data: bytes, format: Format,
+                 metadata: Optional[List[Tuple[str, str]]]) -> "Message":
+        """A message from the codec, whose fields already have their types."""
+        m = cls.__new__(cls)
+        m.data, m.format, m.metadata = data, format, metadata
+        return m
+
     def get(self, key: str) -> Optional[str]:
         """The value of the first metadata entry named ``key``, or None."""
         for k, v in self.metadata or ():
