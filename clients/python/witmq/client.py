@@ -345,7 +345,7 @@ class Stream:
         self._conn: Optional[Connection] = None
         self._state: Optional[StreamState] = None
         self._taken = 0  # messages handed out since the last grant
-        self._granting = False
+        self._grant_error: Optional[WitmqError] = None  # of a pipelined grant, raised next
 
     @property
     def id(self) -> Optional[int]:
@@ -397,6 +397,23 @@ class Stream:
             pass
         state.end(None)
 
+    def _grant_pipelined(self, conn: Connection, state: StreamState, additional: int) -> None:
+        """A ``credit`` request whose reply is not waited for (the loop goes on taking messages);
+        an error in it is raised by the next step of the iteration."""
+        assert conn.limits is not None
+        check_credit(state.credit, additional, "credit: additional", conn.limits)
+        state.credit += additional
+        _, future = conn.start(codec.CREDIT, codec.u32(additional), expect_empty, "credit")
+
+        def done(f: "asyncio.Future[Any]") -> None:
+            if f.cancelled():
+                return
+            e = f.exception()
+            # After a stream-end or a lost connection the stream itself reports why.
+            if isinstance(e, WitmqError) and not state.stopped:
+                self._grant_error = e
+        future.add_done_callback(done)
+
     def _started(self) -> Tuple[Connection, StreamState]:
         if self._conn is None or self._state is None:
             raise FailedPreconditionError("the stream is not started (checked by the client)",
@@ -419,10 +436,13 @@ class Stream:
 
     async def __anext__(self) -> Message:
         conn, state = self._started()
+        if self._grant_error is not None:
+            error, self._grant_error = self._grant_error, None
+            raise error
         if self._auto and self._taken and not state.stopped and (
                 self._taken >= max(1, self._initial // 2) or state.credit == 0):
             taken, self._taken = self._taken, 0
-            await self.grant(taken)
+            self._grant_pipelined(conn, state, taken)
         while True:
             if not state.buffer.empty():
                 self._taken += 1
