@@ -281,3 +281,36 @@ def test_the_client_pings_when_the_server_has_an_idle_timeout():
             assert await pinged == codec.PING  # sent by the client on its own
             await client.close()
     run(main(), timeout=20)
+
+
+def test_a_reconnect_whose_configuration_is_refused_fails_and_keeps_no_connection():
+    async def main():
+        closed = asyncio.get_running_loop().create_future()
+
+        async def first(reader, writer):
+            await read_frame(reader)
+            writer.write(connect_ok())
+            _, rid, _ = await read_frame(reader)  # update-guest-configuration
+            writer.write(codec.frame(codec.UPDATE_GUEST_CONFIGURATION | codec.REPLY, rid))
+            await read_frame(reader)  # a ping: the server dies without answering
+            writer.transport.abort()
+
+        async def second(reader, writer):
+            await read_frame(reader)
+            writer.write(connect_ok())
+            _, rid, _ = await read_frame(reader)  # the configuration, sent again
+            writer.write(codec.frame(codec.ERROR, rid, error_body(5, b"may not receive from q")))
+            closed.set_result(await reader.read() == b"")  # the client closes this connection
+        server1, address1 = await serve(first)
+        server2, address2 = await serve(second)
+        async with server1, server2:
+            client = await witmq.connect([address1, address2])
+            await client.update_guest_configuration(["q"])
+            with pytest.raises(witmq.ConnectionLost):
+                await client.ping(1)
+            with pytest.raises(witmq.PermissionDeniedError) as e:
+                await client.ping(2)
+            assert "may not receive from q" in e.value.trace()
+            assert await closed
+            await client.close()
+    run(main(), timeout=20)

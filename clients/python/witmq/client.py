@@ -155,9 +155,13 @@ class Client:
             self.connects += 1
             if self._configuration is not None:
                 channels, extensions = self._configuration
-                await conn.call(codec.UPDATE_GUEST_CONFIGURATION,
-                                codec.guest_configuration(channels, extensions), expect_empty,
-                                "update-guest-configuration")
+                try:
+                    await conn.call(codec.UPDATE_GUEST_CONFIGURATION,
+                                    codec.guest_configuration(channels, extensions), expect_empty,
+                                    "update-guest-configuration")
+                except BaseException:
+                    await conn.close()  # a connection without its configuration is not kept
+                    raise
             return conn
         raise ConnectionLost("no server answered: " + "; ".join(failures))
 
