@@ -147,7 +147,8 @@ def token_digest(token: str) -> str:
 
 class Certificates:
     """A CA, a server certificate for 127.0.0.1 and localhost, a client certificate (CN
-    ``witmq-test-client``) signed by the CA, and a second CA with a client certificate of its own."""
+    ``witmq-test-client``) signed by the CA, and a second CA with a client certificate of its
+    own."""
 
     def __init__(self, directory: str) -> None:
         self.dir = directory

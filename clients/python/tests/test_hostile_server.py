@@ -49,8 +49,10 @@ async def serve(script: Script):
     return server, "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
 
 
-def after_connect(then: Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]],
-                  **ok) -> Script:
+Then = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+def after_connect(then: Then, **ok) -> Script:
     """Answers connect with connect-ok, reads one request and calls ``then`` with its id."""
     async def script(reader, writer):
         await read_frame(reader)

@@ -11,7 +11,8 @@ from conftest import run
 SMALL = ["--set", "max-send-messages=5", "--set", "max-message-bytes=1000",
          "--set", "max-metadata-entries=2", "--set", "max-metadata-bytes=64",
          "--set", "max-config-channels=2", "--set", "max-credit=10",
-         "--set", "max-batch-size=50", "--set", "default-batch-size=50", "--set", "max-frame-bytes=65536"]
+         "--set", "max-batch-size=50", "--set", "default-batch-size=50",
+         "--set", "max-frame-bytes=65536"]
 
 
 def refused(cls, coroutine_factory, *words):

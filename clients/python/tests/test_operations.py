@@ -1,4 +1,5 @@
-"""Every WIT operation, ping and the admin operations against a real witmqd, asyncio and blocking."""
+"""Every WIT operation, ping and the admin operations against a real witmqd, asyncio and
+blocking."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def test_connect_reports_the_servers_limits(daemon):
 def test_send_receive_complete_keeps_data_format_and_metadata(daemon):
     async def main():
         async with await witmq.connect(daemon.address, name="ops") as c:
-            await c.send("orders", [witmq.Message(b"\x00\xffbinary", witmq.Format.KAFKA,
-                                                  [("k", "v"), ("k", "second"), ("ünï", "çødé")]),
+            metadata = [("k", "v"), ("k", "second"), ("ünï", "çødé")]
+            await c.send("orders", [witmq.Message(b"\x00\xffbinary", witmq.Format.KAFKA, metadata),
                                     witmq.Message("text"),
                                     witmq.Message(b"", witmq.Format.CLOUDEVENTS, [])])
             got = await c.subscribe_try_receive("orders", 5000)

@@ -47,8 +47,6 @@ STREAM_END = 0xC1
 GOAWAY = 0xFE
 ERROR = 0xFF
 
-REQUEST_TYPES = frozenset(range(CONNECT, PING + 1)) | frozenset(range(CHANNEL_LIST, SERVER_STATS + 1))
-
 # Smallest encoded sizes, for checking list counts against the bytes left (section 3).
 MIN_STRING = 4
 MIN_PAIR = 8

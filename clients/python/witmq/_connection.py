@@ -239,7 +239,8 @@ class Connection:
                     self.stream is None or self.stream.id != rid):
                 return rid
 
-    def start(self, ftype: int, body: bytes, decode: Decoder, what: str) -> Tuple[int, "asyncio.Future[Any]"]:
+    def start(self, ftype: int, body: bytes, decode: Decoder,
+              what: str) -> Tuple[int, "asyncio.Future[Any]"]:
         """Writes a request and returns its id and the future its reply completes. Checks the frame
         against max-frame-bytes first (a frame over it would close the connection)."""
         if self.error is not None:

@@ -241,7 +241,8 @@ class Client:
         await self._settle(codec.COMPLETE_MESSAGE, message, "complete-message")
 
     async def abandon_message(self, message: Message) -> None:
-        """``consumer.abandon-message``: rejects a delivered message; the channel's policy decides."""
+        """``consumer.abandon-message``: rejects a delivered message; the channel's policy
+        decides what happens to it."""
         await self._settle(codec.ABANDON_MESSAGE, message, "abandon-message")
 
     async def _settle(self, ftype: int, message: Message, what: str) -> None:
@@ -287,7 +288,8 @@ class Client:
             raise ProtocolViolation("channel-list reply: no 'channels' array")
         return channels
 
-    async def channel_declare(self, name: str, settings: Optional[Mapping[str, Any]] = None) -> None:
+    async def channel_declare(self, name: str,
+                              settings: Optional[Mapping[str, Any]] = None) -> None:
         """Creates a channel or updates the settings given (keys of docs/CONFIGURATION.md)."""
         check_channel(name, "channel-declare: name")
         body: Dict[str, Any] = {"name": name}

@@ -51,7 +51,8 @@ def utf8(value: str, field: str) -> bytes:
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise _invalid("%s: has no UTF-8 form (%s at index %d)" % (field, e.reason, e.start)) from None
+        raise _invalid("%s: has no UTF-8 form (%s at index %d)"
+                       % (field, e.reason, e.start)) from None
 
 
 def check_channel(name: str, field: str) -> None:
@@ -60,7 +61,8 @@ def check_channel(name: str, field: str) -> None:
         raise _invalid("%s: %r is not a string" % (field, name))
     if not 1 <= len(name) <= MAX_CHANNEL_BYTES:
         raise _invalid("%s: '%s' is %d bytes; a channel name is 1 to %d bytes"
-                       % (field, name[:64], len(name.encode("utf-8", "replace")), MAX_CHANNEL_BYTES))
+                       % (field, name[:64], len(name.encode("utf-8", "replace")),
+                          MAX_CHANNEL_BYTES))
     if not _CHANNEL.fullmatch(name) or name.startswith("."):
         raise _invalid("%s: '%s' is not a channel name (A-Z a-z 0-9 . _ - : /, not starting "
                        "with '.')" % (field, name[:64]))
