@@ -316,3 +316,38 @@ def test_a_reconnect_whose_configuration_is_refused_fails_and_keeps_no_connectio
             assert await closed
             await client.close()
     run(main(), timeout=20)
+
+
+def test_a_cancelled_stream_start_stops_the_stream_and_keeps_the_connection():
+    async def main():
+        started = asyncio.get_running_loop().create_future()
+        go_on = asyncio.get_running_loop().create_future()
+
+        async def script(reader, writer):
+            await read_frame(reader)
+            writer.write(connect_ok())
+            _, rid, _ = await read_frame(reader)  # stream-start
+            started.set_result(None)
+            await go_on  # the client gives up waiting meanwhile
+            writer.write(codec.frame(codec.STREAM_START | codec.REPLY, rid))
+            writer.write(codec.frame(codec.DELIVER, rid, codec.string("q") + codec.messages(
+                [witmq.Message(b"m")])))
+            ftype, stop_id, _ = await read_frame(reader)
+            assert ftype == codec.STREAM_STOP
+            writer.write(codec.frame(codec.STREAM_STOP | codec.REPLY, stop_id))
+            _, ping_id, body = await read_frame(reader)
+            writer.write(codec.frame(codec.PING | codec.REPLY, ping_id, body))
+            await reader.read()
+        server, address = await serve(script)
+        async with server:
+            client = await witmq.connect(address, reconnect=False)
+            starting = asyncio.ensure_future(client.stream(5).start())
+            await started
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            go_on.set_result(None)
+            # The deliver that came before stream-stop-ok was no protocol violation.
+            assert await client.ping(7) == 7
+            await client.close()
+    run(main(), timeout=20)

@@ -371,12 +371,27 @@ class Stream:
         try:
             await conn.call(codec.STREAM_START, codec.u32(self._initial), expect_empty,
                             "stream-start", before_write=register)
+        except asyncio.CancelledError:
+            # The server may have started the stream and deliver on it: stop it, and take its
+            # deliveries (left to their leases) until stream-stop-ok says no more will come.
+            if self._state is not None:
+                self._stop_in_background(conn, self._state)
+            raise
         except BaseException:
             if self._state is not None:
                 self._state.end(None)
             raise
         self._conn = conn
         return self
+
+    @staticmethod
+    def _stop_in_background(conn: Connection, state: StreamState) -> None:
+        try:
+            _, future = conn.start(codec.STREAM_STOP, b"", expect_empty, "stream-stop")
+        except WitmqError:
+            state.end(None)  # the connection is gone, and the stream with it
+            return
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() or state.end(None))
 
     async def grant(self, additional: int) -> None:
         """Adds ``additional`` to the stream's credit (a ``credit`` request)."""
