@@ -10,6 +10,8 @@ packages=(
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
   libclang-rt-14-dev
   python3 curl procps openssl
+  # The Python client (clients/python): its tests, and building it offline with pip in a venv.
+  python3-pytest python3-setuptools python3-wheel python3-venv
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
 )
