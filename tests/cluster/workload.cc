@@ -75,7 +75,7 @@ LeaderObserver::~LeaderObserver() {
 void LeaderObserver::set_node(const std::string& id, uint16_t http_port) {
   std::lock_guard lock(mu_);
   NodeState& n = nodes_[id];
-  if (n.http_port != http_port) n = NodeState{http_port, 0, {}, nullptr};
+  if (n.http_port != http_port) n = NodeState{http_port, 0, {}, nullptr, {}};
 }
 
 void LeaderObserver::forget(const std::string& id) {
@@ -114,6 +114,7 @@ void LeaderObserver::poll_once() {
     it->second.leads = std::move(leads);
     it->second.client_port = client_port;
     it->second.view = std::move(v);
+    it->second.seen = Clock::now();
   }
 }
 
@@ -143,6 +144,15 @@ uint64_t LeaderObserver::epoch_of(const std::string& node, const std::string& ch
   std::lock_guard lock(mu_);
   auto n = nodes_.find(node);
   if (n == nodes_.end()) return 0;
+  auto it = n->second.leads.find(channel);
+  return it == n->second.leads.end() ? 0 : it->second;
+}
+
+uint64_t LeaderObserver::fresh_epoch_of(const std::string& node, const std::string& channel,
+                                        std::chrono::milliseconds max_age) const {
+  std::lock_guard lock(mu_);
+  auto n = nodes_.find(node);
+  if (n == nodes_.end() || Clock::now() - n->second.seen > max_age) return 0;
   auto it = n->second.leads.find(channel);
   return it == n->second.leads.end() ? 0 : it->second;
 }

@@ -47,6 +47,10 @@ class LeaderObserver {
   std::optional<Target> route(const std::string& channel) const;
   // The epoch `node` claimed for `channel` in its last answer (0: none).
   uint64_t epoch_of(const std::string& node, const std::string& channel) const;
+  // The same, only from an answer received within `max_age` (0: none, or too old: a stopped
+  // node's last answer ages).
+  uint64_t fresh_epoch_of(const std::string& node, const std::string& channel,
+                          std::chrono::milliseconds max_age) const;
   // The protocol port `node` advertised in its last answer (0: none yet).
   uint16_t port_of(const std::string& node) const;
   // A node's last /v1/cluster answer (null before the first).
@@ -60,6 +64,7 @@ class LeaderObserver {
     uint16_t client_port = 0;
     std::map<std::string, uint64_t> leads;  // channel -> epoch
     nlohmann::json view;
+    std::chrono::steady_clock::time_point seen{};  // when that answer came
   };
   void poll_once();
 
