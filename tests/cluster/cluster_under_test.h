@@ -64,12 +64,17 @@ class ClusterUnderTest {
   FaultProxy& client_link(const std::string& id) { return *links_.at(id).client; }
   FaultProxy& peer_link(const std::string& id) { return *links_.at(id).peer; }
 
-  // Declares channels through the first node's admin API, with `settings` (JSON object).
-  void declare(const std::vector<std::string>& names, const std::string& settings = "{}") {
-    for (const auto& name : names) {
-      auto r = daemon::testing::http_request(nodes_.begin()->second->http_port(), "PUT",
-                                             "/v1/channels/" + name, settings);
-      ASSERT_TRUE(r.status == 201u || r.status == 200u) << r;
+  // Declares channels on every node (each holds the channel with the same settings, whichever
+  // leads it), by default with no max-deliveries: a message the faults made fail many deliveries
+  // must not move to the dead-letter channel, where the drain would not find it.
+  void declare(const std::vector<std::string>& names,
+               const std::string& settings = R"({"max-deliveries": 0})") {
+    for (const auto& [id, d] : nodes_) {
+      for (const auto& name : names) {
+        auto r =
+            daemon::testing::http_request(d->http_port(), "PUT", "/v1/channels/" + name, settings);
+        ASSERT_TRUE(r.status == 201u || r.status == 200u) << id << ": " << r;
+      }
     }
   }
 
