@@ -205,6 +205,7 @@ export class Client {
 
   private async reconnect(start: number): Promise<Connection> {
     const failures: string[] = [];
+    const errors: unknown[] = [];
     for (let i = 0; i < this.servers.length; i++) {
       const at = (start + i) % this.servers.length;
       const address = this.servers[at]!;
@@ -230,9 +231,12 @@ export class Client {
         // A refusal (a token, a name) would be the same elsewhere; a server going away is not.
         if (e instanceof WitmqError && !(e instanceof UnavailableError)) throw e;
         failures.push(`${address.host}:${address.port}: ${(e as Error).message}`);
+        errors.push(e);
       }
     }
-    throw new ConnectionError(`witmq: no server accepted the connection (${failures.join("; ")})`);
+    // With one server its own error says it best (a ProtocolError stays one).
+    if (errors.length === 1) throw errors[0];
+    throw new ConnectionError(`witmq: no server accepted the connection (${failures.join("; ")})`, { cause: new AggregateError(errors) });
   }
 
   /** The open connection, reconnecting to the next server when the last one was lost. */

@@ -345,6 +345,8 @@ export class Connection {
       }
       return;
     }
+    const isReply = (type >= 0x81 && type <= 0x8b) || (type >= 0xa0 && type <= 0xa7);
+    if (!isReply) throw new ProtocolError(`${this.where} sent frame type 0x${hex(type)}, which is not a frame a server sends`);
     const p = this.pending.get(id);
     if (p === undefined || p.expect !== type || (!connected && id !== CONNECT_ID)) {
       throw new ProtocolError(

@@ -53,10 +53,9 @@ export class Stream implements AsyncIterable<Message>, StreamSink {
     if (this.ended !== null) return;
     this.outstanding -= messages.length;
     if (this.outstanding < 0) {
-      // A server that ignores credit would fill this buffer without bound.
-      this.conn.close();
-      this.end(new ProtocolError(`witmq stream ${this.id}: the server delivered ${-this.outstanding} messages beyond the credit granted`));
-      return;
+      // A server that ignores credit would fill this buffer without bound: the connection
+      // closes with this error, which ends the stream.
+      throw new ProtocolError(`witmq stream ${this.id}: the server delivered ${-this.outstanding} messages beyond the credit granted`);
     }
     for (const m of messages) this.queue.push(new Message(m.data, m.format as Message["format"], m.metadata));
     this.wake();

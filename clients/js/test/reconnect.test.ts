@@ -37,9 +37,13 @@ describe("reconnect to the next server", () => {
     } finally {
       c.close();
     }
-    const e = await Client.connect({ servers: [`127.0.0.1:${dead}`] }).catch((x: unknown) => x);
-    assert.ok(e instanceof ConnectionError, String(e));
-    assert.match(e.message, new RegExp(`no server accepted the connection \\(127\\.0\\.0\\.1:${dead}: `));
+    const one = await Client.connect({ servers: [`127.0.0.1:${dead}`] }).catch((x: unknown) => x);
+    assert.ok(one instanceof ConnectionError, String(one));
+    assert.match(one.message, new RegExp(`witmq 127\\.0\\.0\\.1:${dead}: connect ECONNREFUSED`));
+    const dead2 = await closedPort();
+    const both = await Client.connect({ servers: [`127.0.0.1:${dead}`, `127.0.0.1:${dead2}`] }).catch((x: unknown) => x);
+    assert.ok(both instanceof ConnectionError, String(both));
+    assert.match(both.message, new RegExp(`no server accepted the connection \\(127\\.0\\.0\\.1:${dead}: .*; 127\\.0\\.0\\.1:${dead2}: `));
   });
 
   it("fails what was in flight, then moves to the next server with its guest configuration", async () => {
