@@ -329,7 +329,7 @@ export class Client {
     checkString(`${what}: witmq-receipt`, receipt);
     if (Buffer.byteLength(receipt) + 13 > MAX_RESERVED_BYTES) exhausted(`${what}: witmq-receipt: ${Buffer.byteLength(receipt)} bytes, above what a message may carry`);
     // Section 6.5: the receipt alone settles; empty data, format raw, just that entry.
-    return this.call(type, what, (w) => w.message({ data: new Uint8Array(0), format: Format.Raw, metadata: [["witmq-receipt", receipt]] }));
+    return this.call(type, what, (w) => w.message({ data: new Uint8Array(0), format: Format.Raw, metadata: [["witmq-receipt", receipt]] }), 64 + receipt.length * 3);
   }
 
   /** consumer.complete-message: settles (accepts) a delivered message, by its receipt. */

@@ -70,7 +70,8 @@ export class Connection {
   /** The length field of the frame being read; -1 while its 4 length bytes are awaited. */
   private frameLength = -1;
   private maxFrame = MAX_CONNECT_FRAME;
-  private corked = false;
+  private outgoing: Buffer[] = [];
+  private outgoingBytes = 0;
   private closedWith: Error | null = null;
   private pinger: NodeJS.Timeout | null = null;
   private readonly closeListeners: Array<(error: Error) => void> = [];
@@ -208,16 +209,19 @@ export class Connection {
   }
 
   private write(bytes: Buffer): void {
-    // Requests written in one turn of the event loop leave in one system call.
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(bytes);
+    // Frames written in one turn of the event loop leave as one buffer in one system call.
+    this.outgoing.push(bytes);
+    this.outgoingBytes += bytes.length;
+    if (this.outgoing.length === 1) process.nextTick(() => this.flush());
+  }
+
+  private flush(): void {
+    const frames = this.outgoing;
+    const size = this.outgoingBytes;
+    this.outgoing = [];
+    this.outgoingBytes = 0;
+    if (this.closedWith !== null) return;
+    this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames, size));
   }
 
   private startPinger(): void {
