@@ -51,8 +51,12 @@ export type Metadata = Array<[string, string]>;
 
 /** Bytes of a frame before its body: length, type, flags, request id. */
 export const FRAME_HEADER_BYTES = 10;
-/** The largest length field of a connect frame, and of any frame before connect-ok (section 2). */
-export const MAX_CONNECT_FRAME = 8192;
+/**
+ * The largest length field this client reads before connect-ok tells it max-frame-bytes: the
+ * server's frames then are connect-ok (46 bytes plus the server's name) or a goaway whose text
+ * quotes at most the 8192-byte connect (docs/PROTOCOL.md section 2).
+ */
+export const MAX_FRAME_BEFORE_CONNECT_OK = 65536;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 // With the u flag a surrogate pair is one code point, so this matches lone surrogates only:

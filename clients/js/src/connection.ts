@@ -6,7 +6,7 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 
-import { BodyReader, FrameType, FrameWriter, MAX_CONNECT_FRAME, decodeConnectOk, type ServerLimits, type WireMessage } from "./codec.js";
+import { BodyReader, FrameType, FrameWriter, MAX_FRAME_BEFORE_CONNECT_OK, decodeConnectOk, type ServerLimits, type WireMessage } from "./codec.js";
 import { ConnectionError, ProtocolError, ResourceExhaustedError, errorFor } from "./errors.js";
 
 /** TLS settings: the server is verified against `ca` and the host it is reached at. */
@@ -69,7 +69,7 @@ export class Connection {
   private buffered = 0;
   /** The length field of the frame being read; -1 while its 4 length bytes are awaited. */
   private frameLength = -1;
-  private maxFrame = MAX_CONNECT_FRAME;
+  private maxFrame = MAX_FRAME_BEFORE_CONNECT_OK;
   private outgoing: Buffer[] = [];
   private outgoingBytes = 0;
   private closedWith: Error | null = null;

@@ -104,7 +104,7 @@ describe("hostile server input", () => {
     assert.ok(Date.now() - started < 10000);
   });
 
-  it("refuses a length field before connect-ok above 8192 from the length alone", async () => {
+  it("refuses a length field before connect-ok above 65536 from the length alone", async () => {
     let peerClosed: Promise<void> | null = null;
     const address = await fakeServer(async (peer) => {
       peerClosed = peer.closed;
@@ -114,7 +114,7 @@ describe("hostile server input", () => {
       length.writeUInt32BE(0xffffffff);
       peer.socket.write(length);
     });
-    await expectProtocolError(Client.connect({ servers: [address] }), /frame length of 4294967295, above the 8192 bytes allowed before connect-ok/);
+    await expectProtocolError(Client.connect({ servers: [address] }), /frame length of 4294967295, above the 65536 bytes allowed before connect-ok/);
     await peerClosed;
   });
 
