@@ -4,7 +4,10 @@
 // unless --server HOST:PORT is given.
 //
 //   node dist-test/bench.js [--messages 50000] [--size 64] [--batch 100] [--credit 1000]
-//                           [--durability group] [--server HOST:PORT]
+//                           [--durability group] [--consume stream|receive] [--server HOST:PORT]
+//
+// --consume receive takes the messages with subscribe-receive (batch-size = --credit) instead of
+// a stream.
 
 import { Client, type Message } from "witmq";
 
@@ -21,6 +24,7 @@ const batch = Number(option("batch", "100"));
 const credit = Number(option("credit", "1000"));
 const durability = option("durability", "group");
 const serverOption = option("server", "");
+const consume = option("consume", "stream");
 if (![total, size, batch, credit].every((n) => Number.isInteger(n) && n > 0) || total > 10_000_000) {
   console.error("bench: --messages (1..10000000), --size, --batch and --credit take positive integers");
   process.exit(2);
@@ -33,11 +37,12 @@ try {
   const consumer = await Client.connect({ servers });
   const channel = uniqueChannel("bench");
   await producer.channelDeclare(channel, { durability: durability as "group" });
-  await consumer.updateGuestConfiguration([channel]);
-  const stream = await consumer.stream({ credit });
+  await consumer.updateGuestConfiguration([channel], { "batch-size": String(Math.min(credit, 10000)) });
+  const stream = consume === "stream" ? await consumer.stream({ credit }) : null;
 
   const payload = new Uint8Array(size).fill(0x61);
   const started = process.hrtime.bigint();
+  const cpuBefore = process.cpuUsage();
   // The producer keeps up to 8 batches in flight.
   const produce = (async () => {
     const inFlight = new Set<Promise<void>>();
@@ -54,14 +59,27 @@ try {
   // Completes are pipelined: the loop does not wait for each complete-ok.
   const completes: Array<Promise<void>> = [];
   let received = 0;
-  for await (const m of stream as AsyncIterable<Message>) {
-    completes.push(consumer.complete(m));
-    if (completes.length >= 1000) await Promise.all(completes.splice(0));
-    if (++received === total) break;
+  if (stream !== null) {
+    for await (const m of stream as AsyncIterable<Message>) {
+      completes.push(consumer.complete(m));
+      if (completes.length >= credit) await Promise.all(completes.splice(0));
+      if (++received === total) break;
+    }
+  } else {
+    while (received < total) {
+      const batch = await consumer.receive(channel);
+      received += batch.length;
+      for (const m of batch) completes.push(consumer.complete(m));
+      if (completes.length >= credit) await Promise.all(completes.splice(0));
+    }
   }
   await Promise.all(completes);
   await produce;
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = process.cpuUsage(cpuBefore);
+  // The client's own CPU time (both connections, this process): what the client costs per
+  // message, apart from the server and the machine's load.
+  const clientCpuSeconds = (cpu.user + cpu.system) / 1e6;
   console.log(
     JSON.stringify({
       messages: total,
@@ -71,6 +89,8 @@ try {
       durability,
       seconds: Number(seconds.toFixed(3)),
       "msgs-per-second": Math.round(total / seconds),
+      "client-cpu-seconds": Number(clientCpuSeconds.toFixed(3)),
+      "msgs-per-client-cpu-second": Math.round(total / clientCpuSeconds),
     }),
   );
   producer.close();
