@@ -76,6 +76,24 @@ export class Daemon {
     return this.err;
   }
 
+  /** Sends `signal` (SIGHUP: reload; SIGKILL: a crash) and, unless SIGHUP, waits for the exit. */
+  async signal(signal: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill(signal);
+    if (signal !== "SIGHUP") await exited;
+  }
+
+  /** Waits (at most 20 s) for `text` to appear in the log. */
+  async waitForLog(text: string): Promise<void> {
+    const deadline = Date.now() + 20000;
+    while (!this.err.includes(text)) {
+      if (Date.now() > deadline) throw new Error(`witmqd did not log '${text}' within 20 s:\n${this.err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Stops witmqd (SIGTERM, then SIGKILL after 20 s) and removes its directory. */
   async stop(): Promise<void> {
     const child = this.child;
