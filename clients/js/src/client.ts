@@ -212,18 +212,20 @@ export class Client {
       try {
         const conn = await Connection.open(address, this.options);
         this.index = at;
-        if (this.guestConfiguration !== null) {
-          // The configuration belongs to the connection: a new one gets it again.
-          const gc = this.guestConfiguration;
-          await conn.request(FrameType.UpdateGuestConfiguration, "update-guest-configuration", (w) => {
-            w.u32(gc.channels.length);
-            for (const c of gc.channels) w.string(c);
-            w.metadata(gc.extensions);
-          });
-        }
-        if (this.closed) {
+        try {
+          if (this.guestConfiguration !== null) {
+            // The configuration belongs to the connection: a new one gets it again.
+            const gc = this.guestConfiguration;
+            await conn.request(FrameType.UpdateGuestConfiguration, "update-guest-configuration", (w) => {
+              w.u32(gc.channels.length);
+              for (const c of gc.channels) w.string(c);
+              w.metadata(gc.extensions);
+            });
+          }
+          if (this.closed) throw new ConnectionError("witmq: the client was closed");
+        } catch (e) {
           conn.close();
-          throw new ConnectionError("witmq: the client was closed");
+          throw e;
         }
         this.conn = conn;
         return conn;

@@ -186,6 +186,25 @@ describe("operations against witmqd", () => {
     }
   });
 
+  it("a named client's publish-subscribe subscription is durable across connections", async () => {
+    const ch = uniqueChannel();
+    await client.channelDeclare(ch, { kind: "publish-subscribe" });
+    const name = `js-durable-${process.pid}`;
+    const first = await Client.connect({ servers: [daemon.address], name });
+    assert.deepEqual(await first.tryReceive(ch, 0), []);
+    first.close();
+    // Published while the named client is away: kept for it.
+    await client.send(ch, "while away");
+    const again = await Client.connect({ servers: [daemon.address], name });
+    try {
+      const [m] = await again.tryReceive(ch, 2000);
+      assert.equal(m!.text(), "while away");
+      await again.complete(m!);
+    } finally {
+      again.close();
+    }
+  });
+
   it("ping echoes its payload", async () => {
     assert.equal(await client.ping(0xfedcba9876543210n), 0xfedcba9876543210n);
   });
