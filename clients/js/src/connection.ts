@@ -38,6 +38,12 @@ export interface ConnectionOptions {
   tls?: TlsOptions | boolean;
   /** Time for TCP, TLS and connect-ok together, in ms (default 10000). */
   connectTimeoutMs?: number;
+  /**
+   * The largest frame this client reads (default 67108864, 64 MiB), whatever max-frame-bytes the
+   * server announces: a server cannot make the client buffer more than this for one frame.
+   * Raise it for a server configured to send larger frames.
+   */
+  maxFrameBytes?: number;
 }
 
 /** Receives the frames of the connection's stream (stream.ts). */
@@ -127,7 +133,7 @@ export class Connection {
           if (conn.limits.version !== 1) {
             throw new ProtocolError(`connect-ok: version: ${conn.limits.version}, but the client offered only 1`);
           }
-          conn.maxFrame = conn.limits.maxFrameBytes;
+          conn.maxFrame = Math.min(conn.limits.maxFrameBytes, options.maxFrameBytes ?? 67108864);
         },
         resolve: () => {
           clearTimeout(timer);
@@ -287,7 +293,12 @@ export class Connection {
           if (length < 6) throw new ProtocolError(`${this.where} sent a frame length of ${length}, below 6`);
           if (length > this.maxFrame) {
             throw new ProtocolError(
-              `${this.where} sent a frame length of ${length}, above the ${this.maxFrame} bytes allowed ${this.limits === undefined ? "before connect-ok" : "(its max-frame-bytes)"}`,
+              `${this.where} sent a frame length of ${length}, above the ${this.maxFrame} bytes allowed ` +
+                (this.limits === undefined
+                  ? "before connect-ok"
+                  : this.maxFrame === this.limits.maxFrameBytes
+                    ? "(its max-frame-bytes)"
+                    : "(the client's maxFrameBytes)"),
             );
           }
           this.frameLength = length;

@@ -132,6 +132,20 @@ describe("hostile server input", () => {
     c.close();
   });
 
+  it("reads no frame above its own maxFrameBytes, whatever the server announced", async () => {
+    const address = await fakeServer(
+      afterConnect((peer) => {
+        const length = Buffer.alloc(4);
+        length.writeUInt32BE(100 * 1024 * 1024);
+        peer.socket.write(length);
+      }, 0xffffffff),
+    );
+    const c = await Client.connect({ servers: [address] });
+    assert.equal(c.limits.maxFrameBytes, 0xffffffff);
+    await expectProtocolError(c.receive("x"), /frame length of 104857600, above the 67108864 bytes allowed \(the client's maxFrameBytes\)/);
+    c.close();
+  });
+
   it("refuses a length below 6, flags, unknown types and replies to no request", async () => {
     const cases: Array<[Buffer, RegExp]> = [
       [Buffer.from([0, 0, 0, 2, 0x82, 0]), /frame length of 2, below 6/],
