@@ -15,6 +15,12 @@ packages=(
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
 )
+# The TypeScript client's tests (clients/js) need Node.js and npm: Debian's only when no node is
+# installed at all (a Node.js from elsewhere bundles its own npm, which Debian's would conflict
+# with). They are skipped when node is older than 20, as bookworm's is.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
