@@ -12,6 +12,8 @@ packages=(
   python3 curl procps openssl
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
+  # The web console's tests drive a real headless browser (tests/console/).
+  chromium chromium-driver python3-selenium
 )
 
 missing=()
