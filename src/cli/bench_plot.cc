@@ -47,11 +47,12 @@ std::string escape(std::string_view text) {
   return out;
 }
 
-// 1, 2 or 5 times a power of ten, at least `v` (the top of an axis).
+// A round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) at least `v`: the top of
+// an axis, close enough to the data that it fills most of the chart.
 double nice_ceiling(double v) {
   if (!(v > 0)) return 1;
   const double p = std::pow(10.0, std::floor(std::log10(v)));
-  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+  for (double m : {1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0}) {
     if (m * p >= v * (1 - 1e-12)) return m * p;
   }
   return 10 * p;
@@ -197,6 +198,13 @@ void throughput_chart(std::string& svg, const BenchReport& r, double top) {
   std::vector<size_t> at;
   for (size_t i = 0; i < t.size(); i += stride) at.push_back(i);
   if (!t.empty() && at.back() != t.size() - 1) at.push_back(t.size() - 1);
+  // The last sample is taken when the run ends, often just after the one before: a sliver of an
+  // interval whose rate is noise (a few messages over a few milliseconds). It joins the previous.
+  if (at.size() >= 3) {
+    const double last = t[at[at.size() - 1]].seconds - t[at[at.size() - 2]].seconds;
+    const double before = t[at[at.size() - 2]].seconds - t[at[at.size() - 3]].seconds;
+    if (last < before / 2) at.erase(at.end() - 2);
+  }
   struct Interval {
     double from, to, produced, consumed;  // rates, messages per second
   };

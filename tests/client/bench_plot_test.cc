@@ -63,9 +63,9 @@ TEST(BenchPlotTest, ThroughputIsTheRatePerInterval) {
   EXPECT_NE(svg.find("data-series=\"produced\" data-messages=\"10000\""), std::string::npos);
   EXPECT_NE(svg.find("data-series=\"consumed\" data-messages=\"10000\""), std::string::npos);
   // Produced: 6,000/s over the first second, 4,000/s over the next, 0 over the last half.
-  // The y axis tops at 10,000/s, 230 px high from y=410 (the second chart starts at 360).
+  // The y axis tops at 6,000/s, 230 px high from y=410 (the second chart starts at 360).
   const double top = 30 + 330 + 50, height = 330 - 50 - 50;
-  auto y = [&](double rate) { return fmt::format("{:.2f}", top + height - height * rate / 10000); };
+  auto y = [&](double rate) { return fmt::format("{:.2f}", top + height - height * rate / 6000); };
   EXPECT_NE(svg.find(y(6000)), std::string::npos) << svg;
   EXPECT_NE(svg.find(y(4000)), std::string::npos);
 }

@@ -194,8 +194,9 @@ TEST_F(ConsoleTest, PagesOfAnotherOriginChangeNothing) {
   }
   EXPECT_EQ(as(kManageToken, "GET", "/v1/channels/csrf").json["sends-total"], 0);
   // The console's own requests (same origin) and clients that send no Origin go through.
-  HttpReply same = as(kManageToken, "POST", "/v1/channels/csrf/messages", "x",
-                      {{"Origin", "http://" + host}, {"Sec-Fetch-Site", "same-origin"}});
+  HttpReply same =
+      as(kManageToken, "POST", "/v1/channels/csrf/messages", "x",
+         {{"Host", host}, {"Origin", "http://" + host}, {"Sec-Fetch-Site", "same-origin"}});
   EXPECT_EQ(same.status, 201u) << same;
   EXPECT_EQ(as(kManageToken, "POST", "/v1/channels/csrf/purge").status, 200u);
   // Reading is not changing: a cross-origin GET is answered (the browser keeps the answer from
@@ -204,6 +205,41 @@ TEST_F(ConsoleTest, PagesOfAnotherOriginChangeNothing) {
       as(kManageToken, "GET", "/v1/channels/csrf", "", {{"Origin", "http://evil.example"}});
   EXPECT_EQ(get.status, 200u) << get;
   EXPECT_EQ(get.header("access-control-allow-origin"), "");
+}
+
+// A browse page (what the console's channel page reads) is bounded in bytes as well as in
+// messages: half of max-frame-bytes of data, at least one message.
+TEST(ConsoleBrowseTest, APageOfLargeMessagesIsBoundedInBytes) {
+  Daemon d({"--set", "max-frame-bytes=2097152"});
+  const std::string big(300'000, 'x');
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(http_request(d.http_port(), "POST", "/v1/channels/big/messages", big).status, 201u);
+  }
+  HttpReply page = http_get(d.http_port(), "/v1/channels/big/messages?max=100");
+  ASSERT_EQ(page.status, 200u) << page.status;
+  // 3 x 300,000 bytes fit in 1 MiB, a fourth would not.
+  ASSERT_EQ(page.json["messages"].size(), 3u);
+  EXPECT_EQ(page.json["next"], 3);
+  uint64_t from = 3, seen = 3;
+  for (int pages = 0; pages < 10 && from < 10; ++pages) {
+    HttpReply next = http_get(
+        d.http_port(), "/v1/channels/big/messages?from=" + std::to_string(from) + "&max=100");
+    ASSERT_EQ(next.status, 200u);
+    ASSERT_FALSE(next.json["messages"].empty());
+    seen += next.json["messages"].size();
+    from = next.json["next"].get<uint64_t>();
+  }
+  EXPECT_EQ(seen, 10u);
+  // One message larger than the budget still comes alone: a page never stalls.
+  const std::string bigger(1'000'000, 'y');
+  ASSERT_EQ(http_request(d.http_port(), "POST", "/v1/channels/bigger/messages", bigger).status,
+            201u);
+  ASSERT_EQ(http_request(d.http_port(), "POST", "/v1/channels/bigger/messages", bigger).status,
+            201u);
+  HttpReply alone = http_get(d.http_port(), "/v1/channels/bigger/messages");
+  ASSERT_EQ(alone.status, 200u);
+  EXPECT_EQ(alone.json["messages"].size(), 1u);
+  EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
 TEST(ConsoleGuestsTest, RefusedGuestsSayWhy) {
