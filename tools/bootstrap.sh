@@ -14,6 +14,8 @@ packages=(
   python3-pytest python3-setuptools python3-wheel python3-venv
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
+  # The web console's tests drive a real headless browser (tests/console/).
+  chromium chromium-driver python3-selenium
 )
 # The TypeScript client's tests (clients/js) need Node.js and npm: Debian's only when no node is
 # installed at all (a Node.js from elsewhere bundles its own npm, which Debian's would conflict

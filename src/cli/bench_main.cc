@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/bench_options.h"
+#include "cli/bench_plot.h"
 #include "cli/bench_runner.h"
 #include "cli/exit_codes.h"
 
@@ -39,5 +40,11 @@ int main(int argc, char** argv) {
                                                                  : kExitServerError;
   }
   std::cout << format_report(*report, options->json);
+  if (!options->plot.empty()) {
+    if (auto st = write_bench_plot(*report, options->plot); !st.ok()) {
+      std::cerr << "witmq-bench: " << st.error().message << "\n";
+      return kExitServerError;
+    }
+  }
   return report->ok() ? kExitOk : kExitServerError;
 }

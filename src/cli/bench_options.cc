@@ -19,7 +19,7 @@ constexpr OptionSpec kBenchOptions[] = {
     {"credit", true},     {"receive-batch", true}, {"receive-pipeline", true},
     {"complete", false},  {"threads", true},       {"drain-timeout", true},
     {"json", false},      {"help", false},         {"rate", true},
-    {"channels", true},
+    {"channels", true},   {"plot", true},
 };
 
 Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }
@@ -71,6 +71,8 @@ consumers make no progress for --drain-timeout.
   --drain-timeout MS        stop when consumers stall this long after producing ended
                             (default 10000)
   --json                    print the report as JSON
+  --plot FILE.svg           also draw the latency percentile curve and the throughput over
+                            the run into FILE.svg (an SVG image)
   --help                    this text
 
 Latency is measured from the moment a producer hands a batch to the client library (with
@@ -215,6 +217,10 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
   }
   o.complete = a->has("complete");
   o.json = a->has("json");
+  if (const auto* f = a->last("plot")) {
+    if (f->empty()) return invalid_argument("witmq-bench: --plot: the file name is empty");
+    o.plot = *f;
+  }
   return o;
 }
 

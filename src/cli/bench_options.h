@@ -45,6 +45,7 @@ struct BenchOptions {
   uint32_t threads = 1;                // --threads: I/O threads of the bench
   uint32_t drain_timeout_ms = 10'000;  // --drain-timeout: give up when consumers stall this long
   bool json = false;                   // --json
+  std::string plot;                    // --plot FILE.svg: "" = no plot (cli/bench_plot.h)
   bool help = false;                   // --help
 };
 

@@ -477,11 +477,21 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
       o.kind == "publish-subscribe" ? o.consumers / o.channels : (o.consumers ? 1 : 0);
   uint64_t expected = 0;
   bool stalled = false;
+  std::vector<BenchReport::Sample> timeline{{0, 0, 0}};
+  const auto sample_ns = static_cast<uint64_t>(BenchReport::kSampleSeconds * 1e9);
+  auto take_sample = [&](uint64_t at) {
+    timeline.push_back({(at - run.start_ns) / 1e9, run.produced.load(), run.consumed.load()});
+  };
   {
     std::unique_lock lock(run.mu);
+    uint64_t next_sample = run.start_ns + sample_ns;
     for (;;) {
       run.cv.wait_for(lock, std::chrono::milliseconds(50));
       const uint64_t now = now_ns();
+      if (now >= next_sample) {
+        take_sample(now);
+        next_sample += sample_ns * ((now - next_sample) / sample_ns + 1);
+      }
       const uint64_t last =
           std::max({run.start_ns, run.last_produce_ns.load(), run.last_consume_ns.load()});
       const bool producing = run.producers_running.load() > 0;
@@ -523,6 +533,16 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   const uint64_t consumed = run.consumed.load();
   report.consumed = {consumed, consumed * o.size,
                      (std::max(run.last_consume_ns.load(), run.start_ns) - run.start_ns) / 1e9};
+  // The last sample holds the final counts, at the time the last message moved.
+  const double last_seconds =
+      std::max({timeline.back().seconds, report.produced.seconds, report.consumed.seconds});
+  if (last_seconds > timeline.back().seconds) {
+    timeline.push_back({last_seconds, produced, consumed});
+  } else {
+    timeline.back().produced = produced;
+    timeline.back().consumed = consumed;
+  }
+  report.timeline = std::move(timeline);
   report.completed = run.completed.load();
   report.foreign = run.foreign.load();
   for (const auto& c : consumers) report.latency.merge(c->histogram());

@@ -34,6 +34,14 @@ struct BenchReport {
   LatencyHistogram confirm_latency;  // nanoseconds, producer hand-off to send-ok
   uint64_t max_lag_ns = 0;           // --rate: the furthest a send fell behind its intended time
   std::vector<std::string> errors;   // the first errors seen, for the report
+  // The counters over the run, sampled every kSampleInterval from the start (the last sample at
+  // the end): what the throughput plot draws.
+  struct Sample {
+    double seconds = 0;  // since the start
+    uint64_t produced = 0, consumed = 0;
+  };
+  static constexpr double kSampleSeconds = 0.1;
+  std::vector<Sample> timeline;
 
   // Every expected message arrived and nothing failed.
   bool ok() const { return errors.empty() && consumed.messages >= expected; }

@@ -87,6 +87,7 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
       running_.erase(it);
       return g;
     };
+    std::vector<Refused> refused;
     for (Plan& p : plans) {
       const std::string& name = p.options->name;
       auto old = take_running(name);
@@ -97,6 +98,7 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
       }
       if (!p.fresh) {
         out.refused.push_back(fmt::format("{}: {}", name, p.refused));
+        refused.push_back({name, p.options->module_path, p.refused});
         if (old) next.push_back(std::move(old));
         continue;
       }
@@ -116,7 +118,7 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
       retired.push_back(std::move(g));
     }
     running_ = std::move(next);
-    refused_ = out.refused.size();
+    refused_ = std::move(refused);
   }
   for (auto& g : retired) {
     log::info("guest '{}': stopping", g->options().name);
@@ -172,7 +174,16 @@ std::vector<guest::GuestStats> GuestSet::stats() const {
 
 size_t GuestSet::refused_count() const {
   std::lock_guard lock(mu_);
-  return refused_;
+  return refused_.size();
+}
+
+nlohmann::json GuestSet::refused_json() const {
+  std::lock_guard lock(mu_);
+  nlohmann::json out = nlohmann::json::array();
+  for (const Refused& r : refused_) {
+    out.push_back({{"name", r.name}, {"module", r.module}, {"reason", r.reason}});
+  }
+  return out;
 }
 
 }  // namespace witmq::daemon

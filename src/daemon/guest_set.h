@@ -43,6 +43,8 @@ class GuestSet {
   std::vector<guest::GuestStats> stats() const;
   // Guests of the last apply() that are not running because they were refused.
   size_t refused_count() const;
+  // Those guests: [{"name": ..., "module": ..., "reason": ...}, ...].
+  nlohmann::json refused_json() const;
 
  private:
   broker::Broker& broker_;
@@ -57,7 +59,10 @@ class GuestSet {
   };
   static ModuleStamp stamp_of(const std::string& path);
   std::map<std::string, ModuleStamp> stamps_;
-  size_t refused_ = 0;
+  struct Refused {
+    std::string name, module, reason;
+  };
+  std::vector<Refused> refused_;
 };
 
 }  // namespace witmq::daemon

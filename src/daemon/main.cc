@@ -72,6 +72,7 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
   };
   sources.guests_json = [&guests] { return guests.stats_json(); };
   sources.guests_refused = [&guests] { return guests.refused_count(); };
+  sources.guests_refused_json = [&guests] { return guests.refused_json(); };
   return sources;
 }
 

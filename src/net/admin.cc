@@ -163,9 +163,28 @@ Result<AdminResult> browse(broker::Broker& b, const Fields& f, const AdminOption
                  fmt::format("browse: field 'max' is {}, the limit is max-receive-messages {}",
                              *max, options.max_browse_messages));
   }
-  auto messages = b.browse(*channel, *from, static_cast<uint32_t>(*max));
-  if (!messages) return std::move(messages).error();
-  return AdminResult{{}, std::move(*messages)};
+  // Read in small steps, so that a page of large messages stops near max_browse_bytes instead of
+  // reading `max` of them into memory first; one message is always returned when there is one.
+  constexpr uint32_t kStep = 16;
+  std::vector<Message> out;
+  size_t bytes = 0;
+  uint64_t next = *from;
+  while (out.size() < *max) {
+    const auto want = static_cast<uint32_t>(std::min<uint64_t>(kStep, *max - out.size()));
+    auto messages = b.browse(*channel, next, want);
+    if (!messages) return std::move(messages).error();
+    if (messages->empty()) break;
+    for (Message& m : *messages) {
+      if (!out.empty() && bytes + m.data.size() > options.max_browse_bytes) {
+        return AdminResult{{}, std::move(out)};
+      }
+      bytes += m.data.size();
+      const std::string* seq = find_metadata(m, meta::kSequence);
+      next = seq ? std::stoull(*seq) + 1 : next + 1;
+      out.push_back(std::move(m));
+    }
+  }
+  return AdminResult{{}, std::move(out)};
 }
 
 Result<AdminResult> server_stats(broker::Broker& b, const AdminOptions& options) {

@@ -26,6 +26,10 @@ struct AdminOptions {
   broker::ChannelSettings default_channel;
   // Most messages one browse returns.
   uint32_t max_browse_messages = 10'000;
+  // Most message data one browse returns (at least one message): a page of 10,000 messages of
+  // 1 MiB would otherwise be read into memory whole. The protocol server sets half its
+  // max-frame-bytes, so that the reply fits in a frame.
+  size_t max_browse_bytes = 8 << 20;
   // Server-side counters merged into server-stats (connections, requests, bytes, ...).
   std::function<nlohmann::json()> server_counters;
 };

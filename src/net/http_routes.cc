@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/memory.h"
 #include "net/cloudevents.h"
+#include "net/console.h"
 #include "net/http_server.h"
 #include "net/server.h"
 #include "net/utf8.h"
@@ -255,6 +256,50 @@ auto guarded(std::string_view doing, F f) {
   };
 }
 
+const std::string* find_header(const HttpRequest& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
+std::string lower_case(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// A request that changes something (any method but GET and HEAD) sent by a browser on behalf of
+// a page of another origin: its Origin header names another host than its Host header, or
+// Sec-Fetch-Site says cross-site. A page elsewhere can make a browser send a form POST to this
+// server without a preflight; bearer tokens are never sent by a browser on its own, but the
+// anonymous identity needs none. Such a request is refused, whatever its credential. Requests
+// without these headers (curl, the clients) are not browsers' and pass.
+std::optional<HttpResponse> cross_site_refusal(const HttpRequest& r) {
+  if (is_get(r.method)) return std::nullopt;
+  if (const std::string* site = find_header(r, "sec-fetch-site");
+      site && lower_case(*site) == "cross-site") {
+    return error_response(403, ErrorCode::kPermissionDenied,
+                          "a cross-site request (Sec-Fetch-Site: cross-site) may not change "
+                          "anything: call the API from the console or a client");
+  }
+  const std::string* origin = find_header(r, "origin");
+  if (!origin) return std::nullopt;
+  const std::string* host = find_header(r, "host");
+  std::string_view o = *origin;
+  const auto scheme_end = o.find("://");
+  const std::string_view origin_host =
+      scheme_end == std::string_view::npos ? std::string_view() : o.substr(scheme_end + 3);
+  if (host && !origin_host.empty() && lower_case(origin_host) == lower_case(*host)) {
+    return std::nullopt;
+  }
+  return error_response(
+      403, ErrorCode::kPermissionDenied,
+      fmt::format("a request from the page of another origin ('{}', this server is '{}') may not "
+                  "change anything",
+                  *origin, host ? *host : std::string()));
+}
+
 }  // namespace
 
 HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
@@ -314,7 +359,8 @@ std::optional<HttpResponse> Router::admit(const HttpRequest& head,
   try {
     auto target = parse_target(head.target);
     if (!target) return error_of(target.error());
-    if (probe(head)) return std::nullopt;
+    if (probe(head) || is_console_path(target->path)) return std::nullopt;
+    if (auto refused = cross_site_refusal(head)) return refused;
     auto access = authenticate(head);
     if (!access) return unauthorized(access.error());
     if (who) *who = *access;
@@ -340,6 +386,8 @@ Routed Router::route_request(HttpRequest r) {
   auto target = parse_target(r.target);
   if (!target) return Routed::now(error_of(target.error()));
   if (auto answer = probe(r)) return Routed::now(std::move(*answer));
+  if (is_console_path(target->path)) return Routed::now(console_response(r, target->path));
+  if (auto refused = cross_site_refusal(r)) return Routed::now(std::move(*refused));
   const std::vector<std::string> seg = target->segments;
   const std::string path(target->path);
   const std::string& m = r.method;
@@ -418,6 +466,10 @@ HttpResponse Router::admin_routes(const HttpRequest& r, auth::Access* access) {
   if (seg.size() == 2 && seg[1] == "server") {
     if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
     return admin(AdminOp::kServerStats, json::object(), access);
+  }
+  if (seg.size() == 2 && seg[1] == "identity") {
+    if (!is_get(m)) return method_not_allowed(m, target->path, "GET, HEAD");
+    return identity(target->query, access);
   }
   if (seg.size() == 2 && seg[1] == "checkpoint") {
     if (m != "POST") return method_not_allowed(m, target->path, "POST");
@@ -555,9 +607,51 @@ HttpResponse Router::cluster() const {
 }
 
 HttpResponse Router::guests() const {
-  return json_response(200,
-                       {{"guests", sources_.guests_json ? sources_.guests_json() : json::array()},
-                        {"refused", sources_.guests_refused ? sources_.guests_refused() : 0}});
+  return json_response(
+      200, {{"guests", sources_.guests_json ? sources_.guests_json() : json::array()},
+            {"refused", sources_.guests_refused ? sources_.guests_refused() : 0},
+            {"refused-guests",
+             sources_.guests_refused_json ? sources_.guests_refused_json() : json::array()}});
+}
+
+HttpResponse Router::identity(std::string_view query, auth::Access* access) {
+  std::optional<std::string> channel;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view item = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    auto name = url_decode(item.substr(0, eq), true);
+    auto value = url_decode(eq == std::string_view::npos ? "" : item.substr(eq + 1), true);
+    if (!name || !value) {
+      return error_response(400, ErrorCode::kInvalidArgument,
+                            "the query has a broken percent escape");
+    }
+    if (*name != "channel" || channel) {
+      return error_response(400, ErrorCode::kInvalidArgument,
+                            fmt::format("query parameter '{}' is unknown or repeated, expected "
+                                        "channel once",
+                                        *name));
+    }
+    if (auto st = validate_channel_name(*value); !st) {
+      return error_response(400, ErrorCode::kInvalidArgument,
+                            fmt::format("query parameter channel: {}", st.error().message));
+    }
+    channel = std::move(*value);
+  }
+  // Without an authenticator every request may do everything.
+  json out = {{"identity", access ? access->name() : std::string()},
+              {"anonymous", access ? access->anonymous() : true},
+              {"monitor", access ? access->monitor() : true}};
+  if (channel) {
+    auto allows = [&](auth::Action a) { return !access || access->allows(a, *channel); };
+    out["channel"] = *channel;
+    out["send"] = allows(auth::Action::kSend);
+    out["receive"] = allows(auth::Action::kReceive);
+    out["manage"] = allows(auth::Action::kManage);
+  }
+  return json_response(200, out);
 }
 
 HttpResponse Router::admin(AdminOp op, const json& body, auth::Access* access) {

@@ -59,6 +59,8 @@ struct HttpSources {
   std::function<nlohmann::json()> guests_json;
   // /readyz: guests of the configuration that are not running because they were refused.
   std::function<size_t()> guests_refused;
+  // GET /v1/guests: those guests with the reason each was refused (an array).
+  std::function<nlohmann::json()> guests_refused_json;
   // Cluster mode (docs/CLUSTERING.md); all three empty on a single node. GET /v1/cluster's
   // body; /readyz: nullopt when the node is a member, else why not; /metrics' cluster figures.
   std::function<nlohmann::json()> cluster_json;
@@ -142,6 +144,8 @@ class Router {
   HttpResponse metrics();
   HttpResponse guests() const;
   HttpResponse cluster() const;
+  // GET /v1/identity[?channel=NAME]: who the caller is, and what it may do on the channel.
+  HttpResponse identity(std::string_view query, auth::Access* access);
   // Everything under /v1/ but publishing; runs on the admin pool. `access` is null without an
   // authenticator.
   HttpResponse admin_routes(const HttpRequest& r, auth::Access* access);

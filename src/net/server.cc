@@ -146,6 +146,7 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
       stop_timer_(acceptor_.get_executor()) {
   admin_options_.default_channel = options_.default_channel;
   admin_options_.max_browse_messages = options_.max_receive_messages;
+  admin_options_.max_browse_bytes = options_.limits.max_frame_bytes / 2;
   const auto started = std::chrono::steady_clock::now();
   admin_options_.server_counters = [this, started] {
     const auto uptime = std::chrono::steady_clock::now() - started;

@@ -45,6 +45,26 @@ contains "rate, text: header" "$OUT" "open loop at 2000 msgs/s"
 contains "rate, text: schedule line" "$OUT" "schedule: 2000 msgs/s asked"
 contains "rate, text: latency origin" "$OUT" "from each message's intended send time"
 
+# ---- --plot -------------------------------------------------------------------------------------
+# The SVG read back: well-formed, both charts, the same percentiles as the JSON report of the run
+# and throughput lines that add up to the messages moved.
+run "plot" 0 "$BENCH" --messages 20000 --batch 50 --complete --json --plot "$TMP/plot.svg"
+printf '%s\n' "$OUT" >"$TMP/plot.json"
+CHECKS=$((CHECKS + 1))
+if ! python3 "$(dirname "$0")/check_bench_plot.py" "$TMP/plot.svg" "$TMP/plot.json"; then
+  fail "plot: the SVG does not match the run"
+fi
+run "plot, open loop" 0 "$BENCH" --rate 5000 --duration 0.5 --batch 10 --json --plot "$TMP/plot2.svg"
+printf '%s\n' "$OUT" >"$TMP/plot2.json"
+CHECKS=$((CHECKS + 1))
+if ! python3 "$(dirname "$0")/check_bench_plot.py" "$TMP/plot2.svg" "$TMP/plot2.json"; then
+  fail "plot, open loop: the SVG does not match the run"
+fi
+run "plot, unwritable" 1 "$BENCH" --messages 100 --plot "$TMP/no/such/dir/plot.svg" \
+  && contains "plot, unwritable" "$ERR" "--plot: cannot write '$TMP/no/such/dir/plot.svg'"
+run "plot, empty name" 2 "$BENCH" --plot "" \
+  && contains "plot, empty name" "$ERR" "--plot: the file name is empty"
+
 # ---- many channels ------------------------------------------------------------------------------
 # Its own channels are deleted at the end; named ones (--channel NAME) are kept as NAME-0 ...
 run "channels" 0 "$BENCH" --channels 5 --consumers 5 --producers 2 --messages 500 --batch 10 --complete
