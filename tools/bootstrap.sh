@@ -10,6 +10,8 @@ packages=(
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
   libclang-rt-14-dev
   python3 curl procps openssl
+  # The component guests of the tests are built with jco (npm ci into the build tree).
+  nodejs npm
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
 )
