@@ -27,6 +27,11 @@ constexpr int kMaxDepth = 64;
 // Most items of one index space: far beyond any real component, small enough that the tables
 // stay small whatever the counts in a hostile binary say.
 constexpr size_t kMaxItems = 100'000;
+// Most core instances, and most imports all of them take together (each instantiation copies
+// its module's import list, so a large module instantiated many times would otherwise cost
+// memory far beyond the binary's size). wit-component's output has a few dozen of each.
+constexpr size_t kMaxCoreInstances = 1'000;
+constexpr size_t kMaxLinkedImports = 100'000;
 
 class Reader {
  public:
@@ -494,7 +499,13 @@ class ComponentReader {
       }
       CoreLink::Instance inst;
       inst.module = module;
-      for (const CoreImport& imp : imports_of(module)) {
+      const std::vector<CoreImport>& imports = imports_of(module);
+      linked_imports_ += imports.size();
+      if (link_.instances.size() >= kMaxCoreInstances || linked_imports_ > kMaxLinkedImports) {
+        refuse(fmt::format("more than {} core instances or {} imports among them",
+                           kMaxCoreInstances, kMaxLinkedImports));
+      }
+      for (const CoreImport& imp : imports) {
         auto it = args.find(imp.module);
         if (it == args.end()) {
           refuse(
@@ -505,7 +516,6 @@ class ComponentReader {
         inst.imports.push_back(export_of(it->second, imp.name));
       }
       out.linked = static_cast<int>(link_.instances.size());
-      if (link_.instances.size() >= kMaxItems) refuse("too many core instances");
       link_.instances.push_back(std::move(inst));
     } else if (kind == 0x01) {
       for (uint32_t n = s.count(), i = 0; i < n; ++i) {
@@ -916,6 +926,7 @@ class ComponentReader {
   std::optional<ComponentInstance> guest_;
   std::optional<CoreItem> memory_;
   std::map<std::string, std::optional<CoreItem>> reallocs_;
+  size_t linked_imports_ = 0;
 };
 
 }  // namespace

@@ -393,26 +393,30 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile_linked(
     return refuse(impl->name, "memory limit of " + std::to_string(limits.memory_pages) +
                                   " pages is outside 1..65536");
   }
-  size_t memories = 0, tables = 0;
   for (size_t i = 0; i < link.modules.size(); ++i) {
     const std::string part_name = impl->name + "' core module '" + std::to_string(i);
     auto desc = read_module(part_name, link.modules[i]);
     if (!desc.ok()) return std::move(desc).error();
     WITMQ_RETURN_IF_ERROR(check_limits(part_name, *desc, limits));
-    memories += desc->memories.size();
-    tables += desc->tables.size();
     Impl::Part part;
     WITMQ_RETURN_IF_ERROR(
         prepare_module(part_name, link.modules[i], limits, &part, &impl->call_depth));
     impl->parts.push_back(std::move(part));
   }
+  // Counted per core instance: each instantiation of a module has its own memories and tables.
+  size_t memories = 0, tables = 0;
+  for (const CoreLink::Instance& inst : link.instances) {
+    if (inst.module >= impl->parts.size()) continue;  // refused below
+    memories += impl->parts[inst.module].desc.memories.size();
+    tables += impl->parts[inst.module].desc.tables.size();
+  }
   if (memories > 1) {
-    return refuse(impl->name, "its core modules define " + std::to_string(memories) +
+    return refuse(impl->name, "its core instances define " + std::to_string(memories) +
                                   " memories; at most one is supported (the memory limit "
                                   "holds for it)");
   }
   if (tables > limits.max_tables) {
-    return refuse(impl->name, "its core modules define " + std::to_string(tables) +
+    return refuse(impl->name, "its core instances define " + std::to_string(tables) +
                                   " tables, above the limit of " +
                                   std::to_string(limits.max_tables));
   }

@@ -304,14 +304,28 @@ TEST(ComponentReaderTest, HostileCountsNestingAndIndicesAreRefused) {
   EXPECT_NE(load_error(c).find("component start functions are not supported"), std::string::npos);
 }
 
-TEST(ComponentReaderTest, TwoMemoriesAreRefused) {
-  // The same core module instantiated twice: each instance has its own memory.
+TEST(ComponentReaderTest, OneModuleInstantiatedTwiceHasTwoMemoriesAndIsRefused) {
   std::vector<uint8_t> c = wrap_core(read_bytes(wasm_path("ok_guest")));
-  std::vector<uint8_t> extra_module;
-  section(extra_module, 1, read_bytes(wasm_path("ok_guest")));
-  c.insert(c.begin() + 8, extra_module.begin(), extra_module.end());
+  std::vector<uint8_t> b;
+  leb(b, 1);
+  b.push_back(0x00);
+  leb(b, 0);
+  leb(b, 0);
+  section(c, 2, b);
   const std::string e = load_error(c);
-  EXPECT_NE(e.find("2 memories; at most one is supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("its core instances define 2 memories"), std::string::npos) << e;
+}
+
+TEST(ComponentReaderTest, ManyInstantiationsAreBoundedWhateverTheBinarySays) {
+  // 2,000 instantiations of one module in a few kilobytes.
+  std::vector<uint8_t> c = preamble();
+  section(c, 1, read_bytes(wasm_path("ok_guest")));
+  std::vector<uint8_t> b;
+  leb(b, 2'000);
+  for (int i = 0; i < 2'000; ++i) b.insert(b.end(), {0x00, 0x00, 0x00});
+  section(c, 2, b);
+  const std::string e = load_error(c);
+  EXPECT_NE(e.find("more than 1000 core instances"), std::string::npos) << e;
 }
 
 // Every truncation and many random mutations of `bytes`: each is refused or loads; none crashes.
@@ -387,6 +401,33 @@ TEST_F(ComponentGuestsTest, PrintfAndTimeThroughThePreview1AdapterAndWasi02) {
   ASSERT_NE(seen, nullptr);
   EXPECT_GT(std::stoll(*seen), 1'600'000'000);  // wall-clock.now through the adapter
   EXPECT_TRUE(eventually([&] { return logged("guest 'hello' stdout: hello: 1 message(s) at "); }));
+  EXPECT_EQ(h->stats().traps, 0u);
+}
+
+TEST_F(ComponentGuestsTest, TheWasiLibcGuestAsAComponentUsesEnvRandomAndSleep) {
+  GuestOptions o = options("wasi-c", "component_wasi");
+  o.env = {{"GREETING", "hello from env"}};
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("wasi.in", {text_message("one"), text_message("two")});
+  std::vector<Message> got;
+  ASSERT_TRUE(eventually([&] {
+    auto r = receive("wasi.out", 100ms);
+    got.insert(got.end(), r.begin(), r.end());
+    return got.size() >= 2;
+  }));
+  EXPECT_EQ(text_of(got[0]), "one");
+  for (const char* key : {"time-ok", "entropy-ok", "slept"}) {
+    const std::string* v = find_metadata(got[0], key);
+    ASSERT_NE(v, nullptr) << key;
+    EXPECT_EQ(*v, "1") << key;
+  }
+  const std::string* greeting = find_metadata(got[0], "greeting");
+  ASSERT_NE(greeting, nullptr);
+  EXPECT_EQ(*greeting, "hello from env");
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 2; }));
+  EXPECT_TRUE(logged("guest 'wasi-c' stdout: batch 1 of "));
+  EXPECT_TRUE(logged("guest 'wasi-c' stderr: to stderr"));
   EXPECT_EQ(h->stats().traps, 0u);
 }
 
