@@ -69,6 +69,9 @@ constexpr Entry kFunctions[] = {
     {"wasi:clocks/wall-clock@0.2", "resolution", "i", ""},
     {"wasi:random/random@0.2", "get-random-bytes", "Ii", ""},
     {"wasi:random/random@0.2", "get-random-u64", "", "I"},
+    {"wasi:random/insecure@0.2", "get-insecure-random-bytes", "Ii", ""},
+    {"wasi:random/insecure@0.2", "get-insecure-random-u64", "", "I"},
+    {"wasi:random/insecure-seed@0.2", "insecure-seed", "i", ""},
     {"wasi:filesystem/preopens@0.2", "get-directories", "i", ""},
     {kFilesystem, "filesystem-error-code", "ii", ""},
     {kFilesystem, "[resource-drop]descriptor", "i", ""},
@@ -428,6 +431,22 @@ std::vector<HostFunction> WasiP2Host::functions(std::function<WasmInstance*()> w
       if (errno != EINTR) throw GuestTrap("get-random-u64: getrandom failed");
     }
     r[0] = v;
+  };
+
+  // The insecure interfaces get the same source: nothing is gained by a weaker one.
+  bodies[key("wasi:random/insecure@0.2", "get-insecure-random-bytes")] =
+      bodies[key(random, "get-random-bytes")];
+  bodies[key("wasi:random/insecure@0.2", "get-insecure-random-u64")] =
+      bodies[key(random, "get-random-u64")];
+  bodies[key("wasi:random/insecure-seed@0.2", "insecure-seed")] = [](WasmInstance& w,
+                                                                     const RawValue* a, RawValue*) {
+    uint64_t seed[2] = {0, 0};
+    while (getrandom(seed, sizeof seed, 0) != sizeof seed) {
+      if (errno != EINTR) throw GuestTrap("insecure-seed: getrandom failed");
+    }
+    Mem m(w);
+    m.u64(u32(a[0]), seed[0], "insecure-seed");
+    m.u64(u32(a[0]) + 8, seed[1], "insecure-seed");
   };
 
   // Filesystem: no preopens, so no descriptor exists; error codes of unknown errors are none.
