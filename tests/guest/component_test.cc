@@ -328,6 +328,152 @@ TEST(ComponentReaderTest, ManyInstantiationsAreBoundedWhateverTheBinarySays) {
   EXPECT_NE(e.find("more than 1000 core instances"), std::string::npos) << e;
 }
 
+// The core module wasi_p2_probe_guest in a hand-made component that imports WASI 0.2 stdout and
+// streams and lowers get-stdout, blocking-write-and-flush and the output-stream drop into it.
+std::vector<uint8_t> probe_component() {
+  std::vector<uint8_t> c = preamble();
+  std::vector<uint8_t> b;
+  leb(b, 1);
+  b.insert(b.end(), {0x42, 0x00});  // type 0: (instance)
+  section(c, 7, b);
+  b.clear();
+  leb(b, 2);
+  for (const char* interface : {"wasi:cli/stdout@0.2.0", "wasi:io/streams@0.2.0"}) {
+    b.push_back(0x00);
+    str(b, interface);
+    b.push_back(0x05);
+    leb(b, 0);
+  }
+  section(c, 10, b);  // instances 0 and 1
+  section(c, 1, read_bytes(wasm_path("wasi_p2_probe_guest")));
+  b.clear();
+  leb(b, 3);
+  b.insert(b.end(), {0x01, 0x00, 0x00});  // func 0 = stdout.get-stdout
+  str(b, "get-stdout");
+  b.insert(b.end(), {0x01, 0x00, 0x01});  // func 1 = streams.blocking-write-and-flush
+  str(b, "[method]output-stream.blocking-write-and-flush");
+  b.insert(b.end(), {0x03, 0x00, 0x01});  // type 1 = streams.output-stream
+  str(b, "output-stream");
+  section(c, 6, b);
+  b.clear();
+  leb(b, 3);
+  b.insert(b.end(), {0x01, 0x00, 0x00, 0x00});  // core func 0 = lower func 0
+  b.insert(b.end(), {0x01, 0x00, 0x01, 0x00});  // core func 1 = lower func 1
+  b.insert(b.end(), {0x03, 0x01});              // core func 2 = resource.drop type 1
+  section(c, 8, b);
+  b.clear();
+  leb(b, 2);
+  b.push_back(0x01);  // core instance 0 = { get-stdout, write, drop }
+  leb(b, 3);
+  const char* names[] = {"get-stdout", "write", "drop"};
+  for (uint32_t f = 0; f < 3; ++f) {
+    str(b, names[f]);
+    b.push_back(0x00);
+    leb(b, f);
+  }
+  b.push_back(0x00);  // core instance 1 = instantiate module 0 with "host" = instance 0
+  leb(b, 0);
+  leb(b, 1);
+  str(b, "host");
+  b.push_back(0x12);
+  leb(b, 0);
+  section(c, 2, b);
+  b.clear();
+  leb(b, 4);  // core funcs 3, 4, 5 and memory 0 from core instance 1
+  for (const char* name : {abi_names::kConfigure, abi_names::kHandler, abi_names::kRealloc}) {
+    b.insert(b.end(), {0x00, 0x00, 0x01});
+    leb(b, 1);
+    str(b, name);
+  }
+  b.insert(b.end(), {0x00, 0x02, 0x01});
+  leb(b, 1);
+  str(b, "memory");
+  section(c, 6, b);
+  b.clear();
+  leb(b, 1);
+  b.insert(b.end(), {0x40, 0x00, 0x01, 0x00});  // type 2: func ()
+  section(c, 7, b);
+  b.clear();
+  leb(b, 2);  // funcs 2, 3 = lift configure, handler
+  for (uint32_t f = 3; f < 5; ++f) {
+    b.insert(b.end(), {0x00, 0x00});
+    leb(b, f);
+    leb(b, 2);
+    b.push_back(0x03);
+    leb(b, 0);
+    b.push_back(0x04);
+    leb(b, 5);
+    leb(b, 2);
+  }
+  section(c, 8, b);
+  b.clear();
+  leb(b, 1);
+  b.push_back(0x01);  // instance 2 = { configure, handler }
+  leb(b, 2);
+  for (uint32_t f = 0; f < 2; ++f) {
+    b.push_back(0x00);
+    str(b, f == 0 ? "configure" : "handler");
+    b.push_back(0x01);
+    leb(b, 2 + f);
+  }
+  section(c, 5, b);
+  b.clear();
+  leb(b, 1);
+  b.push_back(0x00);
+  str(b, kGuestInterface);
+  b.push_back(0x05);
+  leb(b, 2);
+  b.push_back(0x00);
+  section(c, 11, b);
+  return c;
+}
+
+// Runs the probe component's handler once with `op`; `lines` gets its stdout.
+CallReport run_probe(char op, std::vector<std::string>* lines) {
+  auto link = read(probe_component());
+  EXPECT_TRUE(link.ok()) << link.error().message;
+  if (!link.ok()) return {CallStatus::kTrap, "unreadable", {}};
+  auto module = WasmModule::compile_linked("p2", *link, component_requirements(), {});
+  EXPECT_TRUE(module.ok()) << module.error().message;
+  if (!module.ok()) return {CallStatus::kTrap, "refused", {}};
+  InstanceContext ctx;
+  ctx.guest_name = "p2";
+  ctx.output = std::make_shared<GuestOutput>(
+      "p2", [lines](bool, std::string_view line) { lines->emplace_back(line); });
+  auto g = GuestInstance::create(*module, ctx);
+  EXPECT_TRUE(g.ok()) << g.error().message;
+  if (!g.ok()) return {CallStatus::kTrap, "no instance", {}};
+  GuestConfiguration gc;
+  CallReport r = (*g)->configure(&gc);
+  EXPECT_TRUE(r.returned_ok()) << r.message;
+  return (*g)->handle({text_message(std::string(1, op))});
+}
+
+TEST(ComponentWasiTest, StdoutStreamWritesBecomeLogLines) {
+  std::vector<std::string> lines;
+  CallReport r = run_probe('w', &lines);
+  EXPECT_TRUE(r.returned_ok()) << r.message;
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("hello p2"), std::string::npos) << lines[0];
+}
+
+TEST(ComponentWasiTest, ResourceHandleAbuseTrapsTheCallOnly) {
+  std::vector<std::string> lines;
+  CallReport r = run_probe('h', &lines);
+  EXPECT_EQ(r.status, CallStatus::kTrap);
+  EXPECT_NE(r.message.find("WASI resource handles: 256 are live"), std::string::npos) << r.message;
+  r = run_probe('d', &lines);
+  EXPECT_EQ(r.status, CallStatus::kTrap);
+  EXPECT_NE(r.message.find("handle 77 is not live"), std::string::npos) << r.message;
+  r = run_probe('t', &lines);
+  EXPECT_EQ(r.status, CallStatus::kTrap);
+  EXPECT_NE(r.message.find("is not live"), std::string::npos) << r.message;
+  r = run_probe('o', &lines);
+  EXPECT_EQ(r.status, CallStatus::kTrap);
+  EXPECT_NE(r.message.find("outside the guest's memory"), std::string::npos) << r.message;
+  EXPECT_TRUE(lines.empty());
+}
+
 // Every truncation and many random mutations of `bytes`: each is refused or loads; none crashes.
 void survive_damage(const std::vector<uint8_t>& bytes) {
   size_t refused = 0;
