@@ -11,7 +11,7 @@ packages=(
   libclang-rt-14-dev
   python3 curl procps openssl
   # The component guests of the tests are built with jco (npm ci into the build tree).
-  nodejs npm
+  nodejs
   # The cluster tests and tools/cluster.sh start their own etcd; a single witmqd never needs it.
   etcd-server
 )
@@ -22,6 +22,11 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# npm: Debian's package, unless the installed nodejs already brings its own (nodesource's does,
+# and conflicts with Debian's).
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
