@@ -17,7 +17,8 @@ packages=(
   # The web console's tests drive a real headless browser (tests/console/).
   chromium chromium-driver python3-selenium
 )
-# The TypeScript client's tests (clients/js) need Node.js and npm: Debian's only when no node is
+# The TypeScript client's tests (clients/js) and the component guests of the guest tests (built
+# with jco, npm ci into the build tree) need Node.js and npm: Debian's only when no node is
 # installed at all (a Node.js from elsewhere bundles its own npm, which Debian's would conflict
 # with). They are skipped when node is older than 20, as bookworm's is.
 if ! command -v node >/dev/null 2>&1; then
@@ -30,6 +31,11 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# npm: Debian's package, unless the installed nodejs already brings its own (nodesource's does,
+# and conflicts with Debian's).
+if command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <span>
 #include <utility>
 
 #include "guest/canonical_abi.h"
+#include "guest/component.h"
 
 namespace witmq::guest {
 namespace {
@@ -82,9 +85,27 @@ const ModuleRequirements& guest_requirements() {
   return req;
 }
 
+const ModuleRequirements& component_requirements() {
+  static const ModuleRequirements req = [] {
+    ModuleRequirements r = guest_requirements();
+    for (const ImportSpec& spec : wasi_p2_imports()) r.offered_imports.push_back(spec);
+    return r;
+  }();
+  return req;
+}
+
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
                                                             const WasmLimits& limits) {
-  return WasmModule::compile_file(path, guest_requirements(), limits);
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return Error(ErrorCode::kNotFound, fmt::format("module '{}': cannot open the file", path));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  if (in.bad()) return Error(ErrorCode::kIoError, fmt::format("module '{}': read failed", path));
+  if (!is_component(bytes)) return WasmModule::compile(path, bytes, guest_requirements(), limits);
+  auto link = read_component(path, bytes, component_requirements().offered_imports);
+  if (!link.ok()) return std::move(link).error();
+  return WasmModule::compile_linked(path, *link, component_requirements(), limits);
 }
 
 // The instance's memory and cabi_realloc, for the canonical ABI.
@@ -118,6 +139,7 @@ class GuestInstance::Memory : public abi::GuestMemory {
 
 GuestInstance::GuestInstance(InstanceContext context) : ctx_(std::move(context)) {
   wasi_ = std::make_unique<WasiHost>(WasiContext{ctx_.guest_name, ctx_.env, ctx_.output});
+  wasi_p2_ = std::make_unique<WasiP2Host>(*wasi_);
 }
 
 GuestInstance::~GuestInstance() {
@@ -168,6 +190,7 @@ uint32_t GuestInstance::memory_pages() const { return wasm_->memory_pages(); }
 
 void GuestInstance::interrupt() {
   wasi_->interrupt();
+  wasi_p2_->interrupt();
   std::vector<broker::ClientPtr> clients;
   {
     std::lock_guard lock(connected_mu_);
@@ -499,6 +522,9 @@ std::vector<HostFunction> GuestInstance::host_functions() {
                                }});
   }
   for (HostFunction& f : wasi_->functions([this] { return wasm_.get(); })) {
+    out.push_back(std::move(f));
+  }
+  for (HostFunction& f : wasi_p2_->functions([this] { return wasm_.get(); })) {
     out.push_back(std::move(f));
   }
   return out;

@@ -20,6 +20,7 @@
 #include "common/result.h"
 #include "guest/handle_table.h"
 #include "guest/wasi.h"
+#include "guest/wasi_p2.h"
 #include "guest/wasm_runtime.h"
 
 namespace witmq::guest {
@@ -42,7 +43,11 @@ inline constexpr const char* kMemory = "memory";
 // The imports the host offers and the exports it requires, with their core signatures.
 const ModuleRequirements& guest_requirements();
 
-// Loads and checks a guest module: errors name the module and the missing or wrong item.
+// What a component guest may import and must export (guest_requirements() plus WASI 0.2).
+const ModuleRequirements& component_requirements();
+
+// Loads and checks a guest: a core module, or a component (component.h) whose core modules are
+// linked as it says. Errors name the module and the missing or wrong item.
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
                                                             const WasmLimits& limits);
 
@@ -150,6 +155,7 @@ class GuestInstance {
   InstanceContext ctx_;
   // Before wasm_, so that it outlives the host functions bound to it.
   std::unique_ptr<WasiHost> wasi_;
+  std::unique_ptr<WasiP2Host> wasi_p2_;  // served to components only
   std::unique_ptr<WasmInstance> wasm_;
   std::unique_ptr<Memory> memory_;
   int configure_ = -1, handler_ = -1, post_configure_ = -1, post_handler_ = -1, realloc_ = -1;

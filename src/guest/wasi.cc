@@ -250,6 +250,21 @@ void WasiHost::flush_partial(int fd) {
   partial_cut_[fd] = 0;
 }
 
+void WasiHost::write_output(int fd, std::string_view bytes) {
+  if (fd != 1 && fd != 2) return;
+  const size_t keep = ctx_.output ? ctx_.output->limits().max_line_bytes : 0;
+  while (!bytes.empty()) {
+    const size_t nl = bytes.find('\n');
+    const std::string_view piece = bytes.substr(0, nl);
+    const size_t room = keep > partial_[fd].size() ? keep - partial_[fd].size() : 0;
+    partial_[fd].append(piece.substr(0, std::min(room, piece.size())));
+    partial_cut_[fd] += piece.size() - std::min(room, piece.size());
+    if (nl == std::string_view::npos) break;
+    flush_partial(fd);
+    bytes.remove_prefix(nl + 1);
+  }
+}
+
 uint32_t WasiHost::fd_write(WasmInstance& w, uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                             uint32_t nwritten) {
   Mem m(w);
@@ -259,7 +274,6 @@ uint32_t WasiHost::fd_write(WasmInstance& w, uint32_t fd, uint32_t iovs, uint32_
   // iovec visited is charged.
   m.check(iovs, uint64_t{iovs_len} * 8);
   m.charge(iovs_len);
-  const size_t keep = ctx_.output ? ctx_.output->limits().max_line_bytes : 0;
   uint64_t total = 0;
   for (uint32_t i = 0; i < iovs_len; ++i) {
     const uint32_t buf = m.load_u32(iovs + 8 * i);
@@ -268,17 +282,7 @@ uint32_t WasiHost::fd_write(WasmInstance& w, uint32_t fd, uint32_t iovs, uint32_
     // Everything examined is charged, whether kept or not.
     m.charge(len / kBytesPerStep);
     total += len;
-    std::string_view bytes(reinterpret_cast<const char*>(p), len);
-    while (!bytes.empty()) {
-      const size_t nl = bytes.find('\n');
-      const std::string_view piece = bytes.substr(0, nl);
-      const size_t room = keep > partial_[fd].size() ? keep - partial_[fd].size() : 0;
-      partial_[fd].append(piece.substr(0, std::min(room, piece.size())));
-      partial_cut_[fd] += piece.size() - std::min(room, piece.size());
-      if (nl == std::string_view::npos) break;
-      flush_partial(static_cast<int>(fd));
-      bytes.remove_prefix(nl + 1);
-    }
+    write_output(static_cast<int>(fd), std::string_view(reinterpret_cast<const char*>(p), len));
   }
   // A pipe takes everything: the guest is told all of it was written (so it does not retry).
   m.store_u32(nwritten, static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX)));

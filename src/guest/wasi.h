@@ -101,6 +101,10 @@ class WasiHost {
   std::vector<HostFunction> functions(std::function<WasmInstance*()> wasm);
   // Ends a sleep in poll_oneoff now (the call traps) and makes later sleeps trap at once.
   void interrupt();
+  // Takes bytes written to stdout (fd 1) or stderr (fd 2) into lines, as fd_write does (WASI
+  // 0.2 output streams write here too). The caller has charged them.
+  void write_output(int fd, std::string_view bytes);
+  const WasiContext& context() const { return ctx_; }
 
  private:
   class Call;

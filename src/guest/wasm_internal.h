@@ -24,6 +24,14 @@ struct WasmModule::Impl {
   int grow_refused_global = -1;
   // Nested calls an instance may make: WasmLimits::value_stack_bytes over the largest frame.
   uint32_t call_depth = kMaxCallDepth;
+  // Linked modules (compile_linked): one part per core module; `desc` above is unused then.
+  struct Part {
+    wabt::interp::ModuleDesc desc;
+    std::vector<wabt::interp::StartDesc> starts;
+    int grow_refused_global = -1;
+  };
+  std::vector<Part> parts;
+  CoreLink link;  // its module bytes dropped
 };
 
 // The load-time rewrite of a module (with wabt's IR), for what the interpreter cannot limit:
@@ -47,9 +55,9 @@ struct WasmModule::Impl {
 // code can push: at most one instruction's worth of the widest type per instruction), which sets
 // the call depth. `bytes` must already have been validated.
 struct ModuleRewrite {
-  bool rewritten = false;       // false: the module has none of the instructions above
-  std::vector<uint8_t> bytes;   // the rewritten module when `rewritten`
-  int refused_global = -1;      // index of the memory.grow guard's global, or -1
+  bool rewritten = false;         // false: the module has none of the instructions above
+  std::vector<uint8_t> bytes;     // the rewritten module when `rewritten`
+  int refused_global = -1;        // index of the memory.grow guard's global, or -1
   uint64_t max_frame_values = 0;  // the largest frame, in values
 };
 Result<ModuleRewrite> rewrite_module(const std::string& name, const std::vector<uint8_t>& bytes);

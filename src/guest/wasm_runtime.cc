@@ -158,6 +158,8 @@ Result<wi::ModuleDesc> read_module(const std::string& name, const std::vector<ui
   return desc;
 }
 
+Status check_limits(const std::string& name, const wi::ModuleDesc& desc, const WasmLimits& limits);
+
 // Checks imports, exports, memory and locals; returns the first problem.
 Status check_module(const std::string& name, const wi::ModuleDesc& desc,
                     const ModuleRequirements& req, const WasmLimits& limits) {
@@ -221,6 +223,15 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
                               ", expected a memory");
     }
   }
+  return check_limits(name, desc, limits);
+}
+
+// Checks what a module defines against the limits (memories, tables, locals).
+Status check_limits(const std::string& name, const wi::ModuleDesc& desc, const WasmLimits& limits) {
+  size_t func_imports = 0;
+  for (const wi::ImportDesc& import : desc.imports) {
+    if (import.type.type->kind == wi::ExternKind::Func) ++func_imports;
+  }
   for (const wi::MemoryDesc& m : desc.memories) {
     if (m.type.limits.is_64) return refuse(name, "64-bit memories are not supported");
     if (m.type.limits.is_shared) return refuse(name, "shared memories are not supported");
@@ -251,6 +262,45 @@ Status check_module(const std::string& name, const wi::ModuleDesc& desc,
                               std::to_string(limits.locals_per_function));
     }
   }
+  return ok_status();
+}
+
+// Rewrites a checked module (wasm_internal.h), reads it for the interpreter with the limits
+// applied and its start function taken out, and lowers *call_depth to what its frames allow.
+Status prepare_module(const std::string& name, const std::vector<uint8_t>& bytes,
+                      const WasmLimits& limits, WasmModule::Impl::Part* part,
+                      uint32_t* call_depth) {
+  auto rewrite = rewrite_module(name, bytes);
+  if (!rewrite.ok()) return std::move(rewrite).error();
+  auto desc = read_module(name, rewrite->rewritten ? rewrite->bytes : bytes);
+  if (!desc.ok()) return std::move(desc).error();
+  if (rewrite->rewritten) part->grow_refused_global = rewrite->refused_global;
+  // The value stack holds at most call_depth frames of at most max_frame_values 16-byte values.
+  const uint64_t frame = std::max<uint64_t>(rewrite->max_frame_values, 1);
+  const uint64_t depth = limits.value_stack_bytes / 16 / frame;
+  if (depth < kMinCallDepth) {
+    return refuse(name, "a function can need a frame of " + std::to_string(frame) +
+                            " values (params, locals and the operands its code pushes); only " +
+                            std::to_string(depth) + " such frames fit the value stack limit of " +
+                            std::to_string(limits.value_stack_bytes) + " bytes, at least " +
+                            std::to_string(kMinCallDepth) + " are needed");
+  }
+  *call_depth = std::min<uint32_t>(*call_depth,
+                                   static_cast<uint32_t>(std::min<uint64_t>(depth, kMaxCallDepth)));
+  part->desc = std::move(desc).value();
+  for (wi::MemoryDesc& m : part->desc.memories) {
+    wabt::Limits& l = m.type.limits;
+    l.max = std::min<uint64_t>(l.has_max ? l.max : kMaxPages32, limits.memory_pages);
+    l.has_max = true;
+  }
+  for (wi::TableDesc& t : part->desc.tables) {
+    wabt::Limits& l = t.type.limits;
+    l.max = std::min<uint64_t>(l.has_max ? l.max : std::numeric_limits<uint32_t>::max(),
+                               limits.table_elements);
+    l.has_max = true;
+  }
+  part->starts = std::move(part->desc.starts);
+  part->desc.starts.clear();
   return ok_status();
 }
 
@@ -304,40 +354,11 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile(
   if (!desc.ok()) return std::move(desc).error();
   WITMQ_RETURN_IF_ERROR(check_module(impl->name, *desc, requirements, limits));
 
-  auto rewrite = rewrite_module(impl->name, bytes);
-  if (!rewrite.ok()) return std::move(rewrite).error();
-  if (rewrite->rewritten) {
-    desc = read_module(impl->name, rewrite->bytes);
-    if (!desc.ok()) return std::move(desc).error();
-    impl->grow_refused_global = rewrite->refused_global;
-  }
-  // The value stack holds at most call_depth frames of at most max_frame_values 16-byte values.
-  const uint64_t frame = std::max<uint64_t>(rewrite->max_frame_values, 1);
-  const uint64_t depth = limits.value_stack_bytes / 16 / frame;
-  if (depth < kMinCallDepth) {
-    return refuse(impl->name,
-                  "a function can need a frame of " + std::to_string(frame) +
-                      " values (params, locals and the operands its code pushes); only " +
-                      std::to_string(depth) + " such frames fit the value stack limit of " +
-                      std::to_string(limits.value_stack_bytes) + " bytes, at least " +
-                      std::to_string(kMinCallDepth) + " are needed");
-  }
-  impl->call_depth = static_cast<uint32_t>(std::min<uint64_t>(depth, kMaxCallDepth));
-  impl->desc = std::move(desc).value();
-
-  for (wi::MemoryDesc& m : impl->desc.memories) {
-    wabt::Limits& l = m.type.limits;
-    l.max = std::min<uint64_t>(l.has_max ? l.max : kMaxPages32, limits.memory_pages);
-    l.has_max = true;
-  }
-  for (wi::TableDesc& t : impl->desc.tables) {
-    wabt::Limits& l = t.type.limits;
-    l.max = std::min<uint64_t>(l.has_max ? l.max : std::numeric_limits<uint32_t>::max(),
-                               limits.table_elements);
-    l.has_max = true;
-  }
-  impl->starts = std::move(impl->desc.starts);
-  impl->desc.starts.clear();
+  WasmModule::Impl::Part part;
+  WITMQ_RETURN_IF_ERROR(prepare_module(impl->name, bytes, limits, &part, &impl->call_depth));
+  impl->desc = std::move(part.desc);
+  impl->starts = std::move(part.starts);
+  impl->grow_refused_global = part.grow_refused_global;
   return std::shared_ptr<const WasmModule>(new WasmModule(std::move(impl)));
 }
 
@@ -351,6 +372,166 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile_file(
   return compile(path, bytes, requirements, limits);
 }
 
+namespace {
+
+const wi::ExportDesc* find_export_desc(const wi::ModuleDesc& desc, const std::string& name) {
+  for (const wi::ExportDesc& e : desc.exports) {
+    if (e.type.name == name) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const WasmModule>> WasmModule::compile_linked(
+    std::string name, const CoreLink& link, const ModuleRequirements& requirements,
+    const WasmLimits& limits) {
+  auto impl = std::make_unique<Impl>();
+  impl->name = std::move(name);
+  impl->limits = limits;
+  if (limits.memory_pages == 0 || limits.memory_pages > kMaxPages32) {
+    return refuse(impl->name, "memory limit of " + std::to_string(limits.memory_pages) +
+                                  " pages is outside 1..65536");
+  }
+  for (size_t i = 0; i < link.modules.size(); ++i) {
+    const std::string part_name = impl->name + "' core module '" + std::to_string(i);
+    auto desc = read_module(part_name, link.modules[i]);
+    if (!desc.ok()) return std::move(desc).error();
+    WITMQ_RETURN_IF_ERROR(check_limits(part_name, *desc, limits));
+    Impl::Part part;
+    WITMQ_RETURN_IF_ERROR(
+        prepare_module(part_name, link.modules[i], limits, &part, &impl->call_depth));
+    impl->parts.push_back(std::move(part));
+  }
+  // Counted per core instance: each instantiation of a module has its own memories and tables.
+  size_t memories = 0, tables = 0;
+  for (const CoreLink::Instance& inst : link.instances) {
+    if (inst.module >= impl->parts.size()) continue;  // refused below
+    memories += impl->parts[inst.module].desc.memories.size();
+    tables += impl->parts[inst.module].desc.tables.size();
+  }
+  if (memories > 1) {
+    return refuse(impl->name, "its core instances define " + std::to_string(memories) +
+                                  " memories; at most one is supported (the memory limit "
+                                  "holds for it)");
+  }
+  if (tables > limits.max_tables) {
+    return refuse(impl->name, "its core instances define " + std::to_string(tables) +
+                                  " tables, above the limit of " +
+                                  std::to_string(limits.max_tables));
+  }
+  // Every import of every core instance must come from the host or an earlier instance's export
+  // of the same kind and type.
+  for (size_t i = 0; i < link.instances.size(); ++i) {
+    const CoreLink::Instance& inst = link.instances[i];
+    if (inst.module >= impl->parts.size()) {
+      return refuse(impl->name, "core instance " + std::to_string(i) + " instantiates module " +
+                                    std::to_string(inst.module) + ", which does not exist");
+    }
+    const wi::ModuleDesc& desc = impl->parts[inst.module].desc;
+    if (inst.imports.size() != desc.imports.size()) {
+      return refuse(impl->name, "core instance " + std::to_string(i) + " supplies " +
+                                    std::to_string(inst.imports.size()) + " imports, module " +
+                                    std::to_string(inst.module) + " has " +
+                                    std::to_string(desc.imports.size()));
+    }
+    for (size_t j = 0; j < desc.imports.size(); ++j) {
+      const wi::ImportType& want = desc.imports[j].type;
+      const CoreLink::Source& src = inst.imports[j];
+      const std::string what = "core instance " + std::to_string(i) + ": import \"" + want.module +
+                               "\".\"" + want.name + "\"";
+      if (src.instance < 0) {
+        auto it = std::find_if(requirements.offered_imports.begin(),
+                               requirements.offered_imports.end(), [&](const ImportSpec& o) {
+                                 return o.module == src.host_module && o.name == src.host_name;
+                               });
+        if (it == requirements.offered_imports.end()) {
+          return refuse(impl->name, "unknown import \"" + src.host_module + "\".\"" +
+                                        src.host_name + "\": the host does not offer it");
+        }
+        if (want.type->kind != wi::ExternKind::Func) {
+          return refuse(impl->name, what + " is " + kind_name(want.type->kind) +
+                                        " but is given the host function \"" + src.host_module +
+                                        "\".\"" + src.host_name + "\"");
+        }
+        const auto& actual = *wabt::cast<wi::FuncType>(want.type.get());
+        const wi::FuncType expected = to_wabt(it->sig);
+        if (!same_sig(actual, expected)) {
+          return refuse(impl->name, what + " has type " + wat_sig(actual) + ", but \"" +
+                                        src.host_module + "\".\"" + src.host_name + "\" is " +
+                                        wat_sig(expected));
+        }
+        continue;
+      }
+      if (static_cast<size_t>(src.instance) >= i) {
+        return refuse(impl->name, what + " refers to core instance " +
+                                      std::to_string(src.instance) + ", not created before it");
+      }
+      const size_t from_module = link.instances[static_cast<size_t>(src.instance)].module;
+      const wi::ExportDesc* e = find_export_desc(impl->parts[from_module].desc, src.name);
+      if (!e) {
+        return refuse(impl->name, what + " names export '" + src.name + "' of core instance " +
+                                      std::to_string(src.instance) + ", which has none");
+      }
+      if (e->type.type->kind != want.type->kind) {
+        return refuse(impl->name, what + " is " + kind_name(want.type->kind) + ", export '" +
+                                      src.name + "' is " + kind_name(e->type.type->kind));
+      }
+      if (want.type->kind == wi::ExternKind::Func &&
+          !same_sig(*wabt::cast<wi::FuncType>(want.type.get()),
+                    *wabt::cast<wi::FuncType>(e->type.type.get()))) {
+        return refuse(impl->name, what + " has type " +
+                                      wat_sig(*wabt::cast<wi::FuncType>(want.type.get())) +
+                                      ", export '" + src.name + "' is " +
+                                      wat_sig(*wabt::cast<wi::FuncType>(e->type.type.get())));
+      }
+    }
+  }
+  auto export_kind = [&](const std::string& name, wi::ExternKind kind,
+                         const wi::FuncType* sig) -> Status {
+    for (const auto& [export_name, src] : link.exports) {
+      if (export_name != name) continue;
+      if (src.instance < 0 || static_cast<size_t>(src.instance) >= link.instances.size()) {
+        return refuse(impl->name, "'" + name + "' is not an export of a core instance");
+      }
+      const size_t module = link.instances[static_cast<size_t>(src.instance)].module;
+      const wi::ExportDesc* e = find_export_desc(impl->parts[module].desc, src.name);
+      if (!e || e->type.type->kind != kind) {
+        return refuse(impl->name, "'" + name + "' names '" + src.name + "' of core instance " +
+                                      std::to_string(src.instance) + ", which is not " +
+                                      kind_name(kind) + " export");
+      }
+      if (sig && !same_sig(*sig, *wabt::cast<wi::FuncType>(e->type.type.get()))) {
+        return refuse(impl->name, "'" + name + "' has type " +
+                                      wat_sig(*wabt::cast<wi::FuncType>(e->type.type.get())) +
+                                      ", expected " + wat_sig(*sig));
+      }
+      return ok_status();
+    }
+    return Error(ErrorCode::kNotFound, name);
+  };
+  for (const ExportSpec& spec : requirements.exports) {
+    const wi::FuncType expected = to_wabt(spec.sig);
+    Status st = export_kind(spec.name, wi::ExternKind::Func, &expected);
+    if (!st.ok() && st.error().code == ErrorCode::kNotFound) {
+      if (!spec.required) continue;
+      return refuse(impl->name,
+                    "missing export '" + spec.name + "' (expected " + wat_sig(expected) + ")");
+    }
+    WITMQ_RETURN_IF_ERROR(st);
+  }
+  if (!requirements.memory_export.empty()) {
+    Status st = export_kind(requirements.memory_export, wi::ExternKind::Memory, nullptr);
+    if (!st.ok() && st.error().code == ErrorCode::kNotFound) {
+      return refuse(impl->name, "no memory for the canonical ABI");
+    }
+    WITMQ_RETURN_IF_ERROR(st);
+  }
+  impl->link.instances = link.instances;
+  impl->link.exports = link.exports;
+  return std::shared_ptr<const WasmModule>(new WasmModule(std::move(impl)));
+}
+
 // ---- WasmInstance ---------------------------------------------------------------------------
 
 struct WasmInstance::Impl {
@@ -359,9 +540,10 @@ struct WasmInstance::Impl {
   // Declared first so that it is destroyed last: every RefPtr and the Thread below point into it.
   std::unique_ptr<wi::Store> store;
   wi::Instance::Ptr instance;
+  std::vector<wi::Instance::Ptr> linked;  // the core instances of a linked module, in order
   wi::Memory::Ptr memory;
-  wi::Global::Ptr grow_refused;
-  std::vector<wi::DefinedFunc::Ptr> funcs;  // by export index; empty for non-functions
+  std::vector<wi::Global::Ptr> grow_refused;  // one per (core) instance that grows its memory
+  std::vector<wi::DefinedFunc::Ptr> funcs;    // by export index; empty for non-functions
   std::vector<std::string> export_names;
   std::unique_ptr<wi::Thread> thread;
 
@@ -382,6 +564,8 @@ struct WasmInstance::Impl {
   CallOutcome classify_trap(const std::string& what, const wi::Trap::Ptr& trap);
   CallOutcome time_limit(const std::string& what) const;
   Status run_start_functions(const std::string& module_name);
+  wi::HostFunc::Ptr host_func(const HostFunction* hf);
+  Status instantiate_linked();
 };
 
 WasmInstance::WasmInstance(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -395,8 +579,8 @@ CallOutcome WasmInstance::Impl::time_limit(const std::string& what) const {
 
 CallOutcome WasmInstance::Impl::classify_trap(const std::string& what, const wi::Trap::Ptr& trap) {
   if (nested_failure.status != CallStatus::kOk) return nested_failure;
-  if (grow_refused) {
-    const uint32_t delta = grow_refused->Get().Get<uint32_t>();
+  for (const wi::Global::Ptr& refused : grow_refused) {
+    const uint32_t delta = refused->Get().Get<uint32_t>();
     if (delta != 0) {
       return {CallStatus::kMemoryLimit,
               "memory.grow by " + std::to_string(delta) + " pages in " + what +
@@ -502,6 +686,38 @@ CallOutcome WasmInstance::Impl::run(const wi::DefinedFunc::Ptr& func, std::strin
   return outcome;
 }
 
+wi::HostFunc::Ptr WasmInstance::Impl::host_func(const HostFunction* hf) {
+  Impl* self = this;
+  const std::string label = "host function \"" + hf->spec.module + "\".\"" + hf->spec.name + "\"";
+  auto callback = [self, hf, label](wi::Thread&, const wi::Values& params, wi::Values& results,
+                                    wi::Trap::Ptr* out_trap) -> wabt::Result {
+    try {
+      RawValue args[16] = {};
+      RawValue outs[4] = {};
+      const size_t n = std::min<size_t>(params.size(), 16);
+      for (size_t i = 0; i < n; ++i) {
+        args[i] = hf->spec.sig.params[i] == ValType::kI64 ? params[i].Get<uint64_t>()
+                                                          : params[i].Get<uint32_t>();
+      }
+      hf->fn(args, outs);
+      for (size_t i = 0; i < results.size() && i < 4; ++i) {
+        results[i] = hf->spec.sig.results[i] == ValType::kI64
+                         ? wi::Value::Make(static_cast<uint64_t>(outs[i]))
+                         : wi::Value::Make(static_cast<uint32_t>(outs[i]));
+      }
+      return wabt::Result::Ok;
+    } catch (const GuestTrap& e) {
+      *out_trap = wi::Trap::New(*self->store, e.what());
+    } catch (const std::exception& e) {
+      *out_trap = wi::Trap::New(*self->store, label + " failed: " + e.what());
+    } catch (...) {
+      *out_trap = wi::Trap::New(*self->store, label + " failed");
+    }
+    return wabt::Result::Error;
+  };
+  return wi::HostFunc::New(*store, to_wabt(hf->spec.sig), callback);
+}
+
 Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
     std::shared_ptr<const WasmModule> module, std::vector<HostFunction> host) {
   auto impl = std::make_unique<Impl>();
@@ -512,79 +728,55 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
   wi::Store& store = *impl->store;
   Impl* self = impl.get();
 
-  wi::RefVec imports;
-  std::vector<wi::HostFunc::Ptr> host_funcs;
-  for (const wi::ImportDesc& import : m.desc.imports) {
-    auto it = std::find_if(self->host.begin(), self->host.end(), [&](const HostFunction& h) {
-      return h.spec.module == import.type.module && h.spec.name == import.type.name;
-    });
-    if (it == self->host.end()) {
-      return refuse(m.name, "import \"" + import.type.module + "\".\"" + import.type.name +
-                                "\" has no host function bound to it");
-    }
-    const HostFunction* hf = &*it;
-    const std::string label = "host function \"" + hf->spec.module + "\".\"" + hf->spec.name + "\"";
-    auto callback = [self, hf, label](wi::Thread&, const wi::Values& params, wi::Values& results,
-                                      wi::Trap::Ptr* out_trap) -> wabt::Result {
-      try {
-        RawValue args[16] = {};
-        RawValue outs[4] = {};
-        const size_t n = std::min<size_t>(params.size(), 16);
-        for (size_t i = 0; i < n; ++i) {
-          args[i] = hf->spec.sig.params[i] == ValType::kI64 ? params[i].Get<uint64_t>()
-                                                            : params[i].Get<uint32_t>();
-        }
-        hf->fn(args, outs);
-        for (size_t i = 0; i < results.size() && i < 4; ++i) {
-          results[i] = hf->spec.sig.results[i] == ValType::kI64
-                           ? wi::Value::Make(static_cast<uint64_t>(outs[i]))
-                           : wi::Value::Make(static_cast<uint32_t>(outs[i]));
-        }
-        return wabt::Result::Ok;
-      } catch (const GuestTrap& e) {
-        *out_trap = wi::Trap::New(*self->store, e.what());
-      } catch (const std::exception& e) {
-        *out_trap = wi::Trap::New(*self->store, label + " failed: " + e.what());
-      } catch (...) {
-        *out_trap = wi::Trap::New(*self->store, label + " failed");
+  if (!m.parts.empty()) {
+    WITMQ_RETURN_IF_ERROR(impl->instantiate_linked());
+    impl->thread = std::make_unique<wi::Thread>(store);
+  } else {
+    impl->thread = std::make_unique<wi::Thread>(store);
+    wi::RefVec imports;
+    std::vector<wi::HostFunc::Ptr> host_funcs;
+    for (const wi::ImportDesc& import : m.desc.imports) {
+      auto it = std::find_if(self->host.begin(), self->host.end(), [&](const HostFunction& h) {
+        return h.spec.module == import.type.module && h.spec.name == import.type.name;
+      });
+      if (it == self->host.end()) {
+        return refuse(m.name, "import \"" + import.type.module + "\".\"" + import.type.name +
+                                  "\" has no host function bound to it");
       }
-      return wabt::Result::Error;
-    };
-    auto func = wi::HostFunc::New(store, to_wabt(hf->spec.sig), callback);
-    imports.push_back(func.ref());
-    host_funcs.push_back(func);
-  }
+      auto func = self->host_func(&*it);
+      imports.push_back(func.ref());
+      host_funcs.push_back(func);
+    }
 
-  wi::Module::Ptr mod = wi::Module::New(store, m.desc);
-  wi::Trap::Ptr trap;
-  impl->instance = wi::Instance::Instantiate(store, mod.ref(), imports, &trap);
-  if (!impl->instance) {
-    return Error(ErrorCode::kFailedPrecondition,
-                 "module '" + m.name + "': instantiation failed: " +
-                     (trap ? trap->message() : std::string("unknown error")));
-  }
-  // Nothing below needs these, and they must not outlive the store once `impl` moves.
-  host_funcs.clear();
-  mod.reset();
-  trap.reset();
-  impl->thread = std::make_unique<wi::Thread>(store);
+    wi::Module::Ptr mod = wi::Module::New(store, m.desc);
+    wi::Trap::Ptr trap;
+    impl->instance = wi::Instance::Instantiate(store, mod.ref(), imports, &trap);
+    if (!impl->instance) {
+      return Error(ErrorCode::kFailedPrecondition,
+                   "module '" + m.name + "': instantiation failed: " +
+                       (trap ? trap->message() : std::string("unknown error")));
+    }
+    // Nothing below needs these, and they must not outlive the store once `impl` moves.
+    host_funcs.clear();
+    mod.reset();
+    trap.reset();
 
-  const auto& exports = impl->instance->exports();
-  for (size_t i = 0; i < m.desc.exports.size(); ++i) {
-    const wi::ExportDesc& e = m.desc.exports[i];
-    impl->export_names.push_back(e.type.name);
-    impl->funcs.emplace_back();
-    if (e.type.type->kind == wi::ExternKind::Func && store.Is<wi::DefinedFunc>(exports[i])) {
-      impl->funcs.back() = wi::DefinedFunc::Ptr(store, exports[i]);
-    } else if (e.type.type->kind == wi::ExternKind::Memory && !impl->memory) {
-      impl->memory = wi::Memory::Ptr(store, exports[i]);
+    const auto& exports = impl->instance->exports();
+    for (size_t i = 0; i < m.desc.exports.size(); ++i) {
+      const wi::ExportDesc& e = m.desc.exports[i];
+      impl->export_names.push_back(e.type.name);
+      impl->funcs.emplace_back();
+      if (e.type.type->kind == wi::ExternKind::Func && store.Is<wi::DefinedFunc>(exports[i])) {
+        impl->funcs.back() = wi::DefinedFunc::Ptr(store, exports[i]);
+      } else if (e.type.type->kind == wi::ExternKind::Memory && !impl->memory) {
+        impl->memory = wi::Memory::Ptr(store, exports[i]);
+      }
+    }
+    if (m.grow_refused_global >= 0) {
+      impl->grow_refused.push_back(wi::Global::Ptr(
+          store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]));
     }
   }
-  if (m.grow_refused_global >= 0) {
-    impl->grow_refused = wi::Global::Ptr(
-        store, impl->instance->globals()[static_cast<size_t>(m.grow_refused_global)]);
-  }
-
   {
     // PushCall traps at the stack's capacity: give it exactly call_depth frames.
     std::vector<wi::Frame> frames;
@@ -594,9 +786,85 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
   return std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
 }
 
+Status WasmInstance::Impl::instantiate_linked() {
+  const WasmModule::Impl& m = module->impl();
+  wi::Store& s = *store;
+  // The export of core instance `src.instance` named `src.name` (checked at compile_linked).
+  auto export_of = [&](const CoreLink::Source& src) -> wi::Ref {
+    const size_t from = static_cast<size_t>(src.instance);
+    const wi::ModuleDesc& desc = m.parts[m.link.instances[from].module].desc;
+    for (size_t k = 0; k < desc.exports.size(); ++k) {
+      if (desc.exports[k].type.name == src.name) return linked[from]->exports()[k];
+    }
+    return wi::Ref::Null;
+  };
+  for (size_t i = 0; i < m.link.instances.size(); ++i) {
+    const CoreLink::Instance& inst = m.link.instances[i];
+    const WasmModule::Impl::Part& part = m.parts[inst.module];
+    wi::RefVec imports;
+    std::vector<wi::HostFunc::Ptr> host_funcs;
+    for (const CoreLink::Source& src : inst.imports) {
+      if (src.instance >= 0) {
+        imports.push_back(export_of(src));
+        continue;
+      }
+      auto it = std::find_if(host.begin(), host.end(), [&](const HostFunction& h) {
+        return h.spec.module == src.host_module && h.spec.name == src.host_name;
+      });
+      if (it == host.end()) {
+        return refuse(m.name, "import \"" + src.host_module + "\".\"" + src.host_name +
+                                  "\" has no host function bound to it");
+      }
+      host_funcs.push_back(host_func(&*it));
+      imports.push_back(host_funcs.back().ref());
+    }
+    wi::Module::Ptr mod = wi::Module::New(s, part.desc);
+    wi::Trap::Ptr trap;
+    wi::Instance::Ptr instance = wi::Instance::Instantiate(s, mod.ref(), imports, &trap);
+    if (!instance) {
+      return Error(ErrorCode::kFailedPrecondition,
+                   "module '" + m.name + "': instantiating core instance " + std::to_string(i) +
+                       " failed: " + (trap ? trap->message() : std::string("unknown error")));
+    }
+    if (part.grow_refused_global >= 0) {
+      grow_refused.push_back(
+          wi::Global::Ptr(s, instance->globals()[static_cast<size_t>(part.grow_refused_global)]));
+    }
+    linked.push_back(std::move(instance));
+  }
+  for (const auto& [name, src] : m.link.exports) {
+    const wi::Ref ref = export_of(src);
+    export_names.push_back(name);
+    funcs.emplace_back();
+    if (s.Is<wi::DefinedFunc>(ref)) {
+      funcs.back() = wi::DefinedFunc::Ptr(s, ref);
+    } else if (s.Is<wi::Memory>(ref) && !memory) {
+      memory = wi::Memory::Ptr(s, ref);
+    }
+  }
+  return ok_status();
+}
+
 Status WasmInstance::initialize() {
   const WasmModule::Impl& m = impl_->module->impl();
   wi::Store& store = *impl_->store;
+  // The start functions of linked core instances, in order (a component's reactor
+  // initialization is one of them): each a top-level call under the limits.
+  for (size_t i = 0; i < impl_->linked.size(); ++i) {
+    for (const wi::StartDesc& start : m.parts[m.link.instances[i].module].starts) {
+      wi::Ref ref = impl_->linked[i]->funcs()[start.func_index];
+      if (!store.Is<wi::DefinedFunc>(ref)) {
+        return refuse(m.name, "the start function of core instance " + std::to_string(i) +
+                                  " must be defined by its module");
+      }
+      CallOutcome o =
+          impl_->run(wi::DefinedFunc::Ptr(store, ref), "a start function", nullptr, 0, nullptr, 0);
+      if (!o.ok()) {
+        return Error(ErrorCode::kFailedPrecondition, "module '" + m.name + "': " + o.message);
+      }
+    }
+  }
+  if (!m.parts.empty()) return ok_status();
   // Start function, then `_initialize`, each a top-level call under the limits.
   for (const wi::StartDesc& start : m.starts) {
     wi::Ref ref = impl_->instance->funcs()[start.func_index];

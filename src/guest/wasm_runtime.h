@@ -103,6 +103,27 @@ struct WasmLimits {
   uint64_t value_stack_bytes = 16u << 20;
 };
 
+// Core modules linked into one instance, as a component's core instances are (component.h
+// builds this from the component binary). They share one store, one interpreter thread and, per
+// top-level call, one instruction budget and one wall-time limit.
+struct CoreLink {
+  // Where one import of a core instance comes from.
+  struct Source {
+    int instance = -1;  // an earlier core instance whose export `name` it is; -1: a host function
+    std::string name;   // that export's name (instance >= 0)
+    std::string host_module, host_name;  // the host function (instance < 0)
+  };
+  struct Instance {
+    size_t module = 0;            // index in `modules`
+    std::vector<Source> imports;  // one per import of the module, in its order
+  };
+  std::vector<std::vector<uint8_t>> modules;  // core module binaries
+  std::vector<Instance> instances;            // in instantiation order
+  // What the host calls by name (find_export) and the memory export (by `memory_export` of the
+  // requirements), each an export of one core instance.
+  std::vector<std::pair<std::string, Source>> exports;
+};
+
 // Fewest nested calls a module must be able to make within WasmLimits::value_stack_bytes.
 inline constexpr uint32_t kMinCallDepth = 32;
 // Most nested calls any instance may make (wabt's own default call stack).
@@ -118,6 +139,13 @@ class WasmModule {
                                                            const std::vector<uint8_t>& bytes,
                                                            const ModuleRequirements& requirements,
                                                            const WasmLimits& limits);
+  // As compile() for core modules linked as `link` says: every module is checked against the
+  // limits, every host import against `requirements.offered_imports`, every import from another
+  // instance against that instance's export, and `requirements.exports` against link.exports.
+  // At most one of the modules may define a memory (the memory limit holds for the whole).
+  static Result<std::shared_ptr<const WasmModule>> compile_linked(
+      std::string name, const CoreLink& link, const ModuleRequirements& requirements,
+      const WasmLimits& limits);
   // As compile(), reading the file at `path` (the module's name is the path).
   static Result<std::shared_ptr<const WasmModule>> compile_file(
       const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits);

@@ -195,5 +195,78 @@ TEST(GuestsTest, AWasiGuestPrintsToTheDaemonLogAndItsExitFailsOnlyItsCall) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+TEST(GuestsTest, ComponentGuestsLoadByConfigAndMoveMessages) {
+#ifndef WITMQ_COMPONENT_GUESTS_BUILT
+  GTEST_SKIP() << "no wasm32-wasi clang or no node/npm: the component guests were not built";
+#endif
+  // Two components built with jco: the echo example alone, and a C guest using printf and time
+  // wrapped with the WASI preview1 adapter (it imports WASI 0.2); and a core module renamed
+  // .component that is a truncated component, refused alone.
+  const std::string truncated = (std::filesystem::temp_directory_path() /
+                                 ("witmqd-truncated-" + std::to_string(::getpid()) + ".wasm"))
+                                    .string();
+  {
+    std::ifstream in(wasm("component_echo"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  const std::string config =
+      write_config({{"guests",
+                     {{{"name", "echo-component"}, {"module", wasm("component_echo")}},
+                      {{"name", "hello-component"}, {"module", wasm("component_hello")}},
+                      {{"name", "cut-component"}, {"module", truncated}}}}});
+  Daemon d({"--config", config});
+  std::filesystem::remove(config);
+  EXPECT_TRUE(d.wait_for_log("guest 'cut-component': refused")) << d.log();
+  EXPECT_TRUE(d.wait_for_log("malformed component at byte offset")) << d.log();
+  std::filesystem::remove(truncated);
+
+  Conn c(d.port());
+  c.hello();
+  EXPECT_FRAME(c.call(net::Send{"orders", {text_message("o1"), text_message("o2")}}), kSendOk);
+  EXPECT_FRAME(c.call(net::Send{"hello.in", {text_message("h1")}}), kSendOk);
+  std::vector<std::string> audit;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (audit.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    Frame f = c.call(net::SubscribeTryReceive{"orders.audit", 1000}, 5s);
+    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
+    ASSERT_NE(ok, nullptr) << describe(f);
+    if (ok->messages) {
+      for (const Message& m : *ok->messages) audit.push_back(text(m));
+    }
+  }
+  EXPECT_EQ(audit, (std::vector<std::string>{"o1", "o2"}));
+  Frame f = c.call(net::SubscribeTryReceive{"hello.out", 10000}, 15s);
+  auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
+  ASSERT_NE(ok, nullptr) << describe(f);
+  ASSERT_TRUE(ok->messages && !ok->messages->empty());
+  EXPECT_EQ(text(ok->messages->front()), "h1");
+  EXPECT_NE(find_metadata(ok->messages->front(), "seen-at"), nullptr);
+  EXPECT_TRUE(d.wait_for_log("guest 'hello-component' stdout: hello: 1 message(s) at ")) << d.log();
+
+  json stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = server_stats(c);
+    int done = 0;
+    for (const json& g : stats["guests"]) {
+      if (g["name"] == "echo-component" && g["completed"] == 2) done++;
+      if (g["name"] == "hello-component" && g["completed"] == 1) done++;
+    }
+    if (done == 2) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  for (const json& g : stats["guests"]) {
+    if (g["name"] == "hello-component") {
+      EXPECT_EQ(g["completed"], 1) << g.dump();
+      EXPECT_GE(g["output-lines"].get<int>(), 1) << g.dump();
+      EXPECT_EQ(g["traps"], 0) << g.dump();
+    }
+    if (g["name"] == "echo-component") {
+      EXPECT_EQ(g["completed"], 2) << g.dump();
+    }
+  }
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing

@@ -1,0 +1,45 @@
+// Component binaries (the component model's binary format) for the `messaging` world: reads the
+// component, checks that its world is `messaging` and that it imports only what witmq offers, and
+// turns its core modules, core instances, aliases and canonical lifts and lowers into a CoreLink
+// that the runtime instantiates as one guest instance (docs/GUESTS.md, "Components").
+//
+// What is supported is what the standard tools produce (wasm-tools `component new`, jco): core
+// modules instantiated with core instances and inline exports, aliases of core and instance
+// exports, `canon lift` / `canon lower` with utf8 strings, `canon resource.drop` of imported
+// resources, and a nested component that only re-exports the lifted functions. Anything else
+// (component start functions, values, imported modules or components, other string encodings,
+// async) is refused with an error naming it, as are malformed binaries.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "guest/wasm_runtime.h"
+
+namespace witmq::guest {
+
+// The CoreLink export under which the realloc of WASI imports (`cabi_import_realloc` of the
+// preview1 adapter) is reachable.
+inline constexpr const char* kWasiImportRealloc = "cabi_import_realloc";
+
+// True when `bytes` starts with the component preamble (not a core module's).
+bool is_component(std::span<const uint8_t> bytes);
+
+// The host module name under which the function `name` of the imported interface `interface`
+// ("wasi:io/streams@0.2.12") would be served, or "" for a version witmq does not serve. WASI 0.2
+// interfaces are accepted at any 0.2.x version ("wasi:io/streams@0.2"); the messaging
+// interfaces at exactly @0.2.0-draft. Whether the interface is offered at all is the offered
+// list's to say (read_component).
+std::string component_host_module(std::string_view interface);
+
+// Reads the component `bytes` (named `name` in errors). `offered` lists the host functions
+// (module as component_host_module() names it): a lowered function or dropped resource that is
+// not among them is refused naming the interface and function.
+Result<CoreLink> read_component(const std::string& name, std::span<const uint8_t> bytes,
+                                const std::vector<ImportSpec>& offered);
+
+}  // namespace witmq::guest
