@@ -182,6 +182,21 @@ Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body) {
   return invalid_argument(fmt::format("peer frame: unknown type {}, expected 1..5", type));
 }
 
+std::string peer_text(std::string_view s) {
+  constexpr size_t kMaxShown = 200;
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  if (s.size() > kMaxShown) out += fmt::format("... ({} bytes)", s.size());
+  return out;
+}
+
 std::string peer_frame_name(const PeerFrame& frame) {
   static constexpr const char* kNames[] = {"hello", "welcome", "refused", "ping", "pong"};
   return kNames[frame.index()];

@@ -73,7 +73,12 @@ uint32_t peer_body_length(std::span<const uint8_t, kPeerHeaderBytes> header);
 // and the field that is short, too long or left over.
 Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body);
 
-// The frame type's name, for errors and logs ("hello", ...; "type N" for unknown ones).
+// The frame type's name, for errors and logs ("hello", ...).
 std::string peer_frame_name(const PeerFrame& frame);
+
+// Text a peer sent (an id, a name, a refusal's reason), made safe for a log line or an error
+// message: at most 200 bytes, each byte outside printable ASCII shown as \xNN, so that a
+// hostile peer cannot forge log lines or write control sequences to a terminal.
+std::string peer_text(std::string_view s);
 
 }  // namespace witmq::cluster

@@ -173,7 +173,7 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
   link->disarm();
   if (!answer) co_return Error(answer.error().code, "no welcome: " + answer.error().message);
   if (const auto* r = std::get_if<PeerRefused>(&*answer)) {
-    co_return Error(ErrorCode::kPermissionDenied, r->text);
+    co_return Error(ErrorCode::kPermissionDenied, peer_text(r->text));
   }
   const auto* welcome = std::get_if<PeerWelcome>(&*answer);
   if (welcome == nullptr) {
@@ -182,7 +182,7 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
   }
   if (welcome->node_id != link->node) {
     co_return invalid_argument(fmt::format("the node at {} is '{}', not '{}'", link->address,
-                                           welcome->node_id, link->node));
+                                           peer_text(welcome->node_id), link->node));
   }
   {
     std::lock_guard lock(link->mu);
@@ -212,7 +212,7 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
                                   pong.error().message));
     }
     if (const auto* r = std::get_if<PeerRefused>(&*pong)) {
-      co_return Error(ErrorCode::kUnavailable, "closed by the peer: " + r->text);
+      co_return Error(ErrorCode::kUnavailable, "closed by the peer: " + peer_text(r->text));
     }
     const auto* p = std::get_if<PeerPong>(&*pong);
     if (p == nullptr || p->nonce != nonce) {

@@ -183,7 +183,7 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
         refusal = fmt::format(
             "hello of node '{}': peer protocol version {}, this node "
             "speaks {}",
-            hello->node_id, hello->version, kPeerProtocolVersion);
+            peer_text(hello->node_id), hello->version, kPeerProtocolVersion);
         break;
       }
       if (hello->cluster != options.cluster) {
@@ -191,7 +191,7 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
         refusal = fmt::format(
             "hello of node '{}': cluster '{}', this node is in cluster "
             "'{}'",
-            hello->node_id, hello->cluster, options.cluster);
+            peer_text(hello->node_id), peer_text(hello->cluster), options.cluster);
         break;
       }
       if (!same_secret(hello->token, options.token)) {
@@ -199,12 +199,12 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
         refusal = fmt::format(
             "hello of node '{}': the token is not this cluster's secret "
             "(cluster-peer-token-file)",
-            hello->node_id);
+            peer_text(hello->node_id));
         break;
       }
       welcomed = true;
       deadline.cancel();
-      peer_id = hello->node_id;
+      peer_id = peer_text(hello->node_id);
       ++authenticated;
       log::info("peer listener: node '{}' connected from {}", peer_id, conn->remote);
       const std::string reply =
@@ -223,7 +223,7 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
     }
     if (const auto* r = std::get_if<PeerRefused>(&*frame)) {
       log::warn("peer listener: node '{}' ({}) closed the link: {}", peer_id, conn->remote,
-                r->text);
+                peer_text(r->text));
       break;
     }
     refusal_code = ErrorCode::kInvalidArgument;

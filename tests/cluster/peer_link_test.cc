@@ -197,6 +197,9 @@ TEST_F(PeerServerTest, WrongSecretClusterVersionOrFirstFrameIsRefused) {
       {PeerHello{7, "test", "n2", kSecret}, "peer protocol version 7, this node speaks 1"},
       {PeerPing{1}, "expected a hello as the first frame, got ping"},
       {PeerWelcome{1, "n2"}, "expected a hello as the first frame, got welcome"},
+      // What a stranger says is escaped before it reaches a log line or an error.
+      {PeerHello{kPeerProtocolVersion, "test", "n2\nINFO forged line\x1b[2J", "x"},
+       "hello of node 'n2\\x0aINFO forged line\\x1b[2J': the token is not"},
   };
   for (const Case& c : cases) {
     PeerDialer d(port());
@@ -491,6 +494,9 @@ TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
   EXPECT_TRUE(
       wait_for([&] { return !links_of(*nodes[0]).contains("n3"); }, std::chrono::seconds(20)))
       << nlohmann::json(links_of(*nodes[0])).dump();
+  // A graceful stop with links open in both directions ends cleanly.
+  EXPECT_EQ(nodes[1]->stop(SIGTERM), 0);
+  EXPECT_EQ(nodes[0]->stop(SIGTERM), 0);
 }
 
 TEST_F(PeerLinkDaemonTest, PeerListenWithoutAGoodSecretIsRefusedAtStart) {
