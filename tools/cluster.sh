@@ -4,8 +4,9 @@
 # Ctrl-C (or SIGTERM) stops them all and removes the directory (WITMQ_CLUSTER_KEEP=1 keeps it).
 #   tools/cluster.sh [--no-build] [extra witmqd arguments for every node...]
 # Ports (WITMQ_CLUSTER_PORT_BASE, default 7410): node i listens on BASE+10*(i-1) (protocol) and
-# BASE+10*(i-1)+1 (HTTP): 7410/7411, 7420/7421, 7430/7431. etcd: WITMQ_CLUSTER_ETCD_PORT
-# (default 2379) for clients and the next port for its peer URL.
+# BASE+10*(i-1)+1 (HTTP) and BASE+10*(i-1)+2 (the peer link): 7410/7411/7412, 7420/7421/7422,
+# 7430/7431/7432. etcd: WITMQ_CLUSTER_ETCD_PORT (default 2379) for clients and the next port for
+# its peer URL. The peer link's secret is made afresh for each run, in the temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --no-build ]; then
@@ -57,6 +58,9 @@ done
 curl -fsS -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$etcd_port/v3/kv/range" >/dev/null ||
   { echo "cluster: etcd did not answer on 127.0.0.1:$etcd_port (log: $dir/etcd.log)" >&2; exit 1; }
 
+# The peer link's shared secret, made afresh for this run and readable by its owner alone.
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/peer-token")
+
 for i in 1 2 3; do
   port=$((base + 10 * (i - 1)))
   "$witmqd" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 1))" \
@@ -64,6 +68,7 @@ for i in 1 2 3; do
     --set "cluster-node-id=n$i" \
     --set "cluster-etcd-endpoints=[\"127.0.0.1:$etcd_port\"]" \
     --set "cluster-peer-listen=127.0.0.1:$((port + 2))" \
+    --set "cluster-peer-token-file=$dir/peer-token" \
     "$@" >"$dir/n$i.out" 2>"$dir/n$i.log" &
   pids+=($!)
   # Started one after the other: each has joined when it prints its address.

@@ -4,7 +4,7 @@
 #   tools/fuzz.sh --smoke               build, then run every target for a bounded number of runs
 #                                       over its seeds; fails on any crash or sanitizer report
 #                                       (the test suite runs this as witmq_fuzz_smoke)
-#   tools/fuzz.sh TARGET [ARGS...]      build, then fuzz TARGET (frame, config, cloudevents, http) with
+#   tools/fuzz.sh TARGET [ARGS...]      build, then fuzz TARGET (frame, config, cloudevents, peer, http) with
 #                                       its seeds and dictionary until stopped, or as ARGS say
 #                                       (e.g. -max_total_time=3600 -jobs=4); new inputs are kept
 #                                       in build-fuzz/corpus/TARGET/, crashes in
@@ -16,7 +16,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${WITMQ_FUZZ_BUILD_DIR:-$repo/build-fuzz}
-targets=(frame config cloudevents http)
+targets=(frame config cloudevents peer http)
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
@@ -43,13 +43,14 @@ target_args() {  # target_args TARGET WORK_DIR
     frame) echo "-dict=$seeds/frames.dict $2 $seeds/frames" ;;
     config) echo "-dict=$seeds/config.dict $2 $seeds/config $repo/config $committed/config" ;;
     cloudevents) echo "$2 $committed/cloudevents" ;;
+    peer) echo "$2 $committed/peer" ;;
     http) echo "-max_len=65536 $2 $committed/http" ;;
     *) die "unknown target '$1' (targets: ${targets[*]})" ;;
   esac
 }
 
 # Runs for the smoke test: each about 20-40 s on two cores, capped at 45 s on a busy machine (the
-# four together stay within 3 min); one input that runs over 20 s fails the run (a hang), rather
+# five together stay within 3 min); one input that runs over 20 s fails the run (a hang), rather
 # than the suite's timeout.
 smoke_runs() {
   local scale=${WITMQ_FUZZ_SMOKE_SCALE:-1}
@@ -57,6 +58,7 @@ smoke_runs() {
     frame) echo $((200000 * scale)) ;;
     config) echo $((120000 * scale)) ;;
     cloudevents) echo $((200000 * scale)) ;;
+    peer) echo $((200000 * scale)) ;;
     http) echo $((4000 * scale)) ;;
   esac
 }
@@ -97,7 +99,7 @@ smoke() {
 case ${1:-} in
   --build) build ;;
   --smoke) smoke ;;
-  frame | config | cloudevents | http)
+  frame | config | cloudevents | peer | http)
     target=$1
     shift
     build

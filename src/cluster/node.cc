@@ -499,8 +499,11 @@ void Node::publish() {
   v->etcd_errors = etcd_.errors();
   v->etcd_endpoint = etcd_.current_endpoint();
   v->last_error = last_error_;
-  std::lock_guard lock(mu_);
-  view_ = std::move(v);
+  {
+    std::lock_guard lock(mu_);
+    view_ = std::move(v);
+  }
+  if (sources_.peers_seen) sources_.peers_seen(peers());
 }
 
 json Node::to_json() const {
@@ -580,6 +583,23 @@ bool Node::ready(std::string* why) const {
                     v->reason.empty() ? "" : ": " + v->reason);
   }
   return false;
+}
+
+std::vector<PeerAddress> Node::peers() const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  std::vector<PeerAddress> out;
+  if (!v) return out;
+  for (const auto& [id, registration] : v->nodes) {
+    if (id == options_.node_id) continue;
+    const auto it = registration.find("peer-address");
+    if (it == registration.end() || !it->is_string() || it->get<std::string>().empty()) continue;
+    out.push_back({id, it->get<std::string>()});
+  }
+  return out;
 }
 
 NodeFigures Node::figures() const {

@@ -52,10 +52,18 @@ struct LocalChannel {
   uint32_t replicas = 3;  // the channel's `replicas` setting
 };
 
+// Another live node, as the peer link dials it.
+struct PeerAddress {
+  std::string id;
+  std::string address;  // its advertised peer address, HOST:PORT
+};
+
 // What the node asks of the daemon (cluster/ does not know the broker). Called on the node's
 // thread.
 struct NodeSources {
   std::function<std::vector<LocalChannel>()> local_channels;
+  // Told the other live nodes' peer addresses after every pass of the control loop (optional).
+  std::function<void(const std::vector<PeerAddress>&)> peers_seen;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -96,6 +104,8 @@ class Node {
   // Whether the node is a member now; when not, `why` says why.
   bool ready(std::string* why) const;
   NodeFigures figures() const;
+  // The other live nodes that advertise a peer address, by id, as of the last pass.
+  std::vector<PeerAddress> peers() const;
 
  private:
   struct View;

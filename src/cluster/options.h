@@ -27,6 +27,12 @@ struct ClusterOptions {
   // cluster-advertise-peer); recorded in the registration.
   std::string peer_listen;
   std::string advertise_peer;
+  // The file holding the peer link's shared secret (cluster-peer-token-file) and the secret
+  // itself, read from it at start; a peer whose hello does not carry it is refused.
+  std::string peer_token_file;
+  std::string peer_token;
+  // Largest frame body the peer listener accepts (cluster-peer-max-frame-bytes).
+  uint32_t peer_max_frame_bytes = 16 * 1024 * 1024;
   // The protocol address clients are sent to (cluster-advertise-client); "" = the address the
   // protocol listener bound, filled in by the daemon.
   std::string advertise_client;

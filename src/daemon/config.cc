@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -134,6 +135,26 @@ Status check_optional_address(const std::string& s) {
   return split_host_port(s, host, port);
 }
 
+// The peer link's shared secret: the first line of `path`, trailing white space removed.
+Result<std::string> read_peer_token(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return invalid_argument(fmt::format("'{}': cannot open it: {}", path, std::strerror(errno)));
+  }
+  // Reads no more than a secret may hold (and its line end): a file without a line end, such as
+  // a device that never ends, cannot make the read endless.
+  std::string line(1026, '\0');
+  in.read(line.data(), static_cast<std::streamsize>(line.size()));
+  line.resize(static_cast<size_t>(in.gcount()));
+  if (const auto end = line.find('\n'); end != std::string::npos) line.resize(end);
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  if (line.size() < 16 || line.size() > 1024) {
+    return invalid_argument(fmt::format(
+        "'{}': its first line holds a secret of {} bytes, expected 16..1024", path, line.size()));
+  }
+  return line;
+}
+
 // The cluster- keys (docs/CLUSTERING.md). Without cluster-node-id none of them has an effect.
 void add_cluster_keys(std::vector<ConfigKey>& k) {
   k.push_back(string_key(
@@ -203,14 +224,31 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       [](int64_t v, Config& c) { c.cluster.lease_ttl_seconds = v; }));
   k.push_back(string_key(
       "cluster-peer-listen", "",
-      "Address for replication traffic between nodes, HOST:PORT. Replication is not built yet "
-      "(docs/CLUSTERING.md): witmqd does not listen on it; the address is checked and recorded "
-      "in the node's registration (as the default of cluster-advertise-peer).",
+      "Address of the peer link, HOST:PORT: the listener other nodes of the cluster dial for "
+      "replication traffic (docs/CLUSTERING.md), authenticated by cluster-peer-token-file, which "
+      "it needs. Recorded in the node's registration (as the default of "
+      "cluster-advertise-peer). \"\" (the default): no peer listener.",
       [](const std::string& s, Config& c) -> Status {
         WITMQ_RETURN_IF_ERROR(check_optional_address(s));
         c.cluster.peer_listen = s;
         return ok_status();
       }));
+  k.push_back(string_key(
+      "cluster-peer-token-file", "",
+      "File holding the cluster's shared secret for the peer link (its first line, 16..1024 "
+      "bytes, trailing white space removed). Every node of the cluster must hold the same "
+      "secret: a peer whose hello does not carry it is refused. Read at start; needed when "
+      "cluster-peer-listen is set. Keep the file readable by witmqd alone.",
+      [](const std::string& s, Config& c) -> Status {
+        c.cluster.peer_token_file = s;
+        return ok_status();
+      }));
+  k.push_back(integer_key(
+      "cluster-peer-max-frame-bytes", 16 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024,
+      "Largest frame body the peer listener accepts, in bytes; a longer one is refused and its "
+      "connection closed before any of the body is read. Before a peer has authenticated, its "
+      "hello may be 4096 bytes at most, whatever this says.",
+      [](int64_t v, Config& c) { c.cluster.peer_max_frame_bytes = static_cast<uint32_t>(v); }));
   k.push_back(string_key(
       "cluster-advertise-client", "",
       "The protocol address other nodes and clients are told for this node, HOST:PORT. \"\" = "
@@ -836,6 +874,21 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         "cluster-etcd-endpoints (from {}): empty, but cluster-node-id (from {}) turns cluster "
         "mode on, which needs at least one etcd endpoint",
         source_of("cluster-etcd-endpoints"), source_of("cluster-node-id")));
+  }
+  if (c.cluster.enabled() && !c.cluster.peer_listen.empty()) {
+    if (c.cluster.peer_token_file.empty()) {
+      return invalid_argument(fmt::format(
+          "cluster-peer-token-file (from {}): empty, but cluster-peer-listen (from {}) is set: "
+          "the peer listener needs the cluster's shared secret to refuse unknown peers",
+          source_of("cluster-peer-token-file"), source_of("cluster-peer-listen")));
+    }
+    auto token = read_peer_token(c.cluster.peer_token_file);
+    if (!token) {
+      return invalid_argument(fmt::format("cluster-peer-token-file (from {}): {}",
+                                          source_of("cluster-peer-token-file"),
+                                          token.error().message));
+    }
+    c.cluster.peer_token = std::move(*token);
   }
   if (c.cluster.advertise_peer.empty()) c.cluster.advertise_peer = c.cluster.peer_listen;
   c.server.plain_enabled = c.listen_enabled;

@@ -31,6 +31,8 @@
 #include "auth/token.h"
 #include "broker/broker.h"
 #include "cluster/node.h"
+#include "cluster/peer_links.h"
+#include "cluster/peer_server.h"
 #include "common/log.h"
 #include "common/memory.h"
 #include "daemon/access_warning.h"
@@ -79,7 +81,7 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
 // Registers this node in the cluster (docs/CLUSTERING.md); null, with the reason logged, when
 // it cannot. The advertised client address defaults to the one the protocol listener bound.
 std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const net::Server& server,
-                                            broker::Broker& broker) {
+                                            broker::Broker& broker, cluster::PeerLinks* links) {
   cluster::ClusterOptions options = config.cluster;
   options.version = WITMQ_VERSION;
   char host[256] = {};
@@ -99,6 +101,11 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     }
     return out;
   };
+  if (links != nullptr) {
+    sources.peers_seen = [links](const std::vector<cluster::PeerAddress>& peers) {
+      links->refresh(peers);
+    };
+  }
   auto node = cluster::Node::start(std::move(options), std::move(sources));
   if (!node) {
     log::error("cannot join cluster '{}' as node '{}': {}", config.cluster.name,
@@ -106,6 +113,29 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     return nullptr;
   }
   return std::move(*node);
+}
+
+// The peer link's listener (docs/CLUSTERING.md); null, with the reason logged, when it cannot
+// listen. An advertised peer address left to its default names the port actually bound.
+std::unique_ptr<cluster::PeerServer> start_peer_listener(asio::io_context& io,
+                                                         cluster::ClusterOptions& options) {
+  cluster::PeerServerOptions peer;
+  peer.listen = options.peer_listen;
+  peer.cluster = options.name;
+  peer.node_id = options.node_id;
+  peer.token = options.peer_token;
+  peer.max_frame_bytes = options.peer_max_frame_bytes;
+  auto server = std::make_unique<cluster::PeerServer>(io, std::move(peer));
+  if (auto st = server->listen(); !st) {
+    log::error("cannot listen: {}", st.error().message);
+    return nullptr;
+  }
+  const std::string bound = endpoint_text(server->local_endpoint());
+  if (options.advertise_peer == options.peer_listen && options.peer_listen.ends_with(":0")) {
+    options.advertise_peer = bound;
+  }
+  log::info("peer link listening on {}", bound);
+  return server;
 }
 
 int serve(const daemon::CommandLine& command_line, const daemon::Config& config) {
@@ -146,7 +176,17 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
                                   config.memory_release_threshold);
   // Set once the node has joined (below), after the listener started.
   std::atomic<cluster::Node*> cluster_node{nullptr};
-  server_options.extra_stats = [&guests, &releaser, &cluster_node] {
+  std::atomic<cluster::PeerServer*> cluster_peer_server{nullptr};
+  std::atomic<cluster::PeerLinks*> cluster_peer_links{nullptr};
+  auto cluster_json = [&cluster_node, &cluster_peer_server, &cluster_peer_links] {
+    nlohmann::json j = cluster_node.load()->to_json();
+    if (cluster::PeerServer* p = cluster_peer_server.load()) {
+      j["peer-link"] = p->to_json();
+      if (cluster::PeerLinks* l = cluster_peer_links.load()) j["peer-link"]["links"] = l->to_json();
+    }
+    return j;
+  };
+  server_options.extra_stats = [&guests, &releaser, &cluster_node, cluster_json] {
     const MemoryFigures m = memory_figures();
     nlohmann::json extra{{"guests", guests.stats_json()},
                          {"memory",
@@ -156,7 +196,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
                            {"heap-free-bytes", m.heap_free_bytes},
                            {"heap-mapped-bytes", m.heap_mapped_bytes},
                            {"releases", releaser.releases()}}}};
-    if (cluster::Node* n = cluster_node.load()) extra["cluster"] = n->to_json();
+    if (cluster_node.load() != nullptr) extra["cluster"] = cluster_json();
     return extra;
   };
   server_options.authenticator = &authenticator;
@@ -171,10 +211,31 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // Cluster mode: join before anyone is told the daemon is ready; a node that cannot join (no
   // etcd answers, or its id is taken) does not start.
   std::unique_ptr<cluster::Node> node;
+  std::unique_ptr<cluster::PeerServer> peer_server;
+  std::unique_ptr<cluster::PeerLinks> peer_links;
   if (config.cluster.enabled()) {
-    node = join_cluster(config, server, **broker);
+    daemon::Config joined = config;
+    if (!config.cluster.peer_listen.empty()) {
+      peer_server = start_peer_listener(io, joined.cluster);
+      if (!peer_server) {
+        stop_guests();
+        (*broker)->shutdown();
+        stop_threads();
+        return kExitFailure;
+      }
+      cluster_peer_server.store(peer_server.get());
+      cluster::PeerLinksOptions dial;
+      dial.cluster = joined.cluster.name;
+      dial.node_id = joined.cluster.node_id;
+      dial.token = joined.cluster.peer_token;
+      peer_links = std::make_unique<cluster::PeerLinks>(io, std::move(dial));
+      cluster_peer_links.store(peer_links.get());
+    }
+    node = join_cluster(joined, server, **broker, peer_links.get());
     cluster_node.store(node.get());
     if (!node) {
+      if (peer_links) peer_links->stop();
+      if (peer_server) peer_server->stop();
       stop_guests();
       (*broker)->shutdown();
       stop_threads();
@@ -189,17 +250,28 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     sources.memory_releases = [&releaser] { return releaser.releases(); };
     if (node) {
       cluster::Node* n = node.get();
-      sources.cluster_json = [n] { return n->to_json(); };
+      sources.cluster_json = cluster_json;
       sources.cluster_not_ready = [n]() -> std::optional<std::string> {
         std::string why;
         if (n->ready(&why)) return std::nullopt;
         return why;
       };
-      sources.cluster_figures = [n] {
+      sources.cluster_figures = [n, &cluster_peer_server, &cluster_peer_links] {
         const cluster::NodeFigures f = n->figures();
-        return net::ClusterFigures{f.member,       f.nodes_alive,    f.leases_held,
-                                   f.channels_led, f.leader_changes, f.leaderships_lost,
-                                   f.lease_losses, f.etcd_errors};
+        net::ClusterFigures out{f.member,       f.nodes_alive,    f.leases_held,
+                                f.channels_led, f.leader_changes, f.leaderships_lost,
+                                f.lease_losses, f.etcd_errors};
+        if (cluster::PeerServer* p = cluster_peer_server.load()) {
+          const cluster::PeerServerFigures pf = p->figures();
+          out.peer_connections = pf.connections_open;
+          out.peers_refused = pf.peers_refused;
+        }
+        if (cluster::PeerLinks* l = cluster_peer_links.load()) {
+          for (const cluster::PeerLinkStatus& s : l->status()) {
+            if (s.state == cluster::PeerLinkState::kUp) ++out.peer_links_up;
+          }
+        }
+        return out;
       };
     }
     http.emplace(io, **broker, server, config.http, std::move(sources));
@@ -207,6 +279,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       log::error("cannot listen: {}", st.error().to_string());
       http.reset();
       if (node) node->stop();
+      if (peer_links) peer_links->stop();
+      if (peer_server) peer_server->stop();
       stop_guests();
       (*broker)->shutdown();
       stop_threads();
@@ -320,6 +394,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
 
   // The lease goes first: other nodes take this node's channels over at once.
   if (node) node->stop();
+  if (peer_links) peer_links->stop();
+  if (peer_server) peer_server->stop();
   stop_guests();
   (*broker)->shutdown();
   stop_threads();

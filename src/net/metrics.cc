@@ -260,6 +260,17 @@ std::string render_metrics(const MetricsSnapshot& s) {
     w.family("witmq_cluster_etcd_request_errors_total", "counter",
              "etcd requests that failed on an endpoint (each endpoint tried counts).");
     w.sample(d(c.etcd_errors));
+    w.family("witmq_cluster_peer_links_up", "gauge",
+             "Peer links this node dialed to other live nodes that are up now (welcomed, pings "
+             "answered).");
+    w.sample(d(c.peer_links_up));
+    w.family("witmq_cluster_peer_connections", "gauge",
+             "Connections open on this node's peer listener now.");
+    w.sample(d(c.peer_connections));
+    w.family("witmq_cluster_peers_refused_total", "counter",
+             "Connections the peer listener refused: a wrong secret or cluster, a malformed or "
+             "oversized frame, no hello in time, too many connections.");
+    w.sample(d(c.peers_refused));
   }
 
   for (const auto& m : listener_metrics()) {

@@ -58,6 +58,9 @@ struct ClusterFigures {
   uint64_t leaderships_lost = 0;  // leaderships this node held and lost
   uint64_t lease_losses = 0;      // times this node lost its etcd lease
   uint64_t etcd_errors = 0;       // etcd requests that failed on an endpoint
+  uint64_t peer_links_up = 0;     // links this node dialed to other nodes that are up now
+  uint64_t peer_connections = 0;  // connections open on this node's peer listener now
+  uint64_t peers_refused = 0;     // connections the peer listener refused
 };
 
 struct MetricsSnapshot {

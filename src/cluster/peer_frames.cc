@@ -1,0 +1,205 @@
+#include "cluster/peer_frames.h"
+
+#include <fmt/format.h>
+
+namespace witmq::cluster {
+namespace {
+
+constexpr size_t kMaxString = UINT16_MAX;
+
+class Writer {
+ public:
+  void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u16(uint16_t v) {
+    u8(static_cast<uint8_t>(v >> 8));
+    u8(static_cast<uint8_t>(v));
+  }
+  void u32(uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) u8(static_cast<uint8_t>(v >> shift));
+  }
+  void u64(uint64_t v) {
+    for (int shift = 56; shift >= 0; shift -= 8) u8(static_cast<uint8_t>(v >> shift));
+  }
+  // Longer strings are cut at 65535 bytes: every string field is far shorter by construction
+  // (ids, names, tokens, error texts).
+  void str(std::string_view s) {
+    const size_t n = std::min(s.size(), kMaxString);
+    u16(static_cast<uint16_t>(n));
+    out_.append(s.data(), n);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  Reader(std::span<const uint8_t> in, const char* frame) : in_(in), frame_(frame) {}
+
+  Result<uint64_t> uint(size_t bytes, const char* field) {
+    if (in_.size() - pos_ < bytes) return short_field(field, bytes);
+    uint64_t v = 0;
+    for (size_t i = 0; i < bytes; ++i) v = (v << 8) | in_[pos_ + i];
+    pos_ += bytes;
+    return v;
+  }
+  Result<std::string> str(const char* field) {
+    auto n = uint(2, field);
+    if (!n) return n.error();
+    if (in_.size() - pos_ < *n) return short_field(field, static_cast<size_t>(*n));
+    std::string s(reinterpret_cast<const char*>(in_.data() + pos_), static_cast<size_t>(*n));
+    pos_ += static_cast<size_t>(*n);
+    return s;
+  }
+  Status end() const {
+    if (pos_ == in_.size()) return ok_status();
+    return invalid_argument(fmt::format("peer frame {}: {} bytes left over after its last field",
+                                        frame_, in_.size() - pos_));
+  }
+
+ private:
+  Error short_field(const char* field, size_t wanted) const {
+    return invalid_argument(fmt::format("peer frame {}: field {} needs {} bytes, {} left", frame_,
+                                        field, wanted, in_.size() - pos_));
+  }
+  std::span<const uint8_t> in_;
+  size_t pos_ = 0;
+  const char* frame_;
+};
+
+#define WITMQ_TAKE(var, expr)           \
+  auto var##_r = (expr);                \
+  if (!var##_r) return var##_r.error(); \
+  auto var = std::move(*var##_r)
+
+Result<PeerFrame> decode_hello(Reader& r) {
+  WITMQ_TAKE(version, r.uint(2, "version"));
+  WITMQ_TAKE(cluster, r.str("cluster"));
+  WITMQ_TAKE(node, r.str("node-id"));
+  WITMQ_TAKE(token, r.str("token"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerHello{static_cast<uint16_t>(version), std::move(cluster), std::move(node),
+                             std::move(token)});
+}
+
+Result<PeerFrame> decode_welcome(Reader& r) {
+  WITMQ_TAKE(version, r.uint(2, "version"));
+  WITMQ_TAKE(node, r.str("node-id"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerWelcome{static_cast<uint16_t>(version), std::move(node)});
+}
+
+Result<PeerFrame> decode_refused(Reader& r) {
+  WITMQ_TAKE(code, r.uint(2, "code"));
+  WITMQ_TAKE(text, r.str("text"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  if (code < static_cast<uint64_t>(ErrorCode::kInvalidArgument) ||
+      code > static_cast<uint64_t>(ErrorCode::kInternal)) {
+    return invalid_argument(fmt::format("peer frame refused: error code {} is not 1..{}", code,
+                                        static_cast<int>(ErrorCode::kInternal)));
+  }
+  return PeerFrame(PeerRefused{static_cast<ErrorCode>(code), std::move(text)});
+}
+
+template <typename T>
+Result<PeerFrame> decode_nonce(Reader& r) {
+  WITMQ_TAKE(nonce, r.uint(8, "nonce"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(T{nonce});
+}
+
+#undef WITMQ_TAKE
+
+}  // namespace
+
+std::string encode_peer_frame(const PeerFrame& frame) {
+  Writer body;
+  std::visit(
+      [&body](const auto& f) {
+        using T = std::decay_t<decltype(f)>;
+        if constexpr (std::is_same_v<T, PeerHello>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kHello));
+          body.u16(f.version);
+          body.str(f.cluster);
+          body.str(f.node_id);
+          body.str(f.token);
+        } else if constexpr (std::is_same_v<T, PeerWelcome>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kWelcome));
+          body.u16(f.version);
+          body.str(f.node_id);
+        } else if constexpr (std::is_same_v<T, PeerRefused>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kRefused));
+          body.u16(static_cast<uint16_t>(f.code));
+          body.str(f.text);
+        } else if constexpr (std::is_same_v<T, PeerPing>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kPing));
+          body.u64(f.nonce);
+        } else {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kPong));
+          body.u64(f.nonce);
+        }
+      },
+      frame);
+  const std::string b = body.take();
+  Writer out;
+  out.u32(static_cast<uint32_t>(b.size()));
+  std::string framed = out.take();
+  framed += b;
+  return framed;
+}
+
+uint32_t peer_body_length(std::span<const uint8_t, kPeerHeaderBytes> h) {
+  return (uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) | (uint32_t{h[2]} << 8) | uint32_t{h[3]};
+}
+
+Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body) {
+  if (body.empty()) return invalid_argument("peer frame: empty body, expected a type byte");
+  const uint8_t type = body[0];
+  const auto rest = body.subspan(1);
+  switch (static_cast<PeerFrameType>(type)) {
+    case PeerFrameType::kHello: {
+      Reader r(rest, "hello");
+      return decode_hello(r);
+    }
+    case PeerFrameType::kWelcome: {
+      Reader r(rest, "welcome");
+      return decode_welcome(r);
+    }
+    case PeerFrameType::kRefused: {
+      Reader r(rest, "refused");
+      return decode_refused(r);
+    }
+    case PeerFrameType::kPing: {
+      Reader r(rest, "ping");
+      return decode_nonce<PeerPing>(r);
+    }
+    case PeerFrameType::kPong: {
+      Reader r(rest, "pong");
+      return decode_nonce<PeerPong>(r);
+    }
+  }
+  return invalid_argument(fmt::format("peer frame: unknown type {}, expected 1..5", type));
+}
+
+std::string peer_text(std::string_view s) {
+  constexpr size_t kMaxShown = 200;
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  if (s.size() > kMaxShown) out += fmt::format("... ({} bytes)", s.size());
+  return out;
+}
+
+std::string peer_frame_name(const PeerFrame& frame) {
+  static constexpr const char* kNames[] = {"hello", "welcome", "refused", "ping", "pong"};
+  return kNames[frame.index()];
+}
+
+}  // namespace witmq::cluster

@@ -1,0 +1,84 @@
+// The peer link's wire format (docs/CLUSTERING.md, "The peer link"): the frames nodes exchange on
+// cluster-peer-listen. Pure functions over byte spans, no I/O, so that they can be unit-tested
+// and fuzzed like the client protocol's codec.
+//
+// Every frame: u32 big-endian body length, then the body: u8 type, then the type's fields.
+// Integers are big-endian; a string is a u16 length and that many bytes. A body longer than the
+// receiver's limit (cluster-peer-max-frame-bytes) is refused before any of it is read.
+//
+//   1 hello    u16 version, str cluster name, str node id, str token   (first frame, dialer)
+//   2 welcome  u16 version, str node id                                 (listener's answer)
+//   3 refused  u16 error code, str text      (then the sender closes the connection)
+//   4 ping     u64 nonce
+//   5 pong     u64 nonce                                                (answer to ping)
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "common/result.h"
+
+namespace witmq::cluster {
+
+// The peer protocol version this build speaks; a hello with another one is refused.
+inline constexpr uint16_t kPeerProtocolVersion = 1;
+// Bytes of the length prefix before each body.
+inline constexpr size_t kPeerHeaderBytes = 4;
+// The hello is small: a listener reads at most this many body bytes before the peer has proved
+// it holds the token, whatever cluster-peer-max-frame-bytes says.
+inline constexpr uint32_t kPeerMaxHelloBytes = 4096;
+
+enum class PeerFrameType : uint8_t {
+  kHello = 1,
+  kWelcome = 2,
+  kRefused = 3,
+  kPing = 4,
+  kPong = 5,
+};
+
+struct PeerHello {
+  uint16_t version = kPeerProtocolVersion;
+  std::string cluster;
+  std::string node_id;
+  std::string token;
+};
+struct PeerWelcome {
+  uint16_t version = kPeerProtocolVersion;
+  std::string node_id;
+};
+struct PeerRefused {
+  ErrorCode code = ErrorCode::kPermissionDenied;
+  std::string text;
+};
+struct PeerPing {
+  uint64_t nonce = 0;
+};
+struct PeerPong {
+  uint64_t nonce = 0;
+};
+
+using PeerFrame = std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong>;
+
+// The whole frame (length prefix included).
+std::string encode_peer_frame(const PeerFrame& frame);
+
+// The body length a header announces; `header` holds kPeerHeaderBytes bytes.
+uint32_t peer_body_length(std::span<const uint8_t, kPeerHeaderBytes> header);
+
+// Decodes one body (without its length prefix). Errors (kInvalidArgument) name the frame type
+// and the field that is short, too long or left over.
+Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body);
+
+// The frame type's name, for errors and logs ("hello", ...).
+std::string peer_frame_name(const PeerFrame& frame);
+
+// Text a peer sent (an id, a name, a refusal's reason), made safe for a log line or an error
+// message: at most 200 bytes, each byte outside printable ASCII shown as \xNN, so that a
+// hostile peer cannot forge log lines or write control sequences to a terminal.
+std::string peer_text(std::string_view s);
+
+}  // namespace witmq::cluster

@@ -1,0 +1,323 @@
+#include "cluster/peer_server.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+
+#include <array>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "cluster/peer_frames.h"
+#include "common/log.h"
+
+namespace witmq::cluster {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+struct Connection {
+  explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+  tcp::socket socket;
+  std::string remote;
+  bool welcomed = false;  // the hello was accepted (on the connection's strand only)
+};
+
+std::string endpoint_text(const tcp::endpoint& e) {
+  if (e.address().is_v6()) return fmt::format("[{}]:{}", e.address().to_string(), e.port());
+  return fmt::format("{}:{}", e.address().to_string(), e.port());
+}
+
+bool same_secret(const std::string& a, const std::string& b) {
+  // Constant time in the secret's content: a peer cannot learn it byte by byte from timings.
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace
+
+struct PeerServer::State : std::enable_shared_from_this<PeerServer::State> {
+  State(asio::io_context& io, PeerServerOptions o)
+      : io(io), options(std::move(o)), acceptor(asio::make_strand(io)) {}
+
+  asio::io_context& io;
+  const PeerServerOptions options;
+  tcp::acceptor acceptor;
+  tcp::endpoint bound;
+
+  std::atomic<uint64_t> open{0}, authenticated{0}, refused{0}, frames{0};
+
+  std::mutex mu;  // guards the members below
+  bool stopped = false;
+  uint64_t next_id = 0;
+  std::map<uint64_t, std::weak_ptr<Connection>> connections;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> serve(std::shared_ptr<Connection> conn, uint64_t id);
+  asio::awaitable<void> refuse(Connection& conn, ErrorCode code, const std::string& text);
+  void forget(uint64_t id);
+};
+
+asio::awaitable<void> PeerServer::State::accept_loop() {
+  auto self = shared_from_this();
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket(asio::make_strand(io));
+    co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of descriptors and the like: keep accepting, the peer retries.
+      log::warn("peer listener: accept failed: {}", ec.message());
+      continue;
+    }
+    auto conn = std::make_shared<Connection>(std::move(socket));
+    boost::system::error_code rec;
+    const tcp::endpoint remote = conn->socket.remote_endpoint(rec);
+    conn->remote = rec ? std::string("?") : endpoint_text(remote);
+    uint64_t id = 0;
+    {
+      std::lock_guard lock(mu);
+      if (stopped) co_return;
+      if (connections.size() >= options.max_connections) {
+        ++refused;
+        log::warn(
+            "peer listener: connection from {} closed: {} peer connections are open, the "
+            "most it takes",
+            conn->remote, connections.size());
+        conn->socket.close(rec);
+        continue;
+      }
+      id = ++next_id;
+      connections.emplace(id, conn);
+    }
+    ++open;
+    asio::co_spawn(conn->socket.get_executor(), serve(conn, id), asio::detached);
+  }
+}
+
+void PeerServer::State::forget(uint64_t id) {
+  std::lock_guard lock(mu);
+  connections.erase(id);
+  --open;
+}
+
+asio::awaitable<void> PeerServer::State::refuse(Connection& conn, ErrorCode code,
+                                                const std::string& text) {
+  ++refused;
+  log::warn("peer listener: refused {}: {}", conn.remote, text);
+  const std::string frame = encode_peer_frame(PeerRefused{code, text});
+  boost::system::error_code ec;
+  co_await asio::async_write(conn.socket, asio::buffer(frame),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  conn.socket.shutdown(tcp::socket::shutdown_send, ec);
+  conn.socket.close(ec);
+}
+
+asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn, uint64_t id) {
+  auto self = shared_from_this();
+  // The handshake bound: the timer closes the socket unless the hello was accepted first.
+  asio::steady_timer deadline(conn->socket.get_executor());
+  bool& welcomed = conn->welcomed;
+  deadline.expires_after(options.handshake_timeout);
+  deadline.async_wait([conn, self, this](boost::system::error_code ec) {
+    if (ec || conn->welcomed) return;
+    ++refused;
+    log::warn("peer listener: {} sent no hello within {} ms; closing", conn->remote,
+              options.handshake_timeout.count());
+    conn->socket.close(ec);
+  });
+
+  std::array<uint8_t, kPeerHeaderBytes> header{};
+  std::vector<uint8_t> body;
+  std::string peer_id;
+  ErrorCode refusal_code = ErrorCode::kInvalidArgument;
+  std::string refusal;
+  for (;;) {
+    boost::system::error_code ec;
+    co_await asio::async_read(conn->socket, asio::buffer(header),
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    const uint32_t length = peer_body_length(header);
+    const uint32_t limit = welcomed ? options.max_frame_bytes : kPeerMaxHelloBytes;
+    if (length > limit) {
+      refusal_code = ErrorCode::kResourceExhausted;
+      if (welcomed) {
+        refusal = fmt::format("frame of {} bytes exceeds cluster-peer-max-frame-bytes ({})", length,
+                              limit);
+      } else {
+        refusal = fmt::format("first frame of {} bytes exceeds the {} bytes a hello may have",
+                              length, limit);
+      }
+      break;
+    }
+    body.resize(length);
+    co_await asio::async_read(conn->socket, asio::buffer(body),
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    ++frames;
+    auto frame = decode_peer_body(body);
+    if (!frame) {
+      refusal_code = ErrorCode::kInvalidArgument;
+      refusal = frame.error().message;
+      break;
+    }
+    if (!welcomed) {
+      const auto* hello = std::get_if<PeerHello>(&*frame);
+      if (hello == nullptr) {
+        refusal_code = ErrorCode::kPermissionDenied;
+        refusal =
+            fmt::format("expected a hello as the first frame, got {}", peer_frame_name(*frame));
+        break;
+      }
+      if (hello->version != kPeerProtocolVersion) {
+        refusal_code = ErrorCode::kUnsupported;
+        refusal = fmt::format(
+            "hello of node '{}': peer protocol version {}, this node "
+            "speaks {}",
+            peer_text(hello->node_id), hello->version, kPeerProtocolVersion);
+        break;
+      }
+      if (hello->cluster != options.cluster) {
+        refusal_code = ErrorCode::kPermissionDenied;
+        refusal = fmt::format(
+            "hello of node '{}': cluster '{}', this node is in cluster "
+            "'{}'",
+            peer_text(hello->node_id), peer_text(hello->cluster), options.cluster);
+        break;
+      }
+      if (!same_secret(hello->token, options.token)) {
+        refusal_code = ErrorCode::kPermissionDenied;
+        refusal = fmt::format(
+            "hello of node '{}': the token is not this cluster's secret "
+            "(cluster-peer-token-file)",
+            peer_text(hello->node_id));
+        break;
+      }
+      welcomed = true;
+      deadline.cancel();
+      peer_id = peer_text(hello->node_id);
+      ++authenticated;
+      log::info("peer listener: node '{}' connected from {}", peer_id, conn->remote);
+      const std::string reply =
+          encode_peer_frame(PeerWelcome{kPeerProtocolVersion, options.node_id});
+      co_await asio::async_write(conn->socket, asio::buffer(reply),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      continue;
+    }
+    if (const auto* ping = std::get_if<PeerPing>(&*frame)) {
+      const std::string reply = encode_peer_frame(PeerPong{ping->nonce});
+      co_await asio::async_write(conn->socket, asio::buffer(reply),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      continue;
+    }
+    if (const auto* r = std::get_if<PeerRefused>(&*frame)) {
+      log::warn("peer listener: node '{}' ({}) closed the link: {}", peer_id, conn->remote,
+                peer_text(r->text));
+      break;
+    }
+    refusal_code = ErrorCode::kInvalidArgument;
+    refusal = fmt::format("node '{}' sent a {} frame, which a listener never takes", peer_id,
+                          peer_frame_name(*frame));
+    break;
+  }
+  // Refused once out of the loop, with the text in a local: GCC 12 mishandles temporaries (a
+  // conditional's in particular) in a co_await's arguments.
+  if (!refusal.empty()) co_await refuse(*conn, refusal_code, refusal);
+  welcomed = true;
+  deadline.cancel();
+  boost::system::error_code ec;
+  conn->socket.close(ec);
+  if (!peer_id.empty())
+    log::info("peer listener: node '{}' ({}) disconnected", peer_id, conn->remote);
+  forget(id);
+}
+
+PeerServer::PeerServer(asio::io_context& io, PeerServerOptions options)
+    : state_(std::make_shared<State>(io, std::move(options))) {}
+
+PeerServer::~PeerServer() { stop(); }
+
+Status PeerServer::listen() {
+  const std::string& s = state_->options.listen;
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos) {
+    return invalid_argument(fmt::format("cluster-peer-listen: '{}' is not HOST:PORT", s));
+  }
+  std::string host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string port = s.substr(colon + 1);
+  try {
+    tcp::resolver resolver(state_->io);
+    const auto results = resolver.resolve(host, port, tcp::resolver::passive);
+    if (results.empty()) {
+      return Error(ErrorCode::kIoError,
+                   fmt::format("cluster-peer-listen: '{}' resolves to no address", s));
+    }
+    const tcp::endpoint ep = results.begin()->endpoint();
+    auto& a = state_->acceptor;
+    a.open(ep.protocol());
+    a.set_option(asio::socket_base::reuse_address(true));
+    a.bind(ep);
+    a.listen(asio::socket_base::max_listen_connections);
+    state_->bound = a.local_endpoint();
+  } catch (const boost::system::system_error& e) {
+    return Error(ErrorCode::kIoError,
+                 fmt::format("cluster-peer-listen: cannot listen on '{}': {}", s, e.what()));
+  }
+  asio::co_spawn(state_->acceptor.get_executor(), state_->accept_loop(), asio::detached);
+  return ok_status();
+}
+
+tcp::endpoint PeerServer::local_endpoint() const { return state_->bound; }
+
+void PeerServer::stop() {
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->stopped) return;
+    state_->stopped = true;
+    for (auto& [id, weak] : state_->connections) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+  }
+  // Closing runs on each object's strand, where its operations run.
+  asio::post(state_->acceptor.get_executor(), [s = state_] {
+    boost::system::error_code ec;
+    s->acceptor.close(ec);
+  });
+  for (auto& c : open) {
+    asio::post(c->socket.get_executor(), [c] {
+      boost::system::error_code ec;
+      c->socket.close(ec);
+    });
+  }
+}
+
+PeerServerFigures PeerServer::figures() const {
+  return {state_->open.load(), state_->authenticated.load(), state_->refused.load(),
+          state_->frames.load()};
+}
+
+nlohmann::json PeerServer::to_json() const {
+  const PeerServerFigures f = figures();
+  return {{"listen", endpoint_text(state_->bound)},
+          {"connections-open", f.connections_open},
+          {"peers-authenticated", f.peers_authenticated},
+          {"peers-refused", f.peers_refused},
+          {"frames-received", f.frames_received}};
+}
+
+}  // namespace witmq::cluster

@@ -1,0 +1,67 @@
+// The peer link's listener (docs/CLUSTERING.md, "The peer link"): the TCP endpoint other nodes of
+// the cluster dial on cluster-peer-listen. A connection must open with a hello carrying the
+// cluster's name and shared secret within the handshake bound; anything else is refused with a
+// `refused` frame and the connection closed. Frame bodies are bounded before they are read (4096
+// bytes before the hello is accepted, cluster-peer-max-frame-bytes after), so no peer, known or
+// not, can make the node buffer more than that, and malformed bytes only close their connection.
+//
+// Threading: runs on the daemon's io_context; each connection is a coroutine on a strand of its
+// own. stop() may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/result.h"
+
+namespace witmq::cluster {
+
+struct PeerServerOptions {
+  std::string listen;   // HOST:PORT (an IP address; port 0 picks a free one)
+  std::string cluster;  // this cluster's name: a hello naming another is refused
+  std::string node_id;  // this node's id, told in the welcome
+  std::string token;    // the shared secret a hello must carry
+  uint32_t max_frame_bytes = 16 * 1024 * 1024;
+  // How long a new connection may take to send its hello.
+  std::chrono::milliseconds handshake_timeout{5'000};
+  // Connections open at once (authenticated or not); one more is closed at once.
+  size_t max_connections = 64;
+};
+
+// Counters for /v1/cluster and /metrics.
+struct PeerServerFigures {
+  uint64_t connections_open = 0;
+  uint64_t peers_authenticated = 0;  // connections whose hello was accepted, since start
+  uint64_t peers_refused = 0;        // connections refused (bad hello, token, frame, limit)
+  uint64_t frames_received = 0;
+};
+
+class PeerServer {
+ public:
+  PeerServer(boost::asio::io_context& io, PeerServerOptions options);
+  // stop().
+  ~PeerServer();
+  PeerServer(const PeerServer&) = delete;
+  PeerServer& operator=(const PeerServer&) = delete;
+
+  // Binds and starts accepting. Errors name cluster-peer-listen and the address.
+  Status listen();
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+  // Stops accepting and closes every connection. Idempotent; any thread.
+  void stop();
+
+  PeerServerFigures figures() const;
+  nlohmann::json to_json() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace witmq::cluster

@@ -1,0 +1,528 @@
+// The peer link (docs/CLUSTERING.md, "The peer link"): its frames, its listener in process
+// (handshake, secret, bounds, hostile bytes), and witmqd's listener on cluster-peer-listen with
+// real etcd.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <array>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/etcd_process.h"
+#include "cluster/peer_frames.h"
+#include "cluster/peer_links.h"
+#include "cluster/peer_server.h"
+#include "daemon/daemon_process.h"
+#include "daemon/http_client.h"
+
+namespace witmq::cluster {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using daemon::testing::Daemon;
+using daemon::testing::http_get;
+using daemon::testing::make_temp_dir;
+using daemon::testing::run_witmqd;
+using testing::Etcd;
+
+constexpr const char* kSecret = "correct-horse-battery-staple";
+
+std::span<const uint8_t> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// A frame's body: the encoded frame without its length prefix.
+std::string body_of(const PeerFrame& f) { return encode_peer_frame(f).substr(kPeerHeaderBytes); }
+
+TEST(PeerFramesTest, EveryFrameRoundTrips) {
+  const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", kSecret},
+                                         PeerWelcome{kPeerProtocolVersion, "n2"},
+                                         PeerRefused{ErrorCode::kPermissionDenied, "no"},
+                                         PeerPing{0x0102030405060708}, PeerPong{UINT64_MAX}};
+  for (const PeerFrame& f : frames) {
+    const std::string wire = encode_peer_frame(f);
+    std::array<uint8_t, kPeerHeaderBytes> header{};
+    std::copy_n(wire.begin(), kPeerHeaderBytes, header.begin());
+    EXPECT_EQ(peer_body_length(header), wire.size() - kPeerHeaderBytes);
+    auto back = decode_peer_body(bytes_of(wire).subspan(kPeerHeaderBytes));
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->index(), f.index());
+    EXPECT_EQ(encode_peer_frame(*back), wire) << peer_frame_name(f);
+  }
+}
+
+TEST(PeerFramesTest, MalformedBodiesAreRefusedNamingTheField) {
+  EXPECT_NE(decode_peer_body({}).error().message.find("empty body"), std::string::npos);
+  const std::string unknown("\x09", 1);
+  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 9"),
+            std::string::npos);
+  std::string hello = body_of(PeerHello{1, "c", "n1", kSecret});
+  auto cut = decode_peer_body(bytes_of(hello.substr(0, hello.size() - 3)));
+  ASSERT_FALSE(cut);
+  EXPECT_NE(cut.error().message.find("peer frame hello: field token needs"), std::string::npos)
+      << cut.error().message;
+  auto extra = decode_peer_body(bytes_of(hello + "x"));
+  ASSERT_FALSE(extra);
+  EXPECT_NE(extra.error().message.find("1 bytes left over"), std::string::npos);
+  std::string refused = body_of(PeerRefused{ErrorCode::kInternal, "t"});
+  refused[1] = 0x7f;  // error code 0x7f0c
+  auto bad_code = decode_peer_body(bytes_of(refused));
+  ASSERT_FALSE(bad_code);
+  EXPECT_NE(bad_code.error().message.find("error code 32524 is not 1..12"), std::string::npos)
+      << bad_code.error().message;
+}
+
+bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// A blocking client with every read bounded (SO_RCVTIMEO), so that a listener that never
+// answers fails the test instead of hanging it.
+class PeerDialer {
+ public:
+  explicit PeerDialer(uint16_t port) : socket_(io_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    timeval tv{10, 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  void send_raw(const std::string& bytes) {
+    boost::system::error_code ec;
+    asio::write(socket_, asio::buffer(bytes), ec);
+  }
+  void send(const PeerFrame& f) { send_raw(encode_peer_frame(f)); }
+  // The next frame, or nullopt when the listener closed the connection (or sent garbage).
+  std::optional<PeerFrame> receive() {
+    std::array<uint8_t, kPeerHeaderBytes> header{};
+    boost::system::error_code ec;
+    asio::read(socket_, asio::buffer(header), ec);
+    if (ec) return std::nullopt;
+    std::vector<uint8_t> body(peer_body_length(header));
+    asio::read(socket_, asio::buffer(body), ec);
+    if (ec) return std::nullopt;
+    auto f = decode_peer_body(body);
+    if (!f) return std::nullopt;
+    return *f;
+  }
+  // Whether the listener closed the connection (end of stream before any byte).
+  bool closed() {
+    std::array<uint8_t, 1> b{};
+    boost::system::error_code ec;
+    socket_.read_some(asio::buffer(b), ec);
+    return ec == asio::error::eof || ec == asio::error::connection_reset;
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+};
+
+std::string refused_text(const std::optional<PeerFrame>& f) {
+  if (!f) return "<closed without a frame>";
+  if (const auto* r = std::get_if<PeerRefused>(&*f)) return r->text;
+  return "<a " + peer_frame_name(*f) + " frame>";
+}
+
+class PeerServerTest : public ::testing::Test {
+ protected:
+  void start(PeerServerOptions o = {}) {
+    o.listen = "127.0.0.1:0";
+    o.cluster = "test";
+    o.node_id = "n1";
+    o.token = kSecret;
+    server_ = std::make_unique<PeerServer>(io_, std::move(o));
+    ASSERT_TRUE(server_->listen());
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+    work_.reset();
+    if (thread_.joinable()) thread_.join();
+  }
+  uint16_t port() const { return server_->local_endpoint().port(); }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  std::unique_ptr<PeerServer> server_;
+  std::thread thread_;
+};
+
+TEST_F(PeerServerTest, PeerWithTheSecretIsWelcomedAndAnswersPings) {
+  start();
+  PeerDialer d(port());
+  d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+  auto w = d.receive();
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  EXPECT_EQ(std::get<PeerWelcome>(*w).node_id, "n1");
+  d.send(PeerPing{42});
+  auto p = d.receive();
+  ASSERT_TRUE(p && std::holds_alternative<PeerPong>(*p));
+  EXPECT_EQ(std::get<PeerPong>(*p).nonce, 42u);
+  EXPECT_EQ(server_->figures().peers_authenticated, 1u);
+}
+
+TEST_F(PeerServerTest, WrongSecretClusterVersionOrFirstFrameIsRefused) {
+  start();
+  struct Case {
+    PeerFrame first;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {PeerHello{kPeerProtocolVersion, "test", "n2", "correct-horse-battery-stapl3"},
+       "hello of node 'n2': the token is not this cluster's secret (cluster-peer-token-file)"},
+      {PeerHello{kPeerProtocolVersion, "test", "n2", ""}, "the token is not this cluster's secret"},
+      {PeerHello{kPeerProtocolVersion, "other", "n2", kSecret},
+       "hello of node 'n2': cluster 'other', this node is in cluster 'test'"},
+      {PeerHello{7, "test", "n2", kSecret}, "peer protocol version 7, this node speaks 1"},
+      {PeerPing{1}, "expected a hello as the first frame, got ping"},
+      {PeerWelcome{1, "n2"}, "expected a hello as the first frame, got welcome"},
+      // What a stranger says is escaped before it reaches a log line or an error.
+      {PeerHello{kPeerProtocolVersion, "test", "n2\nINFO forged line\x1b[2J", "x"},
+       "hello of node 'n2\\x0aINFO forged line\\x1b[2J': the token is not"},
+  };
+  for (const Case& c : cases) {
+    PeerDialer d(port());
+    d.send(c.first);
+    const auto reply = d.receive();
+    EXPECT_NE(refused_text(reply).find(c.expected), std::string::npos) << refused_text(reply);
+    // A refused peer gets nothing more: not even a pong.
+    d.send(PeerPing{2});
+    EXPECT_TRUE(d.closed()) << c.expected;
+  }
+  EXPECT_EQ(server_->figures().peers_authenticated, 0u);
+  EXPECT_EQ(server_->figures().peers_refused, cases.size());
+}
+
+TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
+  PeerServerOptions o;
+  o.max_frame_bytes = 64 * 1024;
+  start(o);
+  {
+    // Before the hello: 4096 bytes at most, whatever the configured bound.
+    PeerDialer d(port());
+    d.send_raw(std::string("\x00\x00\x10\x01", 4));
+    EXPECT_NE(refused_text(d.receive())
+                  .find("first frame of 4097 bytes exceeds the 4096 bytes a hello may have"),
+              std::string::npos);
+    EXPECT_TRUE(d.closed());
+  }
+  {
+    PeerDialer d(port());
+    d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+    ASSERT_TRUE(d.receive());
+    d.send_raw(std::string("\xff\xff\xff\xff", 4));
+    EXPECT_NE(refused_text(d.receive())
+                  .find("frame of 4294967295 bytes exceeds cluster-peer-max-frame-bytes (65536)"),
+              std::string::npos);
+    EXPECT_TRUE(d.closed());
+  }
+  {
+    // An authenticated peer's malformed frame closes its own link, and names the problem.
+    PeerDialer d(port());
+    d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+    ASSERT_TRUE(d.receive());
+    d.send_raw(std::string("\x00\x00\x00\x02\x04\x00", 6));
+    EXPECT_NE(refused_text(d.receive()).find("peer frame ping: field nonce needs 8 bytes, 1 left"),
+              std::string::npos);
+    EXPECT_TRUE(d.closed());
+  }
+}
+
+TEST_F(PeerServerTest, SilentConnectionIsClosedAfterTheHandshakeBound) {
+  PeerServerOptions o;
+  o.handshake_timeout = std::chrono::milliseconds(300);
+  start(o);
+  PeerDialer d(port());
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(d.closed());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
+}
+
+TEST_F(PeerServerTest, ConnectionsOverTheLimitAreClosed) {
+  PeerServerOptions o;
+  o.max_connections = 2;
+  start(o);
+  PeerDialer a(port()), b(port());
+  a.send(PeerPing{1});  // refused: not a hello; its slot frees once it is closed
+  EXPECT_FALSE(refused_text(a.receive()).empty());
+  ASSERT_TRUE(
+      wait_for([&] { return server_->figures().connections_open == 1; }, std::chrono::seconds(10)));
+  PeerDialer c(port()), d(port());
+  // b and c hold the two slots (a's closed); d is over the limit.
+  EXPECT_TRUE(d.closed());
+  c.send(PeerHello{kPeerProtocolVersion, "test", "n3", kSecret});
+  auto w = c.receive();
+  EXPECT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+}
+
+// Hostile bytes, seeded so that a failure repeats: random streams and mutated hellos, each on a
+// connection of its own. None may crash the listener or get a peer welcomed without the secret;
+// afterwards a real peer is still welcomed.
+TEST_F(PeerServerTest, HostileBytesNeverCrashTheListenerNorGetIn) {
+  PeerServerOptions o;
+  o.handshake_timeout = std::chrono::milliseconds(200);
+  start(o);
+  std::mt19937 rng(20261207);
+  const std::string hello = encode_peer_frame(PeerHello{kPeerProtocolVersion, "test", "n9", "x"});
+  for (int i = 0; i < 300; ++i) {
+    std::string bytes;
+    if (i % 2 == 0) {
+      bytes.resize(std::uniform_int_distribution<size_t>(1, 64)(rng));
+      for (char& ch : bytes) ch = static_cast<char>(rng());
+    } else {
+      bytes = hello;
+      const int flips = std::uniform_int_distribution<int>(1, 4)(rng);
+      for (int f = 0; f < flips; ++f) {
+        bytes[std::uniform_int_distribution<size_t>(0, bytes.size() - 1)(rng)] =
+            static_cast<char>(rng());
+      }
+    }
+    PeerDialer d(port());
+    d.send_raw(bytes);
+    const auto reply = d.receive();
+    EXPECT_FALSE(reply && std::holds_alternative<PeerWelcome>(*reply)) << "case " << i;
+  }
+  EXPECT_EQ(server_->figures().peers_authenticated, 0u);
+  PeerDialer good(port());
+  good.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+  auto w = good.receive();
+  EXPECT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+}
+
+std::optional<PeerLinkStatus> link_to(const PeerLinks& links, const std::string& node) {
+  for (const PeerLinkStatus& s : links.status()) {
+    if (s.node == node) return s;
+  }
+  return std::nullopt;
+}
+
+TEST_F(PeerServerTest, DialerBringsTheLinkUpOrSaysWhyNot) {
+  start();
+  const std::string address = "127.0.0.1:" + std::to_string(port());
+  PeerLinksOptions o;
+  o.cluster = "test";
+  o.node_id = "n2";
+  o.token = kSecret;
+  o.ping_interval = std::chrono::milliseconds(50);
+  PeerLinks good(io_, o);
+  o.token = "correct-horse-battery-stapl3";
+  PeerLinks wrong_secret(io_, o);
+  o.token = kSecret;
+  PeerLinks wrong_node(io_, o);
+  good.refresh({{"n1", address}});
+  wrong_secret.refresh({{"n1", address}});
+  wrong_node.refresh({{"n7", address}});
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto s = link_to(good, "n1");
+        return s && s->state == PeerLinkState::kUp && s->rtt_micros >= 0;
+      },
+      std::chrono::seconds(10)))
+      << good.to_json().dump();
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto s = link_to(wrong_secret, "n1");
+        return s && s->state == PeerLinkState::kRefused &&
+               s->error.find("not this cluster's secret") != std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << wrong_secret.to_json().dump();
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto s = link_to(wrong_node, "n7");
+        return s && s->state != PeerLinkState::kUp &&
+               s->error.find("is 'n1', not 'n7'") != std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << wrong_node.to_json().dump();
+  // The listener goes away: the link goes down, saying so; a peer no longer listed is dropped.
+  server_->stop();
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto s = link_to(good, "n1");
+        return s && s->state != PeerLinkState::kUp && !s->error.empty();
+      },
+      std::chrono::seconds(10)))
+      << good.to_json().dump();
+  good.refresh({});
+  EXPECT_TRUE(good.status().empty());
+  good.stop();
+  wrong_secret.stop();
+  wrong_node.stop();
+}
+
+// witmqd itself, in cluster mode on real etcd.
+class PeerLinkDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir("peer");
+    token_file_ = dir_ + "/peer-token";
+    std::ofstream(token_file_) << kSecret << "\n";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_, token_file_;
+};
+
+TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_});
+  ASSERT_NE(d.port(), 0);
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  ASSERT_EQ(v.status, 200u) << v;
+  const std::string listen = v.json["peer-link"]["listen"];
+  const uint16_t port = static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1)));
+  ASSERT_NE(port, 0);
+  // The registration advertises the port actually bound.
+  bool advertised = false;
+  for (const auto& n : v.json["nodes"]) {
+    if (n["id"] == "n1") advertised = n["peer-address"] == listen;
+  }
+  EXPECT_TRUE(advertised) << v.json.dump();
+  {
+    PeerDialer stranger(port);
+    stranger.send(PeerHello{kPeerProtocolVersion, "test", "evil", "not-the-cluster-secret"});
+    EXPECT_NE(refused_text(stranger.receive()).find("not this cluster's secret"),
+              std::string::npos);
+    EXPECT_TRUE(stranger.closed());
+  }
+  {
+    PeerDialer flood(port);
+    flood.send_raw(std::string(8192, '\xff'));
+    EXPECT_NE(refused_text(flood.receive()).find("exceeds the 4096 bytes a hello may have"),
+              std::string::npos);
+  }
+  PeerDialer peer(port);
+  peer.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+  auto w = peer.receive();
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  EXPECT_EQ(std::get<PeerWelcome>(*w).node_id, "n1");
+  auto after = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(after.json["peer-link"]["peers-refused"], 2) << after.json.dump();
+  EXPECT_EQ(after.json["peer-link"]["peers-authenticated"], 1) << after.json.dump();
+  EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
+}
+
+TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  auto args = [&](const std::string& id, const std::string& token_file) {
+    return std::vector<std::string>{"--set", "cluster-node-id=" + id,
+                                    "--set", "cluster-name=test",
+                                    "--set", "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]",
+                                    "--set", "cluster-lease-ttl-seconds=2",
+                                    "--set", "cluster-peer-listen=127.0.0.1:0",
+                                    "--set", "cluster-peer-token-file=" + token_file};
+  };
+  std::vector<std::unique_ptr<Daemon>> nodes;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    nodes.push_back(std::make_unique<Daemon>(args(id, token_file_)));
+    ASSERT_NE(nodes.back()->port(), 0) << id;
+  }
+  auto links_of = [](Daemon& d) {
+    std::map<std::string, nlohmann::json> out;
+    auto v = http_get(d.http_port(), "/v1/cluster");
+    if (v.status != 200 || !v.json.contains("peer-link")) return out;
+    for (const auto& l : v.json["peer-link"]["links"]) out[l["node"].get<std::string>()] = l;
+    return out;
+  };
+  auto all_up = [&](Daemon& d, size_t n) {
+    auto links = links_of(d);
+    if (links.size() != n) return false;
+    for (const auto& [id, l] : links) {
+      if (l["state"] != "up") return false;
+    }
+    return true;
+  };
+  for (auto& d : nodes) {
+    EXPECT_TRUE(wait_for([&] { return all_up(*d, 2); }, std::chrono::seconds(20)))
+        << http_get(d->http_port(), "/v1/cluster").json.dump();
+  }
+  // A fourth node with another secret: it is registered (etcd knows nothing of the secret), but
+  // every link to or from it is refused, and the others' links stay up.
+  const std::string other = dir_ + "/other-token";
+  std::ofstream(other) << "another-secret-of-some-length\n";
+  Daemon stranger(args("n4", other));
+  ASSERT_NE(stranger.port(), 0);
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto links = links_of(stranger);
+        if (links.size() != 3) return false;
+        for (const auto& [id, l] : links) {
+          if (l["state"] != "refused") return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(20)))
+      << http_get(stranger.http_port(), "/v1/cluster").json.dump();
+  auto from_n1 = links_of(*nodes[0]);
+  EXPECT_TRUE(wait_for(
+      [&] {
+        from_n1 = links_of(*nodes[0]);
+        return from_n1.contains("n4") && from_n1["n4"]["state"] == "refused";
+      },
+      std::chrono::seconds(20)))
+      << nlohmann::json(from_n1).dump();
+  EXPECT_EQ(from_n1["n2"]["state"], "up");
+  EXPECT_EQ(from_n1["n3"]["state"], "up");
+  // A node that goes away is dropped from the others' links once its lease expires.
+  nodes[2]->stop(SIGKILL);
+  EXPECT_TRUE(
+      wait_for([&] { return !links_of(*nodes[0]).contains("n3"); }, std::chrono::seconds(20)))
+      << nlohmann::json(links_of(*nodes[0])).dump();
+  // A graceful stop with links open in both directions ends cleanly.
+  EXPECT_EQ(nodes[1]->stop(SIGTERM), 0);
+  EXPECT_EQ(nodes[0]->stop(SIGTERM), 0);
+}
+
+TEST_F(PeerLinkDaemonTest, PeerListenWithoutAGoodSecretIsRefusedAtStart) {
+  const std::vector<std::string> base = {"--check-config", "--set", "cluster-node-id=n1", "--set",
+                                         "cluster-peer-listen=127.0.0.1:0"};
+  auto none = run_witmqd(base);
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("cluster-peer-token-file (from "), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("empty, but cluster-peer-listen (from --set) is set"), std::string::npos)
+      << none.err;
+  auto args = base;
+  args.insert(args.end(), {"--set", "cluster-peer-token-file=" + dir_ + "/missing"});
+  auto missing = run_witmqd(args);
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("missing': cannot open it"), std::string::npos) << missing.err;
+  std::ofstream(dir_ + "/short") << "tiny\n";
+  args.back() = "cluster-peer-token-file=" + dir_ + "/short";
+  auto short_secret = run_witmqd(args);
+  EXPECT_EQ(short_secret.exit_code, 2);
+  EXPECT_NE(short_secret.err.find("holds a secret of 4 bytes, expected 16..1024"),
+            std::string::npos)
+      << short_secret.err;
+  args.back() = "cluster-peer-token-file=" + token_file_;
+  auto ok = run_witmqd(args);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+}  // namespace
+}  // namespace witmq::cluster
