@@ -30,6 +30,12 @@ struct ClusterOptions {
   // The protocol address clients are sent to (cluster-advertise-client); "" = the address the
   // protocol listener bound, filled in by the daemon.
   std::string advertise_client;
+  // The cluster's shared secret (cluster-peer-token): what a node proves to another when it
+  // forwards a client's requests there.
+  std::string peer_token;
+  // How long a forwarded operation waits for a leader and for the connection to it
+  // (cluster-forward-timeout-ms).
+  std::chrono::milliseconds forward_timeout{5'000};
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with
