@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <vector>
 
 #include "client/types.h"
 
@@ -51,6 +52,31 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
   }
   if (text.empty()) return invalid_argument("server address is empty; expected HOST:PORT");
   return ep;
+}
+
+Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
+  const std::string_view all = text;
+  std::vector<Endpoint> out;
+  size_t index = 0;
+  for (;;) {
+    const size_t comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    if (item.empty()) {
+      return invalid_argument(fmt::format(
+          "server list '{}': entry {} is empty; expected HOST:PORT[,HOST:PORT...]", all, index));
+    }
+    auto ep = parse_endpoint(item);
+    if (!ep) {
+      // One address: its error as parse_endpoint gives it.
+      if (index == 0 && comma == std::string_view::npos) return std::move(ep).error();
+      return invalid_argument(fmt::format("server list entry {}: {}", index, ep.error().message));
+    }
+    out.push_back(std::move(*ep));
+    if (comma == std::string_view::npos) break;
+    text = text.substr(comma + 1);
+    ++index;
+  }
+  return out;
 }
 
 }  // namespace witmq::client
