@@ -57,6 +57,8 @@ done
 curl -fsS -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$etcd_port/v3/kv/range" >/dev/null ||
   { echo "cluster: etcd did not answer on 127.0.0.1:$etcd_port (log: $dir/etcd.log)" >&2; exit 1; }
 
+# The cluster's shared secret (cluster-peer-token): nodes prove it when they forward requests.
+secret=${WITMQ_CLUSTER_SECRET:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
 for i in 1 2 3; do
   port=$((base + 10 * (i - 1)))
   "$witmqd" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 1))" \
@@ -64,6 +66,7 @@ for i in 1 2 3; do
     --set "cluster-node-id=n$i" \
     --set "cluster-etcd-endpoints=[\"127.0.0.1:$etcd_port\"]" \
     --set "cluster-peer-listen=127.0.0.1:$((port + 2))" \
+    --set "cluster-peer-token=$secret" \
     "$@" >"$dir/n$i.out" 2>"$dir/n$i.log" &
   pids+=($!)
   # Started one after the other: each has joined when it prints its address.

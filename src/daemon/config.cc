@@ -229,6 +229,26 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
                    c.cluster.advertise_peer = s;
                    return ok_status();
                  }));
+  k.push_back(string_key(
+      "cluster-peer-token", "",
+      "The cluster's shared secret, the same on every node, 16..1024 bytes (required in cluster "
+      "mode). A node proves it to another when it forwards a client's request there (and acts "
+      "on behalf of the client's identity); a connect that does not prove it can never act for "
+      "another identity. Keep the config file readable by witmqd only.",
+      [](const std::string& s, Config& c) -> Status {
+        if (!s.empty() && (s.size() < 16 || s.size() > 1024)) {
+          return invalid_argument(
+              fmt::format("{} bytes; expected 16..1024 bytes (a long random string)", s.size()));
+        }
+        c.cluster.peer_token = s;
+        return ok_status();
+      }));
+  k.push_back(integer_key(
+      "cluster-forward-timeout-ms", 5'000, 100, 60'000,
+      "How long a node waits, for a client's operation on a channel it does not lead, for the "
+      "channel's leader to be known (a new channel is placed first) and for the connection to "
+      "it; past it the operation fails with unavailable naming the channel.",
+      [](int64_t v, Config& c) { c.cluster.forward_timeout = std::chrono::milliseconds(v); }));
 }
 
 std::vector<ConfigKey> make_keys() {
@@ -309,10 +329,10 @@ std::vector<ConfigKey> make_keys() {
       "A connection to a TLS listener that has not finished its TLS handshake this long after "
       "it was accepted is closed; other connections are not held up meanwhile.",
       [](int64_t v, Config& c) { c.tls.handshake_timeout = std::chrono::milliseconds(v); }));
-  k.push_back(integer_key(
-      "http-max-connections", 256, 1, 100'000,
-      "HTTP connections served at once. One more is answered 503 and closed.",
-      [](int64_t v, Config& c) { c.http.max_connections = static_cast<uint32_t>(v); }));
+  k.push_back(
+      integer_key("http-max-connections", 256, 1, 100'000,
+                  "HTTP connections served at once. One more is answered 503 and closed.",
+                  [](int64_t v, Config& c) { c.http.max_connections = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
       "http-idle-timeout-ms", 60'000, 100, 86'400'000,
       "An HTTP connection that sends no complete request for this long is closed; also bounds "
@@ -837,6 +857,13 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         "mode on, which needs at least one etcd endpoint",
         source_of("cluster-etcd-endpoints"), source_of("cluster-node-id")));
   }
+  if (c.cluster.enabled() && c.cluster.peer_token.empty()) {
+    return invalid_argument(fmt::format(
+        "cluster-peer-token (from {}): empty, but cluster-node-id (from {}) turns cluster mode "
+        "on, in which nodes forward clients' requests to each other and prove membership with "
+        "this shared secret; set the same 16..1024-byte secret on every node",
+        source_of("cluster-peer-token"), source_of("cluster-node-id")));
+  }
   if (c.cluster.advertise_peer.empty()) c.cluster.advertise_peer = c.cluster.peer_listen;
   c.server.plain_enabled = c.listen_enabled;
   c.server.tls_handshake_timeout = c.tls.handshake_timeout;
@@ -863,7 +890,8 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "stops witmqd at start with exit code 2 and a message naming the key, where the value came "
       "from and what was expected.\n\n"
       "SIGHUP makes witmqd read the file again, with the same flags over it: `log-level`, "
-      "`channels`, `guests`, `anonymous` and `identities` apply at once; any other key that changed is logged as needing a "
+      "`channels`, `guests`, `anonymous` and `identities` apply at once; any other key that "
+      "changed is logged as needing a "
       "restart and keeps its running value; a file that does not load changes nothing "
       "(docs/OPERATIONS.md, Signals).\n\n";
   md += "## Flags\n\n```\n";
