@@ -55,6 +55,12 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
 }
 
 Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
+  if (text.find(',') == std::string_view::npos) {
+    // One address: as parse_endpoint reads it, with its errors.
+    auto one = parse_endpoint(text);
+    if (!one) return std::move(one).error();
+    return std::vector<Endpoint>{std::move(*one)};
+  }
   const std::string_view all = text;
   std::vector<Endpoint> out;
   size_t index = 0;
@@ -67,8 +73,6 @@ Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
     }
     auto ep = parse_endpoint(item);
     if (!ep) {
-      // One address: its error as parse_endpoint gives it.
-      if (index == 0 && comma == std::string_view::npos) return std::move(ep).error();
       return invalid_argument(fmt::format("server list entry {}: {}", index, ep.error().message));
     }
     out.push_back(std::move(*ep));
