@@ -368,9 +368,11 @@ TEST_F(ForwardTest, LeadershipMovesBackToAReturningNode) {
 TEST_F(ForwardTest, NoLeaderInTimeFailsWithUnavailableNamingTheChannel) {
   extra_ = {"--set", "cluster-forward-timeout-ms=500"};
   start_nodes();
-  // Every node but n1 gone: a channel whose replicas are all dead has no leader.
-  auto admin = connect("n1");
-  ASSERT_TRUE(admin->declare_channel("lonely", {{"replicas", "1"}}).ok()) << admin->error_trace();
+  // A channel of one replica, declared on n1 alone (HTTP is served locally) and placed from
+  // there; once its replica is dead it has no leader.
+  auto r = daemon::testing::http_request(nodes_["n1"]->http_port(), "PUT", "/v1/channels/lonely",
+                                         R"({"replicas": 1})");
+  ASSERT_EQ(r.status, 201u) << r;
   const std::string lead = agreed_leader("lonely");
   ASSERT_FALSE(lead.empty());
   const std::string entry = others(lead)[0];
