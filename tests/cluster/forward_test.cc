@@ -81,13 +81,24 @@ class ForwardTest : public ::testing::Test {
   }
 
   json view(const std::string& node) {
-    auto r = http_get(nodes_[node]->http_port(), "/v1/cluster");
+    auto r = daemon::testing::http_request(nodes_[node]->http_port(), "GET", "/v1/cluster", "",
+                                           http_headers_);
     return r.status == 200 ? r.json : json::object();
+  }
+
+  // Every node's view, for failure messages.
+  std::string views() {
+    std::string out;
+    for (auto& [id, d] : nodes_) {
+      if (d) out += id + ": " + view(id).dump() + "\n";
+    }
+    return out;
   }
 
   // The channel's leader and epoch as `from` sees them; "" when none.
   std::pair<std::string, uint64_t> leader(const std::string& from, const std::string& channel) {
-    for (const auto& c : view(from)["channels"]) {
+    json v = view(from);
+    for (const auto& c : v["channels"]) {
       if (c["name"] == channel && !c["leader"].is_null()) {
         return {c["leader"].get<std::string>(), c["epoch"].get<uint64_t>()};
       }
@@ -122,7 +133,9 @@ class ForwardTest : public ::testing::Test {
   }
 
   uint64_t forwarded(const std::string& node, std::string_view op) {
-    auto m = http_get(nodes_[node]->http_port(), "/metrics").body;
+    auto m = daemon::testing::http_request(nodes_[node]->http_port(), "GET", "/metrics", "",
+                                           http_headers_)
+                 .body;
     const std::string key = fmt::format("witmq_cluster_forwarded_total{{op=\"{}\"}} ", op);
     auto at = m.find(key);
     return at == std::string::npos ? 0 : std::stoull(m.substr(at + key.size()));
@@ -140,6 +153,8 @@ class ForwardTest : public ::testing::Test {
   std::unique_ptr<Etcd> etcd_;
   std::map<std::string, std::unique_ptr<Daemon>> nodes_;
   std::vector<std::string> extra_;
+  // Sent with HTTP requests (a bearer token when anonymous access is off).
+  std::vector<std::pair<std::string, std::string>> http_headers_;
 };
 
 TEST_F(ForwardTest, SendThroughOneNodeReceiveThroughAnotherSettleThroughAThird) {
@@ -149,7 +164,7 @@ TEST_F(ForwardTest, SendThroughOneNodeReceiveThroughAnotherSettleThroughAThird) 
   ASSERT_TRUE(admin->declare_channel("orders", {{"lease-ms", "30000"}}).ok())
       << admin->error_trace();
   const std::string lead = agreed_leader("orders");
-  ASSERT_FALSE(lead.empty()) << view("n1").dump();
+  ASSERT_FALSE(lead.empty()) << views();
   const auto other = others(lead);
   const std::string a = other[0], c = other[1], b = lead;
 
@@ -320,7 +335,8 @@ TEST_F(ForwardTest, LeadershipMovesBackToAReturningNode) {
   const std::string preferred = agreed_leader("home");
   ASSERT_FALSE(preferred.empty());
   json placement;
-  for (const auto& ch : view("n1")["channels"]) {
+  json seen = view("n1");
+  for (const auto& ch : seen["channels"]) {
     if (ch["name"] == "home") placement = ch;
   }
   ASSERT_EQ(placement["replicas"][0], preferred) << placement.dump();
