@@ -77,7 +77,10 @@ class ForwardTest : public ::testing::Test {
       ASSERT_NE(nodes_[id]->port(), 0) << id << " did not start";
     }
     ASSERT_TRUE(wait_until([&] { return view("n1")["nodes"].size() == 3; }, 15s))
-        << view("n1").dump();
+        << daemon::testing::http_request(nodes_["n1"]->http_port(), "GET", "/v1/cluster", "",
+                                         http_headers_)
+        << "\n"
+        << nodes_["n1"]->log();
   }
 
   json view(const std::string& node) {
@@ -228,6 +231,7 @@ TEST_F(ForwardTest, GrantsAreCheckedAtTheEntryNodeAndOnlyTheClusterMayActForOthe
                                   {"manage", {"*"}},
                                   {"monitor", true}}});
   extra_ = {"--set", R"(anonymous={"enabled": false})", "--set", "identities=" + identities.dump()};
+  http_headers_ = {{"Authorization", "Bearer " + admin_token}};
   start_nodes();
   auto admin = connect("n1", "", admin_token);
   ASSERT_TRUE(admin->declare_channel("orders", {}).ok()) << admin->error_trace();
