@@ -86,7 +86,7 @@ TEST(ExtensionsTest, BadValuesAreRefused) {
 }
 
 TEST(ReceiptTest, RoundTripAndRejectsGarbage) {
-  Receipt r{7, 3, 123456789, 0xdeadbeefcafef00dULL};
+  Receipt r{7, 3, 123456789, 0xdeadbeefcafef00dULL, {}};
   auto text = format_receipt(r);
   auto back = parse_receipt(text);
   ASSERT_TRUE(back.ok());
