@@ -268,6 +268,30 @@ Result<std::unique_ptr<Access>> Authenticator::authenticate(
       new Access(*this, std::move(found), credential, counted, generation));
 }
 
+Result<std::unique_ptr<Access>> Authenticator::on_behalf_of(std::string_view name) {
+  std::shared_ptr<const State> state;
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    state = state_;
+    generation = generation_.load(std::memory_order_acquire);
+  }
+  std::shared_ptr<const Identity> found;
+  if (state->anonymous && name == state->anonymous->name) found = state->anonymous;
+  for (const auto& id : state->identities) {
+    if (id->name == name) found = id;
+  }
+  if (!found) {
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    return Error(ErrorCode::kPermissionDenied,
+                 fmt::format("a forwarded connection acts on behalf of identity '{}', which this "
+                             "node does not know (every node needs the same identities)",
+                             name.substr(0, 200)));
+  }
+  return std::unique_ptr<Access>(
+      new Access(*this, std::move(found), Access::Credential::kForwarded, false, generation));
+}
+
 void Authenticator::release(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = connections_.find(name);
@@ -304,6 +328,12 @@ const Identity* Access::current() {
   std::shared_ptr<const Identity> next;
   if (credential_ == Credential::kAnonymous) {
     next = state->anonymous;
+  } else if (credential_ == Credential::kForwarded) {
+    // The entry node proved the credential; here the identity is known by its name.
+    if (anonymous_) next = state->anonymous;
+    for (const auto& id : state->identities) {
+      if (!anonymous_ && id->name == name_) next = id;
+    }
   } else {
     for (const auto& id : state->identities) {
       if (id->name != name_) continue;

@@ -30,8 +30,8 @@ namespace witmq::auth {
 struct Identity {
   std::string name;  // "anonymous" for the anonymous identity
   bool anonymous = false;
-  std::optional<Digest> token;  // SHA-256 of its token
-  std::string certificate_cn;   // the CN of a verified client certificate; "" = none
+  std::optional<Digest> token;   // SHA-256 of its token
+  std::string certificate_cn;    // the CN of a verified client certificate; "" = none
   uint32_t max_connections = 0;  // protocol connections at once; 0 = only the server's limit
   Grants grants;
   bool operator==(const Identity&) const = default;
@@ -78,7 +78,9 @@ class Access {
 
  private:
   friend class Authenticator;
-  enum class Credential { kToken, kCertificate, kAnonymous };
+  // kForwarded: a cluster node's forwarded connection acting on behalf of the identity
+  // (Authenticator::on_behalf_of).
+  enum class Credential { kToken, kCertificate, kAnonymous, kForwarded };
   // `generation` is the Authenticator's when `identity` was read.
   Access(Authenticator& auth, std::shared_ptr<const Identity> identity, Credential credential,
          bool counted, uint64_t generation);
@@ -91,7 +93,7 @@ class Access {
   const bool anonymous_;
   const Credential credential_;
   const bool counted_;
-  std::mutex mu_;  // guards the members below
+  std::mutex mu_;                             // guards the members below
   std::shared_ptr<const Identity> identity_;  // null once revoked
   uint64_t generation_;
   // The last channel each action was allowed on: most connections use one or two channels.
@@ -124,6 +126,13 @@ class Authenticator {
   Result<std::unique_ptr<Access>> authenticate(const std::optional<std::string>& token,
                                                const std::optional<std::string>& certificate_cn,
                                                bool counted);
+
+  // The identity called `name` ("anonymous" when anonymous access is on), for a connection
+  // that has already proved it may act on behalf of others: a cluster node forwarding its
+  // client's requests (docs/CLUSTERING.md, "Forwarding"). Not counted against max-connections
+  // (the entry node counts the client's connection). kPermissionDenied when no identity has that
+  // name.
+  Result<std::unique_ptr<Access>> on_behalf_of(std::string_view name);
 
   bool anonymous_enabled() const;
   std::optional<Grants> anonymous_grants() const;

@@ -214,7 +214,7 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
     md.emplace_back(meta::kAttempt, std::to_string(it.attempts));
     md.emplace_back(meta::kPublishedAt, std::to_string(it.body->publish_time_ms));
     if (!g.auto_settled) {
-      md.emplace_back(meta::kReceipt, format_receipt({g.ch->id, g.sub, it.seq, g.lease}));
+      md.emplace_back(meta::kReceipt, format_receipt({g.ch->id, g.sub, it.seq, g.lease, chname}));
     }
     m.metadata = std::move(md);
     out.push_back(std::move(m));
@@ -360,6 +360,9 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
   auto r = parse_receipt(*text);
   if (!r) return done(std::move(r).error());
   auto chp = lookup(r->channel);
+  // An r2 receipt names its channel: an id that now names another channel (the channel was
+  // deleted and its id reused, or the receipt was issued by another node) settles nothing.
+  if (chp && !r->channel_name.empty() && chp->name != r->channel_name) chp = nullptr;
   if (!chp) {
     return done(Error(ErrorCode::kStaleReceipt,
                       fmt::format("receipt {}: its channel no longer exists", *text)));

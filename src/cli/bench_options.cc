@@ -33,7 +33,10 @@ Runs producers and consumers against a running witmqd and reports throughput and
 latency. It stops by itself: after --messages (or --duration) are produced and consumed, or when
 consumers make no progress for --drain-timeout.
 
-  --server HOST:PORT        the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
+  --server HOST:PORT[,HOST:PORT...]
+                            the daemon, or a cluster's nodes: connections are spread over them
+                            and skip one that cannot be reached (default $WITMQ_SERVER, else
+                            127.0.0.1:7400)
   --token TOKEN             authentication token (default $WITMQ_TOKEN)
   --tls                     connect with TLS (the daemon's tls-listen port), verifying the
                             server's certificate and its name
@@ -89,12 +92,13 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
                                          const std::optional<std::string>& env_token) {
   BenchOptions o;
   if (env_server) {
-    auto ep = client::parse_endpoint(*env_server);
-    if (!ep) {
+    auto eps = client::parse_endpoints(*env_server);
+    if (!eps) {
       return invalid_argument("witmq-bench: " +
-                              name_field("WITMQ_SERVER", "server address", ep.error().message));
+                              name_field("WITMQ_SERVER", "server address", eps.error().message));
     }
-    o.server = *ep;
+    o.servers = *eps;
+    o.server = o.servers.front();
   }
   o.token = env_token;
   auto a = scan_args(args, kBenchOptions, "witmq-bench");
@@ -108,12 +112,13 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
         fmt::format("witmq-bench: unexpected argument '{}'", a->positional.front()));
   }
   if (const auto* s = a->last("server")) {
-    auto ep = client::parse_endpoint(*s);
-    if (!ep) {
+    auto eps = client::parse_endpoints(*s);
+    if (!eps) {
       return invalid_argument("witmq-bench: " +
-                              name_field("--server", "server address", ep.error().message));
+                              name_field("--server", "server address", eps.error().message));
     }
-    o.server = *ep;
+    o.servers = *eps;
+    o.server = o.servers.front();
   }
   if (const auto* t = a->last("token")) o.token = *t;
   o.tls.enabled = a->has("tls");

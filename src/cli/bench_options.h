@@ -18,7 +18,11 @@ enum class ConsumeMode {
 };
 
 struct BenchOptions {
-  client::Endpoint server;           // --server (default $WITMQ_SERVER, else 127.0.0.1:7400)
+  // --server (default $WITMQ_SERVER, else 127.0.0.1:7400): one address or a comma-separated list
+  // (a cluster's nodes); `server` is the first. Connection i goes to servers[i % n] first and
+  // to the next ones when that one cannot be reached.
+  client::Endpoint server;
+  std::vector<client::Endpoint> servers;
   std::optional<std::string> token;  // --token (default $WITMQ_TOKEN)
   // --tls, --ca-file, --cert-file, --key-file, --insecure, as for witmq.
   client::TlsClientOptions tls;

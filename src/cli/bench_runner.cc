@@ -340,13 +340,24 @@ class Waiter {
   std::optional<Result<T>> result_;
 };
 
-Result<AsyncClient::Pointer> connect_one(asio::io_context& io, const BenchOptions& o) {
+// Connection `index` goes to servers[index % n] first, then to the next ones that answer.
+Result<AsyncClient::Pointer> connect_one(asio::io_context& io, const BenchOptions& o,
+                                         size_t index) {
   client::Options co;
   co.token = o.token;
   co.tls = o.tls;
-  Waiter<AsyncClient::Pointer> w;
-  AsyncClient::connect(io.get_executor(), o.server, "", co, w.callback());
-  return w.get();
+  std::vector<client::Endpoint> servers = o.servers;
+  if (servers.empty()) servers.push_back(o.server);
+  Error last;
+  for (size_t k = 0; k < servers.size(); ++k) {
+    Waiter<AsyncClient::Pointer> w;
+    AsyncClient::connect(io.get_executor(), servers[(index + k) % servers.size()], "", co,
+                         w.callback());
+    auto r = w.get();
+    if (r.ok() || r.error().code != ErrorCode::kUnavailable) return r;
+    last = std::move(r).error();
+  }
+  return last;
 }
 
 }  // namespace
@@ -381,7 +392,8 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   admin_options.token = o.token;
   admin_options.tls = o.tls;
   admin_options.request_timeout = std::chrono::milliseconds(30'000);
-  auto admin = client::Client::connect(o.server, "", admin_options);
+  auto admin = client::Client::connect(
+      o.servers.empty() ? std::vector<client::Endpoint>{o.server} : o.servers, "", admin_options);
   if (!admin.ok()) return std::move(admin).error();
   client::ChannelSettings settings{{"kind", o.kind}};
   if (o.durability) settings.emplace_back("durability", *o.durability);
@@ -425,7 +437,7 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
   // Consumers first, so that a publish-subscribe channel has their subscriptions before anything
   // is published.
   for (uint32_t i = 0; i < o.consumers; ++i) {
-    auto c = connect_one(io, o);
+    auto c = connect_one(io, o, i);
     if (!c.ok()) return fail_setup(fmt::format("consumer {}: connect", i), c.error());
     clients.push_back(*c);
     GuestConfiguration config{{channels[i % channels.size()]},
@@ -447,7 +459,7 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
     consumers.push_back(std::move(consumer));
   }
   for (uint32_t i = 0; i < o.producers; ++i) {
-    auto c = connect_one(io, o);
+    auto c = connect_one(io, o, o.consumers + i);
     if (!c.ok()) return fail_setup(fmt::format("producer {}: connect", i), c.error());
     clients.push_back(*c);
     uint64_t quota =

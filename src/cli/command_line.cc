@@ -25,7 +25,9 @@ constexpr OptionSpec kGlobalOptions[] = {
 
 constexpr std::string_view kGlobalHelp =
     R"(Global options (before or after the command):
-  --server HOST:PORT      the daemon (default $WITMQ_SERVER, else 127.0.0.1:7400)
+  --server HOST:PORT[,HOST:PORT...]
+                          the daemon, or a cluster's nodes tried in order, moving to the next
+                          when a connection is lost (default $WITMQ_SERVER, else 127.0.0.1:7400)
   --name NAME             client name sent in connect; a name makes publish-subscribe
                           subscriptions durable under it (default: anonymous)
   --token TOKEN           authentication token (default $WITMQ_TOKEN)
@@ -186,12 +188,13 @@ Error usage_error(std::string_view command, std::string_view what) {
 // before the command, "witmq send" for those after it).
 Status apply_global(const ParsedArgs& a, std::string_view context, CliCommand& cmd) {
   if (const auto* s = a.last("server")) {
-    auto ep = client::parse_endpoint(*s);
-    if (!ep) {
+    auto eps = client::parse_endpoints(*s);
+    if (!eps) {
       return invalid_argument(fmt::format(
-          "{}: {}", context, name_field("--server", "server address", ep.error().message)));
+          "{}: {}", context, name_field("--server", "server address", eps.error().message)));
     }
-    cmd.server = *ep;
+    cmd.servers = *eps;
+    cmd.server = cmd.servers.front();
   }
   if (const auto* n = a.last("name")) cmd.name = *n;
   if (const auto* t = a.last("token")) cmd.token = *t;
@@ -258,12 +261,13 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
                                       const CliEnvironment& env) {
   CliCommand cmd;
   if (env.server) {
-    auto ep = client::parse_endpoint(*env.server);
-    if (!ep) {
+    auto eps = client::parse_endpoints(*env.server);
+    if (!eps) {
       return invalid_argument("witmq: " +
-                              name_field("WITMQ_SERVER", "server address", ep.error().message));
+                              name_field("WITMQ_SERVER", "server address", eps.error().message));
     }
-    cmd.server = *ep;
+    cmd.servers = *eps;
+    cmd.server = cmd.servers.front();
   }
   cmd.token = env.token;
 

@@ -47,10 +47,13 @@ struct CliCommand {
   std::optional<CommandKind> help_topic;
 
   // Global options.
-  client::Endpoint server;                // --server, else $WITMQ_SERVER, else 127.0.0.1:7400
-  std::string name;                       // --name: the client name ("" = anonymous)
-  std::optional<std::string> token;       // --token, else $WITMQ_TOKEN
-  uint32_t connect_timeout_ms = 5000;     // --connect-timeout
+  // --server, else $WITMQ_SERVER, else 127.0.0.1:7400: one address or a comma-separated list
+  // (a cluster's nodes), tried in order; `server` is the first.
+  client::Endpoint server;
+  std::vector<client::Endpoint> servers;
+  std::string name;                    // --name: the client name ("" = anonymous)
+  std::optional<std::string> token;    // --token, else $WITMQ_TOKEN
+  uint32_t connect_timeout_ms = 5000;  // --connect-timeout
   // --tls, --ca-file, --cert-file, --key-file, --insecure (each of the last four needs --tls).
   client::TlsClientOptions tls;
   OutputMode output = OutputMode::kText;  // --json / --data-only

@@ -59,16 +59,23 @@ struct Runner {
           "path can pose as the server\n",
           prefix);
     }
-    auto c = Client::connect(cmd.server, cmd.name, options);
+    std::vector<client::Endpoint> servers = cmd.servers;
+    if (servers.empty()) servers.push_back(cmd.server);
+    // With several servers (a cluster), a lost connection moves to the next one.
+    if (servers.size() > 1) options.reconnect_timeout = std::chrono::seconds(15);
+    std::string where;
+    for (const auto& s : servers) {
+      where += fmt::format("{}{}:{}", where.empty() ? "" : ",", s.host, s.port);
+    }
+    auto c = Client::connect(servers, cmd.name, options);
     if (!c.ok()) {
       const Error& e = c.error();
       if (e.code == ErrorCode::kUnavailable) {
-        err << fmt::format("{}: cannot connect to {}:{}: {}\n", prefix, cmd.server.host,
-                           cmd.server.port, e.message);
+        err << fmt::format("{}: cannot connect to {}: {}\n", prefix, where, e.message);
         return kExitUnavailable;
       }
-      err << fmt::format("{}: the server at {}:{} refused the connection: {}\n", prefix,
-                         cmd.server.host, cmd.server.port, e.to_string());
+      err << fmt::format("{}: the server at {} refused the connection: {}\n", prefix, where,
+                         e.to_string());
       return kExitServerError;
     }
     client = std::move(*c);

@@ -596,6 +596,18 @@ void AsyncClient::ping(uint64_t payload, Callback<uint64_t> done) {
                                   [](net::Pong&& p) -> Result<uint64_t> { return p.payload; }));
 }
 
+void AsyncClient::request(net::Frame request, Callback<net::Frame> done) {
+  const std::string_view what = net::frame_type_name(request.type());
+  submit(
+      what,
+      [&](net::Buffer& b, uint32_t id) {
+        request.request_id = id;
+        net::encode(b, request);
+        return ok_status();
+      },
+      [done = std::move(done)](Result<net::Frame> r) mutable { done(std::move(r)); });
+}
+
 // ---- admin -------------------------------------------------------------------------------------
 
 void AsyncClient::admin(net::AdminOp op, std::string json, Callback<std::string> done) {

@@ -119,6 +119,12 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
   void browse(std::string_view channel, uint64_t from, uint32_t max,
               Callback<std::vector<Message>> done);
 
+  // ---- relaying ------------------------------------------------------------------------------
+  // Sends `request` (any request frame but connect and the stream's; its request id is replaced
+  // by a fresh one) and calls `done` with the server's reply frame as it came, an error reply
+  // included. For a node forwarding its clients' requests (docs/CLUSTERING.md).
+  void request(net::Frame request, Callback<net::Frame> done);
+
   // Closes the connection: pending calls and the stream fail with kUnavailable "client closed".
   void close();
 

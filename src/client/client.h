@@ -2,9 +2,18 @@
 // return Result values, on top of AsyncClient (async_client.h). For the CLI, tests and simple
 // programs; a program that wants many requests in flight uses AsyncClient.
 //
-// A Client owns one connection and one I/O thread. Its methods may be called from several
-// threads at once; each waits for its own reply while the others' requests pipeline on the same
-// connection. They must not be called from a stream handler (it runs on the I/O thread).
+// A Client owns one connection at a time and one I/O thread. Its methods may be called from
+// several threads at once; each waits for its own reply while the others' requests pipeline on
+// the same connection. They must not be called from a stream handler (it runs on the I/O thread).
+//
+// Server lists (a cluster, docs/CLUSTERING.md): connect() tries the servers in order. With
+// options.reconnect_timeout set, a call that finds the connection lost (or loses it, with
+// unavailable) connects again to the next server and, unless it is a send, is made again there
+// once (a send that failed with the connection may or may not have been stored: the caller
+// decides whether to send again). On the new connection the client restores what it had set up:
+// the last guest configuration and the stream (with its initial credit and handler; a handler
+// sees the connection's loss as an error first). Messages it held unsettled become available
+// again once their leases expire on the server; their receipts are refused (stale-receipt).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -12,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,6 +44,12 @@ class Client {
   // kUnavailable when the server cannot be reached in options.connect_timeout, or with the
   // server's error when it refuses the connect (e.g. kPermissionDenied for a bad token).
   static Result<std::unique_ptr<Client>> connect(const Endpoint& endpoint, std::string name,
+                                                 Options options = {}) {
+    return connect(std::vector<Endpoint>{endpoint}, std::move(name), std::move(options));
+  }
+  // The first of `servers` (in order) that accepts the connect; with options.reconnect_timeout,
+  // round after round with backoff until it passes. Errors name every server tried.
+  static Result<std::unique_ptr<Client>> connect(std::vector<Endpoint> servers, std::string name,
                                                  Options options = {});
   static Result<std::unique_ptr<Client>> connect(std::string host, uint16_t port, std::string name,
                                                  Options options = {}) {
@@ -46,12 +62,17 @@ class Client {
   ~Client();
 
   const ServerInfo& server_info() const { return async_->server_info(); }
-  // False once the connection is gone (closed by the server, a network error, close()).
-  bool is_open() const { return async_->is_open(); }
+  // False once the connection is gone (closed by the server, a network error, close()); with
+  // reconnection the next call opens another.
+  bool is_open() const { return current()->is_open(); }
+  // The server the connection is to now.
+  Endpoint server() const;
+  // Connections opened after the first (reconnections).
+  uint64_t reconnects() const;
   // The text of the last error any call on this client returned ("" if none): WIT error.trace().
   std::string error_trace() const;
-  // The asynchronous client underneath, for pipelined use on the same connection.
-  const AsyncClient::Pointer& async() const { return async_; }
+  // The asynchronous client underneath (the current connection), for pipelined use on it.
+  AsyncClient::Pointer async() const { return current(); }
 
   // ---- WIT operations ------------------------------------------------------------------------
   // producer.send: returns once the server confirmed the batch durable as the channel promises.
@@ -102,17 +123,53 @@ class Client {
 
  private:
   struct IoThread;
-  Client(std::unique_ptr<IoThread> io, AsyncClient::Pointer async, Options options);
+  Client(std::unique_ptr<IoThread> io, AsyncClient::Pointer async, Options options,
+         std::vector<Endpoint> servers, size_t server, std::string name);
 
-  // Runs `start(callback)` and waits for the callback's value, up to `wait` (0 = no limit).
+  // Connects to servers[i] on `io` and waits for the outcome.
+  static Result<AsyncClient::Pointer> open(IoThread& io, const Endpoint& server,
+                                           const std::string& name, const Options& options);
+  // Rounds over `servers` from `first` on, as connect() and reconnect do; `wake` (may be null)
+  // ends the backoff waits early when the client is closed. On success `*index` is the server's.
+  static Result<AsyncClient::Pointer> open_any(IoThread& io, const std::vector<Endpoint>& servers,
+                                               size_t first, const std::string& name,
+                                               const Options& options, size_t* index,
+                                               const std::function<bool()>& closed);
+  AsyncClient::Pointer current() const;
+  // The connection to use: the current one, or (reconnection on, the current one lost) a new one
+  // with the configuration and the stream restored. `stale`: a connection known to be going
+  // away (its stream ended with unavailable) that is replaced even while it still looks open.
+  Result<AsyncClient::Pointer> connection(const AsyncClient::Pointer& stale = nullptr);
+  // Whether a call that failed with `error` on `used` should be made again on a new connection.
+  bool should_retry(const AsyncClient::Pointer& used, const Error& error) const;
+
+  // Runs `start(connection, callback)` and waits for the callback's value, up to `wait` (0 = no
+  // limit); with reconnection and `retry`, once more on a new connection when the first was lost.
   template <typename T, typename Start>
-  Result<T> call(Start&& start, std::chrono::milliseconds wait);
+  Result<T> call(Start&& start, std::chrono::milliseconds wait, bool retry = true);
+  template <typename T, typename Start>
+  Result<T> call_once(const AsyncClient::Pointer& a, Start& start, std::chrono::milliseconds wait);
   template <typename T>
   Result<T> remember(Result<T> r);
 
   std::unique_ptr<IoThread> io_;
-  AsyncClient::Pointer async_;
   Options options_;
+  const std::vector<Endpoint> servers_;
+  const std::string name_;
+
+  // Guards the connection and what is restored on a new one.
+  mutable std::mutex conn_mu_;
+  AsyncClient::Pointer async_;
+  size_t server_ = 0;  // index in servers_ of async_'s server
+  uint64_t reconnects_ = 0;
+  bool closed_ = false;  // close() was called: no reconnection
+  std::optional<GuestConfiguration> config_;
+  // The stream to restore: its initial credit and its handler (shared by every connection).
+  bool stream_wanted_ = false;
+  uint32_t stream_credit_ = 0;
+  std::shared_ptr<StreamHandler> stream_handler_;
+  // Serializes reconnections (a call reconnecting holds it while it waits).
+  std::mutex reconnect_mu_;
 
   mutable std::mutex mu_;
   std::string last_error_;  // guarded by mu_

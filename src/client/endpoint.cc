@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <vector>
 
 #include "client/types.h"
 
@@ -51,6 +52,35 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
   }
   if (text.empty()) return invalid_argument("server address is empty; expected HOST:PORT");
   return ep;
+}
+
+Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
+  if (text.find(',') == std::string_view::npos) {
+    // One address: as parse_endpoint reads it, with its errors.
+    auto one = parse_endpoint(text);
+    if (!one) return std::move(one).error();
+    return std::vector<Endpoint>{std::move(*one)};
+  }
+  const std::string_view all = text;
+  std::vector<Endpoint> out;
+  size_t index = 0;
+  for (;;) {
+    const size_t comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    if (item.empty()) {
+      return invalid_argument(fmt::format(
+          "server list '{}': entry {} is empty; expected HOST:PORT[,HOST:PORT...]", all, index));
+    }
+    auto ep = parse_endpoint(item);
+    if (!ep) {
+      return invalid_argument(fmt::format("server list entry {}: {}", index, ep.error().message));
+    }
+    out.push_back(std::move(*ep));
+    if (comma == std::string_view::npos) break;
+    text = text.substr(comma + 1);
+    ++index;
+  }
+  return out;
 }
 
 }  // namespace witmq::client

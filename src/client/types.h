@@ -30,6 +30,9 @@ struct Endpoint {
 // Parses "HOST:PORT", "[IPv6]:PORT", "HOST" (port 7400) or ":PORT" (host 127.0.0.1). Errors name
 // the text and what was expected.
 Result<Endpoint> parse_endpoint(std::string_view text);
+// Parses a comma-separated list of addresses, "a:7400,b:7400,c:7400" (the servers of a cluster),
+// each as parse_endpoint does; at least one, no empty entry. Errors name the entry.
+Result<std::vector<Endpoint>> parse_endpoints(std::string_view text);
 
 // TLS towards a witmqd TLS listener (tls-listen). The server's certificate is verified against
 // ca_file (the system's trusted CAs when it is empty) and must name the host connected to
@@ -58,6 +61,15 @@ struct Options {
   // 0 = as long as it takes. subscribe-try-receive adds its own timeout on top;
   // subscribe-receive always waits. Default 0.
   std::chrono::milliseconds request_timeout{0};
+  // Reconnection (client.h): once the connection is lost (the server closed it or said goaway
+  // with unavailable, or the network failed), the next call connects again, to the next server
+  // of the list, round after round, waiting between rounds from reconnect_backoff_min doubling up
+  // to reconnect_backoff_max, for at most reconnect_timeout; then it fails with unavailable
+  // naming every server. 0 (the default) = a lost connection stays lost, as with one server of
+  // old. The CLI and witmq-bench set it when given more than one server.
+  std::chrono::milliseconds reconnect_timeout{0};
+  std::chrono::milliseconds reconnect_backoff_min{50};
+  std::chrono::milliseconds reconnect_backoff_max{1'000};
 };
 
 // What the server announced in connect-ok.

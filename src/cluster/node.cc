@@ -105,9 +105,11 @@ struct Node::View {
     uint64_t last_epoch = 0;
   };
   std::vector<ChannelView> channels;
+  std::map<std::string, size_t> index;  // channel name -> its place in `channels`
   std::map<std::string, uint64_t> leading;
   std::vector<std::pair<int64_t, std::string>> events;
   uint64_t leader_changes = 0, leaderships_lost = 0, lease_losses = 0, etcd_errors = 0;
+  uint64_t handovers = 0;
   std::string etcd_endpoint;
   std::string last_error;
 };
@@ -156,6 +158,7 @@ void Node::stop() {
   state_ = NodeState::kStopped;
   reason_ = "stopped";
   publish();
+  answer_waiters(true);
 }
 
 void Node::run() {
@@ -172,7 +175,8 @@ void Node::run() {
     lock.lock();
     // The control loop's period: a third of the lease TTL, as etcd's own clients keep leases,
     // and at most a second, so that new channels get a leader soon whatever the TTL.
-    wake_.wait_for(lock, tick_, [this] { return stopping_; });
+    wake_.wait_for(lock, tick_, [this] { return stopping_ || kicked_; });
+    kicked_ = false;
   }
 }
 
@@ -404,7 +408,21 @@ void Node::reconcile() {
     }
   }
 
-  if (sources_.local_channels) place(sources_.local_channels());
+  std::vector<LocalChannel> local;
+  if (sources_.local_channels) local = sources_.local_channels();
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, replicas] : wanted_) local.push_back({name, replicas});
+  }
+  place(local);
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(wanted_, [this](const auto& w) {
+      auto it = channels_.find(w.first);
+      return it != channels_.end() && !it->second->replicas.empty();
+    });
+  }
+  hand_back();
   std::set<std::string> live;
   for (const auto& [id, info] : nodes_) live.insert(id);
   for (const auto& [name, c] : channels_) {
@@ -476,6 +494,132 @@ void Node::elect(const std::string& name) {
   log::info("cluster: node {} leads channel {} in epoch {}", options_.node_id, name, epoch);
 }
 
+void Node::hand_back() {
+  const auto now = Clock::now();
+  std::map<std::string, std::pair<int64_t, Clock::time_point>> seen;
+  for (const auto& [id, info] : nodes_) {
+    const int64_t started = static_cast<int64_t>(number_field(info, "started-unix-ms"));
+    auto it = seen_since_.find(id);
+    seen[id] = it != seen_since_.end() && it->second.first == started
+                   ? it->second
+                   : std::pair<int64_t, Clock::time_point>{started, now};
+  }
+  seen_since_ = std::move(seen);
+  // A node that returns gets its channels back once it has stayed registered for one lease TTL,
+  // so that a node restarting in a loop does not move leaders back and forth.
+  const auto settle = std::chrono::seconds(ttl_seconds_ > 0 ? ttl_seconds_ : 1);
+  for (auto it = leading_.begin(); it != leading_.end();) {
+    auto c = channels_.find(it->first);
+    if (c == channels_.end() || c->second->replicas.empty() ||
+        c->second->replicas.front() == options_.node_id) {
+      ++it;
+      continue;
+    }
+    const std::string preferred = c->second->replicas.front();
+    auto back = seen_since_.find(preferred);
+    if (back == seen_since_.end() || now - back->second.second < settle) {
+      ++it;
+      continue;
+    }
+    // Fencing: this node stops believing it leads (and says so to every reader) before the
+    // leader key goes, and the next epoch can be granted only once it is gone. The delete
+    // requires the key to hold this very leadership (node and epoch).
+    const std::string name = it->first;
+    const uint64_t epoch = it->second;
+    it = leading_.erase(it);
+    publish();
+    const std::string leader_key = prefix_ + "leader/" + name;
+    auto txn = etcd_.txn(
+        {Compare::value_is(leader_key, json{{"node", options_.node_id}, {"epoch", epoch}}.dump())},
+        {TxnOp::remove(leader_key)});
+    if (!txn || !txn->succeeded) {
+      // The key stays (etcd did not answer, or it changed): the next pass reads it again and,
+      // when it still names this leadership, takes it up and tries again.
+      if (!txn) last_error_ = txn.error().message;
+      continue;
+    }
+    c->second->leader.clear();
+    c->second->leader_epoch = 0;
+    c->second->leader_lease = 0;
+    ++handovers_;
+    note(fmt::format("handed channel {} (epoch {}) back to its preferred leader {}", name, epoch,
+                     preferred));
+    log::info("cluster: node {} hands channel {} (epoch {}) back to its preferred leader {}",
+              options_.node_id, name, epoch, preferred);
+  }
+}
+
+std::optional<LeaderInfo> Node::leader_in(const View& v, const std::string& channel,
+                                          bool alive) const {
+  if (!alive) return std::nullopt;
+  auto it = v.index.find(channel);
+  if (it == v.index.end()) return std::nullopt;
+  const View::ChannelView& c = v.channels[it->second];
+  if (c.leader.empty()) return std::nullopt;
+  LeaderInfo info{c.leader, "", c.epoch, false};
+  if (c.leader == options_.node_id) {
+    auto mine = v.leading.find(channel);
+    // Our key, but not a leadership we hold (one being handed back, or not yet taken up).
+    if (mine == v.leading.end() || mine->second != c.epoch) return std::nullopt;
+    info.self = true;
+    info.client_address = options_.advertise_client;
+    return info;
+  }
+  auto node = v.nodes.find(c.leader);
+  if (node == v.nodes.end()) return std::nullopt;
+  info.client_address = string_field(node->second, "client-address");
+  if (info.client_address.empty()) return std::nullopt;
+  return info;
+}
+
+std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (!v) return std::nullopt;
+  return leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
+}
+
+void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,
+                        std::function<void(std::optional<LeaderInfo>)> done) {
+  if (auto known = leader_of(channel)) return done(std::move(known));
+  bool queued = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopped_) {
+      wanted_.emplace(channel, replicas);
+      waiters_.push_back({channel, deadline, std::move(done)});
+      kicked_ = queued = true;
+    }
+  }
+  // `done` runs with no lock held: it may call back into the node.
+  if (!queued) return done(std::nullopt);
+  wake_.notify_all();
+}
+
+void Node::answer_waiters(bool stopping) {
+  std::vector<std::pair<std::function<void(std::optional<LeaderInfo>)>, std::optional<LeaderInfo>>>
+      ready;
+  {
+    std::lock_guard lock(mu_);
+    if (waiters_.empty()) return;
+    const auto now = Clock::now();
+    const bool alive = view_ && view_->state == NodeState::kMember && lease_alive(now);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      auto leader = view_ ? leader_in(*view_, it->channel, alive) : std::nullopt;
+      if (leader || stopping || now >= it->deadline) {
+        ready.emplace_back(std::move(it->done), std::move(leader));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [done, leader] : ready) done(std::move(leader));
+}
+
 void Node::note(std::string event) {
   events_.emplace_back(unix_ms(), std::move(event));
   if (events_.size() > kMaxEvents) events_.erase(events_.begin());
@@ -489,6 +633,7 @@ void Node::publish() {
   v->ttl_seconds = ttl_seconds_;
   v->nodes = nodes_;
   for (const auto& [name, c] : channels_) {
+    v->index[name] = v->channels.size();
     v->channels.push_back({name, c->replicas, c->leader, c->leader_epoch, c->last_epoch});
   }
   v->leading = leading_;
@@ -496,6 +641,7 @@ void Node::publish() {
   v->leader_changes = leader_changes_;
   v->leaderships_lost = leaderships_lost_;
   v->lease_losses = lease_losses_;
+  v->handovers = handovers_;
   v->etcd_errors = etcd_.errors();
   v->etcd_endpoint = etcd_.current_endpoint();
   v->last_error = last_error_;
@@ -504,6 +650,7 @@ void Node::publish() {
     view_ = std::move(v);
   }
   if (sources_.peers_seen) sources_.peers_seen(peers());
+  answer_waiters(false);
 }
 
 json Node::to_json() const {
@@ -557,8 +704,8 @@ json Node::to_json() const {
   }
   return json{{"cluster", options_.name},
               {"replication",
-               "none: messages are stored only on the node that receives them "
-               "(docs/CLUSTERING.md)"},
+               "none: messages are stored only on the node that leads the channel when they are "
+               "written (docs/CLUSTERING.md)"},
               {"node", std::move(self)},
               {"etcd",
                {{"endpoint", v->etcd_endpoint},
@@ -618,6 +765,7 @@ NodeFigures Node::figures() const {
   f.leader_changes = v->leader_changes;
   f.leaderships_lost = v->leaderships_lost;
   f.lease_losses = v->lease_losses;
+  f.handovers = v->handovers;
   f.etcd_errors = v->etcd_errors;
   return f;
 }

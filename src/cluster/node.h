@@ -72,6 +72,14 @@ struct NodeSources {
 enum class NodeState { kJoining, kMember, kLostEtcd, kStopped };
 const char* state_name(NodeState s);
 
+// Who leads a channel, as a node sees it (Node::leader_of).
+struct LeaderInfo {
+  std::string node;            // the leader's id
+  std::string client_address;  // the protocol address it advertises (cluster-advertise-client)
+  uint64_t epoch = 0;
+  bool self = false;  // this node leads it now (its lease is alive and the epoch is its own)
+};
+
 // Counters and gauges for /metrics.
 struct NodeFigures {
   bool member = false;
@@ -80,6 +88,7 @@ struct NodeFigures {
   uint64_t leases_held = 0;
   uint64_t leader_changes = 0;    // changes of a channel's leader epoch this node observed
   uint64_t leaderships_lost = 0;  // leaderships this node held and lost
+  uint64_t handovers = 0;         // leaderships this node handed back to a preferred leader
   uint64_t lease_losses = 0;      // times the node went from member to lost-etcd
   uint64_t etcd_errors = 0;       // etcd requests that failed on some endpoint
 };
@@ -107,6 +116,19 @@ class Node {
   // The other live nodes that advertise a peer address, by id, as of the last pass.
   std::vector<PeerAddress> peers() const;
 
+  // Who leads `channel` as of the last view: nullopt when nobody does (no placement yet, no live
+  // replica, an election under way) or when this node is not a member (it cannot know). Any
+  // thread; takes no etcd round trip.
+  std::optional<LeaderInfo> leader_of(const std::string& channel) const;
+  // Calls `done` once `channel` has a leader, or with nullopt when it has none at `deadline`
+  // (checked after each pass of the control loop, so at most one tick late) or the node stops.
+  // A channel without placement is placed first (`replicas` of the live nodes), by this node, as
+  // one it holds would be. `done` runs on the node's thread, or at once on the caller's when the
+  // leader is known; it must not block.
+  void await_leader(const std::string& channel, uint32_t replicas,
+                    std::chrono::steady_clock::time_point deadline,
+                    std::function<void(std::optional<LeaderInfo>)> done);
+
  private:
   struct View;
   struct Channel;
@@ -119,6 +141,13 @@ class Node {
   void reconcile();
   void place(const std::vector<LocalChannel>& local);
   void elect(const std::string& channel);
+  // Leaderships this node holds for channels whose preferred leader (first replica) is back:
+  // handed over (docs/CLUSTERING.md, "Moving leaders back").
+  void hand_back();
+  std::optional<LeaderInfo> leader_in(const View& v, const std::string& channel, bool alive) const;
+  // Answers the await_leader() callers whose leader is known or whose deadline passed (all of
+  // them when the node stops).
+  void answer_waiters(bool stopping);
   void note(std::string event);
   void publish();
   std::string registration_json() const;
@@ -145,6 +174,10 @@ class Node {
   std::chrono::steady_clock::time_point last_error_log_{};
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
+  uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
+  // When each live node was first seen alive in this run of its registration (the control loop's
+  // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
+  std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
 
   // Read by any thread: the monotonic time (ns since the clock's epoch) after which the lease
   // may have expired in etcd; 0 when there is no lease.
@@ -154,6 +187,15 @@ class Node {
   std::shared_ptr<const View> view_;
   bool stopping_ = false;
   std::condition_variable wake_;
+  bool kicked_ = false;  // await_leader() wants a pass of the control loop now
+  // Channels await_leader() asked to place (name -> replicas), taken by the control loop.
+  std::map<std::string, uint32_t> wanted_;
+  struct Waiter {
+    std::string channel;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(std::optional<LeaderInfo>)> done;
+  };
+  std::vector<Waiter> waiters_;
   std::thread thread_;
   bool stopped_ = false;
 };

@@ -27,15 +27,20 @@ struct ClusterOptions {
   // cluster-advertise-peer); recorded in the registration.
   std::string peer_listen;
   std::string advertise_peer;
-  // The file holding the peer link's shared secret (cluster-peer-token-file) and the secret
-  // itself, read from it at start; a peer whose hello does not carry it is refused.
+  // The file holding the cluster's shared secret (cluster-peer-token-file), read at start into
+  // peer_token; a peer whose hello does not carry it is refused.
   std::string peer_token_file;
-  std::string peer_token;
   // Largest frame body the peer listener accepts (cluster-peer-max-frame-bytes).
   uint32_t peer_max_frame_bytes = 16 * 1024 * 1024;
   // The protocol address clients are sent to (cluster-advertise-client); "" = the address the
   // protocol listener bound, filled in by the daemon.
   std::string advertise_client;
+  // The cluster's shared secret (cluster-peer-token, or read from cluster-peer-token-file): what
+  // a node proves on its peer links and when it forwards a client's requests to another node.
+  std::string peer_token;
+  // How long a forwarded operation waits for a leader and for the connection to it
+  // (cluster-forward-timeout-ms).
+  std::chrono::milliseconds forward_timeout{5'000};
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with

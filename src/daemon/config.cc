@@ -225,8 +225,8 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
   k.push_back(string_key(
       "cluster-peer-listen", "",
       "Address of the peer link, HOST:PORT: the listener other nodes of the cluster dial for "
-      "replication traffic (docs/CLUSTERING.md), authenticated by cluster-peer-token-file, which "
-      "it needs. Recorded in the node's registration (as the default of "
+      "replication traffic (docs/CLUSTERING.md), authenticated by the cluster's shared secret "
+      "(cluster-peer-token-file or cluster-peer-token). Recorded in the node's registration (as the default of "
       "cluster-advertise-peer). \"\" (the default): no peer listener.",
       [](const std::string& s, Config& c) -> Status {
         WITMQ_RETURN_IF_ERROR(check_optional_address(s));
@@ -235,10 +235,12 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       }));
   k.push_back(string_key(
       "cluster-peer-token-file", "",
-      "File holding the cluster's shared secret for the peer link (its first line, 16..1024 "
-      "bytes, trailing white space removed). Every node of the cluster must hold the same "
-      "secret: a peer whose hello does not carry it is refused. Read at start; needed when "
-      "cluster-peer-listen is set. Keep the file readable by witmqd alone.",
+      "File holding the cluster's shared secret (its first line, 16..1024 bytes, trailing white "
+      "space removed): the way to give the secret that keeps it out of the config file; set "
+      "this or cluster-peer-token, not both (one of them is required in cluster mode). Every "
+      "node must hold the same secret: a peer whose hello does not carry it is refused, and "
+      "only a node that proves it may forward a client's request. Read at start. Keep the "
+      "file readable by witmqd alone.",
       [](const std::string& s, Config& c) -> Status {
         c.cluster.peer_token_file = s;
         return ok_status();
@@ -267,6 +269,28 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
                    c.cluster.advertise_peer = s;
                    return ok_status();
                  }));
+  k.push_back(string_key(
+      "cluster-peer-token", "",
+      "The cluster's shared secret, the same on every node, 16..1024 bytes; set this or "
+      "cluster-peer-token-file (preferred: it keeps the secret out of the config), not both; "
+      "one of them is required in cluster mode. A node proves it on its peer links and when it "
+      "forwards a client's request to another node (and acts on behalf of the client's "
+      "identity); a connect that does not prove it can never act for another identity. Keep "
+      "the config file readable by witmqd only.",
+      [](const std::string& s, Config& c) -> Status {
+        if (!s.empty() && (s.size() < 16 || s.size() > 1024)) {
+          return invalid_argument(
+              fmt::format("{} bytes; expected 16..1024 bytes (a long random string)", s.size()));
+        }
+        c.cluster.peer_token = s;
+        return ok_status();
+      }));
+  k.push_back(integer_key(
+      "cluster-forward-timeout-ms", 5'000, 100, 60'000,
+      "How long a node waits, for a client's operation on a channel it does not lead, for the "
+      "channel's leader to be known (a new channel is placed first) and for the connection to "
+      "it; past it the operation fails with unavailable naming the channel.",
+      [](int64_t v, Config& c) { c.cluster.forward_timeout = std::chrono::milliseconds(v); }));
 }
 
 std::vector<ConfigKey> make_keys() {
@@ -347,10 +371,10 @@ std::vector<ConfigKey> make_keys() {
       "A connection to a TLS listener that has not finished its TLS handshake this long after "
       "it was accepted is closed; other connections are not held up meanwhile.",
       [](int64_t v, Config& c) { c.tls.handshake_timeout = std::chrono::milliseconds(v); }));
-  k.push_back(integer_key(
-      "http-max-connections", 256, 1, 100'000,
-      "HTTP connections served at once. One more is answered 503 and closed.",
-      [](int64_t v, Config& c) { c.http.max_connections = static_cast<uint32_t>(v); }));
+  k.push_back(
+      integer_key("http-max-connections", 256, 1, 100'000,
+                  "HTTP connections served at once. One more is answered 503 and closed.",
+                  [](int64_t v, Config& c) { c.http.max_connections = static_cast<uint32_t>(v); }));
   k.push_back(integer_key(
       "http-idle-timeout-ms", 60'000, 100, 86'400'000,
       "An HTTP connection that sends no complete request for this long is closed; also bounds "
@@ -875,12 +899,12 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         "mode on, which needs at least one etcd endpoint",
         source_of("cluster-etcd-endpoints"), source_of("cluster-node-id")));
   }
-  if (c.cluster.enabled() && !c.cluster.peer_listen.empty()) {
-    if (c.cluster.peer_token_file.empty()) {
+  if (c.cluster.enabled() && !c.cluster.peer_token_file.empty()) {
+    if (!c.cluster.peer_token.empty()) {
       return invalid_argument(fmt::format(
-          "cluster-peer-token-file (from {}): empty, but cluster-peer-listen (from {}) is set: "
-          "the peer listener needs the cluster's shared secret to refuse unknown peers",
-          source_of("cluster-peer-token-file"), source_of("cluster-peer-listen")));
+          "cluster-peer-token (from {}) and cluster-peer-token-file (from {}) are both set: give "
+          "the cluster's shared secret one way only",
+          source_of("cluster-peer-token"), source_of("cluster-peer-token-file")));
     }
     auto token = read_peer_token(c.cluster.peer_token_file);
     if (!token) {
@@ -889,6 +913,15 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
                                           token.error().message));
     }
     c.cluster.peer_token = std::move(*token);
+  }
+  if (c.cluster.enabled() && c.cluster.peer_token.empty()) {
+    return invalid_argument(fmt::format(
+        "cluster-peer-token-file (from {}) and cluster-peer-token (from {}): both empty, but "
+        "cluster-node-id (from {}) turns cluster mode on, in which nodes prove membership to "
+        "each other with this shared secret (peer links, forwarded requests); set the same "
+        "16..1024-byte secret on every node",
+        source_of("cluster-peer-token-file"), source_of("cluster-peer-token"),
+        source_of("cluster-node-id")));
   }
   if (c.cluster.advertise_peer.empty()) c.cluster.advertise_peer = c.cluster.peer_listen;
   c.server.plain_enabled = c.listen_enabled;
@@ -916,7 +949,8 @@ std::string config_reference_markdown(std::string_view flags_help) {
       "stops witmqd at start with exit code 2 and a message naming the key, where the value came "
       "from and what was expected.\n\n"
       "SIGHUP makes witmqd read the file again, with the same flags over it: `log-level`, "
-      "`channels`, `guests`, `anonymous` and `identities` apply at once; any other key that changed is logged as needing a "
+      "`channels`, `guests`, `anonymous` and `identities` apply at once; any other key that "
+      "changed is logged as needing a "
       "restart and keeps its running value; a file that does not load changes nothing "
       "(docs/OPERATIONS.md, Signals).\n\n";
   md += "## Flags\n\n```\n";

@@ -42,6 +42,7 @@
 #include "daemon/memory_release.h"
 #include "daemon/reload.h"
 #include "daemon/sd_notify.h"
+#include "forward/forwarder.h"
 #include "net/http_server.h"
 #include "net/server.h"
 
@@ -200,6 +201,16 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     return extra;
   };
   server_options.authenticator = &authenticator;
+  // Cluster mode: operations on channels another node leads go there (docs/CLUSTERING.md).
+  std::shared_ptr<forward::Forwarder> forwarder;
+  if (config.cluster.enabled()) {
+    forwarder = std::make_shared<forward::Forwarder>(
+        io.get_executor(),
+        forward::ForwarderOptions{config.cluster.peer_token, config.cluster.forward_timeout,
+                                  config.broker.default_channel.replicas});
+    server_options.forwarder = forwarder;
+    server_options.cluster_peer_token = config.cluster.peer_token;
+  }
   net::Server server(io, **broker, server_options);
   if (auto st = server.listen(); !st) {
     log::error("cannot listen: {}", st.error().to_string());
@@ -233,6 +244,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     }
     node = join_cluster(joined, server, **broker, peer_links.get());
     cluster_node.store(node.get());
+    if (node) forwarder->attach(node.get());
     if (!node) {
       if (peer_links) peer_links->stop();
       if (peer_server) peer_server->stop();
@@ -256,11 +268,15 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
         if (n->ready(&why)) return std::nullopt;
         return why;
       };
-      sources.cluster_figures = [n, &cluster_peer_server, &cluster_peer_links] {
-        const cluster::NodeFigures f = n->figures();
-        net::ClusterFigures out{f.member,       f.nodes_alive,    f.leases_held,
-                                f.channels_led, f.leader_changes, f.leaderships_lost,
-                                f.lease_losses, f.etcd_errors};
+      sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server,
+                                 &cluster_peer_links] {
+        const cluster::NodeFigures nf = n->figures();
+        net::ClusterFigures out{nf.member,       nf.nodes_alive,    nf.leases_held,
+                                nf.channels_led, nf.leader_changes, nf.leaderships_lost,
+                                nf.lease_losses, nf.etcd_errors};
+        out.handovers = nf.handovers;
+        out.forwarded = f->forwarded();
+        out.forward_errors = f->errors();
         if (cluster::PeerServer* p = cluster_peer_server.load()) {
           const cluster::PeerServerFigures pf = p->figures();
           out.peer_connections = pf.connections_open;

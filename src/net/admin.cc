@@ -216,6 +216,64 @@ Result<AdminResult> server_stats(broker::Broker& b, const AdminOptions& options)
 
 }  // namespace
 
+std::optional<std::string> admin_channel(AdminOp op, std::string_view text) {
+  const char* key = nullptr;
+  switch (op) {
+    case AdminOp::kChannelDeclare:
+    case AdminOp::kChannelDelete:
+    case AdminOp::kChannelStats:
+      key = "name";
+      break;
+    case AdminOp::kBrowse:
+    case AdminOp::kReplayDeadLetters:
+    case AdminOp::kPurge:
+      key = "channel";
+      break;
+    case AdminOp::kChannelList:
+    case AdminOp::kServerStats:
+      return std::nullopt;
+  }
+  if (!key || !check_json_depth(text).ok()) return std::nullopt;
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) return std::nullopt;
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_string()) return std::nullopt;
+  std::string name = it->get<std::string>();
+  if (!validate_channel_name(name).ok()) return std::nullopt;
+  return name;
+}
+
+Status authorize_admin(AdminOp op, const std::string& channel, auth::Access& access) {
+  auto may = [&](auth::Action action) -> Status {
+    auto st = access.check(action, channel);
+    if (!st) return Error(st.error().code, fmt::format("{}: {}", op_name(op), st.error().message));
+    return ok_status();
+  };
+  switch (op) {
+    case AdminOp::kChannelDeclare:
+    case AdminOp::kChannelDelete:
+    case AdminOp::kReplayDeadLetters:
+    case AdminOp::kPurge:
+      return may(auth::Action::kManage);
+    case AdminOp::kChannelStats:
+      if (!access.monitor() && !access.allows_any(channel)) {
+        return Error(ErrorCode::kPermissionDenied,
+                     fmt::format("channel-stats: identity '{}' has no grant on channel '{}' and "
+                                 "not the monitor grant",
+                                 access.name(), channel));
+      }
+      return ok_status();
+    case AdminOp::kBrowse:
+      // Browsing shows message contents: receive (or manage) on the channel.
+      if (access.allows(auth::Action::kManage, channel)) return ok_status();
+      return may(auth::Action::kReceive);
+    case AdminOp::kChannelList:
+    case AdminOp::kServerStats:
+      break;
+  }
+  return ok_status();
+}
+
 json channel_stats_json(const broker::ChannelStats& s) {
   json subs = json::array();
   for (const auto& sub : s.subscriptions) {
@@ -249,11 +307,8 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
                                  const AdminOptions& options, auth::Access* access) {
   // Each check runs once the request parsed, so a malformed request is invalid-argument whoever
   // sends it, and before the broker is touched.
-  auto may = [&](auth::Action action, const std::string& channel) -> Status {
-    if (!access) return ok_status();
-    auto st = access->check(action, channel);
-    if (!st) return Error(st.error().code, fmt::format("{}: {}", op_name(op), st.error().message));
-    return ok_status();
+  auto may = [&](const std::string& channel) -> Status {
+    return access ? authorize_admin(op, channel, *access) : ok_status();
   };
   switch (op) {
     case AdminOp::kChannelList: {
@@ -272,7 +327,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
-      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
+      WITMQ_RETURN_IF_ERROR(may(*name));
       return declare(b, *f, options, access);
     }
     case AdminOp::kChannelDelete: {
@@ -280,7 +335,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
-      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *name));
+      WITMQ_RETURN_IF_ERROR(may(*name));
       WITMQ_RETURN_IF_ERROR(b.delete_channel(*name));
       return json_result(json::object());
     }
@@ -289,12 +344,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto name = f->channel("name");
       if (!name) return std::move(name).error();
-      if (access && !access->monitor() && !access->allows_any(*name)) {
-        return Error(ErrorCode::kPermissionDenied,
-                     fmt::format("channel-stats: identity '{}' has no grant on channel '{}' and "
-                                 "not the monitor grant",
-                                 access->name(), *name));
-      }
+      WITMQ_RETURN_IF_ERROR(may(*name));
       auto stats = b.channel_stats(*name);
       if (!stats) return std::move(stats).error();
       return json_result(channel_stats_json(*stats));
@@ -304,10 +354,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto channel = f->channel("channel");
       if (!channel) return std::move(channel).error();
-      // Browsing shows message contents: receive (or manage) on the channel.
-      if (access && !access->allows(auth::Action::kManage, *channel)) {
-        WITMQ_RETURN_IF_ERROR(may(auth::Action::kReceive, *channel));
-      }
+      WITMQ_RETURN_IF_ERROR(may(*channel));
       return browse(b, *f, options);
     }
     case AdminOp::kReplayDeadLetters: {
@@ -315,7 +362,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto channel = f->channel("channel");
       if (!channel) return std::move(channel).error();
-      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *channel));
+      WITMQ_RETURN_IF_ERROR(may(*channel));
       auto max = f->count("max", std::numeric_limits<uint64_t>::max());
       if (!max) return std::move(max).error();
       auto moved = b.replay_dead_letters(*channel, *max);
@@ -327,7 +374,7 @@ Result<AdminResult> handle_admin(broker::Broker& b, AdminOp op, std::string_view
       if (!f) return std::move(f).error();
       auto channel = f->channel("channel");
       if (!channel) return std::move(channel).error();
-      WITMQ_RETURN_IF_ERROR(may(auth::Action::kManage, *channel));
+      WITMQ_RETURN_IF_ERROR(may(*channel));
       auto purged = b.purge(*channel);
       if (!purged) return std::move(purged).error();
       return json_result({{"purged", *purged}});

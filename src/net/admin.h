@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +49,15 @@ struct AdminResult {
 // grant unless monitor is granted. nullptr = no checks.
 Result<AdminResult> handle_admin(broker::Broker& broker, AdminOp op, std::string_view json,
                                  const AdminOptions& options, auth::Access* access = nullptr);
+
+// The channel an admin request is about (its "name" or "channel" field), to route it in a
+// cluster; nullopt for the node-wide ops (channel-list, server-stats) and for a body without a
+// valid channel name (handle_admin then says what is wrong).
+std::optional<std::string> admin_channel(AdminOp op, std::string_view json);
+// The grant handle_admin requires of `access` for `op` on `channel` (docs/SECURITY.md): manage
+// for declare, delete, replay and purge; receive or manage for browse; some grant or monitor for
+// channel-stats. A declare naming a dead-letter channel is further checked by handle_admin.
+Status authorize_admin(AdminOp op, const std::string& channel, auth::Access& access);
 
 // The channel-stats object of docs/PROTOCOL.md section 13.
 nlohmann::json channel_stats_json(const broker::ChannelStats& stats);

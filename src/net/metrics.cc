@@ -271,6 +271,17 @@ std::string render_metrics(const MetricsSnapshot& s) {
              "Connections the peer listener refused: a wrong secret or cluster, a malformed or "
              "oversized frame, no hello in time, too many connections.");
     w.sample(d(c.peers_refused));
+    w.family("witmq_cluster_leader_handovers_total", "counter",
+             "Channel leaderships this node handed back to the channel's preferred leader when "
+             "it returned.");
+    w.sample(d(c.handovers));
+    w.family("witmq_cluster_forwarded_total", "counter",
+             "Client operations this node relayed to the channel's leader, by operation.");
+    for (const auto& [op, n] : c.forwarded) w.sample("op", op, d(n));
+    w.family("witmq_cluster_forward_errors_total", "counter",
+             "Operations this node could not relay: no leader within cluster-forward-timeout-ms, "
+             "the leader unreachable, or the connection to it lost.");
+    w.sample(d(c.forward_errors));
   }
 
   for (const auto& m : listener_metrics()) {

@@ -30,7 +30,7 @@ struct GuestFigures {
   uint64_t traps = 0;
   uint64_t budget_exhaustions = 0;
   uint64_t memory_limit_hits = 0;
-  uint64_t handler_time_ns = 0;  // wall time inside the handler
+  uint64_t handler_time_ns = 0;       // wall time inside the handler
   uint64_t output_lines = 0;          // stdout / stderr lines logged
   uint64_t output_lines_dropped = 0;  // lines over the rate limit
   uint64_t output_bytes_dropped = 0;  // bytes dropped or cut
@@ -61,6 +61,11 @@ struct ClusterFigures {
   uint64_t peer_links_up = 0;     // links this node dialed to other nodes that are up now
   uint64_t peer_connections = 0;  // connections open on this node's peer listener now
   uint64_t peers_refused = 0;     // connections the peer listener refused
+  uint64_t handovers = 0;         // leaderships handed back to a returning preferred leader
+  // Operations relayed to the channel's leader, by operation (frame name), and those that could
+  // not be (no leader in time, the leader unreachable, the link lost).
+  std::vector<std::pair<std::string, uint64_t>> forwarded;
+  uint64_t forward_errors = 0;
 };
 
 struct MetricsSnapshot {

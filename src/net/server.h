@@ -29,6 +29,7 @@
 #include "broker/channel_settings.h"
 #include "common/result.h"
 #include "net/admin.h"
+#include "net/forward.h"
 #include "net/frames.h"
 
 namespace witmq::net {
@@ -89,6 +90,12 @@ struct ServerOptions {
   // Who may connect and what each identity may do (docs/SECURITY.md); must outlive the server.
   // nullptr = no checks at all (embedding and tests of this layer).
   auth::Authenticator* authenticator = nullptr;
+  // Cluster mode: where operations on channels this node does not lead go (net/forward.h);
+  // nullptr = every channel is served here.
+  std::shared_ptr<Forwarder> forwarder;
+  // The cluster's shared secret (cluster-peer-token): a connect whose token is a forwarding token
+  // carrying it acts on behalf of the identity the token names. "" = no forwarded connections.
+  std::string cluster_peer_token;
 };
 
 // Where a protocol connection is in its life (server-stats' "connections-by-state", the

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "broker/extensions.h"
+#include "broker/receipt.h"
 #include "common/log.h"
 #include "net/tls.h"
 
@@ -461,13 +462,30 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
                                         "speaks {}",
                                         listed, kProtocolVersion)));
   }
-  if (opts_.authenticator) {
+  if (c.token && c.token->starts_with(kForwardTokenPrefix)) {
+    // A cluster node forwarding its client's requests: it proves the cluster secret and names
+    // the identity it acts for, whose credential the entry node checked (docs/CLUSTERING.md).
+    auto identity = check_forward_token(*c.token, opts_.cluster_peer_token);
+    if (identity && opts_.authenticator) {
+      auto access = opts_.authenticator->on_behalf_of(*identity);
+      if (access) {
+        access_ = std::move(*access);
+      } else {
+        identity = std::move(access).error();
+      }
+    }
+    if (!identity) {
+      log::info("connection {}: forwarded connect refused: {}", id_, identity.error().message);
+      return goaway(id, identity.error());
+    }
+    forwarded_ = true;
+  } else if (opts_.authenticator) {
     // Over TLS, a verified client certificate's CN may name the identity.
     auto access = opts_.authenticator->authenticate(c.token, peer_certificate_cn_, true);
     if (!access) {
       log::info("connection {}: connect refused: {}", id_, access.error().message);
-      return goaway(id, Error(access.error().code,
-                              fmt::format("connect: {}", access.error().message)));
+      return goaway(id,
+                    Error(access.error().code, fmt::format("connect: {}", access.error().message)));
     }
     access_ = std::move(*access);
   }
@@ -477,6 +495,7 @@ void Session::handle_connect(uint32_t id, const Connect& c) {
                   Error(client.error().code, fmt::format("connect: {}", client.error().message)));
   }
   client_ = std::move(*client);
+  client_name_ = c.name;
   connected_ = true;
   set_state(ConnectionState::kConnected);
   ConnectOk ok;
@@ -512,6 +531,12 @@ void Session::handle(Frame& frame) {
                                         "reload; reconnect with valid credentials",
                                         access_->name())));
   }
+  if (opts_.forwarder && maybe_forward(frame)) return;
+  serve(frame);
+}
+
+void Session::serve(Frame& frame) {
+  const uint32_t id = frame.request_id;
   std::visit(
       [&](auto& body) {
         using T = std::decay_t<decltype(body)>;
@@ -568,6 +593,123 @@ void Session::handle(Frame& frame) {
       frame.body);
 }
 
+bool Session::maybe_forward(Frame& frame) {
+  const uint32_t id = frame.request_id;
+  std::string channel;
+  Status allowed = ok_status();
+  size_t bytes = 0;
+  if (auto* s = std::get_if<Send>(&frame.body)) {
+    channel = s->channel;
+    allowed = authorize(auth::Action::kSend, channel);
+    bytes = decoded_bytes(*s);
+  } else if (auto* r = std::get_if<SubscribeTryReceive>(&frame.body)) {
+    channel = r->channel;
+    allowed = authorize(auth::Action::kReceive, channel);
+  } else if (auto* r = std::get_if<SubscribeReceive>(&frame.body)) {
+    channel = r->channel;
+    allowed = authorize(auth::Action::kReceive, channel);
+  } else if (std::holds_alternative<CompleteMessage>(frame.body) ||
+             std::holds_alternative<AbandonMessage>(frame.body)) {
+    // Settling needs no grant: the receipt is the proof. An r2 receipt names its channel; an r1
+    // receipt (or none) is settled here, which answers what is wrong with it.
+    const Message& m = std::holds_alternative<CompleteMessage>(frame.body)
+                           ? std::get<CompleteMessage>(frame.body).message
+                           : std::get<AbandonMessage>(frame.body).message;
+    const std::string* receipt = find_metadata(m, meta::kReceipt);
+    if (!receipt) return false;
+    auto parsed = broker::parse_receipt(*receipt);
+    if (!parsed || parsed->channel_name.empty()) return false;
+    channel = std::move(parsed->channel_name);
+  } else if (auto* a = std::get_if<AdminRequest>(&frame.body)) {
+    auto named = admin_channel(a->op, a->json);
+    if (!named) return false;
+    channel = std::move(*named);
+    if (access_) allowed = authorize_admin(a->op, channel, *access_);
+    bytes = sizeof(AdminCall) + a->json.capacity();
+  } else {
+    return false;
+  }
+  if (!allowed) {
+    reply_error(id, allowed.error());
+    return true;
+  }
+  ++in_flight_;
+  in_flight_bytes_ += bytes;
+  // A forwarded connection is served here or refused: never forwarded again, so a request
+  // crosses at most one hop, whatever the nodes believe about each other.
+  opts_.forwarder->locate(
+      channel, !forwarded_,
+      [self = shared_from_this(), frame = std::move(frame), channel,
+       bytes](Result<std::optional<ForwardTarget>> where) mutable {
+        self->post([self, frame = std::move(frame), channel = std::move(channel), bytes,
+                    where = std::move(where)]() mutable {
+          if (self->closed_) return;
+          if (!where || (*where && self->forwarded_)) {
+            self->reply_error(frame.request_id,
+                              where ? Error(ErrorCode::kUnavailable,
+                                            fmt::format("channel '{}': this node does not lead "
+                                                        "it (node {} does); retry through any node",
+                                                        channel, (*where)->node))
+                                    : where.error());
+            return self->answered(bytes);
+          }
+          if (!*where) {
+            // Served here: the local path, with its own accounting.
+            self->serve(frame);
+            return self->answered(bytes);
+          }
+          self->forward(std::move(frame), std::move(channel), **where, bytes);
+        });
+      });
+  return true;
+}
+
+void Session::forward(Frame frame, std::string channel, const ForwardTarget& target, size_t bytes) {
+  std::shared_ptr<ForwardLink> link;
+  for (auto it = links_.begin(); it != links_.end();) {
+    if (!it->second->usable()) {
+      it = links_.erase(it);
+    } else {
+      if (it->first == target) link = it->second;
+      ++it;
+    }
+  }
+  if (!link) {
+    link = opts_.forwarder->link(target, client_name_, access_ ? access_->name() : std::string());
+    links_.emplace_back(target, link);
+  }
+  const uint32_t id = frame.request_id;
+  link->request(std::move(frame), [self = shared_from_this(), id, channel = std::move(channel),
+                                   target, bytes](Result<Frame> reply) mutable {
+    self->post([self, id, channel = std::move(channel), target = std::move(target), bytes,
+                reply = std::move(reply)]() mutable {
+      self->on_forwarded(id, channel, target, std::move(reply), bytes);
+    });
+  });
+}
+
+void Session::on_forwarded(uint32_t id, const std::string& channel, const ForwardTarget& target,
+                           Result<Frame> reply, size_t bytes) {
+  if (closed_) return;
+  if (!reply) {
+    reply_error(id, Error(reply.error().code,
+                          fmt::format("channel '{}' (led by node {} at {}): {}", channel,
+                                      target.node, target.address, reply.error().message)));
+    return answered(bytes);
+  }
+  if (can_write()) {
+    if (const auto* r = std::get_if<SubscribeReceiveOk>(&reply->body)) {
+      ctx_.counters.messages_out.fetch_add(r->messages.size(), std::memory_order_relaxed);
+    } else if (const auto* t = std::get_if<SubscribeTryReceiveOk>(&reply->body); t && t->messages) {
+      ctx_.counters.messages_out.fetch_add(t->messages->size(), std::memory_order_relaxed);
+    }
+    reply->request_id = id;
+    encode(out_pending_, *reply);
+    queued();
+  }
+  answered(bytes);
+}
+
 void Session::handle_send(uint32_t id, Send& s) {
   if (auto st = authorize(auth::Action::kSend, s.channel); !st) return reply_error(id, st.error());
   ++in_flight_;
@@ -590,9 +732,9 @@ void Session::handle_send(uint32_t id, Send& s) {
 void Session::handle_update(uint32_t id, const UpdateGuestConfiguration& u) {
   for (const std::string& channel : u.config.channels) {
     if (auto allowed = authorize(auth::Action::kReceive, channel); !allowed) {
-      return reply_error(id, Error(allowed.error().code,
-                                   fmt::format("update-guest-configuration: {}",
-                                               allowed.error().message)));
+      return reply_error(
+          id, Error(allowed.error().code,
+                    fmt::format("update-guest-configuration: {}", allowed.error().message)));
     }
   }
   auto st = broker_.update_guest_configuration(client_, u.config);
@@ -1169,6 +1311,8 @@ void Session::close() {
   handshake_timer_.cancel();
   // Messages the client holds unsettled become available again; its waiting receives end.
   if (client_) broker_.disconnect(client_);
+  // The same for what it holds on other nodes through its forwarded requests.
+  for (auto& [target, link] : std::exchange(links_, {})) link->close();
   admin_queue_.clear();
   parked_.clear();
   log::debug("connection {}: closed", id_);

@@ -142,6 +142,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_first_frame(Frame& frame);
   void handle_decode_error(const DecodeError& e);
   void handle(Frame& frame);
+  // A request served by this node's broker.
+  void serve(Frame& frame);
   void handle_connect(uint32_t id, const Connect& c);
   void handle_send(uint32_t id, Send& s);
   void handle_update(uint32_t id, const UpdateGuestConfiguration& u);
@@ -150,6 +152,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_credit(uint32_t id, const Credit& c);
   void handle_stream_stop(uint32_t id);
   void handle_admin_request(uint32_t id, AdminRequest& a);
+  // Cluster mode: when `frame` is an operation on a channel another node leads, checks the
+  // connection's grants here, relays it there and returns true (net/forward.h). The one place
+  // that decides what is forwarded.
+  bool maybe_forward(Frame& frame);
+  void forward(Frame frame, std::string channel, const ForwardTarget& target, size_t bytes);
+  void on_forwarded(uint32_t id, const std::string& channel, const ForwardTarget& target,
+                    Result<Frame> reply, size_t bytes);
   // Starts the next queued admin call unless one runs or the output is over its cap.
   void run_admin();
   // ok when the connection's identity may do `action` on `channel` (always without an
@@ -260,6 +269,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // running on the admin pool.
   std::shared_ptr<auth::Access> access_;
   bool connected_ = false;
+  // The name connect gave: forwarded requests act for the same client on the leader.
+  std::string client_name_;
+  // This connection is a cluster node forwarding its client's requests (a forwarding token): it
+  // is served here and never forwarded again.
+  bool forwarded_ = false;
+  // Links to the other nodes this connection's requests were forwarded to, by node id.
+  std::vector<std::pair<ForwardTarget, std::shared_ptr<ForwardLink>>> links_;
   uint32_t in_flight_ = 0;
   size_t in_flight_bytes_ = 0;  // decoded size of the requests in flight (sends, admin calls)
   std::deque<AdminCall> admin_queue_;

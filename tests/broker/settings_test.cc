@@ -86,13 +86,19 @@ TEST(ExtensionsTest, BadValuesAreRefused) {
 }
 
 TEST(ReceiptTest, RoundTripAndRejectsGarbage) {
-  Receipt r{7, 3, 123456789, 0xdeadbeefcafef00dULL};
+  Receipt r{7, 3, 123456789, 0xdeadbeefcafef00dULL, {}};
   auto text = format_receipt(r);
   auto back = parse_receipt(text);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, r);
+  Receipt named{7, 3, 42, 0xabcULL, "orders.eu.dlq"};
+  EXPECT_EQ(format_receipt(named), "r2.7.3.42.0000000000000abc.orders.eu.dlq");
+  auto named_back = parse_receipt(format_receipt(named));
+  ASSERT_TRUE(named_back.ok()) << named_back.error().message;
+  EXPECT_EQ(*named_back, named);
   for (std::string bad : {"", "r1.", "r1.1.2.3", "r2.1.2.3.4", "r1.a.2.3.4", "r1.1.2.3.zz",
-                          "r1.99999999999.2.3.4", "r1.1.2.3.4.5"}) {
+                          "r1.99999999999.2.3.4", "r1.1.2.3.4.5", "r2.1.2.3.4.", "r2.1.2.3.zz.c",
+                          "r2.1.2.3.4..c", "r3.1.2.3.4.c"}) {
     EXPECT_FALSE(parse_receipt(bad).ok()) << bad;
   }
 }

@@ -39,6 +39,15 @@ TEST(CommandLine, DefaultsAndEnvironment) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->server.host, "h");
   EXPECT_EQ(r->server.port, 5);
+  // A cluster's nodes: a list, from the flag or the environment; `server` is the first.
+  r = parse({"--server", "a:1,b:2,c:3", "channels"}, {std::string("10.0.0.1:9000"), {}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->servers.size(), 3u);
+  EXPECT_EQ(r->servers[2], (client::Endpoint{"c", 3}));
+  EXPECT_EQ(r->server, (client::Endpoint{"a", 1}));
+  r = parse({"channels"}, {std::string("x:7,y:8"), {}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->servers, (std::vector<client::Endpoint>{{"x", 7}, {"y", 8}}));
 
   auto bad_env = parse({"channels"}, {std::string("h:0"), {}});
   ASSERT_FALSE(bad_env.ok());

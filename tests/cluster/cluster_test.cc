@@ -64,7 +64,8 @@ class ClusterTest : public ::testing::Test {
             "--set", "cluster-name=test",
             "--set", "cluster-etcd-endpoints=" + eps.dump(),
             "--set", "cluster-lease-ttl-seconds=2",
-            "--set", "cluster-etcd-timeout-ms=500"};
+            "--set", "cluster-etcd-timeout-ms=500",
+            "--set", "cluster-peer-token=cluster-test-secret-0123456789"};
   }
 
   void start_nodes(int n) {
@@ -503,8 +504,19 @@ TEST(ClusterConfigTest, BadClusterKeysAreRefusedWithTheKey) {
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("cluster-etcd-endpoints (from --set): empty"), std::string::npos)
       << none.err;
+  auto no_secret = run_witmqd({"--check-config", "--set", "cluster-node-id=n1"});
+  EXPECT_EQ(no_secret.exit_code, 2);
+  EXPECT_NE(no_secret.err.find("cluster-peer-token (from the defaults): empty, but cluster-node-id"),
+            std::string::npos)
+      << no_secret.err;
+  auto short_secret = run_witmqd({"--check-config", "--set", "cluster-peer-token=short"});
+  EXPECT_EQ(short_secret.exit_code, 2);
+  EXPECT_NE(short_secret.err.find("cluster-peer-token (from --set): 5 bytes; expected 16..1024"),
+            std::string::npos)
+      << short_secret.err;
   auto ok = run_witmqd({"--check-config", "--set", "cluster-node-id=n1", "--set",
-                        R"(cluster-etcd-endpoints=["http://etcd:2379/"])"});
+                        R"(cluster-etcd-endpoints=["http://etcd:2379/"])", "--set",
+                        "cluster-peer-token=0123456789abcdef"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 

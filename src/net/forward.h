@@ -1,0 +1,69 @@
+// Forwarding (docs/CLUSTERING.md, "Forwarding"): in cluster mode a connection's operations on a
+// channel that another node leads are relayed to that node, so any node serves any client. The
+// session decides, in one place of its dispatch, which frames go elsewhere; the implementation
+// (src/forward/) knows the cluster and the client library, which net/ does not.
+//
+// The forwarding connection acts on behalf of the client: it connects to the leader with the
+// client's name (so subscriptions and leases belong to the same client there) and a connect token
+// that proves cluster membership (cluster-peer-token) and names the client's identity, whose
+// grants the entry node has already checked. See forward_token() below.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "common/unique_function.h"
+#include "net/frames.h"
+
+namespace witmq::net {
+
+// The node that serves a channel.
+struct ForwardTarget {
+  std::string node;     // its id
+  std::string address;  // its advertised protocol address, HOST:PORT
+  bool operator==(const ForwardTarget&) const = default;
+};
+
+// One client connection's link to one other node. Requests go out in the order they are made.
+class ForwardLink {
+ public:
+  virtual ~ForwardLink() = default;
+  // Relays `request` (any request frame; its request id is the link's business) and calls `done`
+  // with the reply frame (an error reply is a frame too), or with kUnavailable naming the node
+  // when the link could not be opened or was lost. Any thread; `done` runs on another.
+  virtual void request(Frame request, UniqueFunction<void(Result<Frame>)> done) = 0;
+  // False once the link failed or was closed: the next request needs a new link.
+  virtual bool usable() const = 0;
+  // Closes the connection to the other node (the client left): what it held there (leases,
+  // waiting receives) is released as for any closed connection.
+  virtual void close() = 0;
+};
+
+class Forwarder {
+ public:
+  virtual ~Forwarder() = default;
+  using Located = UniqueFunction<void(Result<std::optional<ForwardTarget>>)>;
+  // Who serves `channel`: nullopt when this node does, a target when another node does. With
+  // `wait`, a channel without a leader yet (new, or its leader just died) is waited for, bounded
+  // by the forward timeout; then, or at once without `wait`, kUnavailable naming the channel.
+  // `done` may run at once on the caller's thread or later on another.
+  virtual void locate(const std::string& channel, bool wait, Located done) = 0;
+  // A new link to `target` acting for the client `client_name` with identity `identity` ("" when
+  // the server has no authentication).
+  virtual std::shared_ptr<ForwardLink> link(const ForwardTarget& target,
+                                            const std::string& client_name,
+                                            const std::string& identity) = 0;
+};
+
+// A forwarding connection's connect token: "witmq-forward\n<identity>\n<cluster-peer-token>".
+inline constexpr std::string_view kForwardTokenPrefix = "witmq-forward\n";
+std::string forward_token(std::string_view identity, std::string_view peer_token);
+// The identity a forwarding token names, when `token` is one whose secret equals `peer_token`
+// (compared in constant time); kPermissionDenied otherwise (never echoing the token).
+Result<std::string> check_forward_token(std::string_view token, std::string_view peer_token);
+
+}  // namespace witmq::net
