@@ -83,8 +83,9 @@ const ModuleRequirements& guest_requirements() {
 }
 
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
-                                                            const WasmLimits& limits) {
-  return WasmModule::compile_file(path, guest_requirements(), limits);
+                                                            const WasmLimits& limits,
+                                                            const EngineOptions& engine) {
+  return WasmModule::compile_file(path, guest_requirements(), limits, engine);
 }
 
 // The instance's memory and cabi_realloc, for the canonical ABI.

@@ -44,7 +44,8 @@ const ModuleRequirements& guest_requirements();
 
 // Loads and checks a guest module: errors name the module and the missing or wrong item.
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
-                                                            const WasmLimits& limits);
+                                                            const WasmLimits& limits,
+                                                            const EngineOptions& engine = {});
 
 // How a call into the guest ended.
 struct CallReport {

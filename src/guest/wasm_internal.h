@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "guest/aot_runtime.h"
 #include "guest/wasm_runtime.h"
 #include "wabt/interp/interp.h"
 
@@ -24,6 +25,8 @@ struct WasmModule::Impl {
   int grow_refused_global = -1;
   // Nested calls an instance may make: WasmLimits::value_stack_bytes over the largest frame.
   uint32_t call_depth = kMaxCallDepth;
+  // The compiled form when the module runs in the ahead-of-time tier, else nullptr.
+  std::shared_ptr<const AotLibrary> aot;
 };
 
 // The load-time rewrite of a module (with wabt's IR), for what the interpreter cannot limit:
