@@ -121,7 +121,12 @@ std::string glue_source(const AotPlan& plan) {
   c << "/* " << kGlueVersion << " */\n"
     << R"(#include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+/* The runtime allocates memories and tables with calloc and uses the result unchecked: a failed
+   allocation traps (ending the instantiation) instead. */
+static void* witmq_calloc(size_t n, size_t size);
+#define calloc(n, size) witmq_calloc(n, size)
 #define WASM_RT_MEMCHECK_SIGNAL_HANDLER 0
 #define WASM_RT_USE_STACK_DEPTH_COUNT 1
 static uint32_t witmq_max_depth = 1;
@@ -137,6 +142,12 @@ static inline jmp_buf* witmq_target(void) { return witmq_target_tls; }
 #define wasm_rt_jmp_buf (*witmq_target())
 #include "wasm-rt-impl.c"
 #include "module.c"
+#undef calloc
+static void* witmq_calloc(size_t n, size_t size) {
+  void* p = calloc(n, size);
+  if (!p && n != 0 && size != 0) wasm_rt_trap(WASM_RT_TRAP_OOB);
+  return p;
+}
 #define WITMQ_API __attribute__((visibility("default")))
 struct Z_witmq_instance_t {
   void* ctx;
@@ -541,8 +552,8 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
                                                            AotLoadInfo* info) {
   AotLoadInfo local_info;
   if (!info) info = &local_info;
-  // The key: the module as compiled, the tools' versions, the flags and the glue's version.
-  std::string key_text = std::string(kGlueVersion) + "\n" + tool_version(WITMQ_WASM2C) + "\n" +
+  // The key: the module as compiled, the glue compiled with it, the tools' versions, the flags.
+  std::string key_text = glue_source(plan) + "\n" + tool_version(WITMQ_WASM2C) + "\n" +
                          tool_version(WITMQ_AOT_CC) + "\n" + cc_flags() + "\n";
   key_text.append(reinterpret_cast<const char*>(plan.bytes.data()), plan.bytes.size());
   const std::string key = auth::to_hex(auth::sha256(key_text));
@@ -599,10 +610,18 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
     info->note = "cache entry " + key + " not used: " + note;
     log::warn("module '{}': compiled-module {}; compiling again", name, info->note);
   }
-  if (!info->from_cache) {
+  if (info->from_cache) {
+    log::info("module '{}': compiled module loaded from the cache ({})", name, so_path.string());
+  } else {
+    const auto t0 = std::chrono::steady_clock::now();
     auto fresh = build(name, plan, cache_dir, options);
     if (!fresh.ok()) return std::move(fresh).error();
     built = std::move(fresh).value();
+    log::info("module '{}': compiled in {} ms (wasm2c and cc){}", name,
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count(),
+              temp_root.empty() ? ", kept in " + so_path.string() : std::string());
     if (temp_root.empty()) {
       // The shared object first, then the metadata naming its hash: an entry is complete once
       // its metadata exists, and each file appears whole (rename), so a crash or a concurrent

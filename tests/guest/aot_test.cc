@@ -269,6 +269,33 @@ TEST_P(BothTiersOnABroker, AnOutOfBoundsGuestFailsItsBatchesNotTheHost) {
   EXPECT_GE(h->stats().traps, 3u);
 }
 
+TEST_P(BothTiersOnABroker, ACGuestBuiltWithWasiLibcRunsAndPrints) {
+#ifndef WITMQ_EXAMPLE_GUESTS_BUILT
+  GTEST_SKIP() << "no clang able to target wasm32-wasi: the C test guests were not built";
+#endif
+  GuestOptions o = tier_options("wasi-c", "wasi_guest");
+  o.env = {{"GREETING", "hello from env"}};
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  send("wasi.in", {text_message("one"), text_message("two")});
+  std::vector<Message> got;
+  ASSERT_TRUE(eventually([&] {
+    auto r = receive("wasi.out", 100ms);
+    got.insert(got.end(), r.begin(), r.end());
+    return got.size() >= 2;
+  }));
+  EXPECT_EQ(testing::text_of(got[0]), "one");
+  for (const char* key : {"time-ok", "entropy-ok", "slept", "greeting"}) {
+    const std::string* v = find_metadata(got[0], key);
+    ASSERT_NE(v, nullptr) << key;
+    EXPECT_EQ(*v, std::string(key) == "greeting" ? "hello from env" : "1") << key;
+  }
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 2; }));
+  EXPECT_TRUE(logged("guest 'wasi-c' stdout: batch 1 of "));
+  EXPECT_TRUE(logged("guest 'wasi-c' stderr: to stderr"));
+  EXPECT_EQ(h->stats().traps, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiers, BothTiersOnABroker,
                          ::testing::Values(Engine::kInterp, Engine::kAot), tier_name);
 
