@@ -332,8 +332,10 @@ class AotLibrary {
  public:
   ~AotLibrary() {
     if (handle) dlclose(handle);
+    if (memfd >= 0) close(memfd);
   }
   void* handle = nullptr;
+  int memfd = -1;  // the sealed memory file it was loaded from, open while it is loaded
   std::string key;
   AotPlan plan;  // bytes dropped once built
   uint32_t call_depth = 1;
@@ -372,8 +374,8 @@ bool bind(void* handle, const char* symbol, F* out) {
 
 // Loads the shared object `bytes` (already checked against its hash) from a sealed memory file,
 // so that what is loaded is exactly what was checked.
-Result<void*> dlopen_bytes(const std::string& name, const std::string& bytes) {
-  const int fd = memfd_create("witmq-aot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+Result<void*> dlopen_bytes(const std::string& name, const std::string& bytes, int* memfd) {
+  int fd = memfd_create("witmq-aot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     return Error(ErrorCode::kInternal,
                  "module '" + name + "': dlopen: memfd_create: " + std::strerror(errno));
@@ -391,15 +393,32 @@ Result<void*> dlopen_bytes(const std::string& name, const std::string& bytes) {
     done += static_cast<size_t>(n);
   }
   fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  const char* why = handle ? nullptr : dlerror();
-  close(fd);
-  if (!handle) {
-    return Error(ErrorCode::kInternal,
-                 "module '" + name + "': dlopen: " + std::string(why ? why : "unknown error"));
+  // The loader knows a library by its path, and returns the library already loaded under the
+  // same path: the memory file stays open while its library is loaded (AotLibrary::memfd), and
+  // a number whose path still names a loaded library is skipped.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    if (void* stale = dlopen(path.c_str(), RTLD_NOLOAD | RTLD_LAZY)) {
+      dlclose(stale);
+      const int moved = fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+      close(fd);
+      if (moved < 0) break;
+      fd = moved;
+      continue;
+    }
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+      const char* why = dlerror();
+      close(fd);
+      return Error(ErrorCode::kInternal,
+                   "module '" + name + "': dlopen: " + std::string(why ? why : "unknown error"));
+    }
+    *memfd = fd;
+    return handle;
   }
-  return handle;
+  close(fd);
+  return Error(ErrorCode::kInternal,
+               "module '" + name + "': dlopen: no free path for the compiled module");
 }
 
 Status bind_library(const std::string& name, AotLibrary& lib) {
@@ -649,7 +668,7 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
   }
 
   auto lib = std::make_shared<AotLibrary>();
-  auto handle = dlopen_bytes(name, built.so);
+  auto handle = dlopen_bytes(name, built.so, &lib->memfd);
   if (!handle.ok()) return std::move(handle).error();
   lib->handle = *handle;
   WITMQ_RETURN_IF_ERROR(bind_library(name, *lib));
