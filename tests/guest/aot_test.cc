@@ -223,6 +223,22 @@ TEST_P(BothTiers, WasiCallsReachTheSandbox) {
   EXPECT_EQ(lines[0], "guest 'probe' stdout: hi");
 }
 
+TEST(AotLoad, TwoCompiledModulesLoadedTogetherEachRunTheirOwnCode) {
+  // The loader knows a library by its path; the compiled modules are loaded from memory files,
+  // whose paths (/proc/self/fd/N) repeat once a file is closed.
+  auto ok = load_guest_module(wasm_path("ok_guest"), small_limits(), engine_options(Engine::kAot));
+  auto trap =
+      load_guest_module(wasm_path("trap_guest"), small_limits(), engine_options(Engine::kAot));
+  ASSERT_TRUE(ok.ok() && trap.ok());
+  InstanceContext ctx;
+  ctx.guest_name = "two";
+  auto g_ok = GuestInstance::create(*ok, ctx);
+  auto g_trap = GuestInstance::create(*trap, ctx);
+  ASSERT_TRUE(g_ok.ok() && g_trap.ok());
+  EXPECT_EQ((*g_trap)->handle(batch_of(1)).status, CallStatus::kTrap);
+  EXPECT_TRUE((*g_ok)->handle(batch_of(1)).returned_ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiers, BothTiers, ::testing::Values(Engine::kInterp, Engine::kAot),
                          tier_name);
 
