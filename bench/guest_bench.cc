@@ -3,13 +3,21 @@
 //
 //   build/bench/witmq_guest_bench
 //
-// BM_GuestDrain/batch:N: each iteration sends kMessages messages of kMessageBytes bytes to
-// `bench.in` (not timed), then starts the guest (bench/guests/complete_all.wat, whose handler
-// returns ok) with batch-size N and times it from start() until the host has completed every
-// message: instantiation and configure, then receive, lowering, the handler call and
-// settlement per batch. items_per_second is messages handled per second of wall time; `cpu` is
-// the process's CPU time over that wall time (the guest's worker thread plus the broker's
-// threads), so msgs_per_cpu_s is the rate per busy core.
+// BM_GuestDrain/batch:N/aot:A/echo:E: each iteration sends kMessages messages of kMessageBytes
+// bytes to the guest's channel (not timed), then starts the guest with batch-size N in the tier A
+// picks (0: "interp", 1: "aot"; the module is compiled, or found in the cache, before the timed
+// part) and times it from start() until the host has completed every message: instantiation and
+// configure, then receive, lowering, the handler call and settlement per batch. The guest is
+// bench/guests/complete_all.wat (handler returns ok) with E = 0, and the echo example
+// (examples/guests/echo.c: every batch sent on to orders.audit) with E = 1, when a wasm32-wasi
+// clang built it. items_per_second is messages handled per second of wall time; `cpu` is the
+// process's CPU time over that wall time (the guest's worker thread plus the broker's threads),
+// so msgs_per_cpu_s is the rate per busy core.
+//
+// BM_GuestHandle/batch:N/aot:A: the guest alone, no broker: one instance of complete_all in tier
+// A, handed the same batch of N messages again and again (lowering, the handler call, the result
+// lifted). items_per_second is messages per second of the one thread that runs it: the guest
+// path's rate per core.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -27,6 +35,7 @@
 #include "broker/broker.h"
 #include "common/log.h"
 #include "guest/guest_host.h"
+#include "guest/guest_instance.h"
 
 namespace witmq::guest {
 namespace {
@@ -101,10 +110,22 @@ void BM_GuestDrain(benchmark::State& state) {
     state.SkipWithError("the broker did not open");
     return;
   }
+  const bool echo = state.range(2) != 0;
   GuestOptions options;
   options.name = "bench";
+#ifdef WITMQ_BENCH_ECHO_GUEST
+  options.module_path = echo ? WITMQ_BENCH_ECHO_GUEST : WITMQ_BENCH_GUEST;
+#else
+  if (echo) {
+    state.SkipWithError("the echo example was not built (no wasm32-wasi clang)");
+    return;
+  }
   options.module_path = WITMQ_BENCH_GUEST;
+#endif
+  const std::string channel = echo ? "orders" : "bench.in";
   options.batch_size = static_cast<uint32_t>(state.range(0));
+  options.engine = state.range(1) != 0 ? Engine::kAot : Engine::kInterp;
+  options.compile_cache_dir = f.dir + "/guest-cache";
   auto log = [](LogLevel level, std::string_view line) {
     if (level >= LogLevel::kWarn) std::fprintf(stderr, "%.*s\n", int(line.size()), line.data());
   };
@@ -112,8 +133,8 @@ void BM_GuestDrain(benchmark::State& state) {
   uint64_t handled = 0;
   double wall = 0, cpu = 0;
   for (auto _ : state) {
-    if (!f.fill("bench.in", kMessages)) {
-      state.SkipWithError("pre-filling bench.in failed");
+    if (!f.fill(channel, kMessages)) {
+      state.SkipWithError("pre-filling the guest's channel failed");
       break;
     }
     auto host = GuestHost::load(*f.broker, options, log);
@@ -155,12 +176,52 @@ void BM_GuestDrain(benchmark::State& state) {
 }
 
 BENCHMARK(BM_GuestDrain)
-    ->ArgName("batch")
-    ->Arg(1)
-    ->Arg(10)
-    ->Arg(100)
+    ->ArgNames({"batch", "aot", "echo"})
+    ->Args({1, 0, 0})
+    ->Args({10, 0, 0})
+    ->Args({100, 0, 0})
+    ->Args({1, 1, 0})
+    ->Args({10, 1, 0})
+    ->Args({100, 1, 0})
+    ->Args({100, 0, 1})
+    ->Args({100, 1, 1})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+
+void BM_GuestHandle(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  EngineOptions engine;
+  engine.engine = state.range(1) != 0 ? Engine::kAot : Engine::kInterp;
+  WasmLimits limits;
+  auto module = load_guest_module(WITMQ_BENCH_GUEST, limits, engine);
+  if (!module.ok()) {
+    state.SkipWithError(module.error().message.c_str());
+    return;
+  }
+  InstanceContext ctx;
+  ctx.guest_name = "bench";
+  auto g = GuestInstance::create(*module, ctx);
+  if (!g.ok()) {
+    state.SkipWithError(g.error().message.c_str());
+    return;
+  }
+  std::vector<Message> batch(n);
+  for (Message& m : batch) m.data.assign(kMessageBytes, 'x');
+  for (auto _ : state) {
+    CallReport r = (*g)->handle(batch);
+    if (!r.returned_ok()) {
+      state.SkipWithError(r.message.c_str());
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+}
+
+BENCHMARK(BM_GuestHandle)
+    ->ArgNames({"batch", "aot"})
+    ->Args({100, 0})
+    ->Args({100, 1})
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace witmq::guest

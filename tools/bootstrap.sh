@@ -9,6 +9,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
   libclang-rt-14-dev
+  # The compiled guest tier ("engine": "aot") runs wasm2c (wabt) and cc on the daemon's machine.
+  gcc libc6-dev
   python3 curl procps openssl
   # The Python client (clients/python): its tests, and building it offline with pip in a venv.
   python3-pytest python3-setuptools python3-wheel python3-venv

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -807,6 +808,11 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
                                         fmt::format("channels.{}", name));
     if (!s) return fail(s.error().message);
     c.broker.channels.emplace_back(name, *s);
+  }
+
+  // Compiled guests ("engine": "aot") are kept in the data directory, keyed by content.
+  for (auto& g : c.guests) {
+    g.compile_cache_dir = (std::filesystem::path(c.broker.data_dir) / "guest-cache").string();
   }
 
   // Constraints between keys.

@@ -80,7 +80,11 @@ Result<std::unique_ptr<GuestHost>> GuestHost::load(broker::Broker& broker, Guest
   limits.instruction_budget = options.instruction_budget;
   limits.memory_pages = options.memory_pages;
   limits.call_time_limit = options.call_timeout;
-  auto module = load_guest_module(options.module_path, limits);
+  EngineOptions engine;
+  engine.engine = options.engine;
+  engine.cache_dir = options.compile_cache_dir;
+  engine.compile_timeout = options.compile_timeout;
+  auto module = load_guest_module(options.module_path, limits, engine);
   if (!module.ok()) {
     Error e = std::move(module).error();
     return Error(e.code, fmt::format("guest '{}': {}", options.name, e.message));

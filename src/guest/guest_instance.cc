@@ -95,14 +95,24 @@ const ModuleRequirements& component_requirements() {
 }
 
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
-                                                            const WasmLimits& limits) {
+                                                            const WasmLimits& limits,
+                                                            const EngineOptions& engine) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return Error(ErrorCode::kNotFound, fmt::format("module '{}': cannot open the file", path));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
                              std::istreambuf_iterator<char>());
   if (in.bad()) return Error(ErrorCode::kIoError, fmt::format("module '{}': read failed", path));
-  if (!is_component(bytes)) return WasmModule::compile(path, bytes, guest_requirements(), limits);
+  if (!is_component(bytes)) {
+    return WasmModule::compile(path, bytes, guest_requirements(), limits, engine);
+  }
+  if (engine.engine == Engine::kAot) {
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("module '{}': a component runs in the interpreter only; set the "
+                             "guest's \"engine\" to \"interp\" (the ahead-of-time tier takes "
+                             "core modules)",
+                             path));
+  }
   auto link = read_component(path, bytes, component_requirements().offered_imports);
   if (!link.ok()) return std::move(link).error();
   return WasmModule::compile_linked(path, *link, component_requirements(), limits);

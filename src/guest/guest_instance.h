@@ -49,7 +49,8 @@ const ModuleRequirements& component_requirements();
 // Loads and checks a guest: a core module, or a component (component.h) whose core modules are
 // linked as it says. Errors name the module and the missing or wrong item.
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
-                                                            const WasmLimits& limits);
+                                                            const WasmLimits& limits,
+                                                            const EngineOptions& engine = {});
 
 // How a call into the guest ended.
 struct CallReport {

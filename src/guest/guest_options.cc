@@ -72,6 +72,14 @@ const std::vector<GuestOptionDoc>& guest_option_docs() {
        "The guest's WASI environment (`getenv`, `environ`), as `{\"NAME\": \"value\"}`; the "
        "guest sees nothing of the daemon's own. At most 256 variables; names of 1 to 256 bytes "
        "without `=` or NUL, values of at most 4096 bytes without NUL."},
+      {"engine", "\"interp\" or \"aot\"", "\"interp\"",
+       "Which tier runs the guest: `interp`, wabt's interpreter (starts at once), or `aot`, the "
+       "ahead-of-time tier: the module is compiled to native code with wasm2c and the system C "
+       "compiler when it loads (once per module content; kept in `<data-dir>/guest-cache`) and "
+       "runs several times faster. Same limits, isolation and metrics in both."},
+      {"compile-timeout-ms", "1..3600000", "300000",
+       "With `\"engine\": \"aot\"`: wall time compiling the module may take (wasm2c and the C "
+       "compiler together); past it the guest is refused."},
   };
   return docs;
 }
@@ -106,6 +114,10 @@ Status validate_guest_options(const GuestOptions& o) {
   if (o.restart_backoff.count() < 1 || o.restart_backoff.count() > 3'600'000) {
     return bad("restart-backoff-ms",
                fmt::format("is {}, expected 1..3600000", o.restart_backoff.count()));
+  }
+  if (o.compile_timeout.count() < 1 || o.compile_timeout.count() > 3'600'000) {
+    return bad("compile-timeout-ms",
+               fmt::format("is {}, expected 1..3600000", o.compile_timeout.count()));
   }
   if (o.env.size() > kMaxGuestEnvVars) {
     return bad("env", fmt::format("has {} variables, at most {} are allowed", o.env.size(),
@@ -224,6 +236,20 @@ Result<GuestOptions> guest_options_from_json(const json& j, std::string_view whe
         }
         o.env.emplace_back(name, value.get<std::string>());
       }
+    } else if (key == "engine") {
+      auto s = get_string(v, where, key);
+      if (!s) return std::move(s).error();
+      if (*s == "interp") {
+        o.engine = Engine::kInterp;
+      } else if (*s == "aot") {
+        o.engine = Engine::kAot;
+      } else {
+        return bad_key(where, key, fmt::format("expected \"interp\" or \"aot\", got {}", v.dump()));
+      }
+    } else if (key == "compile-timeout-ms") {
+      auto n = get_uint(v, where, key, 1, 3'600'000);
+      if (!n) return std::move(n).error();
+      o.compile_timeout = std::chrono::milliseconds(*n);
     } else {
       std::string known;
       for (const auto& d : guest_option_docs())

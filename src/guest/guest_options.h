@@ -13,6 +13,7 @@
 
 #include "auth/grants.h"
 #include "common/result.h"
+#include "guest/wasm_runtime.h"
 
 namespace witmq::guest {
 
@@ -56,6 +57,16 @@ struct GuestOptions {
   // variables; names 1..kMaxGuestEnvNameBytes bytes without '=' or NUL, values at most
   // kMaxGuestEnvValueBytes bytes without NUL.
   std::vector<std::pair<std::string, std::string>> env;
+  // ["engine"] "interp" (wabt's interpreter: starts at once) or "aot" (the ahead-of-time tier:
+  // the module is compiled to native code at load, once per content, then runs several times
+  // faster). Same limits, isolation and metrics in both (docs/GUESTS.md "Two tiers").
+  Engine engine = Engine::kInterp;
+  // ["compile-timeout-ms"] "aot": wall time compiling the module may take (wasm2c and the C
+  // compiler together); past it the guest is refused. 1..3600000.
+  std::chrono::milliseconds compile_timeout{300'000};
+  // Where "aot" keeps compiled modules: not a guest setting; the daemon sets it to
+  // "<data-dir>/guest-cache". Empty: each load compiles into a temporary directory.
+  std::string compile_cache_dir;
 
   bool operator==(const GuestOptions&) const = default;
 };

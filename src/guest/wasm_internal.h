@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "guest/aot_runtime.h"
 #include "guest/wasm_runtime.h"
 #include "wabt/interp/interp.h"
 
@@ -32,6 +33,8 @@ struct WasmModule::Impl {
   };
   std::vector<Part> parts;
   CoreLink link;  // its module bytes dropped
+  // The compiled form when the module runs in the ahead-of-time tier, else nullptr.
+  std::shared_ptr<const AotLibrary> aot;
 };
 
 // The load-time rewrite of a module (with wabt's IR), for what the interpreter cannot limit:

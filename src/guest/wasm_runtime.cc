@@ -267,11 +267,13 @@ Status check_limits(const std::string& name, const wi::ModuleDesc& desc, const W
 
 // Rewrites a checked module (wasm_internal.h), reads it for the interpreter with the limits
 // applied and its start function taken out, and lowers *call_depth to what its frames allow.
+// *prepared (when given) receives the rewritten bytes, for the ahead-of-time tier.
 Status prepare_module(const std::string& name, const std::vector<uint8_t>& bytes,
                       const WasmLimits& limits, WasmModule::Impl::Part* part,
-                      uint32_t* call_depth) {
+                      uint32_t* call_depth, std::vector<uint8_t>* prepared = nullptr) {
   auto rewrite = rewrite_module(name, bytes);
   if (!rewrite.ok()) return std::move(rewrite).error();
+  if (prepared) *prepared = rewrite->rewritten ? rewrite->bytes : bytes;
   auto desc = read_module(name, rewrite->rewritten ? rewrite->bytes : bytes);
   if (!desc.ok()) return std::move(desc).error();
   if (rewrite->rewritten) part->grow_refused_global = rewrite->refused_global;
@@ -310,6 +312,8 @@ Status prepare_module(const std::string& name, const std::vector<uint8_t>& bytes
 
 std::string FuncSig::to_string() const { return wat_sig(to_wabt(*this)); }
 
+const char* engine_name(Engine e) { return e == Engine::kAot ? "aot" : "interp"; }
+
 const char* call_status_name(CallStatus s) {
   switch (s) {
     case CallStatus::kOk:
@@ -332,6 +336,7 @@ WasmModule::WasmModule(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WasmModule::~WasmModule() = default;
 const std::string& WasmModule::name() const { return impl_->name; }
 const WasmLimits& WasmModule::limits() const { return impl_->limits; }
+Engine WasmModule::engine() const { return impl_->aot ? Engine::kAot : Engine::kInterp; }
 
 bool WasmModule::has_function_export(const std::string& name) const {
   for (const wi::ExportDesc& e : impl_->desc.exports) {
@@ -342,7 +347,7 @@ bool WasmModule::has_function_export(const std::string& name) const {
 
 Result<std::shared_ptr<const WasmModule>> WasmModule::compile(
     std::string name, const std::vector<uint8_t>& bytes, const ModuleRequirements& requirements,
-    const WasmLimits& limits) {
+    const WasmLimits& limits, const EngineOptions& engine) {
   auto impl = std::make_unique<Impl>();
   impl->name = std::move(name);
   impl->limits = limits;
@@ -355,21 +360,31 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile(
   WITMQ_RETURN_IF_ERROR(check_module(impl->name, *desc, requirements, limits));
 
   WasmModule::Impl::Part part;
-  WITMQ_RETURN_IF_ERROR(prepare_module(impl->name, bytes, limits, &part, &impl->call_depth));
+  std::vector<uint8_t> prepared;
+  WITMQ_RETURN_IF_ERROR(prepare_module(impl->name, bytes, limits, &part, &impl->call_depth,
+                                       engine.engine == Engine::kAot ? &prepared : nullptr));
   impl->desc = std::move(part.desc);
   impl->starts = std::move(part.starts);
   impl->grow_refused_global = part.grow_refused_global;
+  if (engine.engine == Engine::kAot) {
+    auto plan = plan_aot_module(impl->name, prepared, impl->grow_refused_global, limits);
+    if (!plan.ok()) return std::move(plan).error();
+    auto lib = load_aot_library(impl->name, *plan, impl->call_depth, engine);
+    if (!lib.ok()) return std::move(lib).error();
+    impl->aot = std::move(lib).value();
+  }
   return std::shared_ptr<const WasmModule>(new WasmModule(std::move(impl)));
 }
 
 Result<std::shared_ptr<const WasmModule>> WasmModule::compile_file(
-    const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits) {
+    const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits,
+    const EngineOptions& engine) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error(ErrorCode::kNotFound, "module '" + path + "': cannot open the file");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
                              std::istreambuf_iterator<char>());
   if (in.bad()) return Error(ErrorCode::kIoError, "module '" + path + "': read failed");
-  return compile(path, bytes, requirements, limits);
+  return compile(path, bytes, requirements, limits, engine);
 }
 
 namespace {
@@ -536,6 +551,8 @@ Result<std::shared_ptr<const WasmModule>> WasmModule::compile_linked(
 
 struct WasmInstance::Impl {
   std::shared_ptr<const WasmModule> module;
+  // The compiled tier's instance when the module has one; everything below is then unused.
+  std::unique_ptr<AotInstance> aot;
   std::vector<HostFunction> host;
   // Declared first so that it is destroyed last: every RefPtr and the Thread below point into it.
   std::unique_ptr<wi::Store> store;
@@ -723,6 +740,12 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
   auto impl = std::make_unique<Impl>();
   const WasmModule::Impl& m = module->impl();
   impl->module = module;
+  if (m.aot) {
+    auto aot = AotInstance::instantiate(m.aot, m.name, m.limits, std::move(host));
+    if (!aot.ok()) return std::move(aot).error();
+    impl->aot = std::move(aot).value();
+    return std::unique_ptr<WasmInstance>(new WasmInstance(std::move(impl)));
+  }
   impl->host = std::move(host);
   impl->store = std::make_unique<wi::Store>();
   wi::Store& store = *impl->store;
@@ -846,6 +869,7 @@ Status WasmInstance::Impl::instantiate_linked() {
 }
 
 Status WasmInstance::initialize() {
+  if (impl_->aot) return impl_->aot->initialize();
   const WasmModule::Impl& m = impl_->module->impl();
   wi::Store& store = *impl_->store;
   // The start functions of linked core instances, in order (a component's reactor
@@ -892,9 +916,11 @@ Status WasmInstance::initialize() {
 }
 
 std::chrono::steady_clock::time_point WasmInstance::deadline() const {
+  if (impl_->aot) return impl_->aot->deadline();
   return impl_->depth > 0 ? impl_->deadline : std::chrono::steady_clock::time_point::max();
 }
 bool WasmInstance::charge(uint64_t steps) {
+  if (impl_->aot) return impl_->aot->charge(steps);
   if (impl_->depth == 0) return true;
   if (steps <= impl_->remaining) {
     impl_->remaining -= steps;
@@ -910,9 +936,12 @@ bool WasmInstance::charge(uint64_t steps) {
   return false;
 }
 
-uint32_t WasmInstance::call_depth_limit() const { return impl_->module->impl().call_depth; }
+uint32_t WasmInstance::call_depth_limit() const {
+  return impl_->aot ? impl_->aot->call_depth_limit() : impl_->module->impl().call_depth;
+}
 
 int WasmInstance::find_export(const std::string& name) const {
+  if (impl_->aot) return impl_->aot->find_export(name);
   for (size_t i = 0; i < impl_->export_names.size(); ++i) {
     if (impl_->export_names[i] == name && impl_->funcs[i]) return static_cast<int>(i);
   }
@@ -924,7 +953,9 @@ CallOutcome WasmInstance::call(int export_index, const std::vector<RawValue>& ar
   RawValue out[4] = {};
   CallOutcome o = call(export_index, args.data(), args.size(), out, 4);
   if (o.ok() && results) {
-    const size_t n = impl_->funcs[static_cast<size_t>(export_index)]->type().results.size();
+    const size_t n = impl_->aot
+                         ? impl_->aot->result_count(export_index)
+                         : impl_->funcs[static_cast<size_t>(export_index)]->type().results.size();
     results->assign(out, out + std::min<size_t>(n, 4));
   }
   return o;
@@ -932,6 +963,7 @@ CallOutcome WasmInstance::call(int export_index, const std::vector<RawValue>& ar
 
 CallOutcome WasmInstance::call(int export_index, const RawValue* args, size_t nargs,
                                RawValue* results, size_t nresults) {
+  if (impl_->aot) return impl_->aot->call(export_index, args, nargs, results, nresults);
   if (export_index < 0 || static_cast<size_t>(export_index) >= impl_->funcs.size() ||
       !impl_->funcs[static_cast<size_t>(export_index)]) {
     return {CallStatus::kTrap, "call to export #" + std::to_string(export_index) +
@@ -942,13 +974,18 @@ CallOutcome WasmInstance::call(int export_index, const RawValue* args, size_t na
 }
 
 uint8_t* WasmInstance::memory_data() {
+  if (impl_->aot) return impl_->aot->memory_data();
   return impl_->memory ? impl_->memory->UnsafeData() : nullptr;
 }
-uint64_t WasmInstance::memory_size() const { return impl_->memory ? impl_->memory->ByteSize() : 0; }
+uint64_t WasmInstance::memory_size() const {
+  if (impl_->aot) return impl_->aot->memory_size();
+  return impl_->memory ? impl_->memory->ByteSize() : 0;
+}
 uint32_t WasmInstance::memory_pages() const {
+  if (impl_->aot) return impl_->aot->memory_pages();
   return impl_->memory ? static_cast<uint32_t>(impl_->memory->PageSize()) : 0;
 }
-bool WasmInstance::usable() const { return !impl_->spent; }
+bool WasmInstance::usable() const { return impl_->aot ? impl_->aot->usable() : !impl_->spent; }
 const WasmModule& WasmInstance::module() const { return *impl_->module; }
 
 }  // namespace witmq::guest

@@ -129,6 +129,22 @@ inline constexpr uint32_t kMinCallDepth = 32;
 // Most nested calls any instance may make (wabt's own default call stack).
 inline constexpr uint32_t kMaxCallDepth = 1024;
 
+// Which tier runs a module's instances (docs/GUESTS.md "Two tiers"): wabt's interpreter, or
+// the ahead-of-time tier (aot_runtime.h), which compiles the module to native code through
+// wasm2c and the system C compiler. Both enforce the same WasmLimits.
+enum class Engine : uint8_t { kInterp, kAot };
+const char* engine_name(Engine e);
+
+// How a module is run.
+struct EngineOptions {
+  Engine engine = Engine::kInterp;
+  // kAot: where compiled modules are kept, by content hash, so that loading the same module
+  // again does not compile it again. Empty: each load compiles into a temporary directory.
+  std::string cache_dir;
+  // kAot: wall time wasm2c and the C compiler may take together for one module.
+  std::chrono::milliseconds compile_timeout{300'000};
+};
+
 // A validated, checked module, ready to instantiate any number of times (thread-safe to share).
 class WasmModule {
  public:
@@ -138,7 +154,8 @@ class WasmModule {
   static Result<std::shared_ptr<const WasmModule>> compile(std::string name,
                                                            const std::vector<uint8_t>& bytes,
                                                            const ModuleRequirements& requirements,
-                                                           const WasmLimits& limits);
+                                                           const WasmLimits& limits,
+                                                           const EngineOptions& engine = {});
   // As compile() for core modules linked as `link` says: every module is checked against the
   // limits, every host import against `requirements.offered_imports`, every import from another
   // instance against that instance's export, and `requirements.exports` against link.exports.
@@ -148,7 +165,8 @@ class WasmModule {
       const WasmLimits& limits);
   // As compile(), reading the file at `path` (the module's name is the path).
   static Result<std::shared_ptr<const WasmModule>> compile_file(
-      const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits);
+      const std::string& path, const ModuleRequirements& requirements, const WasmLimits& limits,
+      const EngineOptions& engine = {});
 
   ~WasmModule();
   WasmModule(const WasmModule&) = delete;
@@ -156,6 +174,7 @@ class WasmModule {
 
   const std::string& name() const;
   const WasmLimits& limits() const;
+  Engine engine() const;
   bool has_function_export(const std::string& name) const;
 
   struct Impl;
