@@ -271,9 +271,15 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server,
                                  &cluster_peer_links] {
         const cluster::NodeFigures nf = n->figures();
-        net::ClusterFigures out{nf.member,       nf.nodes_alive,    nf.leases_held,
-                                nf.channels_led, nf.leader_changes, nf.leaderships_lost,
-                                nf.lease_losses, nf.etcd_errors};
+        net::ClusterFigures out;
+        out.member = nf.member;
+        out.nodes_alive = nf.nodes_alive;
+        out.leases_held = nf.leases_held;
+        out.channels_led = nf.channels_led;
+        out.leader_changes = nf.leader_changes;
+        out.leaderships_lost = nf.leaderships_lost;
+        out.lease_losses = nf.lease_losses;
+        out.etcd_errors = nf.etcd_errors;
         out.handovers = nf.handovers;
         out.forwarded = f->forwarded();
         out.forward_errors = f->errors();

@@ -506,7 +506,8 @@ TEST(ClusterConfigTest, BadClusterKeysAreRefusedWithTheKey) {
       << none.err;
   auto no_secret = run_witmqd({"--check-config", "--set", "cluster-node-id=n1"});
   EXPECT_EQ(no_secret.exit_code, 2);
-  EXPECT_NE(no_secret.err.find("cluster-peer-token (from the defaults): empty, but cluster-node-id"),
+  EXPECT_NE(no_secret.err.find("cluster-peer-token (from the defaults): both empty, but "
+                                "cluster-node-id (from --set) turns cluster mode on"),
             std::string::npos)
       << no_secret.err;
   auto short_secret = run_witmqd({"--check-config", "--set", "cluster-peer-token=short"});

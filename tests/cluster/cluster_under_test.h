@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -32,7 +33,11 @@ class ClusterUnderTest {
   // Lease TTL 2 s, as in cluster_test.cc: failovers in a few seconds.
   static constexpr int kTtlSeconds = 2;
 
-  explicit ClusterUnderTest(int nodes) : etcd_(std::make_unique<Etcd>()) {
+  explicit ClusterUnderTest(int nodes)
+      : secret_dir_(daemon::testing::make_temp_dir("peer-secret")),
+        etcd_(std::make_unique<Etcd>()) {
+    // The peer listener needs the cluster's shared secret (cluster-peer-token-file).
+    std::ofstream(secret_dir_ + "/peer-token") << "test-cluster-secret-0123456789abcdef\n";
     for (int i = 1; i <= nodes; ++i) {
       const std::string id = "n" + std::to_string(i);
       Links& l = links_[id];
@@ -50,6 +55,8 @@ class ClusterUnderTest {
     for (auto& [id, d] : nodes_) {
       if (stopped_[id]) d->signal(SIGCONT);
     }
+    nodes_.clear();
+    std::filesystem::remove_all(secret_dir_);
   }
 
   std::vector<std::string> ids() const {
@@ -171,9 +178,11 @@ class ClusterUnderTest {
         "--set", "cluster-etcd-timeout-ms=500",
         "--set", "cluster-advertise-client=127.0.0.1:" + std::to_string(l.client->port()),
         "--set", "cluster-peer-listen=127.0.0.1:" + std::to_string(l.peer_port),
-        "--set", "cluster-advertise-peer=127.0.0.1:" + std::to_string(l.peer->port())};
+        "--set", "cluster-advertise-peer=127.0.0.1:" + std::to_string(l.peer->port()),
+        "--set", "cluster-peer-token-file=" + secret_dir_ + "/peer-token"};
   }
 
+  std::string secret_dir_;
   std::unique_ptr<Etcd> etcd_;
   std::map<std::string, Links> links_;
   std::map<std::string, std::unique_ptr<daemon::testing::Daemon>> nodes_;

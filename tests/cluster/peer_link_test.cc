@@ -505,8 +505,23 @@ TEST_F(PeerLinkDaemonTest, PeerListenWithoutAGoodSecretIsRefusedAtStart) {
   auto none = run_witmqd(base);
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("cluster-peer-token-file (from "), std::string::npos) << none.err;
-  EXPECT_NE(none.err.find("empty, but cluster-peer-listen (from --set) is set"), std::string::npos)
+  EXPECT_NE(none.err.find("both empty, but cluster-node-id (from --set) turns cluster mode on"),
+            std::string::npos)
       << none.err;
+  // The secret is given one way only: in the config or in a file.
+  std::ofstream(dir_ + "/good") << "0123456789abcdef0123\n";
+  auto both = base;
+  both.insert(both.end(), {"--set", "cluster-peer-token-file=" + dir_ + "/good", "--set",
+                           "cluster-peer-token=0123456789abcdef0123"});
+  auto twice = run_witmqd(both);
+  EXPECT_EQ(twice.exit_code, 2);
+  EXPECT_NE(twice.err.find("cluster-peer-token (from --set) and cluster-peer-token-file (from "
+                           "--set) are both set"),
+            std::string::npos)
+      << twice.err;
+  auto inline_only = base;
+  inline_only.insert(inline_only.end(), {"--set", "cluster-peer-token=0123456789abcdef0123"});
+  EXPECT_EQ(run_witmqd(inline_only).exit_code, 0);
   auto args = base;
   args.insert(args.end(), {"--set", "cluster-peer-token-file=" + dir_ + "/missing"});
   auto missing = run_witmqd(args);
