@@ -606,6 +606,16 @@ TEST_F(ComponentGuestsTest, TheLimitsHoldAcrossTheCoreInstances) {
   EXPECT_FALSE((*g)->usable());
 }
 
+TEST_F(ComponentGuestsTest, TheAheadOfTimeTierRefusesAComponentSayingSo) {
+  EngineOptions aot;
+  aot.engine = Engine::kAot;
+  auto m = load_guest_module(wasm_path("component_echo"), WasmLimits{}, aot);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().message.find("a component runs in the interpreter only"), std::string::npos)
+      << m.error().message;
+  EXPECT_TRUE(load_guest_module(wasm_path("component_echo"), WasmLimits{}).ok());
+}
+
 TEST_F(ComponentGuestsTest, JcoComponentsSurviveTruncationAndMutation) {
   survive_damage(read_bytes(wasm_path("component_echo")));
 }
