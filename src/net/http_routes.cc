@@ -123,7 +123,26 @@ Result<std::vector<std::pair<std::string, uint64_t>>> query_counts(
   return out;
 }
 
-// A browsed message as JSON: data as text when it is UTF-8, else base64.
+// The length of `text` as a JSON string's contents: control characters cost 6 bytes (\u0001)
+// or 2 (\n), quote and backslash 2, every other byte 1.
+size_t json_escaped_length(std::string_view text) {
+  size_t n = 0;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
+      n += 2;
+    } else if (c < 0x20) {
+      n += 6;
+    } else {
+      n += 1;
+    }
+  }
+  return n;
+}
+
+// A browsed message as JSON: data as text when it is UTF-8 and escaping it at most doubles it
+// (quotes and backslashes, as in JSON data, cost 2 bytes each), else base64; so a page's JSON
+// is at most about twice its data (data of control characters would grow six-fold as text).
 json message_json(const Message& m) {
   json metadata = json::object();
   if (m.metadata) {
@@ -137,7 +156,7 @@ json message_json(const Message& m) {
   out["metadata"] = std::move(metadata);
   const std::string_view text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
   size_t bad = 0;
-  if (is_valid_utf8(text, &bad)) {
+  if (is_valid_utf8(text, &bad) && json_escaped_length(text) <= 2 * text.size()) {
     out["data"] = std::string(text);
   } else {
     out["data_base64"] = base64_encode(m.data);

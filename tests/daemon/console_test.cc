@@ -242,6 +242,29 @@ TEST(ConsoleBrowseTest, APageOfLargeMessagesIsBoundedInBytes) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// Data of control characters is valid UTF-8 but would grow six-fold as JSON text (\u0001): it
+// comes as base64, so a page's answer stays near its data's size. JSON data stays text.
+TEST(ConsoleBrowseTest, ControlCharacterDataComesAsBase64AndThePageStaysBounded) {
+  Daemon d({"--set", "max-frame-bytes=2097152"});
+  const std::string controls(300'000, '\x01');
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(http_request(d.http_port(), "POST", "/v1/channels/ctl/messages", controls).status,
+              201u);
+  }
+  const std::string doc = R"({"k":"v","list":["a","b"]})";
+  ASSERT_EQ(http_request(d.http_port(), "POST", "/v1/channels/doc/messages", doc).status, 201u);
+  HttpReply page = http_get(d.http_port(), "/v1/channels/ctl/messages?max=100");
+  ASSERT_EQ(page.status, 200u) << page.status;
+  ASSERT_EQ(page.json["messages"].size(), 3u);
+  EXPECT_FALSE(page.json["messages"][0].contains("data"));
+  EXPECT_EQ(page.json["messages"][0]["data_base64"].get<std::string>().size(), 400'000u);
+  EXPECT_LT(page.body.size(), 1'300'000u);  // as text it would be about 5.4 MB
+  HttpReply docs = http_get(d.http_port(), "/v1/channels/doc/messages");
+  ASSERT_EQ(docs.status, 200u);
+  EXPECT_EQ(docs.json["messages"][0]["data"], doc);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 TEST(ConsoleGuestsTest, RefusedGuestsSayWhy) {
   const std::string dir = make_temp_dir("console-guests");
   const std::string config = dir + "/c.json";
