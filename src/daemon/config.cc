@@ -388,6 +388,31 @@ std::vector<ConfigKey> make_keys() {
       "arrive within this long (and within http-idle-timeout-ms), or the connection is closed: "
       "clients that trickle their headers cannot hold connections for long.",
       [](int64_t v, Config& c) { c.http.header_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(
+      {"http-allowed-hosts", KeyType::kArray, ordered_json::array(), 0, 0,
+       "Names a browser may use to reach the HTTP side (console, API), [\"NAME\", ...], "
+       "besides IP addresses, localhost and *.localhost, which are always allowed; \"*\" "
+       "allows any name. A browser's request (one with an Origin or Sec-Fetch-* header) whose "
+       "Host is none of these is refused with 403: a page whose DNS name was pointed at this "
+       "machine (DNS rebinding) must not reach it. Clients that are not browsers are not "
+       "affected.",
+       [](const json& v, Config& c) -> Status {
+         c.http.allowed_hosts.clear();
+         for (size_t i = 0; i < v.size(); ++i) {
+           if (!v[i].is_string() || v[i].get<std::string>().empty()) {
+             return invalid_argument(
+                 fmt::format("[{}]: {} is not a host name (a non-empty string)", i, v[i].dump()));
+           }
+           const std::string name = v[i].get<std::string>();
+           if (name.find_first_of(":/ ") != std::string::npos) {
+             return invalid_argument(fmt::format(
+                 "[{}]: '{}' is not a host name: give the name alone, without scheme or port", i,
+                 name));
+           }
+           c.http.allowed_hosts.push_back(name);
+         }
+         return ok_status();
+       }});
   k.push_back(string_key("data-dir", "./data",
                          "Directory of the message store (RocksDB); created if missing. Relative "
                          "paths are relative to the working directory.",

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/ip/address.hpp>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -288,13 +290,79 @@ std::string lower_case(std::string_view s) {
   return out;
 }
 
-// A request that changes something (any method but GET and HEAD) sent by a browser on behalf of
-// a page of another origin: its Origin header names another host than its Host header, or
-// Sec-Fetch-Site says cross-site. A page elsewhere can make a browser send a form POST to this
-// server without a preflight; bearer tokens are never sent by a browser on its own, but the
-// anonymous identity needs none. Such a request is refused, whatever its credential. Requests
-// without these headers (curl, the clients) are not browsers' and pass.
-std::optional<HttpResponse> cross_site_refusal(const HttpRequest& r) {
+size_t count_header(const HttpRequest& r, std::string_view name) {
+  return static_cast<size_t>(
+      std::count_if(r.headers.begin(), r.headers.end(), [&](const auto& h) { return h.first == name; }));
+}
+
+// The host part of a Host header or of an origin's authority: "[::1]:7401" -> "::1",
+// "Example.com:80" -> "example.com".
+std::string host_name(std::string_view authority) {
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    return lower_case(authority.substr(1, close == std::string_view::npos ? std::string_view::npos
+                                                                          : close - 1));
+  }
+  const auto colon = authority.rfind(':');
+  return lower_case(colon == std::string_view::npos ? authority : authority.substr(0, colon));
+}
+
+// Names that no DNS answer can point at another machine's page: IP literals, localhost and
+// *.localhost (which browsers resolve to loopback themselves).
+bool rebinding_proof(const std::string& host) {
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (!ec) return true;
+  return host == "localhost" || host.ends_with(".localhost");
+}
+
+bool is_browser_request(const HttpRequest& r) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == "origin" || k.starts_with("sec-fetch-")) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Requests a browser sends for a page. Two attacks go through a browser:
+//  - Cross-site request forgery: a page elsewhere makes the browser send a form POST here (no
+//    preflight; the anonymous identity needs no token). A request that changes something (any
+//    method but GET and HEAD) whose Origin is not this server's own (same scheme, same host and
+//    port as its Host header), or whose Sec-Fetch-Site says cross-site, is refused.
+//  - DNS rebinding: a page at evil.example whose name is then pointed at this machine is, to the
+//    browser, same-origin with this server, so it may send anything and read the answers. Its
+//    requests carry Host: evil.example. A browser's request (one carrying Origin or a Sec-Fetch-*
+//    header) is served only when its Host names this server: an IP literal, localhost, or a name
+//    in http-allowed-hosts.
+// Requests without these headers (curl, the clients) are not browsers' and pass. Each of Host,
+// Origin and Sec-Fetch-Site may come at most once.
+std::optional<HttpResponse> Router::browser_refusal(const HttpRequest& r) const {
+  for (const std::string_view name : {"host", "origin", "sec-fetch-site"}) {
+    if (count_header(r, name) > 1) {
+      return error_response(400, ErrorCode::kInvalidArgument,
+                            fmt::format("the request carries the {} header more than once", name));
+    }
+  }
+  if (!is_browser_request(r)) return std::nullopt;
+  const std::string* host = find_header(r, "host");
+  if (!host || host->empty()) {
+    return error_response(400, ErrorCode::kInvalidArgument,
+                          "a browser's request without a Host header");
+  }
+  const std::string name = host_name(*host);
+  const bool allowed =
+      rebinding_proof(name) ||
+      std::any_of(sources_.allowed_hosts.begin(), sources_.allowed_hosts.end(),
+                  [&](const std::string& a) { return a == "*" || lower_case(a) == name; });
+  if (!allowed) {
+    return error_response(
+        403, ErrorCode::kPermissionDenied,
+        fmt::format("Host '{}' is not a name of this server: a browser may reach it by an IP "
+                    "address, localhost, or a name listed in http-allowed-hosts (a page whose "
+                    "name was pointed at this machine must not talk to it)",
+                    *host));
+  }
   if (is_get(r.method)) return std::nullopt;
   if (const std::string* site = find_header(r, "sec-fetch-site");
       site && lower_case(*site) == "cross-site") {
@@ -304,22 +372,15 @@ std::optional<HttpResponse> cross_site_refusal(const HttpRequest& r) {
   }
   const std::string* origin = find_header(r, "origin");
   if (!origin) return std::nullopt;
-  const std::string* host = find_header(r, "host");
-  std::string_view o = *origin;
-  const auto scheme_end = o.find("://");
-  const std::string_view origin_host =
-      scheme_end == std::string_view::npos ? std::string_view() : o.substr(scheme_end + 3);
-  if (host && !origin_host.empty() && lower_case(origin_host) == lower_case(*host)) {
-    return std::nullopt;
-  }
+  const std::string_view scheme = r.secure ? "https://" : "http://";
+  const std::string o = lower_case(*origin);
+  if (o.starts_with(scheme) && o.substr(scheme.size()) == lower_case(*host)) return std::nullopt;
   return error_response(
       403, ErrorCode::kPermissionDenied,
-      fmt::format("a request from the page of another origin ('{}', this server is '{}') may not "
-                  "change anything",
-                  *origin, host ? *host : std::string()));
+      fmt::format("a request from the page of another origin ('{}', this server is '{}{}') may "
+                  "not change anything",
+                  *origin, scheme, *host));
 }
-
-}  // namespace
 
 HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
   return json_response(
@@ -379,7 +440,7 @@ std::optional<HttpResponse> Router::admit(const HttpRequest& head,
     auto target = parse_target(head.target);
     if (!target) return error_of(target.error());
     if (probe(head) || is_console_path(target->path)) return std::nullopt;
-    if (auto refused = cross_site_refusal(head)) return refused;
+    if (auto refused = browser_refusal(head)) return refused;
     auto access = authenticate(head);
     if (!access) return unauthorized(access.error());
     if (who) *who = *access;
@@ -406,7 +467,7 @@ Routed Router::route_request(HttpRequest r) {
   if (!target) return Routed::now(error_of(target.error()));
   if (auto answer = probe(r)) return Routed::now(std::move(*answer));
   if (is_console_path(target->path)) return Routed::now(console_response(r, target->path));
-  if (auto refused = cross_site_refusal(r)) return Routed::now(std::move(*refused));
+  if (auto refused = browser_refusal(r)) return Routed::now(std::move(*refused));
   const std::vector<std::string> seg = target->segments;
   const std::string path(target->path);
   const std::string& m = r.method;

@@ -35,6 +35,8 @@ struct HttpRequest {
   std::string body;
   // HTTPS: the CN of the client's verified certificate, which may name an identity.
   std::optional<std::string> certificate_cn;
+  // Came over the HTTPS listener (an Origin of this server then starts with https://).
+  bool secure = false;
 };
 
 struct HttpResponse {
@@ -73,6 +75,9 @@ struct HttpSources {
   // Channels with series of their own in /metrics (HttpServerOptions::metrics_max_channels, set
   // by the server).
   size_t metrics_max_channels = 1'000;
+  // Names a browser may reach this server by besides IP addresses and localhost
+  // (HttpServerOptions::allowed_hosts, set by the server); "*" allows any.
+  std::vector<std::string> allowed_hosts;
   // witmq_memory_releases_total: times freed memory was given back to the kernel.
   std::function<uint64_t()> memory_releases;
 };
@@ -137,6 +142,9 @@ class Router {
   // Who sent `r`: its bearer token's identity, or anonymous. A 401 response when neither is
   // allowed.
   Result<std::shared_ptr<auth::Access>> authenticate(const HttpRequest& r) const;
+  // A refusal for a browser's request that may be forged (another site's page, or DNS
+  // rebinding; see http_routes.cc), nullopt for any other request.
+  std::optional<HttpResponse> browser_refusal(const HttpRequest& r) const;
 
   Routed route_request(HttpRequest r);
   HttpResponse healthz() const;

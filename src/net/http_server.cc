@@ -60,6 +60,7 @@ size_t read_buffer_limit(const HttpServerOptions& o) { return o.max_header_bytes
 
 HttpSources with_options(HttpSources sources, const HttpServerOptions& o) {
   sources.metrics_max_channels = o.metrics_max_channels;
+  sources.allowed_hosts = o.allowed_hosts;
   return sources;
 }
 
@@ -386,6 +387,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                              std::string(field.value()));
     }
     r.certificate_cn = certificate_cn_;
+    r.secure = tls_.has_value();
     return r;
   }
 

@@ -62,6 +62,9 @@ struct HttpServerOptions {
   std::chrono::milliseconds header_timeout{10'000};
   // Channels with series of their own in /metrics (metrics-max-channels).
   uint32_t metrics_max_channels = 1'000;
+  // Names a browser may reach the HTTP side by, besides IP addresses, localhost and *.localhost
+  // (http-allowed-hosts); "*" allows any. Guards against DNS rebinding.
+  std::vector<std::string> allowed_hosts;
   // On stop(), how long requests in progress get before their connections are closed.
   std::chrono::milliseconds shutdown_timeout{10'000};
 };

@@ -245,6 +245,71 @@ TEST(HttpHostileTest, InvalidUtf8AnywhereIsAnsweredAndReleasesTheConnection) {
   EXPECT_EQ(d.stop(SIGTERM, 20s), 0) << d.log();
 }
 
+// DNS rebinding: a page at evil.example whose name now points at this machine is same-origin
+// with witmqd in the browser's eyes, so the Origin check alone lets it through. A browser's
+// request is served only when its Host names this server (an IP literal, localhost, *.localhost
+// or a name in http-allowed-hosts); other clients are not browsers and pass. Host, Origin and
+// Sec-Fetch-Site may each come once, and an Origin must have this listener's scheme.
+TEST(HttpHostileTest, BrowsersReachTheServerOnlyByItsOwnNames) {
+  Daemon d({"--set", R"(http-allowed-hosts=["Broker.Internal"])"});
+  ASSERT_NE(d.http_port(), 0);
+  const std::string port = std::to_string(d.http_port());
+  auto raw = [&](const std::string& method, const std::string& target, const std::string& host,
+                 const std::string& headers, const std::string& body = "") {
+    return round_trip(d.http_port(),
+                      method + " " + target + " HTTP/1.1\r\nHost: " + host +
+                          "\r\nConnection: close\r\n" + headers +
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  ASSERT_EQ(http_request(d.http_port(), "PUT", "/v1/channels/rebind", "{}").status, 201u);
+  auto sends = [&] {
+    return http_get(d.http_port(), "/v1/channels/rebind").json["sends-total"].get<int>();
+  };
+  const std::string evil = "evil.example:" + port;
+  // The rebound page: it reads nothing and sends nothing, however same-origin it looks.
+  for (const std::string& headers :
+       {"Origin: http://" + evil + "\r\n", std::string("Sec-Fetch-Site: same-origin\r\n"),
+        std::string("Sec-Fetch-Mode: cors\r\n")}) {
+    const std::string read = raw("GET", "/v1/channels", evil, headers);
+    EXPECT_EQ(status_of(read), 403u) << headers << read;
+    EXPECT_NE(body_of(read).find("http-allowed-hosts"), std::string::npos) << read;
+    const std::string wrote = raw("POST", "/v1/channels/rebind/messages", evil, headers, "x");
+    EXPECT_EQ(status_of(wrote), 403u) << headers << wrote;
+  }
+  EXPECT_EQ(sends(), 0);
+  // The server's own names pass: IP literals, localhost, *.localhost and the configured name
+  // (whatever its case), each as its own origin.
+  for (const std::string& name : {std::string("127.0.0.1"), std::string("[::1]"),
+                                  std::string("localhost"), std::string("console.localhost"),
+                                  std::string("broker.internal")}) {
+    const std::string host = name + ":" + port;
+    const std::string wrote =
+        raw("POST", "/v1/channels/rebind/messages", host,
+            "Origin: http://" + host + "\r\nSec-Fetch-Site: same-origin\r\n", "x");
+    EXPECT_EQ(status_of(wrote), 201u) << host << ": " << wrote;
+  }
+  EXPECT_EQ(sends(), 5);
+  // A client that is not a browser (no Origin, no Sec-Fetch-*) is not asked for a name.
+  EXPECT_EQ(status_of(raw("POST", "/v1/channels/rebind/messages", evil, "", "x")), 201u);
+  EXPECT_EQ(sends(), 6);
+  // The Origin's scheme must be this listener's: an https page is another origin.
+  const std::string own = "127.0.0.1:" + port;
+  EXPECT_EQ(status_of(raw("POST", "/v1/channels/rebind/messages", own,
+                          "Origin: https://" + own + "\r\n", "x")),
+            403u);
+  // Two of a header the checks read: which one a check would read is not guessed.
+  for (const std::string& twice :
+       {"Origin: http://" + own + "\r\nOrigin: http://evil.example\r\n",
+        std::string("Sec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\n"),
+        std::string("Host: evil.example\r\n")}) {
+    const std::string reply = raw("POST", "/v1/channels/rebind/messages", own, twice, "x");
+    EXPECT_EQ(status_of(reply), 400u) << twice << reply;
+  }
+  EXPECT_EQ(sends(), 6);
+  expect_alive(d);
+  EXPECT_EQ(d.stop(SIGTERM, 20s), 0) << d.log();
+}
+
 // Issue 19 item 2: a chunk header or trailers that never end are refused once the read buffer's
 // limit is reached, and memory does not grow with them.
 TEST(HttpHostileTest, ChunkExtensionsAndTrailersCannotGrowMemory) {
