@@ -3,7 +3,9 @@
 // cached code was tampered with, refused naming the step when compiling fails, and failing alone
 // when they trap.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -113,6 +115,71 @@ TEST(AotGuestsTest, ACompiledGuestRunsIsCachedAcrossRestartsAndTamperingIsRefuse
   EXPECT_EQ(forward_round(d, 2, "d"), (std::vector<std::string>{"d0", "d1"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
   std::filesystem::remove(config);
+}
+
+// The files of the cache entry `object` ("<key>.so"): its key.
+std::string key_of(const std::filesystem::path& object) { return object.stem().string(); }
+
+TEST(AotGuestsTest, TheCacheKeepsOnlyConfiguredGuestsAndDamagedEntriesAreCompiledAgain) {
+  namespace fs = std::filesystem;
+  const json forwarder = {
+      {"name", "forwarder"}, {"module", wasm("forward_guest")}, {"engine", "aot"}};
+  const json oob = {
+      {"name", "oob"}, {"module", wasm("oob_guest")}, {"engine", "aot"}, {"channels", {"oob.in"}}};
+  std::string config = write_config({{"guests", {forwarder, oob}}});
+  Daemon d({"--config", config});
+  EXPECT_TRUE(d.wait_for_log("module '" + wasm("oob_guest") + "': compiled in")) << d.log();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+  const std::string cache = d.data_dir() + "/guest-cache";
+  auto objects = cached_objects(d.data_dir());
+  ASSERT_EQ(objects.size(), 2u);
+
+  // What a crash during a build leaves, an entry of a module no guest runs any more, and a file
+  // that is not the cache's.
+  const std::string stale(64, 'a');
+  fs::create_directories(cache + "/build-" + stale + "-Xy12Z9");
+  std::ofstream(cache + "/build-" + stale + "-Xy12Z9/module.c") << "int x;";
+  std::ofstream(cache + "/" + stale + ".so.tmp") << "half";
+  std::ofstream(cache + "/" + stale + ".so") << "old";
+  std::ofstream(cache + "/" + stale + ".meta") << "old";
+  std::ofstream(cache + "/notes.txt") << "the operator's";
+  // Damaged entries: a FIFO where a shared object was (reading it would wait for a writer
+  // forever), a directory where metadata was.
+  std::string version;  // the first line of the metadata: this witmqd's glue version
+  std::getline(std::ifstream(fs::path(objects[0]).replace_extension(".meta")), version);
+  for (const fs::path& object : objects) {
+    fs::remove(object);
+    fs::remove(fs::path(object).replace_extension(".meta"));
+  }
+  ASSERT_EQ(::mkfifo(objects[0].c_str(), 0600), 0);
+  std::ofstream(fs::path(objects[0]).replace_extension(".meta"))
+      << version << "\nsha256 " << std::string(64, '0') << "\nframe 100\n";
+  fs::create_directories(fs::path(objects[1]).replace_extension(".meta"));
+
+  // Only the forwarder now: it starts (compiled again), the rest of the cache goes.
+  std::ofstream(config) << json({{"guests", {forwarder}}}).dump();
+  d.start();
+  EXPECT_TRUE(d.wait_for_log("module '" + wasm("forward_guest") + "': compiled in")) << d.log();
+  EXPECT_NE(d.log().find("is not a regular file"), std::string::npos) << d.log();
+  EXPECT_EQ(forward_round(d, 2, "a"), (std::vector<std::string>{"a0", "a1"}));
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(cache)) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  objects = cached_objects(d.data_dir());
+  ASSERT_EQ(objects.size(), 1u);
+  const std::string key = key_of(objects[0]);
+  EXPECT_EQ(left, (std::vector<std::string>{key + ".meta", key + ".so", "notes.txt"}));
+
+  // A reload that replaces the forwarder by oob leaves only oob's entry.
+  std::ofstream(config) << json({{"guests", {oob}}}).dump();
+  d.signal(SIGHUP);
+  EXPECT_TRUE(d.wait_for_log("reload done")) << d.log();
+  objects = cached_objects(d.data_dir());
+  ASSERT_EQ(objects.size(), 1u);
+  EXPECT_NE(key_of(objects[0]), key);
+  EXPECT_FALSE(fs::exists(cache + "/" + key + ".meta"));
+  EXPECT_EQ(d.stop(), 0) << d.log();
+  fs::remove(config);
 }
 
 }  // namespace
