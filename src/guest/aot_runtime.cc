@@ -44,7 +44,10 @@ namespace fs = std::filesystem;
 namespace {
 
 // Bumped whenever the generated glue or the compile flags change meaning: part of the cache key.
-constexpr const char* kGlueVersion = "witmq-aot-glue 1";
+constexpr const char* kGlueVersion = "witmq-aot-glue 2";
+// The trap code the glue raises when the host cannot allocate a memory or table (beside
+// wasm_rt_trap_t's own codes).
+constexpr int kTrapNoMemory = 64;  // WITMQ_TRAP_NO_MEMORY in glue_source()
 constexpr uint32_t kAbiVersion = 1;
 // Slice of the instruction budget handed to the fuel global at a time: the wall-time limit is
 // checked each time a slice runs out.
@@ -130,7 +133,8 @@ std::string glue_source(const AotPlan& plan) {
 #include <stdlib.h>
 #include <string.h>
 /* The runtime allocates memories and tables with calloc and uses the result unchecked: a failed
-   allocation traps (ending the instantiation) instead. */
+   allocation traps (ending the instantiation) instead, with a code of its own. */
+#define WITMQ_TRAP_NO_MEMORY 64 /* kTrapNoMemory */
 static void* witmq_calloc(size_t n, size_t size);
 #define calloc(n, size) witmq_calloc(n, size)
 #define WASM_RT_MEMCHECK_SIGNAL_HANDLER 0
@@ -151,7 +155,7 @@ static inline jmp_buf* witmq_target(void) { return witmq_target_tls; }
 #undef calloc
 static void* witmq_calloc(size_t n, size_t size) {
   void* p = calloc(n, size);
-  if (!p && n != 0 && size != 0) wasm_rt_trap(WASM_RT_TRAP_OOB);
+  if (!p && n != 0 && size != 0) wasm_rt_trap((wasm_rt_trap_t)WITMQ_TRAP_NO_MEMORY);
   return p;
 }
 #define WITMQ_API __attribute__((visibility("default")))
@@ -325,6 +329,8 @@ std::string trap_text(int code) {
       return "uncaught wasm exception";
     case 8:
       return "call stack exhausted";
+    case kTrapNoMemory:
+      return kCannotAllocateMemory;
     default:
       return "trap code " + std::to_string(code);
   }
@@ -966,8 +972,9 @@ Result<std::unique_ptr<AotInstance>> AotInstance::instantiate(std::shared_ptr<co
   impl->instantiated = true;
   const int code = l.instantiate(impl->instance, &impl->block);
   if (code != 0) {
-    return Error(ErrorCode::kFailedPrecondition,
-                 "module '" + module_name + "': instantiation failed: " + trap_text(code));
+    return Error(
+        code == kTrapNoMemory ? ErrorCode::kResourceExhausted : ErrorCode::kFailedPrecondition,
+        "module '" + module_name + "': instantiation failed: " + trap_text(code));
   }
   impl->memory = static_cast<RtMemory*>(l.memory(impl->instance));
   impl->refused = l.refused(impl->instance);

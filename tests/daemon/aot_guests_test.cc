@@ -3,12 +3,14 @@
 // cached code was tampered with, refused naming the step when compiling fails, and failing alone
 // when they trap.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "daemon_process.h"
 #include "test_client.h"
@@ -180,6 +182,44 @@ TEST(AotGuestsTest, TheCacheKeepsOnlyConfiguredGuestsAndDamagedEntriesAreCompile
   EXPECT_FALSE(fs::exists(cache + "/" + key + ".meta"));
   EXPECT_EQ(d.stop(), 0) << d.log();
   fs::remove(config);
+}
+
+TEST(AotGuestsTest, AGuestWhoseMemoryTheHostCannotAllocateIsRefusedInBothTiers) {
+  // witmqd inherits an address-space limit of 3 GiB (the soft limit only, so this process can
+  // raise it again); the guest's memory is 4 GiB from its first instruction.
+  const json small = {{"name", "small"}, {"module", wasm("forward_guest")}};
+  json guests = {small};
+  for (const char* engine : {"interp", "aot"}) {
+    guests.push_back({{"name", std::string("huge-") + engine},
+                      {"module", wasm("huge_memory_guest")},
+                      {"engine", engine},
+                      {"memory-pages", 65536},
+                      {"channels", {std::string("huge.") + engine}}});
+  }
+  const std::string config = write_config({{"guests", guests}});
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &saved), 0);
+  rlimit limited = saved;
+  limited.rlim_cur = rlim_t{3} << 30;
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &limited), 0);
+  std::optional<Daemon> d;
+  d.emplace(std::vector<std::string>{"--config", config});
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &saved), 0);
+  for (const char* engine : {"interp", "aot"}) {
+    EXPECT_TRUE(d->wait_for_log(std::string("guest 'huge-") + engine + "': refused")) << d->log();
+  }
+  const std::string log = d->log();
+  size_t count = 0;
+  for (size_t at = log.find("the host cannot allocate the module's memory or tables");
+       at != std::string::npos;
+       at = log.find("the host cannot allocate the module's memory or tables", at + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, 2u) << log;
+  // The daemon and its other guest carry on.
+  EXPECT_EQ(forward_round(*d, 2, "m"), (std::vector<std::string>{"m0", "m1"}));
+  EXPECT_EQ(d->stop(), 0) << d->log();
+  std::filesystem::remove(config);
 }
 
 }  // namespace
