@@ -222,5 +222,46 @@ TEST(AotGuestsTest, AGuestWhoseMemoryTheHostCannotAllocateIsRefusedInBothTiers) 
   std::filesystem::remove(config);
 }
 
+// A module whose compile takes seconds (the 160 KB wasi-libc test guest: 10 to 50 s on the
+// shared test machine).
+TEST(AotGuestsTest, ClientsAreServedWhileAGuestCompilesAtStartAndOnReload) {
+#ifndef WITMQ_C_TEST_GUESTS_BUILT
+  GTEST_SKIP() << "no wasm32-wasi clang: the C test guests were not built";
+#else
+  const json slow = {{"name", "slow"}, {"module", wasm("wasi_guest")}, {"engine", "aot"},
+                     {"channels", {"slow.in"}}};
+  const std::string config = write_config({{"guests", {slow}}});
+  const std::string compiled = "module '" + wasm("wasi_guest") + "': compiled in";
+  auto ping = [](Daemon& d) {
+    Conn c(d.port());
+    c.hello();
+    EXPECT_FRAME(c.call(net::Send{"ping", {text_message("p")}}), kSendOk);
+  };
+  {
+    // Listening, and answering, before the compile ends.
+    Daemon d({"--config", config});
+    ping(d);
+    EXPECT_EQ(d.log().find(compiled), std::string::npos) << d.log();
+    EXPECT_TRUE(d.wait_for_log(compiled, std::chrono::seconds(240))) << d.log();
+    EXPECT_TRUE(d.wait_for_log("guest 'slow': 1 instance(s)")) << d.log();
+    EXPECT_EQ(d.stop(), 0) << d.log();
+  }
+  {
+    // A reload that compiles: the same.
+    std::ofstream(config) << json({{"guests", json::array()}}).dump();
+    Daemon d({"--config", config});
+    std::ofstream(config) << json({{"guests", {slow}}}).dump();
+    d.signal(SIGHUP);
+    EXPECT_TRUE(d.wait_for_log("received SIGHUP")) << d.log();
+    ping(d);
+    EXPECT_EQ(d.log().find(compiled), std::string::npos) << d.log();
+    EXPECT_TRUE(d.wait_for_log("reload done", std::chrono::seconds(240))) << d.log();
+    EXPECT_NE(d.log().find(compiled), std::string::npos) << d.log();
+    EXPECT_EQ(d.stop(), 0) << d.log();
+  }
+  std::filesystem::remove(config);
+#endif
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing
