@@ -43,6 +43,7 @@
 #include "daemon/reload.h"
 #include "daemon/sd_notify.h"
 #include "forward/forwarder.h"
+#include "guest/tool_process.h"
 #include "net/http_server.h"
 #include "net/server.h"
 
@@ -363,6 +364,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       std::lock_guard lock(control_mu);
       stopping = true;
     }
+    // A guest being compiled now (at start or in a reload) is not waited for: its compile ends
+    // at once and the guest is refused.
+    guest::cancel_tool_runs();
     if (http) http->stop([&http_stopped] { http_stopped.set_value(); });
     server.stop([&] {
       std::lock_guard lock(control_mu);

@@ -263,5 +263,37 @@ TEST(AotGuestsTest, ClientsAreServedWhileAGuestCompilesAtStartAndOnReload) {
 #endif
 }
 
+TEST(AotGuestsTest, ASigtermDuringACompileEndsTheCompileAndTheDaemon) {
+#ifndef WITMQ_C_TEST_GUESTS_BUILT
+  GTEST_SKIP() << "no wasm32-wasi clang: the C test guests were not built";
+#else
+  const json slow = {{"name", "slow"},
+                     {"module", wasm("wasi_guest")},
+                     {"engine", "aot"},
+                     {"channels", {"slow.in"}}};
+  const std::string config = write_config({{"guests", {slow}}});
+  Daemon d({"--config", config});
+  // Once its build directory exists, the compile is under way.
+  auto building = [&] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(d.data_dir() + "/guest-cache", ec)) {
+      if (e.path().filename().string().rfind("build-", 0) == 0) return true;
+    }
+    return false;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!building() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(building()) << d.log();
+  EXPECT_EQ(d.stop(), 0) << d.log();
+  EXPECT_TRUE(d.wait_for_log("guest 'slow': refused")) << d.log();
+  EXPECT_NE(d.log().find("witmqd is stopping"), std::string::npos) << d.log();
+  EXPECT_EQ(d.log().find("': compiled in"), std::string::npos) << d.log();
+  EXPECT_NE(d.log().find("witmqd stopped"), std::string::npos) << d.log();
+  std::filesystem::remove(config);
+#endif
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing
