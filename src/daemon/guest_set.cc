@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "guest/aot_runtime.h"
 
 namespace witmq::daemon {
 
@@ -123,6 +124,17 @@ GuestSet::Outcome GuestSet::apply(const std::vector<guest::GuestOptions>& wanted
   for (auto& g : retired) {
     log::info("guest '{}': stopping", g->options().name);
     g->stop();
+  }
+  retired.clear();  // their compiled modules are unloaded now
+  for (const auto& options : wanted) {
+    if (!options.compile_cache_dir.empty()) cache_dirs_.insert(options.compile_cache_dir);
+  }
+  for (const std::string& dir : cache_dirs_) {
+    const guest::AotPruneResult pruned = guest::prune_aot_cache(dir);
+    if (pruned.removed > 0) {
+      log::info("compiled-module cache {}: {} file(s) of modules no guest runs removed, {} kept",
+                dir, pruned.removed, pruned.kept);
+    }
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,9 @@ class GuestSet {
   // listed, replaces the ones whose options changed or whose module file changed since it was
   // loaded (size or modification time: a module rebuilt in place), and leaves the rest running. A
   // replacement starts before the guest it replaces stops, so its subscription always has a
-  // consumer; if the replacement cannot start, the old guest keeps running.
+  // consumer; if the replacement cannot start, the old guest keeps running. Then the
+  // compiled-module cache keeps only the compiled modules of the guests that run
+  // (guest::prune_aot_cache).
   Outcome apply(const std::vector<guest::GuestOptions>& wanted);
   void stop_all();
 
@@ -63,6 +66,7 @@ class GuestSet {
     std::string name, module, reason;
   };
   std::vector<Refused> refused_;
+  std::set<std::string> cache_dirs_;  // compile caches guests of apply() named (apply_mu_)
 };
 
 }  // namespace witmq::daemon

@@ -43,6 +43,7 @@
 #include "daemon/reload.h"
 #include "daemon/sd_notify.h"
 #include "forward/forwarder.h"
+#include "guest/tool_process.h"
 #include "net/http_server.h"
 #include "net/server.h"
 
@@ -161,10 +162,16 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   auth::Authenticator authenticator(config.auth);
   daemon::warn_about_anonymous(config);
   // Guests subscribe before clients arrive; each runs on its own worker threads. A guest that
-  // cannot start is refused alone: the daemon and its other guests carry on.
+  // cannot start is refused alone: the daemon and its other guests carry on. Guests of the
+  // ahead-of-time tier may have to be compiled first (seconds to minutes): they start once the
+  // listeners are up (below), so that a compile never holds up "listening".
   daemon::GuestSet guests(**broker);
   auto stop_guests = [&] { guests.stop_all(); };
-  guests.apply(config.guests);
+  std::vector<guest::GuestOptions> interpreted;
+  for (const auto& g : config.guests) {
+    if (g.engine == guest::Engine::kInterp) interpreted.push_back(g);
+  }
+  guests.apply(interpreted);
 
   net::ServerOptions server_options = config.server;
   server_options.plain_enabled = config.listen_enabled;
@@ -357,6 +364,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       std::lock_guard lock(control_mu);
       stopping = true;
     }
+    // A guest being compiled now (at start or in a reload) is not waited for: its compile ends
+    // at once and the guest is refused.
+    guest::cancel_tool_runs();
     if (http) http->stop([&http_stopped] { http_stopped.set_value(); });
     server.stop([&] {
       std::lock_guard lock(control_mu);
@@ -389,6 +399,14 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   notifier.ready(ready_status);
   daemon::SystemdWatchdog watchdog(io.get_executor(), notifier);
   releaser.start();
+  // Now the compiled guests, on this thread while the I/O threads serve clients (the interpreted
+  // ones are running already and are left as they are). A SIGTERM meanwhile is acted on once
+  // they are up or refused (each compile is bounded by its compile-timeout-ms).
+  const bool stop_asked = [&] {
+    std::lock_guard lock(control_mu);
+    return stopping;
+  }();
+  if (!stop_asked && interpreted.size() != config.guests.size()) guests.apply(config.guests);
   for (;;) {
     std::unique_lock lock(control_mu);
     control_cv.wait(lock, [&] { return stopped || reloads_asked > 0; });

@@ -17,9 +17,11 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <string_view>
 
 #include "auth/token.h"
 #include "common/log.h"
+#include "guest/file_bytes.h"
 #include "guest/tool_process.h"
 
 // The paths of the tools and of wabt's wasm2c runtime, fixed at build time (src/guest/CMakeLists).
@@ -42,11 +44,18 @@ namespace fs = std::filesystem;
 namespace {
 
 // Bumped whenever the generated glue or the compile flags change meaning: part of the cache key.
-constexpr const char* kGlueVersion = "witmq-aot-glue 1";
+constexpr const char* kGlueVersion = "witmq-aot-glue 2";
+// The trap code the glue raises when the host cannot allocate a memory or table (beside
+// wasm_rt_trap_t's own codes).
+constexpr int kTrapNoMemory = 64;  // WITMQ_TRAP_NO_MEMORY in glue_source()
 constexpr uint32_t kAbiVersion = 1;
 // Slice of the instruction budget handed to the fuel global at a time: the wall-time limit is
 // checked each time a slice runs out.
 constexpr uint64_t kFuelSlice = 1u << 22;
+// Largest cache entry files read back: the metadata is three short lines; the shared object of
+// the largest module the tier takes is far below the bound.
+constexpr uint64_t kMaxMetaBytes = 4096;
+constexpr uint64_t kMaxSharedObjectBytes = uint64_t{1} << 30;
 
 // The layout of wasm_rt_memory_t (wasm-rt.h of wabt 1.0.32), which the generated code shares.
 struct RtMemory {
@@ -124,7 +133,8 @@ std::string glue_source(const AotPlan& plan) {
 #include <stdlib.h>
 #include <string.h>
 /* The runtime allocates memories and tables with calloc and uses the result unchecked: a failed
-   allocation traps (ending the instantiation) instead. */
+   allocation traps (ending the instantiation) instead, with a code of its own. */
+#define WITMQ_TRAP_NO_MEMORY 64 /* kTrapNoMemory */
 static void* witmq_calloc(size_t n, size_t size);
 #define calloc(n, size) witmq_calloc(n, size)
 #define WASM_RT_MEMCHECK_SIGNAL_HANDLER 0
@@ -145,7 +155,7 @@ static inline jmp_buf* witmq_target(void) { return witmq_target_tls; }
 #undef calloc
 static void* witmq_calloc(size_t n, size_t size) {
   void* p = calloc(n, size);
-  if (!p && n != 0 && size != 0) wasm_rt_trap(WASM_RT_TRAP_OOB);
+  if (!p && n != 0 && size != 0) wasm_rt_trap((wasm_rt_trap_t)WITMQ_TRAP_NO_MEMORY);
   return p;
 }
 #define WITMQ_API __attribute__((visibility("default")))
@@ -319,6 +329,8 @@ std::string trap_text(int code) {
       return "uncaught wasm exception";
     case 8:
       return "call stack exhausted";
+    case kTrapNoMemory:
+      return kCannotAllocateMemory;
     default:
       return "trap code " + std::to_string(code);
   }
@@ -359,6 +371,7 @@ struct Registry {
   std::mutex mu;
   std::map<std::string, std::weak_ptr<const AotLibrary>> loaded;
   std::map<std::string, std::shared_ptr<std::mutex>> building;
+  std::map<std::string, int> active;  // keys being loaded now (count of loads): prune keeps them
 };
 Registry& registry() {
   static Registry* r = new Registry();  // never destroyed: libraries may outlive static teardown
@@ -470,8 +483,8 @@ struct Built {
 
 // wasm2c, then cc, in a fresh directory under `work_root`.
 Result<Built> build(const std::string& name, const AotPlan& plan, const fs::path& work_root,
-                    const EngineOptions& options) {
-  std::string work = (work_root / "build-XXXXXX").string();
+                    const std::string& key, const EngineOptions& options) {
+  std::string work = (work_root / ("build-" + key + "-XXXXXX")).string();
   if (!mkdtemp(work.data())) {
     return Error(ErrorCode::kIoError, "module '" + name + "': compiled tier: cannot create a " +
                                           "build directory under '" + work_root.string() +
@@ -535,9 +548,14 @@ std::string meta_text(const std::string& so_hash, uint64_t frame) {
 
 // Reads a cache entry: the shared object when its hash matches the one its metadata records.
 bool read_cache(const fs::path& so_path, const fs::path& meta_path, Built* out, std::string* note) {
-  bool ok = false;
-  const std::string meta = read_file(meta_path, &ok);
-  if (!ok) return false;  // no entry
+  // The entry is read as a regular file of bounded size, not through a symbolic link: whatever
+  // else stands at its path (a FIFO, a device, a directory) is a damaged entry, not a wait.
+  auto meta_bytes = read_regular_file(meta_path.string(), kMaxMetaBytes, Symlinks::kRefuse);
+  if (!meta_bytes.ok()) {
+    if (meta_bytes.error().code != ErrorCode::kNotFound) *note = meta_bytes.error().message;
+    return false;  // kNotFound: no entry
+  }
+  const std::string meta(meta_bytes->begin(), meta_bytes->end());
   std::istringstream in(meta);
   std::string version, word, hash;
   std::getline(in, version);
@@ -549,11 +567,15 @@ bool read_cache(const fs::path& so_path, const fs::path& meta_path, Built* out, 
     *note = "its metadata is not of this version";
     return false;
   }
-  std::string so = read_file(so_path, &ok);
-  if (!ok) {
-    *note = "the shared object is missing";
+  auto so_bytes = read_regular_file(so_path.string(), kMaxSharedObjectBytes, Symlinks::kRefuse);
+  if (!so_bytes.ok()) {
+    *note = so_bytes.error().code == ErrorCode::kNotFound ? "the shared object is missing"
+                                                          : so_bytes.error().message;
     return false;
   }
+  std::string so(so_bytes->begin(), so_bytes->end());
+  so_bytes->clear();
+  so_bytes->shrink_to_fit();
   if (auth::to_hex(auth::sha256(so)) != hash) {
     *note = "the shared object does not match the hash recorded for it";
     return false;
@@ -588,7 +610,16 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
     auto& m = reg.building[key];
     if (!m) m = std::make_shared<std::mutex>();
     key_mu = m;
+    ++reg.active[key];
   }
+  struct Active {
+    Registry& reg;
+    const std::string& key;
+    ~Active() {
+      std::lock_guard lock(reg.mu);
+      if (--reg.active[key] == 0) reg.active.erase(key);
+    }
+  } active{reg, key};
   std::lock_guard build_lock(*key_mu);
   {
     std::lock_guard lock(reg.mu);
@@ -633,7 +664,7 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
     log::info("module '{}': compiled module loaded from the cache ({})", name, so_path.string());
   } else {
     const auto t0 = std::chrono::steady_clock::now();
-    auto fresh = build(name, plan, cache_dir, options);
+    auto fresh = build(name, plan, cache_dir, key, options);
     if (!fresh.ok()) return std::move(fresh).error();
     built = std::move(fresh).value();
     log::info("module '{}': compiled in {} ms (wasm2c and cc){}", name,
@@ -647,9 +678,13 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
       // build leaves no half entry.
       const std::string hash = auth::to_hex(auth::sha256(built.so));
       const std::string meta = meta_text(hash, built.frame);
+      std::error_code ec;
       const fs::path so_tmp = cache_dir / (key + ".so.tmp");
       const fs::path meta_tmp = cache_dir / (key + ".meta.tmp");
-      std::error_code ec;
+      // What stands at the temporary paths (left by a crash, or planted) is replaced, never
+      // written through.
+      fs::remove(so_tmp, ec);
+      fs::remove(meta_tmp, ec);
       if (write_file(so_tmp, built.so.data(), built.so.size()) &&
           write_file(meta_tmp, meta.data(), meta.size())) {
         fs::rename(so_tmp, so_path, ec);
@@ -684,6 +719,67 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
   std::lock_guard lock(reg.mu);
   reg.loaded[key] = shared;
   return shared;
+}
+
+namespace {
+
+// The key a cache directory entry belongs to: "<key>.so", "<key>.meta", "<key>.*.tmp",
+// "build-<key>-XXXXXX"; "" for a name that is none of these (not the cache's: left alone).
+std::string key_of_entry(const std::string& file) {
+  const std::string_view name =
+      file.rfind("build-", 0) == 0 ? std::string_view(file).substr(6) : std::string_view(file);
+  if (name.size() < 65 || (name[64] != '.' && name[64] != '-')) return {};
+  const std::string_view key = name.substr(0, 64);
+  const bool hex = std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  return hex ? std::string(key) : std::string();
+}
+
+}  // namespace
+
+AotPruneResult prune_aot_cache(const std::string& cache_dir) {
+  AotPruneResult out;
+  if (cache_dir.empty()) return out;
+  Registry& reg = registry();
+  // Under the registry's lock: no load can start (or finish storing an entry) while entries are
+  // removed, so an entry is removed only when no instance of its module runs in this process
+  // and no load of it is under way.
+  std::lock_guard lock(reg.mu);
+  std::error_code ec;
+  fs::directory_iterator it(cache_dir, ec);
+  if (ec) return out;  // no cache yet
+  std::vector<fs::path> doomed;
+  for (const fs::directory_entry& entry : it) {
+    const std::string key = key_of_entry(entry.path().filename().string());
+    if (key.empty()) continue;
+    auto loaded = reg.loaded.find(key);
+    if (loaded != reg.loaded.end() && !loaded->second.expired()) {
+      ++out.kept;
+      continue;
+    }
+    if (reg.active.count(key)) {
+      ++out.kept;
+      continue;
+    }
+    doomed.push_back(entry.path());
+  }
+  for (const fs::path& p : doomed) {
+    std::error_code remove_ec;
+    fs::remove_all(p, remove_ec);
+    if (remove_ec) {
+      log::warn("compiled-module cache: cannot remove '{}': {}", p.string(), remove_ec.message());
+    } else {
+      ++out.removed;
+    }
+  }
+  for (auto i = reg.loaded.begin(); i != reg.loaded.end();) {
+    i = i->second.expired() ? reg.loaded.erase(i) : std::next(i);
+  }
+  for (auto i = reg.building.begin(); i != reg.building.end();) {
+    i = reg.active.count(i->first) ? std::next(i) : reg.building.erase(i);
+  }
+  return out;
 }
 
 // ---- AotInstance ----------------------------------------------------------------------------
@@ -876,8 +972,9 @@ Result<std::unique_ptr<AotInstance>> AotInstance::instantiate(std::shared_ptr<co
   impl->instantiated = true;
   const int code = l.instantiate(impl->instance, &impl->block);
   if (code != 0) {
-    return Error(ErrorCode::kFailedPrecondition,
-                 "module '" + module_name + "': instantiation failed: " + trap_text(code));
+    return Error(
+        code == kTrapNoMemory ? ErrorCode::kResourceExhausted : ErrorCode::kFailedPrecondition,
+        "module '" + module_name + "': instantiation failed: " + trap_text(code));
   }
   impl->memory = static_cast<RtMemory*>(l.memory(impl->instance));
   impl->refused = l.refused(impl->instance);

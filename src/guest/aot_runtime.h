@@ -42,6 +42,20 @@ Result<std::shared_ptr<const AotLibrary>> load_aot_library(const std::string& na
                                                            const EngineOptions& options,
                                                            AotLoadInfo* info = nullptr);
 
+// What prune_aot_cache() did: files or build directories removed, and kept.
+struct AotPruneResult {
+  size_t removed = 0;
+  size_t kept = 0;
+};
+
+// Bounds the compiled-module cache `cache_dir` to the modules in use: removes every entry
+// (shared object, metadata) of a module no instance in this process runs and no load is
+// building now, and what interrupted builds left (temporary files, build directories). Names
+// that are not the cache's own are left alone; a missing directory is no error. witmqd calls it
+// after every start and reload of its guests, so the cache holds the compiled modules of the
+// configured guests and nothing else.
+AotPruneResult prune_aot_cache(const std::string& cache_dir);
+
 // One instance of a compiled module; the compiled counterpart of WasmInstance's interpreter
 // state, with the same contract (see WasmInstance).
 class AotInstance {

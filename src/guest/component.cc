@@ -32,6 +32,13 @@ constexpr size_t kMaxItems = 100'000;
 // memory far beyond the binary's size). wit-component's output has a few dozen of each.
 constexpr size_t kMaxCoreInstances = 1'000;
 constexpr size_t kMaxLinkedImports = 100'000;
+// Bytes the reader's tables may hold: kHeldBase plus kHeldPerByte per byte of the binary. An
+// entry a few bytes long can copy a name, an instance's function list or a module's imports that
+// the binary holds once (a lift of a core function aliased under a 1 MiB name, say), so the
+// counts alone do not bound the memory; what every table entry holds is charged to this instead.
+// wit-component's output holds less than its own size.
+constexpr size_t kHeldBase = 16u << 20;
+constexpr size_t kHeldPerByte = 8;
 
 class Reader {
  public:
@@ -383,6 +390,34 @@ bool same_item(const CoreItem& a, const CoreItem& b) {
          a.host_name == b.host_name;
 }
 
+// What an entry of the reader's tables holds, in bytes (strings and map nodes included).
+constexpr size_t kNode = 64;  // a map node or vector slot beside its key and value
+size_t held(const CoreItem& i) {
+  return sizeof(CoreItem) + i.name.size() + i.host_module.size() + i.host_name.size();
+}
+size_t held(const std::optional<CoreItem>& i) { return i ? held(*i) : 0; }
+size_t held(const ComponentFunc& f) {
+  return sizeof(ComponentFunc) + f.interface.size() + f.name.size() + held(f.core) +
+         held(f.options.memory) + held(f.options.realloc) + held(f.options.post_return);
+}
+size_t held(const ComponentInstance& i) {
+  size_t n = sizeof(ComponentInstance) + i.interface.size();
+  for (const auto& [name, func] : i.funcs) n += kNode + name.size();
+  return n;
+}
+// Its exports are charged as they are added (core_instance()).
+size_t held(const CoreInstance&) { return sizeof(CoreInstance); }
+size_t held(const NestedComponent& c) {
+  size_t n = sizeof(NestedComponent);
+  for (const auto& [e, i] : c.func_exports) n += kNode + e.size() + i.size();
+  return n;
+}
+size_t held(const TypeEntry& t) { return sizeof(TypeEntry) + t.interface.size() + t.name.size(); }
+template <typename T>
+size_t held(const T& item) {
+  return sizeof(item);
+}
+
 std::string read_export_name(Reader& r) {
   const uint8_t form = r.u8();
   std::string name = r.name();
@@ -399,6 +434,8 @@ class ComponentReader {
       : name_(std::move(name)), offered_(offered) {}
 
   CoreLink read(std::span<const uint8_t> bytes) {
+    binary_size_ = bytes.size();
+    held_limit_ = kHeldBase + kHeldPerByte * bytes.size();
     Reader r(bytes);
     check_preamble(r);
     while (!r.done()) {
@@ -427,9 +464,21 @@ class ComponentReader {
     return v[i];
   }
   template <typename T>
-  static void push(std::vector<T>& v, T item, const char* what) {
+  void push(std::vector<T>& v, T item, const char* what) {
     if (v.size() >= kMaxItems) refuse(fmt::format("more than {} {}", kMaxItems, what));
+    charge(held(item));
     v.push_back(std::move(item));
+  }
+  // Counts `bytes` more held by the tables; refuses the component past its bound.
+  void charge(size_t bytes) {
+    held_ += bytes;
+    if (held_ > held_limit_) {
+      refuse(
+          fmt::format("its definitions would make the reader hold more than {} bytes (16 MiB "
+                      "plus {} per byte of its {} bytes): an entry copies what the binary "
+                      "holds once, too many times",
+                      held_limit_, kHeldPerByte, binary_size_));
+    }
   }
 
   void section(uint8_t id, Reader& s) {
@@ -513,7 +562,9 @@ class ComponentReader {
                           "not supply \"{}\"",
                           module, imp.module, imp.name, imp.module));
         }
-        inst.imports.push_back(export_of(it->second, imp.name));
+        CoreItem source = export_of(it->second, imp.name);
+        charge(held(source));
+        inst.imports.push_back(std::move(source));
       }
       out.linked = static_cast<int>(link_.instances.size());
       link_.instances.push_back(std::move(inst));
@@ -521,7 +572,9 @@ class ComponentReader {
       for (uint32_t n = s.count(), i = 0; i < n; ++i) {
         std::string export_name = s.name();
         const uint8_t sort = s.u8();
-        out.exports[export_name] = core_sort_item(sort, s.u32());
+        CoreItem item = core_sort_item(sort, s.u32());
+        charge(kNode + export_name.size() + held(item));
+        out.exports[export_name] = std::move(item);
       }
     } else {
       s.fail("unknown core instance form");
@@ -771,7 +824,10 @@ class ComponentReader {
           std::string import_name = read_export_name(sec);
           const uint8_t kind = sec.peek();
           skip_externdesc(sec);
-          if (kind == 0x01) func_imports.push_back(import_name);
+          if (kind == 0x01) {
+            charge(kNode + import_name.size());
+            func_imports.push_back(import_name);
+          }
         } else if (id == 11) {
           std::string export_name = read_export_name(sec);
           const uint8_t sort = sec.u8();
@@ -781,6 +837,7 @@ class ComponentReader {
             if (index >= func_imports.size()) {
               refuse("a nested component exports a function it does not import");
             }
+            charge(2 * kNode + export_name.size() + 2 * func_imports[index].size());
             out.func_exports[export_name] = func_imports[index];
             func_imports.push_back(func_imports[index]);  // an export is a new index too
           }
@@ -927,6 +984,9 @@ class ComponentReader {
   std::optional<CoreItem> memory_;
   std::map<std::string, std::optional<CoreItem>> reallocs_;
   size_t linked_imports_ = 0;
+  size_t binary_size_ = 0;
+  size_t held_ = 0;  // bytes the tables hold (charge())
+  size_t held_limit_ = 0;
 };
 
 }  // namespace

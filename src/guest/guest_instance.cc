@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <chrono>
-#include <fstream>
 #include <future>
 #include <iterator>
 #include <map>
@@ -12,6 +11,7 @@
 
 #include "guest/canonical_abi.h"
 #include "guest/component.h"
+#include "guest/file_bytes.h"
 
 namespace witmq::guest {
 namespace {
@@ -97,12 +97,12 @@ const ModuleRequirements& component_requirements() {
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
                                                             const WasmLimits& limits,
                                                             const EngineOptions& engine) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return Error(ErrorCode::kNotFound, fmt::format("module '{}': cannot open the file", path));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  if (in.bad()) return Error(ErrorCode::kIoError, fmt::format("module '{}': read failed", path));
+  auto read = read_regular_file(path, kMaxModuleBytes);
+  if (!read.ok()) {
+    return Error(read.error().code,
+                 fmt::format("module '{}': cannot open the file: {}", path, read.error().message));
+  }
+  const std::vector<uint8_t>& bytes = *read;
   if (!is_component(bytes)) {
     return WasmModule::compile(path, bytes, guest_requirements(), limits, engine);
   }

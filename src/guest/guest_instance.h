@@ -46,6 +46,10 @@ const ModuleRequirements& guest_requirements();
 // What a component guest may import and must export (guest_requirements() plus WASI 0.2).
 const ModuleRequirements& component_requirements();
 
+// Largest module file a guest may name (a core module or a component): far above what the
+// toolchains emit (a JavaScript runtime compiled to wasm is about 10 MB).
+inline constexpr uint64_t kMaxModuleBytes = 256u << 20;
+
 // Loads and checks a guest: a core module, or a component (component.h) whose core modules are
 // linked as it says. Errors name the module and the missing or wrong item.
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,

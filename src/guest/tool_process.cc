@@ -10,6 +10,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 namespace witmq::guest {
 namespace {
@@ -18,9 +20,31 @@ Error tool_error(const std::string& tool, const std::string& what) {
   return Error(ErrorCode::kInternal, tool + ": " + what + ": " + std::strerror(errno));
 }
 
+// The tools running now (their pids, each its own process group), for cancel_tool_runs().
+struct Running {
+  std::mutex mu;
+  bool cancelled = false;
+  std::set<pid_t> pids;
+};
+Running& running() {
+  static Running* r = new Running();  // never destroyed: a tool may outlive static teardown
+  return *r;
+}
+
 }  // namespace
 
+void cancel_tool_runs() {
+  Running& r = running();
+  std::lock_guard lock(r.mu);
+  r.cancelled = true;
+  for (pid_t pid : r.pids) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+  }
+}
+
 std::string ToolRun::describe(const ToolLimits& limits) const {
+  if (cancelled) return "stopped: witmqd is stopping";
   if (timed_out) return "timed out after " + std::to_string(limits.timeout.count()) + " ms";
   if (signal != 0) return "killed by signal " + std::to_string(signal);
   return "exited with status " + std::to_string(exit_code);
@@ -40,6 +64,11 @@ Result<ToolRun> run_tool(const std::vector<std::string>& argv, const std::string
   const rlimit fsize{limits.max_file_bytes, limits.max_file_bytes};
   const rlimit as{limits.max_address_space, limits.max_address_space};
 
+  // Held from the fork until the pid is registered, so that cancel_tool_runs() cannot miss it.
+  std::unique_lock running_lock(running().mu);
+  if (running().cancelled) {
+    return Error(ErrorCode::kUnavailable, tool + ": not started: witmqd is stopping");
+  }
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return tool_error(tool, "cannot create a pipe");
   const pid_t pid = fork();
@@ -64,6 +93,8 @@ Result<ToolRun> run_tool(const std::vector<std::string>& argv, const std::string
     _exit(127);
   }
   close(out[1]);
+  running().pids.insert(pid);
+  running_lock.unlock();
   // The child's end is known by a pidfd (Linux 5.3+); without one, by the end of its output.
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
 
@@ -107,9 +138,17 @@ Result<ToolRun> run_tool(const std::vector<std::string>& argv, const std::string
     kill(-pid, SIGKILL);
     kill(pid, SIGKILL);
   }
+  bool cancelling = false;
+  {
+    // Before waitpid: until it reaps the child, its pid cannot name another process.
+    std::lock_guard lock(running().mu);
+    running().pids.erase(pid);
+    cancelling = running().cancelled;
+  }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  run.cancelled = cancelling && !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   if (run.timed_out) {
     // Whatever the tool started and left behind goes with it.
     kill(-pid, SIGKILL);

@@ -24,11 +24,13 @@ struct ToolLimits {
 
 struct ToolRun {
   bool timed_out = false;
+  bool cancelled = false;  // ended by cancel_tool_runs()
   int exit_code = -1;  // when the tool exited
   int signal = 0;      // when a signal ended it
   std::string output;  // the first ToolLimits::max_output bytes of stdout + stderr
   bool ok() const { return !timed_out && signal == 0 && exit_code == 0; }
-  // "exited with status 1", "killed by signal 9", "timed out after 300000 ms".
+  // "exited with status 1", "killed by signal 9", "timed out after 300000 ms", "stopped: witmqd
+  // is stopping".
   std::string describe(const ToolLimits& limits) const;
 };
 
@@ -38,5 +40,11 @@ struct ToolRun {
 // when the tool cannot be started.
 Result<ToolRun> run_tool(const std::vector<std::string>& argv, const std::string& cwd,
                          const ToolLimits& limits);
+
+// For a process that is stopping: kills every tool run_tool() is running (and what each
+// started), so that those calls return at once (ToolRun::cancelled), and makes every later
+// run_tool() fail without starting anything (kUnavailable). Thread-safe; may be called from any
+// thread, more than once.
+void cancel_tool_runs();
 
 }  // namespace witmq::guest

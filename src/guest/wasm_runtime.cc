@@ -141,6 +141,11 @@ Error refuse(const std::string& module, const std::string& what) {
   return Error(ErrorCode::kInvalidArgument, "module '" + module + "': " + what);
 }
 
+Error out_of_memory(const std::string& module, const std::string& what) {
+  return Error(ErrorCode::kResourceExhausted,
+               "module '" + module + "': " + what + ": " + kCannotAllocateMemory);
+}
+
 Result<wi::ModuleDesc> read_module(const std::string& name, const std::vector<uint8_t>& bytes) {
   wabt::Errors errors;
   wi::ModuleDesc desc;
@@ -773,7 +778,11 @@ Result<std::unique_ptr<WasmInstance>> WasmInstance::instantiate(
 
     wi::Module::Ptr mod = wi::Module::New(store, m.desc);
     wi::Trap::Ptr trap;
-    impl->instance = wi::Instance::Instantiate(store, mod.ref(), imports, &trap);
+    try {
+      impl->instance = wi::Instance::Instantiate(store, mod.ref(), imports, &trap);
+    } catch (const std::bad_alloc&) {
+      return out_of_memory(m.name, "instantiation failed");
+    }
     if (!impl->instance) {
       return Error(ErrorCode::kFailedPrecondition,
                    "module '" + m.name + "': instantiation failed: " +
@@ -843,7 +852,12 @@ Status WasmInstance::Impl::instantiate_linked() {
     }
     wi::Module::Ptr mod = wi::Module::New(s, part.desc);
     wi::Trap::Ptr trap;
-    wi::Instance::Ptr instance = wi::Instance::Instantiate(s, mod.ref(), imports, &trap);
+    wi::Instance::Ptr instance;
+    try {
+      instance = wi::Instance::Instantiate(s, mod.ref(), imports, &trap);
+    } catch (const std::bad_alloc&) {
+      return out_of_memory(m.name, "instantiating core instance " + std::to_string(i) + " failed");
+    }
     if (!instance) {
       return Error(ErrorCode::kFailedPrecondition,
                    "module '" + m.name + "': instantiating core instance " + std::to_string(i) +

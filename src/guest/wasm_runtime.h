@@ -124,6 +124,11 @@ struct CoreLink {
   std::vector<std::pair<std::string, Source>> exports;
 };
 
+// Why an instantiation failed when the host could not allocate the instance's linear memory or
+// tables (both tiers word it the same).
+inline constexpr const char* kCannotAllocateMemory =
+    "the host cannot allocate the module's memory or tables (out of memory)";
+
 // Fewest nested calls a module must be able to make within WasmLimits::value_stack_bytes.
 inline constexpr uint32_t kMinCallDepth = 32;
 // Most nested calls any instance may make (wabt's own default call stack).

@@ -328,6 +328,51 @@ TEST(ComponentReaderTest, ManyInstantiationsAreBoundedWhateverTheBinarySays) {
   EXPECT_NE(e.find("more than 1000 core instances"), std::string::npos) << e;
 }
 
+TEST(ComponentReaderTest, EntriesThatCopyALongNameAreBoundedByTheBinarySize) {
+  // A core function aliased under a 64 KiB name, lifted 20,000 times (5 bytes a lift): each
+  // lift would hold its own copy of the name, 1.3 GB from a binary of 300 KB.
+  std::vector<uint8_t> c = preamble();
+  section(c, 1, read_bytes(wasm_path("ok_guest")));
+  std::vector<uint8_t> b;
+  leb(b, 1);
+  b.insert(b.end(), {0x00, 0x00, 0x00});
+  section(c, 2, b);
+  b.clear();
+  leb(b, 1);
+  b.insert(b.end(), {0x00, 0x00, 0x01, 0x00});
+  str(b, std::string(64 << 10, 'x'));
+  section(c, 6, b);
+  b.clear();
+  constexpr int kLifts = 20'000;
+  leb(b, kLifts);
+  for (int i = 0; i < kLifts; ++i) b.insert(b.end(), {0x00, 0x00, 0x00, 0x00, 0x00});
+  section(c, 8, b);
+  const std::string e = load_error(c);
+  EXPECT_NE(e.find("its definitions would make the reader hold more than"), std::string::npos) << e;
+
+  // The same through a nested component that re-exports one imported function under many names.
+  c = preamble();
+  std::vector<uint8_t> nested = preamble();
+  b.clear();
+  leb(b, 1);
+  b.push_back(0x00);
+  str(b, std::string(64 << 10, 'y'));
+  b.insert(b.end(), {0x01, 0x00});  // a function of type 0
+  section(nested, 10, b);
+  b.clear();
+  leb(b, kLifts);
+  for (int i = 0; i < kLifts; ++i) {
+    b.push_back(0x00);
+    str(b, std::to_string(i));
+    b.insert(b.end(), {0x01, 0x00, 0x00});  // func 0, no type ascription
+  }
+  section(nested, 11, b);
+  section(c, 4, nested);
+  const std::string e2 = load_error(c);
+  EXPECT_NE(e2.find("its definitions would make the reader hold more than"), std::string::npos)
+      << e2;
+}
+
 // The core module wasi_p2_probe_guest in a hand-made component that imports WASI 0.2 stdout and
 // streams and lowers get-stdout, blocking-write-and-flush and the output-stream drop into it.
 std::vector<uint8_t> probe_component() {

@@ -4,6 +4,8 @@
 #include "guest/guest_instance.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 
@@ -84,6 +86,19 @@ TEST(GuestModule, RefusesInvalidBytesAndMissingFiles) {
   auto missing = load_guest_module(wasm_path("no_such_guest"), small_limits());
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message.find("cannot open"), std::string::npos);
+}
+
+TEST(GuestModule, AModulePathThatIsNotARegularFileIsRefusedWithoutReadingIt) {
+  // A FIFO would block the load until a writer came, /dev/zero would be read without end.
+  const std::string fifo = ::testing::TempDir() + "/guest_fifo_" + std::to_string(::getpid());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {fifo, std::string("/dev/zero"), ::testing::TempDir()}) {
+    auto m = load_guest_module(path, small_limits());
+    ASSERT_FALSE(m.ok()) << path;
+    EXPECT_NE(m.error().message.find("is not a regular file"), std::string::npos)
+        << m.error().message;
+  }
+  ::unlink(fifo.c_str());
 }
 
 TEST(GuestModule, RefusesMemoryThatStartsAboveTheLimit) {
