@@ -143,7 +143,7 @@ std::vector<std::pair<std::string, uint64_t>> Forwarder::forwarded() const {
   return out;
 }
 
-void Forwarder::locate(const std::string& channel, bool wait, Located done) {
+void Forwarder::locate(const std::string& channel, net::Locate mode, Located done) {
   cluster::Node* node = node_.load();
   if (!node) {
     count_error();
@@ -156,15 +156,22 @@ void Forwarder::locate(const std::string& channel, bool wait, Located done) {
     return net::ForwardTarget{leader->node, leader->client_address};
   };
   if (auto leader = node->leader_of(channel)) return done(answer(std::move(leader)));
-  if (!wait) {
+  std::string not_member;
+  if (mode == net::Locate::kPlaced && node->ready(&not_member) && !node->placed(channel)) {
+    return done(Error(ErrorCode::kNotFound,
+                      fmt::format("channel '{}': the cluster has not placed it", channel)));
+  }
+  if (mode == net::Locate::kKnownOnly) {
     count_error();
     return done(
         Error(ErrorCode::kUnavailable,
               fmt::format("channel '{}': no leader is known to this node now; retry", channel)));
   }
   auto shared = std::make_shared<Located>(std::move(done));
+  // Only kPlace places a channel; kPlaced waits for the leader of one that is placed.
   node->await_leader(
-      channel, options_.default_replicas, std::chrono::steady_clock::now() + options_.timeout,
+      channel, mode == net::Locate::kPlace ? options_.default_replicas : 0,
+      std::chrono::steady_clock::now() + options_.timeout,
       [this, shared, channel, answer](std::optional<cluster::LeaderInfo> leader) {
         if (leader) return (*shared)(answer(std::move(leader)));
         count_error();

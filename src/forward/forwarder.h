@@ -46,7 +46,7 @@ class Forwarder : public net::Forwarder {
   // must outlive the forwarder's use, or be detached (nullptr) first.
   void attach(cluster::Node* node) { node_.store(node); }
 
-  void locate(const std::string& channel, bool wait, Located done) override;
+  void locate(const std::string& channel, net::Locate mode, Located done) override;
   std::shared_ptr<net::ForwardLink> link(const net::ForwardTarget& target,
                                          const std::string& client_name,
                                          const std::string& identity) override;

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 
 #include "auth/token.h"
 #include "client/client.h"
+#include "cluster/etcd_client.h"
 #include "cluster/etcd_process.h"
 #include "daemon/daemon_process.h"
 #include "daemon/http_client.h"
@@ -408,6 +410,105 @@ TEST_F(ForwardTest, NoLeaderInTimeFailsWithUnavailableNamingTheChannel) {
   EXPECT_EQ(st.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(st.error().message.find("lonely"), std::string::npos) << st.error().message;
   EXPECT_LT(took, 5s) << "not prompt";
+}
+
+// A receipt names any channel its bearer likes. Settling one must never place a channel (keys in
+// etcd for any name, past every grant and limit): a receipt for a channel the cluster has not
+// placed gets what a bad receipt gets, through every node, and etcd holds no more keys after.
+// The same for the admin requests that only read or change an existing channel.
+TEST_F(ForwardTest, ForgedReceiptsPlaceNothing) {
+  start_nodes();
+  auto admin = connect("n1");
+  ASSERT_TRUE(admin->declare_channel("real", {}).ok()) << admin->error_trace();
+  ASSERT_FALSE(agreed_leader("real").empty()) << views();
+  EtcdClient etcd(EtcdOptions{{etcd_->endpoint()}, std::chrono::milliseconds(2000)});
+  auto keys = [&] {
+    auto r = etcd.range_prefix("/");
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? r->kvs.size() : 0;
+  };
+  const size_t before = keys();
+  std::map<std::string, std::unique_ptr<client::Client>> clients;
+  for (const char* id : {"n1", "n2", "n3"}) clients[id] = connect(id);
+  for (int i = 0; i < 30; ++i) {
+    const std::string node = fmt::format("n{}", 1 + i % 3);
+    const std::string receipt = fmt::format("r2.7.1.{}.00000000000000aa.forged-{}", i, i);
+    Message m = text_message("x");
+    m.metadata = Metadata{{"witmq-receipt", receipt}};
+    auto st = i % 2 == 0 ? clients[node]->complete_message(m) : clients[node]->abandon_message(m);
+    ASSERT_FALSE(st.ok()) << receipt;
+    EXPECT_EQ(st.error().code, ErrorCode::kStaleReceipt) << st.error().message;
+    EXPECT_EQ(st.error().message, fmt::format("receipt {}: its channel no longer exists", receipt));
+    // Nor do admin requests other than a declare place the channel they name.
+    auto stats = clients[node]->channel_stats(fmt::format("ghost-{}", i));
+    ASSERT_FALSE(stats.ok());
+    EXPECT_EQ(stats.error().code, ErrorCode::kNotFound) << stats.error().message;
+  }
+  EXPECT_EQ(keys(), before) << "forged receipts wrote keys in etcd";
+  for (const char* id : {"n1", "n2", "n3"}) {
+    for (const auto& c : view(id)["channels"]) {
+      const std::string name = c["name"];
+      EXPECT_FALSE(name.starts_with("forged-") || name.starts_with("ghost-"))
+          << id << ": " << c.dump();
+    }
+  }
+  // The real channel still settles through any node.
+  ASSERT_TRUE(admin->send("real", std::vector<Message>{text_message("y")}).ok());
+  auto got = clients["n2"]->subscribe_try_receive("real", 5'000);
+  ASSERT_TRUE(got.ok() && *got) << (got.ok() ? "nothing" : got.error().message);
+  auto st = clients["n3"]->complete_message((**got)[0]);
+  EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+// Settling takes the receive grant on the receipt's channel, and an identity without it learns
+// nothing: a receipt for an existing channel it may not read from gets the same answer as one
+// for a channel that does not exist.
+TEST_F(ForwardTest, ReceiptsRevealNoChannelToAnIdentityWithoutTheGrant) {
+  const std::string reader_token = "reader-token-0123456789abcdef01";
+  const std::string admin_token = "admin-token-0123456789abcdef012";
+  json identities = json::array({{{"name", "reader"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(reader_token))},
+                                  {"receive", {"public"}}},
+                                 {{"name", "admin"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(admin_token))},
+                                  {"send", {"*"}},
+                                  {"receive", {"*"}},
+                                  {"manage", {"*"}},
+                                  {"monitor", true}}});
+  extra_ = {"--set", R"(anonymous={"enabled": false})", "--set", "identities=" + identities.dump()};
+  http_headers_ = {{"Authorization", "Bearer " + admin_token}};
+  start_nodes();
+  auto admin = connect("n1", "", admin_token);
+  ASSERT_TRUE(admin->declare_channel("secret", {{"lease-ms", "30000"}}).ok())
+      << admin->error_trace();
+  const std::string lead = agreed_leader("secret");
+  ASSERT_FALSE(lead.empty()) << views();
+  ASSERT_TRUE(admin->send("secret", std::vector<Message>{text_message("s")}).ok());
+  auto owner = connect(others(lead)[0], "owner", admin_token);
+  auto got = owner->subscribe_try_receive("secret", 5'000);
+  ASSERT_TRUE(got.ok() && *got) << (got.ok() ? "nothing" : got.error().message);
+  const std::string real = *find_metadata((**got)[0], "witmq-receipt");
+  const std::string prefix = real.substr(0, real.size() - std::string_view("secret").size());
+  // Through a node that leads the channel and through one that does not.
+  for (const std::string& node : {lead, others(lead)[1]}) {
+    auto reader = connect(node, "", reader_token);
+    std::vector<std::string> answers;
+    for (const std::string& receipt : {real, prefix + "nothere"}) {
+      Message m = text_message("x");
+      m.metadata = Metadata{{"witmq-receipt", receipt}};
+      auto st = reader->complete_message(m);
+      ASSERT_FALSE(st.ok()) << node << " " << receipt;
+      EXPECT_EQ(st.error().code, ErrorCode::kStaleReceipt) << st.error().message;
+      std::string text = st.error().message;
+      const auto at = text.find(receipt);
+      ASSERT_NE(at, std::string::npos) << text;
+      answers.push_back(text.replace(at, receipt.size(), "<receipt>"));
+    }
+    EXPECT_EQ(answers[0], answers[1]) << node;
+  }
+  // The message was not settled by the reader's attempt: its owner still can.
+  auto st = owner->complete_message((**got)[0]);
+  EXPECT_TRUE(st.ok()) << st.error().message;
 }
 
 }  // namespace
