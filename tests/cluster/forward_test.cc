@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -509,6 +511,70 @@ TEST_F(ForwardTest, ReceiptsRevealNoChannelToAnIdentityWithoutTheGrant) {
   // The message was not settled by the reader's attempt: its owner still can.
   auto st = owner->complete_message((**got)[0]);
   EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+// A leader that stops answering (SIGSTOP) stalls no client of another node for longer than
+// cluster-forward-timeout-ms: a forwarded request (connect, write and answer) fails with
+// unavailable saying that its outcome is unknown, a waiting subscribe-receive ends the same way
+// (the link pings a silent leader), the link is not reused, and once another node leads the
+// channel the same client connection works again.
+TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout) {
+  extra_ = {"--set", "cluster-forward-timeout-ms=1000"};
+  start_nodes();
+  auto admin = connect("n1");
+  ASSERT_TRUE(admin->declare_channel("stall", {}).ok()) << admin->error_trace();
+  const std::string lead = agreed_leader("stall");
+  ASSERT_FALSE(lead.empty()) << views();
+  const std::string entry = others(lead)[0];
+  auto producer = connect(entry);
+  ASSERT_TRUE(producer->send("stall", std::vector<Message>{text_message("warm")}).ok())
+      << producer->error_trace();
+  auto waiter = connect(entry, "waiter");
+  ASSERT_TRUE(waiter->subscribe_try_receive("stall", 0).ok());  // its link is open
+
+  nodes_[lead]->signal(SIGSTOP);
+  struct Resumed {
+    Daemon* d;
+    ~Resumed() { d->signal(SIGCONT); }
+  } resume{nodes_[lead].get()};
+  // A waiting receive on an empty channel; the first message went to the first receive above.
+  std::optional<Error> receive_error;
+  Clock::duration receive_took{};
+  std::promise<void> received;
+  auto receive_done = received.get_future();
+  std::thread receive([&] {
+    const auto start = Clock::now();
+    auto r = waiter->subscribe_receive("stall");
+    receive_took = Clock::now() - start;
+    if (!r.ok()) receive_error = r.error();
+    received.set_value();
+  });
+  const auto start = Clock::now();
+  auto st = producer->send("stall", std::vector<Message>{text_message("lost?")});
+  const auto took = Clock::now() - start;
+  // Without a bound the receive would wait for SIGCONT: give it that after 15 s.
+  if (receive_done.wait_for(15s) != std::future_status::ready) nodes_[lead]->signal(SIGCONT);
+  receive.join();
+  ASSERT_FALSE(st.ok()) << "a stopped leader acknowledged a send";
+  EXPECT_EQ(st.error().code, ErrorCode::kUnavailable) << st.error().message;
+  EXPECT_NE(st.error().message.find("outcome is unknown"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("stall"), std::string::npos) << st.error().message;
+  EXPECT_LT(took, 4s) << "the forwarded send waited for the stopped leader";
+  ASSERT_TRUE(receive_error.has_value()) << "a stopped leader delivered";
+  EXPECT_EQ(receive_error->code, ErrorCode::kUnavailable) << receive_error->message;
+  EXPECT_LT(receive_took, 6s) << "the forwarded receive waited for the stopped leader";
+
+  // Once another node leads (the stopped one's lease expired), the same connections work.
+  bool sent = false;
+  const auto deadline = Clock::now() + 20s;
+  while (!sent && Clock::now() < deadline) {
+    sent = producer->send("stall", std::vector<Message>{text_message("after")}).ok();
+    if (!sent) std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(sent) << producer->error_trace() << "\n" << views();
+  EXPECT_NE(leader(entry, "stall").first, lead);
+  auto got = waiter->subscribe_try_receive("stall", 5'000);
+  ASSERT_TRUE(got.ok()) << got.error().message;
 }
 
 }  // namespace
