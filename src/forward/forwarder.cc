@@ -25,8 +25,9 @@ using Done = UniqueFunction<void(Result<net::Frame>)>;
 // Every request is bounded (cluster-forward-timeout-ms from the moment it is made: connecting,
 // writing and the answer; a subscribe-try-receive gets its own timeout on top). A
 // subscribe-receive may rightly wait for as long as no message comes, so it has no deadline of
-// its own; instead, while one waits and the leader has said nothing for the timeout, the link
-// pings it, and a ping unanswered within the timeout counts as a missed deadline. A missed
+// its own; instead, while a receive waits and the leader has said nothing for the timeout, the
+// link pings it, and a ping unanswered within the timeout counts as a missed deadline (so a
+// stopped leader does not hold a long subscribe-try-receive for its whole timeout either). A missed
 // deadline fails the whole link: every request on it gets kUnavailable (its outcome is unknown),
 // the connection is closed, which gives back on the leader whatever the link held there, and the
 // session opens a new link for its next request. One watchdog timer per link checks the
@@ -47,10 +48,13 @@ class Link : public net::ForwardLink, public std::enable_shared_from_this<Link> 
     const net::FrameType op = request.type();
     const auto now = Clock::now();
     auto deadline = now + timeout_;
+    bool waits = false;  // a receive the leader holds until a message comes
     if (const auto* t = std::get_if<net::SubscribeTryReceive>(&request.body)) {
       deadline += std::chrono::milliseconds(t->timeout_ms);
+      waits = t->timeout_ms > 0;
     } else if (op == net::FrameType::kSubscribeReceive) {
       deadline = Clock::time_point::max();
+      waits = true;
     }
     client::AsyncClient::Pointer open;
     bool start = false;
@@ -63,7 +67,7 @@ class Link : public net::ForwardLink, public std::enable_shared_from_this<Link> 
         failed = *failed_;
       } else {
         seq = ++next_seq_;
-        calls_.emplace(seq, Call{op, deadline, std::move(done)});
+        calls_.emplace(seq, Call{op, deadline, waits, std::move(done)});
         if (calls_.size() == 1) heard_ = now;
         arm = !watching_;
         watching_ = true;
@@ -98,6 +102,7 @@ class Link : public net::ForwardLink, public std::enable_shared_from_this<Link> 
   struct Call {
     net::FrameType op = net::FrameType::kPing;
     Clock::time_point deadline{};  // max(): a subscribe-receive, kept alive by pings instead
+    bool waits = false;            // a receive: pings check the leader while it waits
     Done done;
   };
 
@@ -196,7 +201,7 @@ class Link : public net::ForwardLink, public std::enable_shared_from_this<Link> 
       }
       for (const auto& [seq, call] : calls_) {
         if (call.deadline <= now) expired = true;
-        if (call.deadline == Clock::time_point::max()) waiting = true;
+        if (call.waits) waiting = true;
       }
       if (!expired && waiting && now - heard_ >= timeout_) {
         if (pinging_) {

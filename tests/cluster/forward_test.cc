@@ -531,6 +531,8 @@ TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout)
       << producer->error_trace();
   auto waiter = connect(entry, "waiter");
   ASSERT_TRUE(waiter->subscribe_try_receive("stall", 0).ok());  // its link is open
+  auto patient = connect(entry, "patient");
+  ASSERT_TRUE(patient->subscribe_try_receive("stall", 0).ok());
 
   nodes_[lead]->signal(SIGSTOP);
   struct Resumed {
@@ -540,8 +542,9 @@ TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout)
   // A waiting receive on an empty channel; the first message went to the first receive above.
   std::optional<Error> receive_error;
   Clock::duration receive_took{};
-  std::promise<void> received;
+  std::promise<void> received, tried;
   auto receive_done = received.get_future();
+  auto try_done = tried.get_future();
   std::thread receive([&] {
     const auto start = Clock::now();
     auto r = waiter->subscribe_receive("stall");
@@ -549,12 +552,26 @@ TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout)
     if (!r.ok()) receive_error = r.error();
     received.set_value();
   });
+  // A try-receive that may wait a minute is not held for that minute by a stopped leader.
+  std::optional<Error> try_error;
+  Clock::duration try_took{};
+  std::thread try_receive([&] {
+    const auto start = Clock::now();
+    auto r = patient->subscribe_try_receive("stall", 60'000);
+    try_took = Clock::now() - start;
+    if (!r.ok()) try_error = r.error();
+    tried.set_value();
+  });
   const auto start = Clock::now();
   auto st = producer->send("stall", std::vector<Message>{text_message("lost?")});
   const auto took = Clock::now() - start;
   // Without a bound the receive would wait for SIGCONT: give it that after 15 s.
-  if (receive_done.wait_for(15s) != std::future_status::ready) nodes_[lead]->signal(SIGCONT);
+  if (receive_done.wait_for(15s) != std::future_status::ready ||
+      try_done.wait_for(1s) != std::future_status::ready) {
+    nodes_[lead]->signal(SIGCONT);
+  }
   receive.join();
+  try_receive.join();
   ASSERT_FALSE(st.ok()) << "a stopped leader acknowledged a send";
   EXPECT_EQ(st.error().code, ErrorCode::kUnavailable) << st.error().message;
   EXPECT_NE(st.error().message.find("outcome is unknown"), std::string::npos) << st.error().message;
@@ -563,6 +580,9 @@ TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout)
   ASSERT_TRUE(receive_error.has_value()) << "a stopped leader delivered";
   EXPECT_EQ(receive_error->code, ErrorCode::kUnavailable) << receive_error->message;
   EXPECT_LT(receive_took, 6s) << "the forwarded receive waited for the stopped leader";
+  ASSERT_TRUE(try_error.has_value()) << "a stopped leader delivered";
+  EXPECT_EQ(try_error->code, ErrorCode::kUnavailable) << try_error->message;
+  EXPECT_LT(try_took, 6s) << "the forwarded try-receive waited for the stopped leader";
 
   // Once another node leads (the stopped one's lease expired), the same connections work.
   bool sent = false;
