@@ -582,6 +582,17 @@ std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
   return leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
 }
 
+bool Node::placed(const std::string& channel) const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (!v) return false;
+  auto it = v->index.find(channel);
+  return it != v->index.end() && !v->channels[it->second].replicas.empty();
+}
+
 void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,
                         std::function<void(std::optional<LeaderInfo>)> done) {
   if (auto known = leader_of(channel)) return done(std::move(known));
@@ -589,7 +600,7 @@ void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::ti
   {
     std::lock_guard lock(mu_);
     if (!stopped_) {
-      wanted_.emplace(channel, replicas);
+      if (replicas != 0) wanted_.emplace(channel, replicas);
       waiters_.push_back({channel, deadline, std::move(done)});
       kicked_ = queued = true;
     }

@@ -120,10 +120,14 @@ class Node {
   // replica, an election under way) or when this node is not a member (it cannot know). Any
   // thread; takes no etcd round trip.
   std::optional<LeaderInfo> leader_of(const std::string& channel) const;
+  // Whether `channel` has a placement (replicas) in the last view, whether or not anyone leads it
+  // now. Any thread; takes no etcd round trip.
+  bool placed(const std::string& channel) const;
   // Calls `done` once `channel` has a leader, or with nullopt when it has none at `deadline`
   // (checked after each pass of the control loop, so at most one tick late) or the node stops.
   // A channel without placement is placed first (`replicas` of the live nodes), by this node, as
-  // one it holds would be. `done` runs on the node's thread, or at once on the caller's when the
+  // one it holds would be; with `replicas` 0 it is not, and only a leader elected otherwise is
+  // waited for. `done` runs on the node's thread, or at once on the caller's when the
   // leader is known; it must not block.
   void await_leader(const std::string& channel, uint32_t replicas,
                     std::chrono::steady_clock::time_point deadline,

@@ -77,17 +77,30 @@ Result<PeerFrame> decode_hello(Reader& r) {
   WITMQ_TAKE(version, r.uint(2, "version"));
   WITMQ_TAKE(cluster, r.str("cluster"));
   WITMQ_TAKE(node, r.str("node-id"));
-  WITMQ_TAKE(token, r.str("token"));
+  WITMQ_TAKE(nonce, r.str("nonce"));
   WITMQ_RETURN_IF_ERROR(r.end());
   return PeerFrame(PeerHello{static_cast<uint16_t>(version), std::move(cluster), std::move(node),
-                             std::move(token)});
+                             std::move(nonce)});
 }
 
 Result<PeerFrame> decode_welcome(Reader& r) {
   WITMQ_TAKE(version, r.uint(2, "version"));
   WITMQ_TAKE(node, r.str("node-id"));
+  WITMQ_TAKE(proof, r.str("proof"));
   WITMQ_RETURN_IF_ERROR(r.end());
-  return PeerFrame(PeerWelcome{static_cast<uint16_t>(version), std::move(node)});
+  return PeerFrame(PeerWelcome{static_cast<uint16_t>(version), std::move(node), std::move(proof)});
+}
+
+Result<PeerFrame> decode_challenge(Reader& r) {
+  WITMQ_TAKE(nonce, r.str("nonce"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerChallenge{std::move(nonce)});
+}
+
+Result<PeerFrame> decode_proof(Reader& r) {
+  WITMQ_TAKE(proof, r.str("proof"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerProof{std::move(proof)});
 }
 
 Result<PeerFrame> decode_refused(Reader& r) {
@@ -123,11 +136,18 @@ std::string encode_peer_frame(const PeerFrame& frame) {
           body.u16(f.version);
           body.str(f.cluster);
           body.str(f.node_id);
-          body.str(f.token);
+          body.str(f.nonce);
         } else if constexpr (std::is_same_v<T, PeerWelcome>) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kWelcome));
           body.u16(f.version);
           body.str(f.node_id);
+          body.str(f.proof);
+        } else if constexpr (std::is_same_v<T, PeerChallenge>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kChallenge));
+          body.str(f.nonce);
+        } else if constexpr (std::is_same_v<T, PeerProof>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kProof));
+          body.str(f.proof);
         } else if constexpr (std::is_same_v<T, PeerRefused>) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kRefused));
           body.u16(static_cast<uint16_t>(f.code));
@@ -135,7 +155,7 @@ std::string encode_peer_frame(const PeerFrame& frame) {
         } else if constexpr (std::is_same_v<T, PeerPing>) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kPing));
           body.u64(f.nonce);
-        } else {
+        } else if constexpr (std::is_same_v<T, PeerPong>) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kPong));
           body.u64(f.nonce);
         }
@@ -178,8 +198,17 @@ Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body) {
       Reader r(rest, "pong");
       return decode_nonce<PeerPong>(r);
     }
+    case PeerFrameType::kChallenge: {
+      Reader r(rest, "challenge");
+      return decode_challenge(r);
+    }
+    case PeerFrameType::kProof: {
+      Reader r(rest, "proof");
+      return decode_proof(r);
+    }
   }
-  return invalid_argument(fmt::format("peer frame: unknown type {}, expected 1..5", type));
+  return invalid_argument(
+      fmt::format("peer frame: unknown type {}, expected 1..5, 16 or 17", type));
 }
 
 std::string peer_text(std::string_view s) {
@@ -198,7 +227,8 @@ std::string peer_text(std::string_view s) {
 }
 
 std::string peer_frame_name(const PeerFrame& frame) {
-  static constexpr const char* kNames[] = {"hello", "welcome", "refused", "ping", "pong"};
+  static constexpr const char* kNames[] = {"hello", "welcome",   "refused", "ping",
+                                           "pong",  "challenge", "proof"};
   return kNames[frame.index()];
 }
 

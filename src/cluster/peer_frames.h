@@ -6,11 +6,17 @@
 // Integers are big-endian; a string is a u16 length and that many bytes. A body longer than the
 // receiver's limit (cluster-peer-max-frame-bytes) is refused before any of it is read.
 //
-//   1 hello    u16 version, str cluster name, str node id, str token   (first frame, dialer)
-//   2 welcome  u16 version, str node id                                 (listener's answer)
-//   3 refused  u16 error code, str text      (then the sender closes the connection)
-//   4 ping     u64 nonce
-//   5 pong     u64 nonce                                                (answer to ping)
+//   1 hello      u16 version, str cluster name, str node id, str nonce   (first frame, dialer)
+//  16 challenge  str nonce                                (listener's answer to the hello)
+//  17 proof      str HMAC                                 (dialer's answer to the challenge)
+//   2 welcome    u16 version, str node id, str HMAC       (listener's answer to a good proof)
+//   3 refused    u16 error code, str text      (then the sender closes the connection)
+//   4 ping       u64 nonce
+//   5 pong       u64 nonce                                              (answer to ping)
+//
+// The handshake (hello, challenge, proof, welcome) proves that both sides hold the cluster's
+// secret without sending it (cluster/peer_auth.h); the listener names itself only in the
+// welcome, after the dialer's proof has checked.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +30,13 @@
 
 namespace witmq::cluster {
 
-// The peer protocol version this build speaks; a hello with another one is refused.
-inline constexpr uint16_t kPeerProtocolVersion = 1;
+// The peer protocol version this build speaks; a hello with another one is refused. Version 1
+// sent the secret itself in the hello; 2 proves it (challenge and proof).
+inline constexpr uint16_t kPeerProtocolVersion = 2;
 // Bytes of the length prefix before each body.
 inline constexpr size_t kPeerHeaderBytes = 4;
-// The hello is small: a listener reads at most this many body bytes before the peer has proved
-// it holds the token, whatever cluster-peer-max-frame-bytes says.
+// The handshake's frames are small: a listener reads at most this many body bytes before the
+// peer has proved it holds the secret, whatever cluster-peer-max-frame-bytes says.
 inline constexpr uint32_t kPeerMaxHelloBytes = 4096;
 
 enum class PeerFrameType : uint8_t {
@@ -38,17 +45,26 @@ enum class PeerFrameType : uint8_t {
   kRefused = 3,
   kPing = 4,
   kPong = 5,
+  kChallenge = 16,
+  kProof = 17,
 };
 
 struct PeerHello {
   uint16_t version = kPeerProtocolVersion;
-  std::string cluster;
+  std::string cluster;  // the dialer's cluster name; the proofs cover the listener's own
   std::string node_id;
-  std::string token;
+  std::string nonce;  // kPeerNonceBytes random bytes
+};
+struct PeerChallenge {
+  std::string nonce;  // kPeerNonceBytes random bytes
+};
+struct PeerProof {
+  std::string proof;  // dialer_proof()
 };
 struct PeerWelcome {
   uint16_t version = kPeerProtocolVersion;
   std::string node_id;
+  std::string proof;  // listener_proof()
 };
 struct PeerRefused {
   ErrorCode code = ErrorCode::kPermissionDenied;
@@ -61,7 +77,8 @@ struct PeerPong {
   uint64_t nonce = 0;
 };
 
-using PeerFrame = std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong>;
+using PeerFrame =
+    std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong, PeerChallenge, PeerProof>;
 
 // The whole frame (length prefix included).
 std::string encode_peer_frame(const PeerFrame& frame);

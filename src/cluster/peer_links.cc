@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 
+#include "cluster/peer_auth.h"
 #include "cluster/peer_frames.h"
 #include "common/log.h"
 
@@ -29,7 +30,8 @@ namespace {
 
 constexpr auto kFirstRetry = std::chrono::milliseconds(100);
 constexpr auto kLastRetry = std::chrono::milliseconds(5'000);
-// A listener's answers are a welcome, a pong or a refused with its text: far below this.
+// A listener's answers are a challenge, a welcome, a pong or a refused with its text: far below
+// this.
 constexpr uint32_t kMaxAnswerBytes = 70'000;
 
 }  // namespace
@@ -161,8 +163,9 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
     co_return Error(ErrorCode::kUnavailable, fmt::format("cannot connect: {}", ec.message()));
   }
   link->socket.set_option(tcp::no_delay(true), ec);
-  const std::string hello = encode_peer_frame(
-      PeerHello{kPeerProtocolVersion, options.cluster, options.node_id, options.token});
+  const std::string nonce = peer_nonce();
+  const std::string hello =
+      encode_peer_frame(PeerHello{kPeerProtocolVersion, options.cluster, options.node_id, nonce});
   co_await asio::async_write(link->socket, asio::buffer(hello),
                              asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
@@ -170,6 +173,35 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
     co_return Error(ErrorCode::kUnavailable, fmt::format("hello not sent: {}", ec.message()));
   }
   auto answer = co_await read_frame(link->socket);
+  if (!answer) {
+    link->disarm();
+    co_return Error(answer.error().code, "no challenge: " + answer.error().message);
+  }
+  if (const auto* r = std::get_if<PeerRefused>(&*answer)) {
+    link->disarm();
+    co_return Error(ErrorCode::kPermissionDenied, peer_text(r->text));
+  }
+  const auto* challenge = std::get_if<PeerChallenge>(&*answer);
+  if (challenge == nullptr) {
+    link->disarm();
+    co_return invalid_argument(
+        fmt::format("answered the hello with a {} frame", peer_frame_name(*answer)));
+  }
+  if (challenge->nonce.size() != kPeerNonceBytes) {
+    link->disarm();
+    co_return invalid_argument(fmt::format("a challenge nonce of {} bytes, expected {}",
+                                           challenge->nonce.size(), kPeerNonceBytes));
+  }
+  const std::string listener_nonce = challenge->nonce;
+  const std::string proof = encode_peer_frame(PeerProof{
+      dialer_proof(options.token, options.cluster, options.node_id, nonce, listener_nonce)});
+  co_await asio::async_write(link->socket, asio::buffer(proof),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    link->disarm();
+    co_return Error(ErrorCode::kUnavailable, fmt::format("proof not sent: {}", ec.message()));
+  }
+  answer = co_await read_frame(link->socket);
   link->disarm();
   if (!answer) co_return Error(answer.error().code, "no welcome: " + answer.error().message);
   if (const auto* r = std::get_if<PeerRefused>(&*answer)) {
@@ -178,7 +210,16 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
   const auto* welcome = std::get_if<PeerWelcome>(&*answer);
   if (welcome == nullptr) {
     co_return invalid_argument(
-        fmt::format("answered the hello with a {} frame", peer_frame_name(*answer)));
+        fmt::format("answered the proof with a {} frame", peer_frame_name(*answer)));
+  }
+  // The listener's proof covers the id it names: a node without the secret cannot pass for one.
+  const std::string expected = listener_proof(options.token, options.cluster, options.node_id,
+                                              welcome->node_id, nonce, listener_nonce);
+  if (!proofs_match(welcome->proof, expected)) {
+    co_return Error(ErrorCode::kPermissionDenied,
+                    fmt::format("the node at {} did not prove that it holds this cluster's secret "
+                                "(cluster-peer-token-file) in this cluster (cluster-name)",
+                                link->address));
   }
   if (welcome->node_id != link->node) {
     co_return invalid_argument(fmt::format("the node at {} is '{}', not '{}'", link->address,

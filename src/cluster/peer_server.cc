@@ -1,7 +1,6 @@
 #include "cluster/peer_server.h"
 
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 
 #include <array>
 #include <boost/asio/co_spawn.hpp>
@@ -14,8 +13,10 @@
 #include <boost/asio/write.hpp>
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
+#include "cluster/peer_auth.h"
 #include "cluster/peer_frames.h"
 #include "common/log.h"
 
@@ -38,11 +39,6 @@ std::string endpoint_text(const tcp::endpoint& e) {
   return fmt::format("{}:{}", e.address().to_string(), e.port());
 }
 
-bool same_secret(const std::string& a, const std::string& b) {
-  // Constant time in the secret's content: a peer cannot learn it byte by byte from timings.
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
 }  // namespace
 
 struct PeerServer::State : std::enable_shared_from_this<PeerServer::State> {
@@ -60,6 +56,7 @@ struct PeerServer::State : std::enable_shared_from_this<PeerServer::State> {
   bool stopped = false;
   uint64_t next_id = 0;
   std::map<uint64_t, std::weak_ptr<Connection>> connections;
+  std::set<uint64_t> unauthenticated;  // connections in the handshake, oldest first
 
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn, uint64_t id);
@@ -96,7 +93,26 @@ asio::awaitable<void> PeerServer::State::accept_loop() {
         conn->socket.close(rec);
         continue;
       }
+      if (!unauthenticated.empty() && unauthenticated.size() >= options.max_unauthenticated) {
+        // The oldest connection still in its handshake makes room: a peer completes the
+        // handshake in a few round trips, so strangers that connect and wait are what goes.
+        const uint64_t oldest = *unauthenticated.begin();
+        unauthenticated.erase(unauthenticated.begin());
+        ++refused;
+        auto it = connections.find(oldest);
+        if (auto old = it == connections.end() ? nullptr : it->second.lock()) {
+          log::warn(
+              "peer listener: {} closed: {} connections are in the handshake, the most it "
+              "takes; the oldest makes room for {}",
+              old->remote, options.max_unauthenticated, conn->remote);
+          asio::post(old->socket.get_executor(), [old] {
+            boost::system::error_code ignored;
+            old->socket.close(ignored);
+          });
+        }
+      }
       id = ++next_id;
+      unauthenticated.insert(id);
       connections.emplace(id, conn);
     }
     ++open;
@@ -131,14 +147,21 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
   deadline.async_wait([conn, self, this](boost::system::error_code ec) {
     if (ec || conn->welcomed) return;
     ++refused;
-    log::warn("peer listener: {} sent no hello within {} ms; closing", conn->remote,
-              options.handshake_timeout.count());
+    log::warn("peer listener: {} did not complete the handshake within {} ms; closing",
+              conn->remote, options.handshake_timeout.count());
     conn->socket.close(ec);
   });
 
   std::array<uint8_t, kPeerHeaderBytes> header{};
   std::vector<uint8_t> body;
   std::string peer_id;
+  // The handshake's state: the id the hello claims and both nonces, once the challenge is out.
+  std::string claimed_id, dialer_nonce, listener_nonce;
+  // The connection leaves the handshake's slots once welcomed (or when it ends).
+  auto authenticated_now = [&] {
+    std::lock_guard lock(mu);
+    unauthenticated.erase(id);
+  };
   ErrorCode refusal_code = ErrorCode::kInvalidArgument;
   std::string refusal;
   for (;;) {
@@ -154,8 +177,9 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
         refusal = fmt::format("frame of {} bytes exceeds cluster-peer-max-frame-bytes ({})", length,
                               limit);
       } else {
-        refusal = fmt::format("first frame of {} bytes exceeds the {} bytes a hello may have",
-                              length, limit);
+        refusal = fmt::format(
+            "handshake frame of {} bytes exceeds the {} bytes a handshake frame may have", length,
+            limit);
       }
       break;
     }
@@ -170,7 +194,8 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
       refusal = frame.error().message;
       break;
     }
-    if (!welcomed) {
+    if (!welcomed && dialer_nonce.empty()) {
+      // Nothing that names this node or its cluster goes out before the dialer's proof checks.
       const auto* hello = std::get_if<PeerHello>(&*frame);
       if (hello == nullptr) {
         refusal_code = ErrorCode::kPermissionDenied;
@@ -180,35 +205,54 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
       }
       if (hello->version != kPeerProtocolVersion) {
         refusal_code = ErrorCode::kUnsupported;
-        refusal = fmt::format(
-            "hello of node '{}': peer protocol version {}, this node "
-            "speaks {}",
-            peer_text(hello->node_id), hello->version, kPeerProtocolVersion);
+        refusal = fmt::format("hello of node '{}': peer protocol version {}, this node speaks {}",
+                              peer_text(hello->node_id), hello->version, kPeerProtocolVersion);
         break;
       }
-      if (hello->cluster != options.cluster) {
-        refusal_code = ErrorCode::kPermissionDenied;
-        refusal = fmt::format(
-            "hello of node '{}': cluster '{}', this node is in cluster "
-            "'{}'",
-            peer_text(hello->node_id), peer_text(hello->cluster), options.cluster);
+      if (hello->nonce.size() != kPeerNonceBytes) {
+        refusal_code = ErrorCode::kInvalidArgument;
+        refusal = fmt::format("hello of node '{}': a nonce of {} bytes, expected {}",
+                              peer_text(hello->node_id), hello->nonce.size(), kPeerNonceBytes);
         break;
       }
-      if (!same_secret(hello->token, options.token)) {
+      claimed_id = hello->node_id;
+      dialer_nonce = hello->nonce;
+      listener_nonce = peer_nonce();
+      const std::string reply = encode_peer_frame(PeerChallenge{listener_nonce});
+      co_await asio::async_write(conn->socket, asio::buffer(reply),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      continue;
+    }
+    if (!welcomed) {
+      const auto* proof = std::get_if<PeerProof>(&*frame);
+      if (proof == nullptr) {
+        refusal_code = ErrorCode::kPermissionDenied;
+        refusal =
+            fmt::format("expected a proof after the challenge, got {}", peer_frame_name(*frame));
+        break;
+      }
+      const std::string expected =
+          dialer_proof(options.token, options.cluster, claimed_id, dialer_nonce, listener_nonce);
+      if (!proofs_match(proof->proof, expected)) {
+        // One answer for a wrong secret and a wrong cluster name: it says neither.
         refusal_code = ErrorCode::kPermissionDenied;
         refusal = fmt::format(
-            "hello of node '{}': the token is not this cluster's secret "
-            "(cluster-peer-token-file)",
-            peer_text(hello->node_id));
+            "hello of node '{}': its proof does not check: it does not hold this cluster's "
+            "secret (cluster-peer-token-file) or is in another cluster (cluster-name)",
+            peer_text(claimed_id));
         break;
       }
       welcomed = true;
       deadline.cancel();
-      peer_id = peer_text(hello->node_id);
+      peer_id = peer_text(claimed_id);
+      authenticated_now();
       ++authenticated;
       log::info("peer listener: node '{}' connected from {}", peer_id, conn->remote);
-      const std::string reply =
-          encode_peer_frame(PeerWelcome{kPeerProtocolVersion, options.node_id});
+      const std::string reply = encode_peer_frame(
+          PeerWelcome{kPeerProtocolVersion, options.node_id,
+                      listener_proof(options.token, options.cluster, claimed_id, options.node_id,
+                                     dialer_nonce, listener_nonce)});
       co_await asio::async_write(conn->socket, asio::buffer(reply),
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec) break;
@@ -234,6 +278,7 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
   // Refused once out of the loop, with the text in a local: GCC 12 mishandles temporaries (a
   // conditional's in particular) in a co_await's arguments.
   if (!refusal.empty()) co_await refuse(*conn, refusal_code, refusal);
+  authenticated_now();
   welcomed = true;
   deadline.cancel();
   boost::system::error_code ec;

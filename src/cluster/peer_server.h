@@ -1,9 +1,10 @@
 // The peer link's listener (docs/CLUSTERING.md, "The peer link"): the TCP endpoint other nodes of
-// the cluster dial on cluster-peer-listen. A connection must open with a hello carrying the
-// cluster's name and shared secret within the handshake bound; anything else is refused with a
+// the cluster dial on cluster-peer-listen. A connection must complete the handshake (hello,
+// challenge, proof: cluster/peer_auth.h) within the handshake bound, and until it has, the
+// listener says nothing that names this node or its cluster; anything else is refused with a
 // `refused` frame and the connection closed. Frame bodies are bounded before they are read (4096
-// bytes before the hello is accepted, cluster-peer-max-frame-bytes after), so no peer, known or
-// not, can make the node buffer more than that, and malformed bytes only close their connection.
+// bytes during the handshake, cluster-peer-max-frame-bytes after), so no peer, known or not, can
+// make the node buffer more than that, and malformed bytes only close their connection.
 //
 // Threading: runs on the daemon's io_context; each connection is a coroutine on a strand of its
 // own. stop() may be called from any thread.
@@ -24,14 +25,19 @@ namespace witmq::cluster {
 
 struct PeerServerOptions {
   std::string listen;   // HOST:PORT (an IP address; port 0 picks a free one)
-  std::string cluster;  // this cluster's name: a hello naming another is refused
-  std::string node_id;  // this node's id, told in the welcome
-  std::string token;    // the shared secret a hello must carry
+  std::string cluster;  // this cluster's name: the dialer's proof covers it
+  std::string node_id;  // this node's id, told in the welcome (only after the dialer's proof)
+  std::string token;    // the shared secret the dialer must prove it holds
   uint32_t max_frame_bytes = 16 * 1024 * 1024;
-  // How long a new connection may take to send its hello.
-  std::chrono::milliseconds handshake_timeout{5'000};
+  // How long a new connection may take to complete the handshake (hello, proof).
+  std::chrono::milliseconds handshake_timeout{3'000};
   // Connections open at once (authenticated or not); one more is closed at once.
   size_t max_connections = 64;
+  // Of those, connections that have not completed the handshake: one more closes the oldest of
+  // them. Strangers hold these few slots for the handshake bound at most and never the others,
+  // so authenticated peers keep max_connections - max_unauthenticated slots whatever strangers
+  // do, and a peer's handshake (a few round trips) is not crowded out by connections that wait.
+  size_t max_unauthenticated = 8;
 };
 
 // Counters for /v1/cluster and /metrics.

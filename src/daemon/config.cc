@@ -288,9 +288,11 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       }));
   k.push_back(integer_key(
       "cluster-forward-timeout-ms", 5'000, 100, 60'000,
-      "How long a node waits, for a client's operation on a channel it does not lead, for the "
-      "channel's leader to be known (a new channel is placed first) and for the connection to "
-      "it; past it the operation fails with unavailable naming the channel.",
+      "The bound on a client's operation that a node relays to the channel's leader: waiting "
+      "for the leader to be known (a new channel is placed first), connecting to it, and its "
+      "answer (a subscribe-try-receive adds its own timeout; a waiting receive is kept alive by "
+      "pings answered within this bound). Past it the operation fails with unavailable naming "
+      "the channel, its outcome unknown, and the connection to that leader is closed.",
       [](int64_t v, Config& c) { c.cluster.forward_timeout = std::chrono::milliseconds(v); }));
 }
 

@@ -30,8 +30,9 @@ namespace witmq::forward {
 struct ForwarderOptions {
   // The cluster's secret (cluster-peer-token), proved in every forwarded connect.
   std::string peer_token;
-  // How long an operation waits for a channel's leader to be known (a new channel is placed
-  // first) and for the connection to it (cluster-forward-timeout-ms).
+  // The bound on a relayed operation (cluster-forward-timeout-ms): waiting for a channel's leader
+  // to be known (a new channel is placed first), connecting to it, and its answer; a waiting
+  // receive is kept alive by pings answered within it instead.
   std::chrono::milliseconds timeout{5'000};
   // The replicas of a channel placed because a client used it here first (the server's default
   // channel setting).
@@ -46,7 +47,7 @@ class Forwarder : public net::Forwarder {
   // must outlive the forwarder's use, or be detached (nullptr) first.
   void attach(cluster::Node* node) { node_.store(node); }
 
-  void locate(const std::string& channel, bool wait, Located done) override;
+  void locate(const std::string& channel, net::Locate mode, Located done) override;
   std::shared_ptr<net::ForwardLink> link(const net::ForwardTarget& target,
                                          const std::string& client_name,
                                          const std::string& identity) override;

@@ -43,15 +43,28 @@ class ForwardLink {
   virtual void close() = 0;
 };
 
+// What locate() does about a channel whose leader is not known now.
+enum class Locate {
+  // Answers at once: kUnavailable naming the channel.
+  kKnownOnly,
+  // Waits for the leader of a channel the cluster has placed (its leader just died, an election
+  // is under way); a channel the cluster has not placed is kNotFound at once. For settles: a
+  // receipt names any channel its bearer likes, and must never create one.
+  kPlaced,
+  // Waits, placing a channel the cluster does not know yet first (the operations that create a
+  // channel on first use).
+  kPlace,
+};
+
 class Forwarder {
  public:
   virtual ~Forwarder() = default;
   using Located = UniqueFunction<void(Result<std::optional<ForwardTarget>>)>;
-  // Who serves `channel`: nullopt when this node does, a target when another node does. With
-  // `wait`, a channel without a leader yet (new, or its leader just died) is waited for, bounded
-  // by the forward timeout; then, or at once without `wait`, kUnavailable naming the channel.
-  // `done` may run at once on the caller's thread or later on another.
-  virtual void locate(const std::string& channel, bool wait, Located done) = 0;
+  // Who serves `channel`: nullopt when this node does, a target when another node does. A
+  // channel without a known leader is treated as `mode` says; a wait is bounded by the forward
+  // timeout, then kUnavailable naming the channel. `done` may run at once on the caller's thread
+  // or later on another.
+  virtual void locate(const std::string& channel, Locate mode, Located done) = 0;
   // A new link to `target` acting for the client `client_name` with identity `identity` ("" when
   // the server has no authentication).
   virtual std::shared_ptr<ForwardLink> link(const ForwardTarget& target,

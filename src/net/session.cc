@@ -48,6 +48,14 @@ constexpr auto kLinger = std::chrono::seconds(2);
 
 Error shutting_down() { return Error(ErrorCode::kUnavailable, "the server is shutting down"); }
 
+// What a settle gets when its receipt names a channel that does not exist, and also when it names
+// one the caller may not receive from: word for word what the broker answers for an unknown
+// channel, so that receipts tell no one which channels exist.
+Error unknown_receipt_channel(const std::string& receipt) {
+  return Error(ErrorCode::kStaleReceipt,
+               fmt::format("receipt {}: its channel no longer exists", receipt));
+}
+
 // What a decoded send holds in memory until it is answered: each message, its data and its
 // metadata strings (a metadata pair is 8 bytes on the wire and 64 or more in memory).
 size_t decoded_bytes(const Send& s) {
@@ -598,6 +606,8 @@ bool Session::maybe_forward(Frame& frame) {
   std::string channel;
   Status allowed = ok_status();
   size_t bytes = 0;
+  Locate mode = Locate::kPlace;
+  std::string receipt_text;  // a settle's receipt
   if (auto* s = std::get_if<Send>(&frame.body)) {
     channel = s->channel;
     allowed = authorize(auth::Action::kSend, channel);
@@ -610,7 +620,8 @@ bool Session::maybe_forward(Frame& frame) {
     allowed = authorize(auth::Action::kReceive, channel);
   } else if (std::holds_alternative<CompleteMessage>(frame.body) ||
              std::holds_alternative<AbandonMessage>(frame.body)) {
-    // Settling needs no grant: the receipt is the proof. An r2 receipt names its channel; an r1
+    // An r2 receipt names its channel: it goes to that channel's leader, if the cluster has
+    // placed the channel (a settle never places one) and the caller may receive from it. An r1
     // receipt (or none) is settled here, which answers what is wrong with it.
     const Message& m = std::holds_alternative<CompleteMessage>(frame.body)
                            ? std::get<CompleteMessage>(frame.body).message
@@ -619,13 +630,21 @@ bool Session::maybe_forward(Frame& frame) {
     if (!receipt) return false;
     auto parsed = broker::parse_receipt(*receipt);
     if (!parsed || parsed->channel_name.empty()) return false;
+    if (!authorize(auth::Action::kReceive, parsed->channel_name)) {
+      reply_error(id, unknown_receipt_channel(*receipt));
+      return true;
+    }
     channel = std::move(parsed->channel_name);
+    mode = Locate::kPlaced;
+    receipt_text = *receipt;
   } else if (auto* a = std::get_if<AdminRequest>(&frame.body)) {
     auto named = admin_channel(a->op, a->json);
     if (!named) return false;
     channel = std::move(*named);
     if (access_) allowed = authorize_admin(a->op, channel, *access_);
     bytes = sizeof(AdminCall) + a->json.capacity();
+    // Only a declare creates a channel; the others must not place one they name.
+    if (a->op != AdminOp::kChannelDeclare) mode = Locate::kPlaced;
   } else {
     return false;
   }
@@ -638,12 +657,22 @@ bool Session::maybe_forward(Frame& frame) {
   // A forwarded connection is served here or refused: never forwarded again, so a request
   // crosses at most one hop, whatever the nodes believe about each other.
   opts_.forwarder->locate(
-      channel, !forwarded_,
-      [self = shared_from_this(), frame = std::move(frame), channel,
-       bytes](Result<std::optional<ForwardTarget>> where) mutable {
+      channel, forwarded_ ? Locate::kKnownOnly : mode,
+      [self = shared_from_this(), frame = std::move(frame), channel, bytes,
+       receipt = std::move(receipt_text)](Result<std::optional<ForwardTarget>> where) mutable {
         self->post([self, frame = std::move(frame), channel = std::move(channel), bytes,
-                    where = std::move(where)]() mutable {
+                    receipt = std::move(receipt), where = std::move(where)]() mutable {
           if (self->closed_) return;
+          if (!where && where.error().code == ErrorCode::kNotFound) {
+            // A channel the cluster has not placed. A receipt naming it gets what a bad receipt
+            // gets; an admin request is answered here, as a node without the channel answers.
+            if (receipt.empty()) {
+              self->serve(frame);
+            } else {
+              self->reply_error(frame.request_id, unknown_receipt_channel(receipt));
+            }
+            return self->answered(bytes);
+          }
           if (!where || (*where && self->forwarded_)) {
             self->reply_error(frame.request_id,
                               where ? Error(ErrorCode::kUnavailable,
@@ -754,6 +783,14 @@ void Session::handle_update(uint32_t id, const UpdateGuestConfiguration& u) {
 }
 
 void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
+  if (const std::string* receipt = find_metadata(m, meta::kReceipt); receipt && access_) {
+    // Settling takes the receive grant on the receipt's channel (an r2 receipt names it).
+    auto parsed = broker::parse_receipt(*receipt);
+    if (parsed && !parsed->channel_name.empty() &&
+        !authorize(auth::Action::kReceive, parsed->channel_name)) {
+      return reply_error(id, unknown_receipt_channel(*receipt));
+    }
+  }
   // The broker answers once the settlement is stored as the channel's durability says.
   ++in_flight_;
   auto reply = [self = shared_from_this(), id, complete](Status st) mutable {

@@ -8,10 +8,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -19,6 +22,7 @@
 
 #include "auth/token.h"
 #include "client/client.h"
+#include "cluster/etcd_client.h"
 #include "cluster/etcd_process.h"
 #include "daemon/daemon_process.h"
 #include "daemon/http_client.h"
@@ -408,6 +412,189 @@ TEST_F(ForwardTest, NoLeaderInTimeFailsWithUnavailableNamingTheChannel) {
   EXPECT_EQ(st.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(st.error().message.find("lonely"), std::string::npos) << st.error().message;
   EXPECT_LT(took, 5s) << "not prompt";
+}
+
+// A receipt names any channel its bearer likes. Settling one must never place a channel (keys in
+// etcd for any name, past every grant and limit): a receipt for a channel the cluster has not
+// placed gets what a bad receipt gets, through every node, and etcd holds no more keys after.
+// The same for the admin requests that only read or change an existing channel.
+TEST_F(ForwardTest, ForgedReceiptsPlaceNothing) {
+  start_nodes();
+  auto admin = connect("n1");
+  ASSERT_TRUE(admin->declare_channel("real", {}).ok()) << admin->error_trace();
+  ASSERT_FALSE(agreed_leader("real").empty()) << views();
+  EtcdClient etcd(EtcdOptions{{etcd_->endpoint()}, std::chrono::milliseconds(2000)});
+  auto keys = [&] {
+    auto r = etcd.range_prefix("/");
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? r->kvs.size() : 0;
+  };
+  const size_t before = keys();
+  std::map<std::string, std::unique_ptr<client::Client>> clients;
+  for (const char* id : {"n1", "n2", "n3"}) clients[id] = connect(id);
+  for (int i = 0; i < 30; ++i) {
+    const std::string node = fmt::format("n{}", 1 + i % 3);
+    const std::string receipt = fmt::format("r2.7.1.{}.00000000000000aa.forged-{}", i, i);
+    Message m = text_message("x");
+    m.metadata = Metadata{{"witmq-receipt", receipt}};
+    auto st = i % 2 == 0 ? clients[node]->complete_message(m) : clients[node]->abandon_message(m);
+    ASSERT_FALSE(st.ok()) << receipt;
+    EXPECT_EQ(st.error().code, ErrorCode::kStaleReceipt) << st.error().message;
+    EXPECT_EQ(st.error().message, fmt::format("receipt {}: its channel no longer exists", receipt));
+    // Nor do admin requests other than a declare place the channel they name.
+    auto stats = clients[node]->channel_stats(fmt::format("ghost-{}", i));
+    ASSERT_FALSE(stats.ok());
+    EXPECT_EQ(stats.error().code, ErrorCode::kNotFound) << stats.error().message;
+  }
+  EXPECT_EQ(keys(), before) << "forged receipts wrote keys in etcd";
+  for (const char* id : {"n1", "n2", "n3"}) {
+    for (const auto& c : view(id)["channels"]) {
+      const std::string name = c["name"];
+      EXPECT_FALSE(name.starts_with("forged-") || name.starts_with("ghost-"))
+          << id << ": " << c.dump();
+    }
+  }
+  // The real channel still settles through any node.
+  ASSERT_TRUE(admin->send("real", std::vector<Message>{text_message("y")}).ok());
+  auto got = clients["n2"]->subscribe_try_receive("real", 5'000);
+  ASSERT_TRUE(got.ok() && *got) << (got.ok() ? "nothing" : got.error().message);
+  auto st = clients["n3"]->complete_message((**got)[0]);
+  EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+// Settling takes the receive grant on the receipt's channel, and an identity without it learns
+// nothing: a receipt for an existing channel it may not read from gets the same answer as one
+// for a channel that does not exist.
+TEST_F(ForwardTest, ReceiptsRevealNoChannelToAnIdentityWithoutTheGrant) {
+  const std::string reader_token = "reader-token-0123456789abcdef01";
+  const std::string admin_token = "admin-token-0123456789abcdef012";
+  json identities = json::array({{{"name", "reader"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(reader_token))},
+                                  {"receive", {"public"}}},
+                                 {{"name", "admin"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(admin_token))},
+                                  {"send", {"*"}},
+                                  {"receive", {"*"}},
+                                  {"manage", {"*"}},
+                                  {"monitor", true}}});
+  extra_ = {"--set", R"(anonymous={"enabled": false})", "--set", "identities=" + identities.dump()};
+  http_headers_ = {{"Authorization", "Bearer " + admin_token}};
+  start_nodes();
+  auto admin = connect("n1", "", admin_token);
+  ASSERT_TRUE(admin->declare_channel("secret", {{"lease-ms", "30000"}}).ok())
+      << admin->error_trace();
+  const std::string lead = agreed_leader("secret");
+  ASSERT_FALSE(lead.empty()) << views();
+  ASSERT_TRUE(admin->send("secret", std::vector<Message>{text_message("s")}).ok());
+  auto owner = connect(others(lead)[0], "owner", admin_token);
+  auto got = owner->subscribe_try_receive("secret", 5'000);
+  ASSERT_TRUE(got.ok() && *got) << (got.ok() ? "nothing" : got.error().message);
+  const std::string real = *find_metadata((**got)[0], "witmq-receipt");
+  const std::string prefix = real.substr(0, real.size() - std::string_view("secret").size());
+  // Through a node that leads the channel and through one that does not.
+  for (const std::string& node : {lead, others(lead)[1]}) {
+    auto reader = connect(node, "", reader_token);
+    std::vector<std::string> answers;
+    for (const std::string& receipt : {real, prefix + "nothere"}) {
+      Message m = text_message("x");
+      m.metadata = Metadata{{"witmq-receipt", receipt}};
+      auto st = reader->complete_message(m);
+      ASSERT_FALSE(st.ok()) << node << " " << receipt;
+      EXPECT_EQ(st.error().code, ErrorCode::kStaleReceipt) << st.error().message;
+      std::string text = st.error().message;
+      const auto at = text.find(receipt);
+      ASSERT_NE(at, std::string::npos) << text;
+      answers.push_back(text.replace(at, receipt.size(), "<receipt>"));
+    }
+    EXPECT_EQ(answers[0], answers[1]) << node;
+  }
+  // The message was not settled by the reader's attempt: its owner still can.
+  auto st = owner->complete_message((**got)[0]);
+  EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+// A leader that stops answering (SIGSTOP) stalls no client of another node for longer than
+// cluster-forward-timeout-ms: a forwarded request (connect, write and answer) fails with
+// unavailable saying that its outcome is unknown, a waiting subscribe-receive ends the same way
+// (the link pings a silent leader), the link is not reused, and once another node leads the
+// channel the same client connection works again.
+TEST_F(ForwardTest, AStoppedLeaderStallsForwardedRequestsNoLongerThanTheTimeout) {
+  extra_ = {"--set", "cluster-forward-timeout-ms=1000"};
+  start_nodes();
+  auto admin = connect("n1");
+  ASSERT_TRUE(admin->declare_channel("stall", {}).ok()) << admin->error_trace();
+  const std::string lead = agreed_leader("stall");
+  ASSERT_FALSE(lead.empty()) << views();
+  const std::string entry = others(lead)[0];
+  auto producer = connect(entry);
+  ASSERT_TRUE(producer->send("stall", std::vector<Message>{text_message("warm")}).ok())
+      << producer->error_trace();
+  auto waiter = connect(entry, "waiter");
+  ASSERT_TRUE(waiter->subscribe_try_receive("stall", 0).ok());  // its link is open
+  auto patient = connect(entry, "patient");
+  ASSERT_TRUE(patient->subscribe_try_receive("stall", 0).ok());
+
+  nodes_[lead]->signal(SIGSTOP);
+  struct Resumed {
+    Daemon* d;
+    ~Resumed() { d->signal(SIGCONT); }
+  } resume{nodes_[lead].get()};
+  // A waiting receive on an empty channel; the first message went to the first receive above.
+  std::optional<Error> receive_error;
+  Clock::duration receive_took{};
+  std::promise<void> received, tried;
+  auto receive_done = received.get_future();
+  auto try_done = tried.get_future();
+  std::thread receive([&] {
+    const auto start = Clock::now();
+    auto r = waiter->subscribe_receive("stall");
+    receive_took = Clock::now() - start;
+    if (!r.ok()) receive_error = r.error();
+    received.set_value();
+  });
+  // A try-receive that may wait a minute is not held for that minute by a stopped leader.
+  std::optional<Error> try_error;
+  Clock::duration try_took{};
+  std::thread try_receive([&] {
+    const auto start = Clock::now();
+    auto r = patient->subscribe_try_receive("stall", 60'000);
+    try_took = Clock::now() - start;
+    if (!r.ok()) try_error = r.error();
+    tried.set_value();
+  });
+  const auto start = Clock::now();
+  auto st = producer->send("stall", std::vector<Message>{text_message("lost?")});
+  const auto took = Clock::now() - start;
+  // Without a bound the receive would wait for SIGCONT: give it that after 15 s.
+  if (receive_done.wait_for(15s) != std::future_status::ready ||
+      try_done.wait_for(1s) != std::future_status::ready) {
+    nodes_[lead]->signal(SIGCONT);
+  }
+  receive.join();
+  try_receive.join();
+  ASSERT_FALSE(st.ok()) << "a stopped leader acknowledged a send";
+  EXPECT_EQ(st.error().code, ErrorCode::kUnavailable) << st.error().message;
+  EXPECT_NE(st.error().message.find("outcome is unknown"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("stall"), std::string::npos) << st.error().message;
+  EXPECT_LT(took, 4s) << "the forwarded send waited for the stopped leader";
+  ASSERT_TRUE(receive_error.has_value()) << "a stopped leader delivered";
+  EXPECT_EQ(receive_error->code, ErrorCode::kUnavailable) << receive_error->message;
+  EXPECT_LT(receive_took, 6s) << "the forwarded receive waited for the stopped leader";
+  ASSERT_TRUE(try_error.has_value()) << "a stopped leader delivered";
+  EXPECT_EQ(try_error->code, ErrorCode::kUnavailable) << try_error->message;
+  EXPECT_LT(try_took, 6s) << "the forwarded try-receive waited for the stopped leader";
+
+  // Once another node leads (the stopped one's lease expired), the same connections work.
+  bool sent = false;
+  const auto deadline = Clock::now() + 20s;
+  while (!sent && Clock::now() < deadline) {
+    sent = producer->send("stall", std::vector<Message>{text_message("after")}).ok();
+    if (!sent) std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(sent) << producer->error_trace() << "\n" << views();
+  EXPECT_NE(leader(entry, "stall").first, lead);
+  auto got = waiter->subscribe_try_receive("stall", 5'000);
+  ASSERT_TRUE(got.ok()) << got.error().message;
 }
 
 }  // namespace

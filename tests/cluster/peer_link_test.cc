@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "cluster/etcd_process.h"
+#include "cluster/peer_auth.h"
 #include "cluster/peer_frames.h"
 #include "cluster/peer_links.h"
 #include "cluster/peer_server.h"
@@ -52,10 +53,13 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 std::string body_of(const PeerFrame& f) { return encode_peer_frame(f).substr(kPeerHeaderBytes); }
 
 TEST(PeerFramesTest, EveryFrameRoundTrips) {
-  const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", kSecret},
-                                         PeerWelcome{kPeerProtocolVersion, "n2"},
+  const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", peer_nonce()},
+                                         PeerChallenge{peer_nonce()},
+                                         PeerProof{std::string(32, '\x01')},
+                                         PeerWelcome{kPeerProtocolVersion, "n2", "p"},
                                          PeerRefused{ErrorCode::kPermissionDenied, "no"},
-                                         PeerPing{0x0102030405060708}, PeerPong{UINT64_MAX}};
+                                         PeerPing{0x0102030405060708},
+                                         PeerPong{UINT64_MAX}};
   for (const PeerFrame& f : frames) {
     const std::string wire = encode_peer_frame(f);
     std::array<uint8_t, kPeerHeaderBytes> header{};
@@ -73,10 +77,10 @@ TEST(PeerFramesTest, MalformedBodiesAreRefusedNamingTheField) {
   const std::string unknown("\x09", 1);
   EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 9"),
             std::string::npos);
-  std::string hello = body_of(PeerHello{1, "c", "n1", kSecret});
+  std::string hello = body_of(PeerHello{2, "c", "n1", peer_nonce()});
   auto cut = decode_peer_body(bytes_of(hello.substr(0, hello.size() - 3)));
   ASSERT_FALSE(cut);
-  EXPECT_NE(cut.error().message.find("peer frame hello: field token needs"), std::string::npos)
+  EXPECT_NE(cut.error().message.find("peer frame hello: field nonce needs"), std::string::npos)
       << cut.error().message;
   auto extra = decode_peer_body(bytes_of(hello + "x"));
   ASSERT_FALSE(extra);
@@ -125,6 +129,29 @@ class PeerDialer {
     if (!f) return std::nullopt;
     return *f;
   }
+  // The whole handshake as node `id` of `cluster` holding `secret`: the listener's last answer
+  // (a welcome, or a refused), or nullopt when it closed the connection.
+  std::optional<PeerFrame> handshake(const std::string& id, const std::string& secret,
+                                     const std::string& cluster = "test") {
+    const std::string nonce = peer_nonce();
+    send(PeerHello{kPeerProtocolVersion, cluster, id, nonce});
+    auto challenge = receive();
+    if (!challenge || !std::holds_alternative<PeerChallenge>(*challenge)) return challenge;
+    listener_nonce_ = std::get<PeerChallenge>(*challenge).nonce;
+    last_proof_ = dialer_proof(secret, cluster, id, nonce, listener_nonce_);
+    send(PeerProof{last_proof_});
+    auto answer = receive();
+    if (answer && std::holds_alternative<PeerWelcome>(*answer)) {
+      const auto& w = std::get<PeerWelcome>(*answer);
+      listener_proved_ = proofs_match(
+          w.proof, listener_proof(secret, cluster, id, w.node_id, nonce, listener_nonce_));
+    }
+    return answer;
+  }
+  const std::string& last_proof() const { return last_proof_; }
+  // Whether the last welcome carried a proof of `secret` by the node it names.
+  bool listener_proved() const { return listener_proved_; }
+
   // Whether the listener closed the connection (end of stream before any byte).
   bool closed() {
     std::array<uint8_t, 1> b{};
@@ -136,6 +163,8 @@ class PeerDialer {
  private:
   asio::io_context io_;
   tcp::socket socket_;
+  std::string listener_nonce_, last_proof_;
+  bool listener_proved_ = false;
 };
 
 std::string refused_text(const std::optional<PeerFrame>& f) {
@@ -148,8 +177,8 @@ class PeerServerTest : public ::testing::Test {
  protected:
   void start(PeerServerOptions o = {}) {
     o.listen = "127.0.0.1:0";
-    o.cluster = "test";
-    o.node_id = "n1";
+    if (o.cluster.empty()) o.cluster = "test";
+    if (o.node_id.empty()) o.node_id = "n1";
     o.token = kSecret;
     server_ = std::make_unique<PeerServer>(io_, std::move(o));
     ASSERT_TRUE(server_->listen());
@@ -171,10 +200,10 @@ class PeerServerTest : public ::testing::Test {
 TEST_F(PeerServerTest, PeerWithTheSecretIsWelcomedAndAnswersPings) {
   start();
   PeerDialer d(port());
-  d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
-  auto w = d.receive();
+  auto w = d.handshake("n2", kSecret);
   ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
   EXPECT_EQ(std::get<PeerWelcome>(*w).node_id, "n1");
+  EXPECT_TRUE(d.listener_proved());
   d.send(PeerPing{42});
   auto p = d.receive();
   ASSERT_TRUE(p && std::holds_alternative<PeerPong>(*p));
@@ -185,33 +214,95 @@ TEST_F(PeerServerTest, PeerWithTheSecretIsWelcomedAndAnswersPings) {
 TEST_F(PeerServerTest, WrongSecretClusterVersionOrFirstFrameIsRefused) {
   start();
   struct Case {
-    PeerFrame first;
+    std::string id, secret, cluster;
     std::string expected;
   };
+  // A wrong secret and a wrong cluster name get the same answer, which names neither.
+  const std::string refusal =
+      "its proof does not check: it does not hold this cluster's secret "
+      "(cluster-peer-token-file) or is in another cluster (cluster-name)";
   const std::vector<Case> cases = {
-      {PeerHello{kPeerProtocolVersion, "test", "n2", "correct-horse-battery-stapl3"},
-       "hello of node 'n2': the token is not this cluster's secret (cluster-peer-token-file)"},
-      {PeerHello{kPeerProtocolVersion, "test", "n2", ""}, "the token is not this cluster's secret"},
-      {PeerHello{kPeerProtocolVersion, "other", "n2", kSecret},
-       "hello of node 'n2': cluster 'other', this node is in cluster 'test'"},
-      {PeerHello{7, "test", "n2", kSecret}, "peer protocol version 7, this node speaks 1"},
-      {PeerPing{1}, "expected a hello as the first frame, got ping"},
-      {PeerWelcome{1, "n2"}, "expected a hello as the first frame, got welcome"},
+      {"n2", "correct-horse-battery-stapl3", "test", "hello of node 'n2': " + refusal},
+      {"n2", "", "test", refusal},
+      {"n2", kSecret, "other", "hello of node 'n2': " + refusal},
       // What a stranger says is escaped before it reaches a log line or an error.
-      {PeerHello{kPeerProtocolVersion, "test", "n2\nINFO forged line\x1b[2J", "x"},
-       "hello of node 'n2\\x0aINFO forged line\\x1b[2J': the token is not"},
+      {"n2\nINFO forged line\x1b[2J", "x", "test",
+       "hello of node 'n2\\x0aINFO forged line\\x1b[2J': its proof does not check"},
   };
   for (const Case& c : cases) {
     PeerDialer d(port());
-    d.send(c.first);
-    const auto reply = d.receive();
+    const auto reply = d.handshake(c.id, c.secret, c.cluster);
     EXPECT_NE(refused_text(reply).find(c.expected), std::string::npos) << refused_text(reply);
     // A refused peer gets nothing more: not even a pong.
     d.send(PeerPing{2});
     EXPECT_TRUE(d.closed()) << c.expected;
   }
+  struct FirstFrame {
+    PeerFrame first;
+    std::string expected;
+  };
+  const std::vector<FirstFrame> firsts = {
+      {PeerHello{7, "test", "n2", peer_nonce()}, "peer protocol version 7, this node speaks 2"},
+      // A version 1 hello carried the secret itself: refused by its version alone.
+      {PeerHello{1, "test", "n2", kSecret}, "peer protocol version 1, this node speaks 2"},
+      {PeerHello{kPeerProtocolVersion, "test", "n2", "short"}, "a nonce of 5 bytes, expected 32"},
+      {PeerPing{1}, "expected a hello as the first frame, got ping"},
+      {PeerWelcome{2, "n2", ""}, "expected a hello as the first frame, got welcome"},
+      {PeerProof{std::string(32, 'x')}, "expected a hello as the first frame, got proof"},
+  };
+  for (const FirstFrame& c : firsts) {
+    PeerDialer d(port());
+    d.send(c.first);
+    const auto reply = d.receive();
+    EXPECT_NE(refused_text(reply).find(c.expected), std::string::npos) << refused_text(reply);
+    EXPECT_TRUE(d.closed()) << c.expected;
+  }
+  {
+    // After the challenge, only a proof.
+    PeerDialer d(port());
+    d.send(PeerHello{kPeerProtocolVersion, "test", "n2", peer_nonce()});
+    ASSERT_TRUE(d.receive());
+    d.send(PeerPing{3});
+    EXPECT_NE(refused_text(d.receive()).find("expected a proof after the challenge, got ping"),
+              std::string::npos);
+  }
   EXPECT_EQ(server_->figures().peers_authenticated, 0u);
-  EXPECT_EQ(server_->figures().peers_refused, cases.size());
+  EXPECT_EQ(server_->figures().peers_refused, cases.size() + firsts.size() + 1);
+}
+
+// Before the dialer has proved that it holds the secret the listener says nothing that names it
+// or its cluster; the secret itself never crosses the wire; a proof is good for one connection.
+TEST_F(PeerServerTest, TheHandshakeProvesTheSecretWithoutSendingItOrNamingTheNode) {
+  PeerServerOptions o;
+  o.cluster = "zebra-cluster";
+  o.node_id = "node-alpha";
+  start(o);
+  {
+    PeerDialer d(port());
+    d.send(PeerHello{kPeerProtocolVersion, "zebra-cluster", "n2", peer_nonce()});
+    const std::string challenge = encode_peer_frame(*d.receive());
+    EXPECT_EQ(challenge.size(), kPeerHeaderBytes + 1 + 2 + kPeerNonceBytes);
+    d.send(PeerProof{std::string(32, 'x')});
+    const std::string refused = encode_peer_frame(*d.receive());
+    for (const std::string& said : {challenge, refused}) {
+      EXPECT_EQ(said.find("zebra"), std::string::npos) << said;
+      EXPECT_EQ(said.find("alpha"), std::string::npos) << said;
+    }
+  }
+  PeerDialer first(port());
+  auto w = first.handshake("n2", kSecret, "zebra-cluster");
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  EXPECT_TRUE(first.listener_proved());
+  const std::string welcome = encode_peer_frame(*w);
+  EXPECT_EQ(welcome.find(kSecret), std::string::npos);
+  EXPECT_EQ(first.last_proof().find(kSecret), std::string::npos);
+  // Replaying the first connection's proof on a second connection fails: its nonces differ.
+  PeerDialer replay(port());
+  replay.send(PeerHello{kPeerProtocolVersion, "zebra-cluster", "n2", peer_nonce()});
+  ASSERT_TRUE(replay.receive());
+  replay.send(PeerProof{first.last_proof()});
+  EXPECT_NE(refused_text(replay.receive()).find("its proof does not check"), std::string::npos);
+  EXPECT_EQ(server_->figures().peers_authenticated, 1u);
 }
 
 TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
@@ -223,14 +314,15 @@ TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
     PeerDialer d(port());
     d.send_raw(std::string("\x00\x00\x10\x01", 4));
     EXPECT_NE(refused_text(d.receive())
-                  .find("first frame of 4097 bytes exceeds the 4096 bytes a hello may have"),
+                  .find("handshake frame of 4097 bytes exceeds the 4096 bytes a handshake frame "
+                        "may have"),
               std::string::npos);
     EXPECT_TRUE(d.closed());
   }
   {
     PeerDialer d(port());
-    d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
-    ASSERT_TRUE(d.receive());
+    auto w = d.handshake("n2", kSecret);
+    ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
     d.send_raw(std::string("\xff\xff\xff\xff", 4));
     EXPECT_NE(refused_text(d.receive())
                   .find("frame of 4294967295 bytes exceeds cluster-peer-max-frame-bytes (65536)"),
@@ -240,8 +332,8 @@ TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
   {
     // An authenticated peer's malformed frame closes its own link, and names the problem.
     PeerDialer d(port());
-    d.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
-    ASSERT_TRUE(d.receive());
+    auto w = d.handshake("n2", kSecret);
+    ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
     d.send_raw(std::string("\x00\x00\x00\x02\x04\x00", 6));
     EXPECT_NE(refused_text(d.receive()).find("peer frame ping: field nonce needs 8 bytes, 1 left"),
               std::string::npos);
@@ -271,9 +363,105 @@ TEST_F(PeerServerTest, ConnectionsOverTheLimitAreClosed) {
   PeerDialer c(port()), d(port());
   // b and c hold the two slots (a's closed); d is over the limit.
   EXPECT_TRUE(d.closed());
-  c.send(PeerHello{kPeerProtocolVersion, "test", "n3", kSecret});
-  auto w = c.receive();
+  auto w = c.handshake("n3", kSecret);
   EXPECT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+}
+
+std::optional<PeerLinkStatus> link_to(const PeerLinks& links, const std::string& node) {
+  for (const PeerLinkStatus& s : links.status()) {
+    if (s.node == node) return s;
+  }
+  return std::nullopt;
+}
+
+// Strangers that connect and wait hold only the few handshake slots, and each new connection
+// makes the oldest of them go: a peer that proves the secret gets in however many strangers
+// wait, and once in, it stays.
+TEST_F(PeerServerTest, StrangersWaitingInTheHandshakeNeverShutOutAPeer) {
+  PeerServerOptions o;
+  o.max_connections = 8;
+  o.max_unauthenticated = 2;
+  o.handshake_timeout = std::chrono::seconds(30);
+  start(o);
+  std::vector<std::unique_ptr<PeerDialer>> strangers;
+  for (int i = 0; i < 2; ++i) strangers.push_back(std::make_unique<PeerDialer>(port()));
+  ASSERT_TRUE(
+      wait_for([&] { return server_->figures().connections_open == 2; }, std::chrono::seconds(10)));
+  PeerDialer peer(port());
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  EXPECT_TRUE(strangers[0]->closed()) << "the oldest stranger was not closed";
+  // More strangers than all the slots: the authenticated peer keeps its link.
+  for (int i = 0; i < 20; ++i) strangers.push_back(std::make_unique<PeerDialer>(port()));
+  ASSERT_TRUE(
+      wait_for([&] { return server_->figures().connections_open <= 3; }, std::chrono::seconds(10)))
+      << server_->to_json().dump();
+  peer.send(PeerPing{9});
+  auto p = peer.receive();
+  ASSERT_TRUE(p && std::holds_alternative<PeerPong>(*p)) << refused_text(p);
+  PeerDialer second(port());
+  auto w2 = second.handshake("n3", kSecret);
+  EXPECT_TRUE(w2 && std::holds_alternative<PeerWelcome>(*w2)) << refused_text(w2);
+}
+
+// A listener that does not hold the secret cannot pass for a node: the dialer checks the
+// welcome's proof and refuses the link.
+TEST_F(PeerServerTest, DialerRefusesAListenerThatCannotProveTheSecret) {
+  asio::io_context fake_io;
+  tcp::acceptor acceptor(fake_io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const uint16_t fake_port = acceptor.local_endpoint().port();
+  std::thread fake([&] {
+    // Answers every dial with a challenge and then a welcome naming n1 with a made-up proof.
+    for (int i = 0; i < 2; ++i) {
+      tcp::socket s(fake_io);
+      boost::system::error_code ec;
+      acceptor.accept(s, ec);
+      if (ec) return;
+      std::array<uint8_t, kPeerHeaderBytes> header{};
+      std::vector<uint8_t> body;
+      auto read_one = [&] {
+        asio::read(s, asio::buffer(header), ec);
+        if (ec) return;
+        body.resize(peer_body_length(header));
+        asio::read(s, asio::buffer(body), ec);
+      };
+      read_one();
+      asio::write(s, asio::buffer(encode_peer_frame(PeerChallenge{peer_nonce()})), ec);
+      read_one();
+      asio::write(s,
+                  asio::buffer(encode_peer_frame(
+                      PeerWelcome{kPeerProtocolVersion, "n1", std::string(32, '\0')})),
+                  ec);
+      std::array<uint8_t, 64> rest{};
+      s.read_some(asio::buffer(rest), ec);  // until the dialer closes
+    }
+  });
+  start();
+  PeerLinksOptions lo;
+  lo.cluster = "test";
+  lo.node_id = "n2";
+  lo.token = kSecret;
+  PeerLinks links(io_, lo);
+  links.refresh({{"n1", "127.0.0.1:" + std::to_string(fake_port)}});
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto st = link_to(links, "n1");
+        return st && st->state == PeerLinkState::kRefused &&
+               st->error.find("did not prove that it holds this cluster's secret") !=
+                   std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << links.to_json().dump();
+  links.stop();
+  {
+    // The fake may wait for a second dial that no longer comes: one it accepts and ends.
+    asio::io_context poke_io;
+    tcp::socket poke(poke_io);
+    boost::system::error_code ignored;
+    poke.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), fake_port), ignored);
+    poke.close(ignored);
+  }
+  fake.join();
 }
 
 // Hostile bytes, seeded so that a failure repeats: random streams and mutated hellos, each on a
@@ -284,7 +472,8 @@ TEST_F(PeerServerTest, HostileBytesNeverCrashTheListenerNorGetIn) {
   o.handshake_timeout = std::chrono::milliseconds(200);
   start(o);
   std::mt19937 rng(20261207);
-  const std::string hello = encode_peer_frame(PeerHello{kPeerProtocolVersion, "test", "n9", "x"});
+  const std::string hello =
+      encode_peer_frame(PeerHello{kPeerProtocolVersion, "test", "n9", peer_nonce()});
   for (int i = 0; i < 300; ++i) {
     std::string bytes;
     if (i % 2 == 0) {
@@ -305,16 +494,8 @@ TEST_F(PeerServerTest, HostileBytesNeverCrashTheListenerNorGetIn) {
   }
   EXPECT_EQ(server_->figures().peers_authenticated, 0u);
   PeerDialer good(port());
-  good.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
-  auto w = good.receive();
+  auto w = good.handshake("n2", kSecret);
   EXPECT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
-}
-
-std::optional<PeerLinkStatus> link_to(const PeerLinks& links, const std::string& node) {
-  for (const PeerLinkStatus& s : links.status()) {
-    if (s.node == node) return s;
-  }
-  return std::nullopt;
 }
 
 TEST_F(PeerServerTest, DialerBringsTheLinkUpOrSaysWhyNot) {
@@ -344,7 +525,7 @@ TEST_F(PeerServerTest, DialerBringsTheLinkUpOrSaysWhyNot) {
       [&] {
         auto s = link_to(wrong_secret, "n1");
         return s && s->state == PeerLinkState::kRefused &&
-               s->error.find("not this cluster's secret") != std::string::npos;
+               s->error.find("does not hold this cluster's secret") != std::string::npos;
       },
       std::chrono::seconds(10)))
       << wrong_secret.to_json().dump();
@@ -405,26 +586,43 @@ TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
   EXPECT_TRUE(advertised) << v.json.dump();
   {
     PeerDialer stranger(port);
-    stranger.send(PeerHello{kPeerProtocolVersion, "test", "evil", "not-the-cluster-secret"});
-    EXPECT_NE(refused_text(stranger.receive()).find("not this cluster's secret"),
+    EXPECT_NE(refused_text(stranger.handshake("evil", "not-the-cluster-secret"))
+                  .find("does not hold this cluster's secret"),
               std::string::npos);
     EXPECT_TRUE(stranger.closed());
   }
   {
     PeerDialer flood(port);
     flood.send_raw(std::string(8192, '\xff'));
-    EXPECT_NE(refused_text(flood.receive()).find("exceeds the 4096 bytes a hello may have"),
+    EXPECT_NE(refused_text(flood.receive()).find("exceeds the 4096 bytes a handshake frame"),
               std::string::npos);
   }
   PeerDialer peer(port);
-  peer.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
-  auto w = peer.receive();
+  auto w = peer.handshake("n2", kSecret);
   ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
   EXPECT_EQ(std::get<PeerWelcome>(*w).node_id, "n1");
   auto after = http_get(d.http_port(), "/v1/cluster");
   EXPECT_EQ(after.json["peer-link"]["peers-refused"], 2) << after.json.dump();
   EXPECT_EQ(after.json["peer-link"]["peers-authenticated"], 1) << after.json.dump();
   EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
+  // Strangers by the dozen, connecting and waiting: the peer keeps its link, and another peer
+  // still gets in while they wait.
+  std::vector<std::unique_ptr<PeerDialer>> strangers;
+  for (int i = 0; i < 100; ++i) strangers.push_back(std::make_unique<PeerDialer>(port));
+  peer.send(PeerPing{7});
+  auto pong = peer.receive();
+  ASSERT_TRUE(pong && std::holds_alternative<PeerPong>(*pong)) << refused_text(pong);
+  PeerDialer late(port);
+  auto w2 = late.handshake("n3", kSecret);
+  EXPECT_TRUE(w2 && std::holds_alternative<PeerWelcome>(*w2)) << refused_text(w2);
+  nlohmann::json flooded;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        flooded = http_get(d.http_port(), "/v1/cluster").json;
+        return flooded["peer-link"]["connections-open"].get<int>() <= 2 + 8;
+      },
+      std::chrono::seconds(10)))
+      << flooded.dump();
 }
 
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
