@@ -72,6 +72,7 @@ Result<ClientPtr> Broker::connect(std::string_view name) {
 void Broker::disconnect(const ClientPtr& c) {
   if (!c || c->gone.exchange(true)) return;
   impl_->end_waiters(*c, true);
+  impl_->end_requests(*c, Error(ErrorCode::kUnavailable, "the client is disconnected"));
   std::set<ChannelId> used;
   {
     std::lock_guard lock(c->mu);
@@ -108,45 +109,47 @@ void Broker::disconnect(const ClientPtr& c) {
   impl_->clients.erase(c->id);
 }
 
-void Broker::send(const ClientPtr& client, std::string_view channel, std::vector<Message> messages,
-                  SendHandler done) {
-  (void)client;
-  if (auto st = impl_->check_open(); !st) return done(std::move(st));
-  const auto& o = impl_->opts;
+Status Broker::Impl::check_send(std::vector<Message>& messages) const {
+  const auto& o = opts;
   if (messages.size() > o.max_send_batch) {
-    return done(Error(ErrorCode::kResourceExhausted,
-                      fmt::format("send: {} messages in one batch, the limit is {}",
-                                  messages.size(), o.max_send_batch)));
+    return Error(ErrorCode::kResourceExhausted,
+                 fmt::format("send: {} messages in one batch, the limit is {}", messages.size(),
+                             o.max_send_batch));
   }
   for (size_t i = 0; i < messages.size(); ++i) {
     Message& m = messages[i];
     if (static_cast<uint8_t>(m.format) >= kFormatCount) {
-      return done(invalid_argument(fmt::format("message[{}].format: {} is not a format-spec case",
-                                               i, static_cast<int>(m.format))));
+      return invalid_argument(fmt::format("message[{}].format: {} is not a format-spec case", i,
+                                          static_cast<int>(m.format)));
     }
     if (m.data.size() > o.max_message_bytes) {
-      return done(Error(ErrorCode::kResourceExhausted,
-                        fmt::format("message[{}].data: {} bytes, the limit is {}", i, m.data.size(),
-                                    o.max_message_bytes)));
+      return Error(ErrorCode::kResourceExhausted,
+                   fmt::format("message[{}].data: {} bytes, the limit is {}", i, m.data.size(),
+                               o.max_message_bytes));
     }
     if (m.metadata) {
       auto& md = *m.metadata;
       std::erase_if(md, [](const KeyValue& kv) { return is_reserved_key(kv.first); });
       if (md.size() > o.max_metadata_entries) {
-        return done(Error(ErrorCode::kResourceExhausted,
-                          fmt::format("message[{}].metadata: {} entries, the limit is {}", i,
-                                      md.size(), o.max_metadata_entries)));
+        return Error(ErrorCode::kResourceExhausted,
+                     fmt::format("message[{}].metadata: {} entries, the limit is {}", i, md.size(),
+                                 o.max_metadata_entries));
       }
       size_t bytes = 0;
       for (const auto& [k, v] : md) bytes += k.size() + v.size();
       if (bytes > o.max_metadata_bytes) {
-        return done(Error(ErrorCode::kResourceExhausted,
-                          fmt::format("message[{}].metadata: {} bytes, the limit is {}", i, bytes,
-                                      o.max_metadata_bytes)));
+        return Error(ErrorCode::kResourceExhausted,
+                     fmt::format("message[{}].metadata: {} bytes, the limit is {}", i, bytes,
+                                 o.max_metadata_bytes));
       }
     }
   }
-  auto chp = impl_->find_or_create(channel, o.auto_create_channels);
+  return ok_status();
+}
+
+void Broker::Impl::append(std::string_view channel, std::vector<Message> messages,
+                          SendHandler done) {
+  auto chp = find_or_create(channel, opts.auto_create_channels);
   if (!chp) return done(std::move(chp).error());
   if (messages.empty()) return done(ok_status());
   Channel& ch = **chp;
@@ -156,7 +159,15 @@ void Broker::send(const ClientPtr& client, std::string_view channel, std::vector
     lock.unlock();
     return done(Error(ErrorCode::kNotFound, fmt::format("channel '{}' was deleted", ch.name)));
   }
-  impl_->append_held(ch, std::move(messages), WriteSet{}, &done, now);
+  append_held(ch, std::move(messages), WriteSet{}, &done, now);
+}
+
+void Broker::send(const ClientPtr& client, std::string_view channel, std::vector<Message> messages,
+                  SendHandler done) {
+  (void)client;
+  if (auto st = impl_->check_open(); !st) return done(std::move(st));
+  if (auto st = impl_->check_send(messages); !st) return done(std::move(st));
+  impl_->append(channel, std::move(messages), std::move(done));
 }
 
 void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
@@ -401,7 +412,10 @@ void Broker::shutdown() {
       if (auto c = weak.lock()) clients.push_back(std::move(c));
     }
   }
-  for (auto& c : clients) impl_->end_waiters(*c, true);
+  for (auto& c : clients) {
+    impl_->end_waiters(*c, true);
+    impl_->end_requests(*c, Error(ErrorCode::kUnavailable, "the broker is shutting down"));
+  }
   impl_->timers.stop();
   // Cursors are written lazily (kCursorStride): a clean stop writes every one that lags, so a
   // restart redelivers nothing that was completed.

@@ -58,6 +58,25 @@ struct BrokerOptions {
   // abandoned or expired). Receives are cut to the room left; see ReceiveOptions::wait_for_room.
   // 0 = no limit.
   uint64_t max_unacked_per_client = 100'000;
+  // Requests (Broker::request) one client may have waiting for replies; one more is refused
+  // (resource-exhausted). Bounds what a client can make the broker hold: each waiting request
+  // holds its timer and the replies gathered so far.
+  uint32_t max_pending_requests_per_client = 10'000;
+  // Longest timeout a request may ask for.
+  std::chrono::milliseconds max_request_timeout{std::chrono::minutes(5)};
+};
+
+// Most replies one request may wait for (RequestOptions::expected_replies).
+inline constexpr uint32_t kMaxExpectedReplies = 1000;
+// Longest witmq-reply-to and witmq-correlation-id a reply may name: the broker makes them far
+// shorter, so a longer one names no request.
+inline constexpr size_t kMaxReplyAddressBytes = 128;
+
+struct RequestOptions {
+  // How long to wait for replies: 1 ms .. BrokerOptions::max_request_timeout.
+  std::chrono::milliseconds timeout{5000};
+  // The request is answered once this many replies arrived (1..kMaxExpectedReplies).
+  uint32_t expected_replies = 1;
 };
 
 // A connected client: the WIT `client` resource. Created by Broker::connect.
@@ -109,6 +128,13 @@ struct BrokerTables {
   uint64_t durable_subscriptions = 0;    // stored; they outlive their clients
   uint64_t ephemeral_subscriptions = 0;  // gone with their client
   uint64_t timers = 0;  // scheduled timer callbacks, cancelled ones included until they are due
+  uint64_t inboxes = 0;           // clients with a request-reply inbox (one that made a request)
+  uint64_t pending_requests = 0;  // requests waiting for replies
+  // Counters since start (not table sizes): replies that found no waiting request (its inbox
+  // gone, or the request answered or timed out already) and were dropped, and requests that
+  // ended at their timeout.
+  uint64_t replies_dropped_total = 0;
+  uint64_t requests_timed_out_total = 0;
 };
 
 class Broker {
@@ -116,6 +142,8 @@ class Broker {
   using SendHandler = UniqueFunction<void(Status)>;
   using SettleHandler = UniqueFunction<void(Status)>;
   using ReceiveHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
+  // The replies of a request, in arrival order, or why there are none.
+  using RequestHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
 
   // Opens (or creates) the data directory and recovers every channel, subscription, cursor and
   // delivery state. Leases held at a crash become available again with their attempt counted.
@@ -176,6 +204,31 @@ class Broker {
   Status abandon_message(const Message& message);
   // Keeps the message acquired for `extension` more from now (guests' running handlers).
   Status extend_lease(const Message& message, std::chrono::milliseconds extension);
+
+  // ---- request-reply -------------------------------------------------------------------------
+  // Sends `message` to `channel` as a request and waits for replies (docs/PROTOCOL.md, "Request
+  // and reply"). The message goes to the channel like a send (same checks, stored per the
+  // channel's durability, delivered to its consumers) with two reserved entries added:
+  // witmq-reply-to (the client's inbox) and witmq-correlation-id (random, this request's).
+  // A point-to-point channel hands it to one of its competing consumers; a publish-subscribe one
+  // to every subscription (scatter-gather). `done` runs once: with the replies when
+  // `expected_replies` arrived; at the timeout with those that arrived, or kTimeout when none did;
+  // with kUnavailable when the client disconnects or the broker shuts down first; or with the
+  // send's error. The inbox lives only in memory and goes with the client.
+  void request(const ClientPtr& client, std::string_view channel, Message message,
+               RequestOptions options, RequestHandler done);
+  // Answers the request `request` (a message as delivered, carrying witmq-reply-to and
+  // witmq-correlation-id): `reply` goes to the requester's inbox, with witmq-correlation-id set
+  // and other reserved keys dropped. Needs no grant: the reply address is the proof. A reply
+  // whose requester is gone or no longer waits is dropped and counted
+  // (BrokerTables::replies_dropped_total), not refused, so replying tells a client nothing about
+  // others. kInvalidArgument when `request` carries no reply address or `reply` breaks a send
+  // limit.
+  Status reply(const Message& request, Message reply);
+  // Ends the client's waiting requests now with kUnavailable (e.g. its server is stopping).
+  void cancel_requests(const ClientPtr& client);
+  // The same with the two values taken from the request.
+  Status reply_to(std::string_view reply_to, std::string_view correlation_id, Message reply);
 
   // ---- admin ---------------------------------------------------------------------------------
   // Creates the channel, or updates the settings of an existing one (kind cannot change:

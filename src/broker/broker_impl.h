@@ -92,6 +92,11 @@ class Client {
   std::vector<std::weak_ptr<struct Waiter>> waiters;
   uint32_t rotate = 0;
   std::atomic<bool> gone{false};
+  // Request-reply (request_reply.cc). Guarded by rr_mu, which is taken with no other broker lock
+  // held, or before Impl::inboxes_mu.
+  std::mutex rr_mu;
+  std::string inbox;  // "" until the first request
+  std::unordered_map<std::string, std::shared_ptr<struct PendingRequest>> pending;
   // Messages acquired by this client with explicit settlement and not yet settled, plus room
   // reserved by acquisitions under way (see Impl::reserve_room). Counted only when
   // max_unacked_per_client is set.
@@ -112,6 +117,16 @@ struct Waiter {
     bool expected = false;
     return claimed.compare_exchange_strong(expected, true);
   }
+};
+
+// A request waiting for replies, in its client's `pending` map under its correlation id. Whoever
+// removes it from the map (the last expected reply, the timeout, a failed send, the client
+// leaving) answers it.
+struct PendingRequest {
+  Broker::RequestHandler done;
+  std::vector<Message> replies;
+  uint32_t expected = 1;
+  TimerQueue::Handle timer;
 };
 
 // Messages acquired under one channel lock, turned into WIT messages after it is released.
@@ -208,6 +223,24 @@ struct Broker::Impl {
   std::unordered_map<uint64_t, std::weak_ptr<Client>> clients;
 
   std::atomic<bool> closing{false};
+
+  // Request-reply inboxes: the token in witmq-reply-to -> its client.
+  std::mutex inboxes_mu;
+  std::unordered_map<std::string, std::weak_ptr<Client>> inboxes;
+  std::atomic<uint64_t> replies_dropped{0};
+  std::atomic<uint64_t> requests_timed_out{0};
+
+  // The checks send applies to `messages` (count, format, sizes), reserved keys dropped.
+  Status check_send(std::vector<Message>& messages) const;
+  // Appends checked messages to `channel` (created if allowed); `done` runs once durable.
+  void append(std::string_view channel, std::vector<Message> messages, SendHandler done);
+  // Gives the client an inbox if it has none, files `p` under a new correlation id and arms its
+  // timeout; returns the two in `inbox` and `correlation`. c->rr_mu held.
+  void register_request(const ClientPtr& c, const std::shared_ptr<PendingRequest>& p,
+                        std::string_view channel, std::chrono::milliseconds timeout,
+                        std::string& inbox, std::string& correlation);
+  // Ends the client's waiting requests with `why` and forgets its inbox.
+  void end_requests(Client& c, const Error& why);
 
   // -- storage helpers --
   // Queues writes that belong to no channel's sequence of changes (definitions, shutdown).

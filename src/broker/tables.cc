@@ -10,6 +10,21 @@ BrokerTables Broker::tables() const {
     std::lock_guard lock(impl_->clients_mu);
     t.clients = impl_->clients.size();
   }
+  std::vector<std::weak_ptr<Client>> requesters;
+  {
+    std::lock_guard lock(impl_->inboxes_mu);
+    t.inboxes = impl_->inboxes.size();
+    for (const auto& [token, weak] : impl_->inboxes) requesters.push_back(weak);
+  }
+  // A client's rr_mu is never taken under inboxes_mu (the lock order is the reverse).
+  for (const auto& weak : requesters) {
+    if (auto c = weak.lock()) {
+      std::lock_guard lock(c->rr_mu);
+      t.pending_requests += c->pending.size();
+    }
+  }
+  t.replies_dropped_total = impl_->replies_dropped.load(std::memory_order_relaxed);
+  t.requests_timed_out_total = impl_->requests_timed_out.load(std::memory_order_relaxed);
   std::vector<std::shared_ptr<Channel>> channels;
   {
     std::shared_lock lock(impl_->map_mu);

@@ -6,6 +6,7 @@
 
 #include "cli/bench_options.h"
 #include "cli/bench_plot.h"
+#include "cli/bench_request_reply.h"
 #include "cli/bench_runner.h"
 #include "cli/exit_codes.h"
 
@@ -32,6 +33,16 @@ int main(int argc, char** argv) {
   }
   if (options->tls.insecure) {
     std::cerr << "witmq-bench: warning: --insecure: the server's certificate is not verified\n";
+  }
+  if (options->bench_mode == BenchMode::kRequestReply) {
+    auto rr = run_request_reply_bench(*options);
+    if (!rr.ok()) {
+      std::cerr << "witmq-bench: " << rr.error().to_string() << "\n";
+      return rr.error().code == witmq::ErrorCode::kUnavailable ? kExitUnavailable
+                                                               : kExitServerError;
+    }
+    std::cout << format_request_reply_report(*rr, options->json);
+    return rr->ok() ? kExitOk : kExitServerError;
   }
   auto report = run_bench(*options);
   if (!report.ok()) {

@@ -19,7 +19,7 @@ constexpr OptionSpec kBenchOptions[] = {
     {"credit", true},     {"receive-batch", true}, {"receive-pipeline", true},
     {"complete", false},  {"threads", true},       {"drain-timeout", true},
     {"json", false},      {"help", false},         {"rate", true},
-    {"channels", true},   {"plot", true},
+    {"channels", true},   {"plot", true},          {"mode", true},
 };
 
 Error bench_error(const Error& e) { return invalid_argument("witmq-bench: " + e.message); }
@@ -73,6 +73,12 @@ consumers make no progress for --drain-timeout.
   --threads N               I/O threads of the bench (default 1)
   --drain-timeout MS        stop when consumers stall this long after producing ended
                             (default 10000)
+  --mode MODE               produce-consume (default) or request-reply: producers become
+                            requesters, each with --pipeline requests waiting (default 8; 1
+                            is one round trip at a time), consumers become responders that
+                            stream the requests (--credit) and reply with the request's data;
+                            the report gives round trips per second and their latency
+                            percentiles (request sent to reply received)
   --json                    print the report as JSON
   --plot FILE.svg           also draw the latency percentile curve and the throughput over
                             the run into FILE.svg (an SVG image)
@@ -218,6 +224,29 @@ Result<BenchOptions> parse_bench_options(std::span<const std::string> args,
     } else {
       return invalid_argument(
           fmt::format("witmq-bench: --consume-mode: '{}' is not receive or stream", *m));
+    }
+  }
+  if (const auto* m = a->last("mode")) {
+    if (*m == "produce-consume") {
+      o.bench_mode = BenchMode::kProduceConsume;
+    } else if (*m == "request-reply") {
+      o.bench_mode = BenchMode::kRequestReply;
+    } else {
+      return invalid_argument(
+          fmt::format("witmq-bench: --mode: '{}' is not produce-consume or request-reply", *m));
+    }
+  }
+  if (o.bench_mode == BenchMode::kRequestReply) {
+    if (o.consumers == 0) {
+      return invalid_argument(
+          "witmq-bench: --mode request-reply needs --consumers 1 or more "
+          "(the responders)");
+    }
+    for (const char* unsupported : {"rate", "channels", "plot", "consume-mode", "batch"}) {
+      if (a->has(unsupported)) {
+        return invalid_argument(
+            fmt::format("witmq-bench: --{} does not apply to --mode request-reply", unsupported));
+      }
     }
   }
   o.complete = a->has("complete");

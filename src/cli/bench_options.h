@@ -17,7 +17,13 @@ enum class ConsumeMode {
   kStream,   // stream-start with --credit, credit granted back as messages are handled
 };
 
+enum class BenchMode {
+  kProduceConsume,  // producers send, consumers receive (the default)
+  kRequestReply,    // producers are requesters, consumers responders (cli/bench_request_reply.h)
+};
+
 struct BenchOptions {
+  BenchMode bench_mode = BenchMode::kProduceConsume;  // --mode produce-consume|request-reply
   // --server (default $WITMQ_SERVER, else 127.0.0.1:7400): one address or a comma-separated list
   // (a cluster's nodes); `server` is the first. Connection i goes to servers[i % n] first and
   // to the next ones when that one cannot be reached.

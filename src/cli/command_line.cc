@@ -42,7 +42,8 @@ constexpr std::string_view kGlobalHelp =
   --help, -h              this text
 
 Exit codes: 0 ok, 1 the server refused the request, 2 usage error, 3 cannot connect or the
-connection was lost, 4 receive: nothing arrived within the timeout.
+connection was lost, 4 receive: nothing arrived within the timeout; request: no reply came
+within the timeout.
 )";
 
 const std::vector<CommandInfo>& commands() {
@@ -155,6 +156,37 @@ lost-etcd), the live nodes, and each channel's replicas, leader and leader epoch
        "ping",
        "Connects and exchanges a ping; exit code 0 when the server answers.\n",
        {}},
+      {CommandKind::kRequest,
+       "request",
+       "request CHANNEL [DATA | -] [options]",
+       R"(Sends DATA to CHANNEL as a request and prints the replies. '-' or no DATA reads stdin.
+  --timeout MS      wait at most MS milliseconds for replies (default 5000)
+  --replies N       wait for N replies (default 1): a publish-subscribe channel's
+                    subscribers each answer (scatter-gather); at the timeout, those that came
+  --format FORMAT   cloudevents, http, amqp, mqtt, kafka or raw (default raw)
+  --meta KEY=VALUE  a metadata entry; repeatable
+  --data-only       print only each reply's data, each followed by a newline
+Exit code 4 when no reply came within the timeout.
+)",
+       {{"timeout", true},
+        {"replies", true},
+        {"format", true},
+        {"meta", true},
+        {"data-only", false}}},
+      {CommandKind::kRespond,
+       "respond",
+       "respond CHANNEL (--exec CMD | --echo) [options]",
+       R"(Answers the requests that arrive on CHANNEL, one at a time, until stopped.
+  --exec CMD        run CMD with 'sh -c' for each request: the request's data on its stdin,
+                    its stdout the reply; a CMD that exits non-zero abandons the request
+                    (another responder may get it) and the reason goes to stderr
+  --echo            reply with the request's data
+  --max N           stop after answering N requests (default: never)
+  --ext KEY=VALUE   a guest-configuration extension (group, lease-ms, ...); repeatable
+Each request is completed once answered. A message that is not a request (no witmq-reply-to)
+is completed unanswered, noted on stderr.
+)",
+       {{"exec", true}, {"echo", false}, {"max", true}, {"ext", true}}},
   };
   return kCommands;
 }
@@ -315,7 +347,8 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
   const bool needs_channel = cmd.kind != CommandKind::kChannels &&
                              cmd.kind != CommandKind::kServerStats &&
                              cmd.kind != CommandKind::kCluster && cmd.kind != CommandKind::kPing;
-  const size_t max_positional = cmd.kind == CommandKind::kSend ? 2 : (needs_channel ? 1 : 0);
+  const bool takes_data = cmd.kind == CommandKind::kSend || cmd.kind == CommandKind::kRequest;
+  const size_t max_positional = takes_data ? 2 : (needs_channel ? 1 : 0);
   if (needs_channel && pos.empty()) return usage_error(info->name, "missing CHANNEL");
   if (pos.size() > max_positional) {
     return usage_error(info->name, fmt::format("unexpected argument '{}'", pos[max_positional]));
@@ -425,6 +458,57 @@ Result<CliCommand> parse_command_line(std::span<const std::string> args,
         auto kv = parse_key_value("set", s);
         if (!kv) return usage_error(info->name, kv.error().message);
         cmd.settings.push_back(std::move(*kv));
+      }
+      break;
+    }
+    case CommandKind::kRequest: {
+      if (pos.size() == 2 && pos[1] != "-") cmd.data = pos[1];
+      if (const auto* t = a->last("timeout")) {
+        auto v = parse_u32("timeout", *t, 1, 86'400'000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.timeout_ms = *v;
+      }
+      if (const auto* r = a->last("replies")) {
+        auto v = parse_u32("replies", *r, 1, 1000);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.replies = *v;
+      }
+      if (const auto* f = a->last("format")) {
+        auto fmt_value = parse_format(*f);
+        if (!fmt_value) return usage_error(info->name, "--" + fmt_value.error().message);
+        cmd.format = *fmt_value;
+      }
+      for (const auto& m : a->all("meta")) {
+        auto kv = parse_key_value("meta", m);
+        if (!kv) return usage_error(info->name, kv.error().message);
+        cmd.metadata.push_back(std::move(*kv));
+      }
+      if (a->has("data-only")) {
+        if (cmd.output == OutputMode::kJson) {
+          return usage_error(info->name, "--json and --data-only exclude each other");
+        }
+        cmd.output = OutputMode::kDataOnly;
+      }
+      break;
+    }
+    case CommandKind::kRespond: {
+      const auto* exec = a->last("exec");
+      if ((exec != nullptr) == a->has("echo")) {
+        return usage_error(info->name, "give one of --exec CMD and --echo");
+      }
+      if (exec) {
+        if (exec->empty()) return usage_error(info->name, "--exec: the command is empty");
+        cmd.exec = *exec;
+      }
+      if (const auto* m = a->last("max")) {
+        auto v = parse_uint("max", *m, 1, UINT64_MAX);
+        if (!v) return usage_error(info->name, v.error().message);
+        cmd.respond_max = *v;
+      }
+      for (const auto& e : a->all("ext")) {
+        auto kv = parse_key_value("ext", e);
+        if (!kv) return usage_error(info->name, kv.error().message);
+        cmd.extensions.push_back(std::move(*kv));
       }
       break;
     }

@@ -29,6 +29,8 @@ enum class CommandKind {
   kServerStats,  // server-stats
   kCluster,      // cluster
   kPing,         // ping
+  kRequest,      // request CHANNEL [DATA | -]
+  kRespond,      // respond CHANNEL --exec CMD | --echo
 };
 
 // What receive does with each message it prints.
@@ -74,6 +76,13 @@ struct CliCommand {
   uint32_t max = 1;            // --max: stop after this many messages (receive, dead-letters)
   Settle settle = Settle::kNone;
   Metadata extensions;  // --ext KEY=VALUE: guest-configuration extensions
+
+  // request: --timeout is timeout_ms (default 5000, 1 and up), --replies N
+  uint32_t replies = 1;
+  // respond: --exec CMD (run with sh -c, the request's data on stdin, its stdout the reply) or
+  // --echo (exec empty); --max N stops after N requests (0 = never)
+  std::string exec;
+  uint64_t respond_max = 0;
 
   // declare: kind and durability are stored as settings entries, in order.
   client::ChannelSettings settings;

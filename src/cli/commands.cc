@@ -11,6 +11,7 @@
 
 #include "cli/exit_codes.h"
 #include "cli/message_output.h"
+#include "cli/reply_command.h"
 #include "client/client.h"
 #include "client/tls_context.h"
 #include "net/codec.h"
@@ -232,6 +233,84 @@ struct Runner {
     return kExitOk;
   }
 
+  int request() {
+    std::vector<Message> base = base_messages();
+    if (base.size() != 1) {
+      err << fmt::format("{}: expected one message to send\n", prefix);
+      return kExitUsage;
+    }
+    if (int rc = connect(); rc != kExitOk) return rc;
+    auto r = client->request(cmd.channel, base.front(), std::chrono::milliseconds(cmd.timeout_ms),
+                             cmd.replies);
+    if (!r.ok()) {
+      if (r.error().code == ErrorCode::kTimeout) {
+        err << fmt::format("{}: no reply on '{}' within {} ms\n", prefix, cmd.channel,
+                           cmd.timeout_ms);
+        return kExitNothingReceived;
+      }
+      return failed("request", r.error());
+    }
+    for (const auto& m : *r) print(m);
+    return kExitOk;
+  }
+
+  int respond() {
+    if (int rc = connect(); rc != kExitOk) return rc;
+    // One request at a time: a larger batch would hold requests another responder could answer.
+    GuestConfiguration config{{cmd.channel}, cmd.extensions};
+    std::erase_if(*config.extensions, [](const KeyValue& kv) { return kv.first == "batch-size"; });
+    config.extensions->emplace_back("batch-size", "1");
+    if (auto st = client->update_guest_configuration(config); !st.ok()) {
+      return failed("update-guest-configuration", st.error());
+    }
+    const auto& limits = client->server_info().limits;
+    const size_t max_output = limits.max_message_bytes ? limits.max_message_bytes : (1u << 20);
+    uint64_t answered = 0;
+    while (cmd.respond_max == 0 || answered < cmd.respond_max) {
+      auto r = client->subscribe_receive(cmd.channel);
+      if (!r.ok()) return failed("subscribe-receive", r.error());
+      for (const auto& m : *r) {
+        if (find_metadata(m, meta::kReplyTo) == nullptr) {
+          const std::string* id = find_metadata(m, meta::kId);
+          err << fmt::format("{}: message {} is not a request (no {}); completed unanswered\n",
+                             prefix, id ? *id : "?", meta::kReplyTo);
+          if (auto st = client->complete_message(m); !st.ok()) {
+            return failed("complete-message", st.error());
+          }
+          continue;
+        }
+        Message reply;
+        reply.format = m.format;
+        if (cmd.exec.empty()) {
+          reply.data = m.data;
+        } else {
+          auto output = run_for_reply(cmd.exec, m.data, max_output);
+          if (!output.ok()) {
+            err << fmt::format("{}: {}; the request is abandoned\n", prefix,
+                               output.error().message);
+            if (auto st = client->abandon_message(m); !st.ok()) {
+              return failed("abandon-message", st.error());
+            }
+            continue;
+          }
+          reply.data = std::move(*output);
+        }
+        if (auto st = client->reply(m, reply); !st.ok()) return failed("reply", st.error());
+        if (auto st = client->complete_message(m); !st.ok()) {
+          return failed("complete-message", st.error());
+        }
+        ++answered;
+      }
+    }
+    if (cmd.output == OutputMode::kJson) {
+      out << nlohmann::json{{"channel", cmd.channel}, {"answered", answered}}.dump() << "\n";
+    } else {
+      out << fmt::format("answered {} request{} on {}\n", answered, answered == 1 ? "" : "s",
+                         cmd.channel);
+    }
+    return kExitOk;
+  }
+
   int channels() {
     if (int rc = connect(); rc != kExitOk) return rc;
     auto r = client->list_channels();
@@ -434,6 +513,10 @@ int run_command(const CliCommand& cmd, std::istream& in, std::ostream& out, std:
       return r.cluster();
     case CommandKind::kPing:
       return r.ping();
+    case CommandKind::kRequest:
+      return r.request();
+    case CommandKind::kRespond:
+      return r.respond();
   }
   return kExitUsage;
 }

@@ -596,6 +596,47 @@ void AsyncClient::ping(uint64_t payload, Callback<uint64_t> done) {
                                   [](net::Pong&& p) -> Result<uint64_t> { return p.payload; }));
 }
 
+void AsyncClient::request(std::string_view channel, const Message& message, uint32_t timeout_ms,
+                          uint32_t expected_replies, Callback<std::vector<Message>> done) {
+  const auto& limits = info_.limits;
+  if (limits.max_message_bytes != 0 && message.data.size() > limits.max_message_bytes) {
+    done(Error(ErrorCode::kResourceExhausted,
+               fmt::format("request to '{}': {} data bytes, over the server's max-message-bytes {}",
+                           channel, message.data.size(), limits.max_message_bytes)));
+    return;
+  }
+  submit(
+      "request",
+      [&](net::Buffer& b, uint32_t id) {
+        net::encode(b, id,
+                    net::Request{std::string(channel), timeout_ms, expected_replies, message});
+        return ok_status();
+      },
+      expect<net::RequestOk, std::vector<Message>>(
+          "request", std::move(done), [](net::RequestOk&& ok) -> Result<std::vector<Message>> {
+            return std::move(ok.replies);
+          }));
+}
+
+void AsyncClient::reply(const Message& request, const Message& reply, StatusCallback done) {
+  const std::string* to = find_metadata(request, meta::kReplyTo);
+  const std::string* correlation = find_metadata(request, meta::kCorrelationId);
+  if (to == nullptr || correlation == nullptr) {
+    done(invalid_argument(fmt::format(
+        "reply: the message has no '{}' metadata entry; only a message sent by a request can be "
+        "replied to",
+        to == nullptr ? meta::kReplyTo : meta::kCorrelationId)));
+    return;
+  }
+  submit(
+      "reply",
+      [&](net::Buffer& b, uint32_t id) {
+        net::encode(b, id, net::Reply{*to, *correlation, reply});
+        return ok_status();
+      },
+      expect_empty<net::ReplyOk>("reply", std::move(done)));
+}
+
 void AsyncClient::request(net::Frame request, Callback<net::Frame> done) {
   const std::string_view what = net::frame_type_name(request.type());
   submit(

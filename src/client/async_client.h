@@ -96,6 +96,16 @@ class AsyncClient : public std::enable_shared_from_this<AsyncClient> {
   void complete_message(const Message& message, StatusCallback done);
   void abandon_message(const Message& message, StatusCallback done);
 
+  // ---- request-reply (docs/PROTOCOL.md, section 16) ------------------------------------------
+  // request: sends `message` to `channel` as a request and calls `done` with the replies, once
+  // `expected_replies` came, or at `timeout_ms` with those that came (kTimeout when none did).
+  void request(std::string_view channel, const Message& message, uint32_t timeout_ms,
+               uint32_t expected_replies, Callback<std::vector<Message>> done);
+  // reply: answers `request` (a message as delivered; only its witmq-reply-to and
+  // witmq-correlation-id are sent) with `reply`. A request without them fails at once
+  // (kInvalidArgument). ok also when the requester is gone: the server drops such replies.
+  void reply(const Message& request, const Message& reply, StatusCallback done);
+
   // ---- streaming (docs/PROTOCOL.md, section 7) -----------------------------------------------
   // stream-start with `credit`: after update_guest_configuration, the server pushes deliveries to
   // `handler`, never more messages than the credit granted. One stream per connection: a second

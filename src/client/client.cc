@@ -307,6 +307,25 @@ Status Client::update_guest_configuration(const GuestConfiguration& config) {
   return st;
 }
 
+Result<std::vector<Message>> Client::request(std::string_view channel, const Message& message,
+                                             std::chrono::milliseconds timeout,
+                                             uint32_t expected_replies) {
+  auto wait = options_.request_timeout.count() > 0 ? options_.request_timeout + timeout
+                                                   : std::chrono::milliseconds(0);
+  return call<std::vector<Message>>(
+      [&](const AsyncClient::Pointer& a, Callback<std::vector<Message>> cb) {
+        a->request(channel, message, static_cast<uint32_t>(timeout.count()), expected_replies,
+                   std::move(cb));
+      },
+      wait, /*retry=*/false);
+}
+
+Status Client::reply(const Message& request, const Message& reply) {
+  return call<void>([&](const AsyncClient::Pointer& a,
+                        StatusCallback cb) { a->reply(request, reply, std::move(cb)); },
+                    options_.request_timeout);
+}
+
 Status Client::complete_message(const Message& message) {
   return call<void>([&](const AsyncClient::Pointer& a,
                         StatusCallback cb) { a->complete_message(message, std::move(cb)); },

@@ -88,6 +88,16 @@ class Client {
   Status complete_message(const Message& message);
   Status abandon_message(const Message& message);
 
+  // ---- request-reply -------------------------------------------------------------------------
+  // Sends `message` to `channel` as a request and returns the replies: `expected_replies` of
+  // them, or at `timeout` those that came (kTimeout when none did). Not made again after a
+  // reconnection (the request may have reached a responder).
+  Result<std::vector<Message>> request(std::string_view channel, const Message& message,
+                                       std::chrono::milliseconds timeout,
+                                       uint32_t expected_replies = 1);
+  // Answers `request`, a message delivered to this client, with `reply`.
+  Status reply(const Message& request, const Message& reply);
+
   // ---- streaming -----------------------------------------------------------------------------
   // Starts the stream with `credit`. With a handler, deliveries go to it on the I/O thread; with
   // none, they queue inside the client for next_delivery().

@@ -60,6 +60,12 @@ inline constexpr std::string_view kDlqSourceSequence = "witmq-dlq-source-sequenc
 inline constexpr std::string_view kDlqSubscription = "witmq-dlq-subscription";
 inline constexpr std::string_view kDlqAttempts = "witmq-dlq-attempts";
 inline constexpr std::string_view kDlqTime = "witmq-dlq-time";
+// Set by request (Broker::request): where replies go (the requester's inbox, an opaque random
+// token) and which request they answer (random per request). Both are read by reply; a
+// correlation id is also on every reply a requester gets. Producers cannot set them (send drops
+// every reserved key), so a message carries them only when the broker made it a request.
+inline constexpr std::string_view kReplyTo = "witmq-reply-to";
+inline constexpr std::string_view kCorrelationId = "witmq-correlation-id";
 }  // namespace meta
 
 inline bool is_reserved_key(std::string_view key) { return key.starts_with(kReservedPrefix); }

@@ -23,6 +23,7 @@ enum class ErrorCode : uint16_t {
   kUnsupported = 10,        // a protocol version or feature the server does not offer
   kFailedPrecondition = 11, // the operation is valid but not in the current state
   kInternal = 12,           // a bug: an invariant did not hold
+  kTimeout = 13,            // a request-reply got no reply before its timeout
 };
 
 std::string_view error_code_name(ErrorCode code);

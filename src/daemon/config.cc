@@ -552,6 +552,18 @@ std::vector<ConfigKey> make_keys() {
       "pauses until settlements, abandons or lease expiries free room. 0 = no limit.",
       [](int64_t v, Config& c) { c.broker.max_unacked_per_client = static_cast<uint64_t>(v); }));
   k.push_back(integer_key(
+      "max-pending-requests-per-connection", 10'000, 1, 1'000'000,
+      "Requests (request-reply) one connection or guest may have waiting for replies; one more "
+      "is refused with resource-exhausted. Each holds its timer and the replies gathered so far.",
+      [](int64_t v, Config& c) {
+        c.broker.max_pending_requests_per_client = static_cast<uint32_t>(v);
+      }));
+  k.push_back(integer_key(
+      "max-request-timeout-ms", 300'000, 1, 86'400'000,
+      "Longest timeout a request (request-reply) may ask for; a longer one is refused with "
+      "invalid-argument.",
+      [](int64_t v, Config& c) { c.broker.max_request_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
       "max-output-bytes", 64 * kMiB, 64 * kKiB, 16 * kGiB,
       "Replies and deliveries queued for one connection that the client has not read yet. Above "
       "it the server stops reading that connection's requests, pushing its stream and running "

@@ -474,6 +474,23 @@ bool read_body(Reader& r, FrameType type, const Limits& limits, Body& body) {
       b.op = static_cast<AdminOp>(static_cast<uint8_t>(type) - kAdminRequestBase);
       return r.string(b.json, "json");
     }
+    case FrameType::kRequest: {
+      auto& b = body.emplace<Request>();
+      return read_channel(r, b.channel) && r.u32(b.timeout_ms, "timeout-ms") &&
+             r.u32(b.expected_replies, "expected-replies") &&
+             (read_message(r, b.message, limits) || r.prefix("message."));
+    }
+    case FrameType::kReply: {
+      auto& b = body.emplace<Reply>();
+      return r.string(b.reply_to, "reply-to", kMaxReplyFieldBytes) &&
+             r.string(b.correlation_id, "correlation-id", kMaxReplyFieldBytes) &&
+             (read_message(r, b.message, limits) || r.prefix("message."));
+    }
+    case FrameType::kRequestOk:
+      return read_messages(r, body.emplace<RequestOk>().replies, limits);
+    case FrameType::kReplyOk:
+      body.emplace<ReplyOk>();
+      return true;
     case FrameType::kConnectOk:
       return read_connect_ok(r, body.emplace<ConnectOk>());
     case FrameType::kSendOk:
@@ -613,6 +630,31 @@ size_t encode(Buffer& out, uint32_t request_id, const Ping& b) {
 size_t encode(Buffer& out, uint32_t request_id, const AdminRequest& b) {
   const auto type = static_cast<FrameType>(kAdminRequestBase + static_cast<uint8_t>(b.op));
   return encode_string_body(out, type, request_id, b.json);
+}
+
+size_t encode(Buffer& out, uint32_t request_id, const Request& b) {
+  const size_t size = string_size(b.channel) + 8 + message_wire_size(b.message);
+  return write_frame(out, FrameType::kRequest, request_id, size, [&](Writer& w) {
+    w.string(b.channel);
+    w.u32(b.timeout_ms);
+    w.u32(b.expected_replies);
+    w.message(b.message);
+  });
+}
+
+size_t encode(Buffer& out, uint32_t request_id, const Reply& b) {
+  const size_t size =
+      string_size(b.reply_to) + string_size(b.correlation_id) + message_wire_size(b.message);
+  return write_frame(out, FrameType::kReply, request_id, size, [&](Writer& w) {
+    w.string(b.reply_to);
+    w.string(b.correlation_id);
+    w.message(b.message);
+  });
+}
+
+size_t encode(Buffer& out, uint32_t request_id, const RequestOk& b) {
+  return write_frame(out, FrameType::kRequestOk, request_id, messages_size(b.replies),
+                     [&](Writer& w) { w.messages(b.replies); });
 }
 
 size_t encode(Buffer& out, uint32_t request_id, const ConnectOk& b) {

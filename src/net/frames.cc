@@ -83,6 +83,14 @@ std::string_view frame_type_name(FrameType type) {
       return "purge-ok";
     case FrameType::kServerStatsOk:
       return "server-stats-ok";
+    case FrameType::kRequest:
+      return "request";
+    case FrameType::kReply:
+      return "reply";
+    case FrameType::kRequestOk:
+      return "request-ok";
+    case FrameType::kReplyOk:
+      return "reply-ok";
     case FrameType::kDeliver:
       return "deliver";
     case FrameType::kStreamEnd:

@@ -26,7 +26,8 @@ inline constexpr size_t kHeaderBytes = 10;
 inline constexpr uint32_t kMinFrameLength = kHeaderBytes - kLengthFieldBytes;
 
 // Frame type codes. A success reply's code is its request's code | 0x80; 0xC0.. are pushed by the
-// server; 0x20..0x27 (and their replies 0xA0..0xA7) are witmq admin extensions beyond the WIT.
+// server; 0x20..0x27 (and their replies 0xA0..0xA7) are witmq admin extensions beyond the WIT;
+// 0x30..0x31 (replies 0xB0..0xB1) the request-reply extensions.
 enum class FrameType : uint8_t {
   // Requests (client -> server).
   kConnect = 0x01,
@@ -48,6 +49,8 @@ enum class FrameType : uint8_t {
   kReplayDeadLetters = 0x25,
   kPurge = 0x26,
   kServerStats = 0x27,
+  kRequest = 0x30,
+  kReply = 0x31,
   // Success replies (server -> client), request | 0x80.
   kConnectOk = 0x81,
   kSendOk = 0x82,
@@ -68,6 +71,8 @@ enum class FrameType : uint8_t {
   kReplayDeadLettersOk = 0xA5,
   kPurgeOk = 0xA6,
   kServerStatsOk = 0xA7,
+  kRequestOk = 0xB0,
+  kReplyOk = 0xB1,
   // Pushed by the server on a stream (request id = the stream-start request's id).
   kDeliver = 0xC0,
   kStreamEnd = 0xC1,
@@ -108,6 +113,8 @@ struct Limits {
 // delivered with the broker's entries can be sent back in complete/abandon as it is.
 inline constexpr uint32_t kMaxReservedEntries = 32;
 inline constexpr uint32_t kMaxReservedBytes = 4096;
+// A reply's reply-to and correlation-id, each at most this long (the server makes them shorter).
+inline constexpr uint32_t kMaxReplyFieldBytes = 128;
 // Versions a connect may list.
 inline constexpr uint32_t kMaxConnectVersions = 16;
 // A connect's name is a client name, which follows the channel-name rules (at most 200 bytes),
@@ -224,6 +231,26 @@ struct Ping {
   bool operator==(const Ping&) const = default;
 };
 
+// request: send `message` to `channel` as a request and wait for up to `expected_replies`
+// replies for `timeout_ms` (docs/PROTOCOL.md, section 16).
+struct Request {
+  static constexpr FrameType kType = FrameType::kRequest;
+  std::string channel;
+  uint32_t timeout_ms = 0;
+  uint32_t expected_replies = 1;
+  Message message;
+  bool operator==(const Request&) const = default;
+};
+
+// reply: answer the request whose witmq-reply-to and witmq-correlation-id these are.
+struct Reply {
+  static constexpr FrameType kType = FrameType::kReply;
+  std::string reply_to;
+  std::string correlation_id;
+  Message message;
+  bool operator==(const Reply&) const = default;
+};
+
 // The admin extensions, in frame-type order: request type = 0x20 + op, reply type = 0xA0 + op.
 enum class AdminOp : uint8_t {
   kChannelList = 0,
@@ -298,6 +325,15 @@ struct BrowseOk {
   bool operator==(const BrowseOk&) const = default;
 };
 
+// The replies a request gathered, in arrival order.
+struct RequestOk {
+  static constexpr FrameType kType = FrameType::kRequestOk;
+  std::vector<Message> replies;
+  bool operator==(const RequestOk&) const = default;
+};
+
+using ReplyOk = Empty<FrameType::kReplyOk>;
+
 // ---- pushed by the server --------------------------------------------------------------------
 
 // deliver: messages of one channel on a stream.
@@ -326,11 +362,11 @@ using Goaway = ErrorBody<FrameType::kGoaway>;
 using Body = std::variant<
     // requests
     Connect, Send, SubscribeTryReceive, SubscribeReceive, UpdateGuestConfiguration, CompleteMessage,
-    AbandonMessage, StreamStart, Credit, StreamStop, Ping, AdminRequest,
+    AbandonMessage, StreamStart, Credit, StreamStop, Ping, AdminRequest, Request, Reply,
     // replies
     ConnectOk, SendOk, SubscribeTryReceiveOk, SubscribeReceiveOk, UpdateGuestConfigurationOk,
     CompleteMessageOk, AbandonMessageOk, StreamStartOk, CreditOk, StreamStopOk, Pong, AdminReply,
-    BrowseOk,
+    BrowseOk, RequestOk, ReplyOk,
     // pushed / errors
     Deliver, StreamEnd, ErrorReply, Goaway>;
 

@@ -403,6 +403,8 @@ unsigned http_status(ErrorCode code) {
       return 413;
     case ErrorCode::kUnavailable:
       return 503;
+    case ErrorCode::kTimeout:
+      return 504;
     case ErrorCode::kUnsupported:
       return 415;
     case ErrorCode::kCorruption:

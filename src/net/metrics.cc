@@ -322,6 +322,18 @@ std::string render_metrics(const MetricsSnapshot& s) {
            "Timer callbacks scheduled in the broker (leases, waits, backoffs, housekeeping); "
            "cancelled ones count until they are due.");
   w.sample(d(s.broker_tables.timers));
+  w.family("witmq_broker_request_inboxes", "gauge",
+           "Request-reply inboxes: clients that made a request and are still connected.");
+  w.sample(d(s.broker_tables.inboxes));
+  w.family("witmq_broker_pending_requests", "gauge", "Requests waiting for replies.");
+  w.sample(d(s.broker_tables.pending_requests));
+  w.family("witmq_broker_replies_dropped_total", "counter",
+           "Replies that found no waiting request (its requester gone, or the request answered "
+           "or timed out) and were dropped.");
+  w.sample(d(s.broker_tables.replies_dropped_total));
+  w.family("witmq_broker_requests_timed_out_total", "counter",
+           "Requests that ended at their timeout with no reply.");
+  w.sample(d(s.broker_tables.requests_timed_out_total));
   w.family("witmq_memory_resident_bytes", "gauge", "Resident memory of witmqd (VmRSS).");
   w.sample(d(s.memory.resident_bytes));
   w.family("witmq_memory_heap_in_use_bytes", "gauge",

@@ -178,7 +178,11 @@ Server::Server(asio::io_context& io, broker::Broker& broker, ServerOptions optio
                    {"waiters", t.waiters},
                    {"durable-subscriptions", t.durable_subscriptions},
                    {"ephemeral-subscriptions", t.ephemeral_subscriptions},
-                   {"timers", t.timers}};
+                   {"timers", t.timers},
+                   {"request-inboxes", t.inboxes},
+                   {"pending-requests", t.pending_requests},
+                   {"replies-dropped-total", t.replies_dropped_total},
+                   {"requests-timed-out-total", t.requests_timed_out_total}};
     if (options_.extra_stats) j.update(options_.extra_stats());
     return j;
   };

@@ -591,6 +591,10 @@ void Session::serve(Frame& frame) {
           queued();
         } else if constexpr (std::is_same_v<T, AdminRequest>) {
           handle_admin_request(id, body);
+        } else if constexpr (std::is_same_v<T, Request>) {
+          handle_request(id, body);
+        } else if constexpr (std::is_same_v<T, Reply>) {
+          handle_reply(id, body);
         } else {
           // The codec decodes only request types on the server side.
           reply_error(id,
@@ -809,6 +813,69 @@ void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
   } else {
     broker_.abandon_message(m, std::move(reply));
   }
+}
+
+static_assert(kMaxReplyFieldBytes == broker::kMaxReplyAddressBytes);
+
+void Session::handle_request(uint32_t id, Request& r) {
+  if (opts_.forwarder) {
+    // The inbox lives on the node the requester is connected to, and a reply may reach any node:
+    // routing replies between nodes is not built yet.
+    return reply_error(id, Error(ErrorCode::kUnsupported,
+                                 "request: request-reply is not served in cluster mode yet "
+                                 "(docs/CLUSTERING.md)"));
+  }
+  if (auto st = authorize(auth::Action::kSend, r.channel); !st) return reply_error(id, st.error());
+  ++in_flight_;
+  const size_t bytes = sizeof(Request) + message_wire_size(r.message);
+  in_flight_bytes_ += bytes;
+  ctx_.counters.messages_in.fetch_add(1, std::memory_order_relaxed);
+  broker_.request(client_, r.channel, std::move(r.message),
+                  broker::RequestOptions{milliseconds(r.timeout_ms), r.expected_replies},
+                  [self = shared_from_this(), id, bytes](Result<std::vector<Message>> res) mutable {
+                    self->post([self, id, bytes, res = std::move(res)]() mutable {
+                      self->on_request_done(id, bytes, std::move(res));
+                    });
+                  });
+}
+
+void Session::on_request_done(uint32_t id, size_t bytes, Result<std::vector<Message>> result) {
+  if (!result) {
+    reply_error(id, result.error());
+    return answered(bytes);
+  }
+  std::vector<Message>& replies = *result;
+  size_t keep = reply_fitting(replies, kHeaderBytes + 4);
+  if (opts_.max_receive_messages != 0) keep = std::min<size_t>(keep, opts_.max_receive_messages);
+  if (keep == 0) {
+    reply_error(id, Error(ErrorCode::kResourceExhausted,
+                          fmt::format("request: {} bytes of replies are queued for this "
+                                      "connection, above max-output-bytes {}; the {} replies "
+                                      "that came were dropped",
+                                      queued_bytes(), opts_.max_output_bytes, replies.size())));
+    return answered(bytes);
+  }
+  if (keep < replies.size()) {
+    log::warn(
+        "connection {}: a request-ok holds {} of {} replies: the others do not fit in one "
+        "frame",
+        id_, keep, replies.size());
+    replies.resize(keep);
+  }
+  if (can_write()) {
+    ctx_.counters.messages_out.fetch_add(replies.size(), std::memory_order_relaxed);
+    encode(out_pending_, id, RequestOk{std::move(replies)});
+    queued();
+  }
+  answered(bytes);
+}
+
+void Session::handle_reply(uint32_t id, Reply& r) {
+  // No grant: the reply address is the proof (docs/SECURITY.md).
+  auto st = broker_.reply_to(r.reply_to, r.correlation_id, std::move(r.message));
+  if (!st) return reply_error(id, st.error());
+  ctx_.counters.messages_in.fetch_add(1, std::memory_order_relaxed);
+  reply_empty(id, FrameType::kReplyOk);
 }
 
 void Session::handle_admin_request(uint32_t id, AdminRequest& a) {
@@ -1321,6 +1388,7 @@ void Session::begin_drain() {
   closing_ = true;
   wake_reader();
   broker_.cancel_receives(client_);
+  broker_.cancel_requests(client_);
   for (auto& r : std::exchange(parked_, {})) {
     reply_error(r->request_id, shutting_down());
     answered();

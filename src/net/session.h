@@ -148,6 +148,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_send(uint32_t id, Send& s);
   void handle_update(uint32_t id, const UpdateGuestConfiguration& u);
   void handle_settle(uint32_t id, const Message& m, bool complete);
+  void handle_request(uint32_t id, Request& r);
+  void on_request_done(uint32_t id, size_t bytes, Result<std::vector<Message>> result);
+  void handle_reply(uint32_t id, Reply& r);
   void handle_stream_start(uint32_t id, const StreamStart& s);
   void handle_credit(uint32_t id, const Credit& c);
   void handle_stream_stop(uint32_t id);

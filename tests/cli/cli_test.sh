@@ -129,6 +129,47 @@ run "receive after purge" 4 "$WITMQ" receive dl --timeout 100
 run "delete" 0 "$WITMQ" delete dl && equals "delete" "$OUT" "deleted dl"
 run "stats deleted" 1 "$WITMQ" stats dl
 
+# ---- request and respond ------------------------------------------------------------------------
+run "declare svc" 0 "$WITMQ" declare svc --kind point-to-point
+"$WITMQ" respond svc --exec 'tr a-z A-Z' --max 1 >"$TMP/respond.out" 2>"$TMP/respond.err" &
+RESPONDER=$!
+run "request, exec responder" 0 "$WITMQ" request svc hello --timeout 10000 --data-only \
+  && equals "request, exec responder" "$OUT" "HELLO"
+wait "$RESPONDER"
+equals "respond --max 1 exit code" "$?" "0"
+equals "respond summary" "$(cat "$TMP/respond.out")" "answered 1 request on svc"
+"$WITMQ" respond svc --echo --max 1 >/dev/null 2>"$TMP/respond.err" &
+RESPONDER=$!
+STDIN="$TMP/in1" run "request from stdin, echo responder" 0 "$WITMQ" request svc - --timeout 10000 --json \
+  && contains "request from stdin, echo responder" "$OUT" '"data":"hello from stdin"' \
+  && contains "reply carries the correlation id" "$OUT" 'witmq-correlation-id'
+wait "$RESPONDER"
+run "request, no responder" 4 "$WITMQ" request nobody-svc x --timeout 200 \
+  && equals "request, no responder" "$ERR" "witmq request: no reply on 'nobody-svc' within 200 ms"
+"$WITMQ" respond svc --exec 'cat >/dev/null; echo broken >&2; exit 3' >/dev/null 2>"$TMP/respond.err" &
+RESPONDER=$!
+run "request, failing responder" 4 "$WITMQ" request svc x --timeout 500
+kill "$RESPONDER"
+wait "$RESPONDER" 2>/dev/null
+contains "failing responder abandons" "$(cat "$TMP/respond.err")" "exited with status 3; the request is abandoned"
+run "respond needs --exec or --echo" 2 "$WITMQ" respond svc \
+  && contains "respond needs --exec or --echo" "$ERR" "give one of --exec CMD and --echo"
+run "request --replies 0" 2 "$WITMQ" request svc x --replies 0 && contains "request --replies 0" "$ERR" "--replies"
+run "request --timeout 0" 2 "$WITMQ" request svc x --timeout 0 && contains "request --timeout 0" "$ERR" "--timeout"
+# Scatter-gather: two responders on a publish-subscribe channel, --replies 2.
+run "declare fan" 0 "$WITMQ" declare fan --kind publish-subscribe
+"$WITMQ" respond fan --echo --max 1 >/dev/null 2>&1 &
+R1=$!
+"$WITMQ" respond fan --exec 'sed s/^/2:/' --max 1 >/dev/null 2>&1 &
+R2=$!
+for _ in $(seq 1 100); do
+  [[ $("$WITMQ" stats fan --json | grep -o '"durable":false' | wc -l) -ge 2 ]] && break
+  sleep 0.1
+done
+run "request --replies 2" 0 "$WITMQ" request fan hi --replies 2 --timeout 10000 --data-only \
+  && equals "request --replies 2" "$(sort <<<"$OUT")" $'2:hi\nhi'
+wait "$R1" "$R2"
+
 # ---- server down (exit 3) -----------------------------------------------------------------------
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID"

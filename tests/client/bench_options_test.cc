@@ -224,3 +224,31 @@ TEST(BenchReport, OpenLoopAndConfirmLatency) {
 
 }  // namespace
 }  // namespace witmq::cli
+
+namespace witmq::cli {
+namespace {
+
+TEST(BenchOptions, RequestReplyMode) {
+  EXPECT_EQ(parse_bench_options({}, std::nullopt, std::nullopt)->bench_mode,
+            BenchMode::kProduceConsume);
+  std::vector<std::string> args{
+      "--mode", "request-reply", "--producers", "16", "--consumers", "16", "--pipeline", "1"};
+  auto o = parse_bench_options(args, std::nullopt, std::nullopt);
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->bench_mode, BenchMode::kRequestReply);
+  EXPECT_EQ(o->producers, 16u);
+  EXPECT_EQ(o->pipeline, 1u);
+  auto error = [](std::vector<std::string> a) {
+    auto r = parse_bench_options(a, std::nullopt, std::nullopt);
+    return r.ok() ? std::string("(parsed)") : r.error().message;
+  };
+  EXPECT_EQ(error({"--mode", "rpc"}),
+            "witmq-bench: --mode: 'rpc' is not produce-consume or request-reply");
+  EXPECT_NE(error({"--mode", "request-reply", "--consumers", "0"}).find("--consumers 1 or more"),
+            std::string::npos);
+  EXPECT_EQ(error({"--mode", "request-reply", "--rate", "10"}),
+            "witmq-bench: --rate does not apply to --mode request-reply");
+}
+
+}  // namespace
+}  // namespace witmq::cli

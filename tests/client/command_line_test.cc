@@ -337,3 +337,49 @@ TEST(Endpoint, Forms) {
 
 }  // namespace
 }  // namespace witmq::cli
+
+namespace witmq::cli {
+namespace {
+
+TEST(CommandLine, RequestAndRespond) {
+  auto r =
+      parse({"request", "svc", "hello", "--timeout", "250", "--replies", "3", "--meta", "k=v"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->kind, CommandKind::kRequest);
+  EXPECT_EQ(r->channel, "svc");
+  EXPECT_EQ(r->data, std::optional<std::string>("hello"));
+  EXPECT_EQ(r->timeout_ms, 250u);
+  EXPECT_EQ(r->replies, 3u);
+  EXPECT_EQ(r->metadata, (Metadata{{"k", "v"}}));
+  r = parse({"request", "svc", "-"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->data.has_value());
+  EXPECT_EQ(r->replies, 1u);
+
+  r = parse({"respond", "svc", "--exec", "tr a-z A-Z", "--max", "2", "--ext", "lease-ms=500"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->kind, CommandKind::kRespond);
+  EXPECT_EQ(r->exec, "tr a-z A-Z");
+  EXPECT_EQ(r->respond_max, 2u);
+  r = parse({"respond", "svc", "--echo"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exec, "");
+  EXPECT_EQ(r->respond_max, 0u);
+
+  auto error = [](std::vector<std::string> args) {
+    auto p = parse(std::move(args));
+    return p.ok() ? std::string("(parsed)") : p.error().message;
+  };
+  EXPECT_EQ(error({"respond", "svc"}), "witmq respond: give one of --exec CMD and --echo");
+  EXPECT_EQ(error({"respond", "svc", "--echo", "--exec", "cat"}),
+            "witmq respond: give one of --exec CMD and --echo");
+  EXPECT_NE(error({"request", "svc", "x", "--replies", "0"}).find("--replies"), std::string::npos);
+  EXPECT_NE(error({"request", "svc", "x", "--replies", "1001"}).find("--replies"),
+            std::string::npos);
+  EXPECT_NE(error({"request", "svc", "x", "--timeout", "0"}).find("--timeout"), std::string::npos);
+  EXPECT_NE(error({"request", "svc", "x", "extra"}).find("unexpected argument 'extra'"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace witmq::cli

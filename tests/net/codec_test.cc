@@ -582,6 +582,17 @@ std::vector<DocExample> doc_examples() {
       "00 00 00 33 c0 00 00 00 00 07 00 00 00 04 6a 6f 62 73 00 00 00 01 00 00 00 01 78 05 01 00 "
       "00 00 01 00 00 00 0d 77 69 74 6d 71 2d 72 65 63 65 69 70 74 00 00 00 01 72");
   add("credit", {8, Credit{1}}, "00 00 00 0a 09 00 00 00 00 08 00 00 00 01");
+  add("request", {9, Request{"svc", 1000, 1, testing::sample_message("hi", Format::kRaw)}},
+      "00 00 00 1d 30 00 00 00 00 09 00 00 00 03 73 76 63 00 00 03 e8 00 00 00 01 00 00 00 02 68 "
+      "69 05 00");
+  add("reply", {4, Reply{"ab", "cd", testing::sample_message("ok", Format::kRaw)}},
+      "00 00 00 1a 31 00 00 00 00 04 00 00 00 02 61 62 00 00 00 02 63 64 00 00 00 02 6f 6b 05 00");
+  add("reply-ok", {4, ReplyOk{}}, "00 00 00 06 b1 00 00 00 00 04");
+  add("request-ok",
+      {9, RequestOk{{testing::sample_message("ok", Format::kRaw,
+                                             Metadata{{"witmq-correlation-id", "cd"}})}}},
+      "00 00 00 34 b0 00 00 00 00 09 00 00 00 01 00 00 00 02 6f 6b 05 01 00 00 00 01 00 00 00 14 "
+      "77 69 74 6d 71 2d 63 6f 72 72 65 6c 61 74 69 6f 6e 2d 69 64 00 00 00 02 63 64");
   return ex;
 }
 

@@ -136,6 +136,12 @@ inline std::vector<Frame> sample_frames() {
       // A code newer than this build's list travels unchanged.
       {35, ErrorReply{Error(static_cast<ErrorCode>(999), "from a newer server")}},
       {0, Goaway{Error(ErrorCode::kResourceExhausted, "frame length 99999999 exceeds the limit")}},
+      {36, Request{"svc", 1000, 1, plain}},
+      {37, Request{"svc.topic", 0xFFFFFFFFu, 0xFFFFFFFFu, rich}},
+      {38, Reply{"0123456789abcdef0123456789abcdef", "0123456789abcdef", plain}},
+      {39, Reply{std::string(kMaxReplyFieldBytes, 'r'), "", rich}},
+      {36, RequestOk{{plain, rich}}},
+      {38, ReplyOk{}},
   };
   for (uint8_t op = 0; op < kAdminOpCount; ++op) {
     frames.push_back(
@@ -238,6 +244,17 @@ inline std::vector<MalformedCase> malformed_corpus(const Limits& limits = {}) {
   c.push_back({"stream-start with no configured channel", encoded(Frame{0x10B, StreamStart{10}}),
                false, CodecExpect::kDecodes, ServerExpect::kErrorReply, E::kFailedPrecondition,
                0x10B});
+  c.push_back({"request with timeout-ms 0",
+               encoded(Frame{0x10D, Request{"svc", 0, 1, sample_message("q", Format::kRaw)}}),
+               false, CodecExpect::kDecodes, ServerExpect::kErrorReply, E::kInvalidArgument,
+               0x10D});
+  c.push_back(
+      {"request with expected-replies 0xffffffff",
+       encoded(Frame{0x10E, Request{"svc", 10, 0xFFFFFFFFu, sample_message("q", Format::kRaw)}}),
+       false, CodecExpect::kDecodes, ServerExpect::kErrorReply, E::kInvalidArgument, 0x10E});
+  c.push_back({"reply with an empty reply-to",
+               encoded(Frame{0x10F, Reply{"", "c", sample_message("a", Format::kRaw)}}), false,
+               CodecExpect::kDecodes, ServerExpect::kErrorReply, E::kInvalidArgument, 0x10F});
   c.push_back({"admin request that is not a JSON object",
                encoded(Frame{0x10C, AdminRequest{AdminOp::kChannelStats, "[1,2"}}), false,
                CodecExpect::kDecodes, ServerExpect::kErrorReply, E::kInvalidArgument, 0x10C});
@@ -290,6 +307,21 @@ inline std::vector<MalformedCase> malformed_corpus(const Limits& limits = {}) {
   reply("update-guest-configuration with a bad channel", ugc, 0x12C,
         Bytes().u32(2).str("ok").str("not ok").u8(0));
   reply("admin JSON is not UTF-8", 0x23, 0x12D, Bytes().str("{\"name\":\"\xfe\"}"));
+  const auto request = static_cast<uint8_t>(FrameType::kRequest);
+  const auto reply_type = static_cast<uint8_t>(FrameType::kReply);
+  reply("request with a channel that is not a name", request, 0x12E,
+        Bytes().str("no such/../name ").u32(10).u32(1).str("d").u8(5).u8(0));
+  reply("request ends inside a field (expected-replies missing)", request, 0x12F,
+        Bytes().str("svc").u32(10));
+  reply("reply with a reply-to that is not UTF-8", reply_type, 0x135,
+        Bytes().str("\xff\xfe").str("c").str("d").u8(5).u8(0));
+  reply("reply with a reply-to longer than 128 bytes", reply_type, 0x136,
+        Bytes().str(std::string(kMaxReplyFieldBytes + 1, 'a')).str("c").str("d").u8(5).u8(0),
+        E::kResourceExhausted);
+  reply("reply with a correlation-id length past the frame", reply_type, 0x137,
+        Bytes().str("a").u32(0x7FFFFFFF).raw("c"));
+  reply("reply with trailing bytes", reply_type, 0x138,
+        Bytes().str("a").str("c").str("d").u8(5).u8(0).raw("x"));
 
   // ---- limits: an error reply ----
   {
@@ -319,6 +351,15 @@ inline std::vector<MalformedCase> malformed_corpus(const Limits& limits = {}) {
     b.u8(0);
     reply("one channel more than max-config-channels", ugc, 0x134, b, E::kResourceExhausted);
   }
+  reply("request data one byte over max-message-bytes", request, 0x139,
+        Bytes()
+            .str("svc")
+            .u32(10)
+            .u32(1)
+            .str(std::string(limits.max_message_bytes + 1, 'x'))
+            .u8(5)
+            .u8(0),
+        E::kResourceExhausted);
   return c;
 }
 
