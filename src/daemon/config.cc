@@ -390,12 +390,14 @@ std::vector<ConfigKey> make_keys() {
       [](int64_t v, Config& c) { c.http.header_timeout = std::chrono::milliseconds(v); }));
   k.push_back(
       {"http-allowed-hosts", KeyType::kArray, ordered_json::array(), 0, 0,
-       "Names a browser may use to reach the HTTP side (console, API), [\"NAME\", ...], "
-       "besides IP addresses, localhost and *.localhost, which are always allowed; \"*\" "
-       "allows any name. A browser's request (one with an Origin or Sec-Fetch-* header) whose "
+       "Names a browser, or a client without a token, may use to reach the HTTP side "
+       "(console, API), [\"NAME\", ...], besides IP addresses, localhost and *.localhost, "
+       "which are always allowed; \"*\" allows any name. A browser's request (one with an "
+       "Origin or Sec-Fetch-* header), and any request served as the anonymous identity, whose "
        "Host is none of these is refused with 403: a page whose DNS name was pointed at this "
-       "machine (DNS rebinding) must not reach it. Clients that are not browsers are not "
-       "affected.",
+       "machine (DNS rebinding) must not reach it, and a browser's same-origin GET from a "
+       "plain-HTTP page carries neither header. Requests with a token, and /healthz, /readyz "
+       "and /console/, are not affected.",
        [](const json& v, Config& c) -> Status {
          c.http.allowed_hosts.clear();
          for (size_t i = 0; i < v.size(); ++i) {
