@@ -560,6 +560,14 @@ std::vector<ConfigKey> make_keys() {
       "(a receive's messages are released). Queued output stays under it plus one reply.",
       [](int64_t v, Config& c) { c.server.max_output_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key(
+      "max-input-buffer-bytes", kGiB, kMiB, 1024 * kGiB,
+      "Bytes the protocol connections' input buffers may hold all together beyond 64 KiB each: "
+      "frames larger than that whose bytes are still arriving. A connection whose frame would "
+      "take more is sent goaway (resource-exhausted), so that clients that send most of a "
+      "large frame and stop cannot make the server hold max-connections times "
+      "max-frame-bytes. Keep it at least max-frame-bytes.",
+      [](int64_t v, Config& c) { c.server.max_input_buffer_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
       "output-stall-timeout-ms", 30'000, 100, 3'600'000,
       "A connection whose queued output stays above max-output-bytes this "
       "long (a client that stopped reading) is closed, without goaway.",
@@ -887,6 +895,13 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         source_of("max-frame-bytes"), c.server.limits.max_frame_bytes,
         c.server.limits.max_message_bytes, c.server.limits.max_metadata_entries,
         c.server.limits.max_metadata_bytes, largest_message + frame_overhead));
+  }
+  if (c.server.max_input_buffer_bytes < c.server.limits.max_frame_bytes) {
+    return invalid_argument(fmt::format(
+        "max-input-buffer-bytes (from {}): {} is less than max-frame-bytes {}: a frame of that "
+        "size could never be read",
+        source_of("max-input-buffer-bytes"), c.server.max_input_buffer_bytes,
+        c.server.limits.max_frame_bytes));
   }
   // The HTTP side's request limits follow the protocol's: a body holds what a frame may, the
   // headers what a message's metadata may (CloudEvents attributes travel in headers).
