@@ -392,12 +392,14 @@ std::vector<ConfigKey> make_keys() {
       [](int64_t v, Config& c) { c.http.header_timeout = std::chrono::milliseconds(v); }));
   k.push_back(
       {"http-allowed-hosts", KeyType::kArray, ordered_json::array(), 0, 0,
-       "Names a browser may use to reach the HTTP side (console, API), [\"NAME\", ...], "
-       "besides IP addresses, localhost and *.localhost, which are always allowed; \"*\" "
-       "allows any name. A browser's request (one with an Origin or Sec-Fetch-* header) whose "
+       "Names a browser, or a client without a token, may use to reach the HTTP side "
+       "(console, API), [\"NAME\", ...], besides IP addresses, localhost and *.localhost, "
+       "which are always allowed; \"*\" allows any name. A browser's request (one with an "
+       "Origin or Sec-Fetch-* header), and any request served as the anonymous identity, whose "
        "Host is none of these is refused with 403: a page whose DNS name was pointed at this "
-       "machine (DNS rebinding) must not reach it. Clients that are not browsers are not "
-       "affected.",
+       "machine (DNS rebinding) must not reach it, and a browser's same-origin GET from a "
+       "plain-HTTP page carries neither header. Requests with a token, and /healthz, /readyz "
+       "and /console/, are not affected.",
        [](const json& v, Config& c) -> Status {
          c.http.allowed_hosts.clear();
          for (size_t i = 0; i < v.size(); ++i) {
@@ -571,6 +573,14 @@ std::vector<ConfigKey> make_keys() {
       "sized to the room left; a reply completing above it is refused with resource-exhausted "
       "(a receive's messages are released). Queued output stays under it plus one reply.",
       [](int64_t v, Config& c) { c.server.max_output_bytes = static_cast<size_t>(v); }));
+  k.push_back(integer_key(
+      "max-input-buffer-bytes", kGiB, kMiB, 1024 * kGiB,
+      "Bytes the protocol connections' input buffers may hold all together beyond 64 KiB each: "
+      "frames larger than that whose bytes are still arriving. A connection whose frame would "
+      "take more is sent goaway (resource-exhausted), so that clients that send most of a "
+      "large frame and stop cannot make the server hold max-connections times "
+      "max-frame-bytes. Keep it at least max-frame-bytes.",
+      [](int64_t v, Config& c) { c.server.max_input_buffer_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key(
       "output-stall-timeout-ms", 30'000, 100, 3'600'000,
       "A connection whose queued output stays above max-output-bytes this "
@@ -899,6 +909,13 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
         source_of("max-frame-bytes"), c.server.limits.max_frame_bytes,
         c.server.limits.max_message_bytes, c.server.limits.max_metadata_entries,
         c.server.limits.max_metadata_bytes, largest_message + frame_overhead));
+  }
+  if (c.server.max_input_buffer_bytes < c.server.limits.max_frame_bytes) {
+    return invalid_argument(fmt::format(
+        "max-input-buffer-bytes (from {}): {} is less than max-frame-bytes {}: a frame of that "
+        "size could never be read",
+        source_of("max-input-buffer-bytes"), c.server.max_input_buffer_bytes,
+        c.server.limits.max_frame_bytes));
   }
   // The HTTP side's request limits follow the protocol's: a body holds what a frame may, the
   // headers what a message's metadata may (CloudEvents attributes travel in headers).

@@ -334,9 +334,12 @@ bool is_browser_request(const HttpRequest& r) {
 //    browser, same-origin with this server, so it may send anything and read the answers. Its
 //    requests carry Host: evil.example. A browser's request (one carrying Origin or a Sec-Fetch-*
 //    header) is served only when its Host names this server: an IP literal, localhost, or a name
-//    in http-allowed-hosts.
-// Requests without these headers (curl, the clients) are not browsers' and pass. Each of Host,
-// Origin and Sec-Fetch-Site may come at most once.
+//    in http-allowed-hosts. A browser does not always say it is one: a same-origin GET from a
+//    page served over plain HTTP carries neither Origin nor Sec-Fetch-* (those go only to secure
+//    origins). Such a page cannot know a token, so what it could reach is the anonymous identity:
+//    anonymous_refusal() asks every request served as anonymous for a name of this server too.
+// Requests without these headers (curl, the clients) with a token are not browsers' and pass.
+// Each of Host, Origin and Sec-Fetch-Site may come at most once.
 std::optional<HttpResponse> Router::browser_refusal(const HttpRequest& r) const {
   for (const std::string_view name : {"host", "origin", "sec-fetch-site"}) {
     if (count_header(r, name) > 1) {
@@ -345,24 +348,8 @@ std::optional<HttpResponse> Router::browser_refusal(const HttpRequest& r) const 
     }
   }
   if (!is_browser_request(r)) return std::nullopt;
+  if (auto refused = host_refusal(r, true)) return refused;
   const std::string* host = find_header(r, "host");
-  if (!host || host->empty()) {
-    return error_response(400, ErrorCode::kInvalidArgument,
-                          "a browser's request without a Host header");
-  }
-  const std::string name = host_name(*host);
-  const bool allowed =
-      rebinding_proof(name) ||
-      std::any_of(sources_.allowed_hosts.begin(), sources_.allowed_hosts.end(),
-                  [&](const std::string& a) { return a == "*" || lower_case(a) == name; });
-  if (!allowed) {
-    return error_response(
-        403, ErrorCode::kPermissionDenied,
-        fmt::format("Host '{}' is not a name of this server: a browser may reach it by an IP "
-                    "address, localhost, or a name listed in http-allowed-hosts (a page whose "
-                    "name was pointed at this machine must not talk to it)",
-                    *host));
-  }
   if (is_get(r.method)) return std::nullopt;
   if (const std::string* site = find_header(r, "sec-fetch-site");
       site && lower_case(*site) == "cross-site") {
@@ -380,6 +367,37 @@ std::optional<HttpResponse> Router::browser_refusal(const HttpRequest& r) const 
       fmt::format("a request from the page of another origin ('{}', this server is '{}{}') may "
                   "not change anything",
                   *origin, scheme, *host));
+}
+
+std::optional<HttpResponse> Router::host_refusal(const HttpRequest& r, bool require_host) const {
+  const std::string* host = find_header(r, "host");
+  if (!host || host->empty()) {
+    if (!require_host) return std::nullopt;
+    return error_response(400, ErrorCode::kInvalidArgument,
+                          "a browser's request without a Host header");
+  }
+  const std::string name = host_name(*host);
+  const bool allowed =
+      rebinding_proof(name) ||
+      std::any_of(sources_.allowed_hosts.begin(), sources_.allowed_hosts.end(),
+                  [&](const std::string& a) { return a == "*" || lower_case(a) == name; });
+  if (allowed) return std::nullopt;
+  return error_response(
+      403, ErrorCode::kPermissionDenied,
+      fmt::format("Host '{}' is not a name of this server: a browser, or a request without a "
+                  "token, may reach it by an IP address, localhost, or a name listed in "
+                  "http-allowed-hosts (a page whose name was pointed at this machine must not "
+                  "talk to it)",
+                  *host));
+}
+
+// A request without a token that names this server by a DNS name may be a browser's, sent for
+// a rebound page (see browser_refusal): the anonymous identity is served only by this server's
+// own names. A request without Host (HTTP/1.0) names nothing a page could have rebound.
+std::optional<HttpResponse> Router::anonymous_refusal(const HttpRequest& r,
+                                                      const auth::Access* access) const {
+  if (access && !access->anonymous()) return std::nullopt;
+  return host_refusal(r, false);
 }
 
 HttpResponse error_response(unsigned status, ErrorCode code, std::string message) {
@@ -445,6 +463,7 @@ std::optional<HttpResponse> Router::admit(const HttpRequest& head,
     if (auto refused = browser_refusal(head)) return refused;
     auto access = authenticate(head);
     if (!access) return unauthorized(access.error());
+    if (auto refused = anonymous_refusal(head, access->get())) return refused;
     if (who) *who = *access;
     const auto& seg = target->segments;
     if (*access && is_publish(seg, head.method) && validate_channel_name(seg[2]).ok()) {
@@ -476,6 +495,7 @@ Routed Router::route_request(HttpRequest r) {
   auto access = authenticate(r);
   if (!access) return Routed::now(unauthorized(access.error()));
   std::shared_ptr<auth::Access> who = std::move(*access);
+  if (auto refused = anonymous_refusal(r, who.get())) return Routed::now(std::move(*refused));
   if (seg.size() == 1 && seg[0] == "metrics") {
     if (!is_get(m)) return Routed::now(method_not_allowed(m, path, "GET, HEAD"));
     if (who) {

@@ -145,6 +145,14 @@ class Router {
   // A refusal for a browser's request that may be forged (another site's page, or DNS
   // rebinding; see http_routes.cc), nullopt for any other request.
   std::optional<HttpResponse> browser_refusal(const HttpRequest& r) const;
+  // A refusal for a request whose Host is not a name of this server (an IP literal, localhost,
+  // *.localhost or one of http-allowed-hosts); nullopt when it is, or when `r` has no Host and
+  // `require_host` is false.
+  std::optional<HttpResponse> host_refusal(const HttpRequest& r, bool require_host) const;
+  // A refusal for a request served as the anonymous identity (or without an authenticator)
+  // whose Host is not a name of this server: see http_routes.cc.
+  std::optional<HttpResponse> anonymous_refusal(const HttpRequest& r,
+                                                const auth::Access* access) const;
 
   Routed route_request(HttpRequest r);
   HttpResponse healthz() const;

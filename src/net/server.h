@@ -71,6 +71,11 @@ struct ServerOptions {
   // its requests, pushing its stream and running its admin calls, and cuts or refuses replies
   // (net/session.h): queued output stays under it plus one reply.
   size_t max_output_bytes = 64 << 20;
+  // Bytes all connections' input buffers together may hold beyond 64 KiB each (frames larger
+  // than that, still arriving). A connection whose frame would need more is sent goaway
+  // (resource-exhausted): half-sent frames cannot make the server hold max-connections times
+  // max-frame-bytes.
+  size_t max_input_buffer_bytes = size_t{1} << 30;
   // A connection whose queued output stays above max_output_bytes this long is closed.
   std::chrono::milliseconds output_stall_timeout{30'000};
   // Silence after which a connection is closed (goaway unavailable). 0 = never.
@@ -118,6 +123,9 @@ struct ServerCounters {
   std::array<std::atomic<uint64_t>, kConnectionStates> by_state{};
   // Bytes the open connections' input and output buffers hold (their capacity), all together.
   std::atomic<uint64_t> buffered_bytes{0};
+  // Of the input buffers, the bytes beyond 64 KiB per connection, all together
+  // (ServerOptions::max_input_buffer_bytes bounds it).
+  std::atomic<uint64_t> input_buffer_bytes{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_refused{0};  // over max-connections
   // Of those, closed at once without goaway: more refusals were under way than the server

@@ -99,6 +99,7 @@ Session::Session(uint64_t id, tcp::socket socket, ServerContext& context, asio::
 }
 
 Session::~Session() {
+  charge_input(0);
   ctx_.counters.buffered_bytes.fetch_sub(buffered_bytes_.load(std::memory_order_relaxed),
                                          std::memory_order_relaxed);
 }
@@ -125,7 +126,25 @@ void Session::release_input() {
   read_size_ = kInitialInputBytes;
   if (in_.capacity() == 0) return;
   std::vector<uint8_t>().swap(in_);
+  charge_input(0);
   account_buffers();
+}
+
+bool Session::charge_input(size_t size) {
+  const size_t charge = size > kInputBytes ? size - kInputBytes : 0;
+  auto& total = ctx_.counters.input_buffer_bytes;
+  if (charge <= input_charge_) {
+    total.fetch_sub(input_charge_ - charge, std::memory_order_relaxed);
+    input_charge_ = charge;
+    return true;
+  }
+  const size_t more = charge - input_charge_;
+  if (total.fetch_add(more, std::memory_order_relaxed) + more > opts_.max_input_buffer_bytes) {
+    total.fetch_sub(more, std::memory_order_relaxed);
+    return false;
+  }
+  input_charge_ = charge;
+  return true;
 }
 
 void Session::release_output() {
@@ -324,6 +343,7 @@ void Session::ensure_input_space() {
     in_begin_ = in_end_ = 0;
     if (in_.size() > kKeepBufferBytes && need_ < kKeepBufferBytes) {
       std::vector<uint8_t>(floor).swap(in_);
+      charge_input(in_.capacity());
       account_buffers();
     }
   }
@@ -341,7 +361,19 @@ void Session::ensure_input_space() {
     size = std::max(in_end_ + kMinReadBytes, std::min(2 * size, in_end_ + need_));
   }
   if (size != in_.size()) {
+    if (!charge_input(std::max(size, in_.capacity()))) {
+      // Memory follows bytes that arrived, but many connections' half-sent frames together
+      // would still be max-connections times max-frame-bytes: the server's input buffers are
+      // bounded as a whole, and a frame that does not fit now ends its connection.
+      return goaway(0, Error(ErrorCode::kResourceExhausted,
+                             fmt::format("the server's input buffers hold max-input-buffer-bytes "
+                                         "({}) already: a frame of {} bytes cannot be read now; "
+                                         "retry later",
+                                         opts_.max_input_buffer_bytes, in_end_ + need_)));
+    }
+    in_.reserve(size);
     in_.resize(size);
+    charge_input(in_.capacity());
     account_buffers();
   }
 }
@@ -372,6 +404,7 @@ asio::awaitable<void> Session::read_loop() {
       release_input();
     } else {
       ensure_input_space();
+      if (closing_) continue;
     }
     const auto into =
         idle ? asio::buffer(idle_read_) : asio::buffer(in_.data() + in_end_, in_.size() - in_end_);
@@ -388,6 +421,7 @@ asio::awaitable<void> Session::read_loop() {
     if (closing_) continue;
     if (idle) {
       ensure_input_space();
+      if (closing_) continue;
       std::memcpy(in_.data() + in_end_, idle_read_.data(), n);
     } else if (!drained_ && read_size_ < kInputBytes) {
       read_size_ *= 2;

@@ -218,6 +218,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void ensure_input_space();
   // The input buffer and both output buffers given back (the connection went idle).
   void release_input();
+  // Counts an input buffer of `size` bytes against max-input-buffer-bytes: false (nothing
+  // counted) when the server's input buffers hold too much already.
+  bool charge_input(size_t size);
   void release_output();
   // Publishes the bytes the connection's buffers hold now (ServerCounters::buffered_bytes and
   // buffered_bytes()).
@@ -301,6 +304,8 @@ class Session : public std::enable_shared_from_this<Session> {
   ConnectionState state_;
   // What account_buffers() last published.
   std::atomic<size_t> buffered_bytes_{0};
+  // What this connection counts in ServerCounters::input_buffer_bytes.
+  size_t input_charge_ = 0;
 };
 
 }  // namespace witmq::net

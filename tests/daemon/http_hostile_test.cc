@@ -245,6 +245,8 @@ TEST(HttpHostileTest, InvalidUtf8AnywhereIsAnsweredAndReleasesTheConnection) {
   EXPECT_EQ(d.stop(SIGTERM, 20s), 0) << d.log();
 }
 
+std::string own_host(Daemon& d) { return "127.0.0.1:" + std::to_string(d.http_port()); }
+
 // DNS rebinding: a page at evil.example whose name now points at this machine is same-origin
 // with witmqd in the browser's eyes, so the Origin check alone lets it through. A browser's
 // request is served only when its Host names this server (an IP literal, localhost, *.localhost
@@ -289,8 +291,12 @@ TEST(HttpHostileTest, BrowsersReachTheServerOnlyByItsOwnNames) {
     EXPECT_EQ(status_of(wrote), 201u) << host << ": " << wrote;
   }
   EXPECT_EQ(sends(), 5);
-  // A client that is not a browser (no Origin, no Sec-Fetch-*) is not asked for a name.
-  EXPECT_EQ(status_of(raw("POST", "/v1/channels/rebind/messages", evil, "", "x")), 201u);
+  // Without Origin or Sec-Fetch-* a request may still be a browser's (a plain-HTTP page's
+  // same-origin GET carries neither): without a token it is asked for a name as well.
+  EXPECT_EQ(status_of(raw("POST", "/v1/channels/rebind/messages", evil, "", "x")), 403u);
+  EXPECT_EQ(status_of(raw("POST", "/v1/channels/rebind/messages", own_host(d), "", "x")), 201u);
+  // Without identities a token names nothing and is ignored: a made-up one is still anonymous.
+  EXPECT_EQ(status_of(raw("GET", "/v1/channels", evil, "Authorization: Bearer made-up\r\n")), 403u);
   EXPECT_EQ(sends(), 6);
   // The Origin's scheme must be this listener's: an https page is another origin.
   const std::string own = "127.0.0.1:" + port;
@@ -306,6 +312,74 @@ TEST(HttpHostileTest, BrowsersReachTheServerOnlyByItsOwnNames) {
     EXPECT_EQ(status_of(reply), 400u) << twice << reply;
   }
   EXPECT_EQ(sends(), 6);
+  expect_alive(d);
+  EXPECT_EQ(d.stop(SIGTERM, 20s), 0) << d.log();
+}
+
+// DNS rebinding, the request a browser really sends: a page served over plain HTTP at
+// evil.example:PORT (a name then pointed at 127.0.0.1) that calls fetch('/v1/...') sends a
+// same-origin GET with neither Origin nor any Sec-Fetch-* header (Chromium sends those only to
+// secure origins), so it does not look like a browser's. It has no token: whatever the anonymous
+// identity may read, it must not read by a name that is not this server's.
+TEST(HttpHostileTest, ARequestWithoutATokenIsServedOnlyByTheServersOwnNames) {
+  SecuredConfig config(json{{"anonymous",
+                             {{"enabled", true},
+                              {"send", {"*"}},
+                              {"receive", {"*"}},
+                              {"manage", {"*"}},
+                              {"monitor", true}}}});
+  Daemon d({"--config", config.path(), "--set", R"(http-allowed-hosts=["broker.internal"])"});
+  ASSERT_NE(d.http_port(), 0);
+  const std::string port = std::to_string(d.http_port());
+  ASSERT_EQ(http_request(d.http_port(), "PUT", "/v1/channels/secret", "{}").status, 201u);
+  ASSERT_EQ(
+      http_request(d.http_port(), "POST", "/v1/channels/secret/messages", "top secret").status,
+      201u);
+  auto chromium = [&](const std::string& method, const std::string& target, const std::string& host,
+                      const std::string& extra = "") {
+    return round_trip(d.http_port(),
+                      method + " " + target + " HTTP/1.1\r\nHost: " + host +
+                          "\r\nConnection: close\r\nUser-Agent: Mozilla/5.0 (X11; Linux "
+                          "x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 "
+                          "Safari/537.36\r\nAccept: */*\r\nReferer: http://" +
+                          host + "/\r\nAccept-Encoding: gzip, deflate\r\n" + extra + "\r\n");
+  };
+  const std::string evil = "evil.example:" + port;
+  for (const std::string method : {"GET", "HEAD"}) {
+    for (const std::string& target :
+         {std::string("/v1/channels/secret/messages"), std::string("/v1/channels"),
+          std::string("/v1/server"), std::string("/metrics"), std::string("/v1/identity")}) {
+      const std::string reply = chromium(method, target, evil);
+      EXPECT_EQ(status_of(reply), 403u) << method << " " << target << ": " << reply;
+      EXPECT_EQ(reply.find("top secret"), std::string::npos) << reply;
+      if (method == "GET") {
+        EXPECT_NE(reply.find("http-allowed-hosts"), std::string::npos) << reply;
+      }
+    }
+  }
+  // Nor does it change anything (a form POST without Origin, as an old browser would send).
+  EXPECT_EQ(status_of(chromium("POST", "/v1/channels/secret/purge", evil, "Content-Length: 0\r\n")),
+            403u);
+  EXPECT_EQ(status_of(chromium("DELETE", "/v1/channels/secret", "evil.example.", "")), 403u);
+  // The server's own names serve the anonymous identity, as does a request without Host (it
+  // names nothing a page could have rebound), and the probes and console files, which hold no
+  // data, answer by any name.
+  for (const std::string& host :
+       {own_host(d), "[::1]:" + port, "LocalHost:" + port, std::string("console.localhost"),
+        std::string("Broker.Internal:") + port}) {
+    const std::string reply = chromium("GET", "/v1/channels/secret/messages", host);
+    EXPECT_EQ(status_of(reply), 200u) << host << ": " << reply;
+    EXPECT_NE(reply.find("top secret"), std::string::npos) << host << ": " << reply;
+  }
+  EXPECT_TRUE(round_trip(d.http_port(), "GET /v1/channels/secret HTTP/1.0\r\n\r\n")
+                  .starts_with("HTTP/1.0 200 "));
+  EXPECT_EQ(status_of(chromium("GET", "/healthz", evil)), 200u);
+  EXPECT_EQ(status_of(chromium("GET", "/console/", evil)), 200u);
+  // A token is what a rebound page cannot have: with one, any name is served.
+  const std::string with_token = chromium("GET", "/v1/channels/secret/messages", evil,
+                                          "Authorization: Bearer " + kAdminToken + "\r\n");
+  EXPECT_EQ(status_of(with_token), 200u) << with_token;
+  EXPECT_EQ(http_get(d.http_port(), "/v1/channels/secret").json["depth"], 1) << d.log();
   expect_alive(d);
   EXPECT_EQ(d.stop(SIGTERM, 20s), 0) << d.log();
 }
