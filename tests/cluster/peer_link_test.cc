@@ -55,7 +55,13 @@ TEST(PeerFramesTest, EveryFrameRoundTrips) {
   const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", kSecret},
                                          PeerWelcome{kPeerProtocolVersion, "n2"},
                                          PeerRefused{ErrorCode::kPermissionDenied, "no"},
-                                         PeerPing{0x0102030405060708}, PeerPong{UINT64_MAX}};
+                                         PeerPing{0x0102030405060708}, PeerPong{UINT64_MAX},
+                                         PeerReplicate{"orders", 3, 17, 1, "defs", "records"},
+                                         PeerReplicated{"orders", 3, 17},
+                                         PeerResend{"orders", 5},
+                                         PeerReplicaRefused{"orders", 4,
+                                                            ErrorCode::kFailedPrecondition,
+                                                            "stale epoch"}};
   for (const PeerFrame& f : frames) {
     const std::string wire = encode_peer_frame(f);
     std::array<uint8_t, kPeerHeaderBytes> header{};
@@ -70,8 +76,8 @@ TEST(PeerFramesTest, EveryFrameRoundTrips) {
 
 TEST(PeerFramesTest, MalformedBodiesAreRefusedNamingTheField) {
   EXPECT_NE(decode_peer_body({}).error().message.find("empty body"), std::string::npos);
-  const std::string unknown("\x09", 1);
-  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 9"),
+  const std::string unknown("\x0a", 1);
+  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 10"),
             std::string::npos);
   std::string hello = body_of(PeerHello{1, "c", "n1", kSecret});
   auto cut = decode_peer_body(bytes_of(hello.substr(0, hello.size() - 3)));
