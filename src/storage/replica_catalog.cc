@@ -76,6 +76,22 @@ class RecordReader {
   size_t pos_ = 0;
 };
 
+// Whether `records` (already checked by translate_locked) delete the channel's definition.
+bool deletes_channel(std::string_view records) {
+  RecordReader r(records);
+  while (!r.done()) {
+    uint8_t kind = 0, cf = 0, tag = 0;
+    std::string_view skip;
+    if (!r.u8(kind) || !r.u8(cf) || !r.u8(tag)) return false;
+    if (sub_keyed(cf, static_cast<char>(tag)) && !r.bytes(skip, 2)) return false;
+    if (!r.bytes(skip, 4)) return false;
+    if (kind == 2 && !r.bytes(skip, 4)) return false;
+    if (kind == 0 && !r.bytes(skip, 4)) return false;
+    if (kind == 1 && cf == kMetaCf && static_cast<char>(tag) == kChannelTag) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string encode_replica_position(const ReplicaPosition& p) {
@@ -342,6 +358,12 @@ ApplyOutcome ReplicaCatalog::accept(const ReplicatedBatch& b, WriteSet& out) {
   e.position = b.position;
   out.add(WriteSet::OpKind::kPut, kMetaCf, meta_key(kReplicaPositionTag, id),
           encode_replica_position({e.epoch, e.position}));
+  if (deletes_channel(b.records)) {
+    // The channel is gone with this batch: a batch of the channel made again (positions from 1)
+    // may come before the commit thread has seen the delete, and must not be taken for an old
+    // position of the deleted one.
+    by_name_.erase(b.channel);
+  }
   out.replicated_in_ = true;
   o.kind = ApplyOutcome::Kind::kApplied;
   o.epoch = e.epoch;

@@ -233,6 +233,58 @@ TEST(ReplicationTest, FollowerRefusesStaleEpochsAndAsksForGaps) {
   for (auto& f : done) ASSERT_TRUE(ready(f));
 }
 
+TEST(ReplicationTest, AChannelDeletedAndMadeAgainStartsOverOnTheFollower) {
+  TempDir dir;
+  auto rep = std::make_shared<FakeReplicator>();
+  auto leader = open_store(dir.sub("leader"), rep);
+  std::vector<std::future<Status>> done;
+  auto write = [&](WriteSet ws) {
+    done.push_back(commit_async(*leader, std::move(ws)));
+    EXPECT_FALSE(ready(done.back()));  // shipped and held: one group each
+  };
+  const ChannelId first = leader->allocate_channel_id();
+  WriteSet a;
+  a.put_channel({first, "rep", "{}"});
+  a.put_message(first, 0, 1, make_message(1, 10));
+  write(std::move(a));
+  WriteSet b;
+  b.put_message(first, 1, 1, make_message(2, 10));
+  write(std::move(b));
+  WriteSet del;
+  del.delete_channel(first);
+  write(std::move(del));
+  const ChannelId second = leader->allocate_channel_id();
+  WriteSet again;
+  again.put_channel({second, "rep", "{}"});
+  again.put_message(second, 0, 1, make_message(3, 10));
+  write(std::move(again));
+  rep->answer_all(ok_status());
+  auto shipments = rep->take();
+  ASSERT_EQ(shipments.size(), 4u);
+  EXPECT_EQ(shipments[3].position, 1u) << "the channel made again starts at position 1";
+
+  // Applied back to back, without waiting for each to be stored.
+  auto follower = open_store(dir.sub("follower"), nullptr);
+  std::vector<std::future<ApplyOutcome>> outcomes;
+  for (const auto& s : shipments) {
+    auto p = std::make_shared<std::promise<ApplyOutcome>>();
+    outcomes.push_back(p->get_future());
+    follower->apply_replicated(batch_of(s), [p](ApplyOutcome o) { p->set_value(std::move(o)); });
+  }
+  for (auto& o : outcomes) {
+    auto got = o.get();
+    EXPECT_EQ(got.kind, ApplyOutcome::Kind::kApplied) << got.text;
+  }
+  follower.reset();
+  RecoveredState state;
+  follower = open_store(dir.sub("follower"), nullptr, &state);
+  ASSERT_EQ(state.channels.size(), 1u);
+  auto read = follower->read(state.channels[0].def.id, 0, 10, 10);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->size(), 1u);
+  EXPECT_EQ((*read)[0].message.data, make_message(3, 10).data);
+}
+
 TEST(ReplicationTest, BadRecordsAreRefusedNamingTheByte) {
   TempDir dir;
   auto follower = open_store(dir.sub("follower"), nullptr);
