@@ -433,6 +433,57 @@ TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
   EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
 }
 
+// A node applies replicate frames from an authenticated peer in position order, and answers
+// each: a gap with resend, a stale epoch and bad records with replica-refused; none of them
+// harms the link or the node.
+TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_});
+  ASSERT_NE(d.port(), 0);
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  ASSERT_EQ(v.status, 200u) << v;
+  const std::string listen = v.json["peer-link"]["listen"];
+  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  peer.send(PeerHello{kPeerProtocolVersion, "test", "n2", kSecret});
+  auto w = peer.receive();
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+
+  auto answer = [&peer](const PeerReplicate& f) {
+    peer.send(f);
+    return peer.receive();
+  };
+  auto gap = answer(PeerReplicate{"x", 5, 2, 1, "", ""});
+  ASSERT_TRUE(gap && std::holds_alternative<PeerResend>(*gap)) << refused_text(gap);
+  EXPECT_EQ(std::get<PeerResend>(*gap).from, 1u);
+  auto bad = answer(PeerReplicate{"x", 5, 1, 1, "", std::string("\x07\x00\x00", 3)});
+  ASSERT_TRUE(bad && std::holds_alternative<PeerReplicaRefused>(*bad)) << refused_text(bad);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*bad).code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(std::get<PeerReplicaRefused>(*bad).text.find("record at byte 0"), std::string::npos)
+      << std::get<PeerReplicaRefused>(*bad).text;
+  auto ok = answer(PeerReplicate{"x", 5, 1, 1, "", ""});
+  ASSERT_TRUE(ok && std::holds_alternative<PeerReplicated>(*ok)) << refused_text(ok);
+  EXPECT_EQ(std::get<PeerReplicated>(*ok).position, 1u);
+  EXPECT_EQ(std::get<PeerReplicated>(*ok).epoch, 5u);
+  auto stale = answer(PeerReplicate{"x", 4, 2, 1, "", ""});
+  ASSERT_TRUE(stale && std::holds_alternative<PeerReplicaRefused>(*stale)) << refused_text(stale);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).epoch, 5u);
+  EXPECT_NE(std::get<PeerReplicaRefused>(*stale).text.find("epoch 4 is stale"), std::string::npos)
+      << std::get<PeerReplicaRefused>(*stale).text;
+  // The link still works, and so does the node.
+  peer.send(PeerPing{7});
+  auto pong = peer.receive();
+  ASSERT_TRUE(pong && std::holds_alternative<PeerPong>(*pong)) << refused_text(pong);
+  EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
+  auto after = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(after.json["replication-state"]["batches-applied"], 1) << after.json.dump();
+  EXPECT_EQ(after.json["replication-state"]["stale-refused"], 1) << after.json.dump();
+}
+
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
