@@ -134,7 +134,8 @@ Result<PeerFrame> decode_replicate(Reader& r) {
     return invalid_argument(fmt::format(
         "peer frame replicate: durability {} is not 0 (sync), 1 (group) or 2 (none)", durability));
   }
-  if (position == 0) return invalid_argument("peer frame replicate: position 0 (positions start at 1)");
+  if (position == 0)
+    return invalid_argument("peer frame replicate: position 0 (positions start at 1)");
   return PeerFrame(PeerReplicate{std::move(channel), epoch, position,
                                  static_cast<uint8_t>(durability), std::move(definitions),
                                  std::move(records)});
@@ -299,9 +300,9 @@ std::string peer_text(std::string_view s) {
 }
 
 std::string peer_frame_name(const PeerFrame& frame) {
-  static constexpr const char* kNames[] = {"hello",      "welcome",    "refused",
-                                           "ping",       "pong",       "replicate",
-                                           "replicated", "resend",     "replica-refused"};
+  static constexpr const char* kNames[] = {"hello",      "welcome", "refused",
+                                           "ping",       "pong",    "replicate",
+                                           "replicated", "resend",  "replica-refused"};
   return kNames[frame.index()];
 }
 

@@ -221,7 +221,8 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
     }
     if (const auto* p = std::get_if<PeerPong>(&*frame)) {
       if (p->nonce != pong_nonce) {
-        ended = invalid_argument(fmt::format("answered ping {} with pong {}", pong_nonce, p->nonce));
+        ended =
+            invalid_argument(fmt::format("answered ping {} with pong {}", pong_nonce, p->nonce));
         break;
       }
       pong_nonce = 0;
@@ -236,8 +237,8 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
       if (options.on_frame) options.on_frame(link->node, std::move(*frame));
       continue;
     }
-    ended = invalid_argument(
-        fmt::format("sent a {} frame on an open link", peer_frame_name(*frame)));
+    ended =
+        invalid_argument(fmt::format("sent a {} frame on an open link", peer_frame_name(*frame)));
     break;
   }
   boost::system::error_code ignored;
@@ -272,7 +273,8 @@ asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOpti
       outstanding = ++nonce;
       ping_sent = now;
       next_ping = now + options.ping_interval;
-      link->outbox.push_back(std::make_shared<const std::string>(encode_peer_frame(PeerPing{nonce})));
+      link->outbox.push_back(
+          std::make_shared<const std::string>(encode_peer_frame(PeerPing{nonce})));
     }
     if (link->outbox.empty()) {
       link->wake->expires_at(outstanding != 0 ? ping_sent + options.timeout : next_ping);
@@ -284,10 +286,12 @@ asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOpti
     link->queued_bytes = 0;
     buffers.clear();
     for (const auto& f : writing) buffers.emplace_back(asio::buffer(*f));
-    co_await asio::async_write(link->socket, buffers, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(link->socket, buffers,
+                               asio::redirect_error(asio::use_awaitable, ec));
     writing.clear();
     if (ec) {
-      if (ended.ok()) ended = Error(ErrorCode::kUnavailable, fmt::format("write failed: {}", ec.message()));
+      if (ended.ok())
+        ended = Error(ErrorCode::kUnavailable, fmt::format("write failed: {}", ec.message()));
       break;
     }
   }

@@ -263,15 +263,15 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     return;
   }
   if (auto* refused = std::get_if<PeerReplicaRefused>(&frame)) {
-    log::warn("replication: channel '{}': node '{}' refused a batch: {}", peer_text(refused->channel),
-              node_id, peer_text(refused->text));
+    log::warn("replication: channel '{}': node '{}' refused a batch: {}",
+              peer_text(refused->channel), node_id, peer_text(refused->text));
     auto it = led.find(refused->channel);
     if (it == led.end()) return;
     if (refused->epoch > it->second.epoch) {
-      fail_all(it->second, fmt::format("replication: channel '{}': node '{}' has seen epoch {}, "
-                                        "newer than this node's {}: this node no longer leads it",
-                                        refused->channel, node_id, refused->epoch,
-                                        it->second.epoch));
+      fail_all(it->second,
+               fmt::format("replication: channel '{}': node '{}' has seen epoch {}, "
+                           "newer than this node's {}: this node no longer leads it",
+                           refused->channel, node_id, refused->epoch, it->second.epoch));
     }
   }
 }
@@ -381,19 +381,15 @@ void Replication::on_up(const std::string& node) {
 
 ReplicationFigures Replication::figures() const {
   const State& s = *state_;
-  return {s.shipped.load(),       s.quorum_acks.load(), s.quorum_timeouts.load(),
-          s.applied.load(),       s.stale_refused.load(), s.resends.load(),
-          s.beyond_retained.load()};
+  return {s.shipped.load(),       s.quorum_acks.load(), s.quorum_timeouts.load(), s.applied.load(),
+          s.stale_refused.load(), s.resends.load(),     s.beyond_retained.load()};
 }
 
 nlohmann::json Replication::to_json() const {
   const ReplicationFigures f = figures();
-  nlohmann::json j{{"batches-shipped", f.batches_shipped},
-                   {"quorum-acks", f.quorum_acks},
-                   {"quorum-timeouts", f.quorum_timeouts},
-                   {"batches-applied", f.batches_applied},
-                   {"stale-refused", f.stale_refused},
-                   {"resends", f.resends},
+  nlohmann::json j{{"batches-shipped", f.batches_shipped}, {"quorum-acks", f.quorum_acks},
+                   {"quorum-timeouts", f.quorum_timeouts}, {"batches-applied", f.batches_applied},
+                   {"stale-refused", f.stale_refused},     {"resends", f.resends},
                    {"beyond-retained", f.beyond_retained}};
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;

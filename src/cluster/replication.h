@@ -45,13 +45,13 @@ struct ReplicationOptions {
 
 // Counters for /v1/cluster and /metrics.
 struct ReplicationFigures {
-  uint64_t batches_shipped = 0;    // commit groups shipped (one per channel and group)
-  uint64_t quorum_acks = 0;        // shipped batches a majority acknowledged
-  uint64_t quorum_timeouts = 0;    // shipped batches that failed for want of a majority
-  uint64_t batches_applied = 0;    // received batches applied by this node as a follower
-  uint64_t stale_refused = 0;      // received batches refused for a stale epoch
-  uint64_t resends = 0;            // resend requests answered from the retained log
-  uint64_t beyond_retained = 0;    // resend requests the retained log no longer reaches
+  uint64_t batches_shipped = 0;  // commit groups shipped (one per channel and group)
+  uint64_t quorum_acks = 0;      // shipped batches a majority acknowledged
+  uint64_t quorum_timeouts = 0;  // shipped batches that failed for want of a majority
+  uint64_t batches_applied = 0;  // received batches applied by this node as a follower
+  uint64_t stale_refused = 0;    // received batches refused for a stale epoch
+  uint64_t resends = 0;          // resend requests answered from the retained log
+  uint64_t beyond_retained = 0;  // resend requests the retained log no longer reaches
 };
 
 class Replication : public storage::Replicator {

@@ -163,7 +163,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   broker::BrokerOptions broker_options = config.broker;
   if (config.cluster.enabled()) {
     replication = std::make_shared<cluster::Replication>(
-        io, cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
+        io,
+        cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
     broker_options.store.replicator = replication;
   }
   auto broker = broker::Broker::open(broker_options, io.get_executor());

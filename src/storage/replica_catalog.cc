@@ -432,7 +432,8 @@ Status ReplicaCatalog::translate_locked(std::string_view records, ChannelId chan
       end.append(b_rest);
       if (end < key) return bad("a range whose end precedes its begin");
     }
-    out.add(static_cast<WriteSet::OpKind>(kind), cf, key, kind == 2 ? std::string_view(end) : value);
+    out.add(static_cast<WriteSet::OpKind>(kind), cf, key,
+            kind == 2 ? std::string_view(end) : value);
   }
   return ok_status();
 }

@@ -8,8 +8,8 @@
 //   u8 kind (0 put, 1 delete, 2 delete-range), u8 column family (0 messages, 1 delivery, 2 meta),
 //   u8 meta tag (0 outside meta),
 //   [u16 length + subscription name, for delivery keys and meta 'S' / 'K' keys]
-//   u32 length + the key after its id (range: its begin), [range: u32 length + its end after the id]
-//   [put: u32 length + the value]
+//   u32 length + the key after its id (range: its begin), [range: u32 length + its end after the
+//   id] [put: u32 length + the value]
 // Integers little-endian. A meta 'S' value names its channel by id: the follower rewrites it.
 //
 // Thread safety: every method may be called from any thread (one mutex).

@@ -275,7 +275,8 @@ struct Store::Impl {
   void take_group(std::vector<Request>& group);
   void write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch);
   rocksdb::Status add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch);
-  void hold_for_replicas(std::vector<Request>& group, std::vector<ReplicaCatalog::Pending>& shipped);
+  void hold_for_replicas(std::vector<Request>& group,
+                         std::vector<ReplicaCatalog::Pending>& shipped);
   void close();
 };
 
@@ -757,10 +758,11 @@ Result<RecoveredState> Store::recover() {
           break;
         }
         default:
-          return Error(ErrorCode::kCorruption,
-                       fmt::format("{}: not a meta key (expected a tag C, S, K, H or P and a 4-byte "
-                                   "id; {} bytes)",
-                                   describe_key("meta", key), key.size()));
+          return Error(
+              ErrorCode::kCorruption,
+              fmt::format("{}: not a meta key (expected a tag C, S, K, H or P and a 4-byte "
+                          "id; {} bytes)",
+                          describe_key("meta", key), key.size()));
       }
     }
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
@@ -910,7 +912,8 @@ Result<RecoveredState> Store::recover() {
     impl_->stats.recovered_orphans = orphans;
   }
   state.orphans = orphans;
-  for (const auto& c : state.channels) impl_->catalog.load_channel(c.def.id, c.def.name, c.def.config);
+  for (const auto& c : state.channels)
+    impl_->catalog.load_channel(c.def.id, c.def.name, c.def.config);
   for (const auto& [id, sub] : subs) impl_->catalog.load_subscription(sub.def);
   state.subscriptions.reserve(subs.size());
   for (auto& [id, sub] : subs) state.subscriptions.push_back(std::move(sub));
@@ -934,8 +937,7 @@ SubscriptionId Store::allocate_subscription_id() {
   return impl_->catalog.allocate_subscription_id();
 }
 
-void Store::apply_replicated(const ReplicatedBatch& batch,
-                             std::function<void(ApplyOutcome)> done) {
+void Store::apply_replicated(const ReplicatedBatch& batch, std::function<void(ApplyOutcome)> done) {
   WriteSet ws;
   ApplyOutcome accepted = impl_->catalog.accept(batch, ws);
   if (accepted.kind != ApplyOutcome::Kind::kApplied) return done(std::move(accepted));

@@ -52,16 +52,16 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 std::string body_of(const PeerFrame& f) { return encode_peer_frame(f).substr(kPeerHeaderBytes); }
 
 TEST(PeerFramesTest, EveryFrameRoundTrips) {
-  const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", kSecret},
-                                         PeerWelcome{kPeerProtocolVersion, "n2"},
-                                         PeerRefused{ErrorCode::kPermissionDenied, "no"},
-                                         PeerPing{0x0102030405060708}, PeerPong{UINT64_MAX},
-                                         PeerReplicate{"orders", 3, 17, 1, "defs", "records"},
-                                         PeerReplicated{"orders", 3, 17},
-                                         PeerResend{"orders", 5},
-                                         PeerReplicaRefused{"orders", 4,
-                                                            ErrorCode::kFailedPrecondition,
-                                                            "stale epoch"}};
+  const std::vector<PeerFrame> frames = {
+      PeerHello{kPeerProtocolVersion, "c", "n1", kSecret},
+      PeerWelcome{kPeerProtocolVersion, "n2"},
+      PeerRefused{ErrorCode::kPermissionDenied, "no"},
+      PeerPing{0x0102030405060708},
+      PeerPong{UINT64_MAX},
+      PeerReplicate{"orders", 3, 17, 1, "defs", "records"},
+      PeerReplicated{"orders", 3, 17},
+      PeerResend{"orders", 5},
+      PeerReplicaRefused{"orders", 4, ErrorCode::kFailedPrecondition, "stale epoch"}};
   for (const PeerFrame& f : frames) {
     const std::string wire = encode_peer_frame(f);
     std::array<uint8_t, kPeerHeaderBytes> header{};

@@ -59,15 +59,13 @@ class ReplicationClusterTest : public ::testing::Test {
     etcd_ = std::make_unique<Etcd>();
     for (const char* id : {"n1", "n2", "n3"}) {
       nodes_[id] = std::make_unique<Daemon>(std::vector<std::string>{
-          "--set", std::string("cluster-node-id=") + id,
-          "--set", "cluster-name=repl",
-          "--set", "cluster-etcd-endpoints=[\"" + etcd_->endpoint() + "\"]",
-          "--set", "cluster-lease-ttl-seconds=2",
-          "--set", "cluster-etcd-timeout-ms=500",
-          "--set", "cluster-peer-listen=127.0.0.1:0",
-          "--set", "cluster-peer-token=" + std::string(kSecret),
-          "--set", fmt::format("cluster-replication-timeout-ms={}",
-                               std::chrono::milliseconds(kReplicationTimeout).count())});
+          "--set", std::string("cluster-node-id=") + id, "--set", "cluster-name=repl", "--set",
+          "cluster-etcd-endpoints=[\"" + etcd_->endpoint() + "\"]", "--set",
+          "cluster-lease-ttl-seconds=2", "--set", "cluster-etcd-timeout-ms=500", "--set",
+          "cluster-peer-listen=127.0.0.1:0", "--set", "cluster-peer-token=" + std::string(kSecret),
+          "--set",
+          fmt::format("cluster-replication-timeout-ms={}",
+                      std::chrono::milliseconds(kReplicationTimeout).count())});
       ASSERT_NE(nodes_[id]->port(), 0) << id << " did not start";
     }
     // Every node sees the others and has its peer links up.

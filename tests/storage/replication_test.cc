@@ -2,12 +2,13 @@
 // writes of a shipped channel into one logical shipment with a position and an epoch, holds the
 // callers until the shipment is held, and a follower store applies shipments into its own ids,
 // refusing stale epochs and asking for what a gap lost.
+#include "storage/replication.h"
+
 #include <gtest/gtest.h>
 
 #include <future>
 #include <mutex>
 
-#include "storage/replication.h"
 #include "storage/store.h"
 #include "storage/store_fixture.h"
 
@@ -292,9 +293,9 @@ TEST(ReplicationTest, BadRecordsAreRefusedNamingTheByte) {
   b.channel = "rep";
   b.epoch = 1;
   b.position = 1;
-  for (std::string records : {std::string("\x00\x00", 2), std::string("\x07\x00\x00", 3),
-                              std::string("\x00\x05\x00", 3), std::string("\x00\x02Z", 3),
-                              std::string("\x00\x00\x00\xff\xff\xff\x7f", 7)}) {
+  for (std::string records :
+       {std::string("\x00\x00", 2), std::string("\x07\x00\x00", 3), std::string("\x00\x05\x00", 3),
+        std::string("\x00\x02Z", 3), std::string("\x00\x00\x00\xff\xff\xff\x7f", 7)}) {
     b.records = records;
     auto o = apply(*follower, b);
     EXPECT_EQ(o.kind, ApplyOutcome::Kind::kFailed);
