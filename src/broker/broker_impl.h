@@ -214,8 +214,8 @@ struct Broker::Impl {
   std::shared_mutex map_mu;
   std::unordered_map<std::string, std::shared_ptr<Channel>> by_name;
   std::unordered_map<ChannelId, std::shared_ptr<Channel>> by_id;
-  ChannelId next_channel_id = 1;
-  std::atomic<SubscriptionId> next_durable_sub{1};
+  // Channel and durable subscription ids come from the store (Store::allocate_channel_id), which
+  // a follower's replication applier shares in cluster mode.
   std::atomic<SubscriptionId> next_ephemeral_sub{kEphemeralBase};
 
   std::atomic<uint64_t> next_client{1};

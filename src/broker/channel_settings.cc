@@ -71,8 +71,8 @@ const std::vector<SettingDoc>& channel_setting_docs() {
        "oldest messages are removed. 0 = unlimited."},
       {"replicas", "integer 1..255", "3",
        "Cluster mode only (docs/CLUSTERING.md): the number of nodes the channel is placed on, "
-       "capped at the live nodes when it is placed; one of them leads it. Messages are not "
-       "replicated yet. A single node ignores it."},
+       "capped at the live nodes when it is placed; one of them leads it, and its writes are "
+       "acknowledged once a majority of them holds them. A single node ignores it."},
   };
   return docs;
 }

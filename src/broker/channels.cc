@@ -8,7 +8,7 @@ std::shared_ptr<Channel> Broker::Impl::create_locked(const std::string& name,
                                                      const ChannelSettings& settings,
                                                      const std::string& dead_letter_of) {
   auto ch = std::make_shared<Channel>();
-  ch->id = next_channel_id++;
+  ch->id = store->allocate_channel_id();
   ch->name = name;
   ch->settings = settings;
   ch->dead_letter_of = dead_letter_of;
@@ -28,7 +28,7 @@ std::shared_ptr<Channel> Broker::Impl::create_locked(const std::string& name,
 
 void Broker::Impl::add_queue_subscription(Channel& ch, WriteSet& ws) {
   auto sub = std::make_unique<Subscription>();
-  sub->id = next_durable_sub++;
+  sub->id = store->allocate_subscription_id();
   sub->floor = sub->next = sub->persisted_floor = ch.first;
   ws.put_subscription({sub->id, ch.id, "", "{}"});
   ws.put_cursor(sub->id, {sub->floor, sub->next});
@@ -104,7 +104,7 @@ Subscription* Broker::Impl::resolve_sub(const Client& c, Channel& ch, const Cons
   auto sub = std::make_unique<Subscription>();
   sub->name = name;
   sub->durable = !name.starts_with('~');
-  sub->id = sub->durable ? next_durable_sub++ : next_ephemeral_sub++;
+  sub->id = sub->durable ? store->allocate_subscription_id() : next_ephemeral_sub++;
   sub->owner = sub->durable ? 0 : c.id;
   Seq start = ch.head;
   switch (o.start.kind) {

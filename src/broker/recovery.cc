@@ -26,7 +26,6 @@ Status Broker::Impl::recover() {
     }
     ch->first = c.head.first;
     ch->head = ch->committed = c.head.next;
-    next_channel_id = std::max(next_channel_id, ch->id + 1);
     by_name[ch->name] = ch;
     by_id[ch->id] = ch;
   }
@@ -35,7 +34,6 @@ Status Broker::Impl::recover() {
   const auto now = steady_now();
   const int64_t wall_now = wall_ms();
   for (auto& rs : state->subscriptions) {
-    next_durable_sub = std::max<SubscriptionId>(next_durable_sub.load(), rs.def.id + 1);
     auto it = by_id.find(rs.def.channel);
     if (it == by_id.end()) {
       log::warn("recovery: subscription {} ('{}') names missing channel {}; removing it", rs.def.id,

@@ -593,6 +593,18 @@ bool Node::placed(const std::string& channel) const {
   return it != v->index.end() && !v->channels[it->second].replicas.empty();
 }
 
+std::optional<Node::Leadership> Node::leadership(const std::string& channel) const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (!v) return std::nullopt;
+  auto info = leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
+  if (!info || !info->self) return std::nullopt;
+  return Leadership{info->epoch, v->channels[v->index.at(channel)].replicas};
+}
+
 void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,
                         std::function<void(std::optional<LeaderInfo>)> done) {
   if (auto known = leader_of(channel)) return done(std::move(known));
@@ -715,8 +727,9 @@ json Node::to_json() const {
   }
   return json{{"cluster", options_.name},
               {"replication",
-               "none: messages are stored only on the node that leads the channel when they are "
-               "written (docs/CLUSTERING.md)"},
+               "shipped: a write of a channel with replicas above 1 is acknowledged once a "
+               "majority of its replicas holds it; a new leader does not load what it followed "
+               "yet (docs/CLUSTERING.md)"},
               {"node", std::move(self)},
               {"etcd",
                {{"endpoint", v->etcd_endpoint},

@@ -129,6 +129,13 @@ class Node {
   // one it holds would be; with `replicas` 0 it is not, and only a leader elected otherwise is
   // waited for. `done` runs on the node's thread, or at once on the caller's when the
   // leader is known; it must not block.
+  // The channel's epoch and replica set (this node included) when this node leads it now, as
+  // await_leader's `self`; nullopt otherwise. Any thread; takes no etcd round trip.
+  struct Leadership {
+    uint64_t epoch = 0;
+    std::vector<std::string> replicas;
+  };
+  std::optional<Leadership> leadership(const std::string& channel) const;
   void await_leader(const std::string& channel, uint32_t replicas,
                     std::chrono::steady_clock::time_point deadline,
                     std::function<void(std::optional<LeaderInfo>)> done);

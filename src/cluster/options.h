@@ -41,6 +41,9 @@ struct ClusterOptions {
   // How long a forwarded operation waits for a leader and for the connection to it
   // (cluster-forward-timeout-ms).
   std::chrono::milliseconds forward_timeout{5'000};
+  // How long a write of a replicated channel waits for a majority of its replicas
+  // (cluster-replication-timeout-ms).
+  std::chrono::milliseconds replication_timeout{5'000};
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with

@@ -27,6 +27,11 @@ class Writer {
     u16(static_cast<uint16_t>(n));
     out_.append(s.data(), n);
   }
+  void bytes(std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void reserve(size_t n) { out_.reserve(n); }
   std::string take() { return std::move(out_); }
 
  private:
@@ -46,6 +51,14 @@ class Reader {
   }
   Result<std::string> str(const char* field) {
     auto n = uint(2, field);
+    if (!n) return n.error();
+    if (in_.size() - pos_ < *n) return short_field(field, static_cast<size_t>(*n));
+    std::string s(reinterpret_cast<const char*>(in_.data() + pos_), static_cast<size_t>(*n));
+    pos_ += static_cast<size_t>(*n);
+    return s;
+  }
+  Result<std::string> bytes(const char* field) {
+    auto n = uint(4, field);
     if (!n) return n.error();
     if (in_.size() - pos_ < *n) return short_field(field, static_cast<size_t>(*n));
     std::string s(reinterpret_cast<const char*>(in_.data() + pos_), static_cast<size_t>(*n));
@@ -122,6 +135,55 @@ Result<PeerFrame> decode_nonce(Reader& r) {
   return PeerFrame(T{nonce});
 }
 
+Result<PeerFrame> decode_replicate(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(position, r.uint(8, "position"));
+  WITMQ_TAKE(durability, r.uint(1, "durability"));
+  WITMQ_TAKE(definitions, r.bytes("definitions"));
+  WITMQ_TAKE(records, r.bytes("records"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  if (durability > 2) {
+    return invalid_argument(fmt::format(
+        "peer frame replicate: durability {} is not 0 (sync), 1 (group) or 2 (none)", durability));
+  }
+  if (position == 0)
+    return invalid_argument("peer frame replicate: position 0 (positions start at 1)");
+  return PeerFrame(PeerReplicate{std::move(channel), epoch, position,
+                                 static_cast<uint8_t>(durability), std::move(definitions),
+                                 std::move(records)});
+}
+
+Result<PeerFrame> decode_replicated(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(position, r.uint(8, "position"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerReplicated{std::move(channel), epoch, position});
+}
+
+Result<PeerFrame> decode_resend(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(from, r.uint(8, "from"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerResend{std::move(channel), from});
+}
+
+Result<PeerFrame> decode_replica_refused(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(code, r.uint(2, "code"));
+  WITMQ_TAKE(text, r.str("text"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  if (code < static_cast<uint64_t>(ErrorCode::kInvalidArgument) ||
+      code > static_cast<uint64_t>(ErrorCode::kInternal)) {
+    return invalid_argument(fmt::format("peer frame replica-refused: error code {} is not 1..{}",
+                                        code, static_cast<int>(ErrorCode::kInternal)));
+  }
+  return PeerFrame(
+      PeerReplicaRefused{std::move(channel), epoch, static_cast<ErrorCode>(code), std::move(text)});
+}
+
 #undef WITMQ_TAKE
 
 }  // namespace
@@ -158,14 +220,38 @@ std::string encode_peer_frame(const PeerFrame& frame) {
         } else if constexpr (std::is_same_v<T, PeerPong>) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kPong));
           body.u64(f.nonce);
+        } else if constexpr (std::is_same_v<T, PeerReplicate>) {
+          body.reserve(48 + f.channel.size() + f.definitions.size() + f.records.size());
+          body.u8(static_cast<uint8_t>(PeerFrameType::kReplicate));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u64(f.position);
+          body.u8(f.durability);
+          body.bytes(f.definitions);
+          body.bytes(f.records);
+        } else if constexpr (std::is_same_v<T, PeerReplicated>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kReplicated));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u64(f.position);
+        } else if constexpr (std::is_same_v<T, PeerResend>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kResend));
+          body.str(f.channel);
+          body.u64(f.from);
+        } else {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kReplicaRefused));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u16(static_cast<uint16_t>(f.code));
+          body.str(f.text);
         }
       },
       frame);
-  const std::string b = body.take();
-  Writer out;
-  out.u32(static_cast<uint32_t>(b.size()));
-  std::string framed = out.take();
-  framed += b;
+  std::string framed = body.take();
+  const auto n = static_cast<uint32_t>(framed.size());
+  const char length[kPeerHeaderBytes] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                                         static_cast<char>(n >> 8), static_cast<char>(n)};
+  framed.insert(0, length, kPeerHeaderBytes);
   return framed;
 }
 
@@ -206,9 +292,25 @@ Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body) {
       Reader r(rest, "proof");
       return decode_proof(r);
     }
+    case PeerFrameType::kReplicate: {
+      Reader r(rest, "replicate");
+      return decode_replicate(r);
+    }
+    case PeerFrameType::kReplicated: {
+      Reader r(rest, "replicated");
+      return decode_replicated(r);
+    }
+    case PeerFrameType::kResend: {
+      Reader r(rest, "resend");
+      return decode_resend(r);
+    }
+    case PeerFrameType::kReplicaRefused: {
+      Reader r(rest, "replica-refused");
+      return decode_replica_refused(r);
+    }
   }
   return invalid_argument(
-      fmt::format("peer frame: unknown type {}, expected 1..5, 16 or 17", type));
+      fmt::format("peer frame: unknown type {}, expected 1..9, 16 or 17", type));
 }
 
 std::string peer_text(std::string_view s) {
@@ -227,8 +329,9 @@ std::string peer_text(std::string_view s) {
 }
 
 std::string peer_frame_name(const PeerFrame& frame) {
-  static constexpr const char* kNames[] = {"hello", "welcome",   "refused", "ping",
-                                           "pong",  "challenge", "proof"};
+  static constexpr const char* kNames[] = {
+      "hello", "welcome",    "refused", "ping",   "pong",           "challenge",
+      "proof", "replicate",  "replicated", "resend", "replica-refused"};
   return kNames[frame.index()];
 }
 

@@ -14,6 +14,15 @@
 //   4 ping       u64 nonce
 //   5 pong       u64 nonce                                              (answer to ping)
 //
+// Replication (docs/CLUSTERING.md, "Replication"), after the welcome:
+//   6 replicate     str channel, u64 epoch, u64 position, u8 durability (0 sync, 1 group,
+//                   2 none), u32 length + definitions, u32 length + records   (leader to follower)
+//   7 replicated    str channel, u64 epoch, u64 position   (follower: it holds every position up
+//                   to this one, as durably as asked; epoch is the highest it has seen)
+//   8 resend        str channel, u64 from     (follower: positions before `from` are all it has)
+//   9 replica-refused  str channel, u64 epoch, u16 error code, str text   (follower: a stale
+//                   epoch, or records it cannot apply; `epoch` is the highest it has seen)
+//
 // The handshake (hello, challenge, proof, welcome) proves that both sides hold the cluster's
 // secret without sending it (cluster/peer_auth.h); the listener names itself only in the
 // welcome, after the dialer's proof has checked.
@@ -47,6 +56,10 @@ enum class PeerFrameType : uint8_t {
   kPong = 5,
   kChallenge = 16,
   kProof = 17,
+  kReplicate = 6,
+  kReplicated = 7,
+  kResend = 8,
+  kReplicaRefused = 9,
 };
 
 struct PeerHello {
@@ -77,8 +90,33 @@ struct PeerPong {
   uint64_t nonce = 0;
 };
 
+struct PeerReplicate {
+  std::string channel;
+  uint64_t epoch = 0;
+  uint64_t position = 0;
+  uint8_t durability = 1;  // storage::Durability's value
+  std::string definitions;
+  std::string records;
+};
+struct PeerReplicated {
+  std::string channel;
+  uint64_t epoch = 0;
+  uint64_t position = 0;
+};
+struct PeerResend {
+  std::string channel;
+  uint64_t from = 0;
+};
+struct PeerReplicaRefused {
+  std::string channel;
+  uint64_t epoch = 0;
+  ErrorCode code = ErrorCode::kFailedPrecondition;
+  std::string text;
+};
+
 using PeerFrame =
-    std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong, PeerChallenge, PeerProof>;
+    std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong, PeerChallenge, PeerProof,
+                 PeerReplicate, PeerReplicated, PeerResend, PeerReplicaRefused>;
 
 // The whole frame (length prefix included).
 std::string encode_peer_frame(const PeerFrame& frame);

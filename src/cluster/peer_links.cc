@@ -13,8 +13,10 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "cluster/peer_auth.h"
 #include "cluster/peer_frames.h"
@@ -74,6 +76,13 @@ struct Link : std::enable_shared_from_this<Link> {
   mutable std::mutex mu;  // guards `status`
   PeerLinkStatus status;
 
+  // After the welcome (strand only): frames to write, and the timer the writer sleeps on.
+  std::deque<std::shared_ptr<const std::string>> outbox;
+  size_t queued_bytes = 0;
+  bool up = false;
+  bool reader_done = true;
+  std::optional<asio::steady_timer> wake;
+
   void set(PeerLinkState state, std::string error = {}) {
     std::lock_guard lock(mu);
     status.state = state;
@@ -100,6 +109,7 @@ struct Link : std::enable_shared_from_this<Link> {
     closed = true;
     disarm();
     wait.cancel();
+    if (wake) wake->cancel();
     resolver.cancel();
     boost::system::error_code ignored;
     socket.close(ignored);
@@ -134,6 +144,8 @@ asio::awaitable<Result<PeerFrame>> read_frame(tcp::socket& socket) {
   if (ec) co_return Error(ErrorCode::kUnavailable, ec.message());
   co_return decode_peer_body(body);
 }
+
+asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOptions& options);
 
 // One connection's life: dial, hello, then pings until something fails. Returns why it ended.
 asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions& options) {
@@ -232,40 +244,109 @@ asio::awaitable<Status> hold(std::shared_ptr<Link> link, const PeerLinksOptions&
     ++link->status.connects;
   }
   log::info("peer link to node '{}' ({}) is up", link->node, link->address);
-  for (uint64_t nonce = 1; !link->closed; ++nonce) {
-    link->wait.expires_after(options.ping_interval);
-    co_await link->wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (link->closed) break;
-    const auto sent = Clock::now();
-    link->arm(options.timeout);
-    const std::string ping = encode_peer_frame(PeerPing{nonce});
-    co_await asio::async_write(link->socket, asio::buffer(ping),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      link->disarm();
-      co_return Error(ErrorCode::kUnavailable, fmt::format("ping not sent: {}", ec.message()));
+  co_return co_await exchange(link, options);
+}
+
+// Reads what the peer sends on an open link: pongs, and replication's answers.
+asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOptions& options,
+                                   Status& ended, uint64_t& pong_nonce, Clock::time_point& sent) {
+  for (;;) {
+    auto frame = co_await read_frame(link->socket);
+    if (!frame) {
+      ended = Error(frame.error().code, frame.error().message);
+      break;
     }
-    auto pong = co_await read_frame(link->socket);
-    link->disarm();
-    if (!pong) {
-      co_return Error(pong.error().code,
-                      fmt::format("no answer to a ping within {} ms: {}", options.timeout.count(),
-                                  pong.error().message));
+    if (const auto* r = std::get_if<PeerRefused>(&*frame)) {
+      ended = Error(ErrorCode::kUnavailable, "closed by the peer: " + peer_text(r->text));
+      break;
     }
-    if (const auto* r = std::get_if<PeerRefused>(&*pong)) {
-      co_return Error(ErrorCode::kUnavailable, "closed by the peer: " + peer_text(r->text));
+    if (const auto* p = std::get_if<PeerPong>(&*frame)) {
+      if (p->nonce != pong_nonce) {
+        ended =
+            invalid_argument(fmt::format("answered ping {} with pong {}", pong_nonce, p->nonce));
+        break;
+      }
+      pong_nonce = 0;
+      std::lock_guard lock(link->mu);
+      link->status.rtt_micros =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count();
+      continue;
     }
-    const auto* p = std::get_if<PeerPong>(&*pong);
-    if (p == nullptr || p->nonce != nonce) {
-      std::string got = peer_frame_name(*pong);
-      if (p != nullptr) got = fmt::format("pong {}", p->nonce);
-      co_return invalid_argument(fmt::format("answered ping {} with {}", nonce, got));
+    const auto type = static_cast<PeerFrameType>(frame->index() + 1);
+    if (type == PeerFrameType::kReplicated || type == PeerFrameType::kResend ||
+        type == PeerFrameType::kReplicaRefused) {
+      if (options.on_frame) options.on_frame(link->node, std::move(*frame));
+      continue;
     }
-    std::lock_guard lock(link->mu);
-    link->status.rtt_micros =
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count();
+    ended =
+        invalid_argument(fmt::format("sent a {} frame on an open link", peer_frame_name(*frame)));
+    break;
   }
-  co_return ok_status();
+  boost::system::error_code ignored;
+  link->socket.close(ignored);
+  link->reader_done = true;
+  if (link->wake) link->wake->cancel();
+}
+
+// The open link: writes queued frames and a ping every ping_interval (each to be answered within
+// the timeout) while the reader takes the answers. Returns why it ended.
+asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOptions& options) {
+  Status ended;
+  uint64_t nonce = 0, outstanding = 0;
+  Clock::time_point ping_sent{}, next_ping = Clock::now() + options.ping_interval;
+  link->wake.emplace(link->strand);
+  link->reader_done = false;
+  link->up = true;
+  asio::co_spawn(link->strand, read_answers(link, options, ended, outstanding, ping_sent),
+                 asio::detached);
+  if (options.on_up) options.on_up(link->node);
+  std::vector<std::shared_ptr<const std::string>> writing;
+  std::vector<asio::const_buffer> buffers;
+  boost::system::error_code ec;
+  while (!link->closed && !link->reader_done) {
+    const auto now = Clock::now();
+    if (outstanding != 0 && now - ping_sent > options.timeout) {
+      ended = Error(ErrorCode::kUnavailable,
+                    fmt::format("no answer to a ping within {} ms", options.timeout.count()));
+      break;
+    }
+    if (outstanding == 0 && now >= next_ping) {
+      outstanding = ++nonce;
+      ping_sent = now;
+      next_ping = now + options.ping_interval;
+      link->outbox.push_back(
+          std::make_shared<const std::string>(encode_peer_frame(PeerPing{nonce})));
+    }
+    if (link->outbox.empty()) {
+      link->wake->expires_at(outstanding != 0 ? ping_sent + options.timeout : next_ping);
+      co_await link->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    writing.assign(link->outbox.begin(), link->outbox.end());
+    link->outbox.clear();
+    link->queued_bytes = 0;
+    buffers.clear();
+    for (const auto& f : writing) buffers.emplace_back(asio::buffer(*f));
+    co_await asio::async_write(link->socket, buffers,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    writing.clear();
+    if (ec) {
+      if (ended.ok())
+        ended = Error(ErrorCode::kUnavailable, fmt::format("write failed: {}", ec.message()));
+      break;
+    }
+  }
+  link->up = false;
+  link->outbox.clear();
+  link->queued_bytes = 0;
+  boost::system::error_code ignored;
+  link->socket.close(ignored);
+  // The reader holds references to this frame's locals: wait for it to end.
+  while (!link->reader_done) {
+    link->wake->expires_after(std::chrono::seconds(1));
+    co_await link->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return ended;
 }
 
 asio::awaitable<void> keep(std::shared_ptr<Link> link, PeerLinksOptions options) {
@@ -353,6 +434,28 @@ void PeerLinks::stop() {
     links.swap(state_->links);
   }
   for (auto& [id, link] : links) asio::post(link->strand, [link] { link->close(); });
+}
+
+bool PeerLinks::send(const std::string& node, std::shared_ptr<const std::string> frame) {
+  std::shared_ptr<Link> link;
+  {
+    std::lock_guard lock(state_->mu);
+    auto it = state_->links.find(node);
+    if (it == state_->links.end()) return false;
+    link = it->second;
+  }
+  {
+    std::lock_guard lock(link->mu);
+    if (link->status.state != PeerLinkState::kUp) return false;
+  }
+  const size_t limit = state_->options.max_queued_bytes;
+  asio::post(link->strand, [link, frame = std::move(frame), limit] {
+    if (!link->up || link->queued_bytes + frame->size() > limit) return;
+    link->queued_bytes += frame->size();
+    link->outbox.push_back(frame);
+    if (link->wake) link->wake->cancel();
+  });
+  return true;
 }
 
 std::vector<PeerLinkStatus> PeerLinks::status() const {

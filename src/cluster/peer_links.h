@@ -11,12 +11,14 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "cluster/node.h"
+#include "cluster/peer_frames.h"
 
 namespace witmq::cluster {
 
@@ -28,6 +30,14 @@ struct PeerLinksOptions {
   std::chrono::milliseconds timeout{2'000};
   // How often an idle link is pinged.
   std::chrono::milliseconds ping_interval{1'000};
+  // Replication (optional): frames a peer sends back on this link (replicated, resend,
+  // replica-refused), and each time a link comes up. Both run on the link's strand; they must
+  // not block.
+  std::function<void(const std::string& node, PeerFrame frame)> on_frame;
+  std::function<void(const std::string& node)> on_up;
+  // Frames queued on one link and not yet written, in bytes: more are dropped (the follower then
+  // sees a gap and asks for them again).
+  size_t max_queued_bytes = 64 << 20;
 };
 
 // up: welcomed, and the last ping was answered in time. connecting: dialing or waiting for the
@@ -57,6 +67,9 @@ class PeerLinks {
   void refresh(const std::vector<PeerAddress>& peers);
   // Closes every link and dials no more. Idempotent.
   void stop();
+  // Queues an encoded frame on the link to `node`; false (and dropped) when that link is not up
+  // or its queue is full. Any thread.
+  bool send(const std::string& node, std::shared_ptr<const std::string> frame);
 
   std::vector<PeerLinkStatus> status() const;
   nlohmann::json to_json() const;

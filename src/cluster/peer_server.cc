@@ -11,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -27,11 +28,42 @@ using asio::ip::tcp;
 
 namespace {
 
-struct Connection {
+struct Connection : std::enable_shared_from_this<Connection> {
   explicit Connection(tcp::socket s) : socket(std::move(s)) {}
   tcp::socket socket;
   std::string remote;
   bool welcomed = false;  // the hello was accepted (on the connection's strand only)
+  // After the welcome, every answer goes through this queue (strand only), so that answers
+  // written later, from other threads (replication's acks), never interleave with a pong.
+  std::deque<std::string> outbox;
+  bool writing = false;
+  bool closed = false;
+
+  // Strand only.
+  void enqueue(std::string frame) {
+    if (closed) return;
+    outbox.push_back(std::move(frame));
+    if (!writing) write_next();
+  }
+  void write_next() {
+    if (outbox.empty() || closed) {
+      writing = false;
+      return;
+    }
+    writing = true;
+    asio::async_write(socket, asio::buffer(outbox.front()),
+                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        self->outbox.pop_front();
+                        if (ec) {
+                          self->closed = true;
+                          self->outbox.clear();
+                          self->writing = false;
+                          self->socket.close(ec);
+                          return;
+                        }
+                        self->write_next();
+                      });
+  }
 };
 
 std::string endpoint_text(const tcp::endpoint& e) {
@@ -259,10 +291,22 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
       continue;
     }
     if (const auto* ping = std::get_if<PeerPing>(&*frame)) {
-      const std::string reply = encode_peer_frame(PeerPong{ping->nonce});
-      co_await asio::async_write(conn->socket, asio::buffer(reply),
-                                 asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) break;
+      conn->enqueue(encode_peer_frame(PeerPong{ping->nonce}));
+      if (conn->closed) break;
+      continue;
+    }
+    if (auto* replicate = std::get_if<PeerReplicate>(&*frame); replicate && options.on_replicate) {
+      std::weak_ptr<Connection> weak = conn;
+      auto reply = [weak](std::string answer) {
+        auto c = weak.lock();
+        if (!c) return;
+        auto executor = c->socket.get_executor();
+        asio::post(executor, [c = std::move(c), answer = std::move(answer)]() mutable {
+          c->enqueue(std::move(answer));
+        });
+      };
+      options.on_replicate(peer_id, std::move(*replicate), std::move(reply));
+      if (conn->closed) break;
       continue;
     }
     if (const auto* r = std::get_if<PeerRefused>(&*frame)) {
@@ -280,6 +324,7 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
   if (!refusal.empty()) co_await refuse(*conn, refusal_code, refusal);
   authenticated_now();
   welcomed = true;
+  conn->closed = true;
   deadline.cancel();
   boost::system::error_code ec;
   conn->socket.close(ec);

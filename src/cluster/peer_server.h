@@ -15,10 +15,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cluster/peer_frames.h"
 #include "common/result.h"
 
 namespace witmq::cluster {
@@ -38,6 +40,12 @@ struct PeerServerOptions {
   // so authenticated peers keep max_connections - max_unauthenticated slots whatever strangers
   // do, and a peer's handshake (a few round trips) is not crowded out by connections that wait.
   size_t max_unauthenticated = 8;
+  // Replication (optional): a replicate frame from the authenticated node `peer`. `reply` queues
+  // an encoded frame back on the same connection (any thread, any time; dropped once it is
+  // closed). Runs on the connection's strand; it must not block. Without it, a replicate frame
+  // is refused like any frame a listener does not take.
+  using ReplyFn = std::function<void(std::string frame)>;
+  std::function<void(const std::string& peer, PeerReplicate frame, ReplyFn reply)> on_replicate;
 };
 
 // Counters for /v1/cluster and /metrics.

@@ -294,6 +294,13 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       "pings answered within this bound). Past it the operation fails with unavailable naming "
       "the channel, its outcome unknown, and the connection to that leader is closed.",
       [](int64_t v, Config& c) { c.cluster.forward_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "cluster-replication-timeout-ms", 5'000, 100, 600'000,
+      "How long the leader of a replicated channel (replicas above 1) waits for a majority of the "
+      "channel's replicas to hold a write before answering it: a send, complete or abandon whose "
+      "write no majority holds in time fails with unavailable (it may still be on this node's "
+      "disk: its outcome is unknown, never a false ok).",
+      [](int64_t v, Config& c) { c.cluster.replication_timeout = std::chrono::milliseconds(v); }));
 }
 
 std::vector<ConfigKey> make_keys() {

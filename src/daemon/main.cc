@@ -33,6 +33,7 @@
 #include "cluster/node.h"
 #include "cluster/peer_links.h"
 #include "cluster/peer_server.h"
+#include "cluster/replication.h"
 #include "common/log.h"
 #include "common/memory.h"
 #include "daemon/access_warning.h"
@@ -119,9 +120,14 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
 
 // The peer link's listener (docs/CLUSTERING.md); null, with the reason logged, when it cannot
 // listen. An advertised peer address left to its default names the port actually bound.
-std::unique_ptr<cluster::PeerServer> start_peer_listener(asio::io_context& io,
-                                                         cluster::ClusterOptions& options) {
+std::unique_ptr<cluster::PeerServer> start_peer_listener(
+    asio::io_context& io, cluster::ClusterOptions& options,
+    const std::shared_ptr<cluster::Replication>& replication) {
   cluster::PeerServerOptions peer;
+  peer.on_replicate = [replication](const std::string& from, cluster::PeerReplicate frame,
+                                    cluster::PeerServerOptions::ReplyFn reply) {
+    replication->on_replicate(from, std::move(frame), std::move(reply));
+  };
   peer.listen = options.peer_listen;
   peer.cluster = options.name;
   peer.node_id = options.node_id;
@@ -152,7 +158,17 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     for (auto& t : threads) t.join();
   };
 
-  auto broker = broker::Broker::open(config.broker, io.get_executor());
+  // Cluster mode: the store ships replicated channels' writes through this (docs/CLUSTERING.md,
+  // "Replication"); it ships nothing until the node has joined.
+  std::shared_ptr<cluster::Replication> replication;
+  broker::BrokerOptions broker_options = config.broker;
+  if (config.cluster.enabled()) {
+    replication = std::make_shared<cluster::Replication>(
+        io,
+        cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
+    broker_options.store.replicator = replication;
+  }
+  auto broker = broker::Broker::open(broker_options, io.get_executor());
   if (!broker) {
     log::error("cannot open the broker: {}", broker.error().to_string());
     stop_threads();
@@ -186,8 +202,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   std::atomic<cluster::Node*> cluster_node{nullptr};
   std::atomic<cluster::PeerServer*> cluster_peer_server{nullptr};
   std::atomic<cluster::PeerLinks*> cluster_peer_links{nullptr};
-  auto cluster_json = [&cluster_node, &cluster_peer_server, &cluster_peer_links] {
+  auto cluster_json = [&cluster_node, &cluster_peer_server, &cluster_peer_links, &replication] {
     nlohmann::json j = cluster_node.load()->to_json();
+    if (replication) j["replication-state"] = replication->to_json();
     if (cluster::PeerServer* p = cluster_peer_server.load()) {
       j["peer-link"] = p->to_json();
       if (cluster::PeerLinks* l = cluster_peer_links.load()) j["peer-link"]["links"] = l->to_json();
@@ -234,7 +251,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   if (config.cluster.enabled()) {
     daemon::Config joined = config;
     if (!config.cluster.peer_listen.empty()) {
-      peer_server = start_peer_listener(io, joined.cluster);
+      peer_server = start_peer_listener(io, joined.cluster, replication);
       if (!peer_server) {
         stop_guests();
         (*broker)->shutdown();
@@ -246,12 +263,17 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       dial.cluster = joined.cluster.name;
       dial.node_id = joined.cluster.node_id;
       dial.token = joined.cluster.peer_token;
+      dial.on_frame = [replication](const std::string& from, cluster::PeerFrame frame) {
+        replication->on_frame(from, std::move(frame));
+      };
+      dial.on_up = [replication](const std::string& to) { replication->on_up(to); };
       peer_links = std::make_unique<cluster::PeerLinks>(io, std::move(dial));
       cluster_peer_links.store(peer_links.get());
     }
     node = join_cluster(joined, server, **broker, peer_links.get());
     cluster_node.store(node.get());
     if (node) forwarder->attach(node.get());
+    if (node) replication->connect(node.get(), peer_links.get());
     if (!node) {
       if (peer_links) peer_links->stop();
       if (peer_server) peer_server->stop();
@@ -434,6 +456,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
 
   // The lease goes first: other nodes take this node's channels over at once.
   if (node) node->stop();
+  if (replication) replication->stop();
   if (peer_links) peer_links->stop();
   if (peer_server) peer_server->stop();
   stop_guests();

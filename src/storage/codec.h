@@ -31,6 +31,8 @@ inline constexpr char kChannelTag = 'C';
 inline constexpr char kSubscriptionTag = 'S';
 inline constexpr char kCursorTag = 'K';
 inline constexpr char kHeadTag = 'H';
+// A channel's replication position (replication.h), written only in cluster mode.
+inline constexpr char kReplicaPositionTag = 'P';
 inline constexpr size_t kMetaKeySize = 5;
 // messages and delivery keys: big-endian u32 id, big-endian u64 seq.
 inline constexpr size_t kLogKeySize = 12;

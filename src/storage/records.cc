@@ -45,6 +45,8 @@ std::string_view column_family_of(char tag) {
       return "cursor";
     case kHeadTag:
       return "head";
+    case kReplicaPositionTag:
+      return "replica-position";
   }
   return {};
 }

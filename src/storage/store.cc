@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "storage/codec.h"
+#include "storage/replica_catalog.h"
 #include "storage/small_files.h"
 
 namespace witmq::storage {
@@ -227,6 +228,8 @@ struct Store::Impl {
 
   StoreOptions options;
   std::unique_ptr<rocksdb::DB> db;
+  // Ids in use and, in cluster mode, the names and replication positions of channels.
+  ReplicaCatalog catalog;
   // Indexed by ColumnFamily. The default column family is opened (RocksDB requires it) but unused.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
@@ -271,6 +274,9 @@ struct Store::Impl {
   // kGroup / kNone requests up to max_commit_bytes (always at least one request).
   void take_group(std::vector<Request>& group);
   void write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch);
+  rocksdb::Status add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch);
+  void hold_for_replicas(std::vector<Request>& group,
+                         std::vector<ReplicaCatalog::Pending>& shipped);
   void close();
 };
 
@@ -346,34 +352,56 @@ void Store::Impl::take_group(std::vector<Request>& group) {
   }
 }
 
+rocksdb::Status Store::Impl::add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch) {
+  rocksdb::Status s;
+  const std::string& buf = writes.buf_;
+  for (const auto& op : writes.ops_) {
+    auto* handle = handles[op.cf];
+    rocksdb::Slice a(buf.data() + op.a_off, op.a_len);
+    rocksdb::Slice b(buf.data() + op.b_off, op.b_len);
+    switch (op.kind) {
+      case WriteSet::OpKind::kPut:
+        s = batch.Put(handle, a, b);
+        break;
+      case WriteSet::OpKind::kDelete:
+        s = batch.Delete(handle, a);
+        break;
+      case WriteSet::OpKind::kDeleteRange:
+        s = batch.DeleteRange(handle, a, b);
+        break;
+    }
+    if (!s.ok()) break;
+  }
+  return s;
+}
+
 void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch) {
   batch.Clear();
   bool sync = false;
   uint64_t bytes = 0;
   rocksdb::Status s;
+  // Cluster mode: the group's writes of channels this node leads get their positions here, and
+  // their position records join the batch (replica_catalog.h).
+  std::vector<ReplicaCatalog::Pending> shipped;
+  if (options.replicator) {
+    ReplicaCatalog::Group writes;
+    for (size_t i = 0; i < group.size(); ++i) {
+      const Request& req = group[i];
+      catalog.observe(req.writes, i, req.durability, !req.writes.replicated_in_,
+                      *options.replicator, writes);
+    }
+    if (!writes.empty()) {
+      WriteSet positions;
+      shipped = catalog.assign(writes, positions);
+      s = add_to_batch(positions, batch);
+    }
+  }
   for (const auto& req : group) {
+    if (!s.ok()) break;
     // A merged write is as durable as its most demanding member.
     sync = sync || req.durability != Durability::kNone;
     bytes += req.writes.bytes();
-    const std::string& buf = req.writes.buf_;
-    for (const auto& op : req.writes.ops_) {
-      auto* handle = handles[op.cf];
-      rocksdb::Slice a(buf.data() + op.a_off, op.a_len);
-      rocksdb::Slice b(buf.data() + op.b_off, op.b_len);
-      switch (op.kind) {
-        case WriteSet::OpKind::kPut:
-          s = batch.Put(handle, a, b);
-          break;
-        case WriteSet::OpKind::kDelete:
-          s = batch.Delete(handle, a);
-          break;
-        case WriteSet::OpKind::kDeleteRange:
-          s = batch.DeleteRange(handle, a, b);
-          break;
-      }
-      if (!s.ok()) break;
-    }
-    if (!s.ok()) break;
+    s = add_to_batch(req.writes, batch);
   }
 
   auto started = std::chrono::steady_clock::now();
@@ -427,8 +455,62 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
   } else if (disk_full) {
     space_again();
   }
+  if (!shipped.empty()) {
+    if (!result.ok()) {
+      catalog.rollback(shipped);
+    } else {
+      catalog.stored(shipped);
+      hold_for_replicas(group, shipped);
+    }
+  }
   for (auto& req : group) {
     if (req.done) req.done(result);
+  }
+}
+
+// A request that wrote replicated channels is answered once every one of their shipments is held
+// by a majority (or with the first error): its callback moves into a hold, and the request's own
+// callback slot is left empty.
+void Store::Impl::hold_for_replicas(std::vector<Request>& group,
+                                    std::vector<ReplicaCatalog::Pending>& shipped) {
+  struct Hold {
+    std::mutex mu;
+    size_t left = 0;
+    Status result;
+    CommitCallback done;
+  };
+  std::vector<std::shared_ptr<Hold>> holds(group.size());
+  for (const auto& p : shipped) {
+    for (size_t i : p.requests) {
+      if (!holds[i]) {
+        holds[i] = std::make_shared<Hold>();
+        holds[i]->done = std::exchange(group[i].done, nullptr);
+      }
+      ++holds[i]->left;
+    }
+  }
+  auto arrive = [](const std::shared_ptr<Hold>& h, const Status& st) {
+    CommitCallback done;
+    Status result;
+    {
+      std::lock_guard lock(h->mu);
+      if (!st.ok() && h->result.ok()) h->result = st;
+      if (--h->left > 0) return;
+      done = std::move(h->done);
+      result = h->result;
+    }
+    if (done) done(result);
+  };
+  for (auto& p : shipped) {
+    std::vector<std::shared_ptr<Hold>> mine;
+    for (size_t i : p.requests) mine.push_back(holds[i]);
+    if (p.refused) {
+      for (auto& h : mine) arrive(h, Error(ErrorCode::kUnavailable, *p.refused));
+      continue;
+    }
+    options.replicator->ship(std::move(p.shipment), [mine = std::move(mine), arrive](Status st) {
+      for (const auto& h : mine) arrive(h, st);
+    });
   }
 }
 
@@ -487,7 +569,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   impl->merger = std::move(merger);
   impl->commit_thread = std::thread([p = impl.get()] { p->commit_loop(); });
   impl->commit_thread_id = impl->commit_thread.get_id();
-  return std::unique_ptr<Store>(new Store(std::move(impl)));
+  std::unique_ptr<Store> store(new Store(std::move(impl)));
+  if (options.replicator) options.replicator->attach(store.get());
+  return store;
 }
 
 void Store::commit(WriteSet writes, Durability durability, CommitCallback done) {
@@ -667,11 +751,18 @@ Result<RecoveredState> Store::recover() {
           cursors.emplace(parsed->second, std::pair(std::string(key), *r));
           break;
         }
+        case kReplicaPositionTag: {
+          auto r = decode_replica_position(key, value);
+          if (!r) return std::move(r).error();
+          impl_->catalog.load_position(parsed->second, *r);
+          break;
+        }
         default:
-          return Error(ErrorCode::kCorruption,
-                       fmt::format("{}: not a meta key (expected a tag C, S, K or H and a 4-byte "
-                                   "id; {} bytes)",
-                                   describe_key("meta", key), key.size()));
+          return Error(
+              ErrorCode::kCorruption,
+              fmt::format("{}: not a meta key (expected a tag C, S, K, H or P and a 4-byte "
+                          "id; {} bytes)",
+                          describe_key("meta", key), key.size()));
       }
     }
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
@@ -821,6 +912,9 @@ Result<RecoveredState> Store::recover() {
     impl_->stats.recovered_orphans = orphans;
   }
   state.orphans = orphans;
+  for (const auto& c : state.channels)
+    impl_->catalog.load_channel(c.def.id, c.def.name, c.def.config);
+  for (const auto& [id, sub] : subs) impl_->catalog.load_subscription(sub.def);
   state.subscriptions.reserve(subs.size());
   for (auto& [id, sub] : subs) state.subscriptions.push_back(std::move(sub));
   return state;
@@ -836,6 +930,38 @@ Status Store::checkpoint(const std::string& dir) {
 }
 
 void Store::close() { impl_->close(); }
+
+ChannelId Store::allocate_channel_id() { return impl_->catalog.allocate_channel_id(); }
+
+SubscriptionId Store::allocate_subscription_id() {
+  return impl_->catalog.allocate_subscription_id();
+}
+
+void Store::apply_replicated(const ReplicatedBatch& batch, std::function<void(ApplyOutcome)> done) {
+  WriteSet ws;
+  ApplyOutcome accepted = impl_->catalog.accept(batch, ws);
+  if (accepted.kind != ApplyOutcome::Kind::kApplied) return done(std::move(accepted));
+  commit(std::move(ws), batch.durability,
+         [this, accepted, channel = batch.channel, done = std::move(done)](Status s) mutable {
+           if (s.ok()) {
+             impl_->catalog.applied(channel, accepted.position);
+             return done(std::move(accepted));
+           }
+           impl_->catalog.apply_failed(channel, accepted.position);
+           accepted.kind = ApplyOutcome::Kind::kFailed;
+           accepted.text = fmt::format("replication: channel '{}': position {} not stored: {}",
+                                       channel, accepted.position, s.error().message);
+           done(std::move(accepted));
+         });
+}
+
+std::string Store::replica_definitions(const std::string& channel) {
+  return impl_->catalog.definitions(channel);
+}
+
+ReplicaPosition Store::replica_position(const std::string& channel) {
+  return impl_->catalog.position(channel);
+}
 
 StoreStats Store::stats() const {
   std::lock_guard lock(impl_->stats_mu);

@@ -25,6 +25,7 @@
 
 #include "common/result.h"
 #include "storage/records.h"
+#include "storage/replication.h"
 
 namespace witmq::storage {
 
@@ -38,6 +39,10 @@ struct StoreOptions {
   size_t write_buffer_size = 64 << 20;
   // RocksDB block cache (bytes). Default 64 MiB.
   size_t block_cache_bytes = 64 << 20;
+
+  // Cluster mode: the cluster layer that ships replicated channels' writes (replication.h).
+  // Unset on a single node, where the commit path is exactly what it is without replication.
+  std::shared_ptr<Replicator> replicator;
 
   // Seams for tests that need to order or fail writes; production leaves both unset.
   struct TestHooks {
@@ -74,6 +79,7 @@ class WriteSet {
 
  private:
   friend class Store;
+  friend class ReplicaCatalog;
   enum class OpKind : uint8_t { kPut, kDelete, kDeleteRange };
   struct Op {
     OpKind kind;
@@ -84,6 +90,8 @@ class WriteSet {
   void add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b);
   std::string buf_;
   std::vector<Op> ops_;
+  // Applied from a leader's shipment: never shipped on (see Store::apply_replicated).
+  bool replicated_in_ = false;
 };
 
 // Records Store::recover() found without the record they belong to, and removed. A crash or a
@@ -183,6 +191,21 @@ class Store {
   void close();
 
   StoreStats stats() const;
+
+  // Fresh ids, never below one this store holds or held (recover() raises the floor). The broker
+  // and a follower's applier take ids from here, so that neither gives out one the other did.
+  ChannelId allocate_channel_id();
+  SubscriptionId allocate_subscription_id();
+
+  // Cluster mode, on a follower: applies a batch a channel's leader shipped (replication.h). It
+  // is checked against the channel's epoch and position here; the next one is committed with its
+  // durability and `done` runs (on the commit thread) once it is stored; any other outcome
+  // (duplicate, gap, stale epoch, bad records) runs `done` at once on the caller's thread.
+  void apply_replicated(const ReplicatedBatch& batch, std::function<void(ApplyOutcome)> done);
+  // The channel's definition and its subscriptions' as records, for a follower that lacks them.
+  std::string replica_definitions(const std::string& channel);
+  // The channel's stored replication position (zeros if none or not in cluster mode).
+  ReplicaPosition replica_position(const std::string& channel);
 
  private:
   struct Impl;

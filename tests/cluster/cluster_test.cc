@@ -460,7 +460,7 @@ TEST_F(ClusterTest, CliShowsTheCluster) {
   const std::string server = "--server 127.0.0.1:" + std::to_string(nodes_["n2"]->port());
   const std::string text = run_witmq(server + " cluster");
   EXPECT_NE(text.find("cluster test: node n2 is member\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("replication: none"), std::string::npos) << text;
+  EXPECT_NE(text.find("replication: shipped"), std::string::npos) << text;
   EXPECT_NE(text.find("  n1 "), std::string::npos) << text;
   EXPECT_NE(text.find("c1"), std::string::npos) << text;
   EXPECT_NE(text.find("leader " + seen["c1"]["leader"].get<std::string>()), std::string::npos)

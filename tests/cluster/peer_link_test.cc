@@ -53,13 +53,18 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 std::string body_of(const PeerFrame& f) { return encode_peer_frame(f).substr(kPeerHeaderBytes); }
 
 TEST(PeerFramesTest, EveryFrameRoundTrips) {
-  const std::vector<PeerFrame> frames = {PeerHello{kPeerProtocolVersion, "c", "n1", peer_nonce()},
-                                         PeerChallenge{peer_nonce()},
-                                         PeerProof{std::string(32, '\x01')},
-                                         PeerWelcome{kPeerProtocolVersion, "n2", "p"},
-                                         PeerRefused{ErrorCode::kPermissionDenied, "no"},
-                                         PeerPing{0x0102030405060708},
-                                         PeerPong{UINT64_MAX}};
+  const std::vector<PeerFrame> frames = {
+      PeerHello{kPeerProtocolVersion, "c", "n1", peer_nonce()},
+      PeerChallenge{peer_nonce()},
+      PeerProof{std::string(32, '\x01')},
+      PeerWelcome{kPeerProtocolVersion, "n2", "p"},
+      PeerRefused{ErrorCode::kPermissionDenied, "no"},
+      PeerPing{0x0102030405060708},
+      PeerPong{UINT64_MAX},
+      PeerReplicate{"orders", 3, 17, 1, "defs", "records"},
+      PeerReplicated{"orders", 3, 17},
+      PeerResend{"orders", 5},
+      PeerReplicaRefused{"orders", 4, ErrorCode::kFailedPrecondition, "stale epoch"}};
   for (const PeerFrame& f : frames) {
     const std::string wire = encode_peer_frame(f);
     std::array<uint8_t, kPeerHeaderBytes> header{};
@@ -74,8 +79,8 @@ TEST(PeerFramesTest, EveryFrameRoundTrips) {
 
 TEST(PeerFramesTest, MalformedBodiesAreRefusedNamingTheField) {
   EXPECT_NE(decode_peer_body({}).error().message.find("empty body"), std::string::npos);
-  const std::string unknown("\x09", 1);
-  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 9"),
+  const std::string unknown("\x0a", 1);
+  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 10"),
             std::string::npos);
   std::string hello = body_of(PeerHello{2, "c", "n1", peer_nonce()});
   auto cut = decode_peer_body(bytes_of(hello.substr(0, hello.size() - 3)));
@@ -623,6 +628,56 @@ TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
       },
       std::chrono::seconds(10)))
       << flooded.dump();
+}
+
+// A node applies replicate frames from an authenticated peer in position order, and answers
+// each: a gap with resend, a stale epoch and bad records with replica-refused; none of them
+// harms the link or the node.
+TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_});
+  ASSERT_NE(d.port(), 0);
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  ASSERT_EQ(v.status, 200u) << v;
+  const std::string listen = v.json["peer-link"]["listen"];
+  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+
+  auto answer = [&peer](const PeerReplicate& f) {
+    peer.send(f);
+    return peer.receive();
+  };
+  auto gap = answer(PeerReplicate{"x", 5, 2, 1, "", ""});
+  ASSERT_TRUE(gap && std::holds_alternative<PeerResend>(*gap)) << refused_text(gap);
+  EXPECT_EQ(std::get<PeerResend>(*gap).from, 1u);
+  auto bad = answer(PeerReplicate{"x", 5, 1, 1, "", std::string("\x07\x00\x00", 3)});
+  ASSERT_TRUE(bad && std::holds_alternative<PeerReplicaRefused>(*bad)) << refused_text(bad);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*bad).code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(std::get<PeerReplicaRefused>(*bad).text.find("record at byte 0"), std::string::npos)
+      << std::get<PeerReplicaRefused>(*bad).text;
+  auto ok = answer(PeerReplicate{"x", 5, 1, 1, "", ""});
+  ASSERT_TRUE(ok && std::holds_alternative<PeerReplicated>(*ok)) << refused_text(ok);
+  EXPECT_EQ(std::get<PeerReplicated>(*ok).position, 1u);
+  EXPECT_EQ(std::get<PeerReplicated>(*ok).epoch, 5u);
+  auto stale = answer(PeerReplicate{"x", 4, 2, 1, "", ""});
+  ASSERT_TRUE(stale && std::holds_alternative<PeerReplicaRefused>(*stale)) << refused_text(stale);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).epoch, 5u);
+  EXPECT_NE(std::get<PeerReplicaRefused>(*stale).text.find("epoch 4 is stale"), std::string::npos)
+      << std::get<PeerReplicaRefused>(*stale).text;
+  // The link still works, and so does the node.
+  peer.send(PeerPing{7});
+  auto pong = peer.receive();
+  ASSERT_TRUE(pong && std::holds_alternative<PeerPong>(*pong)) << refused_text(pong);
+  EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
+  auto after = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(after.json["replication-state"]["batches-applied"], 1) << after.json.dump();
+  EXPECT_EQ(after.json["replication-state"]["stale-refused"], 1) << after.json.dump();
 }
 
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {

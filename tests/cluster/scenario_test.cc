@@ -209,8 +209,7 @@ TEST_F(ScenarioTest, DISABLED_EtcdStoppedAndRestartedUnderLoad) {
 // ---- Scenarios that need replication or forwarding --------------------------------------------
 
 // Scenario 1: send through node A, receive through node C, leaders spread over all three.
-// needs replication (issue 12)
-TEST_F(ScenarioTest, DISABLED_SendThroughOneNodeReceiveThroughAnother) {
+TEST_F(ScenarioTest, SendThroughOneNodeReceiveThroughAnother) {
   start(3, {"c1", "c2", "c3"});
   std::set<std::string> leaders;
   for (const auto& c : channels_) leaders.insert(cluster_->leader_of(c));

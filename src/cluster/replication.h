@@ -1,0 +1,88 @@
+// Replication of channels between the nodes of a cluster (docs/CLUSTERING.md, "Replication").
+//
+// Leader side: the store's commit path hands over each commit group's writes of every channel
+// this node leads with followers (storage::Replicator), already stored locally and numbered by
+// a per-channel position under the leader's epoch. They go to every follower in one `replicate`
+// frame per channel and commit group, over the peer link this node dialed; the first frame to
+// a follower on a link also carries the channel's and its subscriptions' definitions. The
+// write's callers are answered once a majority of the replica set (this node included) has
+// acknowledged (`replicated`) a position at or past it, or with `unavailable` once
+// cluster-replication-timeout-ms passes without. The last frames of each channel are kept (a
+// bounded log) to answer a follower's `resend`.
+//
+// Follower side: `replicate` frames arrive on the peer listener; each is applied to this node's
+// store in position order (Store::apply_replicated), as durably as the leader's write was, and
+// acknowledged; a stale epoch is refused (`replica-refused`), a gap asks for a resend.
+//
+// Threading: the leader's state lives on one strand; the commit thread and the peer link post
+// to it. Nothing here blocks the commit thread.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cluster/node.h"
+#include "cluster/peer_frames.h"
+#include "cluster/peer_links.h"
+#include "cluster/peer_server.h"
+#include "storage/replication.h"
+
+namespace witmq::cluster {
+
+struct ReplicationOptions {
+  std::string node_id;
+  // How long a write of a replicated channel waits for a majority of its replicas before its
+  // callers get `unavailable` (cluster-replication-timeout-ms).
+  std::chrono::milliseconds timeout{5'000};
+  // Bytes of shipped frames kept per channel for followers that ask for a resend.
+  size_t retained_bytes = 32 << 20;
+};
+
+// Counters for /v1/cluster and /metrics.
+struct ReplicationFigures {
+  uint64_t batches_shipped = 0;  // commit groups shipped (one per channel and group)
+  uint64_t quorum_acks = 0;      // shipped batches a majority acknowledged
+  uint64_t quorum_timeouts = 0;  // shipped batches that failed for want of a majority
+  uint64_t batches_applied = 0;  // received batches applied by this node as a follower
+  uint64_t stale_refused = 0;    // received batches refused for a stale epoch
+  uint64_t resends = 0;          // resend requests answered from the retained log
+  uint64_t beyond_retained = 0;  // resend requests the retained log no longer reaches
+};
+
+class Replication : public storage::Replicator {
+ public:
+  Replication(boost::asio::io_context& io, ReplicationOptions options);
+  ~Replication() override;
+
+  // storage::Replicator
+  void attach(storage::Store* store) override;
+  std::optional<uint64_t> shipping_epoch(const std::string& channel) override;
+  void ship(storage::Shipment s, std::function<void(Status)> held) override;
+
+  // Once the node has joined and its links exist; until then nothing is shipped (a channel
+  // cannot be led before). Either may be null (no peer listener: nothing can be replicated).
+  void connect(Node* node, PeerLinks* links);
+  // Fails every write still waiting (`unavailable`) and ships no more. Idempotent.
+  void stop();
+
+  // Follower side: a replicate frame from `peer` (PeerServerOptions::on_replicate).
+  void on_replicate(const std::string& peer, PeerReplicate frame, PeerServerOptions::ReplyFn reply);
+  // Leader side: a follower's answer, and a link that came up (PeerLinksOptions).
+  void on_frame(const std::string& node, PeerFrame frame);
+  void on_up(const std::string& node);
+
+  ReplicationFigures figures() const;
+  // Per led channel: position, epoch, and each follower's acknowledged position.
+  nlohmann::json to_json() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace witmq::cluster
