@@ -153,7 +153,7 @@ void Node::stop() {
     }
     lease_ = 0;
   }
-  lease_deadline_ns_.store(0);
+  set_deadline(0, 0);
   leading_.clear();
   state_ = NodeState::kStopped;
   reason_ = "stopped";
@@ -180,20 +180,41 @@ void Node::run() {
   }
 }
 
+Clock::time_point Node::now() const { return sources_.clock ? sources_.clock() : Clock::now(); }
+
 bool Node::lease_alive(Clock::time_point now) const {
-  const int64_t deadline = lease_deadline_ns_.load();
-  return deadline != 0 && ns_of(now) < deadline;
+  std::lock_guard lock(mu_);
+  return deadline_lease_ != 0 && deadline_lease_ == lease_ && ns_of(now) < deadline_ns_;
+}
+
+void Node::set_deadline(int64_t lease, int64_t deadline_ns) {
+  std::lock_guard lock(mu_);
+  deadline_lease_ = lease;
+  deadline_ns_ = deadline_ns;
+}
+
+Node::Seen Node::seen() const {
+  std::lock_guard lock(mu_);
+  return {view_, alive_locked(now())};
+}
+
+bool Node::alive_locked(Clock::time_point now) const {
+  // The deadline belongs to one lease: a view published under an earlier lease is not alive
+  // under the deadline of a later one (the node may have joined again, with a new lease, before
+  // it published the view that drops the old lease's leaderships).
+  return view_ && view_->state == NodeState::kMember && view_->lease != 0 &&
+         view_->lease == deadline_lease_ && ns_of(now) < deadline_ns_;
 }
 
 void Node::step() {
-  if (state_ == NodeState::kMember && !lease_alive(Clock::now())) {
+  if (state_ == NodeState::kMember && !lease_alive(now())) {
     lose(
         fmt::format("no keepalive of lease {:x} was answered within its TTL of {} s (etcd "
                     "unreachable, or this process was stopped)",
                     lease_, ttl_seconds_));
   }
   if (state_ == NodeState::kMember) {
-    const auto sent = Clock::now();
+    const auto sent = now();
     auto ttl = etcd_.lease_keepalive(lease_);
     if (!ttl) {
       if (ttl.error().message != last_error_ ||
@@ -208,7 +229,7 @@ void Node::step() {
     if (*ttl <= 0) {
       lose(fmt::format("etcd says lease {:x} expired", lease_));
     } else {
-      lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(*ttl) - margin_));
+      set_deadline(lease_, ns_of(sent + std::chrono::seconds(*ttl) - margin_));
     }
   }
   if (state_ != NodeState::kMember) {
@@ -242,7 +263,7 @@ Status Node::join(bool first) {
     WITMQ_RETURN_IF_ERROR(etcd_.lease_revoke(lease_));
     lease_ = 0;
   }
-  const auto sent = Clock::now();
+  const auto sent = now();
   auto grant = etcd_.lease_grant(options_.lease_ttl_seconds);
   if (!grant) return std::move(grant).error();
   const std::string key = prefix_ + "nodes/" + options_.node_id;
@@ -282,7 +303,7 @@ Status Node::join(bool first) {
   }
   lease_ = grant->id;
   ttl_seconds_ = grant->ttl_seconds;
-  lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
+  set_deadline(lease_, ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
   state_ = NodeState::kMember;
   reason_.clear();
   last_error_.clear();
@@ -295,7 +316,7 @@ Status Node::join(bool first) {
 }
 
 void Node::lose(const std::string& why) {
-  lease_deadline_ns_.store(0);
+  set_deadline(0, 0);
   state_ = NodeState::kLostEtcd;
   reason_ = why;
   ++lease_losses_;
@@ -573,13 +594,9 @@ std::optional<LeaderInfo> Node::leader_in(const View& v, const std::string& chan
 }
 
 std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
-  if (!v) return std::nullopt;
-  return leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
+  const Seen s = seen();
+  if (!s.view) return std::nullopt;
+  return leader_in(*s.view, channel, s.alive);
 }
 
 void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,
@@ -605,8 +622,8 @@ void Node::answer_waiters(bool stopping) {
   {
     std::lock_guard lock(mu_);
     if (waiters_.empty()) return;
-    const auto now = Clock::now();
-    const bool alive = view_ && view_->state == NodeState::kMember && lease_alive(now);
+    const auto now = this->now();
+    const bool alive = alive_locked(now);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       auto leader = view_ ? leader_in(*view_, it->channel, alive) : std::nullopt;
       if (leader || stopping || now >= it->deadline) {
@@ -654,15 +671,12 @@ void Node::publish() {
 }
 
 json Node::to_json() const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
   if (!v) return json::object();
   // A member whose lease deadline passed (the control loop has not run since: the process was
   // stopped, or etcd is slow) may have lost its lease: it says so, and claims no leadership.
-  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  const bool alive = s.alive;
   const NodeState state =
       v->state == NodeState::kMember && !alive ? NodeState::kLostEtcd : v->state;
   json nodes = json::array();
@@ -716,12 +730,9 @@ json Node::to_json() const {
 }
 
 bool Node::ready(std::string* why) const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
-  if (v && v->state == NodeState::kMember && lease_alive(Clock::now())) return true;
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
+  if (s.alive) return true;
   if (why) {
     *why = !v ? std::string("joining")
               : fmt::format(
@@ -750,14 +761,11 @@ std::vector<PeerAddress> Node::peers() const {
 }
 
 NodeFigures Node::figures() const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
   NodeFigures f;
   if (!v) return f;
-  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  const bool alive = s.alive;
   f.member = alive;
   f.nodes_alive = v->nodes.size();
   f.channels_led = alive ? v->leading.size() : 0;

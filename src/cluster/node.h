@@ -64,6 +64,9 @@ struct NodeSources {
   std::function<std::vector<LocalChannel>()> local_channels;
   // Told the other live nodes' peer addresses after every pass of the control loop (optional).
   std::function<void(const std::vector<PeerAddress>&)> peers_seen;
+  // The monotonic clock lease deadlines are measured on (optional; steady_clock::now). A test
+  // moves it forward to pass a deadline without waiting for it.
+  std::function<std::chrono::steady_clock::time_point()> clock;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -151,7 +154,18 @@ class Node {
   void note(std::string event);
   void publish();
   std::string registration_json() const;
+  std::chrono::steady_clock::time_point now() const;
+  // Whether the control loop's lease (lease_) is alive at `now`.
   bool lease_alive(std::chrono::steady_clock::time_point now) const;
+  void set_deadline(int64_t lease, int64_t deadline_ns);
+  // The last view, and whether its lease is alive now (readers).
+  struct Seen {
+    std::shared_ptr<const View> view;
+    bool alive = false;
+  };
+  Seen seen() const;
+  // Whether view_ is a member's under a lease that is alive at `now` (mu_ held).
+  bool alive_locked(std::chrono::steady_clock::time_point now) const;
 
   const ClusterOptions options_;
   const NodeSources sources_;
@@ -179,11 +193,12 @@ class Node {
   // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
 
-  // Read by any thread: the monotonic time (ns since the clock's epoch) after which the lease
-  // may have expired in etcd; 0 when there is no lease.
-  std::atomic<int64_t> lease_deadline_ns_{0};
-
   mutable std::mutex mu_;  // guards the members below
+  // The lease whose deadline deadline_ns_ is (0: none), and the monotonic time (ns since the
+  // clock's epoch) after which that lease may have expired in etcd. A view is alive only under
+  // the deadline of its own lease.
+  int64_t deadline_lease_ = 0;
+  int64_t deadline_ns_ = 0;
   std::shared_ptr<const View> view_;
   bool stopping_ = false;
   std::condition_variable wake_;
