@@ -681,7 +681,8 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
     // nothing is taken for an orphan (a record of a channel being created is not one).
     std::erase_if(channels, [&](const auto& c) { return c.second.name != *only_channel; });
     std::erase_if(heads, [&](const auto& h) { return !channels.contains(h.first); });
-    std::erase_if(subs, [&](const auto& sub) { return !channels.contains(sub.second.def.channel); });
+    std::erase_if(subs,
+                  [&](const auto& sub) { return !channels.contains(sub.second.def.channel); });
     std::erase_if(cursors, [&](const auto& c) { return !subs.contains(c.first); });
   }
 
