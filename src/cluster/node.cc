@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 #include "cluster/placement.h"
 #include "common/log.h"
@@ -154,7 +155,7 @@ void Node::stop() {
     lease_ = 0;
   }
   set_deadline(0, 0);
-  leading_.clear();
+  for (const auto& [channel, epoch] : std::exchange(leading_, {})) lost(channel, epoch);
   state_ = NodeState::kStopped;
   reason_ = "stopped";
   publish();
@@ -328,8 +329,17 @@ void Node::lose(const std::string& why) {
       "cluster: node {} lost its etcd lease: {}; it leads nothing ({} leadership{} given "
       "up) until it joins again",
       options_.node_id, why, leading_.size(), leading_.size() == 1 ? "" : "s");
-  leading_.clear();
+  for (const auto& [channel, epoch] : std::exchange(leading_, {})) lost(channel, epoch);
   note("lost-etcd: " + why);
+}
+
+void Node::gain(const std::string& channel, uint64_t epoch) {
+  leading_[channel] = epoch;
+  if (sources_.gained) sources_.gained(channel, epoch);
+}
+
+void Node::lost(const std::string& channel, uint64_t epoch) {
+  if (sources_.lost) sources_.lost(channel, epoch);
 }
 
 void Node::reconcile() {
@@ -419,12 +429,14 @@ void Node::reconcile() {
             : fmt::format("{} in epoch {}", c->second->leader, c->second->leader_epoch)));
     log::warn("cluster: node {} no longer leads channel {} (epoch {})", options_.node_id, it->first,
               it->second);
+    const auto [channel, epoch] = *it;
     it = leading_.erase(it);
+    lost(channel, epoch);
   }
   // A leader key of ours that we did not know of (the answer to our election was lost).
   for (const auto& [name, c] : channels_) {
     if (c->leader == options_.node_id && c->leader_lease == lease_ && !leading_.contains(name)) {
-      leading_[name] = c->leader_epoch;
+      gain(name, c->leader_epoch);
       note(fmt::format("leads channel {} in epoch {}", name, c->leader_epoch));
     }
   }
@@ -509,7 +521,7 @@ void Node::elect(const std::string& name) {
   c.leader_lease = lease_;
   c.last_epoch = epoch;
   c.epoch_revision = txn->revision;
-  leading_[name] = epoch;
+  gain(name, epoch);
   ++leader_changes_;
   note(fmt::format("leads channel {} in epoch {}", name, epoch));
   log::info("cluster: node {} leads channel {} in epoch {}", options_.node_id, name, epoch);
@@ -548,6 +560,7 @@ void Node::hand_back() {
     const std::string name = it->first;
     const uint64_t epoch = it->second;
     it = leading_.erase(it);
+    lost(name, epoch);
     publish();
     const std::string leader_key = prefix_ + "leader/" + name;
     auto txn = etcd_.txn(
@@ -597,6 +610,13 @@ std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
   const Seen s = seen();
   if (!s.view) return std::nullopt;
   return leader_in(*s.view, channel, s.alive);
+}
+
+bool Node::may_serve(const std::string& channel) const {
+  const Seen s = seen();
+  if (!s.view || !s.view->leading.contains(channel)) return true;
+  auto l = leader_in(*s.view, channel, s.alive);
+  return l && l->self;
 }
 
 void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,

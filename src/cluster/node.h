@@ -67,6 +67,14 @@ struct NodeSources {
   // The monotonic clock lease deadlines are measured on (optional; steady_clock::now). A test
   // moves it forward to pass a deadline without waiting for it.
   std::function<std::chrono::steady_clock::time_point()> clock;
+  // Leadership changes of this node (optional), on the node's thread. `gained`: it leads
+  // `channel` in `epoch`, called before any reader is shown that (the daemon's broker takes the
+  // channel up from its store first). `lost`: it no longer leads it (the epoch moved, the lease
+  // was lost or revoked, it handed the channel back), called before the view that drops the
+  // leadership is published; readers already refuse it from the instant the lease's deadline
+  // passed (may_serve).
+  std::function<void(const std::string& channel, uint64_t epoch)> gained;
+  std::function<void(const std::string& channel, uint64_t epoch)> lost;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -123,6 +131,11 @@ class Node {
   // replica, an election under way) or when this node is not a member (it cannot know). Any
   // thread; takes no etcd round trip.
   std::optional<LeaderInfo> leader_of(const std::string& channel) const;
+  // False when this node's last view says it leads `channel` but it may no longer act on that:
+  // the lease's deadline passed (the process was stopped, etcd does not answer) or the epoch
+  // moved, before the control loop has told `lost`. True for every channel it does not claim.
+  // The broker asks it before acknowledging a write. Any thread; takes no etcd round trip.
+  bool may_serve(const std::string& channel) const;
   // Calls `done` once `channel` has a leader, or with nullopt when it has none at `deadline`
   // (checked after each pass of the control loop, so at most one tick late) or the node stops.
   // A channel without placement is placed first (`replicas` of the live nodes), by this node, as
@@ -141,6 +154,10 @@ class Node {
   void step();
   Status join(bool first);
   void lose(const std::string& why);
+  // leading_[channel] = epoch, and sources_.gained told.
+  void gain(const std::string& channel, uint64_t epoch);
+  // Told to sources_.lost (the entry is already out of leading_).
+  void lost(const std::string& channel, uint64_t epoch);
   void reconcile();
   void place(const std::vector<LocalChannel>& local);
   void elect(const std::string& channel);
