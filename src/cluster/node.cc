@@ -304,6 +304,7 @@ Status Node::join(bool first) {
   }
   lease_ = grant->id;
   ttl_seconds_ = grant->ttl_seconds;
+  joined_at_ = now();
   set_deadline(lease_, ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
   state_ = NodeState::kMember;
   reason_.clear();
@@ -458,9 +459,16 @@ void Node::reconcile() {
   hand_back();
   std::set<std::string> live;
   for (const auto& [id, info] : nodes_) live.insert(id);
+  // A node that has just joined (at start, or again after etcd came back) may see a channel's
+  // preferred node as absent only because that node has not joined again yet: it leaves the
+  // channel to it for one lease TTL. Taking it would move the leadership, and (without
+  // replication) strand what the preferred node stored until it gets the channel back. A node
+  // that really is gone has been absent for a TTL already when its lease expired.
+  const bool settled = now() - joined_at_ >= std::chrono::seconds(ttl_seconds_);
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
     if (leader_candidate(c->replicas, live) != options_.node_id) continue;
+    if (!settled && c->replicas.front() != options_.node_id) continue;
     if (c->epoch_unreadable) {
       last_error_ = fmt::format(
           "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "

@@ -203,6 +203,9 @@ class Node {
   std::map<std::string, uint64_t> leading_;  // channel -> epoch this node won
   std::string last_error_;
   std::chrono::steady_clock::time_point last_error_log_{};
+  // When this node last joined (its clock): for one lease TTL after that, it elects itself only
+  // for channels it is the preferred leader of (see reconcile()).
+  std::chrono::steady_clock::time_point joined_at_{};
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
   uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
