@@ -22,6 +22,7 @@ Status Broker::declare_channel(std::string_view name, const ChannelSettings& set
       std::unique_lock lock(impl.map_mu);
       auto it = impl.by_name.find(std::string(name));
       if (it == impl.by_name.end()) {
+        if (impl.released.contains(name)) return Impl::not_served(name);
         WITMQ_RETURN_IF_ERROR(impl.check_new_name(name));
         WITMQ_RETURN_IF_ERROR(impl.check_room_locked(name));
         impl.create_locked(std::string(name), settings, "");
@@ -57,6 +58,7 @@ Status Broker::delete_channel(std::string_view name) {
     std::unique_lock lock(impl.map_mu);
     auto it = impl.by_name.find(std::string(name));
     if (it == impl.by_name.end()) {
+      if (impl.released.contains(name)) return Impl::not_served(name);
       return not_found(fmt::format("channel '{}' does not exist", name));
     }
     ch = it->second;

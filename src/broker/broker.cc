@@ -153,11 +153,12 @@ void Broker::Impl::append(std::string_view channel, std::vector<Message> message
   if (!chp) return done(std::move(chp).error());
   if (messages.empty()) return done(ok_status());
   Channel& ch = **chp;
+  if (impl_->fenced(ch)) return done(Impl::not_served(ch.name));
   const int64_t now = wall_ms();
   std::unique_lock lock(ch.mu);
   if (ch.deleted) {
     lock.unlock();
-    return done(Error(ErrorCode::kNotFound, fmt::format("channel '{}' was deleted", ch.name)));
+    return done(Impl::gone(ch));
   }
   append_held(ch, std::move(messages), WriteSet{}, &done, now);
 }
@@ -182,6 +183,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
   for (const auto& name : channels) {
     auto ch = impl.find_or_create(name, impl.opts.auto_create_channels);
     if (!ch) return done(std::move(ch).error());
+    if (impl.fenced(**ch)) return done(Impl::not_served(name));
     chs.push_back(std::move(*ch));
   }
   if (!options.wait_for_room &&
@@ -245,7 +247,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
   // nowhere would be answered by nobody.
   bool without_room = false;
   size_t registered = 0;
-  const std::string* deleted = nullptr;
+  const Channel* deleted = nullptr;
   for (size_t k = 0; k < n; ++k) {
     Channel& ch = *chs[k];
     auto o = client->options_for(ch.name);
@@ -256,7 +258,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
       std::lock_guard lock(ch.mu);
       if (w->claimed.load()) return;  // answered already (timeout, cancel, a deleted channel)
       if (ch.deleted) {
-        deleted = &channels[k];
+        deleted = &ch;
         continue;
       }
       Subscription* sub = impl.resolve_sub(*client, ch, o, ws);
@@ -283,8 +285,9 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     // Every channel was deleted since it was looked up (as if deleted while waiting).
     if (w->claim()) {
       w->timer.cancel();
-      w->done(Error(ErrorCode::kNotFound,
-                    fmt::format("channel '{}' was deleted", deleted ? *deleted : channels[0])));
+      w->done(deleted ? Impl::gone(*deleted)
+                      : Error(ErrorCode::kNotFound,
+                              fmt::format("channel '{}' was deleted", channels[0])));
     }
     return;
   }

@@ -11,6 +11,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,6 +65,11 @@ struct BrokerOptions {
   uint32_t max_pending_requests_per_client = 10'000;
   // Longest timeout a request may ask for.
   std::chrono::milliseconds max_request_timeout{std::chrono::minutes(5)};
+  // Cluster mode: whether this node may serve and acknowledge writes of a channel now (it has
+  // not lost the channel's leadership). Asked before a send, receive or settlement is served and
+  // again before its reply; false answers kUnavailable. Any thread; must be quick and must not
+  // call the broker. Unset (a single node): always true.
+  std::function<bool(std::string_view channel)> may_serve;
 };
 
 // Most replies one request may wait for (RequestOptions::expected_replies).
@@ -256,6 +262,20 @@ class Broker {
   // Sizes of the client, waiter, subscription and timer tables. Takes each channel's lock in
   // turn: for stats, not for a hot path.
   BrokerTables tables() const;
+
+  // ---- cluster leadership (docs/CLUSTERING.md) --------------------------------------------------
+  // This node stops serving `channel` (it no longer leads it): its waiting receives end with
+  // kUnavailable, replies to sends and settlements still waiting for their write say
+  // kUnavailable, its in-memory state (subscriptions, leases, the tail cache, timers) is
+  // dropped and nothing more is written for it. Until adopt_channel(), every call naming it
+  // fails with kUnavailable and nothing creates it again. What the store holds stays.
+  void release_channel(std::string_view channel);
+  // This node serves `channel` (it leads it now): a channel not in memory is loaded from the
+  // store by the very function open() recovers every channel with (messages available, those
+  // acquired when it was released available again with the attempt counted, dead letters,
+  // cursors, definitions). A channel the store does not hold may be created by its first use,
+  // as before. A channel already served is left as it is.
+  Status adopt_channel(std::string_view channel);
 
   // Ends every pending receive with kUnavailable, refuses new calls, waits for in-flight writes
   // and closes the store. Idempotent.

@@ -216,6 +216,9 @@ struct Broker::Impl {
   std::unordered_map<ChannelId, std::shared_ptr<Channel>> by_id;
   // Channel and durable subscription ids come from the store (Store::allocate_channel_id), which
   // a follower's replication applier shares in cluster mode.
+  // Channels this node released (Broker::release_channel) and has not adopted again: no call
+  // serves or creates them. Guarded by map_mu.
+  std::set<std::string, std::less<>> released;
   std::atomic<SubscriptionId> next_ephemeral_sub{kEphemeralBase};
 
   std::atomic<uint64_t> next_client{1};
@@ -496,8 +499,30 @@ struct Broker::Impl {
 
   ChannelStats stats_locked(Channel& ch);
 
+  // -- cluster leadership --
+  // kUnavailable for a channel this node does not serve (released, or its leadership lost).
+  static Error not_served(std::string_view name) {
+    return Error(ErrorCode::kUnavailable,
+                 fmt::format("channel '{}': this node no longer leads it; ask its leader (any "
+                             "node of the cluster forwards)",
+                             name));
+  }
+  // Whether `ch` may no longer be served here (released, or may_serve says so).
+  bool fenced(const Channel& ch) const {
+    return ch.released->load() || (opts.may_serve && !opts.may_serve(ch.name));
+  }
+  // The error for a channel found deleted under its lock: released, or deleted.
+  static Error gone(const Channel& ch) {
+    if (ch.released->load()) return not_served(ch.name);
+    return Error(ErrorCode::kNotFound, fmt::format("channel '{}' was deleted", ch.name));
+  }
+
   // -- recovery --
   Status recover();
+  // Builds the channels of `state` in memory (their subscriptions, cursors, delivery states,
+  // leases held at the last stop available again) and then serves them: open() with every
+  // channel, adopt_channel() with one.
+  Status load(storage::RecoveredState& state);
 };
 
 }  // namespace witmq::broker

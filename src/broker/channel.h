@@ -101,6 +101,10 @@ struct Channel : std::enable_shared_from_this<Channel> {
   // channel checks it first, and submits its writes before releasing `mu`: the store applies
   // writes in submission order, so nothing naming the channel lands after its deletion.
   bool deleted = false;
+  // Set (with `deleted`) when this node stopped serving the channel because another node leads
+  // it now (Broker::release_channel). Shared with the replies still waiting for a write, so that
+  // a reply after the release says kUnavailable even when the channel object is gone.
+  std::shared_ptr<std::atomic<bool>> released = std::make_shared<std::atomic<bool>>(false);
   // Writes naming this channel that are submitted under another channel's lock (a dead-letter
   // move carries the source's "accepted" record in the dead-letter channel's append; a replay
   // carries the dead-letter channel's record in the source's). While any is under way, a

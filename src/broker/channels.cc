@@ -57,6 +57,10 @@ Result<std::shared_ptr<Channel>> Broker::Impl::find_or_create(std::string_view n
   auto valid = validate_channel_name(name);
   if (!valid) return std::move(valid).error();
   WITMQ_RETURN_IF_ERROR(check_new_name(name));
+  {
+    std::shared_lock lock(map_mu);
+    if (released.contains(name)) return not_served(name);
+  }
   if (!create) {
     return Error(ErrorCode::kNotFound,
                  fmt::format("channel '{}' does not exist and auto-create is off", name));
@@ -64,6 +68,7 @@ Result<std::shared_ptr<Channel>> Broker::Impl::find_or_create(std::string_view n
   std::unique_lock lock(map_mu);
   auto it = by_name.find(std::string(name));
   if (it != by_name.end()) return it->second;
+  if (released.contains(name)) return not_served(name);
   WITMQ_RETURN_IF_ERROR(check_room_locked(name));
   return create_locked(std::string(name), opts.default_channel, "");
 }
@@ -92,6 +97,15 @@ std::shared_ptr<Channel> Broker::Impl::dead_letter_channel(const std::string& dl
   std::unique_lock lock(map_mu);
   auto it = by_name.find(dlq_name);
   if (it != by_name.end()) return it->second;
+  if (released.contains(dlq_name)) {
+    // Led by another node: a channel of that name made here would collide with the stored one.
+    // The move fails (as into a deleted channel) and the message stays in its channel.
+    auto gone = std::make_shared<Channel>();
+    gone->name = dlq_name;
+    gone->deleted = true;
+    gone->released->store(true);
+    return gone;
+  }
   return create_locked(dlq_name, s, source_name);
 }
 

@@ -142,9 +142,7 @@ Status Broker::Impl::append_locked_free(Channel& ch, std::vector<Message> messag
                                         SendHandler* done) {
   const int64_t now = wall_ms();
   std::lock_guard lock(ch.mu);
-  if (ch.deleted) {
-    return Error(ErrorCode::kNotFound, fmt::format("channel '{}' was deleted", ch.name));
-  }
+  if (ch.deleted) return gone(ch);
   append_held(ch, std::move(messages), std::move(extra), done, now);
   return ok_status();
 }
@@ -168,7 +166,8 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
   std::weak_ptr<Channel> weak = ch.shared_from_this();
   // A commit refused because the store is closing reports inline, while this channel's lock is
   // held, so that path never takes the lock.
-  store->commit(std::move(ws), ch.settings.durability, [this, weak, begin, end, handler](Status s) {
+  store->commit(std::move(ws), ch.settings.durability,
+                [this, weak, begin, end, handler, released = ch.released](Status s) {
     Deferred d;
     if (auto c = weak.lock()) {
       if (s.ok()) {
@@ -189,7 +188,15 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
         }
       }
     }
-    if (handler) (*handler)(s);
+    if (handler) {
+      // This node lost the channel while the write was under way: it acknowledges nothing for
+      // it any more (the write may be stored here, where no leader reads it).
+      auto c = weak.lock();
+      if (s.ok() && (released->load() || (c && fenced(*c)))) {
+        s = not_served(c ? std::string_view(c->name) : std::string_view("(released)"));
+      }
+      (*handler)(s);
+    }
     run(d);
   });
 }

@@ -363,11 +363,16 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
   // An r2 receipt names its channel: an id that now names another channel (the channel was
   // deleted and its id reused, or the receipt was issued by another node) settles nothing.
   if (chp && !r->channel_name.empty() && chp->name != r->channel_name) chp = nullptr;
+  if (!chp && !r->channel_name.empty()) {
+    std::shared_lock lock(map_mu);
+    if (released.contains(r->channel_name)) return done(not_served(r->channel_name));
+  }
   if (!chp) {
     return done(Error(ErrorCode::kStaleReceipt,
                       fmt::format("receipt {}: its channel no longer exists", *text)));
   }
   Channel& ch = *chp;
+  if (fenced(ch)) return done(not_served(ch.name));
   Deferred d;
   Status refused;
   std::shared_ptr<AfterCommit> reply;
@@ -394,8 +399,13 @@ void Broker::Impl::settle(const Message& m, Settle how, std::chrono::millisecond
       // answered ok survives a crash as the channel's durability says.
       Broker::SettleHandler reply_when_stored;
       if (done) {
-        reply_when_stored = [seq = r->seq, name = ch.name,
+        reply_when_stored = [this, seq = r->seq, name = ch.name, released = ch.released,
                              done = std::move(done)](Status s) mutable {
+          // This node lost the channel while the settlement was being stored: it acknowledges
+          // nothing for it any more.
+          if (s.ok() && (released->load() || (opts.may_serve && !opts.may_serve(name)))) {
+            s = not_served(name);
+          }
           if (!s) {
             s = Error(s.error().code,
                       fmt::format("the settlement of {}/{} was not stored, so a restart may "

@@ -1,4 +1,5 @@
-// Rebuilding the broker's state from the store at open.
+// Rebuilding the broker's state from the store: every channel at open, and one channel that a
+// cluster node takes up again (Broker::adopt_channel), by the same function.
 #include "broker/broker_impl.h"
 
 namespace witmq::broker {
@@ -7,6 +8,14 @@ namespace witmq::broker {
 Status Broker::Impl::recover() {
   auto state = store->recover();
   if (!state) return std::move(state).error();
+  return load(*state);
+}
+
+Status Broker::Impl::load(storage::RecoveredState& recovered) {
+  storage::RecoveredState* state = &recovered;
+  // Built here, and published to the maps only once whole: a call that finds the channel finds
+  // its subscriptions too.
+  std::unordered_map<ChannelId, std::shared_ptr<Channel>> loaded;
   for (auto& c : state->channels) {
     auto ch = std::make_shared<Channel>();
     ch->id = c.def.id;
@@ -26,16 +35,15 @@ Status Broker::Impl::recover() {
     }
     ch->first = c.head.first;
     ch->head = ch->committed = c.head.next;
-    by_name[ch->name] = ch;
-    by_id[ch->id] = ch;
+    loaded[ch->id] = ch;
   }
   std::vector<DeadLetterJob> jobs;
   WriteSet ws;
   const auto now = steady_now();
   const int64_t wall_now = wall_ms();
   for (auto& rs : state->subscriptions) {
-    auto it = by_id.find(rs.def.channel);
-    if (it == by_id.end()) {
+    auto it = loaded.find(rs.def.channel);
+    if (it == loaded.end()) {
       log::warn("recovery: subscription {} ('{}') names missing channel {}; removing it", rs.def.id,
                 rs.def.name, rs.def.channel);
       ws.delete_subscription(rs.def.id);
@@ -103,7 +111,7 @@ Status Broker::Impl::recover() {
     ch.subs[sub->name] = std::move(sub);
   }
   // A point-to-point channel always has its shared subscription.
-  for (auto& [id, ch] : by_id) {
+  for (auto& [id, ch] : loaded) {
     if (!ch->is_topic() && !ch->subs.count("")) add_queue_subscription(*ch, ws);
     std::lock_guard lock(ch->mu);
     arm(*ch);
@@ -112,6 +120,13 @@ Status Broker::Impl::recover() {
   }
   auto st = store->commit_and_wait(std::move(ws), Durability::kSync);
   if (!st) return st;
+  {
+    std::unique_lock lock(map_mu);
+    for (auto& [id, ch] : loaded) {
+      by_name[ch->name] = ch;
+      by_id[id] = ch;
+    }
+  }
   for (auto& job : jobs) dead_letter(std::move(job));
   log::info("recovery: {} channels, {} subscriptions", state->channels.size(),
             state->subscriptions.size());

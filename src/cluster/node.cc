@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 #include "cluster/placement.h"
 #include "common/log.h"
@@ -153,8 +154,8 @@ void Node::stop() {
     }
     lease_ = 0;
   }
-  lease_deadline_ns_.store(0);
-  leading_.clear();
+  set_deadline(0, 0);
+  for (const auto& [channel, epoch] : std::exchange(leading_, {})) lost(channel, epoch);
   state_ = NodeState::kStopped;
   reason_ = "stopped";
   publish();
@@ -180,20 +181,41 @@ void Node::run() {
   }
 }
 
+Clock::time_point Node::now() const { return sources_.clock ? sources_.clock() : Clock::now(); }
+
 bool Node::lease_alive(Clock::time_point now) const {
-  const int64_t deadline = lease_deadline_ns_.load();
-  return deadline != 0 && ns_of(now) < deadline;
+  std::lock_guard lock(mu_);
+  return deadline_lease_ != 0 && deadline_lease_ == lease_ && ns_of(now) < deadline_ns_;
+}
+
+void Node::set_deadline(int64_t lease, int64_t deadline_ns) {
+  std::lock_guard lock(mu_);
+  deadline_lease_ = lease;
+  deadline_ns_ = deadline_ns;
+}
+
+Node::Seen Node::seen() const {
+  std::lock_guard lock(mu_);
+  return {view_, alive_locked(now())};
+}
+
+bool Node::alive_locked(Clock::time_point now) const {
+  // The deadline belongs to one lease: a view published under an earlier lease is not alive
+  // under the deadline of a later one (the node may have joined again, with a new lease, before
+  // it published the view that drops the old lease's leaderships).
+  return view_ && view_->state == NodeState::kMember && view_->lease != 0 &&
+         view_->lease == deadline_lease_ && ns_of(now) < deadline_ns_;
 }
 
 void Node::step() {
-  if (state_ == NodeState::kMember && !lease_alive(Clock::now())) {
+  if (state_ == NodeState::kMember && !lease_alive(now())) {
     lose(
         fmt::format("no keepalive of lease {:x} was answered within its TTL of {} s (etcd "
                     "unreachable, or this process was stopped)",
                     lease_, ttl_seconds_));
   }
   if (state_ == NodeState::kMember) {
-    const auto sent = Clock::now();
+    const auto sent = now();
     auto ttl = etcd_.lease_keepalive(lease_);
     if (!ttl) {
       if (ttl.error().message != last_error_ ||
@@ -208,7 +230,7 @@ void Node::step() {
     if (*ttl <= 0) {
       lose(fmt::format("etcd says lease {:x} expired", lease_));
     } else {
-      lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(*ttl) - margin_));
+      set_deadline(lease_, ns_of(sent + std::chrono::seconds(*ttl) - margin_));
     }
   }
   if (state_ != NodeState::kMember) {
@@ -242,7 +264,7 @@ Status Node::join(bool first) {
     WITMQ_RETURN_IF_ERROR(etcd_.lease_revoke(lease_));
     lease_ = 0;
   }
-  const auto sent = Clock::now();
+  const auto sent = now();
   auto grant = etcd_.lease_grant(options_.lease_ttl_seconds);
   if (!grant) return std::move(grant).error();
   const std::string key = prefix_ + "nodes/" + options_.node_id;
@@ -282,7 +304,8 @@ Status Node::join(bool first) {
   }
   lease_ = grant->id;
   ttl_seconds_ = grant->ttl_seconds;
-  lease_deadline_ns_.store(ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
+  joined_at_ = now();
+  set_deadline(lease_, ns_of(sent + std::chrono::seconds(grant->ttl_seconds) - margin_));
   state_ = NodeState::kMember;
   reason_.clear();
   last_error_.clear();
@@ -295,7 +318,7 @@ Status Node::join(bool first) {
 }
 
 void Node::lose(const std::string& why) {
-  lease_deadline_ns_.store(0);
+  set_deadline(0, 0);
   state_ = NodeState::kLostEtcd;
   reason_ = why;
   ++lease_losses_;
@@ -307,8 +330,17 @@ void Node::lose(const std::string& why) {
       "cluster: node {} lost its etcd lease: {}; it leads nothing ({} leadership{} given "
       "up) until it joins again",
       options_.node_id, why, leading_.size(), leading_.size() == 1 ? "" : "s");
-  leading_.clear();
+  for (const auto& [channel, epoch] : std::exchange(leading_, {})) lost(channel, epoch);
   note("lost-etcd: " + why);
+}
+
+void Node::gain(const std::string& channel, uint64_t epoch) {
+  leading_[channel] = epoch;
+  if (sources_.gained) sources_.gained(channel, epoch);
+}
+
+void Node::lost(const std::string& channel, uint64_t epoch) {
+  if (sources_.lost) sources_.lost(channel, epoch);
 }
 
 void Node::reconcile() {
@@ -398,12 +430,14 @@ void Node::reconcile() {
             : fmt::format("{} in epoch {}", c->second->leader, c->second->leader_epoch)));
     log::warn("cluster: node {} no longer leads channel {} (epoch {})", options_.node_id, it->first,
               it->second);
+    const auto [channel, epoch] = *it;
     it = leading_.erase(it);
+    lost(channel, epoch);
   }
   // A leader key of ours that we did not know of (the answer to our election was lost).
   for (const auto& [name, c] : channels_) {
     if (c->leader == options_.node_id && c->leader_lease == lease_ && !leading_.contains(name)) {
-      leading_[name] = c->leader_epoch;
+      gain(name, c->leader_epoch);
       note(fmt::format("leads channel {} in epoch {}", name, c->leader_epoch));
     }
   }
@@ -425,9 +459,16 @@ void Node::reconcile() {
   hand_back();
   std::set<std::string> live;
   for (const auto& [id, info] : nodes_) live.insert(id);
+  // A node that has just joined (at start, or again after etcd came back) may see a channel's
+  // preferred node as absent only because that node has not joined again yet: it leaves the
+  // channel to it for one lease TTL. Taking it would move the leadership, and (without
+  // replication) strand what the preferred node stored until it gets the channel back. A node
+  // that really is gone has been absent for a TTL already when its lease expired.
+  const bool settled = now() - joined_at_ >= std::chrono::seconds(ttl_seconds_);
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
     if (leader_candidate(c->replicas, live) != options_.node_id) continue;
+    if (!settled && c->replicas.front() != options_.node_id) continue;
     if (c->epoch_unreadable) {
       last_error_ = fmt::format(
           "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "
@@ -488,7 +529,7 @@ void Node::elect(const std::string& name) {
   c.leader_lease = lease_;
   c.last_epoch = epoch;
   c.epoch_revision = txn->revision;
-  leading_[name] = epoch;
+  gain(name, epoch);
   ++leader_changes_;
   note(fmt::format("leads channel {} in epoch {}", name, epoch));
   log::info("cluster: node {} leads channel {} in epoch {}", options_.node_id, name, epoch);
@@ -527,6 +568,7 @@ void Node::hand_back() {
     const std::string name = it->first;
     const uint64_t epoch = it->second;
     it = leading_.erase(it);
+    lost(name, epoch);
     publish();
     const std::string leader_key = prefix_ + "leader/" + name;
     auto txn = etcd_.txn(
@@ -573,13 +615,16 @@ std::optional<LeaderInfo> Node::leader_in(const View& v, const std::string& chan
 }
 
 std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
-  if (!v) return std::nullopt;
-  return leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
+  const Seen s = seen();
+  if (!s.view) return std::nullopt;
+  return leader_in(*s.view, channel, s.alive);
+}
+
+bool Node::may_serve(const std::string& channel) const {
+  const Seen s = seen();
+  if (!s.view || !s.view->leading.contains(channel)) return true;
+  auto l = leader_in(*s.view, channel, s.alive);
+  return l && l->self;
 }
 
 bool Node::placed(const std::string& channel) const {
@@ -628,8 +673,8 @@ void Node::answer_waiters(bool stopping) {
   {
     std::lock_guard lock(mu_);
     if (waiters_.empty()) return;
-    const auto now = Clock::now();
-    const bool alive = view_ && view_->state == NodeState::kMember && lease_alive(now);
+    const auto now = this->now();
+    const bool alive = alive_locked(now);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       auto leader = view_ ? leader_in(*view_, it->channel, alive) : std::nullopt;
       if (leader || stopping || now >= it->deadline) {
@@ -677,15 +722,12 @@ void Node::publish() {
 }
 
 json Node::to_json() const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
   if (!v) return json::object();
   // A member whose lease deadline passed (the control loop has not run since: the process was
   // stopped, or etcd is slow) may have lost its lease: it says so, and claims no leadership.
-  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  const bool alive = s.alive;
   const NodeState state =
       v->state == NodeState::kMember && !alive ? NodeState::kLostEtcd : v->state;
   json nodes = json::array();
@@ -740,12 +782,9 @@ json Node::to_json() const {
 }
 
 bool Node::ready(std::string* why) const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
-  if (v && v->state == NodeState::kMember && lease_alive(Clock::now())) return true;
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
+  if (s.alive) return true;
   if (why) {
     *why = !v ? std::string("joining")
               : fmt::format(
@@ -774,14 +813,11 @@ std::vector<PeerAddress> Node::peers() const {
 }
 
 NodeFigures Node::figures() const {
-  std::shared_ptr<const View> v;
-  {
-    std::lock_guard lock(mu_);
-    v = view_;
-  }
+  const Seen s = seen();
+  const std::shared_ptr<const View>& v = s.view;
   NodeFigures f;
   if (!v) return f;
-  const bool alive = v->state == NodeState::kMember && lease_alive(Clock::now());
+  const bool alive = s.alive;
   f.member = alive;
   f.nodes_alive = v->nodes.size();
   f.channels_led = alive ? v->leading.size() : 0;

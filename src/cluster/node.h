@@ -64,6 +64,17 @@ struct NodeSources {
   std::function<std::vector<LocalChannel>()> local_channels;
   // Told the other live nodes' peer addresses after every pass of the control loop (optional).
   std::function<void(const std::vector<PeerAddress>&)> peers_seen;
+  // The monotonic clock lease deadlines are measured on (optional; steady_clock::now). A test
+  // moves it forward to pass a deadline without waiting for it.
+  std::function<std::chrono::steady_clock::time_point()> clock;
+  // Leadership changes of this node (optional), on the node's thread. `gained`: it leads
+  // `channel` in `epoch`, called before any reader is shown that (the daemon's broker takes the
+  // channel up from its store first). `lost`: it no longer leads it (the epoch moved, the lease
+  // was lost or revoked, it handed the channel back), called before the view that drops the
+  // leadership is published; readers already refuse it from the instant the lease's deadline
+  // passed (may_serve).
+  std::function<void(const std::string& channel, uint64_t epoch)> gained;
+  std::function<void(const std::string& channel, uint64_t epoch)> lost;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -123,6 +134,11 @@ class Node {
   // Whether `channel` has a placement (replicas) in the last view, whether or not anyone leads it
   // now. Any thread; takes no etcd round trip.
   bool placed(const std::string& channel) const;
+  // False when this node's last view says it leads `channel` but it may no longer act on that:
+  // the lease's deadline passed (the process was stopped, etcd does not answer) or the epoch
+  // moved, before the control loop has told `lost`. True for every channel it does not claim.
+  // The broker asks it before acknowledging a write. Any thread; takes no etcd round trip.
+  bool may_serve(const std::string& channel) const;
   // Calls `done` once `channel` has a leader, or with nullopt when it has none at `deadline`
   // (checked after each pass of the control loop, so at most one tick late) or the node stops.
   // A channel without placement is placed first (`replicas` of the live nodes), by this node, as
@@ -149,6 +165,10 @@ class Node {
   void step();
   Status join(bool first);
   void lose(const std::string& why);
+  // leading_[channel] = epoch, and sources_.gained told.
+  void gain(const std::string& channel, uint64_t epoch);
+  // Told to sources_.lost (the entry is already out of leading_).
+  void lost(const std::string& channel, uint64_t epoch);
   void reconcile();
   void place(const std::vector<LocalChannel>& local);
   void elect(const std::string& channel);
@@ -162,7 +182,18 @@ class Node {
   void note(std::string event);
   void publish();
   std::string registration_json() const;
+  std::chrono::steady_clock::time_point now() const;
+  // Whether the control loop's lease (lease_) is alive at `now`.
   bool lease_alive(std::chrono::steady_clock::time_point now) const;
+  void set_deadline(int64_t lease, int64_t deadline_ns);
+  // The last view, and whether its lease is alive now (readers).
+  struct Seen {
+    std::shared_ptr<const View> view;
+    bool alive = false;
+  };
+  Seen seen() const;
+  // Whether view_ is a member's under a lease that is alive at `now` (mu_ held).
+  bool alive_locked(std::chrono::steady_clock::time_point now) const;
 
   const ClusterOptions options_;
   const NodeSources sources_;
@@ -183,6 +214,9 @@ class Node {
   std::map<std::string, uint64_t> leading_;  // channel -> epoch this node won
   std::string last_error_;
   std::chrono::steady_clock::time_point last_error_log_{};
+  // When this node last joined (its clock): for one lease TTL after that, it elects itself only
+  // for channels it is the preferred leader of (see reconcile()).
+  std::chrono::steady_clock::time_point joined_at_{};
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
   uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
@@ -190,11 +224,12 @@ class Node {
   // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
 
-  // Read by any thread: the monotonic time (ns since the clock's epoch) after which the lease
-  // may have expired in etcd; 0 when there is no lease.
-  std::atomic<int64_t> lease_deadline_ns_{0};
-
   mutable std::mutex mu_;  // guards the members below
+  // The lease whose deadline deadline_ns_ is (0: none), and the monotonic time (ns since the
+  // clock's epoch) after which that lease may have expired in etcd. A view is alive only under
+  // the deadline of its own lease.
+  int64_t deadline_lease_ = 0;
+  int64_t deadline_ns_ = 0;
   std::shared_ptr<const View> view_;
   bool stopping_ = false;
   std::condition_variable wake_;

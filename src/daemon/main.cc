@@ -104,6 +104,19 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     }
     return out;
   };
+  // The broker serves what this node leads: a channel it gains is taken up from its own store
+  // before anyone is told it leads it; one it loses is released at once.
+  sources.gained = [&broker](const std::string& channel, uint64_t epoch) {
+    if (auto st = broker.adopt_channel(channel); !st) {
+      log::error(
+          "channel {}: this node leads it in epoch {} but cannot take it up from its "
+          "store: {}",
+          channel, epoch, st.error().to_string());
+    }
+  };
+  sources.lost = [&broker](const std::string& channel, uint64_t) {
+    broker.release_channel(channel);
+  };
   if (links != nullptr) {
     sources.peers_seen = [links](const std::vector<cluster::PeerAddress>& peers) {
       links->refresh(peers);
@@ -161,14 +174,22 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // Cluster mode: the store ships replicated channels' writes through this (docs/CLUSTERING.md,
   // "Replication"); it ships nothing until the node has joined.
   std::shared_ptr<cluster::Replication> replication;
+  // Set once the node has joined (below), after the listener started.
+  std::atomic<cluster::Node*> cluster_node{nullptr};
   broker::BrokerOptions broker_options = config.broker;
   if (config.cluster.enabled()) {
     replication = std::make_shared<cluster::Replication>(
         io,
         cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
     broker_options.store.replicator = replication;
+    // A leader whose lease's deadline passed acknowledges nothing more, from that instant
+    // (docs/CLUSTERING.md, "Leadership changes").
+    broker_options.may_serve = [&cluster_node](std::string_view channel) {
+      const cluster::Node* n = cluster_node.load();
+      return n == nullptr || n->may_serve(std::string(channel));
+    };
   }
-  auto broker = broker::Broker::open(broker_options, io.get_executor());
+  auto broker = broker::Broker::open(std::move(broker_options), io.get_executor());
   if (!broker) {
     log::error("cannot open the broker: {}", broker.error().to_string());
     stop_threads();
@@ -198,8 +219,6 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   // disconnects).
   daemon::MemoryReleaser releaser(asio::make_strand(io), config.memory_release_interval,
                                   config.memory_release_threshold);
-  // Set once the node has joined (below), after the listener started.
-  std::atomic<cluster::Node*> cluster_node{nullptr};
   std::atomic<cluster::PeerServer*> cluster_peer_server{nullptr};
   std::atomic<cluster::PeerLinks*> cluster_peer_links{nullptr};
   auto cluster_json = [&cluster_node, &cluster_peer_server, &cluster_peer_links, &replication] {

@@ -713,7 +713,7 @@ uint64_t Store::approximate_bytes(ChannelId ch, Seq from, Seq to) {
   return s.ok() ? size : 0;
 }
 
-Result<RecoveredState> Store::recover() {
+Result<RecoveredState> Store::recover(const std::string* only_channel) {
   std::map<ChannelId, ChannelRecord> channels;
   std::map<ChannelId, std::pair<std::string, HeadRecord>> heads;  // key kept for errors
   std::map<SubscriptionId, RecoveredState::Subscription> subs;
@@ -766,6 +766,15 @@ Result<RecoveredState> Store::recover() {
       }
     }
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
+  }
+  if (only_channel != nullptr) {
+    // One channel, read while others are written: the records of the others are not read, and
+    // nothing is taken for an orphan (a record of a channel being created is not one).
+    std::erase_if(channels, [&](const auto& c) { return c.second.name != *only_channel; });
+    std::erase_if(heads, [&](const auto& h) { return !channels.contains(h.first); });
+    std::erase_if(subs,
+                  [&](const auto& sub) { return !channels.contains(sub.second.def.channel); });
+    std::erase_if(cursors, [&](const auto& c) { return !subs.contains(c.first); });
   }
 
   // Records whose owner is gone: a write that named a channel or subscription landed after its
@@ -849,7 +858,8 @@ Result<RecoveredState> Store::recover() {
     }
     // Messages of channels that have no record (the head is usually gone with them). One seek
     // per channel id found.
-    for (it->SeekToFirst(); it->Valid();) {
+    if (only_channel == nullptr) it->SeekToFirst();
+    for (; only_channel == nullptr && it->Valid();) {
       auto key = parse_log_key(view(it->key()));
       if (!key) {
         return Error(ErrorCode::kCorruption,
@@ -880,7 +890,7 @@ Result<RecoveredState> Store::recover() {
       auto [sub_id, seq] = *parse_log_key(key);  // decode_delivery checked the key's size
       auto sub = subs.find(sub_id);
       if (sub == subs.end()) {
-        if (removed_subs.contains(sub_id)) continue;
+        if (removed_subs.contains(sub_id) || only_channel != nullptr) continue;
         ++orphans.delivery_records;
         orphan("delivery", key);
         // Removed as one range per subscription (records of one subscription are adjacent).
@@ -907,7 +917,7 @@ Result<RecoveredState> Store::recover() {
                                                 st.error().message));
     }
   }
-  {
+  if (only_channel == nullptr) {
     std::lock_guard lock(impl_->stats_mu);
     impl_->stats.recovered_orphans = orphans;
   }

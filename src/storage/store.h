@@ -181,7 +181,10 @@ class Store {
   // Reads every definition, head, cursor and delivery record. Call once, before any commit.
   // Records whose owner has no record (RecoveryOrphans) are removed, durably, before it returns;
   // it fails (kCorruption, naming the key) only on bytes that do not decode.
-  Result<RecoveredState> recover();
+  // With `only_channel`, reads the records of the channel of that name alone (none when it has
+  // no record), removes nothing, and may be called at any time: for a cluster node that takes up
+  // a channel again (Broker::adopt_channel). Writes of that channel must not be under way.
+  Result<RecoveredState> recover(const std::string* only_channel = nullptr);
 
   // Writes a consistent RocksDB checkpoint (hard links where possible) into `dir`, which must
   // not exist yet.
