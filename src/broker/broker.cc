@@ -153,7 +153,7 @@ void Broker::Impl::append(std::string_view channel, std::vector<Message> message
   if (!chp) return done(std::move(chp).error());
   if (messages.empty()) return done(ok_status());
   Channel& ch = **chp;
-  if (impl_->fenced(ch)) return done(Impl::not_served(ch.name));
+  if (fenced(ch)) return done(Impl::not_served(ch.name));
   const int64_t now = wall_ms();
   std::unique_lock lock(ch.mu);
   if (ch.deleted) {
