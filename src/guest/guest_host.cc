@@ -89,6 +89,14 @@ Result<std::unique_ptr<GuestHost>> GuestHost::load(broker::Broker& broker, Guest
     Error e = std::move(module).error();
     return Error(e.code, fmt::format("guest '{}': {}", options.name, e.message));
   }
+  if (module_world(**module) != World::kMessaging && options.channels.empty()) {
+    return Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("guest '{}': module '{}' implements the world {}, which has no "
+                    "configure: set \"channels\" in the guest's entry to the channels "
+                    "it handles",
+                    options.name, options.module_path, world_name(module_world(**module))));
+  }
   if (!log) {
     log = [](LogLevel level, std::string_view line) {
       fmt::print(stderr, "{} {}\n", level_name(level), line);
@@ -200,8 +208,10 @@ Status GuestHost::instantiate(Worker& w) {
   std::unique_ptr<GuestInstance> instance = std::move(created).value();
   counters_.instantiations++;
 
+  // Worlds without configure take their channels from the guest's settings (subscribe()).
   GuestConfiguration gc;
-  CallReport r = instance->configure(&gc);
+  CallReport r;
+  if (instance->world() == World::kMessaging) r = instance->configure(&gc);
   if (r.status != CallStatus::kOk) {
     count_failure(r.status);
     return Error(ErrorCode::kFailedPrecondition,

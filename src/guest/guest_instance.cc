@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <iterator>
@@ -104,7 +105,23 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
   }
   const std::vector<uint8_t>& bytes = *read;
   if (!is_component(bytes)) {
-    return WasmModule::compile(path, bytes, guest_requirements(), limits, engine);
+    if (recognize_core_world(bytes) == World::kMessagingCore) {
+      return WasmModule::compile(path, bytes, messaging_core_requirements(), limits, engine);
+    }
+    auto seed = WasmModule::compile(path, bytes, guest_requirements(), limits, engine);
+    const std::vector<std::string> exports = core_export_names(bytes);
+    auto exported = [&](const char* name) {
+      return std::find(exports.begin(), exports.end(), name) != exports.end();
+    };
+    if (!seed.ok() && !exported(kConfigure) && !exported(kHandler)) {
+      Error e = std::move(seed).error();
+      e.message += fmt::format(
+          "; the module matches no world the host serves: it exports neither '{}' (world "
+          "messaging) nor '{}' (world messaging-core)",
+          kHandler, draft_names::kHandle);
+      return e;
+    }
+    return seed;
   }
   if (engine.engine == Engine::kAot) {
     return Error(ErrorCode::kInvalidArgument,
@@ -167,6 +184,7 @@ GuestInstance::~GuestInstance() {
 Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
     std::shared_ptr<const WasmModule> module, InstanceContext context) {
   std::unique_ptr<GuestInstance> g(new GuestInstance(std::move(context)));
+  g->world_ = module_world(*module);
   auto fail = [&g](const std::string& why) {
     return Error(ErrorCode::kFailedPrecondition,
                  fmt::format("guest '{}': {}", g->ctx_.guest_name, why));
@@ -187,6 +205,8 @@ Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
     g->post_configure_ = g->wasm_->find_export(kPostConfigure);
     g->post_handler_ = g->wasm_->find_export(kPostHandler);
     g->realloc_ = g->wasm_->find_export(kRealloc);
+    g->draft_handle_ = g->wasm_->find_export(draft_names::kHandle);
+    g->draft_post_handle_ = g->wasm_->find_export(draft_names::kPostHandle);
     Status init = g->wasm_->initialize();
     if (!init.ok()) return fail(init.error().message);
   } catch (const std::exception& e) {
@@ -197,6 +217,7 @@ Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
 
 bool GuestInstance::usable() const { return wasm_->usable() && !failed_; }
 uint32_t GuestInstance::memory_pages() const { return wasm_->memory_pages(); }
+abi::GuestMemory& GuestInstance::mem() { return *memory_; }
 
 void GuestInstance::interrupt() {
   wasi_->interrupt();
@@ -311,6 +332,10 @@ std::vector<Message> GuestInstance::receive(const broker::ClientPtr& c, const st
 }
 
 CallReport GuestInstance::configure(GuestConfiguration* out) {
+  if (world_ != World::kMessaging) {
+    return {
+        CallStatus::kTrap, fmt::format("the world {} has no configure", world_name(world_)), {}};
+  }
   realloc_failure_.reset();
   RawValue retptr = 0;
   CallReport r = call_export(configure_, {}, &retptr, kConfigure);
@@ -334,6 +359,7 @@ CallReport GuestInstance::configure(GuestConfiguration* out) {
 }
 
 CallReport GuestInstance::handle(const std::vector<Message>& batch) {
+  if (world_ == World::kMessagingCore) return handle_draft(batch);
   settled_.clear();
   realloc_failure_.reset();
   std::pair<uint32_t, uint32_t> list;
@@ -360,6 +386,18 @@ CallReport GuestInstance::handle(const std::vector<Message>& batch) {
 }
 
 std::vector<HostFunction> GuestInstance::host_functions() {
+  std::vector<HostFunction> out =
+      world_ == World::kMessagingCore ? draft_host_functions() : seed_host_functions();
+  for (HostFunction& f : wasi_->functions([this] { return wasm_.get(); })) {
+    out.push_back(std::move(f));
+  }
+  for (HostFunction& f : wasi_p2_->functions([this] { return wasm_.get(); })) {
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::vector<HostFunction> GuestInstance::seed_host_functions() {
   using Body = std::function<void(const RawValue*)>;
   auto m = [this]() -> abi::GuestMemory& { return *memory_; };
   auto status_result = [this, m](uint32_t retptr, const Status& st) {
@@ -530,12 +568,6 @@ std::vector<HostFunction> GuestInstance::host_functions() {
                                  begin_lift();
                                  body(args);
                                }});
-  }
-  for (HostFunction& f : wasi_->functions([this] { return wasm_.get(); })) {
-    out.push_back(std::move(f));
-  }
-  for (HostFunction& f : wasi_p2_->functions([this] { return wasm_.get(); })) {
-    out.push_back(std::move(f));
   }
   return out;
 }

@@ -14,16 +14,21 @@
 #include <unordered_set>
 #include <vector>
 
-#include "broker/broker.h"
 #include "auth/grants.h"
+#include "broker/broker.h"
 #include "common/message.h"
 #include "common/result.h"
 #include "guest/handle_table.h"
 #include "guest/wasi.h"
 #include "guest/wasi_p2.h"
 #include "guest/wasm_runtime.h"
+#include "guest/worlds.h"
 
 namespace witmq::guest {
+
+namespace abi {
+class GuestMemory;
+}  // namespace abi
 
 // Canonical ABI names of the `messaging` world in core-module form.
 namespace abi_names {
@@ -100,6 +105,10 @@ inline constexpr size_t kMaxErrorsPerInstance = 1024;
 // Longest error text an instance keeps (in its error table and for error.trace); longer texts,
 // which may quote what the guest sent, are cut.
 inline constexpr size_t kMaxErrorTextBytes = 1024;
+// messaging-core: most `message` resources one instance may hold at once, and most bytes they
+// may hold together (data and metadata); past either the guest traps.
+inline constexpr size_t kMaxMessagesPerInstance = 1024;
+inline constexpr uint64_t kMaxMessageBytesPerInstance = uint64_t{64} << 20;
 
 // Handles: `client` and `error` live in per-instance tables; a dead or unknown handle traps.
 // send / subscribe-* take `own<client>` in WIT, which would move the handle to the host on every
@@ -120,7 +129,8 @@ class GuestInstance {
   //
   // Calls `configure`; on `ok` stores the configuration in *out.
   CallReport configure(GuestConfiguration* out);
-  // Calls `handler` with `batch`. Messages the guest settled itself (complete-message /
+  // Calls `handler` with `batch` (messaging-core: `handle` once per message, see
+  // handle_draft()). Messages the guest settled itself (complete-message /
   // abandon-message that succeeded) are listed by receipt in explicitly_settled() until the
   // next call.
   CallReport handle(const std::vector<Message>& batch);
@@ -133,11 +143,23 @@ class GuestInstance {
   bool usable() const;
   uint32_t memory_pages() const;
   WasmInstance& wasm() { return *wasm_; }
+  // The world the guest's module implements (worlds.h).
+  World world() const { return world_; }
 
  private:
   class Memory;
   GuestInstance(InstanceContext context);
   std::vector<HostFunction> host_functions();
+  std::vector<HostFunction> seed_host_functions();
+  abi::GuestMemory& mem();
+  // messaging-core (guest_world_draft.cc): its imports, and `handle` called once per message of
+  // the batch. Messages handled ok before one that failed are completed here (and listed in
+  // explicitly_settled()), so that only the failed ones and those after a trap are abandoned.
+  std::vector<HostFunction> draft_host_functions();
+  CallReport handle_draft(const std::vector<Message>& batch);
+  CallReport handle_draft_one(const Message& message);
+  uint32_t add_message(Message m);
+  void account_message_bytes(uint64_t before, uint64_t after);
   CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
                          const char* name);
   CallReport report_trap(const GuestTrap& trap);
@@ -166,6 +188,10 @@ class GuestInstance {
   int configure_ = -1, handler_ = -1, post_configure_ = -1, post_handler_ = -1, realloc_ = -1;
   HandleTable<broker::ClientPtr> clients_{"client", kMaxClientsPerInstance};
   HandleTable<Error> errors_{"error", kMaxErrorsPerInstance};
+  World world_ = World::kMessaging;
+  int draft_handle_ = -1, draft_post_handle_ = -1;
+  HandleTable<Message> messages_{"message", kMaxMessagesPerInstance};
+  uint64_t message_bytes_ = 0;  // held by messages_
   std::string last_error_;
   std::unordered_set<std::string> settled_;
   std::optional<CallOutcome> realloc_failure_;  // the failure behind a GuestTrap from realloc

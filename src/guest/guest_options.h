@@ -36,7 +36,7 @@ struct GuestOptions {
   // instance replaced. 1..3600000.
   std::chrono::milliseconds call_timeout{60'000};
   // ["channels"] When non-empty, replaces the channels `configure` (and
-  // update-guest-configuration) ask for.
+  // update-guest-configuration) ask for. Required for worlds without configure (worlds.h).
   std::vector<std::string> channels;
   // ["group"] When non-empty, sets the "group" extension (the shared subscription name),
   // replacing what the guest asks for.
