@@ -106,7 +106,17 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
   };
   // The broker serves what this node leads: a channel it gains is taken up from its own store
   // before anyone is told it leads it; one it loses is released at once.
-  sources.gained = [&broker](const std::string& channel, uint64_t epoch) {
+  // A channel this node held in memory without leading it (recovered at start, or used while
+  // another node led it) is stale: replication writes the followed channel's state under it. So a
+  // gain that does not continue this node's own leadership reads the channel afresh from the store.
+  auto leading = std::make_shared<std::pair<std::mutex, std::set<std::string>>>();
+  sources.gained = [&broker, leading](const std::string& channel, uint64_t epoch) {
+    bool continues = false;
+    {
+      std::lock_guard lock(leading->first);
+      continues = !leading->second.insert(channel).second;
+    }
+    if (!continues) broker.release_channel(channel);
     if (auto st = broker.adopt_channel(channel); !st) {
       log::error(
           "channel {}: this node leads it in epoch {} but cannot take it up from its "
@@ -114,7 +124,11 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
           channel, epoch, st.error().to_string());
     }
   };
-  sources.lost = [&broker](const std::string& channel, uint64_t) {
+  sources.lost = [&broker, leading](const std::string& channel, uint64_t) {
+    {
+      std::lock_guard lock(leading->first);
+      leading->second.erase(channel);
+    }
     broker.release_channel(channel);
   };
   if (links != nullptr) {
