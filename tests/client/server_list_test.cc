@@ -183,6 +183,9 @@ TEST_F(ServerList, UnsettledMessagesComeBackAfterTheNodeIsKilled) {
   ASSERT_TRUE(first.ok() && *first);
   const Message held = (**first)[0];
   ASSERT_NE(find_metadata(held, "witmq-receipt"), nullptr);
+  // The acquisition is stored behind the delivery, not before it; a send acknowledged after it
+  // shares or follows its group commit, so the lease is on disk when the node dies.
+  ASSERT_TRUE((*c)->send("jobs-barrier", std::vector<Message>{text_message("x")}).ok());
   // The node dies with the message leased to this consumer; it comes back on its data.
   const std::string dir = d.data_dir();
   d.kill_now();
