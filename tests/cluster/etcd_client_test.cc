@@ -122,7 +122,11 @@ TEST(EtcdClientTest, AStoppedEtcdTimesOut) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("no answer within 300 ms"), std::string::npos)
       << r.error().message;
-  EXPECT_TRUE(client.range("/x").ok());
+  // Resumed, etcd answers again; on a loaded machine its first answers may take longer than the
+  // 300 ms bound, so a few tries are allowed.
+  bool answered = false;
+  for (int i = 0; i < 20 && !answered; ++i) answered = client.range("/x").ok();
+  EXPECT_TRUE(answered);
 }
 
 }  // namespace
