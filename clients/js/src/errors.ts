@@ -17,6 +17,7 @@ export const ErrorCode = {
   Unsupported: 10,
   FailedPrecondition: 11,
   Internal: 12,
+  Timeout: 13,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -33,6 +34,7 @@ const codeNames: Record<number, string> = {
   10: "unsupported",
   11: "failed-precondition",
   12: "internal",
+  13: "timeout",
 };
 
 /** The protocol name of an error code ("not-found"), or "code N" for one this client does not know. */
@@ -109,6 +111,11 @@ export class InternalError extends WitmqError {
   override readonly name = "InternalError";
 }
 
+/** A request got no reply within its timeout (no responder answered). */
+export class RequestTimeoutError extends WitmqError {
+  override readonly name = "RequestTimeoutError";
+}
+
 /**
  * The connection is gone (closed by the peer, a socket error, a timeout): requests that had no
  * answer fail with it. Whether they took effect is unknown. Not a protocol error code.
@@ -143,6 +150,7 @@ const classes: Record<number, ErrorClass> = {
   10: UnsupportedError,
   11: FailedPreconditionError,
   12: InternalError,
+  13: RequestTimeoutError,
 };
 
 /** The error of the class for `code` (InternalError for codes this client does not know). */

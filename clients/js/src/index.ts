@@ -16,6 +16,7 @@ export {
   NotFoundError,
   PermissionDeniedError,
   ProtocolError,
+  RequestTimeoutError,
   ResourceExhaustedError,
   StaleReceiptError,
   UnavailableError,

@@ -77,7 +77,7 @@ def expect_on_ping(script: Script, error: type, *words: str, **connect_options):
     return run(main(), timeout=20)
 
 
-@pytest.mark.parametrize("code", list(range(1, 13)) + [99])
+@pytest.mark.parametrize("code", list(range(1, 14)) + [99])
 def test_each_error_code_raises_its_own_class(code):
     async def reply(reader, writer, rid):
         writer.write(codec.frame(codec.ERROR, rid, error_body(code, b"text %d" % code)))
@@ -90,8 +90,8 @@ def test_each_error_code_raises_its_own_class(code):
 
 
 def test_distinct_classes_per_code():
-    classes = {type(witmq.from_code(code, "")) for code in range(1, 13)}
-    assert len(classes) == 12
+    classes = {type(witmq.from_code(code, "")) for code in range(1, 14)}
+    assert len(classes) == 13
 
 
 def test_goaway_fails_every_pending_request_with_its_code():

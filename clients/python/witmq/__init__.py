@@ -18,8 +18,8 @@ and a blocking wrapper with the same methods, :mod:`witmq.sync`.
 from .client import Client, Stream, connect, parse_server, tls_context
 from .errors import (AlreadyExistsError, ConnectionLost, CorruptionError, FailedPreconditionError,
                      InternalError, InvalidArgumentError, IoError, NotFoundError,
-                     PermissionDeniedError, ProtocolViolation, ResourceExhaustedError,
-                     StaleReceiptError, UnavailableError, UnsupportedError, WitmqError, from_code)
+                     PermissionDeniedError, ProtocolViolation, RequestTimeoutError,
+                     ResourceExhaustedError, StaleReceiptError, UnavailableError, UnsupportedError, WitmqError, from_code)
 from .limits import ServerLimits
 from .message import Format, Message
 
@@ -28,7 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError", "Client", "ConnectionLost", "CorruptionError", "FailedPreconditionError",
     "Format", "InternalError", "InvalidArgumentError", "IoError", "Message", "NotFoundError",
-    "PermissionDeniedError", "ProtocolViolation", "ResourceExhaustedError", "ServerLimits",
+    "PermissionDeniedError", "ProtocolViolation", "RequestTimeoutError", "ResourceExhaustedError",
+    "ServerLimits",
     "StaleReceiptError", "Stream", "UnavailableError", "UnsupportedError", "WitmqError", "connect",
     "from_code", "parse_server", "tls_context",
 ]

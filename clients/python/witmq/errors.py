@@ -85,6 +85,12 @@ class InternalError(WitmqError):
     code, name = 12, "internal"
 
 
+class RequestTimeoutError(WitmqError):
+    """Code 13: a request got no reply within its timeout (no responder answered)."""
+
+    code, name = 13, "timeout"
+
+
 class ConnectionLost(WitmqError):
     """The connection ended without a ``goaway`` (reset, closed, or no server of the list answered).
 
@@ -104,7 +110,8 @@ BY_CODE: Dict[int, Type[WitmqError]] = {
     c.code: c
     for c in (InvalidArgumentError, NotFoundError, AlreadyExistsError, StaleReceiptError,
               PermissionDeniedError, ResourceExhaustedError, UnavailableError, CorruptionError,
-              IoError, UnsupportedError, FailedPreconditionError, InternalError)
+              IoError, UnsupportedError, FailedPreconditionError, InternalError,
+              RequestTimeoutError)
 }
 
 
