@@ -9,6 +9,7 @@ import {
   Client,
   CorruptionError,
   InternalError,
+  RequestTimeoutError,
   IoError,
   PermissionDeniedError,
   UnavailableError,
@@ -260,7 +261,7 @@ describe("operations against witmqd", () => {
     const classes = [
       InvalidArgumentError, NotFoundError, AlreadyExistsError, StaleReceiptError, PermissionDeniedError,
       ResourceExhaustedError, UnavailableError, CorruptionError, IoError, UnsupportedError,
-      FailedPreconditionError, InternalError,
+      FailedPreconditionError, InternalError, RequestTimeoutError,
     ];
     classes.forEach((Class, i) => {
       const e = errorFor(i + 1, "text");
@@ -269,6 +270,7 @@ describe("operations against witmqd", () => {
       assert.equal(e.name, Class.name);
     });
     assert.equal(errorCodeName(6), "resource-exhausted");
+    assert.equal(errorCodeName(13), "timeout");
     const unknown = errorFor(99, "newer");
     assert.ok(unknown instanceof InternalError);
     assert.equal(unknown.code, 99);
