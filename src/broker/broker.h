@@ -77,12 +77,20 @@ inline constexpr uint32_t kMaxExpectedReplies = 1000;
 // Longest witmq-reply-to and witmq-correlation-id a reply may name: the broker makes them far
 // shorter, so a longer one names no request.
 inline constexpr size_t kMaxReplyAddressBytes = 128;
+// Most bytes of replies (data and metadata) all the waiting requests of one client may gather
+// together; a reply past it is dropped and counted like one to a gone inbox.
+inline constexpr size_t kMaxGatheredReplyBytesPerClient = 64 << 20;
 
 struct RequestOptions {
   // How long to wait for replies: 1 ms .. BrokerOptions::max_request_timeout.
   std::chrono::milliseconds timeout{5000};
   // The request is answered once this many replies arrived (1..kMaxExpectedReplies).
   uint32_t expected_replies = 1;
+  // Most bytes of replies (data and metadata) the request gathers: a reply that would pass it
+  // answers the request at once with the replies gathered so far, and is itself dropped and
+  // counted (unless it is the first). The TCP server sets what fits in one frame. 0 = no bound
+  // but kMaxGatheredReplyBytesPerClient's.
+  size_t max_reply_bytes = 0;
 };
 
 // A connected client: the WIT `client` resource. Created by Broker::connect.

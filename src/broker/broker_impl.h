@@ -96,6 +96,8 @@ class Client {
   // held, or before Impl::inboxes_mu.
   std::mutex rr_mu;
   std::string inbox;  // "" until the first request
+  // Bytes of replies the waiting requests in `pending` hold (PendingRequest::bytes summed).
+  size_t reply_bytes = 0;
   std::unordered_map<std::string, std::shared_ptr<struct PendingRequest>> pending;
   // Messages acquired by this client with explicit settlement and not yet settled, plus room
   // reserved by acquisitions under way (see Impl::reserve_room). Counted only when
@@ -126,6 +128,8 @@ struct PendingRequest {
   Broker::RequestHandler done;
   std::vector<Message> replies;
   uint32_t expected = 1;
+  size_t bytes = 0;      // of `replies`, counted in the client's reply_bytes while pending
+  size_t max_bytes = 0;  // RequestOptions::max_reply_bytes, 0 = none
   TimerQueue::Handle timer;
 };
 

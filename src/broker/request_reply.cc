@@ -17,6 +17,15 @@ std::string random_token() {
   return fmt::format("{:016x}", rng());
 }
 
+// What a reply holds in memory, as the gathering bounds count it.
+size_t reply_size(const Message& m) {
+  size_t n = m.data.size();
+  if (m.metadata) {
+    for (const auto& [k, v] : *m.metadata) n += k.size() + v.size();
+  }
+  return n;
+}
+
 }  // namespace
 
 void Broker::Impl::register_request(const ClientPtr& cp, const std::shared_ptr<PendingRequest>& p,
@@ -45,6 +54,7 @@ void Broker::Impl::register_request(const ClientPtr& cp, const std::shared_ptr<P
           if (it == client->pending.end()) return;
           timed_out = std::move(it->second);
           client->pending.erase(it);
+          client->reply_bytes -= timed_out->bytes;
         }
         if (!timed_out->replies.empty()) return timed_out->done(std::move(timed_out->replies));
         impl.requests_timed_out.fetch_add(1, std::memory_order_relaxed);
@@ -61,6 +71,7 @@ void Broker::Impl::end_requests(Client& c, const Error& why) {
     std::lock_guard lock(c.rr_mu);
     pending.swap(c.pending);
     inbox.swap(c.inbox);
+    c.reply_bytes = 0;
   }
   if (!inbox.empty()) {
     std::lock_guard lock(inboxes_mu);
@@ -91,6 +102,7 @@ void Broker::request(const ClientPtr& client, std::string_view channel, Message 
 
   auto p = std::make_shared<PendingRequest>();
   p->expected = options.expected_replies;
+  p->max_bytes = options.max_reply_bytes;
   p->done = std::move(done);
   std::string inbox, correlation;
   std::optional<Error> refused;
@@ -132,6 +144,7 @@ void Broker::request(const ClientPtr& client, std::string_view channel, Message 
       if (it == c->pending.end()) return;
       failed = std::move(it->second);
       c->pending.erase(it);
+      c->reply_bytes -= failed->bytes;
     }
     failed->timer.cancel();
     failed->done(std::move(st).error());
@@ -189,18 +202,27 @@ Status Broker::reply_to(std::string_view reply_to, std::string_view correlation_
     // found request is this inbox's.
     if (it != c->pending.end() && c->inbox == reply_to) {
       PendingRequest& p = *it->second;
-      p.replies.push_back(std::move(m));
-      delivered = true;
-      if (p.replies.size() >= p.expected) {
+      const size_t size = reply_size(m);
+      const bool fits = p.max_bytes == 0 || p.bytes + size <= p.max_bytes || p.replies.empty();
+      // A client's waiting requests together hold at most kMaxGatheredReplyBytesPerClient: a
+      // reply past it is dropped, and its request gathers no more.
+      const bool room = c->reply_bytes + size <= kMaxGatheredReplyBytesPerClient;
+      if (fits && room) {
+        p.replies.push_back(std::move(m));
+        p.bytes += size;
+        c->reply_bytes += size;
+        delivered = true;
+      }
+      // Full: the expected count, or no room for this reply in the request's own bound (it is
+      // answered with what it has; the reply that did not fit is dropped).
+      if (p.replies.size() >= p.expected || (!fits && !p.replies.empty())) {
         answered = std::move(it->second);
         c->pending.erase(it);
+        c->reply_bytes -= answered->bytes;
       }
     }
   }
-  if (!delivered) {
-    impl.replies_dropped.fetch_add(1, std::memory_order_relaxed);
-    return ok_status();
-  }
+  if (!delivered) impl.replies_dropped.fetch_add(1, std::memory_order_relaxed);
   if (answered) {
     answered->timer.cancel();
     answered->done(std::move(answered->replies));

@@ -1,16 +1,30 @@
 #include "broker/timer_queue.h"
 
+#include <algorithm>
+
 namespace witmq::broker {
 
 TimerQueue::TimerQueue() : thread_([this] { run(); }) {}
 
 TimerQueue::~TimerQueue() { stop(); }
 
+void TimerQueue::Heap::drop_cancelled() {
+  std::erase_if(c, [](const Entry& e) { return e.cancelled->load(std::memory_order_relaxed); });
+  std::make_heap(c.begin(), c.end(), comp);
+}
+
 TimerQueue::Handle TimerQueue::schedule(SteadyTime when, UniqueFunction<void()> fn) {
   Handle h;
   h.flag_ = std::make_shared<std::atomic<bool>>(false);
   std::lock_guard lock(mu_);
   if (stopping_) return h;
+  if (heap_.size() >= compact_at_) {
+    // Timers cancelled long before their deadline (a request answered at once, a receive that
+    // got its messages) would otherwise stay until then. Amortized: the next pass is due only
+    // once the queue has doubled again.
+    heap_.drop_cancelled();
+    compact_at_ = std::max(kMinCompactSize, 2 * heap_.size());
+  }
   bool earliest = heap_.empty() || when < heap_.top().when;
   heap_.push(Entry{when, order_++, h.flag_, std::move(fn)});
   if (earliest) cv_.notify_one();

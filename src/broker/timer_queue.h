@@ -42,7 +42,9 @@ class TimerQueue {
   Handle schedule(SteadyTime when, UniqueFunction<void()> fn);
   // Stops the thread; callbacks not yet run are dropped. Idempotent.
   void stop();
-  // Callbacks scheduled and not yet run, cancelled ones included (they leave when due).
+  // Callbacks scheduled and not yet run, cancelled ones included (they leave when due, or when
+  // the queue has doubled since it last dropped them: cancelled timers never outnumber the
+  // live ones by much, however far away their deadlines).
   size_t size();
 
  private:
@@ -59,7 +61,14 @@ class TimerQueue {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap_;
+  struct Heap : std::priority_queue<Entry, std::vector<Entry>, std::greater<>> {
+    // Removes the cancelled entries.
+    void drop_cancelled();
+  };
+  Heap heap_;
+  // heap_'s size at which schedule() next drops the cancelled entries.
+  size_t compact_at_ = kMinCompactSize;
+  static constexpr size_t kMinCompactSize = 1024;
   uint64_t order_ = 0;
   bool stopping_ = false;
   std::thread thread_;

@@ -865,7 +865,10 @@ void Session::handle_request(uint32_t id, Request& r) {
   in_flight_bytes_ += bytes;
   ctx_.counters.messages_in.fetch_add(1, std::memory_order_relaxed);
   broker_.request(client_, r.channel, std::move(r.message),
-                  broker::RequestOptions{milliseconds(r.timeout_ms), r.expected_replies},
+                  // Replies gathered past one frame could never be sent: the request is
+                  // answered once they fill it.
+                  broker::RequestOptions{milliseconds(r.timeout_ms), r.expected_replies,
+                                         size_t{opts_.limits.max_frame_bytes} / 2},
                   [self = shared_from_this(), id, bytes](Result<std::vector<Message>> res) mutable {
                     self->post([self, id, bytes, res = std::move(res)]() mutable {
                       self->on_request_done(id, bytes, std::move(res));

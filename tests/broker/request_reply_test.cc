@@ -206,6 +206,67 @@ TEST_F(RequestReplyTest, ReplyAfterTimeoutOrToUnknownAddressIsDroppedAndCounted)
   EXPECT_EQ(broker_->tables().inboxes, 1u);
 }
 
+// What replies a client can make the broker hold is bounded in bytes: a request is answered once
+// its replies fill its own bound (the TCP server's: half a frame), and all the waiting requests
+// of one client hold at most kMaxGatheredReplyBytesPerClient; replies past either are dropped
+// and counted. Without these, one client answering its own requests with 1 MiB replies held
+// gigabytes.
+TEST_F(RequestReplyTest, RepliesAClientCanMakeTheBrokerHoldAreBoundedInBytes) {
+  declare("rr.big", ChannelKind::kPointToPoint);
+  auto requester = connect();
+  auto responder = connect();
+  const std::string mib(1 << 20, 'r');
+  // Its own bound: 3 MiB and a bit; the fourth reply does not fit and answers it with three.
+  auto p = std::make_shared<std::promise<Replies>>();
+  auto f = p->get_future();
+  broker_->request(requester, "rr.big", msg("q"),
+                   RequestOptions{5000ms, 1000, (3u << 20) + 1000},
+                   [p](Replies r) { p->set_value(std::move(r)); });
+  auto got = receive_ok(responder, "rr.big", 1, 5000ms);
+  ASSERT_EQ(got.size(), 1u);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(broker_->reply(got[0], msg(mib)).ok());
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  auto r = f.get();
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->size(), 3u);
+  EXPECT_EQ(broker_->tables().replies_dropped_total, 1u);
+  // The client-wide bound: 8 requests that would each take 16 MiB hold 64 MiB together at most.
+  std::vector<std::future<Replies>> waiting;
+  for (int i = 0; i < 8; ++i) waiting.push_back(request(requester, "rr.big", "w", 60'000ms, 1000));
+  std::vector<Message> many;
+  for (int i = 0; i < 8 && many.size() < 8; ++i) {
+    for (Message& m : receive_ok(responder, "rr.big", 8 - many.size(), 5000ms)) {
+      many.push_back(std::move(m));
+    }
+  }
+  ASSERT_EQ(many.size(), 8u);
+  for (int round = 0; round < 16; ++round) {
+    for (const Message& m : many) ASSERT_TRUE(broker_->reply(m, msg(mib)).ok());
+  }
+  const uint64_t held = 8 * 16 - (broker_->tables().replies_dropped_total - 1);
+  EXPECT_LE(held * (1u << 20), kMaxGatheredReplyBytesPerClient + (1u << 20)) << held;
+  EXPECT_GE(held, 60u) << "the bound is the client's, not smaller";
+  // The requester leaves: its requests end and what they held goes with them.
+  broker_->disconnect(requester);
+  for (auto& w : waiting) EXPECT_FALSE(w.get().ok());
+  EXPECT_EQ(broker_->tables().pending_requests, 0u);
+}
+
+// A request answered at once cancels its timeout; cancelled timers do not pile up until their
+// deadlines (3,000 answered requests with a minute's timeout left 3,000 timers before).
+TEST_F(RequestReplyTest, AnsweredRequestsLeaveFewTimersBehind) {
+  declare("rr.timers", ChannelKind::kPointToPoint);
+  auto requester = connect();
+  auto responder = connect();
+  const uint64_t before = broker_->tables().timers;
+  for (int i = 0; i < 3000; ++i) {
+    auto f = request(requester, "rr.timers", "q", 60'000ms);
+    respond(responder, "rr.timers", "a");
+    ASSERT_TRUE(f.get().ok());
+  }
+  EXPECT_LT(broker_->tables().timers, before + 1100);
+}
+
 TEST_F(RequestReplyTest, ReplyNeedsTheReservedAddressAndSendCannotForgeIt) {
   declare("rr.spoof", ChannelKind::kPointToPoint);
   auto requester = connect();
