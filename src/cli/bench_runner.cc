@@ -509,7 +509,9 @@ Result<BenchReport> run_bench(const BenchOptions& o) {
       const bool producing = run.producers_running.load() > 0;
       expected = run.produced.load() * per_message;
       if (!producing && run.consumed.load() >= expected) break;
-      if (now - last > drain_ns) {
+      // `last` may be later than `now`: a producer or consumer can record its progress after
+      // `now` was read (unsigned, `now - last` would then wrap to a huge "stall").
+      if (now > last && now - last > drain_ns) {
         stalled = true;
         break;
       }

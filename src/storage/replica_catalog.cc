@@ -8,7 +8,6 @@ namespace witmq::storage {
 
 namespace {
 
-constexpr uint8_t kMessagesCf = static_cast<uint8_t>(ColumnFamily::kMessages);
 constexpr uint8_t kDeliveryCf = static_cast<uint8_t>(ColumnFamily::kDelivery);
 constexpr uint8_t kMetaCf = static_cast<uint8_t>(ColumnFamily::kMeta);
 
