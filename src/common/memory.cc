@@ -67,4 +67,8 @@ void release_free_memory() {
   ::malloc_trim(0);
 }
 
+void flush_thread_cache() {
+  if (mallctl) mallctl("thread.tcache.flush", nullptr, nullptr, nullptr, 0);
+}
+
 }  // namespace witmq

@@ -30,4 +30,9 @@ MemoryFigures memory_figures();
 // pages, glibc's malloc_trim(0) the free pages inside every arena, not only at their tops.
 void release_free_memory();
 
+// Returns the objects the calling thread's allocator cache holds (jemalloc's tcache) to their
+// arenas, so that release_free_memory() can give their pages back. Only the owning thread can
+// flush its cache. Nothing to do with glibc.
+void flush_thread_cache();
+
 }  // namespace witmq

@@ -231,7 +231,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   server_options.server_name = "witmqd/" WITMQ_VERSION;
   // Freed memory goes back to the kernel once there is much of it (after bursts and
   // disconnects).
-  daemon::MemoryReleaser releaser(asio::make_strand(io), config.memory_release_interval,
+  daemon::MemoryReleaser releaser(io, config.io_threads, config.memory_release_interval,
                                   config.memory_release_threshold);
   std::atomic<cluster::PeerServer*> cluster_peer_server{nullptr};
   std::atomic<cluster::PeerLinks*> cluster_peer_links{nullptr};
