@@ -586,7 +586,9 @@ std::vector<ConfigKey> make_keys() {
       "frames larger than that whose bytes are still arriving. A connection whose frame would "
       "take more is sent goaway (resource-exhausted), so that clients that send most of a "
       "large frame and stop cannot make the server hold max-connections times "
-      "max-frame-bytes. Keep it at least max-frame-bytes.",
+      "max-frame-bytes. The HTTP side's request bodies being read or served have a bound of "
+      "the same size of their own (a body of unknown length counts as max-frame-bytes); a "
+      "request whose body would pass it is answered 503. Keep it at least max-frame-bytes.",
       [](int64_t v, Config& c) { c.server.max_input_buffer_bytes = static_cast<size_t>(v); }));
   k.push_back(integer_key(
       "output-stall-timeout-ms", 30'000, 100, 3'600'000,
@@ -997,6 +999,7 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
   c.server.tls_handshake_timeout = c.tls.handshake_timeout;
   c.http.tls_handshake_timeout = c.tls.handshake_timeout;
   c.http.max_body_bytes = c.server.limits.max_frame_bytes;
+  c.http.max_buffered_body_bytes = c.server.max_input_buffer_bytes;
   c.http.max_header_bytes = c.server.limits.max_metadata_bytes + 16 * kKiB;
   c.http.shutdown_timeout = c.server.shutdown_timeout;
   return c;

@@ -682,6 +682,8 @@ HttpResponse Router::metrics() {
   s.messages_in = t.messages_in.load();
   s.messages_out = t.messages_out.load();
   s.connections = protocol_.footprint();
+  s.http_body_bytes = h.body_bytes.load();
+  s.http_bodies_refused = h.bodies_refused.load();
   s.broker_tables = broker_.tables();
   s.memory = memory_figures();
   if (sources_.memory_releases) s.memory_releases = sources_.memory_releases();

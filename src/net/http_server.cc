@@ -84,6 +84,29 @@ http::response<http::string_body> to_beast(HttpResponse r, unsigned version, boo
   return res;
 }
 
+// Room set aside in a shared count of bytes (HttpCounters::body_bytes) for as long as it lives.
+class BodyRoom {
+ public:
+  explicit BodyRoom(std::atomic<uint64_t>& total) : total_(total) {}
+  ~BodyRoom() { total_.fetch_sub(held_, std::memory_order_relaxed); }
+  BodyRoom(const BodyRoom&) = delete;
+  BodyRoom& operator=(const BodyRoom&) = delete;
+
+  // Takes `bytes` unless the total would pass `limit`.
+  bool take(uint64_t bytes, uint64_t limit) {
+    if (total_.fetch_add(bytes, std::memory_order_relaxed) + bytes > limit) {
+      total_.fetch_sub(bytes, std::memory_order_relaxed);
+      return false;
+    }
+    held_ += bytes;
+    return true;
+  }
+
+ private:
+  std::atomic<uint64_t>& total_;
+  uint64_t held_ = 0;
+};
+
 // The answer to a request the parser refused, and whether reading may go on.
 HttpResponse refusal(const boost::system::error_code& ec, const HttpServerOptions& o) {
   if (ec == http::error::body_limit) {
@@ -309,7 +332,29 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           break;
         }
       }
+      // The room the body may take among all connections' bodies, held until the answer is
+      // written.
+      BodyRoom room(counters_.body_bytes);
       if (!ec && !parser.is_done()) {
+        const uint64_t wanted = parser.content_length().value_or(options_.max_body_bytes);
+        if (!room.take(wanted, options_.max_buffered_body_bytes)) {
+          counters_.requests_total.fetch_add(1, std::memory_order_relaxed);
+          counters_.bodies_refused.fetch_add(1, std::memory_order_relaxed);
+          const unsigned version = parser.get().version();
+          const bool head = parser.get().method() == http::verb::head;
+          HttpResponse busy = error_response(
+              503, ErrorCode::kResourceExhausted,
+              fmt::format("the server is reading request bodies of {} bytes together and this "
+                          "one ({} bytes) would pass max-input-buffer-bytes {}: try again later",
+                          counters_.body_bytes.load(std::memory_order_relaxed), wanted,
+                          options_.max_buffered_body_bytes));
+          busy.headers.emplace_back("retry-after", "1");
+          auto writing = write(stream, std::move(busy), version, false, head);
+          co_await std::move(writing);
+          auto lingering = linger(stream);
+          co_await std::move(lingering);
+          break;
+        }
         // curl and others wait for 100 Continue before sending a large body.
         const auto expect = parser.get()[http::field::expect];
         if (beast::iequals(expect, "100-continue")) {

@@ -51,6 +51,10 @@ struct HttpServerOptions {
   uint32_t max_connections = 256;
   // Largest request body; a larger one is answered 413 before it is read.
   uint64_t max_body_bytes = 16 << 20;
+  // Request bodies all connections together may hold while they are read and served
+  // (max-input-buffer-bytes): a request whose body would take more is answered 503 before its
+  // body is read. A body of unknown length (chunked) counts as max_body_bytes.
+  uint64_t max_buffered_body_bytes = uint64_t{1} << 30;
   // Largest request line plus headers; a larger one is answered 431 (CloudEvents attributes
   // travel in headers, so this must hold max-metadata-bytes).
   uint32_t max_header_bytes = 32 << 10;
@@ -78,6 +82,9 @@ struct HttpCounters {
   std::atomic<uint64_t> bad_requests_total{0};  // answered with a 4xx status
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
+  // Bytes set aside now for request bodies being read or served (max_buffered_body_bytes).
+  std::atomic<uint64_t> body_bytes{0};
+  std::atomic<uint64_t> bodies_refused{0};  // requests answered 503 for want of that room
 };
 
 class HttpSession;

@@ -308,6 +308,13 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.family("witmq_connection_buffered_bytes_max", "gauge",
            "Bytes the input and output buffers of the protocol connection holding the most hold.");
   w.sample(d(s.connections.buffered_bytes_max));
+  w.family("witmq_http_request_body_bytes", "gauge",
+           "Bytes set aside for HTTP request bodies being read or served, all connections together "
+           "(bounded by max-input-buffer-bytes).");
+  w.sample(d(s.http_body_bytes));
+  w.family("witmq_http_request_bodies_refused_total", "counter",
+           "HTTP requests answered 503 because their bodies would pass max-input-buffer-bytes.");
+  w.sample(d(s.http_bodies_refused));
   w.family("witmq_broker_clients", "gauge",
            "Clients the broker knows: protocol connections that connected, and guest instances.");
   w.sample(d(s.broker_tables.clients));

@@ -78,6 +78,9 @@ struct MetricsSnapshot {
   uint64_t messages_out = 0;  // messages the protocol server delivered
   // The protocol connections by state and their buffers.
   ConnectionFootprint connections;
+  // The HTTP side's request bodies: bytes set aside now, requests refused for want of room.
+  uint64_t http_body_bytes = 0;
+  uint64_t http_bodies_refused = 0;
   broker::BrokerTables broker_tables;
   MemoryFigures memory;
   uint64_t memory_releases = 0;

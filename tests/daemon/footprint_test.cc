@@ -3,6 +3,7 @@
 // broker's client, waiter and ephemeral subscription tables again, as server-stats and /metrics
 // show. tools/footprint.py measures the resident memory (docs/PERFORMANCE.md, "Memory per
 // connection"); its short runs are in the suite too (tests/daemon/CMakeLists.txt).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -148,6 +149,65 @@ TEST(FootprintTest, HalfSentFramesAreBoundedAllTogether) {
   });
   EXPECT_LE(s.value("buffered-bytes-max", uint64_t{1} << 40), 64u << 10) << s.dump();
   EXPECT_EQ(http_get(d.http_port(), "/v1/channels/half").json["depth"], 9);
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+// The HTTP side's request bodies are bounded all together by max-input-buffer-bytes too: clients
+// that announce large bodies and send them slowly cannot make the server hold
+// http-max-connections times max-frame-bytes. One more is answered 503 before its body is read;
+// the held ones are served, and their room serves the next.
+TEST(FootprintTest, HttpRequestBodiesAreBoundedAllTogether) {
+  namespace asio = boost::asio;
+  namespace http = boost::beast::http;
+  Daemon d({"--set", "max-frame-bytes=4194304", "--set", "max-input-buffer-bytes=8388608", "--set",
+            "max-message-bytes=3500000"});
+  ASSERT_NE(d.http_port(), 0);
+  constexpr size_t kBody = 3'000'000;
+  asio::io_context io;
+  auto start = [&](size_t sent) {
+    auto s = std::make_unique<asio::ip::tcp::socket>(io);
+    s->connect({asio::ip::make_address("127.0.0.1"), d.http_port()});
+    const std::string head = fmt::format(
+        "POST /v1/channels/bodies/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        kBody);
+    asio::write(*s, asio::buffer(head + std::string(sent, 'b')));
+    return s;
+  };
+  auto answer = [](asio::ip::tcp::socket& s) {
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    boost::system::error_code ec;
+    http::read(s, buffer, res, ec);
+    return std::make_pair(res.result_int(), res.body());
+  };
+  // Two bodies of 3 MB, each half sent: 6 MB of the 8 MiB are set aside.
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> held;
+  for (int i = 0; i < 2; ++i) held.push_back(start(kBody / 2));
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::string metrics;
+  while (std::chrono::steady_clock::now() < deadline) {
+    metrics = http_get(d.http_port(), "/metrics").body;
+    if (metrics.find("witmq_http_request_body_bytes 6000000\n") != std::string::npos) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_NE(metrics.find("witmq_http_request_body_bytes 6000000\n"), std::string::npos) << metrics;
+  // A third would pass the bound: 503 naming the key, before its body is read.
+  auto third = start(0);
+  const auto [status, body] = answer(*third);
+  EXPECT_EQ(status, 503u) << body;
+  EXPECT_NE(body.find("max-input-buffer-bytes"), std::string::npos) << body;
+  // The held requests are served once their bodies arrive, and their room serves the next.
+  for (auto& s : held) {
+    asio::write(*s, asio::buffer(std::string(kBody - kBody / 2, 'b')));
+    EXPECT_EQ(answer(*s).first, 201u);
+  }
+  auto next = start(kBody);
+  EXPECT_EQ(answer(*next).first, 201u);
+  metrics = http_get(d.http_port(), "/metrics").body;
+  EXPECT_NE(metrics.find("witmq_http_request_bodies_refused_total 1\n"), std::string::npos)
+      << metrics;
+  EXPECT_EQ(http_get(d.http_port(), "/v1/channels/bodies").json["depth"], 3);
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
