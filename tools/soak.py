@@ -209,7 +209,7 @@ class Soak:
         probe = pc.Conn(self.port, "probe")
         probe.connect("soak-probe")
         rows = []
-        print("  time     rss_kib  fds  data_kib  p50_ms  p99_ms  sent  completed  churn  "
+        print("  time     rss_kib  heap_kib  fds  data_kib  p50_ms  p99_ms  sent  completed  churn  "
               "connections  clients  waiters  ephemeral", flush=True)
         started = time.monotonic()
         end = started + a.seconds
@@ -225,6 +225,7 @@ class Soak:
             row = {
                 "t": time.monotonic() - started,
                 "rss_kib": self.rss_kib(),
+                "heap_kib": stats.get("memory", {}).get("heap-in-use-bytes", 0) // 1024,
                 "fds": self.fds(),
                 "data_kib": self.data_kib(),
                 "p50_ms": 1000 * lat[len(lat) // 2] if lat else 0.0,
@@ -232,8 +233,8 @@ class Soak:
             }
             rows.append(row)
             b = stats.get("broker", {})
-            print("%6.0f s  %7d  %3d  %8d  %6.2f  %6.2f  %5d  %9d  %5d  %11d  %7s  %7s  %9s" %
-                  (row["t"], row["rss_kib"], row["fds"], row["data_kib"], row["p50_ms"],
+            print("%6.0f s  %7d  %8d  %3d  %8d  %6.2f  %6.2f  %5d  %9d  %5d  %11d  %7s  %7s  %9s" %
+                  (row["t"], row["rss_kib"], row["heap_kib"], row["fds"], row["data_kib"], row["p50_ms"],
                    row["p99_ms"], counts["sent"], counts["completed"], counts["churn"],
                    stats["connections"], b.get("clients"), b.get("waiters"),
                    b.get("ephemeral-subscriptions")), flush=True)
@@ -244,9 +245,10 @@ class Soak:
         probe.close()
         if a.csv:
             with open(a.csv, "w") as f:
-                f.write("t,rss_kib,fds,data_kib,p50_ms,p99_ms\n")
+                f.write("t,rss_kib,heap_kib,fds,data_kib,p50_ms,p99_ms\n")
                 for r in rows:
-                    f.write("%.1f,%d,%d,%d,%.3f,%.3f\n" % (r["t"], r["rss_kib"], r["fds"],
+                    f.write("%.1f,%d,%d,%d,%d,%.3f,%.3f\n" % (r["t"], r["rss_kib"], r["heap_kib"],
+                                                              r["fds"],
                                                            r["data_kib"], r["p50_ms"],
                                                            r["p99_ms"]))
         return rows
