@@ -4,6 +4,8 @@
 // grants, the call's wall time bounding a request, stopping during a request, and hostile guests.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "guest/guest_fixture.h"
 #include "guest/guest_instance.h"
 
@@ -181,6 +183,28 @@ TEST_F(WasmcloudCGuestTest, AGuestRequestIsAnsweredByAGuestResponder) {
             (std::vector<std::string>{"got:re:one|wc.svc", "got:re:two|wc.svc"}));
 }
 
+TEST_F(WasmcloudCGuestTest, ManyInstancesRequestAtOnce) {
+  respond("svc.echo");
+  GuestOptions o = wasmcloud("asker", "wasmcloud_guest", {"wc.ask"});
+  o.instances = 4;
+  o.batch_size = 1;
+  GuestHost* h = start(o);
+  ASSERT_TRUE(h);
+  std::vector<Message> asks;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 40; ++i) {
+    asks.push_back(text_message("svc.echo 10000 " + std::to_string(i)));
+    expected.push_back("got:answer:" + std::to_string(i) + "|svc.echo");
+  }
+  send("wc.ask", std::move(asks));
+  std::vector<std::string> out = drain("wc.out", expected.size());
+  std::sort(out.begin(), out.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(h->stats().traps, 0u);
+  EXPECT_EQ(h->stats().handler_errors, 0u);
+}
+
 TEST_F(WasmcloudCGuestTest, ARequestWithoutResponderTimesOutWithAClearError) {
   GuestHost* h = start(wasmcloud("asker", "wasmcloud_guest", {"wc.ask"}));
   ASSERT_TRUE(h);
@@ -219,7 +243,7 @@ TEST_F(WasmcloudCGuestTest, StoppingEndsAWaitingRequest) {
 }
 
 TEST_F(WasmcloudCGuestTest, RequestAndPublishOutsideTheGrantsAreRefused) {
-  GuestOptions o = wasmcloud("asker", "wasmcloud_guest", {"wc.ask", "wc.in"});
+  GuestOptions o = wasmcloud("asker", "wasmcloud_guest", {"wc.ask", "wc.svc"});
   auth::Grants grants;
   grants.receive.push_back(*auth::ChannelPattern::parse("wc.*"));
   grants.send.push_back(*auth::ChannelPattern::parse("wc.out"));
@@ -232,6 +256,13 @@ TEST_F(WasmcloudCGuestTest, RequestAndPublishOutsideTheGrantsAreRefused) {
   EXPECT_NE(out[0].find("err:permission-denied"), std::string::npos) << out[0];
   EXPECT_NE(out[0].find("svc.secret"), std::string::npos) << out[0];
   EXPECT_EQ(channel("svc.secret").head_seq, 0u) << "nothing reached the channel";
+  // A publish to a channel outside the grants (the reply-to of a message) fails handle-message.
+  Message m = text_message("ping");
+  m.metadata.emplace().emplace_back("reply-to", "wc.elsewhere");
+  send("wc.svc", {std::move(m)});
+  ASSERT_TRUE(eventually([&] { return h->stats().handler_errors >= 1; }));
+  EXPECT_TRUE(logged("may not send to channel 'wc.elsewhere'"));
+  EXPECT_EQ(channel("wc.elsewhere").head_seq, 0u);
   EXPECT_EQ(h->stats().traps, 0u);
 }
 
@@ -293,6 +324,14 @@ TEST_F(WasmcloudWorldTest, AnImportWithTheWrongSignatureIsRefused) {
   const std::string e = load_error("wasmcloud_wrong_signature_guest");
   EXPECT_NE(e.find("\"wasmcloud:messaging/consumer@0.2.0\".\"publish\""), std::string::npos) << e;
   EXPECT_NE(e.find("expected (func (param i32 i32 i32 i32 i32 i32 i32 i32))"), std::string::npos)
+      << e;
+}
+
+TEST_F(WasmcloudWorldTest, AnExportWithTheWrongSignatureIsRefused) {
+  const std::string e = load_error("wasmcloud_wrong_export_guest");
+  EXPECT_NE(e.find(wasmcloud_names::kHandleMessage), std::string::npos) << e;
+  EXPECT_NE(e.find("expected (func (param i32 i32 i32 i32 i32 i32 i32) (result i32))"),
+            std::string::npos)
       << e;
 }
 
