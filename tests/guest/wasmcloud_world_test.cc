@@ -172,7 +172,17 @@ TEST_F(WasmcloudCGuestTest, AGuestAnswersARequestThroughItsReplyTo) {
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ(text_of(r->front()), "re:ping");
-  EXPECT_TRUE(eventually([&] { return h->stats().completed == 1; }));
+  // An empty body reaches the guest as an empty list.
+  std::promise<Result<std::vector<Message>>> empty;
+  auto fe = empty.get_future();
+  broker_->request(client_, "wc.svc", text_message(""), ro,
+                   [&empty](Result<std::vector<Message>> r) { empty.set_value(std::move(r)); });
+  auto re = fe.get();
+  ASSERT_TRUE(re.ok()) << re.error().to_string();
+  ASSERT_EQ(re->size(), 1u);
+  EXPECT_EQ(text_of(re->front()), "re:");
+  EXPECT_TRUE(eventually([&] { return h->stats().completed == 2; }));
+  EXPECT_EQ(h->stats().traps, 0u);
 }
 
 TEST_F(WasmcloudCGuestTest, AGuestRequestIsAnsweredByAGuestResponder) {

@@ -60,6 +60,12 @@ __attribute__((export_name("cabi_realloc"))) void *cabi_realloc(void *ptr, size_
 
 static result_unit_t handle_result;
 
+/* Lists the host lowered: an empty one points at cabi_realloc's non-allocation (its alignment),
+ * which must not be freed. */
+static void free_list(void *ptr, size_t len) {
+  if (len > 0) free(ptr);
+}
+
 static int is(const char *s, size_t len, const char *lit) {
   return len == strlen(lit) && memcmp(s, lit, len) == 0;
 }
@@ -96,7 +102,7 @@ handle_message(char *subject, size_t subject_len, uint8_t *body, size_t body_len
     consumer_request((const char *)body, target_len, at, (size_t)(end - at), timeout_ms, &r);
     if (r.is_err) {
       sent = publish("wc.out", 6, "err:", r.val.err.ptr, r.val.err.len, NULL, 0);
-      free(r.val.err.ptr);
+      free_list(r.val.err.ptr, r.val.err.len);
     } else {
       const broker_message_t *m = &r.val.ok;
       char *text = malloc(m->body_len + 1 + m->subject_len);
@@ -106,9 +112,9 @@ handle_message(char *subject, size_t subject_len, uint8_t *body, size_t body_len
       memcpy(text + m->body_len + 1, m->subject, m->subject_len);
       sent = publish("wc.out", 6, "got:", text, m->body_len + 1 + m->subject_len, NULL, 0);
       free(text);
-      free(m->subject);
-      free(m->body);
-      if (m->has_reply_to) free(m->reply_to);
+      free_list(m->subject, m->subject_len);
+      free_list(m->body, m->body_len);
+      if (m->has_reply_to) free_list(m->reply_to, m->reply_to_len);
     }
   } else if (is(subject, subject_len, "wc.svc")) {
     if (has_reply_to) {
@@ -131,9 +137,9 @@ handle_message(char *subject, size_t subject_len, uint8_t *body, size_t body_len
     sent = publish("wc.out", 6, "fwd:", body, body_len, from, 5 + subject_len);
     free(from);
   }
-  free(subject);
-  free(body);
-  if (has_reply_to) free(reply_to);
+  free_list(subject, subject_len);
+  free_list(body, body_len);
+  if (has_reply_to) free_list(reply_to, reply_to_len);
   handle_result = sent; /* the publish error text, if any, is the guest's error */
   return &handle_result;
 }
