@@ -127,5 +127,31 @@ TEST(WasmcloudGuestsTest, RequestsAndRepliesThroughTcpAndGuests) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+TEST(WasmcloudGuestsTest, AComponentGuestAnswersTcpRequestsAndRequestsItself) {
+#ifndef WITMQ_COMPONENT_GUESTS_BUILT
+  GTEST_SKIP() << "no clang, node or npm: the component guests were not built";
+#endif
+  const std::string config = write_config(
+      {{"guests",
+        {{{"name", "svc"}, {"module", wasm("component_wasmcloud")}, {"channels", {"wc.svc2"}}},
+         {{"name", "asker"}, {"module", wasm("component_wasmcloud")}, {"channels", {"wc.ask"}}}}}});
+  Daemon d({"--config", config});
+  std::filesystem::remove(config);
+  Conn client(d.port());
+  client.hello();
+  Conn out(d.port());
+  out.hello();
+  for (const char* body : {"one", "two", ""}) {
+    Frame f = client.call(net::Request{"wc.svc2", 10'000, 1, text_message(body)}, 15s);
+    auto* ok = std::get_if<net::RequestOk>(&f.body);
+    ASSERT_NE(ok, nullptr) << describe(f);
+    ASSERT_EQ(ok->replies.size(), 1u);
+    EXPECT_EQ(text(ok->replies[0]), std::string("re:") + body);
+  }
+  EXPECT_FRAME(client.call(net::Send{"wc.ask", {text_message("wc.svc2 10000 x")}}), kSendOk);
+  EXPECT_EQ(next_text(out, "wc.out"), "got:re:x|wc.svc2");
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace witmq::daemon::testing

@@ -3,7 +3,7 @@
  *  - "wc.ask": the body is "<subject> <timeout-ms> <payload>": consumer.request(subject,
  *    payload, timeout-ms), then publishes "got:<reply body>|<reply subject>" to "wc.out" (or
  *    "err:<text>").
- *  - "wc.svc": a responder: publishes "re:<body>" to the message's reply-to (or "noreply" to
+ *  - "wc.svc*": a responder: publishes "re:<body>" to the message's reply-to (or "noreply" to
  *    "wc.out" when it has none).
  *  - any other: body "fail" returns err "refused: fail", "trap" traps; otherwise publishes
  *    "fwd:<body>" to "wc.out", with reply-to "from:<subject>". */
@@ -116,7 +116,7 @@ handle_message(char *subject, size_t subject_len, uint8_t *body, size_t body_len
       free_list(m->body, m->body_len);
       if (m->has_reply_to) free_list(m->reply_to, m->reply_to_len);
     }
-  } else if (is(subject, subject_len, "wc.svc")) {
+  } else if (subject_len >= 6 && memcmp(subject, "wc.svc", 6) == 0) {
     if (has_reply_to) {
       sent = publish(reply_to, reply_to_len, "re:", body, body_len, NULL, 0);
     } else {
