@@ -736,7 +736,8 @@ class ComponentReader {
             options(s, fmt::format("lowering \"{}\".\"{}\"", f.interface, f.name));
         use_memory(o.memory);
         if (o.realloc) {
-          const bool wasi = f.interface.rfind("wasi:messaging/", 0) != 0;
+          const bool wasi = f.interface.rfind("wasi:messaging/", 0) != 0 &&
+                            f.interface.rfind("wasmcloud:messaging/", 0) != 0;
           use_realloc(wasi ? kWasiImportRealloc : abi_names::kRealloc, *o.realloc);
         }
         push(core_funcs_, host_item(f.interface, f.name), "core functions");
@@ -798,8 +799,10 @@ class ComponentReader {
     }
     s.u32();
     const std::string module = component_host_module(name);
+    // wasmcloud:messaging/types has types only: offered whenever its world is.
+    const std::string of = module == kWasmcloudTypes ? std::string(kWasmcloudConsumer) : module;
     const bool offered = std::any_of(offered_.begin(), offered_.end(),
-                                     [&](const ImportSpec& o) { return o.module == module; });
+                                     [&](const ImportSpec& o) { return o.module == of; });
     if (module.empty() || !offered) {
       refuse(fmt::format("imports interface \"{}\", which witmq does not offer", name));
     }
@@ -910,12 +913,14 @@ class ComponentReader {
         push(types_, TypeEntry{}, "types");
         return;
       case 0x05: {
-        if (export_name != kGuestInterface) {
+        if (export_name != kGuestInterface && export_name != kWasmcloudHandler) {
           refuse(
               fmt::format("exports \"{}\", which the messaging world does not (it exports "
-                          "{})",
-                          export_name, kGuestInterface));
+                          "{}; wasmCloud's world exports {})",
+                          export_name, kGuestInterface, kWasmcloudHandler));
         }
+        if (guest_) refuse("exports more than one guest interface");
+        guest_interface_ = export_name;
         guest_ = at(instances_, index, "instance");
         push(instances_, *guest_, "instances");
         return;
@@ -929,28 +934,37 @@ class ComponentReader {
   // ---- the result ----
   CoreLink finish() {
     if (!guest_) {
-      refuse(fmt::format("does not export {}: its world is not `messaging`", kGuestInterface));
+      refuse(
+          fmt::format("does not export {}: its world is not `messaging` (nor wasmCloud's, "
+                      "which exports {})",
+                      kGuestInterface, kWasmcloudHandler));
     }
+    const std::string& guest = guest_interface_;
     auto lifted = [&](const char* func, const char* core_name, const char* post_name) {
       auto it = guest_->funcs.find(func);
       if (it == guest_->funcs.end()) {
-        refuse(fmt::format("{} has no function \"{}\"", kGuestInterface, func));
+        refuse(fmt::format("{} has no function \"{}\"", guest, func));
       }
       const ComponentFunc& f = funcs_[it->second];
       if (f.kind != ComponentFunc::kLifted) {
-        refuse(fmt::format("{}#{} is not a lifted core function", kGuestInterface, func));
+        refuse(fmt::format("{}#{} is not a lifted core function", guest, func));
       }
       link_.exports.emplace_back(core_name, f.core);
       use_memory(f.options.memory);
       if (f.options.realloc) use_realloc(abi_names::kRealloc, *f.options.realloc);
       if (f.options.post_return) link_.exports.emplace_back(post_name, *f.options.post_return);
     };
-    lifted("configure", abi_names::kConfigure, abi_names::kPostConfigure);
-    lifted("handler", abi_names::kHandler, abi_names::kPostHandler);
+    const bool wasmcloud = guest == kWasmcloudHandler;
+    if (wasmcloud) {
+      lifted("handle-message", wasmcloud_names::kHandleMessage,
+             wasmcloud_names::kPostHandleMessage);
+    } else {
+      lifted("configure", abi_names::kConfigure, abi_names::kPostConfigure);
+      lifted("handler", abi_names::kHandler, abi_names::kPostHandler);
+    }
     for (const auto& [name, source] : guest_->funcs) {
-      if (name != "configure" && name != "handler") {
-        refuse(fmt::format("{} exports \"{}\", which is not in the messaging world",
-                           kGuestInterface, name));
+      if (wasmcloud ? name != "handle-message" : name != "configure" && name != "handler") {
+        refuse(fmt::format("{} exports \"{}\", which is not in its world", guest, name));
       }
     }
     if (!memory_) refuse("its lifts and lowers name no memory");
@@ -966,6 +980,9 @@ class ComponentReader {
   }
 
   static constexpr const char* kGuestInterface = "wasi:messaging/messaging-guest@0.2.0-draft";
+  static constexpr const char* kWasmcloudHandler = "wasmcloud:messaging/handler@0.2.0";
+  static constexpr std::string_view kWasmcloudTypes = "wasmcloud:messaging/types@0.2.0";
+  static constexpr std::string_view kWasmcloudConsumer = wasmcloud_names::kConsumer;
 
   std::string name_;
   const std::vector<ImportSpec>& offered_;
@@ -981,6 +998,7 @@ class ComponentReader {
   std::vector<TypeEntry> types_;
   std::vector<NestedComponent> components_;
   std::optional<ComponentInstance> guest_;
+  std::string guest_interface_;  // the name guest_ is exported under
   std::optional<CoreItem> memory_;
   std::map<std::string, std::optional<CoreItem>> reallocs_;
   size_t linked_imports_ = 0;
@@ -998,9 +1016,10 @@ bool is_component(std::span<const uint8_t> bytes) {
 }
 
 std::string component_host_module(std::string_view interface) {
-  static constexpr std::string_view kMessaging[] = {"wasi:messaging/messaging-types@0.2.0-draft",
-                                                    "wasi:messaging/producer@0.2.0-draft",
-                                                    "wasi:messaging/consumer@0.2.0-draft"};
+  static constexpr std::string_view kMessaging[] = {
+      "wasi:messaging/messaging-types@0.2.0-draft", "wasi:messaging/producer@0.2.0-draft",
+      "wasi:messaging/consumer@0.2.0-draft", "wasmcloud:messaging/types@0.2.0",
+      "wasmcloud:messaging/consumer@0.2.0"};
   for (std::string_view m : kMessaging) {
     if (interface == m) return std::string(m);
   }

@@ -1,7 +1,9 @@
-// Component binaries (the component model's binary format) for the `messaging` world: reads the
-// component, checks that its world is `messaging` and that it imports only what witmq offers, and
-// turns its core modules, core instances, aliases and canonical lifts and lowers into a CoreLink
-// that the runtime instantiates as one guest instance (docs/GUESTS.md, "Components").
+// Component binaries (the component model's binary format) for the `messaging` world or
+// wasmCloud's (worlds.h): reads the component, checks that it exports the guest interface of one
+// of them (the seed's messaging-guest, wasmcloud:messaging/handler) and that it imports only what
+// witmq offers, and turns its core modules, core instances, aliases and canonical lifts and lowers
+// into a CoreLink that the runtime instantiates as one guest instance (docs/GUESTS.md,
+// "Components").
 //
 // What is supported is what the standard tools produce (wasm-tools `component new`, jco): core
 // modules instantiated with core instances and inline exports, aliases of core and instance
@@ -32,8 +34,8 @@ bool is_component(std::span<const uint8_t> bytes);
 // The host module name under which the function `name` of the imported interface `interface`
 // ("wasi:io/streams@0.2.12") would be served, or "" for a version witmq does not serve. WASI 0.2
 // interfaces are accepted at any 0.2.x version ("wasi:io/streams@0.2"); the messaging
-// interfaces at exactly @0.2.0-draft. Whether the interface is offered at all is the offered
-// list's to say (read_component).
+// interfaces at exactly @0.2.0-draft (wasmcloud:messaging's at exactly @0.2.0). Whether the
+// interface is offered at all is the offered list's to say (read_component).
 std::string component_host_module(std::string_view interface);
 
 // Reads the component `bytes` (named `name` in errors). `offered` lists the host functions

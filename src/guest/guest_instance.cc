@@ -95,6 +95,26 @@ const ModuleRequirements& component_requirements() {
   return req;
 }
 
+const ModuleRequirements& wasmcloud_component_requirements() {
+  static const ModuleRequirements req = [] {
+    ModuleRequirements r = wasmcloud_requirements();
+    for (const ImportSpec& spec : wasi_p2_imports()) r.offered_imports.push_back(spec);
+    return r;
+  }();
+  return req;
+}
+
+const std::vector<ImportSpec>& component_offered_imports() {
+  static const std::vector<ImportSpec> offered = [] {
+    std::vector<ImportSpec> r = component_requirements().offered_imports;
+    for (const ImportSpec& spec : wasmcloud_requirements().offered_imports) {
+      if (spec.module == wasmcloud_names::kConsumer) r.push_back(spec);
+    }
+    return r;
+  }();
+  return offered;
+}
+
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
                                                             const WasmLimits& limits,
                                                             const EngineOptions& engine) {
@@ -108,6 +128,9 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
     if (recognize_core_world(bytes) == World::kMessagingCore) {
       return WasmModule::compile(path, bytes, messaging_core_requirements(), limits, engine);
     }
+    if (recognize_core_world(bytes) == World::kWasmcloudMessaging) {
+      return WasmModule::compile(path, bytes, wasmcloud_requirements(), limits, engine);
+    }
     auto seed = WasmModule::compile(path, bytes, guest_requirements(), limits, engine);
     const std::vector<std::string> exports = core_export_names(bytes);
     auto exported = [&](const char* name) {
@@ -117,8 +140,8 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
       Error e = std::move(seed).error();
       e.message += fmt::format(
           "; the module matches no world the host serves: it exports neither '{}' (world "
-          "messaging) nor '{}' (world messaging-core)",
-          kHandler, draft_names::kHandle);
+          "messaging) nor '{}' (world messaging-core) nor '{}' (world wasmcloud-messaging)",
+          kHandler, draft_names::kHandle, wasmcloud_names::kHandleMessage);
       return e;
     }
     return seed;
@@ -130,9 +153,15 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
                              "core modules)",
                              path));
   }
-  auto link = read_component(path, bytes, component_requirements().offered_imports);
+  auto link = read_component(path, bytes, component_offered_imports());
   if (!link.ok()) return std::move(link).error();
-  return WasmModule::compile_linked(path, *link, component_requirements(), limits);
+  // The world is the exported interface's (read_component refuses a component of none).
+  const bool wasmcloud = std::any_of(link->exports.begin(), link->exports.end(), [](const auto& e) {
+    return e.first == wasmcloud_names::kHandleMessage;
+  });
+  return WasmModule::compile_linked(
+      path, *link, wasmcloud ? wasmcloud_component_requirements() : component_requirements(),
+      limits);
 }
 
 // The instance's memory and cabi_realloc, for the canonical ABI.
@@ -207,6 +236,8 @@ Result<std::unique_ptr<GuestInstance>> GuestInstance::create(
     g->realloc_ = g->wasm_->find_export(kRealloc);
     g->draft_handle_ = g->wasm_->find_export(draft_names::kHandle);
     g->draft_post_handle_ = g->wasm_->find_export(draft_names::kPostHandle);
+    g->wasmcloud_handle_ = g->wasm_->find_export(wasmcloud_names::kHandleMessage);
+    g->wasmcloud_post_handle_ = g->wasm_->find_export(wasmcloud_names::kPostHandleMessage);
     Status init = g->wasm_->initialize();
     if (!init.ok()) return fail(init.error().message);
   } catch (const std::exception& e) {
@@ -360,6 +391,7 @@ CallReport GuestInstance::configure(GuestConfiguration* out) {
 
 CallReport GuestInstance::handle(const std::vector<Message>& batch) {
   if (world_ == World::kMessagingCore) return handle_draft(batch);
+  if (world_ == World::kWasmcloudMessaging) return handle_wasmcloud(batch);
   settled_.clear();
   realloc_failure_.reset();
   std::pair<uint32_t, uint32_t> list;
@@ -386,8 +418,10 @@ CallReport GuestInstance::handle(const std::vector<Message>& batch) {
 }
 
 std::vector<HostFunction> GuestInstance::host_functions() {
-  std::vector<HostFunction> out =
-      world_ == World::kMessagingCore ? draft_host_functions() : seed_host_functions();
+  std::vector<HostFunction> out = world_ == World::kMessagingCore ? draft_host_functions()
+                                  : world_ == World::kWasmcloudMessaging
+                                      ? wasmcloud_host_functions()
+                                      : seed_host_functions();
   for (HostFunction& f : wasi_->functions([this] { return wasm_.get(); })) {
     out.push_back(std::move(f));
   }

@@ -50,6 +50,10 @@ const ModuleRequirements& guest_requirements();
 
 // What a component guest may import and must export (guest_requirements() plus WASI 0.2).
 const ModuleRequirements& component_requirements();
+// The same for a component of wasmCloud's world (wasmcloud_requirements() plus WASI 0.2), and
+// what a component of either may import (the reader's offer; the world's requirements decide).
+const ModuleRequirements& wasmcloud_component_requirements();
+const std::vector<ImportSpec>& component_offered_imports();
 
 // Largest module file a guest may name (a core module or a component): far above what the
 // toolchains emit (a JavaScript runtime compiled to wasm is about 10 MB).
@@ -158,6 +162,13 @@ class GuestInstance {
   std::vector<HostFunction> draft_host_functions();
   CallReport handle_draft(const std::vector<Message>& batch);
   CallReport handle_draft_one(const Message& message);
+  // wasmcloud-messaging (guest_world_wasmcloud.cc): consumer's imports, and `handle-message`
+  // called once per message of the batch, settled as handle_draft() does.
+  std::vector<HostFunction> wasmcloud_host_functions();
+  CallReport handle_wasmcloud(const std::vector<Message>& batch);
+  CallReport handle_wasmcloud_one(const Message& message);
+  // The broker client consumer.publish / consumer.request use, connected on first use.
+  Result<broker::ClientPtr> wasmcloud_client(std::string_view use);
   uint32_t add_message(Message m);
   void account_message_bytes(uint64_t before, uint64_t after);
   CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
@@ -190,6 +201,8 @@ class GuestInstance {
   HandleTable<Error> errors_{"error", kMaxErrorsPerInstance};
   World world_ = World::kMessaging;
   int draft_handle_ = -1, draft_post_handle_ = -1;
+  int wasmcloud_handle_ = -1, wasmcloud_post_handle_ = -1;
+  broker::ClientPtr wasmcloud_client_;
   HandleTable<Message> messages_{"message", kMaxMessagesPerInstance};
   uint64_t message_bytes_ = 0;  // held by messages_
   std::string last_error_;

@@ -53,7 +53,8 @@ const std::vector<GuestOptionDoc>& guest_option_docs() {
        "the call fails, its batch is abandoned and the instance is replaced."},
       {"channels", "list of channel names", "[]",
        "When non-empty, replaces the channels the guest asks for. Required for a guest of a "
-       "world without configure (messaging-core): its channels come from here."},
+       "world without configure (messaging-core, wasmcloud-messaging): its channels come from "
+       "here."},
       {"group", "string", "\"\"",
        "When non-empty, replaces the guest's \"group\" extension (shared subscription name)."},
       {"batch-size", "0..1000000", "0",

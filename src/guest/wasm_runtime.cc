@@ -347,6 +347,10 @@ bool WasmModule::has_function_export(const std::string& name) const {
   for (const wi::ExportDesc& e : impl_->desc.exports) {
     if (e.type.name == name && e.type.type->kind == wi::ExternKind::Func) return true;
   }
+  // A linked module (a component) exports what its link names.
+  for (const auto& e : impl_->link.exports) {
+    if (e.first == name) return true;
+  }
   return false;
 }
 

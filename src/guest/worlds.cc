@@ -60,6 +60,8 @@ const char* world_name(World w) {
       return "messaging";
     case World::kMessagingCore:
       return "messaging-core";
+    case World::kWasmcloudMessaging:
+      return "wasmcloud-messaging";
   }
   return "?";
 }
@@ -95,12 +97,18 @@ World recognize_core_world(const std::vector<uint8_t>& bytes) {
   if (std::find(names.begin(), names.end(), draft_names::kHandle) != names.end()) {
     return World::kMessagingCore;
   }
+  if (std::find(names.begin(), names.end(), wasmcloud_names::kHandleMessage) != names.end()) {
+    return World::kWasmcloudMessaging;
+  }
   return World::kMessaging;
 }
 
 World module_world(const WasmModule& module) {
-  return module.has_function_export(draft_names::kHandle) ? World::kMessagingCore
-                                                          : World::kMessaging;
+  if (module.has_function_export(draft_names::kHandle)) return World::kMessagingCore;
+  if (module.has_function_export(wasmcloud_names::kHandleMessage)) {
+    return World::kWasmcloudMessaging;
+  }
+  return World::kMessaging;
 }
 
 const std::vector<DraftImport>& draft_imports() {
