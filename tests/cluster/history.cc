@@ -238,14 +238,24 @@ class Checker {
     for (auto& [key, items] : sends) {
       real_time_order(items, "channel " + key.first + ", producer " + key.second);
     }
-    // First deliveries of one channel.
+    // First deliveries of one channel. A crash right after a delivery may deliver the message
+    // again with the same attempt number (docs/PROTOCOL.md): only the earliest delivery of each
+    // message is its first.
+    std::unordered_map<std::string, const Op*> first;
+    for (const Op& op : ops_) {
+      if (op.type != OpType::kReceive || op.outcome != Outcome::kOk) continue;
+      for (const Delivery& d : op.deliveries) {
+        auto [it, inserted] = first.emplace(d.id, &op);
+        if (!inserted && op.invoke_ns < it->second->invoke_ns) it->second = &op;
+      }
+    }
     std::map<std::string, std::vector<Ranged>> receives;
     for (const Op& op : ops_) {
       if (op.type != OpType::kReceive || op.outcome != Outcome::kOk) continue;
       std::optional<uint64_t> previous;
       Ranged r{&op, UINT64_MAX, 0};
       for (const Delivery& d : op.deliveries) {
-        if (d.attempt != 1) continue;
+        if (d.attempt != 1 || first[d.id] != &op) continue;
         if (previous && d.sequence <= *previous) {
           add("order", "first delivery of " + d.id + " (sequence " + std::to_string(d.sequence) +
                            ") follows sequence " + std::to_string(*previous) + " in one receive (" +
