@@ -67,6 +67,11 @@ class Forwarder {
   virtual void locate(const std::string& channel, Locate mode, Located done) = 0;
   // A new link to `target` acting for the client `client_name` with identity `identity` ("" when
   // the server has no authentication).
+  // The node that holds the request-reply inbox `reply_to` names ("<node id>/<token>", made by
+  // a broker with BrokerOptions::inbox_prefix): a target when that is another live node, nullopt
+  // when the inbox is this node's or names no live node (the reply is then served here, where
+  // it finds no inbox and is dropped and counted).
+  virtual std::optional<ForwardTarget> inbox_node(std::string_view reply_to) = 0;
   virtual std::shared_ptr<ForwardLink> link(const ForwardTarget& target,
                                             const std::string& client_name,
                                             const std::string& identity) = 0;
