@@ -371,5 +371,96 @@ TEST_F(RequestReplyClusterTest, AReplyToAStoppedNodeIsDroppedWithinTheForwardTim
   EXPECT_LT(asked, 10s) << "the requester waited for its 30 s timeout on a stopped leader";
 }
 
+using HttpForwardTest = RequestReplyClusterTest;
+
+TEST_F(HttpForwardTest, PublishAndAdminThroughANodeThatDoesNotLeadActOnTheLeader) {
+  start_nodes();
+  const auto nodes = declare("orders");
+  const std::string b = nodes[0], a = nodes[1], c = nodes[2];
+  // Published through a node that does not lead the channel: stored by the leader.
+  for (int i = 0; i < 3; ++i) {
+    auto r = http(a, "POST", "/v1/channels/orders/messages", fmt::format("m{}", i));
+    ASSERT_EQ(r.status, 201u) << r;
+  }
+  EXPECT_GE(forwarded(a, "send"), 3u);
+  auto consumer = connect(b, "worker");
+  auto got = consumer->subscribe_try_receive("orders", 5'000);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_TRUE(*got);
+  EXPECT_EQ(text_of((**got)[0]), "m0");
+  // Stats and browse through the third node are the leader's.
+  auto stats = http(c, "GET", "/v1/channels/orders");
+  ASSERT_EQ(stats.status, 200u) << stats;
+  EXPECT_EQ(stats.json["sends-total"], 3) << stats;
+  EXPECT_EQ(stats.json["in-flight"], (**got).size()) << stats;
+  auto page = http(c, "GET", "/v1/channels/orders/messages");
+  ASSERT_EQ(page.status, 200u) << page;
+  EXPECT_NE(page.body.find("m2"), std::string::npos) << page;
+  // Purge through a node that does not lead it empties the leader's channel.
+  for (const Message& m : **got) ASSERT_TRUE(consumer->complete_message(m).ok());
+  const uint64_t left = 3 - (**got).size();
+  ASSERT_EQ(http(a, "POST", "/v1/channels/orders/messages", "m3").status, 201u);
+  auto purged = http(a, "POST", "/v1/channels/orders/purge", "{}");
+  ASSERT_EQ(purged.status, 200u) << purged;
+  EXPECT_EQ(purged.json["purged"], left + 1) << purged;
+  auto after = consumer->channel_stats("orders");
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  EXPECT_EQ(after->depth, 0u);
+  // A placed channel's settings changed, and the channel deleted, through a node that does not
+  // lead it.
+  const std::string other = declare("fresh")[1];
+  auto changed = http(other, "PUT", "/v1/channels/fresh", R"({"lease-ms": 12345})");
+  ASSERT_EQ(changed.status, 200u) << changed << " (it existed on its leader)";
+  EXPECT_EQ(changed.json["settings"]["lease-ms"], 12345) << changed;
+  const std::string fresh_leader = leader(other, "fresh");
+  auto on_leader = http(fresh_leader, "GET", "/v1/channels/fresh");
+  ASSERT_EQ(on_leader.status, 200u) << on_leader;
+  EXPECT_EQ(on_leader.json["settings"]["lease-ms"], 12345) << on_leader;
+  auto deleted = http(other, "DELETE", "/v1/channels/fresh");
+  ASSERT_EQ(deleted.status, 200u) << deleted;
+  auto gone = connect(fresh_leader)->channel_stats("fresh");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
+  // Stats of a channel nobody placed are answered by the node reached, placing nothing.
+  auto unknown = http(a, "GET", "/v1/channels/nobody-made-this");
+  EXPECT_EQ(unknown.status, 404u) << unknown;
+  EXPECT_EQ(leader(a, "nobody-made-this"), "");
+}
+
+TEST_F(HttpForwardTest, GrantsAreCheckedWhereTheRequestArrivedAndOnTheLeader) {
+  const std::string admin_token = "admin-token-0123456789abcdef012";
+  const std::string reader_token = "reader-token-0123456789abcdef01";
+  json identities = json::array({{{"name", "admin"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(admin_token))},
+                                  {"send", {"*"}},
+                                  {"receive", {"*"}},
+                                  {"manage", {"*"}},
+                                  {"monitor", true}},
+                                 {{"name", "reader"},
+                                  {"token-sha256", auth::to_hex(auth::sha256(reader_token))},
+                                  {"receive", {"orders"}}}});
+  extra_ = {"--set", R"(anonymous={"enabled": false})", "--set", "identities=" + identities.dump()};
+  http_token_ = admin_token;
+  start_nodes();
+  const auto nodes = declare("orders");
+  const std::string a = nodes[1];
+  auto ok = http(a, "POST", "/v1/channels/orders/messages", "by admin");
+  ASSERT_EQ(ok.status, 201u) << ok;
+  const uint64_t relayed = forwarded(a, "send");
+  const uint64_t relayed_admin = forwarded(a, "purge");
+  // No send grant: refused at the node reached, never relayed.
+  auto denied = http(a, "POST", "/v1/channels/orders/messages", "by reader", reader_token);
+  EXPECT_EQ(denied.status, 403u) << denied;
+  auto purge = http(a, "POST", "/v1/channels/orders/purge", "{}", reader_token);
+  EXPECT_EQ(purge.status, 403u) << purge;
+  EXPECT_EQ(forwarded(a, "send"), relayed);
+  EXPECT_EQ(forwarded(a, "purge"), relayed_admin);
+  // What it may do (browse with receive) is relayed and served on the leader as itself.
+  auto page = http(a, "GET", "/v1/channels/orders/messages", "", reader_token);
+  ASSERT_EQ(page.status, 200u) << page;
+  EXPECT_NE(page.body.find("by admin"), std::string::npos) << page;
+  EXPECT_EQ(page.body.find("by reader"), std::string::npos) << page;
+}
+
 }  // namespace
 }  // namespace witmq::cluster
