@@ -117,8 +117,9 @@ class RequestReplyClusterTest : public ::testing::Test {
         15s);
     if (agreed.empty()) {
       for (auto& [id, d] : nodes_) {
-        if (d) ADD_FAILURE() << "no leader of " << channel << " agreed; " << id << " sees "
-                             << leader(id, channel) << ": " << http(id, "GET", "/v1/cluster");
+        if (d)
+          ADD_FAILURE() << "no leader of " << channel << " agreed; " << id << " sees "
+                        << leader(id, channel) << ": " << http(id, "GET", "/v1/cluster");
       }
     }
     std::vector<std::string> out{agreed};
@@ -460,6 +461,33 @@ TEST_F(HttpForwardTest, GrantsAreCheckedWhereTheRequestArrivedAndOnTheLeader) {
   ASSERT_EQ(page.status, 200u) << page;
   EXPECT_NE(page.body.find("by admin"), std::string::npos) << page;
   EXPECT_EQ(page.body.find("by reader"), std::string::npos) << page;
+}
+
+TEST_F(HttpForwardTest, AStoppedLeaderFailsRelayedRequestsWithin503AndTheTimeout) {
+  start_nodes();
+  const auto nodes = declare("held");
+  const std::string b = nodes[0], a = nodes[1];
+  ASSERT_EQ(http(a, "POST", "/v1/channels/held/messages", "warm").status, 201u);
+  nodes_[b]->signal(SIGSTOP);
+  struct Resumed {
+    Daemon* d;
+    ~Resumed() { d->signal(SIGCONT); }
+  } resume{nodes_[b].get()};
+  // The relayed connection to the stopped leader is open: the publish waits for its answer no
+  // longer than cluster-forward-timeout-ms (1 s here), and says the outcome is unknown.
+  auto start = Clock::now();
+  auto r = http(a, "POST", "/v1/channels/held/messages", "lost?");
+  EXPECT_LT(Clock::now() - start, 5s);
+  EXPECT_EQ(r.status, 503u) << r;
+  EXPECT_NE(r.body.find("outcome is unknown"), std::string::npos) << r;
+  EXPECT_NE(r.body.find("held"), std::string::npos) << r;
+  start = Clock::now();
+  auto stats = http(a, "GET", "/v1/channels/held");
+  EXPECT_LT(Clock::now() - start, 5s);
+  // 503 from the stopped leader; or, once its lease ran out and another node leads, 200.
+  EXPECT_TRUE(stats.status == 503u || stats.status == 200u) << stats;
+  // The node's own endpoints still answer.
+  EXPECT_EQ(http(a, "GET", "/v1/cluster").status, 200u);
 }
 
 }  // namespace
