@@ -70,6 +70,10 @@ struct BrokerOptions {
   // again before its reply; false answers kUnavailable. Any thread; must be quick and must not
   // call the broker. Unset (a single node): always true.
   std::function<bool(std::string_view channel)> may_serve;
+  // Cluster mode: what every inbox this broker makes starts with, "<node id>/" (docs/PROTOCOL.md,
+  // "Request and reply"), so that a reply given to any node names the node that holds the
+  // inbox. "" (a single node): an inbox is 32 hex digits.
+  std::string inbox_prefix;
 };
 
 // Most replies one request may wait for (RequestOptions::expected_replies).
@@ -243,6 +247,9 @@ class Broker {
   void cancel_requests(const ClientPtr& client);
   // The same with the two values taken from the request.
   Status reply_to(std::string_view reply_to, std::string_view correlation_id, Message reply);
+  // Counts a reply that could not be taken to the node its address names (cluster mode: that
+  // node is unknown, or the link to it failed) like one to a gone inbox.
+  void count_dropped_reply();
 
   // ---- admin ---------------------------------------------------------------------------------
   // Creates the channel, or updates the settings of an existing one (kind cannot change:

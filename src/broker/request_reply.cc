@@ -34,7 +34,7 @@ void Broker::Impl::register_request(const ClientPtr& cp, const std::shared_ptr<P
   auto& impl = *this;
   Client& c = *cp;
   if (c.inbox.empty()) {
-    c.inbox = random_token() + random_token();
+    c.inbox = impl.opts.inbox_prefix + random_token() + random_token();
     std::lock_guard inboxes_lock(impl.inboxes_mu);
     impl.inboxes[c.inbox] = cp;
   }
@@ -228,6 +228,10 @@ Status Broker::reply_to(std::string_view reply_to, std::string_view correlation_
     answered->done(std::move(answered->replies));
   }
   return ok_status();
+}
+
+void Broker::count_dropped_reply() {
+  impl_->replies_dropped.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace witmq::broker

@@ -614,6 +614,16 @@ std::optional<LeaderInfo> Node::leader_in(const View& v, const std::string& chan
   return info;
 }
 
+std::optional<std::string> Node::client_address_of(const std::string& id) const {
+  const Seen s = seen();
+  if (!s.view || !s.alive || id == options_.node_id) return std::nullopt;
+  auto node = s.view->nodes.find(id);
+  if (node == s.view->nodes.end()) return std::nullopt;
+  std::string address = string_field(node->second, "client-address");
+  if (address.empty()) return std::nullopt;
+  return address;
+}
+
 std::optional<LeaderInfo> Node::leader_of(const std::string& channel) const {
   const Seen s = seen();
   if (!s.view) return std::nullopt;

@@ -155,6 +155,10 @@ class Node {
   void await_leader(const std::string& channel, uint32_t replicas,
                     std::chrono::steady_clock::time_point deadline,
                     std::function<void(std::optional<LeaderInfo>)> done);
+  // The protocol address (cluster-advertise-client) of the live node `id`, as of the last view;
+  // nullopt when `id` is this node, is not registered, or this node is not a member. Request-reply
+  // uses it to take a reply to the node that holds its inbox. Any thread; no etcd round trip.
+  std::optional<std::string> client_address_of(const std::string& id) const;
 
  private:
   struct View;

@@ -202,6 +202,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       const cluster::Node* n = cluster_node.load();
       return n == nullptr || n->may_serve(std::string(channel));
     };
+    // Inboxes name this node, so that a reply given to any node is taken to this one
+    // (docs/CLUSTERING.md, "Forwarding").
+    broker_options.inbox_prefix = config.cluster.node_id + "/";
   }
   auto broker = broker::Broker::open(std::move(broker_options), io.get_executor());
   if (!broker) {

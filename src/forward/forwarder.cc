@@ -52,6 +52,10 @@ class Link : public net::ForwardLink, public std::enable_shared_from_this<Link> 
     if (const auto* t = std::get_if<net::SubscribeTryReceive>(&request.body)) {
       deadline += std::chrono::milliseconds(t->timeout_ms);
       waits = t->timeout_ms > 0;
+    } else if (const auto* q = std::get_if<net::Request>(&request.body)) {
+      // The leader holds the request until its replies come or its own timeout passes.
+      deadline += std::chrono::milliseconds(q->timeout_ms);
+      waits = true;
     } else if (op == net::FrameType::kSubscribeReceive) {
       deadline = Clock::time_point::max();
       waits = true;
@@ -316,6 +320,16 @@ void Forwarder::locate(const std::string& channel, net::Locate mode, Located don
                         "under way, or this node is not a member{}; retry",
                         channel, options_.timeout.count(), why.empty() ? "" : " (" + why + ")")));
       });
+}
+
+std::optional<net::ForwardTarget> Forwarder::inbox_node(std::string_view reply_to) {
+  cluster::Node* node = node_.load();
+  const size_t slash = reply_to.find('/');
+  if (!node || slash == std::string_view::npos || slash == 0) return std::nullopt;
+  std::string id(reply_to.substr(0, slash));
+  auto address = node->client_address_of(id);
+  if (!address) return std::nullopt;
+  return net::ForwardTarget{std::move(id), std::move(*address)};
 }
 
 std::shared_ptr<net::ForwardLink> Forwarder::link(const net::ForwardTarget& target,

@@ -10,10 +10,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/result.h"
 #include "common/unique_function.h"
@@ -67,9 +70,39 @@ class Forwarder {
   virtual void locate(const std::string& channel, Locate mode, Located done) = 0;
   // A new link to `target` acting for the client `client_name` with identity `identity` ("" when
   // the server has no authentication).
+  // The node that holds the request-reply inbox `reply_to` names ("<node id>/<token>", made by
+  // a broker with BrokerOptions::inbox_prefix): a target when that is another live node, nullopt
+  // when the inbox is this node's or names no live node (the reply is then served here, where
+  // it finds no inbox and is dropped and counted).
+  virtual std::optional<ForwardTarget> inbox_node(std::string_view reply_to) = 0;
   virtual std::shared_ptr<ForwardLink> link(const ForwardTarget& target,
                                             const std::string& client_name,
                                             const std::string& identity) = 0;
+};
+
+// Forwarding for a front door that serves a request on a thread that may wait (the HTTP admin
+// API and publishing, docs/HTTP.md "In a cluster"): one call relays one request to the channel's
+// leader and waits for its answer. Links are kept per (node, identity) and reused; each acts for
+// an anonymous client (connect name ""), since these requests hold nothing on the leader between
+// calls. Thread-safe.
+class Relay {
+ public:
+  explicit Relay(std::shared_ptr<Forwarder> forwarder) : forwarder_(std::move(forwarder)) {}
+  // Whether this node serves `channel` now, as its last view says, without waiting: false when
+  // another node leads it or no leader is known (call() then waits for one).
+  bool served_here(const std::string& channel);
+  // nullopt when this node serves `channel` (it leads it; or `mode` is kPlaced and the cluster
+  // has not placed it, and this node answers as a node without it does). Otherwise the leader's
+  // reply to `request` (an error reply is returned as its Error), or kUnavailable naming the
+  // channel and the node when it could not be relayed. Blocks until the leader is known and has
+  // answered, each bounded by cluster-forward-timeout-ms.
+  Result<std::optional<Frame>> call(const std::string& channel, Locate mode, Frame request,
+                                    const std::string& identity);
+
+ private:
+  std::shared_ptr<Forwarder> forwarder_;
+  std::mutex mu_;  // guards links_
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<ForwardLink>> links_;
 };
 
 // A forwarding connection's connect token: "witmq-forward\n<identity>\n<cluster-peer-token>".

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <optional>
 
 #include "common/base64.h"
@@ -438,6 +439,7 @@ Router::Router(broker::Broker& broker, const Server& protocol, const HttpCounter
     : broker_(broker), protocol_(protocol), counters_(counters), sources_(std::move(sources)) {
   // One broker client for every HTTP publish: it only sends, so it holds no subscription.
   if (auto c = broker_.connect("")) client_ = std::move(*c);
+  if (protocol_.forwarder()) relay_ = std::make_unique<Relay>(protocol_.forwarder());
 }
 
 std::optional<HttpResponse> Router::probe(const HttpRequest& head) const {
@@ -601,7 +603,7 @@ HttpResponse Router::channel_routes(const HttpRequest& r, const std::vector<std:
     if (m == "PUT" || m == "POST") {
       auto settings = body_object(r.body);
       if (!settings) return error_of(settings.error());
-      const bool existed = broker_.channel_stats(name).ok();
+      const bool existed = call_admin(AdminOp::kChannelStats, {{"name", name}}, access).ok();
       HttpResponse declared =
           admin(AdminOp::kChannelDeclare, {{"name", name}, {"settings", std::move(*settings)}}, access);
       if (declared.status != 200) return declared;
@@ -758,8 +760,34 @@ HttpResponse Router::identity(std::string_view query, auth::Access* access) {
   return json_response(200, out);
 }
 
+Result<AdminResult> Router::call_admin(AdminOp op, const json& body, auth::Access* access) {
+  const std::string text = body.dump();
+  std::optional<std::string> channel;
+  if (relay_) channel = admin_channel(op, text);
+  if (channel) {
+    if (access) WITMQ_RETURN_IF_ERROR(authorize_admin(op, *channel, *access));
+    // A channel the cluster has not placed is served here: none of these places one, and a
+    // declare of a new channel creates it here, from where it is placed with its own replicas.
+    auto relayed = relay_->call(*channel, Locate::kPlaced, Frame{0, AdminRequest{op, text}},
+                                access ? access->name() : std::string());
+    if (!relayed) return std::move(relayed).error();
+    if (*relayed) {
+      if (auto* reply = std::get_if<AdminReply>(&(*relayed)->body)) {
+        return AdminResult{std::move(reply->json), {}};
+      }
+      if (auto* page = std::get_if<BrowseOk>(&(*relayed)->body)) {
+        return AdminResult{"", std::move(page->messages)};
+      }
+      return Error(ErrorCode::kInternal,
+                   fmt::format("admin request on channel '{}': its leader answered with a {} frame",
+                               *channel, frame_type_name((*relayed)->type())));
+    }
+  }
+  return handle_admin(broker_, op, text, protocol_.admin_options(), access);
+}
+
 HttpResponse Router::admin(AdminOp op, const json& body, auth::Access* access) {
-  auto result = handle_admin(broker_, op, body.dump(), protocol_.admin_options(), access);
+  auto result = call_admin(op, body, access);
   if (!result) return error_of(result.error());
   HttpResponse r;
   r.body = std::move(result->json);
@@ -777,8 +805,7 @@ HttpResponse Router::browse(const std::string& channel, std::string_view query,
     request[k] = v;
     if (k == "from") from = v;
   }
-  auto result =
-      handle_admin(broker_, AdminOp::kBrowse, request.dump(), protocol_.admin_options(), access);
+  auto result = call_admin(AdminOp::kBrowse, request, access);
   if (!result && !(missing_is_empty && result.error().code == ErrorCode::kNotFound)) {
     // A page larger than the limit is the caller's mistake in the query, not a large body.
     const Error& e = result.error();
@@ -800,12 +827,15 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
   }
   // The dead letters of a channel are those of its dead-letter channel; those of a dead-letter
   // channel are its own messages.
-  auto stats = broker_.channel_stats(channel);
+  // (Through call_admin: in a cluster the channel's leader knows it; the grants above suffice.)
+  auto stats = call_admin(AdminOp::kChannelStats, {{"name", channel}}, access);
   if (!stats) return error_of(stats.error());
-  std::string dlq = stats->is_dead_letter ? channel
-                    : stats->settings.dead_letter_channel.empty()
-                        ? channel + ".dlq"
-                        : stats->settings.dead_letter_channel;
+  const json parsed = json::parse(stats->json, nullptr, false);
+  std::string dlq = channel;
+  if (!parsed.value("is-dead-letter", false)) {
+    dlq = parsed.contains("settings") ? parsed["settings"].value("dead-letter-channel", "") : "";
+    if (dlq.empty()) dlq = channel + ".dlq";
+  }
   if (!replay) return browse(dlq, query, true, access);
   if (access) {
     if (auto st = access->check(auth::Action::kManage, dlq); !st) return error_of(st.error());
@@ -823,7 +853,7 @@ HttpResponse Router::dead_letters(const HttpRequest& r, const std::string& chann
   }
   json request = std::move(*body);
   request["channel"] = dlq;
-  if (!broker_.channel_stats(dlq)) {
+  if (!call_admin(AdminOp::kChannelStats, {{"name", dlq}}, access)) {
     // Nothing was ever dead-lettered: nothing to move. The body is still checked.
     if (request.size() > 2 || (request.size() == 2 && !request.contains("max"))) {
       return error_response(400, ErrorCode::kInvalidArgument,
@@ -887,18 +917,22 @@ Routed Router::publish(HttpRequest r, const std::string& channel,
   if (!client_) {
     return Routed::now(error_response(503, ErrorCode::kUnavailable, "the broker refused a client"));
   }
+  // Cluster mode: a channel this node does not lead now is published on its leader.
+  std::optional<std::string> relay_as;
+  if (relay_ && !relay_->served_here(channel)) relay_as = access ? access->name() : std::string();
   if (r.body.size() > kParseOnIoThreadBytes) {
     // Parsing a large structured event takes a while: not on an I/O thread.
     Routed out;
-    out.prepare = guarded("parsing a CloudEvent", [this, r = std::move(r), channel] {
-      return publish_message(r, channel);
+    out.prepare = guarded("parsing a CloudEvent", [this, r = std::move(r), channel, relay_as] {
+      return publish_message(r, channel, relay_as);
     });
     return out;
   }
-  return publish_message(r, channel);
+  return publish_message(r, channel, std::move(relay_as));
 }
 
-Routed Router::publish_message(const HttpRequest& r, const std::string& channel) {
+Routed Router::publish_message(const HttpRequest& r, const std::string& channel,
+                               std::optional<std::string> relay_as) {
   auto request = message_from_http(r.headers, r.body);
   if (!request) return Routed::now(error_of(request.error()));
   Routed out;
@@ -910,7 +944,38 @@ Routed Router::publish_message(const HttpRequest& r, const std::string& channel)
   p.bytes = request->message.data.size();
   if (const std::string* v = find_metadata(request->message, "id")) p.id = *v;
   p.message = std::move(request->message);
+  if (relay_as) {
+    Routed relayed;
+    relayed.blocking = guarded("a relayed publish",
+                               [this, p = std::move(*out.publish), who = std::move(*relay_as)] {
+                                 return relay_publish(p, who);
+                               });
+    return relayed;
+  }
   return out;
+}
+
+HttpResponse Router::relay_publish(Publish p, const std::string& identity) {
+  std::vector<Message> batch;
+  batch.push_back(std::move(p.message));
+  auto relayed =
+      relay_->call(p.channel, Locate::kPlace, Frame{0, Send{p.channel, batch}}, identity);
+  Status st = ok_status();
+  if (!relayed) {
+    st = std::move(relayed).error();
+  } else if (!*relayed) {
+    // This node leads the channel after all (it was elected meanwhile).
+    std::promise<Status> sent;
+    auto done = sent.get_future();
+    broker_.send(client_, p.channel, std::move(batch),
+                 [&sent](Status result) { sent.set_value(std::move(result)); });
+    st = done.get();
+  } else if (!std::holds_alternative<SendOk>((*relayed)->body)) {
+    st = Error(ErrorCode::kInternal,
+               fmt::format("publish to channel '{}': its leader answered with a {} frame",
+                           p.channel, frame_type_name((*relayed)->type())));
+  }
+  return published(p, st);
 }
 
 HttpResponse Router::published(const Publish& p, const Status& st) const {

@@ -19,6 +19,7 @@
 #include "common/result.h"
 #include "net/admin.h"
 #include "net/cloudevents.h"
+#include "net/forward.h"
 #include "net/metrics.h"
 
 namespace witmq::net {
@@ -169,6 +170,10 @@ class Router {
                               std::string_view query, auth::Access* access);
   // One admin op through net/admin.h: its JSON reply with 200, or the error.
   HttpResponse admin(AdminOp op, const nlohmann::json& body, auth::Access* access);
+  // One admin op, on this node or, in cluster mode, on the leader of the channel it names
+  // (docs/HTTP.md, "In a cluster"): `access`'s grants are checked here first, and again by the
+  // leader, which acts for the same identity. Blocks while it is relayed (on the admin pool).
+  Result<AdminResult> call_admin(AdminOp op, const nlohmann::json& body, auth::Access* access);
   HttpResponse browse(const std::string& channel, std::string_view query, bool missing_is_empty,
                       auth::Access* access);
   HttpResponse dead_letters(const HttpRequest& r, const std::string& channel,
@@ -176,14 +181,20 @@ class Router {
   HttpResponse checkpoint(const HttpRequest& r, auth::Access* access);
   Routed publish(HttpRequest r, const std::string& channel,
                  const std::shared_ptr<auth::Access>& access);
-  // The checked publish of `r`'s message (parsing its body).
-  Routed publish_message(const HttpRequest& r, const std::string& channel);
+  // The checked publish of `r`'s message (parsing its body). With `relay_as` (cluster mode, the
+  // channel led elsewhere or no leader known), relayed to the leader for that identity.
+  Routed publish_message(const HttpRequest& r, const std::string& channel,
+                         std::optional<std::string> relay_as = std::nullopt);
+  // The publish of `p` relayed to its channel's leader (on the admin pool).
+  HttpResponse relay_publish(Publish p, const std::string& identity);
 
   broker::Broker& broker_;
   const Server& protocol_;
   const HttpCounters& counters_;
   const HttpSources sources_;
   broker::ClientPtr client_;
+  // Cluster mode: relays requests about channels other nodes lead (null on a single node).
+  std::unique_ptr<Relay> relay_;
   std::atomic<bool> stopping_{false};
 };
 

@@ -196,6 +196,8 @@ class Server {
   // What admin requests run with (the channel defaults, the browse limit, server-stats' figures),
   // for the HTTP admin API to share.
   const AdminOptions& admin_options() const { return admin_options_; }
+  // Cluster mode: the forwarding the HTTP side shares (null on a single node).
+  const std::shared_ptr<Forwarder>& forwarder() const { return options_.forwarder; }
 
  private:
   // Accepts on `acceptor` until it closes; `tls` says whether its connections speak TLS.

@@ -675,6 +675,24 @@ bool Session::maybe_forward(Frame& frame) {
     channel = std::move(parsed->channel_name);
     mode = Locate::kPlaced;
     receipt_text = *receipt;
+  } else if (auto* q = std::get_if<Request>(&frame.body)) {
+    // Served by the channel's leader, where the requester's inbox then lives: its address names
+    // that node, so a reply given to any node is taken there (below).
+    channel = q->channel;
+    allowed = authorize(auth::Action::kSend, channel);
+    bytes = sizeof(Request) + message_wire_size(q->message);
+  } else if (auto* r = std::get_if<Reply>(&frame.body)) {
+    // A reply goes to the node its inbox names, on this client's link there, unless this is a
+    // forwarded connection (one hop: it is served here, where a foreign inbox is not found and
+    // the reply is dropped and counted) or the address names this node or no live node.
+    if (forwarded_) return false;
+    auto target = opts_.forwarder->inbox_node(r->reply_to);
+    if (!target) return false;
+    bytes = sizeof(Reply) + message_wire_size(r->message);
+    ++in_flight_;
+    in_flight_bytes_ += bytes;
+    forward(std::move(frame), std::string(), *target, bytes);
+    return true;
   } else if (auto* a = std::get_if<AdminRequest>(&frame.body)) {
     auto named = admin_channel(a->op, a->json);
     if (!named) return false;
@@ -758,6 +776,14 @@ void Session::forward(Frame frame, std::string channel, const ForwardTarget& tar
 void Session::on_forwarded(uint32_t id, const std::string& channel, const ForwardTarget& target,
                            Result<Frame> reply, size_t bytes) {
   if (closed_) return;
+  if (!reply && channel.empty()) {
+    // A reply (forward() is given no channel for one) that could not be taken to its inbox's
+    // node: dropped and counted, and answered like one to a gone inbox (it tells the responder
+    // nothing about the requester).
+    broker_.count_dropped_reply();
+    reply_empty(id, FrameType::kReplyOk);
+    return answered(bytes);
+  }
   if (!reply) {
     reply_error(id, Error(reply.error().code,
                           fmt::format("channel '{}' (led by node {} at {}): {}", channel,
@@ -852,13 +878,6 @@ void Session::handle_settle(uint32_t id, const Message& m, bool complete) {
 static_assert(kMaxReplyFieldBytes == broker::kMaxReplyAddressBytes);
 
 void Session::handle_request(uint32_t id, Request& r) {
-  if (opts_.forwarder) {
-    // The inbox lives on the node the requester is connected to, and a reply may reach any node:
-    // routing replies between nodes is not built yet.
-    return reply_error(id, Error(ErrorCode::kUnsupported,
-                                 "request: request-reply is not served in cluster mode yet "
-                                 "(docs/CLUSTERING.md)"));
-  }
   if (auto st = authorize(auth::Action::kSend, r.channel); !st) return reply_error(id, st.error());
   ++in_flight_;
   const size_t bytes = sizeof(Request) + message_wire_size(r.message);
