@@ -1215,7 +1215,7 @@ void Session::deliver(const broker::DeliveredBatch& batch) {
   // Each stored message goes into the frame as it is, its reserved metadata (the order of
   // DeliveredBatch::to_messages) written from numbers formatted into one scratch buffer: no
   // Message is built and no payload copied but into the frame.
-  constexpr size_t kDigits = 20;  // a u64 in decimal
+  constexpr size_t kDigits = 20;  // a 64-bit integer in decimal, sign included
   const std::string_view name = batch.channel;
   using Entry = std::pair<std::string_view, std::string_view>;
   constexpr size_t kReserved = 6;
@@ -1225,7 +1225,7 @@ void Session::deliver(const broker::DeliveredBatch& batch) {
   std::vector<MessageParts> parts;
   parts.reserve(items.size());
   char* p = scratch.data();
-  auto number = [&p](uint64_t v) {
+  auto number = [&p](auto v) {
     char* begin = p;
     p = std::to_chars(p, p + kDigits, v).ptr;
     return std::string_view(begin, static_cast<size_t>(p - begin));
@@ -1244,7 +1244,7 @@ void Session::deliver(const broker::DeliveredBatch& batch) {
     e[n++] = {meta::kChannel, name};
     e[n++] = {meta::kSequence, seq};
     e[n++] = {meta::kAttempt, number(it.attempts)};
-    e[n++] = {meta::kPublishedAt, number(static_cast<uint64_t>(body.publish_time_ms))};
+    e[n++] = {meta::kPublishedAt, number(body.publish_time_ms)};
     if (!it.receipt.empty()) e[n++] = {meta::kReceipt, it.receipt};
     parts.push_back({&body.message, std::span<const Entry>(e, n)});
   }
