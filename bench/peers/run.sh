@@ -23,8 +23,9 @@
 # Scenarios (the shape of witmq-bench; --size bytes per message):
 #   p2p     1 producer with --window unconfirmed messages, 1 consumer acknowledging each message:
 #           witmq `group` (fsync, shared) vs RabbitMQ quorum queue (fsync before the confirm),
-#           witmq `none` (written, no fsync) vs JetStream file storage (written, no fsync: the
-#           Debian nats-server 2.9 has no sync_interval setting to fsync each write).
+#           witmq `none` (in memory, on disk at the next flush: it promises less than
+#           JetStream) vs JetStream file storage (written, no fsync: the Debian nats-server 2.9
+#           has no sync_interval setting to fsync each write).
 #   pubsub  1 publisher, 1 and 4 subscribers each receiving every message:
 #           witmq publish-subscribe `none`, streaming vs NATS core (memory only, nothing stored).
 #   pubsub-acked  the same with a window of unconfirmed sends and subscribers that acknowledge
@@ -319,7 +320,7 @@ witmq_pubsub=(--messages "$messages" --size "$size" --batch "$witmq_batch" --pip
   --receive-batch 1000)
 declare -A promise_of=(
   [group]="fsync before ok (shared by concurrent writes)"
-  [none]="written to the log before ok, no fsync"
+  [none]="in memory before ok (on disk at the next flush or a clean stop)"
   [rabbit]="fsync before the confirm (quorum queue, Raft log)"
   [js]="written to the stream file before the ack, no fsync"
   [core]="nothing stored, no publish confirmation"

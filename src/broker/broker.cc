@@ -171,8 +171,40 @@ void Broker::send(const ClientPtr& client, std::string_view channel, std::vector
   impl_->append(channel, std::move(messages), std::move(done));
 }
 
+std::vector<Message> DeliveredBatch::to_messages() const {
+  std::vector<Message> out;
+  out.reserve(items.size());
+  for (const auto& it : items) {
+    const Message& src = it.body->message;
+    Message m;
+    m.data = src.data;
+    m.format = src.format;
+    Metadata md;
+    md.reserve((src.metadata ? src.metadata->size() : 0) + 6);
+    if (src.metadata) md = *src.metadata;
+    md.emplace_back(meta::kId, fmt::format("{}/{}", channel, it.body->seq));
+    md.emplace_back(meta::kChannel, channel);
+    md.emplace_back(meta::kSequence, std::to_string(it.body->seq));
+    md.emplace_back(meta::kAttempt, std::to_string(it.attempts));
+    md.emplace_back(meta::kPublishedAt, std::to_string(it.body->publish_time_ms));
+    if (!it.receipt.empty()) md.emplace_back(meta::kReceipt, it.receipt);
+    m.metadata = std::move(md);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
                      ReceiveOptions options, ReceiveHandler done) {
+  receive_batch(client, std::move(channels), options,
+                [done = std::move(done)](Result<DeliveredBatch> r) mutable {
+                  if (!r) return done(std::move(r).error());
+                  done(r->to_messages());
+                });
+}
+
+void Broker::receive_batch(const ClientPtr& client, std::vector<std::string> channels,
+                           ReceiveOptions options, BatchHandler done) {
   auto& impl = *impl_;
   if (auto st = impl.check_open(); !st) return done(std::move(st).error());
   if (client->gone.load()) {
@@ -224,7 +256,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     }
     if (!g.items.empty()) return done(impl.materialize(g));
   }
-  if (options.timeout && options.timeout->count() <= 0) return done(std::vector<Message>{});
+  if (options.timeout && options.timeout->count() <= 0) return done(DeliveredBatch{});
 
   w->done = std::move(done);
   for (auto& ch : chs) w->channels.push_back(ch);
@@ -233,7 +265,7 @@ void Broker::receive(const ClientPtr& client, std::vector<std::string> channels,
     w->timer = impl.timers.schedule(steady_now() + *options.timeout, [&impl, weak] {
       auto p = weak.lock();
       if (!p || !p->claim()) return;
-      p->done(std::vector<Message>{});
+      p->done(DeliveredBatch{});
       impl.drop_waiter(*p);
     });
   }

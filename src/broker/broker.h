@@ -155,11 +155,31 @@ struct BrokerTables {
   uint64_t requests_timed_out_total = 0;
 };
 
+// Messages one receive delivers, as the broker holds them: every stored message shared, not
+// copied, with what its reserved metadata is made of. A stream encodes it straight into deliver
+// frames (the payload copied once, no Message built per delivery); to_messages() builds the WIT
+// messages for everyone else.
+struct DeliveredBatch {
+  std::string channel;
+  struct Item {
+    std::shared_ptr<const storage::StoredMessage> body;  // seq, publish time and the message
+    uint32_t attempts = 0;
+    std::string receipt;  // empty when settled on delivery (settlement auto)
+  };
+  std::vector<Item> items;
+
+  // The messages with their own metadata followed by the reserved entries, in this order:
+  // witmq-id, witmq-channel, witmq-sequence, witmq-attempt, witmq-published-at, and
+  // witmq-receipt unless settled on delivery.
+  std::vector<Message> to_messages() const;
+};
+
 class Broker {
  public:
   using SendHandler = UniqueFunction<void(Status)>;
   using SettleHandler = UniqueFunction<void(Status)>;
   using ReceiveHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
+  using BatchHandler = UniqueFunction<void(Result<DeliveredBatch>)>;
   // The replies of a request, in arrival order, or why there are none.
   using RequestHandler = UniqueFunction<void(Result<std::vector<Message>>)>;
 
@@ -195,6 +215,9 @@ class Broker {
   // each channel is kept between calls.
   void receive(const ClientPtr& client, std::vector<std::string> channels, ReceiveOptions options,
                ReceiveHandler done);
+  // receive() answering with the batch as the broker holds it (DeliveredBatch).
+  void receive_batch(const ClientPtr& client, std::vector<std::string> channels,
+                     ReceiveOptions options, BatchHandler done);
   // Ends the client's pending receives now with an empty batch (e.g. a stream stopped).
   void cancel_receives(const ClientPtr& client);
 

@@ -110,7 +110,7 @@ class Client {
 struct Waiter {
   ClientPtr client;
   uint32_t max = 0;
-  Broker::ReceiveHandler done;
+  Broker::BatchHandler done;
   TimerQueue::Handle timer;
   std::vector<std::weak_ptr<Channel>> channels;
   std::atomic<bool> claimed{false};
@@ -160,7 +160,7 @@ struct DeadLetterJob {
 
 // Work found under a channel lock and done after releasing it.
 struct Deferred {
-  std::vector<std::pair<Broker::ReceiveHandler, Grant>> deliveries;
+  std::vector<std::pair<Broker::BatchHandler, Grant>> deliveries;
   std::vector<DeadLetterJob> dead_letters;
   // The reply of the abandon that queued dead_letters[first]: it waits for that move.
   std::vector<std::pair<size_t, Broker::SettleHandler>> dead_letter_replies;
@@ -403,7 +403,7 @@ struct Broker::Impl {
   void retry_waiters(Client& c);
 
   // Turns a grant into WIT messages with the reserved metadata (no lock held).
-  std::vector<Message> materialize(Grant& g);
+  DeliveredBatch materialize(Grant& g);
   // Settles the messages of `g` that storage no longer has, or never had (no lock held).
   void settle_absent(const Grant& g, const std::vector<Seq>& absent);
   // Reads the bodies the tail cache did not have (channel lock held). Needed before a grant's

@@ -47,8 +47,10 @@ const std::vector<SettingDoc>& channel_setting_docs() {
        "channel exists."},
       {"durability", "string", "group",
        "sync: a send is confirmed after its own fsync. group: confirmed after an fsync shared with "
-       "every write queued at that moment. none: confirmed once in the write-ahead log without "
-       "fsync (survives a daemon crash, not a power loss)."},
+       "every write queued at that moment. none: confirmed once in memory, without the "
+       "write-ahead log; on disk at the next memtable flush and at a clean stop (SIGTERM), so a "
+       "crash of witmqd or of the machine loses the messages not flushed yet (at most "
+       "storage-write-buffer-bytes); settlements are still written to the write-ahead log."},
       {"max-deliveries", "integer 0..1000000", "10",
        "Deliveries after which a message still not completed goes to the dead-letter channel, "
        "whatever abandon-policy says. 0 = unlimited."},

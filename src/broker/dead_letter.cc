@@ -150,6 +150,10 @@ Status Broker::Impl::append_locked_free(Channel& ch, std::vector<Message> messag
 // Channel lock held.
 void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, WriteSet ws,
                                SendHandler* done, int64_t now) {
+  // A plain append to a `none` channel skips the write-ahead log (Store: WriteSet::set_unlogged);
+  // one that carries other writes (a dead-letter move's settlement, a definition written again)
+  // stays logged, as those writes promise.
+  const bool plain = ws.empty();
   for (auto& m : messages) {
     Seq seq = ch.head++;
     ws.put_message(ch.id, seq, now, m);
@@ -157,7 +161,11 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
                  opts.tail_cache_bytes);
   }
   ws.put_head(ch.id, {ch.first, ch.head});
+  const size_t own_ops = ws.op_count();
   rewrite_definition_if_due(ch, ws);
+  if (plain && ws.op_count() == own_ops && ch.settings.durability == Durability::kNone) {
+    ws.set_unlogged();
+  }
   ch.sends_total += messages.size();
   const Seq end = ch.head;
   const Seq begin = end - messages.size();

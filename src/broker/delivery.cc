@@ -182,11 +182,13 @@ void Broker::Impl::load_bodies(const Channel& ch, Grant& g) {
   }
 }
 
-// Turns a grant into WIT messages with the reserved metadata (no lock held).
-std::vector<Message> Broker::Impl::materialize(Grant& g) {
-  std::vector<Message> out;
-  out.reserve(g.items.size());
-  const std::string& chname = g.ch->name;
+// Turns a grant into the batch a receive answers with (no lock held): bodies the tail cache did
+// not have are read here; messages no longer stored are left out (and settled).
+DeliveredBatch Broker::Impl::materialize(Grant& g) {
+  DeliveredBatch out;
+  out.items.reserve(g.items.size());
+  out.channel = g.ch->name;
+  const std::string& chname = out.channel;
   std::vector<Seq> absent;
   for (auto& it : g.items) {
     if (!it.body) {
@@ -201,23 +203,9 @@ std::vector<Message> Broker::Impl::materialize(Grant& g) {
       }
       it.body = std::make_shared<const StoredMessage>(std::move(**r));
     }
-    const Message& src = it.body->message;
-    Message m;
-    m.data = src.data;
-    m.format = src.format;
-    Metadata md;
-    md.reserve((src.metadata ? src.metadata->size() : 0) + 6);
-    if (src.metadata) md = *src.metadata;
-    md.emplace_back(meta::kId, fmt::format("{}/{}", chname, it.seq));
-    md.emplace_back(meta::kChannel, chname);
-    md.emplace_back(meta::kSequence, std::to_string(it.seq));
-    md.emplace_back(meta::kAttempt, std::to_string(it.attempts));
-    md.emplace_back(meta::kPublishedAt, std::to_string(it.body->publish_time_ms));
-    if (!g.auto_settled) {
-      md.emplace_back(meta::kReceipt, format_receipt({g.ch->id, g.sub, it.seq, g.lease, chname}));
-    }
-    m.metadata = std::move(md);
-    out.push_back(std::move(m));
+    DeliveredBatch::Item item{std::move(it.body), it.attempts, {}};
+    if (!g.auto_settled) item.receipt = format_receipt({g.ch->id, g.sub, it.seq, g.lease, chname});
+    out.items.push_back(std::move(item));
   }
   if (!absent.empty()) settle_absent(g, absent);
   return out;
@@ -484,7 +472,7 @@ void Broker::Impl::end_waiters(Client& c, bool with_error) {
                     "the receive was ended: client disconnected or "
                     "broker shutting down"));
     } else {
-      w->done(std::vector<Message>{});
+      w->done(DeliveredBatch{});
     }
     drop_waiter(*w);
   }

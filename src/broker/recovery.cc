@@ -37,6 +37,22 @@ Status Broker::Impl::load(storage::RecoveredState& recovered) {
     ch->head = ch->committed = c.head.next;
     loaded[ch->id] = ch;
   }
+  // A `none` channel's appends skip the write-ahead log, so after a crash its subscriptions'
+  // cursors and delivery records (which are logged) may name seqs past the last stored message.
+  // The head moves past them, never giving a seq out twice; the seqs between were lost.
+  for (const auto& rs : state->subscriptions) {
+    auto it = loaded.find(rs.def.channel);
+    if (it == loaded.end()) continue;
+    Channel& ch = *it->second;
+    Seq named = std::max(rs.cursor.floor, rs.cursor.next);
+    if (!rs.deliveries.empty()) named = std::max(named, rs.deliveries.back().first + 1);
+    if (named > ch.head) {
+      log::warn("recovery: channel {}: messages {}..{} were lost at the last stop (durability {})",
+                ch.name, ch.head, named - 1, storage::durability_name(ch.settings.durability));
+      ch.add_unstored(ch.head, named);
+      ch.head = ch.committed = named;
+    }
+  }
   std::vector<DeadLetterJob> jobs;
   WriteSet ws;
   const auto now = steady_now();

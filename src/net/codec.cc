@@ -89,6 +89,27 @@ class Writer {
     u8(static_cast<uint8_t>(m.format));
     optional_pairs(m.metadata);
   }
+  void message(const MessageParts& m) {
+    bytes(m.message->data);
+    u8(static_cast<uint8_t>(m.message->format));
+    const Metadata* own = m.message->metadata ? &*m.message->metadata : nullptr;
+    if (!own && m.extra.empty()) {
+      u8(0);
+      return;
+    }
+    u8(1);
+    u32(static_cast<uint32_t>((own ? own->size() : 0) + m.extra.size()));
+    if (own) {
+      for (const auto& [k, v] : *own) {
+        string(k);
+        string(v);
+      }
+    }
+    for (const auto& [k, v] : m.extra) {
+      string(k);
+      string(v);
+    }
+  }
   void messages(std::span<const Message> ms) {
     u32(static_cast<uint32_t>(ms.size()));
     for (const Message& m : ms) message(m);
@@ -560,6 +581,17 @@ size_t message_wire_size(const Message& m) {
   return 4 + m.data.size() + 1 + optional_pairs_size(m.metadata);
 }
 
+size_t message_wire_size(const MessageParts& m) {
+  const Message& msg = *m.message;
+  if (!msg.metadata && m.extra.empty()) return 4 + msg.data.size() + 1 + 1;
+  size_t n = 4 + msg.data.size() + 1 + 1 + 4;
+  if (msg.metadata) {
+    for (const auto& [k, v] : *msg.metadata) n += 8 + k.size() + v.size();
+  }
+  for (const auto& [k, v] : m.extra) n += 8 + k.size() + v.size();
+  return n;
+}
+
 size_t message_frame_overhead(std::string_view channel) {
   return kHeaderBytes + string_size(channel) + 4;
 }
@@ -715,6 +747,17 @@ size_t encode_send(Buffer& out, uint32_t request_id, std::string_view channel,
 size_t encode_deliver(Buffer& out, uint32_t stream_id, std::string_view channel,
                       std::span<const Message> messages) {
   return encode_channel_messages(out, FrameType::kDeliver, stream_id, channel, messages);
+}
+
+size_t encode_deliver_parts(Buffer& out, uint32_t stream_id, std::string_view channel,
+                            std::span<const MessageParts> messages) {
+  size_t size = string_size(channel) + 4;
+  for (const MessageParts& m : messages) size += message_wire_size(m);
+  return write_frame(out, FrameType::kDeliver, stream_id, size, [&](Writer& w) {
+    w.string(channel);
+    w.u32(static_cast<uint32_t>(messages.size()));
+    for (const MessageParts& m : messages) w.message(m);
+  });
 }
 
 size_t encode_receive_ok(Buffer& out, uint32_t request_id, std::span<const Message> messages) {

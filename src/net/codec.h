@@ -86,8 +86,20 @@ size_t encode_receive_ok(Buffer& out, uint32_t request_id, std::span<const Messa
 size_t encode_try_receive_ok(Buffer& out, uint32_t request_id,
                              const std::vector<Message>* messages);
 
+// A message given as its parts: `message`, then `extra` metadata entries after its own (the
+// message then has metadata even if it had none). What a deliver frame carries for a stored
+// message and the reserved entries of its delivery, without building the combined Message.
+struct MessageParts {
+  const Message* message = nullptr;
+  std::span<const std::pair<std::string_view, std::string_view>> extra;
+};
+// encode_deliver for messages given as parts: the same bytes as for the combined messages.
+size_t encode_deliver_parts(Buffer& out, uint32_t stream_id, std::string_view channel,
+                            std::span<const MessageParts> messages);
+
 // Bytes `m` takes inside a frame body: for packing deliver frames under the peer's frame limit.
 size_t message_wire_size(const Message& m);
+size_t message_wire_size(const MessageParts& m);
 // Bytes a send or deliver frame with `channel` and no messages takes, header included; each
 // message adds message_wire_size(m).
 size_t message_frame_overhead(std::string_view channel);

@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -1192,26 +1193,26 @@ void Session::pump_stream() {
   options.max_messages = static_cast<uint32_t>(
       std::min<uint64_t>({stream_.credit, stream_batch_size_, opts_.max_receive_messages, room}));
   stream_.receive_pending = true;
-  broker_.receive(client_, configured_channels_, options,
-                  [self = shared_from_this()](Result<std::vector<Message>> result) mutable {
-                    self->post([self, result = std::move(result)]() mutable {
-                      self->on_stream_receive(std::move(result));
-                    });
-                  });
+  broker_.receive_batch(client_, configured_channels_, options,
+                        [self = shared_from_this()](Result<broker::DeliveredBatch> result) mutable {
+                          self->post([self, result = std::move(result)]() mutable {
+                            self->on_stream_receive(std::move(result));
+                          });
+                        });
 }
 
-void Session::on_stream_receive(Result<std::vector<Message>> result) {
+void Session::on_stream_receive(Result<broker::DeliveredBatch> result) {
   stream_.receive_pending = false;
   if (closed_) return;
   if (!result) {
     if (stream_.stop_ids.empty() && !draining_) end_stream(result.error());
-  } else if (!result->empty()) {
+  } else if (!result->items.empty()) {
     // A reload may have taken a grant away (or the identity) while the round waited.
-    const std::string* channel = find_metadata(result->front(), meta::kChannel);
     Status allowed = ok_status();
-    if (access_ && channel) allowed = access_->check(auth::Action::kReceive, *channel);
+    if (access_) allowed = access_->check(auth::Action::kReceive, result->channel);
     if (!allowed) {
-      release(*result, 0, allowed.error().message);
+      auto messages = result->to_messages();
+      release(messages, 0, allowed.error().message);
       if (stream_.stop_ids.empty() && !draining_) end_stream(allowed.error());
     } else {
       deliver(*result);
@@ -1226,22 +1227,61 @@ void Session::on_stream_receive(Result<std::vector<Message>> result) {
   }
 }
 
-void Session::deliver(std::vector<Message>& messages) {
-  stream_.credit -= std::min<uint64_t>(stream_.credit, messages.size());
+void Session::deliver(const broker::DeliveredBatch& batch) {
+  const auto& items = batch.items;
+  stream_.credit -= std::min<uint64_t>(stream_.credit, items.size());
   if (!can_write()) return;
-  // A receive's batch comes from one channel.
-  const std::string* channel = find_metadata(messages.front(), meta::kChannel);
-  const std::string_view name = channel ? std::string_view(*channel) : configured_channels_.front();
+  // Each stored message goes into the frame as it is, its reserved metadata (the order of
+  // DeliveredBatch::to_messages) written from numbers formatted into one scratch buffer: no
+  // Message is built and no payload copied but into the frame.
+  constexpr size_t kDigits = 20;  // a 64-bit integer in decimal, sign included
+  const std::string_view name = batch.channel;
+  using Entry = std::pair<std::string_view, std::string_view>;
+  constexpr size_t kReserved = 6;
+  // Per round, not kept: an idle streaming connection holds none of it.
+  std::vector<char> scratch(items.size() * (name.size() + 1 + 4 * kDigits));
+  std::vector<Entry> entries(items.size() * kReserved);
+  std::vector<MessageParts> parts;
+  parts.reserve(items.size());
+  char* p = scratch.data();
+  auto number = [&p](auto v) {
+    char* begin = p;
+    p = std::to_chars(p, p + kDigits, v).ptr;
+    return std::string_view(begin, static_cast<size_t>(p - begin));
+  };
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto& it = items[i];
+    const storage::StoredMessage& body = *it.body;
+    char* id = p;
+    std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = '/';
+    const std::string_view seq = number(body.seq);
+    Entry* e = &entries[i * kReserved];
+    size_t n = 0;
+    e[n++] = {meta::kId, std::string_view(id, static_cast<size_t>(p - id))};
+    e[n++] = {meta::kChannel, name};
+    e[n++] = {meta::kSequence, seq};
+    e[n++] = {meta::kAttempt, number(it.attempts)};
+    e[n++] = {meta::kPublishedAt, number(body.publish_time_ms)};
+    if (!it.receipt.empty()) e[n++] = {meta::kReceipt, it.receipt};
+    parts.push_back({&body.message, std::span<const Entry>(e, n)});
+  }
   const size_t overhead = message_frame_overhead(name);
+  const size_t limit = frame_limit();
   // The round was sized to the room under the cap at the largest message size, so it fits; the
   // first message always goes, each frame holds at least one.
-  std::span<const Message> rest(messages);
+  std::span<const MessageParts> rest(parts);
   while (!rest.empty()) {
-    const size_t n = std::max<size_t>(1, fitting(rest, overhead, frame_limit()));
-    encode_deliver(out_pending_, stream_.id, name, rest.first(n));
+    size_t bytes = overhead, n = 0;
+    while (n < rest.size() && (n == 0 || bytes + message_wire_size(rest[n]) <= limit)) {
+      bytes += message_wire_size(rest[n]);
+      ++n;
+    }
+    encode_deliver_parts(out_pending_, stream_.id, name, rest.first(n));
     rest = rest.subspan(n);
   }
-  ctx_.counters.messages_out.fetch_add(messages.size(), std::memory_order_relaxed);
+  ctx_.counters.messages_out.fetch_add(items.size(), std::memory_order_relaxed);
   queued();
 }
 

@@ -188,10 +188,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Streaming.
   void pump_stream();
-  void on_stream_receive(Result<std::vector<Message>> result);
+  void on_stream_receive(Result<broker::DeliveredBatch> result);
   void end_stream(const Error& error);
   void finish_stream_stop();
-  void deliver(std::vector<Message>& messages);
+  void deliver(const broker::DeliveredBatch& batch);
 
   // Writing. Every reply goes through these; `answered` counts a request as no longer in flight.
   void reply_empty(uint32_t id, FrameType type);

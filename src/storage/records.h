@@ -23,7 +23,8 @@ enum class Durability : uint8_t {
   kSync = 0,   // confirmed after its own WAL write is fsynced; never shares a sync
   kGroup = 1,  // confirmed after an fsync shared with every write queued at that moment (default)
   kNone = 2,   // confirmed once written to the WAL without fsync: survives a daemon crash,
-               // not a power loss or kernel crash
+               // not a power loss or kernel crash; with WriteSet::set_unlogged (a `none`
+               // channel's appends) not even written to the WAL: durable once flushed
 };
 std::string_view durability_name(Durability d);
 Result<Durability> parse_durability(std::string_view name);

@@ -215,6 +215,10 @@ void WriteSet::delete_messages(ChannelId ch, Seq from, Seq to) {
 //     record before Write returns (manual_wal_flush is off), so the data is in the kernel's page
 //     cache: it survives the daemon crashing or being killed, but not a power loss or a kernel
 //     crash.
+//   - a group of unlogged kNone requests (WriteSet::set_unlogged, single node only) is written
+//     with disableWAL: memtables only, durable once flushed (close() flushes). A group is either
+//     all unlogged or all logged (take_group stops where that changes), so a logged write never
+//     goes without its WAL record.
 // Requests queued while a write (and its fsync) is in progress form the next group, which is what
 // makes group commit merge more the slower the disk is.
 
@@ -224,6 +228,7 @@ struct Store::Impl {
     Durability durability;
     CommitCallback done;
     std::function<void(WriteSet&)> fill;  // see Store::commit_filled
+    bool unlogged = false;                // written without the WAL (see the comment above)
   };
 
   StoreOptions options;
@@ -271,7 +276,8 @@ struct Store::Impl {
 
   void commit_loop();
   // Moves the next merge group from the queue into `group`: a lone kSync request, or a run of
-  // kGroup / kNone requests up to max_commit_bytes (always at least one request).
+  // kGroup / kNone requests, all logged or all unlogged, up to max_commit_bytes (always at least
+  // one request).
   void take_group(std::vector<Request>& group);
   void write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch);
   rocksdb::Status add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch);
@@ -340,11 +346,13 @@ void Store::Impl::take_group(std::vector<Request>& group) {
   };
   size_t bytes = filled(queue.front()).writes.bytes();
   bool alone = queue.front().durability == Durability::kSync;
+  const bool unlogged = queue.front().unlogged;
   group.push_back(std::move(queue.front()));
   queue.pop_front();
   if (alone) return;
   // Stops at a kSync request rather than skipping it: requests are applied in submission order.
   while (!queue.empty() && queue.front().durability != Durability::kSync &&
+         queue.front().unlogged == unlogged &&
          bytes + filled(queue.front()).writes.bytes() <= options.max_commit_bytes) {
     bytes += queue.front().writes.bytes();
     group.push_back(std::move(queue.front()));
@@ -413,6 +421,7 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
   } else if (s.ok()) {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
+    wo.disableWAL = group.front().unlogged;
     s = db->Write(wo, &batch);
   }
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -525,11 +534,15 @@ void Store::Impl::close() {
   queue_cv.notify_one();
   commit_thread.join();
   merger->stop();
-  // Flushing here means the next open replays no WAL. A failure is harmless for durability (the
-  // WAL still holds everything) and close() has nobody to report it to, so it is not reported.
+  // Flushing here makes unlogged writes durable, and means the next open replays no WAL.
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  db->Flush(fo, handles).PermitUncheckedError();
+  if (auto s = db->Flush(fo, handles); !s.ok()) {
+    log::error(
+        "storage: data directory '{}': flushing at close failed; writes made without the "
+        "write-ahead log (durability none) since the last flush are lost: {}",
+        options.path, s.ToString());
+  }
   closed = true;
 }
 
@@ -589,7 +602,10 @@ void Store::commit_request(WriteSet writes, std::function<void(WriteSet&)> fill,
   {
     std::lock_guard lock(impl_->queue_mu);
     if (impl_->accepting) {
-      impl_->queue.push_back({std::move(writes), durability, std::move(done), std::move(fill)});
+      const bool unlogged =
+          writes.unlogged_ && durability == Durability::kNone && !impl_->options.replicator;
+      impl_->queue.push_back(
+          {std::move(writes), durability, std::move(done), std::move(fill), unlogged});
       // Notified under the lock: cheap here, and it cannot race with close() joining the thread.
       impl_->queue_cv.notify_one();
       return;

@@ -11,7 +11,8 @@
 //
 // Thread safety: every method may be called from any thread. Writes are queued to one commit
 // thread, which merges what is queued into one WriteBatch and one WAL write (and one fsync when a
-// request needs it), then runs the requests' callbacks in submission order. Reads go straight to
+// request needs it; none for a run of unlogged requests, WriteSet::set_unlogged), then runs the
+// requests' callbacks in submission order. Reads go straight to
 // RocksDB and see every write whose callback has run.
 #pragma once
 
@@ -73,6 +74,14 @@ class WriteSet {
   // Removes messages [from, to) of channel `ch` (a range delete).
   void delete_messages(ChannelId ch, Seq from, Seq to);
 
+  // Lets these writes skip the write-ahead log when they are committed with Durability::kNone on a
+  // single node (no replicator): they go to RocksDB's memtables only, and become durable when the
+  // memtables are flushed (when full, and at close()). A process that dies before then loses
+  // them, and may keep any other write, logged or flushed, made after them. Ignored for kGroup,
+  // kSync and in cluster mode, where the write is logged as usual.
+  void set_unlogged() { unlogged_ = true; }
+  bool unlogged() const { return unlogged_; }
+
   bool empty() const { return ops_.empty(); }
   size_t bytes() const { return buf_.size(); }
   size_t op_count() const { return ops_.size(); }
@@ -92,6 +101,7 @@ class WriteSet {
   std::vector<Op> ops_;
   // Applied from a leader's shipment: never shipped on (see Store::apply_replicated).
   bool replicated_in_ = false;
+  bool unlogged_ = false;
 };
 
 // Records Store::recover() found without the record they belong to, and removed. A crash or a
@@ -190,7 +200,8 @@ class Store {
   // not exist yet.
   Status checkpoint(const std::string& dir);
 
-  // Stops accepting commits, drains the queue and flushes memtables. Idempotent.
+  // Stops accepting commits, drains the queue and flushes memtables (which is what makes unlogged
+  // writes durable; a failed flush is logged). Idempotent.
   void close();
 
   StoreStats stats() const;

@@ -164,6 +164,38 @@ TEST(CodecTest, SpanEncodersMatchTheStructEncoders) {
 
 // ---- truncation --------------------------------------------------------------------------------
 
+// A stream's deliver frames are encoded from the stored message and the reserved entries
+// (MessageParts): the bytes must be those of the combined messages.
+TEST(CodecTest, DeliverFromPartsMatchesTheCombinedMessages) {
+  using Entry = std::pair<std::string_view, std::string_view>;
+  const std::vector<Entry> reserved = {{"witmq-id", "orders/7"}, {"witmq-sequence", "7"}};
+  Message plain;
+  plain.data = {1, 2, 3};
+  Message with_md = plain;
+  with_md.format = Format::kCloudevents;
+  with_md.metadata = Metadata{{"k", "v"}};
+  Message empty_md = plain;
+  empty_md.metadata = Metadata{};
+  const std::vector<MessageParts> parts = {
+      {&plain, reserved}, {&with_md, reserved}, {&plain, {}}, {&empty_md, {}}, {&with_md, {}}};
+  std::vector<Message> combined;
+  for (const auto& p : parts) {
+    Message m = *p.message;
+    if (!p.extra.empty()) {
+      if (!m.metadata) m.metadata = Metadata{};
+      for (const auto& [k, v] : p.extra) m.metadata->emplace_back(k, v);
+    }
+    combined.push_back(std::move(m));
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    EXPECT_EQ(message_wire_size(parts[i]), message_wire_size(combined[i])) << i;
+  }
+  Buffer a, b;
+  const size_t n = encode_deliver_parts(a, 5, "orders", parts);
+  EXPECT_EQ(n, encode_deliver(b, 5, "orders", combined));
+  EXPECT_EQ(a, b);
+}
+
 TEST(CodecTest, EveryPrefixOfAValidFrameNeedsMore) {
   for (const Frame& f : testing::sample_frames()) {
     SCOPED_TRACE(std::string(frame_type_name(f.type())));

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <thread>
 
@@ -208,6 +209,49 @@ TEST_F(StoreTest, MaxCommitBytesBoundsMerges) {
   reopen();
   ASSERT_TRUE(store_->commit_and_wait(one_message(2, 0), Durability::kGroup).ok());
   expect_channel(*store_, 2, 1);
+}
+
+// Unlogged requests (WriteSet::set_unlogged) never share a write with logged ones, so a logged
+// write always has its WAL record; consecutive unlogged ones still share one.
+TEST_F(StoreTest, UnloggedAndLoggedRequestsAreWrittenApart) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  const StoreStats before = store_->stats();
+  // The first request's callback holds the commit thread while the others queue up.
+  store_->commit(one_message(1, 0), Durability::kNone, [&](Status) {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return release; });
+  });
+  Countdown all(5);
+  auto ok = [&](Status s) {
+    EXPECT_TRUE(s.ok());
+    all.done();
+  };
+  auto unlogged = [](Seq seq) {
+    WriteSet ws = one_message(1, seq);
+    ws.set_unlogged();
+    return ws;
+  };
+  store_->commit(unlogged(1), Durability::kNone, ok);
+  store_->commit(unlogged(2), Durability::kNone, ok);
+  store_->commit(one_message(1, 3), Durability::kNone, ok);
+  store_->commit(unlogged(4), Durability::kNone, ok);
+  // Unlogged is for kNone only: a kGroup request is logged and synced whatever its WriteSet says.
+  store_->commit(unlogged(5), Durability::kGroup, ok);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(all.wait());
+  StoreStats st = store_->stats();
+  // [0] logged, [1, 2] unlogged, [3] logged, [4] unlogged, [5] logged (and synced).
+  EXPECT_EQ(st.writes - before.writes, 5u);
+  EXPECT_EQ(st.syncs - before.syncs, 1u);
+  // close() flushes, so the unlogged writes are there after a reopen.
+  reopen();
+  expect_channel(*store_, 1, 6);
 }
 
 TEST_F(StoreTest, CallbackMayCommitAgain) {

@@ -30,6 +30,9 @@ using testing::TempDir;
 
 constexpr const char* kDirEnv = "WITMQ_STORAGE_CRASH_DIR";
 constexpr const char* kModeEnv = "WITMQ_STORAGE_CRASH_MODE";
+// Set (to anything): the child's appends are unlogged (WriteSet::set_unlogged), as the broker's
+// appends to a `none` channel are.
+constexpr const char* kUnloggedEnv = "WITMQ_STORAGE_CRASH_UNLOGGED";
 constexpr ChannelId kChannel = 7;
 constexpr Seq kBatch = 5;
 constexpr int64_t kTime0 = 1'700'000'000'000;
@@ -71,6 +74,7 @@ TEST(CrashChild, AppendUntilKilled) {
       ws.put_message(kChannel, s, kTime0 + static_cast<int64_t>(s), crash_message(s));
     }
     ws.put_head(kChannel, {0, first + kBatch});
+    if (getenv(kUnloggedEnv) != nullptr) ws.set_unlogged();
     store.commit(std::move(ws), *durability, [&, first](Status s) {
       if (s.ok()) {
         // One write(2) per line: unbuffered, so the parent sees exactly what was acknowledged.
@@ -97,7 +101,7 @@ struct ChildRun {
 // Starts the child on `dir` in `mode`, kills it with SIGKILL once `kill_after` batches are
 // acknowledged or `limit` has passed, and returns what it acknowledged before dying.
 ChildRun run_child_and_kill(const std::string& dir, Durability mode, size_t kill_after,
-                            std::chrono::milliseconds limit) {
+                            std::chrono::milliseconds limit, bool unlogged = false) {
   ChildRun run;
   // Everything the child needs is built before fork(): between fork and exec only
   // async-signal-safe calls are allowed (RocksDB's background threads may hold malloc locks).
@@ -107,6 +111,7 @@ ChildRun run_child_and_kill(const std::string& dir, Durability mode, size_t kill
   }
   env_strings.push_back(std::string(kDirEnv) + "=" + dir);
   env_strings.push_back(std::string(kModeEnv) + "=" + std::string(durability_name(mode)));
+  if (unlogged) env_strings.push_back(std::string(kUnloggedEnv) + "=1");
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -217,8 +222,40 @@ void crash_and_verify(Durability mode) {
 
 TEST(CrashSafety, SyncAcknowledgedWritesSurviveSigkill) { crash_and_verify(Durability::kSync); }
 TEST(CrashSafety, GroupAcknowledgedWritesSurviveSigkill) { crash_and_verify(Durability::kGroup); }
-// kNone promises to survive a daemon crash (not a power loss): its WAL write reached the kernel.
+// A logged kNone write survives a daemon crash (not a power loss): its WAL write reached the
+// kernel. The broker writes its state so; a `none` channel's appends are unlogged (below).
 TEST(CrashSafety, NoneAcknowledgedWritesSurviveSigkill) { crash_and_verify(Durability::kNone); }
+
+// Unlogged appends (a `none` channel's, since they skip the WAL) promise nothing after a crash:
+// what the child acknowledged was only in its memtable, so a SIGKILL loses it. What survives is
+// still a prefix with a consistent head, and a logged write made before them (the channel's
+// definition) is kept.
+TEST(CrashSafety, UnloggedWritesAreLostBySigkillLoggedOnesKept) {
+  TempDir dir;
+  std::string db = dir.sub("db");
+  ChildRun run = run_child_and_kill(db, Durability::kNone, 300, std::chrono::milliseconds(5000),
+                                    /*unlogged=*/true);
+  ASSERT_TRUE(WIFSIGNALED(run.wait_status) && WTERMSIG(run.wait_status) == SIGKILL)
+      << run.other_output;
+  ASSERT_FALSE(run.acked.empty()) << "the child acknowledged nothing:\n" << run.other_output;
+  Seq acked_end = run.acked.back().first + run.acked.back().second;
+
+  StoreOptions options;
+  options.path = db;
+  auto opened = Store::open(options);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& store = **opened;
+  auto all = store.read(kChannel, 0, UINT64_MAX, SIZE_MAX);
+  ASSERT_TRUE(all.ok()) << all.error().to_string();
+  for (Seq s = 0; s < all->size(); ++s) ASSERT_EQ((*all)[s].seq, s) << "a hole in the log";
+  // A few MB, far below a memtable: nothing was flushed, so nothing written without the WAL
+  // can have survived.
+  EXPECT_LT(all->size(), acked_end) << "unlogged writes survived a SIGKILL: they were logged";
+  auto rec = store.recover();
+  ASSERT_TRUE(rec.ok()) << rec.error().to_string();
+  ASSERT_EQ(rec->channels.size(), 1u) << "the logged definition was lost";
+  EXPECT_GE(rec->channels[0].head.next, all->size());
+}
 
 }  // namespace
 }  // namespace witmq::storage
