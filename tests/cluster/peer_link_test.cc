@@ -723,7 +723,7 @@ TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
     return peer.receive();
   };
   for (uint64_t p = 1; p <= 3; ++p) {
-    auto ok = answer(PeerReplicate{"y", 5, p, p == 1 ? 0 : 5, p - 1, 1, "", ""});
+    auto ok = answer(PeerReplicate{"y", 5, p, p == 1 ? 0u : 5u, p - 1, 1, "", ""});
     ASSERT_TRUE(ok && std::holds_alternative<PeerReplicated>(*ok)) << refused_text(ok);
   }
   // A new leader (epoch 6) that holds positions 1..2 only writes its own position 3.
