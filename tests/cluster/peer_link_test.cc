@@ -268,9 +268,11 @@ TEST_F(PeerServerTest, WrongSecretClusterVersionOrFirstFrameIsRefused) {
     std::string expected;
   };
   const std::vector<FirstFrame> firsts = {
-      {PeerHello{7, "test", "n2", peer_nonce()}, "peer protocol version 7, this node speaks 2"},
+      {PeerHello{7, "test", "n2", peer_nonce()}, "peer protocol version 7, this node speaks 3"},
       // A version 1 hello carried the secret itself: refused by its version alone.
-      {PeerHello{1, "test", "n2", kSecret}, "peer protocol version 1, this node speaks 2"},
+      {PeerHello{1, "test", "n2", kSecret}, "peer protocol version 1, this node speaks 3"},
+      // Version 2 had no log matching: its replicate frames would be misread.
+      {PeerHello{2, "test", "n2", peer_nonce()}, "peer protocol version 2, this node speaks 3"},
       {PeerHello{kPeerProtocolVersion, "test", "n2", "short"}, "a nonce of 5 bytes, expected 32"},
       {PeerPing{1}, "expected a hello as the first frame, got ping"},
       {PeerWelcome{2, "n2", ""}, "expected a hello as the first frame, got welcome"},
