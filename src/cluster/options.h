@@ -44,6 +44,9 @@ struct ClusterOptions {
   // How long a write of a replicated channel waits for a majority of its replicas
   // (cluster-replication-timeout-ms).
   std::chrono::milliseconds replication_timeout{5'000};
+  // Bytes of shipped frames a leader keeps per channel to resend (cluster-replication-retained-
+  // bytes); a follower further behind is sent a snapshot.
+  uint64_t replication_retained_bytes = 32 << 20;
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with

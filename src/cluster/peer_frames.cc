@@ -139,6 +139,8 @@ Result<PeerFrame> decode_replicate(Reader& r) {
   WITMQ_TAKE(channel, r.str("channel"));
   WITMQ_TAKE(epoch, r.uint(8, "epoch"));
   WITMQ_TAKE(position, r.uint(8, "position"));
+  WITMQ_TAKE(prev_epoch, r.uint(8, "previous-epoch"));
+  WITMQ_TAKE(prev_position, r.uint(8, "previous-position"));
   WITMQ_TAKE(durability, r.uint(1, "durability"));
   WITMQ_TAKE(definitions, r.bytes("definitions"));
   WITMQ_TAKE(records, r.bytes("records"));
@@ -149,9 +151,60 @@ Result<PeerFrame> decode_replicate(Reader& r) {
   }
   if (position == 0)
     return invalid_argument("peer frame replicate: position 0 (positions start at 1)");
-  return PeerFrame(PeerReplicate{std::move(channel), epoch, position,
+  if (prev_position + 1 != position || prev_epoch > epoch ||
+      (prev_position == 0 && prev_epoch != 0)) {
+    return invalid_argument(fmt::format(
+        "peer frame replicate: previous entry (epoch {}, position {}) cannot precede (epoch {}, "
+        "position {}): expected position {} and an epoch at most {} (0 with position 0)",
+        prev_epoch, prev_position, epoch, position, position - 1, epoch));
+  }
+  return PeerFrame(PeerReplicate{std::move(channel), epoch, position, prev_epoch, prev_position,
                                  static_cast<uint8_t>(durability), std::move(definitions),
                                  std::move(records)});
+}
+
+Result<PeerFrame> decode_diverged(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(last_epoch, r.uint(8, "last-epoch"));
+  WITMQ_TAKE(last_position, r.uint(8, "last-position"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(PeerDiverged{std::move(channel), epoch, last_epoch, last_position});
+}
+
+Result<PeerFrame> decode_snapshot(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(position, r.uint(8, "position"));
+  WITMQ_TAKE(index, r.uint(4, "index"));
+  WITMQ_TAKE(last, r.uint(1, "last"));
+  WITMQ_TAKE(count, r.uint(2, "starts"));
+  if (last > 1) {
+    return invalid_argument(fmt::format("peer frame snapshot: last is {}, expected 0 or 1", last));
+  }
+  std::vector<PeerEpochStart> starts;
+  for (uint64_t i = 0; i < count; ++i) {
+    WITMQ_TAKE(start_epoch, r.uint(8, "start-epoch"));
+    WITMQ_TAKE(first, r.uint(8, "start-position"));
+    starts.push_back({start_epoch, first});
+  }
+  WITMQ_TAKE(records, r.bytes("records"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  if (!starts.empty() && last == 0) {
+    return invalid_argument("peer frame snapshot: epoch starts in a chunk that is not the last");
+  }
+  return PeerFrame(PeerSnapshot{std::move(channel), epoch, position, static_cast<uint32_t>(index),
+                                last == 1, std::move(starts), std::move(records)});
+}
+
+Result<PeerFrame> decode_snapshot_ack(Reader& r) {
+  WITMQ_TAKE(channel, r.str("channel"));
+  WITMQ_TAKE(epoch, r.uint(8, "epoch"));
+  WITMQ_TAKE(position, r.uint(8, "position"));
+  WITMQ_TAKE(index, r.uint(4, "index"));
+  WITMQ_RETURN_IF_ERROR(r.end());
+  return PeerFrame(
+      PeerSnapshotAck{std::move(channel), epoch, position, static_cast<uint32_t>(index)});
 }
 
 Result<PeerFrame> decode_replicated(Reader& r) {
@@ -226,6 +279,8 @@ std::string encode_peer_frame(const PeerFrame& frame) {
           body.str(f.channel);
           body.u64(f.epoch);
           body.u64(f.position);
+          body.u64(f.prev_epoch);
+          body.u64(f.prev_position);
           body.u8(f.durability);
           body.bytes(f.definitions);
           body.bytes(f.records);
@@ -238,7 +293,36 @@ std::string encode_peer_frame(const PeerFrame& frame) {
           body.u8(static_cast<uint8_t>(PeerFrameType::kResend));
           body.str(f.channel);
           body.u64(f.from);
+        } else if constexpr (std::is_same_v<T, PeerDiverged>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kDiverged));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u64(f.last_epoch);
+          body.u64(f.last_position);
+        } else if constexpr (std::is_same_v<T, PeerSnapshot>) {
+          body.reserve(48 + f.channel.size() + 16 * f.starts.size() + f.records.size());
+          body.u8(static_cast<uint8_t>(PeerFrameType::kSnapshot));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u64(f.position);
+          body.u32(f.index);
+          body.u8(f.last ? 1 : 0);
+          // A list longer than a u16 counts is cut to its newest entries, as a store keeps them.
+          const size_t n = std::min<size_t>(f.starts.size(), UINT16_MAX);
+          body.u16(static_cast<uint16_t>(n));
+          for (size_t i = f.starts.size() - n; i < f.starts.size(); ++i) {
+            body.u64(f.starts[i].epoch);
+            body.u64(f.starts[i].first);
+          }
+          body.bytes(f.records);
+        } else if constexpr (std::is_same_v<T, PeerSnapshotAck>) {
+          body.u8(static_cast<uint8_t>(PeerFrameType::kSnapshotAck));
+          body.str(f.channel);
+          body.u64(f.epoch);
+          body.u64(f.position);
+          body.u32(f.index);
         } else {
+          static_assert(std::is_same_v<T, PeerReplicaRefused>);
           body.u8(static_cast<uint8_t>(PeerFrameType::kReplicaRefused));
           body.str(f.channel);
           body.u64(f.epoch);
@@ -308,9 +392,21 @@ Result<PeerFrame> decode_peer_body(std::span<const uint8_t> body) {
       Reader r(rest, "replica-refused");
       return decode_replica_refused(r);
     }
+    case PeerFrameType::kDiverged: {
+      Reader r(rest, "diverged");
+      return decode_diverged(r);
+    }
+    case PeerFrameType::kSnapshot: {
+      Reader r(rest, "snapshot");
+      return decode_snapshot(r);
+    }
+    case PeerFrameType::kSnapshotAck: {
+      Reader r(rest, "snapshot-ack");
+      return decode_snapshot_ack(r);
+    }
   }
   return invalid_argument(
-      fmt::format("peer frame: unknown type {}, expected 1..9, 16 or 17", type));
+      fmt::format("peer frame: unknown type {}, expected 1..12, 16 or 17", type));
 }
 
 std::string peer_text(std::string_view s) {
@@ -330,8 +426,9 @@ std::string peer_text(std::string_view s) {
 
 std::string peer_frame_name(const PeerFrame& frame) {
   static constexpr const char* kNames[] = {
-      "hello", "welcome",    "refused", "ping",   "pong",           "challenge",
-      "proof", "replicate",  "replicated", "resend", "replica-refused"};
+      "hello",           "welcome",  "refused",   "ping",        "pong",
+      "challenge",       "proof",    "replicate", "replicated",  "resend",
+      "replica-refused", "diverged", "snapshot",  "snapshot-ack"};
   return kNames[frame.index()];
 }
 

@@ -15,13 +15,24 @@
 //   5 pong       u64 nonce                                              (answer to ping)
 //
 // Replication (docs/CLUSTERING.md, "Replication"), after the welcome:
-//   6 replicate     str channel, u64 epoch, u64 position, u8 durability (0 sync, 1 group,
-//                   2 none), u32 length + definitions, u32 length + records   (leader to follower)
+//   6 replicate     str channel, u64 epoch, u64 position, u64 previous epoch, u64 previous
+//                   position (the leader's entry before this one), u8 durability (0 sync,
+//                   1 group, 2 none), u32 length + definitions, u32 length + records
+//                   (leader to follower)
 //   7 replicated    str channel, u64 epoch, u64 position   (follower: it holds every position up
-//                   to this one, as durably as asked; epoch is the highest it has seen)
+//                   to this one, as the leader wrote them, as durably as asked; epoch is the
+//                   highest it has seen)
 //   8 resend        str channel, u64 from     (follower: positions before `from` are all it has)
 //   9 replica-refused  str channel, u64 epoch, u16 error code, str text   (follower: a stale
 //                   epoch, or records it cannot apply; `epoch` is the highest it has seen)
+//  10 diverged      str channel, u64 epoch, u64 last epoch, u64 last position   (follower: its
+//                   log is not the leader's, or its copy is an incomplete snapshot (last 0, 0);
+//                   it needs a snapshot; `epoch` is the highest it has seen)
+//  11 snapshot      str channel, u64 epoch, u64 position, u32 chunk index, u8 last (0 or 1),
+//                   u16 count + count times (u64 epoch, u64 first position): the leader's epoch
+//                   starts (last chunk only), u32 length + records   (leader to follower)
+//  12 snapshot-ack  str channel, u64 epoch, u64 position, u32 chunk index   (follower: that
+//                   chunk is stored; after the last one it holds every position up to `position`)
 //
 // The handshake (hello, challenge, proof, welcome) proves that both sides hold the cluster's
 // secret without sending it (cluster/peer_auth.h); the listener names itself only in the
@@ -34,14 +45,16 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "common/result.h"
 
 namespace witmq::cluster {
 
 // The peer protocol version this build speaks; a hello with another one is refused. Version 1
-// sent the secret itself in the hello; 2 proves it (challenge and proof).
-inline constexpr uint16_t kPeerProtocolVersion = 2;
+// sent the secret itself in the hello; 2 proves it (challenge and proof); 3 adds log matching
+// (the previous entry in replicate, diverged) and snapshots.
+inline constexpr uint16_t kPeerProtocolVersion = 3;
 // Bytes of the length prefix before each body.
 inline constexpr size_t kPeerHeaderBytes = 4;
 // The handshake's frames are small: a listener reads at most this many body bytes before the
@@ -60,6 +73,9 @@ enum class PeerFrameType : uint8_t {
   kReplicated = 7,
   kResend = 8,
   kReplicaRefused = 9,
+  kDiverged = 10,
+  kSnapshot = 11,
+  kSnapshotAck = 12,
 };
 
 struct PeerHello {
@@ -94,6 +110,8 @@ struct PeerReplicate {
   std::string channel;
   uint64_t epoch = 0;
   uint64_t position = 0;
+  uint64_t prev_epoch = 0;  // the leader's entry before this one (0, 0: none)
+  uint64_t prev_position = 0;
   uint8_t durability = 1;  // storage::Durability's value
   std::string definitions;
   std::string records;
@@ -114,9 +132,35 @@ struct PeerReplicaRefused {
   std::string text;
 };
 
-using PeerFrame =
-    std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong, PeerChallenge, PeerProof,
-                 PeerReplicate, PeerReplicated, PeerResend, PeerReplicaRefused>;
+struct PeerDiverged {
+  std::string channel;
+  uint64_t epoch = 0;
+  uint64_t last_epoch = 0;
+  uint64_t last_position = 0;
+};
+struct PeerEpochStart {
+  uint64_t epoch = 0;
+  uint64_t first = 0;
+};
+struct PeerSnapshot {
+  std::string channel;
+  uint64_t epoch = 0;
+  uint64_t position = 0;
+  uint32_t index = 0;
+  bool last = false;
+  std::vector<PeerEpochStart> starts;
+  std::string records;
+};
+struct PeerSnapshotAck {
+  std::string channel;
+  uint64_t epoch = 0;
+  uint64_t position = 0;
+  uint32_t index = 0;
+};
+
+using PeerFrame = std::variant<PeerHello, PeerWelcome, PeerRefused, PeerPing, PeerPong,
+                               PeerChallenge, PeerProof, PeerReplicate, PeerReplicated, PeerResend,
+                               PeerReplicaRefused, PeerDiverged, PeerSnapshot, PeerSnapshotAck>;
 
 // The whole frame (length prefix included).
 std::string encode_peer_frame(const PeerFrame& frame);

@@ -272,9 +272,12 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count();
       continue;
     }
-    const auto type = static_cast<PeerFrameType>(frame->index() + 1);
-    if (type == PeerFrameType::kReplicated || type == PeerFrameType::kResend ||
-        type == PeerFrameType::kReplicaRefused) {
+    // A follower's answers to replication (the variant's order is not the frame types').
+    if (std::holds_alternative<PeerReplicated>(*frame) ||
+        std::holds_alternative<PeerResend>(*frame) ||
+        std::holds_alternative<PeerReplicaRefused>(*frame) ||
+        std::holds_alternative<PeerDiverged>(*frame) ||
+        std::holds_alternative<PeerSnapshotAck>(*frame)) {
       if (options.on_frame) options.on_frame(link->node, std::move(*frame));
       continue;
     }

@@ -295,7 +295,9 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
       if (conn->closed) break;
       continue;
     }
-    if (auto* replicate = std::get_if<PeerReplicate>(&*frame); replicate && options.on_replicate) {
+    auto* replicate = std::get_if<PeerReplicate>(&*frame);
+    auto* snapshot = std::get_if<PeerSnapshot>(&*frame);
+    if ((replicate && options.on_replicate) || (snapshot && options.on_snapshot)) {
       std::weak_ptr<Connection> weak = conn;
       auto reply = [weak](std::string answer) {
         auto c = weak.lock();
@@ -305,7 +307,11 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
           c->enqueue(std::move(answer));
         });
       };
-      options.on_replicate(peer_id, std::move(*replicate), std::move(reply));
+      if (replicate) {
+        options.on_replicate(peer_id, std::move(*replicate), std::move(reply));
+      } else {
+        options.on_snapshot(peer_id, std::move(*snapshot), std::move(reply));
+      }
       if (conn->closed) break;
       continue;
     }

@@ -46,6 +46,8 @@ struct PeerServerOptions {
   // is refused like any frame a listener does not take.
   using ReplyFn = std::function<void(std::string frame)>;
   std::function<void(const std::string& peer, PeerReplicate frame, ReplyFn reply)> on_replicate;
+  // A snapshot chunk from a channel's leader (docs/CLUSTERING.md, "Snapshots"); unset: refused.
+  std::function<void(const std::string& peer, PeerSnapshot frame, ReplyFn reply)> on_snapshot;
 };
 
 // Counters for /v1/cluster and /metrics.

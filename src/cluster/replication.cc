@@ -35,13 +35,19 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   std::atomic<bool> stopped{false};
 
   std::atomic<uint64_t> shipped{0}, quorum_acks{0}, quorum_timeouts{0}, applied{0},
-      stale_refused{0}, resends{0}, beyond_retained{0};
+      stale_refused{0}, resends{0}, beyond_retained{0}, diverged{0}, snapshots_sent{0},
+      snapshots_received{0};
 
   // -- the leader's state, on `strand` only --
   struct Follower {
     uint64_t acked = 0;
     bool introduced = false;  // sent the definitions on the current link
     bool beyond = false;      // asked for more than the retained log holds
+    // A snapshot being sent (nothing else is sent meanwhile): the chunk in flight, and whether
+    // it is the last one.
+    std::unique_ptr<storage::ChannelSnapshot> snapshot;
+    uint32_t chunk = 0;
+    bool chunk_last = false;
   };
   struct Retained {
     uint64_t position;
@@ -74,16 +80,94 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   void answer(const std::string& node, PeerFrame frame);
   void up(const std::string& node);
   void publish(const std::string& channel, const Led& c);
+  void start_snapshot(const std::string& channel, Led& c, const std::string& id, Follower& f);
+  void send_chunk(const std::string& channel, Led& c, const std::string& id, Follower& f);
+  // Sends what follows `position` from the retained log, or a snapshot when it no longer
+  // reaches that far back.
+  void catch_up(const std::string& channel, Led& c, const std::string& id, Follower& f,
+                uint64_t position);
 };
+
+void Replication::State::start_snapshot(const std::string& channel, Led& c, const std::string& id,
+                                        Follower& f) {
+  storage::Store* st = store.load();
+  if (st == nullptr || f.snapshot) return;
+  auto snap = st->snapshot_channel(channel);
+  if (!snap) {
+    log::warn("replication: channel '{}': cannot send follower '{}' a snapshot: {}", channel, id,
+              snap.error().message);
+    f.beyond = true;
+    return;
+  }
+  f.snapshot = std::move(*snap);
+  f.chunk = 0;
+  f.beyond = false;
+  log::info("replication: channel '{}': sending follower '{}' a snapshot at position {}", channel,
+            id, f.snapshot->position().position);
+  send_chunk(channel, c, id, f);
+}
+
+void Replication::State::send_chunk(const std::string& channel, Led& c, const std::string& id,
+                                    Follower& f) {
+  PeerLinks* l = links.load();
+  Node* n = node.load();
+  std::optional<Node::Leadership> leadership;
+  if (n != nullptr) leadership = n->leadership(channel);
+  bool done = false;
+  auto records = f.snapshot->next(options.snapshot_chunk_bytes, done);
+  if (!records || l == nullptr || stopped.load() || !leadership || leadership->epoch != c.epoch) {
+    if (!records) {
+      log::warn("replication: channel '{}': snapshot for follower '{}' ended: {}", channel, id,
+                records.error().message);
+    }
+    f.snapshot.reset();
+    return;
+  }
+  PeerSnapshot frame;
+  frame.channel = channel;
+  frame.epoch = c.epoch;
+  frame.position = f.snapshot->position().position;
+  frame.index = f.chunk;
+  frame.last = done;
+  if (done) {
+    for (const storage::EpochStart& s : f.snapshot->position().starts)
+      frame.starts.push_back({s.epoch, s.first});
+  }
+  frame.records = std::move(*records);
+  f.chunk_last = done;
+  // A full queue or a link down: the follower starts over when it next answers `diverged`.
+  if (!l->send(id, std::make_shared<const std::string>(encode_peer_frame(frame)))) {
+    f.snapshot.reset();
+  }
+}
+
+void Replication::State::catch_up(const std::string& channel, Led& c, const std::string& id,
+                                  Follower& f, uint64_t position) {
+  if (position >= c.last) return;
+  if (c.log.empty() || c.log.front().position > position + 1) {
+    ++beyond_retained;
+    start_snapshot(channel, c, id, f);
+    return;
+  }
+  ++resends;
+  for (const Retained& r : c.log) {
+    if (r.position > position) send(channel, c, id, r);
+  }
+}
 
 void Replication::State::publish(const std::string& channel, const Led& c) {
   nlohmann::json followers = nlohmann::json::object();
-  for (const auto& [id, f] : c.followers) followers[id] = f.acked;
+  nlohmann::json catching_up = nlohmann::json::array();
+  for (const auto& [id, f] : c.followers) {
+    followers[id] = f.acked;
+    if (f.snapshot) catching_up.push_back(id);
+  }
   std::lock_guard lock(json_mu);
   summary[channel] = {{"epoch", c.epoch},
                       {"position", c.last},
                       {"replicas", c.replicas},
                       {"followers-acked", followers},
+                      {"followers-catching-up", catching_up},
                       {"waiting", c.pending.size()},
                       {"retained-bytes", c.log_bytes}};
 }
@@ -103,7 +187,7 @@ void Replication::State::send(const std::string& channel, Led& c, const std::str
   PeerLinks* l = links.load();
   if (l == nullptr) return;
   Follower& f = c.followers[follower];
-  if (f.beyond) return;
+  if (f.beyond || f.snapshot) return;
   if (!f.introduced) {
     PeerReplicate with = *r.frame;
     if (storage::Store* st = store.load()) with.definitions = st->replica_definitions(channel);
@@ -152,6 +236,8 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
   frame->channel = s.channel;
   frame->epoch = s.epoch;
   frame->position = s.position;
+  frame->prev_epoch = s.prev_epoch;
+  frame->prev_position = s.prev_position;
   frame->durability = durability_byte(s.durability);
   frame->records = std::move(s.records);
   Retained r{s.position, frame, frame->records.size() + 64};
@@ -241,25 +327,58 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     if (it == led.end()) return;
     Led& c = it->second;
     auto f = c.followers.find(node_id);
-    if (f == c.followers.end() || resend->from > c.last) return;
-    if (c.log.empty() || c.log.front().position > resend->from) {
-      ++beyond_retained;
-      if (!f->second.beyond) {
-        log::warn(
-            "replication: channel '{}': follower '{}' holds positions up to {}, but this node "
-            "keeps positions from {} only: it cannot be brought up to date by resending (a "
-            "snapshot catch-up is not implemented); it counts toward no majority until then",
-            resend->channel, node_id, resend->from - 1,
-            c.log.empty() ? c.last + 1 : c.log.front().position);
-      }
-      f->second.beyond = true;
+    if (f == c.followers.end() || resend->from > c.last || resend->from == 0 || f->second.snapshot)
+      return;
+    f->second.introduced = false;
+    catch_up(resend->channel, c, node_id, f->second, resend->from - 1);
+    return;
+  }
+  if (auto* d = std::get_if<PeerDiverged>(&frame)) {
+    auto it = led.find(d->channel);
+    if (it == led.end()) return;
+    Led& c = it->second;
+    if (d->epoch > c.epoch) {
+      fail_all(c, fmt::format("replication: channel '{}': node '{}' has seen epoch {}, newer "
+                              "than this node's {}: this node no longer leads it",
+                              d->channel, node_id, d->epoch, c.epoch));
       return;
     }
-    ++resends;
-    f->second.introduced = false;
-    for (const Retained& r : c.log) {
-      if (r.position >= resend->from) send(resend->channel, c, node_id, r);
+    auto f = c.followers.find(node_id);
+    if (f == c.followers.end() || f->second.snapshot) return;
+    ++diverged;
+    log::warn(
+        "replication: channel '{}': follower '{}' diverged from this node's log (its last entry: "
+        "epoch {}, position {}); it is sent a snapshot",
+        d->channel, node_id, d->last_epoch, d->last_position);
+    start_snapshot(d->channel, c, node_id, f->second);
+    publish(d->channel, c);
+    return;
+  }
+  if (auto* ack = std::get_if<PeerSnapshotAck>(&frame)) {
+    auto it = led.find(ack->channel);
+    if (it == led.end()) return;
+    Led& c = it->second;
+    auto f = c.followers.find(node_id);
+    if (f == c.followers.end()) return;
+    Follower& fw = f->second;
+    if (!fw.snapshot || ack->index != fw.chunk ||
+        ack->position != fw.snapshot->position().position) {
+      return;
     }
+    if (!fw.chunk_last) {
+      ++fw.chunk;
+      send_chunk(ack->channel, c, node_id, fw);
+      return;
+    }
+    const uint64_t position = ack->position;
+    fw.snapshot.reset();
+    fw.introduced = true;  // the snapshot held the definitions
+    ++snapshots_sent;
+    log::info("replication: channel '{}': follower '{}' holds the snapshot at position {}",
+              ack->channel, node_id, position);
+    fw.acked = std::max(fw.acked, std::min(position, c.last));
+    catch_up(ack->channel, c, node_id, fw, position);
+    release(ack->channel, c);
     return;
   }
   if (auto* refused = std::get_if<PeerReplicaRefused>(&frame)) {
@@ -267,6 +386,9 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
               peer_text(refused->channel), node_id, peer_text(refused->text));
     auto it = led.find(refused->channel);
     if (it == led.end()) return;
+    // A refused snapshot chunk ends that snapshot; the follower's next answer starts another.
+    if (auto f = it->second.followers.find(node_id); f != it->second.followers.end())
+      f->second.snapshot.reset();
     if (refused->epoch > it->second.epoch) {
       fail_all(it->second,
                fmt::format("replication: channel '{}': node '{}' has seen epoch {}, "
@@ -285,6 +407,7 @@ void Replication::State::up(const std::string& node_id) {
     if (f != c.followers.end()) {
       f->second.introduced = false;
       f->second.beyond = false;
+      f->second.snapshot.reset();  // the chunk in flight may be lost: it starts over
     }
     if (!c.log.empty()) send(channel, c, node_id, c.log.back());
   }
@@ -338,6 +461,8 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
   b.channel = std::move(frame.channel);
   b.epoch = frame.epoch;
   b.position = frame.position;
+  b.prev_epoch = frame.prev_epoch;
+  b.prev_position = frame.prev_position;
   b.durability = static_cast<storage::Durability>(frame.durability);
   b.definitions = std::move(frame.definitions);
   b.records = std::move(frame.records);
@@ -354,6 +479,9 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
       case Kind::kGap:
         reply(encode_peer_frame(PeerResend{channel, o.position}));
         return;
+      case Kind::kDiverged:
+        reply(encode_peer_frame(PeerDiverged{channel, o.epoch, o.last_epoch, o.position}));
+        return;
       case Kind::kStale:
         ++st->stale_refused;
         log::warn("replication: from node '{}': {}", peer, o.text);
@@ -369,6 +497,43 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
   });
 }
 
+void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
+                              PeerServerOptions::ReplyFn reply) {
+  storage::Store* store = state_->store.load();
+  if (store == nullptr || state_->stopped.load()) {
+    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
+                                               "the node is not ready to replicate"}));
+    return;
+  }
+  storage::SnapshotChunk c;
+  c.channel = std::move(frame.channel);
+  c.epoch = frame.epoch;
+  c.position = frame.position;
+  c.index = frame.index;
+  c.last = frame.last;
+  for (const PeerEpochStart& s : frame.starts) c.starts.push_back({s.epoch, s.first});
+  c.records = std::move(frame.records);
+  store->apply_snapshot(c, [st = state_, peer, channel = c.channel, index = c.index, last = c.last,
+                            reply = std::move(reply)](storage::ApplyOutcome o) {
+    using Kind = storage::ApplyOutcome::Kind;
+    if (o.kind == Kind::kApplied) {
+      if (last) {
+        ++st->snapshots_received;
+        log::info("replication: channel '{}': stored the snapshot from node '{}' at position {}",
+                  channel, peer, o.position);
+      }
+      reply(encode_peer_frame(PeerSnapshotAck{channel, o.epoch, o.position, index}));
+      return;
+    }
+    if (o.kind == Kind::kStale) ++st->stale_refused;
+    log::warn("replication: from node '{}': {}", peer, o.text);
+    reply(encode_peer_frame(PeerReplicaRefused{
+        channel, o.epoch,
+        o.kind == Kind::kStale ? ErrorCode::kFailedPrecondition : ErrorCode::kInvalidArgument,
+        o.text}));
+  });
+}
+
 void Replication::on_frame(const std::string& node, PeerFrame frame) {
   asio::post(state_->strand, [st = state_, node, frame = std::move(frame)]() mutable {
     st->answer(node, std::move(frame));
@@ -381,16 +546,21 @@ void Replication::on_up(const std::string& node) {
 
 ReplicationFigures Replication::figures() const {
   const State& s = *state_;
-  return {s.shipped.load(),       s.quorum_acks.load(), s.quorum_timeouts.load(), s.applied.load(),
-          s.stale_refused.load(), s.resends.load(),     s.beyond_retained.load()};
+  return {s.shipped.load(),           s.quorum_acks.load(),   s.quorum_timeouts.load(),
+          s.applied.load(),           s.stale_refused.load(), s.resends.load(),
+          s.beyond_retained.load(),   s.diverged.load(),      s.snapshots_sent.load(),
+          s.snapshots_received.load()};
 }
 
 nlohmann::json Replication::to_json() const {
   const ReplicationFigures f = figures();
-  nlohmann::json j{{"batches-shipped", f.batches_shipped}, {"quorum-acks", f.quorum_acks},
-                   {"quorum-timeouts", f.quorum_timeouts}, {"batches-applied", f.batches_applied},
-                   {"stale-refused", f.stale_refused},     {"resends", f.resends},
-                   {"beyond-retained", f.beyond_retained}};
+  nlohmann::json j{
+      {"batches-shipped", f.batches_shipped}, {"quorum-acks", f.quorum_acks},
+      {"quorum-timeouts", f.quorum_timeouts}, {"batches-applied", f.batches_applied},
+      {"stale-refused", f.stale_refused},     {"resends", f.resends},
+      {"beyond-retained", f.beyond_retained}, {"diverged", f.diverged},
+      {"snapshots-sent", f.snapshots_sent},   {"snapshots-received", f.snapshots_received}};
+  if (storage::Store* st = state_->store.load()) j["catching-up"] = st->replica_catching_up();
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;
   return j;

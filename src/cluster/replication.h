@@ -12,7 +12,14 @@
 //
 // Follower side: `replicate` frames arrive on the peer listener; each is applied to this node's
 // store in position order (Store::apply_replicated), as durably as the leader's write was, and
-// acknowledged; a stale epoch is refused (`replica-refused`), a gap asks for a resend.
+// acknowledged; a stale epoch is refused (`replica-refused`), a gap asks for a resend, and a
+// frame whose previous entry is not the follower's last (log matching) is answered `diverged`.
+//
+// Snapshots: a follower that diverged, or asks for positions the retained log no longer holds
+// (it was down, or its data directory is new), is sent the channel's whole state at one
+// position (storage::ChannelSnapshot), one chunk at a time: the next chunk goes once the
+// follower has stored the one before (`snapshot-ack`), so at most one chunk per follower is in
+// flight. Then the retained frames after that position follow.
 //
 // Threading: the leader's state lives on one strand; the commit thread and the peer link post
 // to it. Nothing here blocks the commit thread.
@@ -39,8 +46,11 @@ struct ReplicationOptions {
   // How long a write of a replicated channel waits for a majority of its replicas before its
   // callers get `unavailable` (cluster-replication-timeout-ms).
   std::chrono::milliseconds timeout{5'000};
-  // Bytes of shipped frames kept per channel for followers that ask for a resend.
+  // Bytes of shipped frames kept per channel for followers that ask for a resend
+  // (cluster-replication-retained-bytes); a follower further behind takes a snapshot.
   size_t retained_bytes = 32 << 20;
+  // Bytes of records per snapshot chunk (a chunk holds at least one record).
+  size_t snapshot_chunk_bytes = 1 << 20;
 };
 
 // Counters for /v1/cluster and /metrics.
@@ -52,6 +62,9 @@ struct ReplicationFigures {
   uint64_t stale_refused = 0;    // received batches refused for a stale epoch
   uint64_t resends = 0;          // resend requests answered from the retained log
   uint64_t beyond_retained = 0;  // resend requests the retained log no longer reaches
+  uint64_t diverged = 0;         // followers' divergence reports (leader side)
+  uint64_t snapshots_sent = 0;   // snapshots a follower stored whole (leader side)
+  uint64_t snapshots_received = 0;  // snapshots this node stored whole (follower side)
 };
 
 class Replication : public storage::Replicator {
@@ -72,12 +85,16 @@ class Replication : public storage::Replicator {
 
   // Follower side: a replicate frame from `peer` (PeerServerOptions::on_replicate).
   void on_replicate(const std::string& peer, PeerReplicate frame, PeerServerOptions::ReplyFn reply);
+  // Follower side: a snapshot chunk from `peer` (PeerServerOptions::on_snapshot).
+  void on_snapshot(const std::string& peer, PeerSnapshot frame, PeerServerOptions::ReplyFn reply);
   // Leader side: a follower's answer, and a link that came up (PeerLinksOptions).
   void on_frame(const std::string& node, PeerFrame frame);
   void on_up(const std::string& node);
 
   ReplicationFigures figures() const;
-  // Per led channel: position, epoch, and each follower's acknowledged position.
+  // Per led channel: position, epoch, each follower's acknowledged position and the followers
+  // being sent a snapshot; and the channels whose copy here is an incomplete snapshot
+  // ("catching-up").
   nlohmann::json to_json() const;
 
  private:

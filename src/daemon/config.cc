@@ -301,6 +301,15 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       "write no majority holds in time fails with unavailable (it may still be on this node's "
       "disk: its outcome is unknown, never a false ok).",
       [](int64_t v, Config& c) { c.cluster.replication_timeout = std::chrono::milliseconds(v); }));
+  k.push_back(integer_key(
+      "cluster-replication-retained-bytes", 32 * 1024 * 1024, 1024, int64_t{1} << 32,
+      "Bytes of recent writes the leader of a replicated channel keeps in memory, per channel, to "
+      "resend to a follower that missed them. A follower further behind (down for longer, or "
+      "with an empty data directory) or whose log diverged is sent a snapshot of the channel's "
+      "whole state instead, which costs more: reading and sending every message of the channel.",
+      [](int64_t v, Config& c) {
+        c.cluster.replication_retained_bytes = static_cast<uint64_t>(v);
+      }));
 }
 
 std::vector<ConfigKey> make_keys() {

@@ -155,6 +155,10 @@ std::unique_ptr<cluster::PeerServer> start_peer_listener(
                                     cluster::PeerServerOptions::ReplyFn reply) {
     replication->on_replicate(from, std::move(frame), std::move(reply));
   };
+  peer.on_snapshot = [replication](const std::string& from, cluster::PeerSnapshot frame,
+                                   cluster::PeerServerOptions::ReplyFn reply) {
+    replication->on_snapshot(from, std::move(frame), std::move(reply));
+  };
   peer.listen = options.peer_listen;
   peer.cluster = options.name;
   peer.node_id = options.node_id;
@@ -192,9 +196,13 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   std::atomic<cluster::Node*> cluster_node{nullptr};
   broker::BrokerOptions broker_options = config.broker;
   if (config.cluster.enabled()) {
-    replication = std::make_shared<cluster::Replication>(
-        io,
-        cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
+    cluster::ReplicationOptions replication_options{config.cluster.node_id,
+                                                    config.cluster.replication_timeout};
+    replication_options.retained_bytes = config.cluster.replication_retained_bytes;
+    // A chunk and its header fit well within the frame limit a peer's listener applies.
+    replication_options.snapshot_chunk_bytes = std::min<size_t>(
+        replication_options.snapshot_chunk_bytes, config.cluster.peer_max_frame_bytes / 2);
+    replication = std::make_shared<cluster::Replication>(io, std::move(replication_options));
     broker_options.store.replicator = replication;
     // A leader whose lease's deadline passed acknowledges nothing more, from that instant
     // (docs/CLUSTERING.md, "Leadership changes").
@@ -333,8 +341,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
         if (n->ready(&why)) return std::nullopt;
         return why;
       };
-      sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server,
-                                 &cluster_peer_links] {
+      sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server, &cluster_peer_links,
+                                 replication] {
         const cluster::NodeFigures nf = n->figures();
         net::ClusterFigures out;
         out.member = nf.member;
@@ -348,6 +356,11 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
         out.handovers = nf.handovers;
         out.forwarded = f->forwarded();
         out.forward_errors = f->errors();
+        if (replication) {
+          const cluster::ReplicationFigures rf = replication->figures();
+          out.snapshots_sent = rf.snapshots_sent;
+          out.snapshots_received = rf.snapshots_received;
+        }
         if (cluster::PeerServer* p = cluster_peer_server.load()) {
           const cluster::PeerServerFigures pf = p->figures();
           out.peer_connections = pf.connections_open;

@@ -282,6 +282,13 @@ std::string render_metrics(const MetricsSnapshot& s) {
              "Operations this node could not relay: no leader within cluster-forward-timeout-ms, "
              "the leader unreachable, or the connection to it lost.");
     w.sample(d(c.forward_errors));
+    w.family("witmq_cluster_snapshots_sent_total", "counter",
+             "Channel snapshots this node, as leader, sent whole to a follower that diverged or "
+             "was behind its retained log.");
+    w.sample(d(c.snapshots_sent));
+    w.family("witmq_cluster_snapshots_received_total", "counter",
+             "Channel snapshots this node, as follower, received and stored whole.");
+    w.sample(d(c.snapshots_received));
   }
 
   for (const auto& m : listener_metrics()) {

@@ -66,6 +66,8 @@ struct ClusterFigures {
   // not be (no leader in time, the leader unreachable, the link lost).
   std::vector<std::pair<std::string, uint64_t>> forwarded;
   uint64_t forward_errors = 0;
+  uint64_t snapshots_sent = 0;      // channel snapshots a follower stored whole (as leader)
+  uint64_t snapshots_received = 0;  // channel snapshots this node stored whole (as follower)
 };
 
 struct MetricsSnapshot {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "storage/codec.h"
 
 namespace witmq::storage {
@@ -98,16 +100,79 @@ std::string encode_replica_position(const ReplicaPosition& p) {
   out.push_back(static_cast<char>(kRecordVersion));
   put_le(out, p.epoch, 8);
   put_le(out, p.position, 8);
+  out.push_back(static_cast<char>(p.incomplete ? 1 : 0));
+  put_le(out, p.starts.size(), 2);
+  for (const EpochStart& s : p.starts) {
+    put_le(out, s.epoch, 8);
+    put_le(out, s.first, 8);
+  }
   return out;
 }
 
 Result<ReplicaPosition> decode_replica_position(std::string_view key, std::string_view value) {
-  if (value.size() != 17 || static_cast<uint8_t>(value[0]) != kRecordVersion) {
+  auto bad = [&](std::string_view what) {
     return Error(ErrorCode::kCorruption,
-                 fmt::format("{}: a replication position is 17 bytes of version {}; got {} bytes",
-                             describe_key("meta", key), kRecordVersion, value.size()));
+                 fmt::format("{}: a replication position (version {}, 17 bytes, then a flag, a "
+                             "u16 count and 16 bytes per epoch start): {}",
+                             describe_key("meta", key), kRecordVersion, what));
+  };
+  if (value.size() < 17 || static_cast<uint8_t>(value[0]) != kRecordVersion)
+    return bad(fmt::format("got {} bytes", value.size()));
+  ReplicaPosition p;
+  p.epoch = get_le(value, 1, 8);
+  p.position = get_le(value, 9, 8);
+  if (value.size() == 17) return p;  // written before epoch starts were kept
+  if (value.size() < 20) return bad(fmt::format("got {} bytes", value.size()));
+  const auto flags = static_cast<uint8_t>(value[17]);
+  if (flags > 1) return bad(fmt::format("flags {} (expected 0 or 1)", flags));
+  p.incomplete = flags == 1;
+  const uint64_t count = get_le(value, 18, 2);
+  if (value.size() != 20 + 16 * count)
+    return bad(
+        fmt::format("{} epoch starts need {} bytes, got {}", count, 20 + 16 * count, value.size()));
+  for (uint64_t i = 0; i < count; ++i) {
+    EpochStart s{get_le(value, 20 + 16 * i, 8), get_le(value, 28 + 16 * i, 8)};
+    if (!p.starts.empty() && (s.epoch <= p.starts.back().epoch || s.first <= p.starts.back().first))
+      return bad(fmt::format("epoch start {} (epoch {} at {}) does not follow the one before", i,
+                             s.epoch, s.first));
+    p.starts.push_back(s);
   }
-  return ReplicaPosition{get_le(value, 1, 8), get_le(value, 9, 8)};
+  return p;
+}
+
+void append_replica_record(std::string& out, uint8_t kind, uint8_t cf, char tag,
+                           const std::string* sub, std::string_view key_rest,
+                           std::string_view value) {
+  out.push_back(static_cast<char>(kind));
+  out.push_back(static_cast<char>(cf));
+  out.push_back(tag);
+  if (sub != nullptr) {
+    put_le(out, sub->size(), 2);
+    out.append(*sub);
+  }
+  put_le(out, key_rest.size(), 4);
+  out.append(key_rest);
+  if (kind == 0 || kind == 2) {
+    put_le(out, value.size(), 4);
+    out.append(value);
+  }
+}
+
+std::optional<uint64_t> ReplicaCatalog::epoch_of(const ChannelEntry& e, uint64_t p) {
+  if (p == 0) return 0;
+  for (auto it = e.starts.rbegin(); it != e.starts.rend(); ++it) {
+    if (it->first <= p) return it->epoch;
+  }
+  return std::nullopt;
+}
+
+void ReplicaCatalog::add_start(ChannelEntry& e, EpochStart s) {
+  e.starts.push_back(s);
+  if (e.starts.size() > kMaxEpochStarts) e.starts.erase(e.starts.begin());
+}
+
+ReplicaPosition ReplicaCatalog::record_locked(const ChannelEntry& e) const {
+  return {e.epoch, e.position, e.incomplete, e.starts};
 }
 
 void ReplicaCatalog::floor_ids(ChannelId ch, SubscriptionId sub) {
@@ -128,6 +193,10 @@ void ReplicaCatalog::load_channel(ChannelId id, const std::string& name,
   if (auto p = loaded_positions_.find(id); p != loaded_positions_.end()) {
     e.epoch = p->second.epoch;
     e.position = e.stored = p->second.position;
+    e.starts = p->second.starts;
+    e.incomplete = p->second.incomplete;
+    // A crash interrupted the snapshot: the next one starts over, from its first chunk.
+    e.snapshot_next = UINT32_MAX;
   }
   by_name_[name] = id;
   floor_ids(id, 0);
@@ -146,6 +215,9 @@ void ReplicaCatalog::load_position(ChannelId id, ReplicaPosition p) {
   if (auto e = channels_.find(id); e != channels_.end()) {
     e->second.epoch = p.epoch;
     e->second.position = e->second.stored = p.position;
+    e->second.starts = p.starts;
+    e->second.incomplete = p.incomplete;
+    e->second.snapshot_next = UINT32_MAX;
   }
   // A deleted channel's id is not given again: its position record may still be there.
   floor_ids(id, 0);
@@ -216,23 +288,9 @@ void ReplicaCatalog::observe(const WriteSet& ws, size_t request, Durability d, b
       p.requests.push_back(request);
       if (demand(d) > demand(p.durability)) p.durability = d;
     }
-    std::string& out = p.records;
-    out.push_back(static_cast<char>(op.kind));
-    out.push_back(static_cast<char>(op.cf));
-    out.push_back(tag);
-    if (sub != nullptr) {
-      put_le(out, sub->name.size(), 2);
-      out.append(sub->name);
-    }
-    put_le(out, a_rest.size(), 4);
-    out.append(a_rest);
-    if (op.kind == WriteSet::OpKind::kDeleteRange) {
-      put_le(out, b_rest.size(), 4);
-      out.append(b_rest);
-    } else if (op.kind == WriteSet::OpKind::kPut) {
-      put_le(out, b.size(), 4);
-      out.append(b);
-    }
+    append_replica_record(p.records, static_cast<uint8_t>(op.kind), op.cf, tag,
+                          sub != nullptr ? &sub->name : nullptr, a_rest,
+                          op.kind == WriteSet::OpKind::kDeleteRange ? b_rest : b);
   }
 }
 
@@ -246,8 +304,17 @@ std::vector<ReplicaCatalog::Pending> ReplicaCatalog::assign(Group& group, WriteS
     ChannelEntry& e = ch->second;
     Pending p;
     p.id = id;
-    p.before = {e.epoch, e.position};
+    p.before.epoch = e.epoch;
+    p.before.position = e.position;
     p.requests = std::move(part.requests);
+    if (e.incomplete) {
+      p.refused = fmt::format(
+          "replication: channel '{}': this node's copy of it is an incomplete snapshot; the "
+          "write is not acknowledged",
+          part.name);
+      out.push_back(std::move(p));
+      continue;
+    }
     if (*part.epoch < e.epoch) {
       // This store has seen a newer leader's writes for the channel: whatever this node believes,
       // it leads no more (fencing), and nothing it writes for the channel may be acknowledged.
@@ -258,11 +325,25 @@ std::vector<ReplicaCatalog::Pending> ReplicaCatalog::assign(Group& group, WriteS
       out.push_back(std::move(p));
       continue;
     }
+    const uint64_t prev_position = e.position;
+    // An unknown epoch (a record of an earlier build) is sent as 0, which no follower's entry
+    // matches: such a follower takes a snapshot rather than be assumed to match.
+    const uint64_t prev_epoch = epoch_of(e, prev_position).value_or(0);
     e.epoch = *part.epoch;
     e.position += 1;
+    if (e.starts.empty() || e.starts.back().epoch != e.epoch) {
+      add_start(e, {e.epoch, e.position});
+      p.started_epoch = true;
+    }
     extra.add(WriteSet::OpKind::kPut, kMetaCf, meta_key(kReplicaPositionTag, id),
-              encode_replica_position({e.epoch, e.position}));
-    p.shipment = Shipment{part.name, e.epoch, e.position, part.durability, std::move(part.records)};
+              encode_replica_position(record_locked(e)));
+    p.shipment = Shipment{part.name,
+                          e.epoch,
+                          e.position,
+                          prev_epoch,
+                          prev_position,
+                          part.durability,
+                          std::move(part.records)};
     out.push_back(std::move(p));
   }
   // Deletions take effect once the whole group is seen: later ops of the group name them.
@@ -291,6 +372,7 @@ void ReplicaCatalog::rollback(const std::vector<Pending>& pending) {
     if (ch == channels_.end() || ch->second.position != p.shipment.position) continue;
     ch->second.epoch = p.before.epoch;
     ch->second.position = p.before.position;
+    if (p.started_epoch && !ch->second.starts.empty()) ch->second.starts.pop_back();
   }
 }
 
@@ -318,7 +400,7 @@ ApplyOutcome ReplicaCatalog::accept(const ReplicatedBatch& b, WriteSet& out) {
   ApplyOutcome o;
   auto it = by_name_.find(b.channel);
   ChannelEntry none;
-  const ChannelEntry& known = it == by_name_.end() ? none : channels_[it->second];
+  ChannelEntry& known = it == by_name_.end() ? none : channels_[it->second];
   o.epoch = known.epoch;
   if (b.epoch < known.epoch) {
     o.kind = ApplyOutcome::Kind::kStale;
@@ -329,15 +411,42 @@ ApplyOutcome ReplicaCatalog::accept(const ReplicatedBatch& b, WriteSet& out) {
         b.channel, b.epoch, known.epoch, b.position);
     return o;
   }
-  if (b.position <= known.position) {
-    o.kind = ApplyOutcome::Kind::kDuplicate;
-    o.position = known.stored;
+  const uint64_t last = known.position;
+  auto diverged = [&](std::string why) {
+    // The newer epoch is remembered (fencing), not stored: nothing of it is held.
+    known.epoch = std::max(known.epoch, b.epoch);
+    o.kind = ApplyOutcome::Kind::kDiverged;
+    o.epoch = known.epoch;
+    o.position = known.incomplete ? 0 : last;
+    o.last_epoch = known.incomplete ? 0 : epoch_of(known, last).value_or(0);
+    o.text = fmt::format("replication: channel '{}': batch (epoch {}, position {}): {}", b.channel,
+                         b.epoch, b.position, why);
+    return o;
+  };
+  if (known.incomplete) return diverged("this node's copy is an incomplete snapshot");
+  if (b.position <= last) {
+    const auto mine = epoch_of(known, b.position);
+    if (mine == b.epoch) {
+      // Only this position is known to be the leader's: what follows it here may not be.
+      o.kind = ApplyOutcome::Kind::kDuplicate;
+      o.position = std::min(b.position, known.stored);
+      return o;
+    }
+    return diverged(fmt::format("this node holds position {} under epoch {}", b.position,
+                                mine ? fmt::to_string(*mine) : std::string("unknown")));
+  }
+  if (b.position != last + 1) {
+    o.kind = ApplyOutcome::Kind::kGap;
+    o.position = last + 1;
     return o;
   }
-  if (b.position != known.position + 1) {
-    o.kind = ApplyOutcome::Kind::kGap;
-    o.position = known.position + 1;
-    return o;
+  const auto mine = epoch_of(known, last);
+  if (b.prev_position != last || mine != b.prev_epoch) {
+    return diverged(fmt::format(
+        "it follows (epoch {}, position {}) in the leader's log, this node's last entry is "
+        "(epoch {}, position {})",
+        b.prev_epoch, b.prev_position, mine ? fmt::to_string(*mine) : std::string("unknown"),
+        last));
   }
   const ChannelId id = channel_for_name_locked(b.channel, true);
   if (auto st = translate_locked(b.definitions, id, out); !st) {
@@ -355,8 +464,9 @@ ApplyOutcome ReplicaCatalog::accept(const ReplicatedBatch& b, WriteSet& out) {
   ChannelEntry& e = channels_[id];
   e.epoch = std::max(e.epoch, b.epoch);
   e.position = b.position;
+  if (e.starts.empty() || e.starts.back().epoch != b.epoch) add_start(e, {b.epoch, b.position});
   out.add(WriteSet::OpKind::kPut, kMetaCf, meta_key(kReplicaPositionTag, id),
-          encode_replica_position({e.epoch, e.position}));
+          encode_replica_position(record_locked(e)));
   if (deletes_channel(b.records)) {
     // The channel is gone with this batch: a batch of the channel made again (positions from 1)
     // may come before the commit thread has seen the delete, and must not be taken for an old
@@ -368,6 +478,144 @@ ApplyOutcome ReplicaCatalog::accept(const ReplicatedBatch& b, WriteSet& out) {
   o.epoch = e.epoch;
   o.position = b.position;
   return o;
+}
+
+ApplyOutcome ReplicaCatalog::accept_snapshot(const SnapshotChunk& c, WriteSet& out) {
+  std::lock_guard lock(mu_);
+  ApplyOutcome o;
+  auto it = by_name_.find(c.channel);
+  const uint64_t seen = it == by_name_.end() ? 0 : channels_[it->second].epoch;
+  o.epoch = seen;
+  auto failed = [&](std::string why) {
+    o.kind = ApplyOutcome::Kind::kFailed;
+    o.text = fmt::format("replication: channel '{}': snapshot at position {}, chunk {}: {}",
+                         c.channel, c.position, c.index, why);
+    return o;
+  };
+  if (c.epoch < seen) {
+    o.kind = ApplyOutcome::Kind::kStale;
+    o.text = fmt::format(
+        "replication: channel '{}': a snapshot of epoch {} is stale: this node has seen epoch {}",
+        c.channel, c.epoch, seen);
+    return o;
+  }
+  if (c.last) {
+    for (size_t i = 0; i < c.starts.size(); ++i) {
+      const EpochStart& s = c.starts[i];
+      if (s.first == 0 || s.first > c.position || s.epoch > c.epoch ||
+          (i > 0 && (s.epoch <= c.starts[i - 1].epoch || s.first <= c.starts[i - 1].first))) {
+        return failed(fmt::format(
+            "epoch start {} (epoch {} at position {}) is not ascending, within 1..{} and at "
+            "most epoch {}",
+            i, s.epoch, s.first, c.position, c.epoch));
+      }
+    }
+  }
+  if (c.index == 0) {
+    // Discards this node's copy, whatever it holds: the snapshot replaces it whole.
+    std::vector<ChannelId> channels;
+    std::vector<SubscriptionId> subs;
+    if (it != by_name_.end()) {
+      const ChannelId old = it->second;
+      ChannelEntry& e = channels_[old];
+      channels = std::move(e.discard_channels);
+      subs = std::move(e.discard_subscriptions);
+      channels.push_back(old);
+      for (auto s = sub_by_name_.lower_bound({old, ""});
+           s != sub_by_name_.end() && s->first.first == old;) {
+        subs.push_back(s->second);
+        subs_.erase(s->second);
+        s = sub_by_name_.erase(s);
+      }
+      channels_.erase(old);
+      by_name_.erase(it);
+    }
+    for (ChannelId id : channels) {
+      out.delete_channel(id);
+      out.add(WriteSet::OpKind::kDelete, kMetaCf, meta_key(kReplicaPositionTag, id), {});
+    }
+    for (SubscriptionId id : subs) out.delete_subscription(id);
+    const ChannelId id = allocate_channel_id();
+    ChannelEntry& e = channels_[id];
+    e.name = c.channel;
+    e.epoch = std::max(seen, c.epoch);
+    e.incomplete = true;
+    e.snapshot_epoch = c.epoch;
+    e.snapshot_position = c.position;
+    e.snapshot_next = 0;
+    e.discard_channels = std::move(channels);
+    e.discard_subscriptions = std::move(subs);
+    by_name_[c.channel] = id;
+    out.add(WriteSet::OpKind::kPut, kMetaCf, meta_key(kReplicaPositionTag, id),
+            encode_replica_position(record_locked(e)));
+    it = by_name_.find(c.channel);
+  }
+  if (it == by_name_.end()) return failed("no snapshot of it is under way here (expected chunk 0)");
+  const ChannelId id = it->second;
+  ChannelEntry& e = channels_[id];
+  if (!e.incomplete || e.snapshot_epoch != c.epoch || e.snapshot_position != c.position ||
+      e.snapshot_next != c.index) {
+    return failed(e.incomplete && e.snapshot_next != UINT32_MAX
+                      ? fmt::format("expected chunk {} of the snapshot of epoch {} at position {}",
+                                    e.snapshot_next, e.snapshot_epoch, e.snapshot_position)
+                      : std::string("no snapshot of it is under way here (expected chunk 0)"));
+  }
+  if (auto st = translate_locked(c.records, id, out); !st) return failed(st.error().message);
+  e.snapshot_next = c.index + 1;
+  if (c.last) {
+    e.incomplete = false;
+    e.position = c.position;
+    e.epoch = std::max(e.epoch, c.epoch);
+    e.starts = c.starts;
+    out.add(WriteSet::OpKind::kPut, kMetaCf, meta_key(kReplicaPositionTag, id),
+            encode_replica_position(record_locked(e)));
+  }
+  out.replicated_in_ = true;
+  o.kind = ApplyOutcome::Kind::kApplied;
+  o.epoch = e.epoch;
+  o.position = c.position;
+  return o;
+}
+
+void ReplicaCatalog::snapshot_applied(const SnapshotChunk& c) {
+  std::lock_guard lock(mu_);
+  auto it = by_name_.find(c.channel);
+  if (it == by_name_.end()) return;
+  ChannelEntry& e = channels_[it->second];
+  if (c.index == 0) {
+    e.discard_channels.clear();
+    e.discard_subscriptions.clear();
+  }
+  if (c.last && !e.incomplete && e.position == c.position) e.stored = c.position;
+}
+
+void ReplicaCatalog::snapshot_failed(const std::string& channel) {
+  std::lock_guard lock(mu_);
+  auto it = by_name_.find(channel);
+  if (it == by_name_.end()) return;
+  ChannelEntry& e = channels_[it->second];
+  // What this node holds of the channel is unknown now: only a snapshot from its first chunk
+  // brings it back.
+  e.incomplete = true;
+  e.position = e.stored = 0;
+  e.snapshot_next = UINT32_MAX;
+}
+
+std::vector<std::string> ReplicaCatalog::incomplete_channels() {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [id, e] : channels_) {
+    if (e.incomplete) out.push_back(e.name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<ChannelId> ReplicaCatalog::id_of(const std::string& channel) {
+  std::lock_guard lock(mu_);
+  auto it = by_name_.find(channel);
+  if (it == by_name_.end()) return std::nullopt;
+  return it->second;
 }
 
 Status ReplicaCatalog::translate_locked(std::string_view records, ChannelId channel,
@@ -452,6 +700,7 @@ void ReplicaCatalog::apply_failed(const std::string& channel, uint64_t position)
   auto& e = channels_[it->second];
   // Positions after it were accepted on its assumption: take them all again from the leader.
   if (e.position >= position) e.position = std::min(e.stored, position - 1);
+  while (!e.starts.empty() && e.starts.back().first > e.position) e.starts.pop_back();
 }
 
 std::string ReplicaCatalog::definitions(const std::string& channel) {
@@ -462,16 +711,7 @@ std::string ReplicaCatalog::definitions(const std::string& channel) {
   const ChannelId id = it->second;
   const ChannelEntry& e = channels_[id];
   auto put = [&out](char tag, const std::string* sub, const std::string& value) {
-    out.push_back(0);
-    out.push_back(static_cast<char>(kMetaCf));
-    out.push_back(tag);
-    if (sub != nullptr) {
-      put_le(out, sub->size(), 2);
-      out.append(*sub);
-    }
-    put_le(out, 0, 4);
-    put_le(out, value.size(), 4);
-    out.append(value);
+    append_replica_record(out, 0, kMetaCf, tag, sub, {}, value);
   };
   put(kChannelTag, nullptr, encode_channel({id, e.name, e.config}));
   for (auto s = sub_by_name_.lower_bound({id, ""}); s != sub_by_name_.end() && s->first.first == id;
@@ -487,7 +727,9 @@ ReplicaPosition ReplicaCatalog::position(const std::string& channel) {
   auto it = by_name_.find(channel);
   if (it == by_name_.end()) return {};
   const ChannelEntry& e = channels_[it->second];
-  return {e.epoch, e.stored};
+  ReplicaPosition p = record_locked(e);
+  p.position = e.stored;
+  return p;
 }
 
 }  // namespace witmq::storage

@@ -12,6 +12,12 @@
 //   id] [put: u32 length + the value]
 // Integers little-endian. A meta 'S' value names its channel by id: the follower rewrites it.
 //
+// Log matching: each channel's entry keeps where each leader epoch began (EpochStart). A follower
+// applies a batch only when its last entry is exactly the batch's previous one (epoch and
+// position), answers a duplicate only when it holds the batch's own (epoch, position), and
+// otherwise reports divergence; a diverged follower takes a snapshot (SnapshotChunk), whose
+// first chunk discards its copy of the channel.
+//
 // Thread safety: every method may be called from any thread (one mutex).
 #pragma once
 
@@ -45,6 +51,7 @@ class ReplicaCatalog {
     ChannelId id = 0;
     Shipment shipment;
     ReplicaPosition before;              // restored if the write fails
+    bool started_epoch = false;          // an epoch start was added (removed if the write fails)
     std::vector<size_t> requests;        // indexes (within the group) of the requests it carries
     std::optional<std::string> refused;  // stale epoch: the requests fail with this text
   };
@@ -86,6 +93,16 @@ class ReplicaCatalog {
   void applied(const std::string& channel, uint64_t position);
   void apply_failed(const std::string& channel, uint64_t position);
 
+  // The same for a snapshot chunk: kApplied (commit `out`, then snapshot_applied() or
+  // snapshot_failed()), kStale or kFailed (a chunk out of order or bad records).
+  ApplyOutcome accept_snapshot(const SnapshotChunk& c, WriteSet& out);
+  void snapshot_applied(const SnapshotChunk& c);
+  void snapshot_failed(const std::string& channel);
+  // Channels whose snapshot is incomplete (begun, not finished), by name.
+  std::vector<std::string> incomplete_channels();
+  // The channel's id in this store (nullopt if unknown).
+  std::optional<ChannelId> id_of(const std::string& channel);
+
   // The channel's definition and its subscriptions' as records (empty if unknown).
   std::string definitions(const std::string& channel);
   ReplicaPosition position(const std::string& channel);
@@ -94,10 +111,24 @@ class ReplicaCatalog {
   struct ChannelEntry {
     std::string name;
     std::string config;
-    uint64_t epoch = 0;
+    uint64_t epoch = 0;     // the highest epoch seen
     uint64_t position = 0;  // last assigned or accepted
     uint64_t stored = 0;    // last stored
+    std::vector<EpochStart> starts;
+    // A snapshot is being applied (or a crash interrupted one): the records count for nothing.
+    bool incomplete = false;
+    uint64_t snapshot_epoch = 0, snapshot_position = 0;
+    uint32_t snapshot_next = 0;  // the chunk expected next
+    // Ids of an earlier copy the first chunk discards; kept until that chunk is stored, so that
+    // a failed write leaves them to the next snapshot rather than behind as a second copy.
+    std::vector<ChannelId> discard_channels;
+    std::vector<SubscriptionId> discard_subscriptions;
   };
+  // The epoch of position `p` in `e`'s log: 0 for position 0, nullopt when unknown (before the
+  // first epoch start the entry keeps).
+  static std::optional<uint64_t> epoch_of(const ChannelEntry& e, uint64_t p);
+  static void add_start(ChannelEntry& e, EpochStart s);
+  ReplicaPosition record_locked(const ChannelEntry& e) const;
   struct SubEntry {
     ChannelId channel = 0;
     std::string name;
@@ -117,7 +148,20 @@ class ReplicaCatalog {
   std::atomic<SubscriptionId> next_subscription_{1};
 };
 
-// Encodes a meta 'P' value and decodes one (kCorruption naming the key on bad bytes).
+// Appends one record (the layout above). `sub` names the subscription of a delivery, 'S' or
+// 'K' record (nullptr otherwise); `key_rest` is the key after its id.
+void append_replica_record(std::string& out, uint8_t kind, uint8_t cf, char tag,
+                           const std::string* sub, std::string_view key_rest,
+                           std::string_view value);
+
+// The most epoch starts a channel's position record keeps (the oldest go first: a position
+// before the oldest kept start has an unknown epoch, which never matches, so a follower that
+// old takes a snapshot).
+inline constexpr size_t kMaxEpochStarts = 256;
+
+// Encodes a meta 'P' value and decodes one (kCorruption naming the key on bad bytes):
+// u8 version 1, u64 epoch, u64 position, then (absent in records of earlier builds) u8 flags
+// (1: snapshot incomplete), u16 count and count times u64 epoch, u64 first position.
 std::string encode_replica_position(const ReplicaPosition& p);
 Result<ReplicaPosition> decode_replica_position(std::string_view key, std::string_view value);
 

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "storage/records.h"
@@ -28,6 +29,10 @@ struct Shipment {
   std::string channel;  // the channel's name
   uint64_t epoch = 0;   // the leader's epoch for the channel
   uint64_t position = 0;
+  // The entry before it in the leader's log (log matching): its position (position - 1) and the
+  // epoch under which it was written (0 with position 0: the log was empty).
+  uint64_t prev_epoch = 0;
+  uint64_t prev_position = 0;
   // As durably as the most demanding request of the group that wrote the channel.
   Durability durability = Durability::kGroup;
   std::string records;  // encoded records (see encode in replica_catalog.h)
@@ -55,6 +60,8 @@ struct ReplicatedBatch {
   std::string channel;
   uint64_t epoch = 0;
   uint64_t position = 0;
+  uint64_t prev_epoch = 0;  // the leader's entry before it (Shipment::prev_epoch)
+  uint64_t prev_position = 0;
   Durability durability = Durability::kGroup;
   std::string definitions;  // records applied first: the channel's and its subscriptions'
                             // definitions, so that a follower can create what it never saw
@@ -65,21 +72,54 @@ struct ReplicatedBatch {
 struct ApplyOutcome {
   enum class Kind {
     kApplied,    // stored as durably as asked; `position` is now the follower's last
-    kDuplicate,  // already held: `position` is the follower's last stored position
+    kDuplicate,  // this exact (epoch, position) is held: `position` is stored (at most the
+                 // batch's own position: what follows it may not be the leader's)
     kGap,        // positions are missing before it: resend from `position`
     kStale,      // its epoch is below the highest the follower has seen (`text` says)
     kFailed,     // refused or not stored (`text` says why)
+    kDiverged,   // the follower's log differs from the leader's (or a snapshot is incomplete):
+                 // its last entry is (`last_epoch`, `position`); it needs a snapshot
   };
   Kind kind = Kind::kApplied;
   uint64_t epoch = 0;  // the highest epoch the follower has seen for the channel
   uint64_t position = 0;
+  uint64_t last_epoch = 0;  // kDiverged: the epoch of the follower's last entry
   std::string text;
+};
+
+// Where each leader epoch began in a channel's log: the epoch and its first position, ascending
+// in both. The epoch of position p is that of the last start at or before p. Every store keeps
+// the list with the channel's position (meta 'P'), so that a follower can tell whether it holds
+// exactly the leader's entry (epoch, position) (log matching, as in Raft or Kafka's leader
+// epochs).
+struct EpochStart {
+  uint64_t epoch = 0;
+  uint64_t first = 0;
+  bool operator==(const EpochStart&) const = default;
+};
+
+// One chunk of a channel's whole state at a position, sent by its leader to a follower that
+// cannot be brought up to date by resending (behind the retained log, diverged, empty). Chunks
+// are applied in order; the first discards the follower's copy of the channel and marks the
+// channel incomplete (durably), the last stores the position and clears the mark.
+struct SnapshotChunk {
+  std::string channel;
+  uint64_t epoch = 0;     // the leader's epoch
+  uint64_t position = 0;  // the position the snapshot holds the channel at
+  uint32_t index = 0;     // 0, 1, ...
+  bool last = false;
+  std::vector<EpochStart> starts;  // last chunk: the leader's epoch starts up to `position`
+  std::string records;             // records (replica_catalog.h)
 };
 
 // A channel's replication position as a store holds it.
 struct ReplicaPosition {
   uint64_t epoch = 0;
   uint64_t position = 0;  // the last position stored (0: none)
+  // A snapshot of the channel was begun and not finished: its records are partial and count
+  // for nothing until a snapshot is applied whole.
+  bool incomplete = false;
+  std::vector<EpochStart> starts;  // empty in records written before epoch starts were kept
 };
 
 }  // namespace witmq::storage

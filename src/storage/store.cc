@@ -235,6 +235,8 @@ struct Store::Impl {
   std::unique_ptr<rocksdb::DB> db;
   // Ids in use and, in cluster mode, the names and replication positions of channels.
   ReplicaCatalog catalog;
+  // Channel snapshots being read (cluster mode): released before the database closes.
+  std::shared_ptr<SnapshotRegistry> snapshots = make_snapshot_registry();
   // Indexed by ColumnFamily. The default column family is opened (RocksDB requires it) but unused.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
@@ -534,6 +536,7 @@ void Store::Impl::close() {
   queue_cv.notify_one();
   commit_thread.join();
   merger->stop();
+  close_snapshot_registry(*snapshots);
   // Flushing here makes unlogged writes durable, and means the next open replays no WAL.
   rocksdb::FlushOptions fo;
   fo.wait = true;
@@ -987,6 +990,40 @@ std::string Store::replica_definitions(const std::string& channel) {
 
 ReplicaPosition Store::replica_position(const std::string& channel) {
   return impl_->catalog.position(channel);
+}
+
+void Store::apply_snapshot(const SnapshotChunk& chunk, std::function<void(ApplyOutcome)> done) {
+  WriteSet ws;
+  ApplyOutcome accepted = impl_->catalog.accept_snapshot(chunk, ws);
+  if (accepted.kind != ApplyOutcome::Kind::kApplied) return done(std::move(accepted));
+  // The chunk's records only (not the bulky SnapshotChunk) are kept for the callback.
+  SnapshotChunk header{chunk.channel, chunk.epoch, chunk.position, chunk.index, chunk.last, {}, {}};
+  commit(std::move(ws), Durability::kSync,
+         [this, accepted, header = std::move(header), done = std::move(done)](Status s) mutable {
+           if (s.ok()) {
+             impl_->catalog.snapshot_applied(header);
+             return done(std::move(accepted));
+           }
+           impl_->catalog.snapshot_failed(header.channel);
+           accepted.kind = ApplyOutcome::Kind::kFailed;
+           accepted.text =
+               fmt::format("replication: channel '{}': snapshot chunk {} not stored: {}",
+                           header.channel, header.index, s.error().message);
+           done(std::move(accepted));
+         });
+}
+
+Result<std::unique_ptr<ChannelSnapshot>> Store::snapshot_channel(const std::string& channel) {
+  auto id = impl_->catalog.id_of(channel);
+  if (!id) {
+    return Error(ErrorCode::kNotFound,
+                 fmt::format("storage: snapshot of channel '{}': it has no record here", channel));
+  }
+  return ChannelSnapshot::open(impl_->db.get(), impl_->handles, impl_->snapshots, *id, channel);
+}
+
+std::vector<std::string> Store::replica_catching_up() {
+  return impl_->catalog.incomplete_channels();
 }
 
 StoreStats Store::stats() const {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "storage/channel_snapshot.h"
 #include "storage/records.h"
 #include "storage/replication.h"
 
@@ -220,6 +221,15 @@ class Store {
   std::string replica_definitions(const std::string& channel);
   // The channel's stored replication position (zeros if none or not in cluster mode).
   ReplicaPosition replica_position(const std::string& channel);
+  // Cluster mode, on a follower: applies one chunk of a snapshot the channel's leader sent
+  // (SnapshotChunk), as apply_replicated() does a batch: committed (kSync: a snapshot is
+  // written once) and `done` runs once it is stored, or at once with kStale / kFailed.
+  void apply_snapshot(const SnapshotChunk& chunk, std::function<void(ApplyOutcome)> done);
+  // Cluster mode, on a leader: a consistent read of the channel's whole state at its current
+  // replication position (ChannelSnapshot).
+  Result<std::unique_ptr<ChannelSnapshot>> snapshot_channel(const std::string& channel);
+  // Channels whose copy here is an incomplete snapshot (a follower catching up), by name.
+  std::vector<std::string> replica_catching_up();
 
  private:
   struct Impl;

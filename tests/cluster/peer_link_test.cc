@@ -61,10 +61,14 @@ TEST(PeerFramesTest, EveryFrameRoundTrips) {
       PeerRefused{ErrorCode::kPermissionDenied, "no"},
       PeerPing{0x0102030405060708},
       PeerPong{UINT64_MAX},
-      PeerReplicate{"orders", 3, 17, 1, "defs", "records"},
+      PeerReplicate{"orders", 3, 17, 2, 16, 1, "defs", "records"},
       PeerReplicated{"orders", 3, 17},
       PeerResend{"orders", 5},
-      PeerReplicaRefused{"orders", 4, ErrorCode::kFailedPrecondition, "stale epoch"}};
+      PeerReplicaRefused{"orders", 4, ErrorCode::kFailedPrecondition, "stale epoch"},
+      PeerDiverged{"orders", 5, 3, 17},
+      PeerSnapshot{"orders", 5, 17, 0, false, {}, "records"},
+      PeerSnapshot{"orders", 5, 17, 3, true, {{2, 1}, {5, 12}}, ""},
+      PeerSnapshotAck{"orders", 5, 17, 3}};
   for (const PeerFrame& f : frames) {
     const std::string wire = encode_peer_frame(f);
     std::array<uint8_t, kPeerHeaderBytes> header{};
@@ -79,9 +83,26 @@ TEST(PeerFramesTest, EveryFrameRoundTrips) {
 
 TEST(PeerFramesTest, MalformedBodiesAreRefusedNamingTheField) {
   EXPECT_NE(decode_peer_body({}).error().message.find("empty body"), std::string::npos);
-  const std::string unknown("\x0a", 1);
-  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 10"),
+  const std::string unknown("\x0d", 1);
+  EXPECT_NE(decode_peer_body(bytes_of(unknown)).error().message.find("unknown type 13"),
             std::string::npos);
+  // A replicate frame's previous entry must be just before it, of no later epoch.
+  for (const PeerReplicate& f :
+       {PeerReplicate{"x", 3, 17, 3, 15, 1, "", ""}, PeerReplicate{"x", 3, 17, 4, 16, 1, "", ""},
+        PeerReplicate{"x", 3, 1, 2, 0, 1, "", ""}}) {
+    auto r = decode_peer_body(bytes_of(body_of(f)));
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("cannot precede"), std::string::npos) << r.error().message;
+  }
+  std::string snapshot = body_of(PeerSnapshot{"x", 5, 17, 0, true, {}, ""});
+  snapshot[1 + 2 + 1 + 8 + 8 + 4] = 2;  // last
+  auto bad_last = decode_peer_body(bytes_of(snapshot));
+  ASSERT_FALSE(bad_last);
+  EXPECT_NE(bad_last.error().message.find("last is 2"), std::string::npos);
+  auto early_starts =
+      decode_peer_body(bytes_of(body_of(PeerSnapshot{"x", 5, 17, 0, false, {{5, 1}}, ""})));
+  ASSERT_FALSE(early_starts);
+  EXPECT_NE(early_starts.error().message.find("not the last"), std::string::npos);
   std::string hello = body_of(PeerHello{2, "c", "n1", peer_nonce()});
   auto cut = decode_peer_body(bytes_of(hello.substr(0, hello.size() - 3)));
   ASSERT_FALSE(cut);
@@ -247,9 +268,11 @@ TEST_F(PeerServerTest, WrongSecretClusterVersionOrFirstFrameIsRefused) {
     std::string expected;
   };
   const std::vector<FirstFrame> firsts = {
-      {PeerHello{7, "test", "n2", peer_nonce()}, "peer protocol version 7, this node speaks 2"},
+      {PeerHello{7, "test", "n2", peer_nonce()}, "peer protocol version 7, this node speaks 3"},
       // A version 1 hello carried the secret itself: refused by its version alone.
-      {PeerHello{1, "test", "n2", kSecret}, "peer protocol version 1, this node speaks 2"},
+      {PeerHello{1, "test", "n2", kSecret}, "peer protocol version 1, this node speaks 3"},
+      // Version 2 had no log matching: its replicate frames would be misread.
+      {PeerHello{2, "test", "n2", peer_nonce()}, "peer protocol version 2, this node speaks 3"},
       {PeerHello{kPeerProtocolVersion, "test", "n2", "short"}, "a nonce of 5 bytes, expected 32"},
       {PeerPing{1}, "expected a hello as the first frame, got ping"},
       {PeerWelcome{2, "n2", ""}, "expected a hello as the first frame, got welcome"},
@@ -652,19 +675,19 @@ TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes)
     peer.send(f);
     return peer.receive();
   };
-  auto gap = answer(PeerReplicate{"x", 5, 2, 1, "", ""});
+  auto gap = answer(PeerReplicate{"x", 5, 2, 5, 1, 1, "", ""});
   ASSERT_TRUE(gap && std::holds_alternative<PeerResend>(*gap)) << refused_text(gap);
   EXPECT_EQ(std::get<PeerResend>(*gap).from, 1u);
-  auto bad = answer(PeerReplicate{"x", 5, 1, 1, "", std::string("\x07\x00\x00", 3)});
+  auto bad = answer(PeerReplicate{"x", 5, 1, 0, 0, 1, "", std::string("\x07\x00\x00", 3)});
   ASSERT_TRUE(bad && std::holds_alternative<PeerReplicaRefused>(*bad)) << refused_text(bad);
   EXPECT_EQ(std::get<PeerReplicaRefused>(*bad).code, ErrorCode::kInvalidArgument);
   EXPECT_NE(std::get<PeerReplicaRefused>(*bad).text.find("record at byte 0"), std::string::npos)
       << std::get<PeerReplicaRefused>(*bad).text;
-  auto ok = answer(PeerReplicate{"x", 5, 1, 1, "", ""});
+  auto ok = answer(PeerReplicate{"x", 5, 1, 0, 0, 1, "", ""});
   ASSERT_TRUE(ok && std::holds_alternative<PeerReplicated>(*ok)) << refused_text(ok);
   EXPECT_EQ(std::get<PeerReplicated>(*ok).position, 1u);
   EXPECT_EQ(std::get<PeerReplicated>(*ok).epoch, 5u);
-  auto stale = answer(PeerReplicate{"x", 4, 2, 1, "", ""});
+  auto stale = answer(PeerReplicate{"x", 4, 2, 4, 1, 1, "", ""});
   ASSERT_TRUE(stale && std::holds_alternative<PeerReplicaRefused>(*stale)) << refused_text(stale);
   EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(std::get<PeerReplicaRefused>(*stale).epoch, 5u);
@@ -678,6 +701,66 @@ TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes)
   auto after = http_get(d.http_port(), "/v1/cluster");
   EXPECT_EQ(after.json["replication-state"]["batches-applied"], 1) << after.json.dump();
   EXPECT_EQ(after.json["replication-state"]["stale-refused"], 1) << after.json.dump();
+}
+
+// Log matching and snapshots over a real link: a frame that does not chain on the node's last
+// entry is answered `diverged` (never `replicated`), a snapshot's chunks are acknowledged one by
+// one, out-of-order chunks are refused, and after the snapshot the node chains on again.
+TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_});
+  ASSERT_NE(d.port(), 0);
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  ASSERT_EQ(v.status, 200u) << v;
+  const std::string listen = v.json["peer-link"]["listen"];
+  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  auto answer = [&peer](const PeerFrame& f) {
+    peer.send(f);
+    return peer.receive();
+  };
+  for (uint64_t p = 1; p <= 3; ++p) {
+    auto ok = answer(PeerReplicate{"y", 5, p, p == 1 ? 0u : 5u, p - 1, 1, "", ""});
+    ASSERT_TRUE(ok && std::holds_alternative<PeerReplicated>(*ok)) << refused_text(ok);
+  }
+  // A new leader (epoch 6) that holds positions 1..2 only writes its own position 3.
+  auto div = answer(PeerReplicate{"y", 6, 3, 5, 2, 1, "", ""});
+  ASSERT_TRUE(div && std::holds_alternative<PeerDiverged>(*div)) << refused_text(div);
+  EXPECT_EQ(std::get<PeerDiverged>(*div).last_epoch, 5u);
+  EXPECT_EQ(std::get<PeerDiverged>(*div).last_position, 3u);
+  EXPECT_EQ(std::get<PeerDiverged>(*div).epoch, 6u);
+  // Its snapshot at position 3, in two chunks.
+  auto out_of_order = answer(PeerSnapshot{"y", 6, 3, 1, false, {}, ""});
+  ASSERT_TRUE(out_of_order && std::holds_alternative<PeerReplicaRefused>(*out_of_order))
+      << refused_text(out_of_order);
+  auto first = answer(PeerSnapshot{"y", 6, 3, 0, false, {}, ""});
+  ASSERT_TRUE(first && std::holds_alternative<PeerSnapshotAck>(*first)) << refused_text(first);
+  EXPECT_EQ(std::get<PeerSnapshotAck>(*first).index, 0u);
+  auto midway = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(midway.json["replication-state"]["catching-up"], nlohmann::json::array({"y"}))
+      << midway.json.dump();
+  // Meanwhile nothing chains on the partial copy.
+  auto partial = answer(PeerReplicate{"y", 6, 4, 6, 3, 1, "", ""});
+  ASSERT_TRUE(partial && std::holds_alternative<PeerDiverged>(*partial)) << refused_text(partial);
+  EXPECT_EQ(std::get<PeerDiverged>(*partial).last_position, 0u);
+  auto last = answer(PeerSnapshot{"y", 6, 3, 1, true, {{5, 1}, {6, 3}}, ""});
+  ASSERT_TRUE(last && std::holds_alternative<PeerSnapshotAck>(*last)) << refused_text(last);
+  EXPECT_EQ(std::get<PeerSnapshotAck>(*last).position, 3u);
+  auto dup = answer(PeerReplicate{"y", 6, 3, 5, 2, 1, "", ""});
+  ASSERT_TRUE(dup && std::holds_alternative<PeerReplicated>(*dup)) << refused_text(dup);
+  EXPECT_EQ(std::get<PeerReplicated>(*dup).position, 3u);
+  auto next = answer(PeerReplicate{"y", 6, 4, 6, 3, 1, "", ""});
+  ASSERT_TRUE(next && std::holds_alternative<PeerReplicated>(*next)) << refused_text(next);
+  EXPECT_EQ(std::get<PeerReplicated>(*next).position, 4u);
+  auto after = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(after.json["replication-state"]["snapshots-received"], 1) << after.json.dump();
+  EXPECT_EQ(after.json["replication-state"]["catching-up"], nlohmann::json::array())
+      << after.json.dump();
 }
 
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {

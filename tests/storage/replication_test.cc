@@ -75,6 +75,8 @@ ReplicatedBatch batch_of(const Shipment& s) {
   b.channel = s.channel;
   b.epoch = s.epoch;
   b.position = s.position;
+  b.prev_epoch = s.prev_epoch;
+  b.prev_position = s.prev_position;
   b.durability = s.durability;
   b.records = s.records;
   return b;

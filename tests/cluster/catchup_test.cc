@@ -1,0 +1,279 @@
+// Catch-up end to end (docs/CLUSTERING.md, "Snapshots"): three real witmqd on a real etcd, a
+// channel with replicas 3 and a small retained log (cluster-replication-retained-bytes). A
+// follower stopped while more than the retained log is written, and a node restarted with an
+// empty data directory, are each sent a snapshot by the leader; afterwards each holds every
+// send-ok'd message and every completion in its own store (opened after the cluster is killed).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/client.h"
+#include "cluster/etcd_process.h"
+#include "daemon/daemon_process.h"
+#include "daemon/http_client.h"
+#include "storage/store.h"
+
+namespace witmq::cluster {
+namespace {
+
+using daemon::testing::Daemon;
+using daemon::testing::make_temp_dir;
+using nlohmann::json;
+using testing::Etcd;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr std::string_view kSecret = "catchup-test-secret-0123456789abc";
+// Far less than what is written while the follower is away.
+constexpr size_t kRetainedBytes = 64 * 1024;
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(100ms);
+  }
+  return true;
+}
+
+Message text_message(const std::string& text) {
+  Message m;
+  m.data.assign(text.begin(), text.end());
+  m.data.resize(1024, '.');  // a kilobyte each: the retained log holds about 60
+  return m;
+}
+
+std::string text_of(const Message& m) {
+  std::string s(m.data.begin(), m.data.end());
+  return s.substr(0, s.find('.'));
+}
+
+class CatchUpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WITMQ_REQUIRE_ETCD();
+    etcd_ = std::make_unique<Etcd>();
+    for (const char* id : {"n1", "n2", "n3"}) {
+      dirs_[id] = make_temp_dir(std::string("catchup-") + id);
+      nodes_[id] = std::make_unique<Daemon>(
+          std::vector<std::string>{
+              "--set", std::string("cluster-node-id=") + id, "--set", "cluster-name=catchup",
+              "--set", "cluster-etcd-endpoints=[\"" + etcd_->endpoint() + "\"]", "--set",
+              "cluster-lease-ttl-seconds=2", "--set", "cluster-etcd-timeout-ms=500", "--set",
+              "cluster-peer-listen=127.0.0.1:0", "--set",
+              "cluster-peer-token=" + std::string(kSecret), "--set",
+              "cluster-replication-timeout-ms=3000", "--set",
+              fmt::format("cluster-replication-retained-bytes={}", kRetainedBytes)},
+          dirs_[id]);
+      ASSERT_NE(nodes_[id]->port(), 0) << id << " did not start";
+    }
+    ASSERT_TRUE(all_linked()) << view("n1").dump();
+  }
+
+  void TearDown() override {
+    nodes_.clear();
+    for (const auto& [id, dir] : dirs_) std::filesystem::remove_all(dir);
+  }
+
+  bool all_linked() {
+    return wait_until(
+        [&] {
+          for (const auto& [id, d] : nodes_) {
+            json v = view(id);
+            if (v["nodes"].size() != 3) return false;
+            const json& links = v["peer-link"]["links"];
+            if (links.size() != 2) return false;
+            for (const json& l : links) {
+              if (l.value("state", "") != "up") return false;
+            }
+          }
+          return true;
+        },
+        30s);
+  }
+
+  json view(const std::string& id) {
+    auto r = daemon::testing::http_request(nodes_[id]->http_port(), "GET", "/v1/cluster", "");
+    if (r.status != 200u) return json::object();
+    json j = json::parse(r.body, nullptr, false);
+    return j.is_discarded() ? json::object() : j;
+  }
+
+  std::string leader_of(const std::string& channel) {
+    std::string leader;
+    wait_until(
+        [&] {
+          const json v = view("n1");
+          for (const json& c : v["channels"]) {
+            if (c.value("name", "") == channel && c.contains("leader") && c["leader"].is_string())
+              leader = c["leader"].get<std::string>();
+          }
+          return !leader.empty() && view(leader)["node"]["leads"].contains(channel);
+        },
+        20s);
+    return leader;
+  }
+
+  std::unique_ptr<client::Client> connect(const std::string& node) {
+    client::Options o;
+    o.request_timeout = 30s;
+    auto c = client::Client::connect("127.0.0.1", nodes_[node]->port(), "", o);
+    EXPECT_TRUE(c.ok()) << node << ": " << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  // Sends `count` messages named prefix-i in batches of 20, each send-ok'd.
+  void send(client::Client& c, const std::string& prefix, int count) {
+    for (int i = 0; i < count; i += 20) {
+      std::vector<Message> batch;
+      for (int j = i; j < i + 20 && j < count; ++j)
+        batch.push_back(text_message(fmt::format("{}-{}", prefix, j)));
+      auto st = c.send("rep", batch);
+      ASSERT_TRUE(st) << st.error().to_string();
+      for (const auto& m : batch) sent_.insert(text_of(m));
+    }
+  }
+
+  void complete(client::Client& c, size_t count) {
+    const size_t target = completed_.size() + count;
+    while (completed_.size() < target) {
+      auto got = c.subscribe_try_receive("rep", 1000);
+      ASSERT_TRUE(got) << got.error().to_string();
+      ASSERT_TRUE(got->has_value());
+      for (const auto& m : **got) {
+        auto st = c.complete_message(m);
+        ASSERT_TRUE(st) << st.error().to_string();
+        completed_.insert(text_of(m));
+      }
+    }
+  }
+
+  // Waits until `follower` has acknowledged the leader's last position of "rep".
+  bool caught_up(const std::string& leader, const std::string& follower) {
+    return wait_until(
+        [&] {
+          const json c = view(leader)["replication-state"]["channels-led"]["rep"];
+          if (!c.is_object() || !c["followers-acked"].contains(follower)) return false;
+          return c["followers-acked"][follower].get<uint64_t>() == c["position"].get<uint64_t>() &&
+                 c["followers-catching-up"].empty();
+        },
+        60s);
+  }
+
+  void expect_holds_everything(const std::string& id) {
+    storage::StoreOptions o;
+    o.path = dirs_[id];
+    auto store = storage::Store::open(o);
+    ASSERT_TRUE(store) << id << ": " << store.error().message;
+    auto state = (*store)->recover();
+    ASSERT_TRUE(state) << id << ": " << state.error().message;
+    int copies = 0;
+    for (const auto& c : state->channels) {
+      if (c.def.name != "rep") continue;
+      ++copies;
+      auto msgs = (*store)->read(c.def.id, 0, c.head.next, SIZE_MAX);
+      ASSERT_TRUE(msgs);
+      std::map<storage::Seq, std::string> by_seq;
+      std::set<std::string> held;
+      for (const auto& m : *msgs) {
+        by_seq[m.seq] = text_of(m.message);
+        held.insert(text_of(m.message));
+      }
+      std::set<std::string> settled;
+      for (const auto& s : state->subscriptions) {
+        if (s.def.channel != c.def.id) continue;
+        for (const auto& [seq, text] : by_seq) {
+          if (seq < s.cursor.floor) settled.insert(text);
+        }
+        for (const auto& [seq, r] : s.deliveries) {
+          if (r.status == storage::DeliveryStatus::kAccepted && by_seq.contains(seq))
+            settled.insert(by_seq[seq]);
+        }
+      }
+      size_t missing = 0, wrongly_settled = 0, unsettled = 0;
+      for (const auto& text : sent_) {
+        if (completed_.contains(text)) {
+          if (held.contains(text) && !settled.contains(text)) ++unsettled;
+          continue;
+        }
+        if (!held.contains(text)) ++missing;
+        if (settled.contains(text)) ++wrongly_settled;
+      }
+      EXPECT_EQ(missing, 0u) << id << " lacks send-ok'd messages";
+      EXPECT_EQ(wrongly_settled, 0u) << id;
+      EXPECT_EQ(unsettled, 0u) << id << " does not hold completions";
+      EXPECT_EQ(c.head.next, sent_.size()) << id;
+    }
+    EXPECT_EQ(copies, 1) << id;
+  }
+
+  std::unique_ptr<Etcd> etcd_;
+  std::map<std::string, std::string> dirs_;
+  std::map<std::string, std::unique_ptr<Daemon>> nodes_;
+  std::set<std::string> sent_, completed_;
+};
+
+TEST_F(CatchUpTest, AFollowerFarBehindAndAnEmptyNodeAreSentSnapshotsAndHoldEverything) {
+  auto declarer = connect("n1");
+  ASSERT_TRUE(declarer);
+  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
+  declarer.reset();
+  const std::string leader = leader_of("rep");
+  ASSERT_FALSE(leader.empty()) << view("n1").dump();
+  std::vector<std::string> followers;
+  for (const auto& [id, d] : nodes_) {
+    if (id != leader) followers.push_back(id);
+  }
+  auto c = connect(leader);
+  ASSERT_TRUE(c);
+  send(*c, "before", 40);
+  complete(*c, 10);
+  ASSERT_TRUE(caught_up(leader, followers[0]));
+
+  // Far behind: stopped while five times the retained log is written and settled.
+  nodes_[followers[0]]->stop(SIGKILL);
+  send(*c, "away", 320);
+  complete(*c, 100);
+  nodes_[followers[0]]->start();
+  ASSERT_NE(nodes_[followers[0]]->port(), 0);
+  send(*c, "back", 20);  // writes go on while it catches up
+  ASSERT_TRUE(caught_up(leader, followers[0])) << view(leader)["replication-state"].dump() << "\n"
+                                               << view(followers[0])["replication-state"].dump();
+  EXPECT_GE(view(leader)["replication-state"]["snapshots-sent"].get<uint64_t>(), 1u);
+  EXPECT_EQ(view(followers[0])["replication-state"]["snapshots-received"], 1)
+      << view(followers[0])["replication-state"].dump();
+  EXPECT_EQ(view(followers[0])["replication-state"]["catching-up"], json::array());
+
+  // Empty: the other follower comes back with nothing.
+  nodes_[followers[1]]->stop(SIGKILL);
+  std::filesystem::remove_all(dirs_[followers[1]]);
+  std::filesystem::create_directories(dirs_[followers[1]]);
+  nodes_[followers[1]]->start();
+  ASSERT_NE(nodes_[followers[1]]->port(), 0);
+  send(*c, "empty", 40);
+  complete(*c, 20);
+  ASSERT_TRUE(caught_up(leader, followers[1])) << view(leader)["replication-state"].dump() << "\n"
+                                               << view(followers[1])["replication-state"].dump();
+  EXPECT_EQ(view(followers[1])["replication-state"]["snapshots-received"], 1)
+      << view(followers[1])["replication-state"].dump();
+  // Caught up, both hold what the leader holds: every position after the snapshot too.
+  ASSERT_TRUE(caught_up(leader, followers[0]));
+  c.reset();
+  for (auto& [id, d] : nodes_) d->stop(SIGKILL);
+  for (const auto& id : followers) expect_holds_everything(id);
+  expect_holds_everything(leader);
+}
+
+}  // namespace
+}  // namespace witmq::cluster
