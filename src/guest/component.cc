@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "guest/guest_instance.h"
+#include "guest/worlds.h"
 
 namespace witmq::guest {
 namespace {
@@ -430,8 +431,9 @@ std::string read_export_name(Reader& r) {
 
 class ComponentReader {
  public:
-  ComponentReader(std::string name, const std::vector<ImportSpec>& offered)
-      : name_(std::move(name)), offered_(offered) {}
+  ComponentReader(std::string name, const std::vector<ImportSpec>& offered,
+                  const ComponentWorld& world)
+      : name_(std::move(name)), offered_(offered), world_(world) {}
 
   CoreLink read(std::span<const uint8_t> bytes) {
     binary_size_ = bytes.size();
@@ -792,9 +794,9 @@ class ComponentReader {
     const uint8_t kind = s.u8();
     if (kind != 0x05) {
       refuse(
-          fmt::format("imports \"{}\", which is not an interface; the messaging world imports "
+          fmt::format("imports \"{}\", which is not an interface; the {} world imports "
                       "only interfaces",
-                      name));
+                      name, world_.name));
     }
     s.u32();
     const std::string module = component_host_module(name);
@@ -903,54 +905,55 @@ class ComponentReader {
     switch (sort) {
       case 0x01:
         refuse(
-            fmt::format("exports function \"{}\"; the messaging world exports only the "
+            fmt::format("exports function \"{}\"; the {} world exports only the "
                         "interface {}",
-                        export_name, kGuestInterface));
+                        export_name, world_.name, world_.interface));
       case 0x03:
         push(types_, TypeEntry{}, "types");
         return;
       case 0x05: {
-        if (export_name != kGuestInterface) {
+        if (export_name != world_.interface) {
           refuse(
-              fmt::format("exports \"{}\", which the messaging world does not (it exports "
+              fmt::format("exports \"{}\", which the {} world does not (it exports "
                           "{})",
-                          export_name, kGuestInterface));
+                          export_name, world_.name, world_.interface));
         }
         guest_ = at(instances_, index, "instance");
         push(instances_, *guest_, "instances");
         return;
       }
       default:
-        refuse(fmt::format("exports \"{}\" of a sort the messaging world does not export",
-                           export_name));
+        refuse(fmt::format("exports \"{}\" of a sort the {} world does not export", export_name,
+                           world_.name));
     }
   }
 
   // ---- the result ----
   CoreLink finish() {
     if (!guest_) {
-      refuse(fmt::format("does not export {}: its world is not `messaging`", kGuestInterface));
+      refuse(
+          fmt::format("does not export {}: its world is not `{}`", world_.interface, world_.name));
     }
-    auto lifted = [&](const char* func, const char* core_name, const char* post_name) {
-      auto it = guest_->funcs.find(func);
+    for (const ComponentWorld::Func& want : world_.funcs) {
+      auto it = guest_->funcs.find(want.name);
       if (it == guest_->funcs.end()) {
-        refuse(fmt::format("{} has no function \"{}\"", kGuestInterface, func));
+        refuse(fmt::format("{} has no function \"{}\"", world_.interface, want.name));
       }
       const ComponentFunc& f = funcs_[it->second];
       if (f.kind != ComponentFunc::kLifted) {
-        refuse(fmt::format("{}#{} is not a lifted core function", kGuestInterface, func));
+        refuse(fmt::format("{}#{} is not a lifted core function", world_.interface, want.name));
       }
-      link_.exports.emplace_back(core_name, f.core);
+      link_.exports.emplace_back(want.core_name, f.core);
       use_memory(f.options.memory);
       if (f.options.realloc) use_realloc(abi_names::kRealloc, *f.options.realloc);
-      if (f.options.post_return) link_.exports.emplace_back(post_name, *f.options.post_return);
-    };
-    lifted("configure", abi_names::kConfigure, abi_names::kPostConfigure);
-    lifted("handler", abi_names::kHandler, abi_names::kPostHandler);
+      if (f.options.post_return) link_.exports.emplace_back(want.post_name, *f.options.post_return);
+    }
     for (const auto& [name, source] : guest_->funcs) {
-      if (name != "configure" && name != "handler") {
-        refuse(fmt::format("{} exports \"{}\", which is not in the messaging world",
-                           kGuestInterface, name));
+      const bool known = std::any_of(world_.funcs.begin(), world_.funcs.end(),
+                                     [&](const ComponentWorld::Func& f) { return f.name == name; });
+      if (!known) {
+        refuse(fmt::format("{} exports \"{}\", which is not in the {} world", world_.interface,
+                           name, world_.name));
       }
     }
     if (!memory_) refuse("its lifts and lowers name no memory");
@@ -965,10 +968,9 @@ class ComponentReader {
     return std::move(link_);
   }
 
-  static constexpr const char* kGuestInterface = "wasi:messaging/messaging-guest@0.2.0-draft";
-
   std::string name_;
   const std::vector<ImportSpec>& offered_;
+  const ComponentWorld& world_;
   CoreLink link_;
   std::vector<std::span<const uint8_t>> modules_;
   std::vector<size_t> module_offsets_;
@@ -991,6 +993,43 @@ class ComponentReader {
 
 }  // namespace
 
+const ComponentWorld& seed_component_world() {
+  static const ComponentWorld w{"messaging",
+                                "wasi:messaging/messaging-guest@0.2.0-draft",
+                                {{"configure", abi_names::kConfigure, abi_names::kPostConfigure},
+                                 {"handler", abi_names::kHandler, abi_names::kPostHandler}}};
+  return w;
+}
+
+const ComponentWorld& draft_component_world() {
+  static const ComponentWorld w{"messaging-core",
+                                "wasi:messaging/incoming-handler@0.2.0-draft",
+                                {{"handle", draft_names::kHandle, draft_names::kPostHandle}}};
+  return w;
+}
+
+const ComponentWorld& recognize_component_world(std::span<const uint8_t> bytes) {
+  try {
+    Reader r(bytes);
+    r.bytes(8);
+    while (!r.done()) {
+      const uint8_t id = r.u8();
+      Reader s(r.bytes(r.u32()));
+      if (id != 11) continue;
+      for (uint32_t n = s.count(), i = 0; i < n; ++i) {
+        const std::string name = read_export_name(s);
+        if (name == draft_component_world().interface) return draft_component_world();
+        if (s.u8() == 0x00) s.u8();
+        s.u32();
+        if (s.u8() == 0x01) skip_externdesc(s);
+      }
+    }
+  } catch (const Refused&) {
+    // Malformed: read_component says where.
+  }
+  return seed_component_world();
+}
+
 bool is_component(std::span<const uint8_t> bytes) {
   static constexpr uint8_t kLayer[4] = {0x0d, 0x00, 0x01, 0x00};
   return bytes.size() >= 8 && bytes[0] == 0 && bytes[1] == 'a' && bytes[2] == 's' &&
@@ -998,9 +1037,10 @@ bool is_component(std::span<const uint8_t> bytes) {
 }
 
 std::string component_host_module(std::string_view interface) {
-  static constexpr std::string_view kMessaging[] = {"wasi:messaging/messaging-types@0.2.0-draft",
-                                                    "wasi:messaging/producer@0.2.0-draft",
-                                                    "wasi:messaging/consumer@0.2.0-draft"};
+  static constexpr std::string_view kMessaging[] = {
+      "wasi:messaging/messaging-types@0.2.0-draft", "wasi:messaging/producer@0.2.0-draft",
+      "wasi:messaging/consumer@0.2.0-draft", "wasi:messaging/types@0.2.0-draft",
+      "wasi:messaging/request-reply@0.2.0-draft"};
   for (std::string_view m : kMessaging) {
     if (interface == m) return std::string(m);
   }
@@ -1021,9 +1061,10 @@ std::string component_host_module(std::string_view interface) {
 }
 
 Result<CoreLink> read_component(const std::string& name, std::span<const uint8_t> bytes,
-                                const std::vector<ImportSpec>& offered) {
+                                const std::vector<ImportSpec>& offered,
+                                const ComponentWorld& world) {
   try {
-    return ComponentReader(name, offered).read(bytes);
+    return ComponentReader(name, offered, world).read(bytes);
   } catch (const Refused& e) {
     return Error(ErrorCode::kInvalidArgument, fmt::format("component '{}': {}", name, e.what()));
   } catch (const std::bad_alloc&) {

@@ -95,6 +95,15 @@ const ModuleRequirements& component_requirements() {
   return req;
 }
 
+const ModuleRequirements& draft_component_requirements() {
+  static const ModuleRequirements req = [] {
+    ModuleRequirements r = messaging_core_requirements();
+    for (const ImportSpec& spec : wasi_p2_imports()) r.offered_imports.push_back(spec);
+    return r;
+  }();
+  return req;
+}
+
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
                                                             const WasmLimits& limits,
                                                             const EngineOptions& engine) {
@@ -130,9 +139,13 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
                              "core modules)",
                              path));
   }
-  auto link = read_component(path, bytes, component_requirements().offered_imports);
+  const ComponentWorld& world = recognize_component_world(bytes);
+  const ModuleRequirements& req = &world == &draft_component_world()
+                                      ? draft_component_requirements()
+                                      : component_requirements();
+  auto link = read_component(path, bytes, req.offered_imports, world);
   if (!link.ok()) return std::move(link).error();
-  return WasmModule::compile_linked(path, *link, component_requirements(), limits);
+  return WasmModule::compile_linked(path, *link, req, limits);
 }
 
 // The instance's memory and cabi_realloc, for the canonical ABI.

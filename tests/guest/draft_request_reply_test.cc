@@ -1,6 +1,7 @@
 // The draft's messaging-request-reply world (guest_world_draft.cc): a guest requester answered by
 // a broker client, a guest responder answering broker requests, timeouts, a responder that traps,
-// stopping while a request waits, and hostile calls to request-reply.
+// stopping while a request waits, and hostile calls to request-reply; and the same guests as
+// components of the draft's worlds (built with jco from wit/wasi-messaging-draft/).
 #include <gtest/gtest.h>
 
 #include <future>
@@ -251,6 +252,57 @@ TEST_F(DraftRequestReplyTest, HostileCallsTrapTheGuestOnly) {
   send("draft.in", {ask("still")});
   respond("rr.svc", 1);
   EXPECT_EQ(next_out(), "ok:1:pong:still");
+}
+
+class DraftComponentTest : public DraftRequestReplyTest {
+ protected:
+  void SetUp() override {
+#ifndef WITMQ_COMPONENT_GUESTS_BUILT
+    GTEST_SKIP() << "no jco (node, npm) or wasm32-wasi clang: the component guests were not built";
+#endif
+    DraftRequestReplyTest::SetUp();
+  }
+};
+
+TEST_F(DraftComponentTest, ComponentsOfTheDraftWorldsAreRecognized) {
+  for (const char* stem :
+       {"component_draft_forward", "component_draft_requester", "component_draft_responder"}) {
+    auto m = load_guest_module(wasm_path(stem), WasmLimits{});
+    ASSERT_TRUE(m.ok()) << stem << ": " << m.error().message;
+    EXPECT_EQ(module_world(**m), World::kMessagingCore) << stem;
+  }
+}
+
+TEST_F(DraftComponentTest, AMessagingCoreComponentReceivesAndSends) {
+  GuestHost* h = start(guest("fwd", "component_draft_forward", "draft.in"));
+  ASSERT_TRUE(h);
+  send("draft.in", {text_message("a"), text_message("b")});
+  std::vector<std::string> got;
+  ASSERT_TRUE(eventually([&] {
+    for (const Message& m : receive("draft.out", 100ms)) {
+      got.push_back(text_of(m));
+      const std::string* from = find_metadata(m, "from");
+      EXPECT_TRUE(from && *from == "draft.in");
+    }
+    return got.size() >= 2;
+  }));
+  EXPECT_EQ(got, (std::vector<std::string>{"fwd:a", "fwd:b"}));
+  ASSERT_TRUE(eventually([&] { return h->stats().completed == 2; }));
+  EXPECT_EQ(h->stats().traps, 0u);
+}
+
+TEST_F(DraftComponentTest, RequestReplyComponentsTalk) {
+  GuestHost* responder = start(guest("responder", "component_draft_responder", "rr.svc"));
+  GuestHost* req = start(guest("requester", "component_draft_requester", "draft.in"));
+  ASSERT_TRUE(responder && req);
+  send("draft.in", {ask("hello")});
+  EXPECT_EQ(next_out(), "ok:1:re:hello");
+  send("draft.in", {ask("late", {{"topic", "rr.nobody"}, {"timeout-ms", "100"}})});
+  EXPECT_EQ(next_out(), "err:0:");
+  auto r = request("rr.svc", text_message("direct"), {5s, 1});
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(text_of((*r)[0]), "re:direct");
+  EXPECT_EQ(responder->stats().traps + req->stats().traps, 0u);
 }
 
 }  // namespace
