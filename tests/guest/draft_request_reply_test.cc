@@ -129,6 +129,10 @@ TEST_F(DraftRequestReplyTest, OptionsOutOfRangeAreErrorsNamingTheOption) {
   EXPECT_EQ(next_out(), "err:3:request: timeout-ms: 0 is out of range 1..300000");
   send("draft.in", {ask("x", {{"timeout-ms", "4294967295"}})});
   EXPECT_EQ(next_out(), "err:3:request: timeout-ms: 4294967295 is out of range 1..300000");
+  // A topic that is no channel name.
+  send("draft.in", {ask("x", {{"topic", ""}})});
+  const std::string empty_topic = next_out();
+  EXPECT_EQ(empty_topic.rfind("err:3:", 0), 0u) << empty_topic;
   EXPECT_EQ(h->stats().traps, 0u);
   EXPECT_EQ(channel("rr.svc").head_seq, 0u) << "no refused request reached the channel";
 }
