@@ -257,6 +257,15 @@ std::pair<uint32_t, uint32_t> lower_bytes(GuestMemory& mem, std::span<const uint
   return {ptr, static_cast<uint32_t>(b.size())};
 }
 
+std::pair<uint32_t, uint32_t> lower_handles(GuestMemory& mem, std::span<const uint32_t> handles) {
+  const uint32_t ptr =
+      allocate(mem, kHandle.align, uint64_t{kHandle.size} * handles.size(), "a list of handles");
+  for (size_t i = 0; i < handles.size(); ++i) {
+    store_u32(mem, ptr + static_cast<uint32_t>(i) * kHandle.size, handles[i]);
+  }
+  return {ptr, static_cast<uint32_t>(handles.size())};
+}
+
 std::pair<uint32_t, uint32_t> lower_key_values(GuestMemory& mem, const Metadata& kv) {
   const uint32_t ptr =
       allocate(mem, kKeyValue.align, uint64_t{kKeyValue.size} * kv.size(), "a key/value list");

@@ -229,6 +229,8 @@ std::variant<GuestConfiguration, ErrorHandle> load_result_configuration(GuestMem
 std::pair<uint32_t, uint32_t> lower_string(GuestMemory& mem, std::string_view s);
 std::pair<uint32_t, uint32_t> lower_bytes(GuestMemory& mem, std::span<const uint8_t> b);
 std::pair<uint32_t, uint32_t> lower_key_values(GuestMemory& mem, const Metadata& kv);
+// list<own<T>> (or any list<u32>): the handle indexes, 4 bytes each.
+std::pair<uint32_t, uint32_t> lower_handles(GuestMemory& mem, std::span<const uint32_t> handles);
 void store_message(GuestMemory& mem, uint32_t ptr, const Message& m);
 std::pair<uint32_t, uint32_t> lower_messages(GuestMemory& mem, const std::vector<Message>& ms);
 void store_guest_configuration(GuestMemory& mem, uint32_t ptr, const GuestConfiguration& gc);

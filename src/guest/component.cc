@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "guest/guest_instance.h"
+#include "guest/worlds.h"
 
 namespace witmq::guest {
 namespace {
@@ -430,8 +431,9 @@ std::string read_export_name(Reader& r) {
 
 class ComponentReader {
  public:
-  ComponentReader(std::string name, const std::vector<ImportSpec>& offered)
-      : name_(std::move(name)), offered_(offered) {}
+  ComponentReader(std::string name, const std::vector<ImportSpec>& offered,
+                  const ComponentWorld& world)
+      : name_(std::move(name)), offered_(offered), world_(world) {}
 
   CoreLink read(std::span<const uint8_t> bytes) {
     binary_size_ = bytes.size();
@@ -793,9 +795,9 @@ class ComponentReader {
     const uint8_t kind = s.u8();
     if (kind != 0x05) {
       refuse(
-          fmt::format("imports \"{}\", which is not an interface; the messaging world imports "
+          fmt::format("imports \"{}\", which is not an interface; the {} world imports "
                       "only interfaces",
-                      name));
+                      name, world_.name));
     }
     s.u32();
     const std::string module = component_host_module(name);
@@ -906,28 +908,27 @@ class ComponentReader {
     switch (sort) {
       case 0x01:
         refuse(
-            fmt::format("exports function \"{}\"; the messaging world exports only the "
+            fmt::format("exports function \"{}\"; the {} world exports only the "
                         "interface {}",
-                        export_name, kGuestInterface));
+                        export_name, world_.name, world_.interface));
       case 0x03:
         push(types_, TypeEntry{}, "types");
         return;
       case 0x05: {
-        if (export_name != kGuestInterface && export_name != kWasmcloudHandler) {
+        if (export_name != world_.interface) {
           refuse(
-              fmt::format("exports \"{}\", which the messaging world does not (it exports "
-                          "{}; wasmCloud's world exports {})",
-                          export_name, kGuestInterface, kWasmcloudHandler));
+              fmt::format("exports \"{}\", which the {} world does not (it exports "
+                          "{})",
+                          export_name, world_.name, world_.interface));
         }
         if (guest_) refuse("exports more than one guest interface");
-        guest_interface_ = export_name;
         guest_ = at(instances_, index, "instance");
         push(instances_, *guest_, "instances");
         return;
       }
       default:
-        refuse(fmt::format("exports \"{}\" of a sort the messaging world does not export",
-                           export_name));
+        refuse(fmt::format("exports \"{}\" of a sort the {} world does not export", export_name,
+                           world_.name));
     }
   }
 
@@ -935,36 +936,28 @@ class ComponentReader {
   CoreLink finish() {
     if (!guest_) {
       refuse(
-          fmt::format("does not export {}: its world is not `messaging` (nor wasmCloud's, "
-                      "which exports {})",
-                      kGuestInterface, kWasmcloudHandler));
+          fmt::format("does not export {}: its world is not `{}`", world_.interface, world_.name));
     }
-    const std::string& guest = guest_interface_;
-    auto lifted = [&](const char* func, const char* core_name, const char* post_name) {
-      auto it = guest_->funcs.find(func);
+    for (const ComponentWorld::Func& want : world_.funcs) {
+      auto it = guest_->funcs.find(want.name);
       if (it == guest_->funcs.end()) {
-        refuse(fmt::format("{} has no function \"{}\"", guest, func));
+        refuse(fmt::format("{} has no function \"{}\"", world_.interface, want.name));
       }
       const ComponentFunc& f = funcs_[it->second];
       if (f.kind != ComponentFunc::kLifted) {
-        refuse(fmt::format("{}#{} is not a lifted core function", guest, func));
+        refuse(fmt::format("{}#{} is not a lifted core function", world_.interface, want.name));
       }
-      link_.exports.emplace_back(core_name, f.core);
+      link_.exports.emplace_back(want.core_name, f.core);
       use_memory(f.options.memory);
       if (f.options.realloc) use_realloc(abi_names::kRealloc, *f.options.realloc);
-      if (f.options.post_return) link_.exports.emplace_back(post_name, *f.options.post_return);
-    };
-    const bool wasmcloud = guest == kWasmcloudHandler;
-    if (wasmcloud) {
-      lifted("handle-message", wasmcloud_names::kHandleMessage,
-             wasmcloud_names::kPostHandleMessage);
-    } else {
-      lifted("configure", abi_names::kConfigure, abi_names::kPostConfigure);
-      lifted("handler", abi_names::kHandler, abi_names::kPostHandler);
+      if (f.options.post_return) link_.exports.emplace_back(want.post_name, *f.options.post_return);
     }
     for (const auto& [name, source] : guest_->funcs) {
-      if (wasmcloud ? name != "handle-message" : name != "configure" && name != "handler") {
-        refuse(fmt::format("{} exports \"{}\", which is not in its world", guest, name));
+      const bool known = std::any_of(world_.funcs.begin(), world_.funcs.end(),
+                                     [&](const ComponentWorld::Func& f) { return f.name == name; });
+      if (!known) {
+        refuse(fmt::format("{} exports \"{}\", which is not in the {} world", world_.interface,
+                           name, world_.name));
       }
     }
     if (!memory_) refuse("its lifts and lowers name no memory");
@@ -979,13 +972,12 @@ class ComponentReader {
     return std::move(link_);
   }
 
-  static constexpr const char* kGuestInterface = "wasi:messaging/messaging-guest@0.2.0-draft";
-  static constexpr const char* kWasmcloudHandler = "wasmcloud:messaging/handler@0.2.0";
   static constexpr std::string_view kWasmcloudTypes = "wasmcloud:messaging/types@0.2.0";
   static constexpr std::string_view kWasmcloudConsumer = wasmcloud_names::kConsumer;
 
   std::string name_;
   const std::vector<ImportSpec>& offered_;
+  const ComponentWorld& world_;
   CoreLink link_;
   std::vector<std::span<const uint8_t>> modules_;
   std::vector<size_t> module_offsets_;
@@ -998,7 +990,6 @@ class ComponentReader {
   std::vector<TypeEntry> types_;
   std::vector<NestedComponent> components_;
   std::optional<ComponentInstance> guest_;
-  std::string guest_interface_;  // the name guest_ is exported under
   std::optional<CoreItem> memory_;
   std::map<std::string, std::optional<CoreItem>> reallocs_;
   size_t linked_imports_ = 0;
@@ -1009,6 +1000,52 @@ class ComponentReader {
 
 }  // namespace
 
+const ComponentWorld& seed_component_world() {
+  static const ComponentWorld w{"messaging",
+                                "wasi:messaging/messaging-guest@0.2.0-draft",
+                                {{"configure", abi_names::kConfigure, abi_names::kPostConfigure},
+                                 {"handler", abi_names::kHandler, abi_names::kPostHandler}}};
+  return w;
+}
+
+const ComponentWorld& draft_component_world() {
+  static const ComponentWorld w{"messaging-core",
+                                "wasi:messaging/incoming-handler@0.2.0-draft",
+                                {{"handle", draft_names::kHandle, draft_names::kPostHandle}}};
+  return w;
+}
+
+const ComponentWorld& wasmcloud_component_world() {
+  static const ComponentWorld w{
+      "wasmcloud-messaging",
+      "wasmcloud:messaging/handler@0.2.0",
+      {{"handle-message", wasmcloud_names::kHandleMessage, wasmcloud_names::kPostHandleMessage}}};
+  return w;
+}
+
+const ComponentWorld& recognize_component_world(std::span<const uint8_t> bytes) {
+  try {
+    Reader r(bytes);
+    r.bytes(8);
+    while (!r.done()) {
+      const uint8_t id = r.u8();
+      Reader s(r.bytes(r.u32()));
+      if (id != 11) continue;
+      for (uint32_t n = s.count(), i = 0; i < n; ++i) {
+        const std::string name = read_export_name(s);
+        if (name == draft_component_world().interface) return draft_component_world();
+        if (name == wasmcloud_component_world().interface) return wasmcloud_component_world();
+        if (s.u8() == 0x00) s.u8();
+        s.u32();
+        if (s.u8() == 0x01) skip_externdesc(s);
+      }
+    }
+  } catch (const Refused&) {
+    // Malformed: read_component says where.
+  }
+  return seed_component_world();
+}
+
 bool is_component(std::span<const uint8_t> bytes) {
   static constexpr uint8_t kLayer[4] = {0x0d, 0x00, 0x01, 0x00};
   return bytes.size() >= 8 && bytes[0] == 0 && bytes[1] == 'a' && bytes[2] == 's' &&
@@ -1018,7 +1055,8 @@ bool is_component(std::span<const uint8_t> bytes) {
 std::string component_host_module(std::string_view interface) {
   static constexpr std::string_view kMessaging[] = {
       "wasi:messaging/messaging-types@0.2.0-draft", "wasi:messaging/producer@0.2.0-draft",
-      "wasi:messaging/consumer@0.2.0-draft", "wasmcloud:messaging/types@0.2.0",
+      "wasi:messaging/consumer@0.2.0-draft", "wasi:messaging/types@0.2.0-draft",
+      "wasi:messaging/request-reply@0.2.0-draft", "wasmcloud:messaging/types@0.2.0",
       "wasmcloud:messaging/consumer@0.2.0"};
   for (std::string_view m : kMessaging) {
     if (interface == m) return std::string(m);
@@ -1040,9 +1078,10 @@ std::string component_host_module(std::string_view interface) {
 }
 
 Result<CoreLink> read_component(const std::string& name, std::span<const uint8_t> bytes,
-                                const std::vector<ImportSpec>& offered) {
+                                const std::vector<ImportSpec>& offered,
+                                const ComponentWorld& world) {
   try {
-    return ComponentReader(name, offered).read(bytes);
+    return ComponentReader(name, offered, world).read(bytes);
   } catch (const Refused& e) {
     return Error(ErrorCode::kInvalidArgument, fmt::format("component '{}': {}", name, e.what()));
   } catch (const std::bad_alloc&) {

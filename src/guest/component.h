@@ -1,9 +1,9 @@
-// Component binaries (the component model's binary format) for the `messaging` world or
-// wasmCloud's (worlds.h): reads the component, checks that it exports the guest interface of one
-// of them (the seed's messaging-guest, wasmcloud:messaging/handler) and that it imports only what
-// witmq offers, and turns its core modules, core instances, aliases and canonical lifts and lowers
-// into a CoreLink that the runtime instantiates as one guest instance (docs/GUESTS.md,
-// "Components").
+// Component binaries (the component model's binary format) for the `messaging` world, the
+// upstream draft's `messaging-core` / `messaging-request-reply` and wasmCloud's
+// `wasmcloud:messaging` (worlds.h): reads the component, checks that it exports its world's
+// interface and imports only what witmq offers, and turns its core modules, core instances,
+// aliases and canonical lifts and lowers into a CoreLink that the runtime instantiates as one
+// guest instance (docs/GUESTS.md, "Components").
 //
 // What is supported is what the standard tools produce (wasm-tools `component new`, jco): core
 // modules instantiated with core instances and inline exports, aliases of core and instance
@@ -28,6 +28,29 @@ namespace witmq::guest {
 // preview1 adapter) is reachable.
 inline constexpr const char* kWasiImportRealloc = "cabi_import_realloc";
 
+// A world a component may implement: the interface it exports, and the functions of it the host
+// calls with the core export names (worlds.h, guest_instance.h) they are linked under.
+struct ComponentWorld {
+  struct Func {
+    std::string name;       // in the interface: "handler"
+    std::string core_name;  // the core export the host calls
+    std::string post_name;  // its cabi_post_ export
+  };
+  std::string name;       // "messaging"
+  std::string interface;  // "wasi:messaging/messaging-guest@0.2.0-draft"
+  std::vector<Func> funcs;
+};
+// The seed's `messaging` (exports messaging-guest: configure, handler) and the draft's worlds
+// (export incoming-handler: handle; messaging-core and messaging-request-reply differ only in
+// their imports).
+const ComponentWorld& seed_component_world();
+const ComponentWorld& draft_component_world();
+// wasmCloud's `wasmcloud:messaging` (exports handler: handle-message).
+const ComponentWorld& wasmcloud_component_world();
+// The world whose interface the component exports at its top level; the seed's when it exports
+// neither (read_component then names what is missing). Reads only the export sections.
+const ComponentWorld& recognize_component_world(std::span<const uint8_t> bytes);
+
 // True when `bytes` starts with the component preamble (not a core module's).
 bool is_component(std::span<const uint8_t> bytes);
 
@@ -42,6 +65,7 @@ std::string component_host_module(std::string_view interface);
 // (module as component_host_module() names it): a lowered function or dropped resource that is
 // not among them is refused naming the interface and function.
 Result<CoreLink> read_component(const std::string& name, std::span<const uint8_t> bytes,
-                                const std::vector<ImportSpec>& offered);
+                                const std::vector<ImportSpec>& offered,
+                                const ComponentWorld& world = seed_component_world());
 
 }  // namespace witmq::guest

@@ -104,15 +104,13 @@ const ModuleRequirements& wasmcloud_component_requirements() {
   return req;
 }
 
-const std::vector<ImportSpec>& component_offered_imports() {
-  static const std::vector<ImportSpec> offered = [] {
-    std::vector<ImportSpec> r = component_requirements().offered_imports;
-    for (const ImportSpec& spec : wasmcloud_requirements().offered_imports) {
-      if (spec.module == wasmcloud_names::kConsumer) r.push_back(spec);
-    }
+const ModuleRequirements& draft_component_requirements() {
+  static const ModuleRequirements req = [] {
+    ModuleRequirements r = messaging_core_requirements();
+    for (const ImportSpec& spec : wasi_p2_imports()) r.offered_imports.push_back(spec);
     return r;
   }();
-  return offered;
+  return req;
 }
 
 Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& path,
@@ -153,15 +151,15 @@ Result<std::shared_ptr<const WasmModule>> load_guest_module(const std::string& p
                              "core modules)",
                              path));
   }
-  auto link = read_component(path, bytes, component_offered_imports());
+  const ComponentWorld& world = recognize_component_world(bytes);
+  const ModuleRequirements& req = &world == &draft_component_world()
+                                      ? draft_component_requirements()
+                                  : &world == &wasmcloud_component_world()
+                                      ? wasmcloud_component_requirements()
+                                      : component_requirements();
+  auto link = read_component(path, bytes, req.offered_imports, world);
   if (!link.ok()) return std::move(link).error();
-  // The world is the exported interface's (read_component refuses a component of none).
-  const bool wasmcloud = std::any_of(link->exports.begin(), link->exports.end(), [](const auto& e) {
-    return e.first == wasmcloud_names::kHandleMessage;
-  });
-  return WasmModule::compile_linked(
-      path, *link, wasmcloud ? wasmcloud_component_requirements() : component_requirements(),
-      limits);
+  return WasmModule::compile_linked(path, *link, req, limits);
 }
 
 // The instance's memory and cabi_realloc, for the canonical ABI.

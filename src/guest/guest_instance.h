@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -48,12 +49,12 @@ inline constexpr const char* kMemory = "memory";
 // The imports the host offers and the exports it requires, with their core signatures.
 const ModuleRequirements& guest_requirements();
 
-// What a component guest may import and must export (guest_requirements() plus WASI 0.2).
+// What a component guest may import and must export (guest_requirements() plus WASI 0.2), and
+// the same for a component of the draft's worlds (messaging_core_requirements() plus WASI 0.2).
 const ModuleRequirements& component_requirements();
-// The same for a component of wasmCloud's world (wasmcloud_requirements() plus WASI 0.2), and
-// what a component of either may import (the reader's offer; the world's requirements decide).
+// The same for a component of wasmCloud's world (wasmcloud_requirements() plus WASI 0.2).
 const ModuleRequirements& wasmcloud_component_requirements();
-const std::vector<ImportSpec>& component_offered_imports();
+const ModuleRequirements& draft_component_requirements();
 
 // Largest module file a guest may name (a core module or a component): far above what the
 // toolchains emit (a JavaScript runtime compiled to wasm is about 10 MB).
@@ -113,6 +114,17 @@ inline constexpr size_t kMaxErrorTextBytes = 1024;
 // may hold together (data and metadata); past either the guest traps.
 inline constexpr size_t kMaxMessagesPerInstance = 1024;
 inline constexpr uint64_t kMaxMessageBytesPerInstance = uint64_t{64} << 20;
+// messaging-request-reply: most `request-options` resources one instance may hold at once, and
+// the longest a guest's request may wait (the default max-request-timeout-ms; the call's
+// call-timeout-ms bounds it too). An unset timeout-ms waits that long.
+inline constexpr size_t kMaxRequestOptionsPerInstance = 1024;
+inline constexpr std::chrono::milliseconds kMaxGuestRequestTimeout{300'000};
+
+// What a `request-options` resource holds: unset fields take the defaults of request.
+struct DraftRequestOptions {
+  std::optional<uint32_t> timeout_ms;
+  std::optional<uint32_t> expected_replies;
+};
 
 // Handles: `client` and `error` live in per-instance tables; a dead or unknown handle traps.
 // send / subscribe-* take `own<client>` in WIT, which would move the handle to the host on every
@@ -204,6 +216,8 @@ class GuestInstance {
   int wasmcloud_handle_ = -1, wasmcloud_post_handle_ = -1;
   broker::ClientPtr wasmcloud_client_;
   HandleTable<Message> messages_{"message", kMaxMessagesPerInstance};
+  HandleTable<DraftRequestOptions> request_options_{"request-options",
+                                                    kMaxRequestOptionsPerInstance};
   uint64_t message_bytes_ = 0;  // held by messages_
   std::string last_error_;
   std::unordered_set<std::string> settled_;

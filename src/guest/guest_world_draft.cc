@@ -1,6 +1,7 @@
-// The upstream wasi:messaging draft's `messaging-core` world (wit/wasi-messaging-draft/): the
-// imports of `types` (client, message) and `producer`, and the `incoming-handler.handle` export,
-// served with the same broker calls, grants, limits and budgets as the seed's world.
+// The upstream wasi:messaging draft's `messaging-core` and `messaging-request-reply` worlds
+// (wit/wasi-messaging-draft/): the imports of `types` (client, message), `producer` and
+// `request-reply`, and the `incoming-handler.handle` export, served with the same broker calls,
+// grants, limits and budgets as the seed's world.
 #include <fmt/format.h>
 
 #include <future>
@@ -35,6 +36,9 @@ constexpr abi::Layout kResultUnit = abi::result(abi::kNone, kError);
 constexpr uint32_t kResultUnitPayload = abi::payload_offset(2, {abi::kNone, kError});
 constexpr abi::Layout kResultClient = abi::result(abi::kHandle, kError);
 constexpr uint32_t kResultClientPayload = abi::payload_offset(2, {abi::kHandle, kError});
+// result<list<own<message>>, error>
+constexpr abi::Layout kResultList = abi::result(abi::kList, kError);
+constexpr uint32_t kResultListPayload = abi::payload_offset(2, {abi::kList, kError});
 // option<string>, option<metadata>
 constexpr abi::Layout kOptionList = abi::option(abi::kList);
 constexpr uint32_t kOptionListPayload = abi::payload_offset(2, {abi::kNone, abi::kList});
@@ -43,6 +47,8 @@ constexpr std::string_view kContentTypeKey = "content-type";
 
 ErrorCase error_case(ErrorCode code) {
   switch (code) {
+    case ErrorCode::kTimeout:
+      return kTimeout;
     case ErrorCode::kPermissionDenied:
       return kPermissionDenied;
     case ErrorCode::kUnavailable:
@@ -69,10 +75,11 @@ void store_error_result(abi::GuestMemory& m, uint32_t retptr, abi::Layout layout
   abi::check_range(m, retptr, layout.size, layout.align, use);
   const ErrorCase c = error_case(err.code);
   std::pair<uint32_t, uint32_t> text{0, 0};
-  text = abi::lower_string(m, cut_text(err.message));
+  if (c != kTimeout) text = abi::lower_string(m, cut_text(err.message));  // timeout has no text
   abi::check_range(m, retptr, layout.size, layout.align, use);
   abi::store_u8(m, retptr, 1);
   abi::store_u8(m, retptr + payload, c);
+  if (c == kTimeout) return;
   abi::store_u32(m, retptr + payload + kErrorPayload, text.first);
   abi::store_u32(m, retptr + payload + kErrorPayload + 4, text.second);
 }
@@ -301,6 +308,112 @@ std::vector<HostFunction> GuestInstance::draft_host_functions() {
       batch.push_back(std::move(msg));
       st = await_broker<Status>(
           [&](auto done) { ctx_.broker->send(c, topic, std::move(batch), std::move(done)); });
+    }
+    store_unit_result(m(), retptr, st, use);
+  };
+
+  bodies["[constructor]request-options"] = [this](const RawValue*, RawValue* r) {
+    r[0] = request_options_.add(DraftRequestOptions{});
+  };
+  bodies["[method]request-options.set-timeout-ms"] = [this](const RawValue* a, RawValue*) {
+    request_options_.get(u32(a[0]), "request-options.set-timeout-ms").timeout_ms = u32(a[1]);
+  };
+  bodies["[method]request-options.set-expected-replies"] = [this](const RawValue* a, RawValue*) {
+    request_options_.get(u32(a[0]), "request-options.set-expected-replies").expected_replies =
+        u32(a[1]);
+  };
+  bodies["[resource-drop]request-options"] = [this](const RawValue* a, RawValue*) {
+    request_options_.take(u32(a[0]), "[resource-drop]request-options");
+  };
+  bodies["request"] = [this, m](const RawValue* a, RawValue*) {
+    const char* use = "request-reply.request";
+    const uint32_t retptr = u32(a[6]);
+    abi::check_range(m(), retptr, kResultList.size, kResultList.align, use);
+    broker::ClientPtr c = clients_.get(u32(a[0]), use);
+    std::string topic = abi::lift_string(m(), u32(a[1]), u32(a[2]), "request-reply.request topic");
+    Message msg = messages_.get(u32(a[3]), use);  // borrow<message>: the guest keeps it
+    const uint32_t has_options = u32(a[4]);
+    if (has_options > 1) {
+      throw GuestTrap(fmt::format("{}: options: invalid option discriminant {}", use, has_options));
+    }
+    DraftRequestOptions o;
+    if (has_options == 1) o = request_options_.take(u32(a[5]), use);  // own: moves to the host
+    if (!ctx_.broker) throw GuestTrap(fmt::format("{}: no broker is attached to this guest", use));
+    auto fail = [&](Error e) {
+      store_error_result(m(), retptr, kResultList, kResultListPayload, e, use);
+    };
+    if (!c) {
+      return fail(Error(ErrorCode::kUnavailable,
+                        fmt::format("request to '{}': the client is disconnected", topic)));
+    }
+    if (Status st = permitted(auth::Action::kSend, topic); !st.ok()) return fail(st.error());
+    const uint32_t expected = o.expected_replies.value_or(1);
+    // Every reply becomes a message handle of this instance: ask for no more than it can hold.
+    const size_t room = messages_.capacity() - messages_.size();
+    if (expected > room && expected <= broker::kMaxExpectedReplies) {
+      return fail(Error(ErrorCode::kResourceExhausted,
+                        fmt::format("request to '{}': expected-replies {} is more than the {} "
+                                    "message handles guest '{}' may still hold; drop messages "
+                                    "([resource-drop]message) first",
+                                    topic, expected, room, ctx_.guest_name)));
+    }
+    // The wait: the timeout asked (unset: the longest), never past the call's deadline. A guest's
+    // request waits at most kMaxGuestRequestTimeout (and the broker's max-request-timeout-ms).
+    std::chrono::milliseconds timeout =
+        o.timeout_ms ? std::chrono::milliseconds(*o.timeout_ms) : kMaxGuestRequestTimeout;
+    if (timeout > kMaxGuestRequestTimeout) {
+      return fail(invalid_argument(fmt::format("request: timeout-ms: {} is out of range 1..{}",
+                                               timeout.count(), kMaxGuestRequestTimeout.count())));
+    }
+    const bool waits = timeout.count() >= 1;  // 0 goes to the broker as asked, for its error
+    if (waits) timeout = *bounded_wait(timeout, use);
+    // Replies are held by the instance, within its message byte bound.
+    const uint64_t byte_room =
+        kMaxMessageBytesPerInstance - std::min(message_bytes_, kMaxMessageBytesPerInstance);
+    broker::RequestOptions options{timeout, expected, std::max<size_t>(byte_room, 1)};
+    auto r = await_broker<Result<std::vector<Message>>>([&](auto done) {
+      ctx_.broker->request(c, topic, std::move(msg), options, std::move(done));
+    });
+    if (!r.ok()) {
+      // A wait the call's deadline cut short fails the call, as a receive's does.
+      if (waits && r.error().code == ErrorCode::kTimeout) bounded_wait(std::nullopt, use);
+      return fail(std::move(r).error());
+    }
+    std::vector<uint32_t> handles;
+    handles.reserve(r->size());
+    for (Message& reply : *r) handles.push_back(add_message(std::move(reply)));
+    const auto [ptr, len] = abi::lower_handles(m(), handles);
+    abi::check_range(m(), retptr, kResultList.size, kResultList.align, use);
+    abi::store_u8(m(), retptr, 0);
+    abi::store_u32(m(), retptr + kResultListPayload, ptr);
+    abi::store_u32(m(), retptr + kResultListPayload + 4, len);
+  };
+  bodies["reply"] = [this, m](const RawValue* a, RawValue*) {
+    const char* use = "request-reply.reply";
+    const uint32_t retptr = u32(a[2]);
+    abi::check_range(m(), retptr, kResultUnit.size, kResultUnit.align, use);
+    if (u32(a[0]) == u32(a[1])) {
+      throw GuestTrap(fmt::format(
+          "{}: message handle {} is passed both as reply-to (borrowed) and as the reply (moved)",
+          use, u32(a[0])));
+    }
+    const Message& request = messages_.get(u32(a[0]), use);
+    const std::string* to = find_metadata(request, meta::kReplyTo);
+    const std::string* correlation = find_metadata(request, meta::kCorrelationId);
+    std::optional<std::pair<std::string, std::string>> address;
+    if (to && correlation) address.emplace(*to, *correlation);
+    // own<message>: the reply moves to the host whatever the outcome.
+    Message msg = messages_.take(u32(a[1]), use);
+    account_message_bytes(message_bytes(msg), 0);
+    if (!ctx_.broker) throw GuestTrap(fmt::format("{}: no broker is attached to this guest", use));
+    Status st = ok_status();
+    if (!address) {
+      st = invalid_argument(fmt::format(
+          "reply: the reply-to message has no {} metadata: only a message delivered as a "
+          "request can be replied to",
+          !to ? meta::kReplyTo : meta::kCorrelationId));
+    } else {
+      st = ctx_.broker->reply_to(address->first, address->second, std::move(msg));
     }
     store_unit_result(m(), retptr, st, use);
   };

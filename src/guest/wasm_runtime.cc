@@ -344,12 +344,14 @@ const WasmLimits& WasmModule::limits() const { return impl_->limits; }
 Engine WasmModule::engine() const { return impl_->aot ? Engine::kAot : Engine::kInterp; }
 
 bool WasmModule::has_function_export(const std::string& name) const {
+  // A linked module (a component) exports what its link says (only functions are named there,
+  // besides the memory).
+  if (!impl_->parts.empty()) {
+    return std::any_of(impl_->link.exports.begin(), impl_->link.exports.end(),
+                       [&](const auto& e) { return e.first == name; });
+  }
   for (const wi::ExportDesc& e : impl_->desc.exports) {
     if (e.type.name == name && e.type.type->kind == wi::ExternKind::Func) return true;
-  }
-  // A linked module (a component) exports what its link names.
-  for (const auto& e : impl_->link.exports) {
-    if (e.first == name) return true;
   }
   return false;
 }

@@ -139,6 +139,17 @@ const std::vector<DraftImport>& draft_imports() {
       // send(c: borrow<client>, topic: string, message: own<message>) -> result<_, error>:
       // 1 + 2 + 1 + retptr
       {kProducer, "send", 5, 0},
+      // request-reply: request-options is a resource of its own.
+      {kRequestReply, "[constructor]request-options", 0, 1},
+      {kRequestReply, "[method]request-options.set-timeout-ms", 2, 0},
+      {kRequestReply, "[method]request-options.set-expected-replies", 2, 0},
+      {kRequestReply, "[resource-drop]request-options", 1, 0},
+      // request(c: borrow<client>, topic: string, message: borrow<message>,
+      // options: option<own<request-options>>) -> result<list<own<message>>, error>:
+      // 1 + 2 + 1 + 2 + retptr
+      {kRequestReply, "request", 7, 0},
+      // reply(reply-to: borrow<message>, message: own<message>) -> result<_, error>: 1 + 1 + retptr
+      {kRequestReply, "reply", 3, 0},
   };
   return imports;
 }

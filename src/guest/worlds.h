@@ -3,8 +3,9 @@
 //
 //  - `messaging`: the seed's world (wit/worlds.wit): exports configure + handler.
 //  - `messaging-core`: the upstream wasi:messaging draft (wit/wasi-messaging-draft/): exports
-//    incoming-handler.handle, imports types + producer. It has no configure: the guest's channels
-//    come from its "channels" setting.
+//    incoming-handler.handle, imports types + producer, and request-reply for the draft's world
+//    `messaging-request-reply` (served as the same world: it only adds imports). It has no
+//    configure: the guest's channels come from its "channels" setting.
 //  - `wasmcloud-messaging`: wasmCloud's wasmcloud:messaging@0.2.0 (wit/wasmcloud-messaging/):
 //    exports handler.handle-message, imports consumer (guest_world_wasmcloud.cc). No configure
 //    either: its channels come from "channels".
