@@ -6,46 +6,13 @@
 // the client's `pending` map, and go with the client. A reply names its request by those two
 // values, so knowing them is the only permission a reply needs: both are unguessable, and a
 // client learns them only from a request delivered to it.
-#include <sys/random.h>
-
-#include <array>
-#include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-
 #include "broker/broker_impl.h"
 
 namespace witmq::broker {
 namespace {
 
-// 64 random bits as 16 hex digits, from the system's cryptographic generator (getrandom(2)),
-// read 64 tokens at a time per thread. Not a Mersenne Twister: its outputs give away its state
-// (312 consecutive ones suffice), so a responder that saw a run of correlation ids could compute
-// the addresses of requests it was never sent and answer them.
-std::string random_token() {
-  thread_local std::array<uint64_t, 64> pool;
-  thread_local size_t left = 0;
-  if (left == 0) {
-    auto* p = reinterpret_cast<uint8_t*>(pool.data());
-    size_t done = 0;
-    while (done < sizeof pool) {
-      const ssize_t n = ::getrandom(p + done, sizeof pool - done, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        // A predictable address would let any client answer others' requests.
-        std::fprintf(stderr, "witmqd: the system's random generator failed: %s\n",
-                     std::strerror(errno));
-        std::abort();
-      }
-      done += static_cast<size_t>(n);
-    }
-    left = pool.size();
-  }
-  const uint64_t v = pool[--left];
-  pool[left] = 0;
-  return fmt::format("{:016x}", v);
-}
+// 64 random bits as 16 hex digits (see secure_random_u64: outputs seen predict no others).
+std::string random_token() { return fmt::format("{:016x}", secure_random_u64()); }
 
 // What a reply holds in memory, as the gathering bounds count it.
 size_t reply_size(const Message& m) {

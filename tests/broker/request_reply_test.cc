@@ -301,24 +301,6 @@ TEST_F(RequestReplyTest, ReplyNeedsTheReservedAddressAndSendCannotForgeIt) {
   EXPECT_EQ(text((*r)[0]), "real");
 }
 
-// The inverse of std::mt19937_64's tempering: an output back to the state word it came from.
-uint64_t untemper_mt19937_64(uint64_t y) {
-  auto undo_right = [](uint64_t v, int shift, uint64_t mask) {
-    uint64_t x = v;
-    for (int i = 0; i < 64 / shift + 1; ++i) x = v ^ ((x >> shift) & mask);
-    return x;
-  };
-  auto undo_left = [](uint64_t v, int shift, uint64_t mask) {
-    uint64_t x = v;
-    for (int i = 0; i < 64 / shift + 1; ++i) x = v ^ ((x << shift) & mask);
-    return x;
-  };
-  y = undo_right(y, 43, ~uint64_t{0});
-  y = undo_left(y, 37, 0xFFF7EEE000000000ULL);
-  y = undo_left(y, 17, 0x71D67FFFEDA60000ULL);
-  return undo_right(y, 29, 0x5555555555555555ULL);
-}
-
 // A reply address is the only proof a reply needs, so no client may be able to work out one it
 // was not given: a responder that sees a run of correlation ids must learn nothing about the next
 // inbox and correlation id. Were they drawn from a Mersenne Twister, 312 of them would give its
