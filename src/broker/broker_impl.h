@@ -2,9 +2,15 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <sys/random.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -55,10 +61,38 @@ inline constexpr size_t kReplayStepBytes = 1 << 20;
 // refuses every write.
 inline constexpr auto kDeadLetterRetryDelay = std::chrono::seconds(1);
 
+// 64 bits from the system's cryptographic generator (getrandom(2)), read 64 values at a time per
+// thread, for the values that are a proof (reply addresses, leases): not a Mersenne Twister,
+// whose outputs give away its state (312 consecutive ones suffice), so that a client that saw
+// a run of them could compute others' reply addresses or leases and answer or settle for them.
+// Aborts when the generator fails.
+inline uint64_t secure_random_u64() {
+  thread_local std::array<uint64_t, 64> pool;
+  thread_local size_t left = 0;
+  if (left == 0) {
+    auto* p = reinterpret_cast<uint8_t*>(pool.data());
+    size_t done = 0;
+    while (done < sizeof pool) {
+      const ssize_t n = ::getrandom(p + done, sizeof pool - done, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        std::fprintf(stderr, "witmqd: the system's random generator failed: %s\n",
+                     std::strerror(errno));
+        std::abort();
+      }
+      done += static_cast<size_t>(n);
+    }
+    left = pool.size();
+  }
+  const uint64_t v = pool[--left];
+  pool[left] = 0;
+  return v;
+}
+
+// A receipt settles by its lease alone: unguessable, never 0.
 inline uint64_t new_lease_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
   uint64_t v;
-  do v = rng();
+  do v = secure_random_u64();
   while (v == 0);
   return v;
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -23,6 +24,25 @@ inline std::string make_temp_dir(const std::string& tag) {
              ("witmq-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(rd()));
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// The inverse of std::mt19937_64's tempering: an output back to the state word it came from (for
+// tests that check that values meant to be unguessable do not come from such a generator).
+inline uint64_t untemper_mt19937_64(uint64_t y) {
+  auto undo_right = [](uint64_t v, int shift, uint64_t mask) {
+    uint64_t x = v;
+    for (int i = 0; i < 64 / shift + 1; ++i) x = v ^ ((x >> shift) & mask);
+    return x;
+  };
+  auto undo_left = [](uint64_t v, int shift, uint64_t mask) {
+    uint64_t x = v;
+    for (int i = 0; i < 64 / shift + 1; ++i) x = v ^ ((x << shift) & mask);
+    return x;
+  };
+  y = undo_right(y, 43, ~uint64_t{0});
+  y = undo_left(y, 37, 0xFFF7EEE000000000ULL);
+  y = undo_left(y, 17, 0x71D67FFFEDA60000ULL);
+  return undo_right(y, 29, 0x5555555555555555ULL);
 }
 
 inline Message msg(std::string_view text, Metadata md = {}) {

@@ -4,9 +4,12 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
+#include <sstream>
 
 #include "broker/channel.h"
+#include "broker/receipt.h"
 #include "broker_fixture.h"
 
 namespace witmq::broker::testing {
@@ -27,6 +30,37 @@ class DeliveryTest : public BrokerTest {
     return out;
   }
 };
+
+// A receipt settles by its lease id alone (no client is checked), so a consumer must not be able
+// to work out the lease of a message delivered to another: the 312 leases of its own deliveries
+// would give a Mersenne Twister's state, and with it the next lease the thread hands out.
+TEST_F(DeliveryTest, LeasesSeenDoNotRevealTheNextOne) {
+  ChannelSettings s;
+  s.kind = ChannelKind::kPointToPoint;
+  ASSERT_TRUE(broker_->declare_channel("d.lease", s).ok());
+  auto producer = connect();
+  auto attacker = connect();
+  auto victim = connect();
+  std::vector<Message> batch;
+  for (int i = 0; i < 313; ++i) batch.push_back(msg("m"));
+  send_ok(producer, "d.lease", std::move(batch));
+  std::stringstream state;
+  for (int i = 0; i < 312; ++i) {
+    auto got = receive_ok(attacker, "d.lease", 1);
+    ASSERT_EQ(got.size(), 1u);
+    auto r = parse_receipt(md(got[0], meta::kReceipt));
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    state << untemper_mt19937_64(r->lease) << ' ';
+  }
+  std::mt19937_64 predictor;
+  state >> predictor;
+  const uint64_t predicted = predictor();
+  auto got = receive_ok(victim, "d.lease", 1);
+  ASSERT_EQ(got.size(), 1u);
+  auto r = parse_receipt(md(got[0], meta::kReceipt));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_NE(r->lease, predicted);
+}
 
 TEST_F(DeliveryTest, EverySubscriptionOfATopicGetsEveryMessage) {
   declare_topic("news");

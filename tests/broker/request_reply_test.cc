@@ -1,9 +1,12 @@
 // Request-reply in the broker: competing responders on a point-to-point channel, scatter-gather
 // on a publish-subscribe one, timeouts, inboxes that go with their client, replies to a gone
 // inbox, and reserved metadata that producers cannot forge.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <future>
+#include <random>
+#include <sstream>
 
 #include "broker_fixture.h"
 
@@ -295,6 +298,49 @@ TEST_F(RequestReplyTest, ReplyNeedsTheReservedAddressAndSendCannotForgeIt) {
   ASSERT_TRUE(broker_->reply(real[0], msg("real")).ok());
   auto r = f.get();
   ASSERT_TRUE(r.ok());
+  EXPECT_EQ(text((*r)[0]), "real");
+}
+
+// A reply address is the only proof a reply needs, so no client may be able to work out one it
+// was not given: a responder that sees a run of correlation ids must learn nothing about the next
+// inbox and correlation id. Were they drawn from a Mersenne Twister, 312 of them would give its
+// state (outputs are only tempered), and with it every address the thread hands out next.
+TEST_F(RequestReplyTest, AddressesSeenDoNotRevealTheNextOnes) {
+  declare("rr.seen", ChannelKind::kPointToPoint);
+  declare("rr.victim", ChannelKind::kPointToPoint);
+  auto attacker = connect();
+  auto responder = connect();
+  std::vector<uint64_t> seen;
+  // The attacker's first request also makes its inbox; the 312 correlation ids that follow are
+  // consecutive draws of this thread's generator.
+  for (int i = 0; i < 313; ++i) {
+    auto f = request(attacker, "rr.seen", "q", 60'000ms);
+    auto got = receive_ok(responder, "rr.seen", 1, 5000ms);
+    ASSERT_EQ(got.size(), 1u);
+    if (i > 0) seen.push_back(std::stoull(md(got[0], meta::kCorrelationId), nullptr, 16));
+    ASSERT_TRUE(broker_->reply(got[0], msg("a")).ok());
+    ASSERT_TRUE(broker_->complete_message(got[0]).ok());
+    ASSERT_TRUE(f.get().ok());
+  }
+  std::stringstream state;
+  for (uint64_t v : seen) state << untemper_mt19937_64(v) << ' ';
+  std::mt19937_64 predictor;
+  state >> predictor;
+  const std::string predicted_inbox = fmt::format("{:016x}{:016x}", predictor(), predictor());
+  const std::string predicted_correlation = fmt::format("{:016x}", predictor());
+
+  auto victim = connect();
+  auto f = request(victim, "rr.victim", "q", 60'000ms);
+  // The forged reply reaches nothing; the real one answers.
+  ASSERT_TRUE(broker_->reply_to(predicted_inbox, predicted_correlation, msg("forged")).ok());
+  auto got = receive_ok(responder, "rr.victim", 1, 5000ms);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_NE(md(got[0], meta::kReplyTo), predicted_inbox);
+  EXPECT_NE(md(got[0], meta::kCorrelationId), predicted_correlation);
+  ASSERT_TRUE(broker_->reply(got[0], msg("real")).ok());
+  auto r = f.get();
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ(text((*r)[0]), "real");
 }
 
