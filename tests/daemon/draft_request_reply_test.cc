@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "daemon_process.h"
+#include "http_client.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
@@ -207,6 +208,18 @@ TEST_F(DraftRequestReplyDaemonTest, HostileGuestCallsHarmNoOne) {
         kSendOk);
     EXPECT_TRUE(d->wait_for_log(logged)) << what << ": " << d->log();
   }
+  // Each hostile message comes back after its trap until max-deliveries sends it to the
+  // dead-letter channel, and a message batched with one shares its abandonment: the next ones
+  // are sent once the channel is empty.
+  const auto until = std::chrono::steady_clock::now() + 120s;
+  json stats;
+  while (std::chrono::steady_clock::now() < until) {
+    stats = http_get(d->http_port(), "/v1/channels/draft.in").json;
+    if (stats.value("depth", 1) == 0 && stats.value("in-flight", 1) == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(stats.value("depth", 1), 0) << stats.dump();
+  ASSERT_EQ(stats.value("in-flight", 1), 0) << stats.dump();
   EXPECT_FRAME(producer.call(net::Send{"draft.in", {text_message("hostile:reply-not-request")}}),
                kSendOk);
   // Options out of range, and a request that passes the guest's work to the guest responder.
