@@ -272,9 +272,10 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count();
       continue;
     }
-    const auto type = static_cast<PeerFrameType>(frame->index() + 1);
-    if (type == PeerFrameType::kReplicated || type == PeerFrameType::kResend ||
-        type == PeerFrameType::kReplicaRefused) {
+    // By alternative, not by index: the variant's order is not the frame types' numbering.
+    if (std::holds_alternative<PeerReplicated>(*frame) ||
+        std::holds_alternative<PeerResend>(*frame) ||
+        std::holds_alternative<PeerReplicaRefused>(*frame)) {
       if (options.on_frame) options.on_frame(link->node, std::move(*frame));
       continue;
     }
