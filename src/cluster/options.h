@@ -44,6 +44,10 @@ struct ClusterOptions {
   // How long a write of a replicated channel waits for a majority of its replicas
   // (cluster-replication-timeout-ms).
   std::chrono::milliseconds replication_timeout{5'000};
+  // How long a follower in a channel's in-sync set may leave a shipped write unacknowledged
+  // before the leader takes it out of the set (cluster-in-sync-timeout-ms; 0: half of
+  // replication_timeout).
+  std::chrono::milliseconds in_sync_timeout{0};
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with

@@ -1,6 +1,7 @@
 #include "cluster/replication.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
@@ -9,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "common/log.h"
 #include "storage/store.h"
@@ -19,7 +21,13 @@ namespace asio = boost::asio;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 uint8_t durability_byte(storage::Durability d) { return static_cast<uint8_t>(d); }
+
+std::chrono::milliseconds in_sync_bound(const ReplicationOptions& o) {
+  return o.in_sync_timeout.count() > 0 ? o.in_sync_timeout : o.timeout / 2;
+}
 
 }  // namespace
 
@@ -35,13 +43,18 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   std::atomic<bool> stopped{false};
 
   std::atomic<uint64_t> shipped{0}, quorum_acks{0}, quorum_timeouts{0}, applied{0},
-      stale_refused{0}, resends{0}, beyond_retained{0};
+      stale_refused{0}, resends{0}, beyond_retained{0}, in_sync_shrinks{0}, in_sync_expands{0},
+      stale_acks{0};
 
   // -- the leader's state, on `strand` only --
   struct Follower {
-    uint64_t acked = 0;
+    uint64_t acked = 0;       // the last position it acknowledged in the leader's epoch
     bool introduced = false;  // sent the definitions on the current link
     bool beyond = false;      // asked for more than the retained log holds
+    // It answered that it holds a position this leader wrote in its epoch (at or past
+    // epoch_start) from an older epoch: its log differs from this leader's there, and nothing
+    // it acknowledges in this epoch counts (docs/CLUSTERING.md, "The in-sync set").
+    bool diverged = false;
   };
   struct Retained {
     uint64_t position;
@@ -52,6 +65,7 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     uint64_t position;
     std::function<void(Status)> held;
     std::shared_ptr<asio::steady_timer> timer;
+    Clock::time_point shipped;
   };
   struct Led {
     uint64_t epoch = 0;
@@ -61,6 +75,15 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     std::deque<Retained> log;
     size_t log_bytes = 0;
     std::deque<Pending> pending;
+    // The in-sync set: `in_sync` as etcd has it (this node included); followers asked to be
+    // added (`adding`) count for the ack rule from the moment they are asked; followers asked to
+    // be removed (`dropping`) still count until etcd has the change.
+    uint64_t epoch_start = 0;  // the first position shipped in `epoch`
+    std::set<std::string> in_sync, adding, dropping;
+    bool changing = false;    // a change is with the node (one at a time)
+    uint64_t generation = 0;  // bumped when the epoch changes: older changes' answers are dropped
+    std::shared_ptr<asio::steady_timer> in_sync_timer;
+    bool in_sync_armed = false;
   };
   std::map<std::string, Led> led;
   mutable std::mutex json_mu;  // guards `summary`, the JSON view published from the strand
@@ -74,16 +97,138 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   void answer(const std::string& node, PeerFrame frame);
   void up(const std::string& node);
   void publish(const std::string& channel, const Led& c);
+  // The followers whose acknowledgement a write needs (the in-sync set and those being added).
+  std::vector<std::string> required(const Led& c) const;
+  void check_in_sync(const std::string& channel, Led& c);
+  void arm_in_sync(const std::string& channel, Led& c);
+  void change_in_sync(const std::string& channel, Led& c);
+  void in_sync_changed(const std::string& channel, uint64_t generation, bool written,
+                       std::set<std::string> members, std::set<std::string> added,
+                       std::set<std::string> dropped);
+  std::map<std::string, size_t> in_sync_count;  // under json_mu
 };
+
+std::vector<std::string> Replication::State::required(const Led& c) const {
+  std::vector<std::string> out;
+  for (const std::string& id : c.replicas) {
+    if (id == options.node_id) continue;
+    if (c.in_sync.contains(id) || c.adding.contains(id)) out.push_back(id);
+  }
+  return out;
+}
+
+void Replication::State::arm_in_sync(const std::string& channel, Led& c) {
+  if (c.in_sync_armed || c.pending.empty()) return;
+  const auto bound = in_sync_bound(options);
+  // At the oldest waiting write's bound; no sooner than a quarter bound from now, so that a
+  // change etcd has not taken yet is retried at that pace and not in a loop.
+  const auto at = std::max(c.pending.front().shipped + bound, Clock::now() + bound / 4);
+  if (!c.in_sync_timer) c.in_sync_timer = std::make_shared<asio::steady_timer>(strand);
+  c.in_sync_timer->expires_at(at);
+  c.in_sync_armed = true;
+  c.in_sync_timer->async_wait(
+      [self = shared_from_this(), channel, generation = c.generation](boost::system::error_code) {
+        auto it = self->led.find(channel);
+        if (it == self->led.end() || it->second.generation != generation) return;
+        it->second.in_sync_armed = false;
+        self->check_in_sync(channel, it->second);
+      });
+}
+
+void Replication::State::check_in_sync(const std::string& channel, Led& c) {
+  if (c.pending.empty()) return;
+  const Pending& oldest = c.pending.front();
+  if (Clock::now() - oldest.shipped >= in_sync_bound(options)) {
+    const size_t majority = c.replicas.size() / 2 + 1;
+    size_t staying = 1;  // this node
+    for (const std::string& id : required(c)) staying += c.dropping.contains(id) ? 0 : 1;
+    for (const std::string& id : required(c)) {
+      if (c.dropping.contains(id)) continue;
+      const auto f = c.followers.find(id);
+      const uint64_t acked = f == c.followers.end() ? 0 : f->second.acked;
+      if (acked >= oldest.position) continue;
+      // Never below a majority: a write no majority holds is not acknowledged anyway, and a
+      // member that stays can still be elected with every acknowledged write.
+      if (staying - 1 < majority) break;
+      --staying;
+      c.dropping.insert(id);
+      log::warn(
+          "replication: channel '{}': follower '{}' has not acknowledged position {} within {} "
+          "ms (cluster-in-sync-timeout-ms; it acknowledged {}): taking it out of the in-sync set",
+          channel, id, oldest.position, in_sync_bound(options).count(), acked);
+    }
+    change_in_sync(channel, c);
+  }
+  arm_in_sync(channel, c);
+}
+
+void Replication::State::change_in_sync(const std::string& channel, Led& c) {
+  if (c.changing || (c.adding.empty() && c.dropping.empty())) return;
+  Node* n = node.load();
+  if (n == nullptr) return;
+  std::set<std::string> members;
+  std::vector<std::string> ordered;
+  for (const std::string& id : c.replicas) {
+    const bool in = id == options.node_id || c.in_sync.contains(id) || c.adding.contains(id);
+    if (!in || c.dropping.contains(id)) continue;
+    members.insert(id);
+    ordered.push_back(id);
+  }
+  c.changing = true;
+  n->change_in_sync(
+      channel, c.epoch, std::move(ordered),
+      [self = shared_from_this(), channel, generation = c.generation, members, added = c.adding,
+       dropped = c.dropping](bool written) mutable {
+        asio::post(self->strand, [self, channel, generation, written, members = std::move(members),
+                                  added = std::move(added), dropped = std::move(dropped)] {
+          self->in_sync_changed(channel, generation, written, members, added, dropped);
+        });
+      });
+}
+
+void Replication::State::in_sync_changed(const std::string& channel, uint64_t generation,
+                                         bool written, std::set<std::string> members,
+                                         std::set<std::string> added,
+                                         std::set<std::string> dropped) {
+  auto it = led.find(channel);
+  if (it == led.end() || it->second.generation != generation) return;
+  Led& c = it->second;
+  c.changing = false;
+  if (written) {
+    c.in_sync = std::move(members);
+    for (const auto& id : added) {
+      if (c.adding.erase(id) != 0) ++in_sync_expands;
+    }
+    for (const auto& id : dropped) {
+      if (c.dropping.erase(id) != 0) ++in_sync_shrinks;
+    }
+  }
+  // Not written: etcd may or may not have it, so both stay counted (adding and dropping alike)
+  // until a later change is written.
+  release(channel, c);
+  change_in_sync(channel, c);
+  arm_in_sync(channel, c);
+}
 
 void Replication::State::publish(const std::string& channel, const Led& c) {
   nlohmann::json followers = nlohmann::json::object();
-  for (const auto& [id, f] : c.followers) followers[id] = f.acked;
+  nlohmann::json lag = nlohmann::json::object();
+  for (const auto& [id, f] : c.followers) {
+    followers[id] = f.acked;
+    lag[id] = c.last - std::min(c.last, f.acked);
+  }
+  std::vector<std::string> in_sync;
+  for (const std::string& id : c.replicas) {
+    if (c.in_sync.contains(id)) in_sync.push_back(id);
+  }
   std::lock_guard lock(json_mu);
+  in_sync_count[channel] = in_sync.size();
   summary[channel] = {{"epoch", c.epoch},
                       {"position", c.last},
                       {"replicas", c.replicas},
+                      {"in-sync", in_sync},
                       {"followers-acked", followers},
+                      {"followers-lag", lag},
                       {"waiting", c.pending.size()},
                       {"retained-bytes", c.log_bytes}};
 }
@@ -138,6 +283,18 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
     }
     for (auto& [id, f] : c.followers) f = Follower{};
     c.epoch = s.epoch;
+    c.epoch_start = s.position;
+    // The set as etcd had it when this node was elected: its members hold every acknowledged
+    // write (those this node does not hear from in time are taken out before it acknowledges
+    // without them).
+    c.in_sync = std::set<std::string>(leadership->in_sync.begin(), leadership->in_sync.end());
+    c.in_sync.insert(options.node_id);
+    c.adding.clear();
+    c.dropping.clear();
+    c.changing = false;
+    ++c.generation;
+    if (c.in_sync_timer) c.in_sync_timer->cancel();
+    c.in_sync_armed = false;
   }
   c.last = s.position;
   c.replicas = leadership->replicas;
@@ -157,7 +314,7 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
   Retained r{s.position, frame, frame->records.size() + 64};
   ++shipped;
   auto timer = std::make_shared<asio::steady_timer>(strand, options.timeout);
-  c.pending.push_back({s.position, std::move(held), timer});
+  c.pending.push_back({s.position, std::move(held), timer, Clock::now()});
   timer->async_wait([self = shared_from_this(), channel = s.channel,
                      position = s.position](boost::system::error_code ec) {
     if (!ec) self->expire(channel, position);
@@ -172,20 +329,18 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
     c.log.pop_front();
   }
   release(s.channel, c);
+  arm_in_sync(s.channel, c);
 }
 
 void Replication::State::release(const std::string& channel, Led& c) {
   const size_t majority = c.replicas.size() / 2 + 1;
-  std::vector<uint64_t> acked;
-  for (const std::string& id : c.replicas) {
-    if (id == options.node_id) continue;
+  // This node holds every position it shipped; every other member of the in-sync set (and every
+  // follower being added) must hold one too, and the set must be a majority.
+  uint64_t held = c.in_sync.size() >= majority ? c.last : 0;
+  for (const std::string& id : required(c)) {
     auto f = c.followers.find(id);
-    acked.push_back(f == c.followers.end() ? 0 : f->second.acked);
+    held = std::min(held, f == c.followers.end() ? 0 : f->second.acked);
   }
-  std::sort(acked.rbegin(), acked.rend());
-  // This node holds every position it shipped; majority - 1 followers must hold one too.
-  uint64_t held = c.last;
-  if (majority >= 2) held = majority - 2 < acked.size() ? acked[majority - 2] : 0;
   while (!c.pending.empty() && c.pending.front().position <= held) {
     Pending p = std::move(c.pending.front());
     c.pending.pop_front();
@@ -202,12 +357,16 @@ void Replication::State::expire(const std::string& channel, uint64_t position) {
   Led& c = it->second;
   size_t holding = 1;
   for (const auto& [id, f] : c.followers) holding += f.acked >= position ? 1 : 0;
+  std::vector<std::string> in_sync;
+  for (const std::string& id : c.replicas) {
+    if (c.in_sync.contains(id)) in_sync.push_back(id);
+  }
   const std::string why = fmt::format(
       "replication: channel '{}': the write at position {} is held by {} of its {} replicas "
-      "after {} ms (cluster-replication-timeout-ms); a majority ({}) is needed; it is not "
-      "acknowledged",
+      "after {} ms (cluster-replication-timeout-ms); every member of the in-sync set ({}) must "
+      "hold it and the set must be a majority ({}) of the replicas; it is not acknowledged",
       channel, position, holding, c.replicas.size(), options.timeout.count(),
-      c.replicas.size() / 2 + 1);
+      fmt::join(in_sync, ", "), c.replicas.size() / 2 + 1);
   // Deadlines come in position order: every earlier write has expired too.
   while (!c.pending.empty() && c.pending.front().position <= position) {
     Pending p = std::move(c.pending.front());
@@ -232,7 +391,33 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     }
     auto f = c.followers.find(node_id);
     if (f == c.followers.end()) return;
+    if (ack->epoch < c.epoch) {
+      // A `duplicate` answer from a follower that has not applied anything of this epoch: it
+      // holds that position, but perhaps written by another leader. It counts for nothing.
+      ++stale_acks;
+      if (ack->position >= c.epoch_start && !f->second.diverged) {
+        f->second.diverged = true;
+        log::warn(
+            "replication: channel '{}': follower '{}' holds positions up to {} from epoch {}, "
+            "but this node wrote positions from {} in epoch {}: its log differs, and it counts "
+            "toward no acknowledgement in this epoch",
+            ack->channel, node_id, ack->position, ack->epoch, c.epoch_start, c.epoch);
+      }
+      return;
+    }
+    if (f->second.diverged) return;
     f->second.acked = std::max(f->second.acked, std::min(ack->position, c.last));
+    // Caught up with this leader's last position: back into the in-sync set.
+    if (f->second.acked == c.last && c.last >= c.epoch_start && !f->second.beyond &&
+        !c.in_sync.contains(node_id) && !c.adding.contains(node_id) &&
+        !c.dropping.contains(node_id)) {
+      c.adding.insert(node_id);
+      log::info(
+          "replication: channel '{}': follower '{}' holds position {}, the last: putting it "
+          "back into the in-sync set",
+          ack->channel, node_id, c.last);
+      change_in_sync(ack->channel, c);
+    }
     release(ack->channel, c);
     return;
   }
@@ -242,7 +427,13 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     Led& c = it->second;
     auto f = c.followers.find(node_id);
     if (f == c.followers.end() || resend->from > c.last) return;
-    if (c.log.empty() || c.log.front().position > resend->from) {
+    // A follower that says it holds positions of this epoch it never acknowledged in it may hold
+    // them from another leader: they are sent again, so that it answers for each, and an older
+    // epoch in its answer shows that its log differs (answer(), `diverged`).
+    const uint64_t from = resend->from > c.epoch_start && f->second.acked + 1 < resend->from
+                              ? std::max(c.epoch_start, f->second.acked + 1)
+                              : resend->from;
+    if (c.log.empty() || c.log.front().position > from) {
       ++beyond_retained;
       if (!f->second.beyond) {
         log::warn(
@@ -258,7 +449,7 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     ++resends;
     f->second.introduced = false;
     for (const Retained& r : c.log) {
-      if (r.position >= resend->from) send(resend->channel, c, node_id, r);
+      if (r.position >= from) send(resend->channel, c, node_id, r);
     }
     return;
   }
@@ -381,8 +572,10 @@ void Replication::on_up(const std::string& node) {
 
 ReplicationFigures Replication::figures() const {
   const State& s = *state_;
-  return {s.shipped.load(),       s.quorum_acks.load(), s.quorum_timeouts.load(), s.applied.load(),
-          s.stale_refused.load(), s.resends.load(),     s.beyond_retained.load()};
+  return {s.shipped.load(),         s.quorum_acks.load(),     s.quorum_timeouts.load(),
+          s.applied.load(),         s.stale_refused.load(),   s.resends.load(),
+          s.beyond_retained.load(), s.in_sync_shrinks.load(), s.in_sync_expands.load(),
+          s.stale_acks.load()};
 }
 
 nlohmann::json Replication::to_json() const {
@@ -390,10 +583,22 @@ nlohmann::json Replication::to_json() const {
   nlohmann::json j{{"batches-shipped", f.batches_shipped}, {"quorum-acks", f.quorum_acks},
                    {"quorum-timeouts", f.quorum_timeouts}, {"batches-applied", f.batches_applied},
                    {"stale-refused", f.stale_refused},     {"resends", f.resends},
-                   {"beyond-retained", f.beyond_retained}};
+                   {"beyond-retained", f.beyond_retained}, {"in-sync-shrinks", f.in_sync_shrinks},
+                   {"in-sync-expands", f.in_sync_expands}, {"stale-acks", f.stale_acks}};
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;
   return j;
+}
+
+std::vector<std::pair<std::string, size_t>> Replication::in_sync_counts() const {
+  Node* n = state_->node.load();
+  std::vector<std::pair<std::string, size_t>> out;
+  if (n == nullptr) return out;
+  std::lock_guard lock(state_->json_mu);
+  for (const auto& [channel, count] : state_->in_sync_count) {
+    if (n->leadership(channel)) out.emplace_back(channel, count);
+  }
+  return out;
 }
 
 }  // namespace witmq::cluster

@@ -105,7 +105,9 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     return out;
   };
   // The broker serves what this node leads: a channel it gains is taken up from its own store
-  // before anyone is told it leads it; one it loses is released at once.
+  // before anyone is told it leads it; one it loses is released at once, and so is a replicated
+  // channel it holds but does not lead (the node tells `lost` with epoch 0): that copy is a
+  // follower's.
   // A channel this node held in memory without leading it (recovered at start, or used while
   // another node led it) is stale: replication writes the followed channel's state under it. So a
   // gain that does not continue this node's own leadership reads the channel afresh from the store.
@@ -193,8 +195,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   broker::BrokerOptions broker_options = config.broker;
   if (config.cluster.enabled()) {
     replication = std::make_shared<cluster::Replication>(
-        io,
-        cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout});
+        io, cluster::ReplicationOptions{config.cluster.node_id, config.cluster.replication_timeout,
+                                        config.cluster.in_sync_timeout});
     broker_options.store.replicator = replication;
     // A leader whose lease's deadline passed acknowledges nothing more, from that instant
     // (docs/CLUSTERING.md, "Leadership changes").
@@ -330,8 +332,8 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
         if (n->ready(&why)) return std::nullopt;
         return why;
       };
-      sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server,
-                                 &cluster_peer_links] {
+      sources.cluster_figures = [n, f = forwarder.get(), &cluster_peer_server, &cluster_peer_links,
+                                 &replication] {
         const cluster::NodeFigures nf = n->figures();
         net::ClusterFigures out;
         out.member = nf.member;
@@ -345,6 +347,11 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
         out.handovers = nf.handovers;
         out.forwarded = f->forwarded();
         out.forward_errors = f->errors();
+        if (replication) {
+          for (const auto& [channel, count] : replication->in_sync_counts()) {
+            out.in_sync_replicas.emplace_back(channel, count);
+          }
+        }
         if (cluster::PeerServer* p = cluster_peer_server.load()) {
           const cluster::PeerServerFigures pf = p->figures();
           out.peer_connections = pf.connections_open;

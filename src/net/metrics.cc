@@ -282,6 +282,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
              "Operations this node could not relay: no leader within cluster-forward-timeout-ms, "
              "the leader unreachable, or the connection to it lost.");
     w.sample(d(c.forward_errors));
+    w.family("witmq_cluster_in_sync_replicas", "gauge",
+             "Per replicated channel this node leads: the replicas in its in-sync set (this node "
+             "included), which every acknowledged write is held by.");
+    for (const auto& [channel, n] : c.in_sync_replicas) w.sample("channel", channel, d(n));
   }
 
   for (const auto& m : listener_metrics()) {

@@ -66,6 +66,8 @@ struct ClusterFigures {
   // not be (no leader in time, the leader unreachable, the link lost).
   std::vector<std::pair<std::string, uint64_t>> forwarded;
   uint64_t forward_errors = 0;
+  // Per replicated channel this node leads: replicas in its in-sync set (this node included).
+  std::vector<std::pair<std::string, uint64_t>> in_sync_replicas;
 };
 
 struct MetricsSnapshot {
