@@ -529,19 +529,6 @@ void Node::reconcile() {
     }
     elect(name);
   }
-  release_followed(local);
-}
-
-void Node::release_followed(const std::vector<LocalChannel>& local) {
-  if (!sources_.lost) return;
-  for (const auto& lc : local) {
-    auto it = channels_.find(lc.name);
-    if (it == channels_.end() || it->second->replicas.size() <= 1) continue;
-    if (leading_.contains(lc.name)) continue;
-    log::info("cluster: node {} holds channel {} as a follower: it is not served here",
-              options_.node_id, lc.name);
-    sources_.lost(lc.name, 0);
-  }
 }
 
 void Node::place(const std::vector<LocalChannel>& local) {

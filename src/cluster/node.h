@@ -81,9 +81,6 @@ struct NodeSources {
   // was lost or revoked, it handed the channel back), called before the view that drops the
   // leadership is published; readers already refuse it from the instant the lease's deadline
   // passed (may_serve).
-  // `lost` is also told, with epoch 0, of a channel local_channels() lists that this node
-  // does not lead while its placement has more than one replica: that copy is a follower's,
-  // written by replication, and must not be served.
   std::function<void(const std::string& channel, uint64_t epoch)> gained;
   std::function<void(const std::string& channel, uint64_t epoch)> lost;
 };
@@ -193,8 +190,6 @@ class Node {
   void elect(const std::string& channel);
   // Writes the in-sync set changes asked for (change_in_sync) and answers them.
   void write_in_sync();
-  // Releases the followed copies of replicated channels (NodeSources::lost).
-  void release_followed(const std::vector<LocalChannel>& local);
   // Leaderships this node holds for channels whose preferred leader (first replica) is back:
   // handed over (docs/CLUSTERING.md, "Moving leaders back").
   void hand_back();

@@ -105,9 +105,7 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     return out;
   };
   // The broker serves what this node leads: a channel it gains is taken up from its own store
-  // before anyone is told it leads it; one it loses is released at once, and so is a replicated
-  // channel it holds but does not lead (the node tells `lost` with epoch 0): that copy is a
-  // follower's.
+  // before anyone is told it leads it; one it loses is released at once.
   // A channel this node held in memory without leading it (recovered at start, or used while
   // another node led it) is stale: replication writes the followed channel's state under it. So a
   // gain that does not continue this node's own leadership reads the channel afresh from the store.

@@ -20,7 +20,6 @@
 #include <thread>
 #include <vector>
 
-#include "client/client.h"
 #include "cluster/etcd_process.h"
 #include "cluster/fault_proxy.h"
 #include "cluster/workload.h"
@@ -72,21 +71,16 @@ class ClusterUnderTest {
   FaultProxy& client_link(const std::string& id) { return *links_.at(id).client; }
   FaultProxy& peer_link(const std::string& id) { return *links_.at(id).peer; }
 
-  // Declares channels through the protocol on each node in turn (a declare is idempotent): a
-  // node that does not lead a channel places it and forwards the declare to its leader, so only
-  // the leader serves it; the others hold what replication ships. By default with no
-  // max-deliveries: a message the faults made fail many deliveries must not move to the
-  // dead-letter channel, where the drain would not find it.
+  // Declares channels on every node (each holds the channel with the same settings, whichever
+  // leads it), by default with no max-deliveries: a message the faults made fail many deliveries
+  // must not move to the dead-letter channel, where the drain would not find it.
   void declare(const std::vector<std::string>& names,
-               const client::ChannelSettings& settings = {{"max-deliveries", "0"}}) {
+               const std::string& settings = R"({"max-deliveries": 0})") {
     for (const auto& [id, d] : nodes_) {
-      client::Options o;
-      o.request_timeout = std::chrono::seconds(30);
-      auto c = client::Client::connect("127.0.0.1", d->port(), "declare", o);
-      ASSERT_TRUE(c.ok()) << id << ": " << c.error().message;
       for (const auto& name : names) {
-        const Status st = (*c)->declare_channel(name, settings);
-        ASSERT_TRUE(st.ok()) << id << ": " << name << ": " << st.error().to_string();
+        auto r =
+            daemon::testing::http_request(d->http_port(), "PUT", "/v1/channels/" + name, settings);
+        ASSERT_TRUE(r.status == 201u || r.status == 200u) << id << ": " << r;
       }
     }
   }

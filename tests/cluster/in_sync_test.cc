@@ -37,7 +37,12 @@ class InSyncTest : public ::testing::Test {
     WITMQ_REQUIRE_ETCD();
     cluster_ = std::make_unique<ClusterUnderTest>(3);
     for (const auto& id : cluster_->ids()) ASSERT_NE(cluster_->node(id).port(), 0) << id;
-    cluster_->declare({"rep"}, {{"replicas", "3"}, {"max-deliveries", "0"}});
+    {
+      // Through the protocol: placed, and declared on its leader only.
+      auto declarer = connect("n1");
+      ASSERT_TRUE(declarer);
+      ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
+    }
     ASSERT_TRUE(cluster_->wait_for_leaders({"rep"})) << view("n1").dump();
     leader_ = cluster_->leader_of("rep");
     ASSERT_FALSE(leader_.empty());
