@@ -176,9 +176,27 @@ std::string format_cluster(const nlohmann::json& c) {
     for (const auto& r : ch.value("replicas", nlohmann::json::array())) {
       if (r.is_string()) replicas.push_back(r.get<std::string>());
     }
-    out += fmt::format("  {:<24} leader {:<16} epoch {:<6} replicas {}\n", text(ch, "name"),
-                       ch["leader"].is_string() ? ch["leader"].get<std::string>() : "(none)",
-                       ch.value("epoch", uint64_t{0}), fmt::join(replicas, ","));
+    std::vector<std::string> in_sync;
+    for (const auto& r : ch.value("in-sync", nlohmann::json::array())) {
+      if (r.is_string()) in_sync.push_back(r.get<std::string>());
+    }
+    out += fmt::format(
+        "  {:<24} leader {:<16} epoch {:<6} replicas {}  in-sync {}", text(ch, "name"),
+        ch["leader"].is_string() ? ch["leader"].get<std::string>() : "(none)",
+        ch.value("epoch", uint64_t{0}), fmt::join(replicas, ","), fmt::join(in_sync, ","));
+    // The followers' lag (positions not yet acknowledged), known where this node leads.
+    const std::string name = text(ch, "name");
+    const nlohmann::json led = c.value("replication-state", nlohmann::json::object())
+                                   .value("channels-led", nlohmann::json::object());
+    if (ch.value("this-node-leads", false) && led.contains(name) && led[name].is_object()) {
+      std::vector<std::string> lag;
+      for (const auto& [id, n] :
+           led[name].value("followers-lag", nlohmann::json::object()).items()) {
+        if (n.is_number_unsigned()) lag.push_back(fmt::format("{}={}", id, n.get<uint64_t>()));
+      }
+      if (!lag.empty()) out += fmt::format("  lag {}", fmt::join(lag, ","));
+    }
+    out += "\n";
   }
   return out;
 }

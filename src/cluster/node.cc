@@ -62,6 +62,24 @@ std::optional<std::string> channel_of(const std::string& key, size_t prefix) {
   return name;
 }
 
+// The members of `in_sync` in the order of `replicas` (preferred leader first).
+std::vector<std::string> in_placement_order(const std::vector<std::string>& replicas,
+                                            const std::vector<std::string>& in_sync) {
+  std::vector<std::string> out;
+  for (const auto& r : replicas) {
+    if (std::find(in_sync.begin(), in_sync.end(), r) != in_sync.end()) out.push_back(r);
+  }
+  return out;
+}
+
+std::string leader_value(const std::string& node, uint64_t epoch) {
+  return json{{"node", node}, {"epoch", epoch}}.dump();
+}
+
+std::string in_sync_value(uint64_t epoch, const std::vector<std::string>& members) {
+  return json{{"epoch", epoch}, {"members", members}}.dump();
+}
+
 }  // namespace
 
 const char* state_name(NodeState s) {
@@ -85,6 +103,11 @@ struct Node::Channel {
   uint64_t leader_epoch = 0;
   int64_t leader_lease = 0;
   uint64_t last_epoch = 0;  // the epoch key: the last epoch granted
+  // The in-sync set key: its members (in_sync_known false: no key, as for a channel placed
+  // before the key existed: every replica counts as in sync) and its revision.
+  std::vector<std::string> in_sync;
+  bool in_sync_known = false;
+  int64_t in_sync_revision = 0;
   // The epoch key holds something other than a number (written by hand): no election, since the
   // next epoch could not be known to be new.
   bool epoch_unreadable = false;
@@ -104,6 +127,7 @@ struct Node::View {
     std::string leader;
     uint64_t epoch = 0;
     uint64_t last_epoch = 0;
+    std::vector<std::string> in_sync;
   };
   std::vector<ChannelView> channels;
   std::map<std::string, size_t> index;  // channel name -> its place in `channels`
@@ -156,6 +180,12 @@ void Node::stop() {
   }
   set_deadline(0, 0);
   for (const auto& [channel, epoch] : std::exchange(leading_, {})) lost(channel, epoch);
+  std::vector<InSyncChange> changes;
+  {
+    std::lock_guard lock(mu_);
+    changes.swap(in_sync_changes_);
+  }
+  for (auto& change : changes) change.done(false);
   state_ = NodeState::kStopped;
   reason_ = "stopped";
   publish();
@@ -244,6 +274,7 @@ void Node::step() {
       return;
     }
   }
+  write_in_sync();
   reconcile();
 }
 
@@ -351,8 +382,9 @@ void Node::reconcile() {
                  prefix_end(prefix_ + "placement/")},
            TxnOp{TxnOp::Kind::kRange, prefix_ + "leader/", "", 0, prefix_end(prefix_ + "leader/")},
            TxnOp{TxnOp::Kind::kRange, prefix_ + "epoch/", "", 0, prefix_end(prefix_ + "epoch/")},
-           TxnOp::get(prefix_ + "placement-version")});
-  if (!txn || txn->ranges.size() != 5) {
+           TxnOp::get(prefix_ + "placement-version"),
+           TxnOp{TxnOp::Kind::kRange, prefix_ + "isr/", "", 0, prefix_end(prefix_ + "isr/")}});
+  if (!txn || txn->ranges.size() != 6) {
     last_error_ = txn ? "etcd answered a read with missing ranges" : txn.error().message;
     return;
   }
@@ -406,6 +438,19 @@ void Node::reconcile() {
     c.epoch_revision = kv.mod_revision;
   }
   placement_version_revision_ = r[4].empty() ? 0 : r[4][0].mod_revision;
+  for (const auto& kv : r[5]) {
+    auto name = channel_of(kv.key, prefix_.size() + 4);
+    if (!name) continue;
+    json v = parse_object(kv.value);
+    auto& c = channel(*name);
+    c.in_sync_known = true;
+    c.in_sync_revision = kv.mod_revision;
+    if (v.contains("members") && v["members"].is_array()) {
+      for (const auto& n : v["members"]) {
+        if (n.is_string()) c.in_sync.push_back(n.get<std::string>());
+      }
+    }
+  }
   // Leader changes seen since the last view.
   for (const auto& [name, c] : seen) {
     auto before = channels_.find(name);
@@ -467,7 +512,13 @@ void Node::reconcile() {
   const bool settled = now() - joined_at_ >= std::chrono::seconds(ttl_seconds_);
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
-    if (leader_candidate(c->replicas, live) != options_.node_id) continue;
+    // Only a live member of the in-sync set holds every acknowledged write: no other is ever
+    // elected, even when that leaves the channel without a leader.
+    if (leader_candidate(
+            c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas, live) !=
+        options_.node_id) {
+      continue;
+    }
     if (!settled && c->replicas.front() != options_.node_id) continue;
     if (c->epoch_unreadable) {
       last_error_ = fmt::format(
@@ -496,14 +547,19 @@ void Node::place(const std::vector<LocalChannel>& local) {
     const std::string version = prefix_ + "placement-version";
     // Decided over a complete view: the transaction fails when any placement was written since
     // this node read them (the next step reads again).
+    // Nothing is acknowledged yet: every replica holds every acknowledged write.
     auto txn = etcd_.txn(
         {Compare::absent(key), Compare::mod_revision_is(version, placement_version_revision_)},
-        {TxnOp::put(key, json{{"replicas", replicas}}.dump()), TxnOp::put(version, lc.name)});
+        {TxnOp::put(key, json{{"replicas", replicas}}.dump()), TxnOp::put(version, lc.name),
+         TxnOp::put(prefix_ + "isr/" + lc.name, in_sync_value(0, replicas))});
     if (!txn || !txn->succeeded) return;
     placement_version_revision_ = txn->revision;
     auto& c = channels_[lc.name];
     if (!c) c = std::make_unique<Channel>();
     c->replicas = replicas;
+    c->in_sync = replicas;
+    c->in_sync_known = true;
+    c->in_sync_revision = txn->revision;
     note(fmt::format("placed channel {} on {}", lc.name, fmt::join(replicas, ", ")));
   }
 }
@@ -513,12 +569,15 @@ void Node::elect(const std::string& name) {
   const uint64_t epoch = c.last_epoch + 1;
   const std::string leader_key = prefix_ + "leader/" + name;
   const std::string epoch_key = prefix_ + "epoch/" + name;
-  // Granted only if nobody leads and nobody was granted an epoch since this node read
-  // last_epoch: each epoch goes to one node, and epochs only grow.
-  auto txn = etcd_.txn(
-      {Compare::absent(leader_key), Compare::mod_revision_is(epoch_key, c.epoch_revision)},
-      {TxnOp::put(epoch_key, std::to_string(epoch)),
-       TxnOp::put(leader_key, json{{"node", options_.node_id}, {"epoch", epoch}}.dump(), lease_)});
+  // Granted only if nobody leads, nobody was granted an epoch since this node read last_epoch
+  // (each epoch goes to one node, and epochs only grow), and the in-sync set this node found
+  // itself in is unchanged. The set stays as it is: its members hold every acknowledged write,
+  // and the new leader removes those that do not keep up before it acknowledges without them.
+  auto txn =
+      etcd_.txn({Compare::absent(leader_key), Compare::mod_revision_is(epoch_key, c.epoch_revision),
+                 Compare::mod_revision_is(prefix_ + "isr/" + name, c.in_sync_revision)},
+                {TxnOp::put(epoch_key, std::to_string(epoch)),
+                 TxnOp::put(leader_key, leader_value(options_.node_id, epoch), lease_)});
   if (!txn) {
     last_error_ = txn.error().message;
     return;
@@ -558,7 +617,13 @@ void Node::hand_back() {
     }
     const std::string preferred = c->second->replicas.front();
     auto back = seen_since_.find(preferred);
-    if (back == seen_since_.end() || now - back->second.second < settle) {
+    // Only to a member of the in-sync set: a returning node first catches up and is taken back
+    // into the set by this leader; the election after the hand-back would refuse it otherwise.
+    const auto& in_sync = c->second->in_sync;
+    const bool preferred_in_sync =
+        !c->second->in_sync_known ||
+        std::find(in_sync.begin(), in_sync.end(), preferred) != in_sync.end();
+    if (back == seen_since_.end() || now - back->second.second < settle || !preferred_in_sync) {
       ++it;
       continue;
     }
@@ -571,9 +636,8 @@ void Node::hand_back() {
     lost(name, epoch);
     publish();
     const std::string leader_key = prefix_ + "leader/" + name;
-    auto txn = etcd_.txn(
-        {Compare::value_is(leader_key, json{{"node", options_.node_id}, {"epoch", epoch}}.dump())},
-        {TxnOp::remove(leader_key)});
+    auto txn = etcd_.txn({Compare::value_is(leader_key, leader_value(options_.node_id, epoch))},
+                         {TxnOp::remove(leader_key)});
     if (!txn || !txn->succeeded) {
       // The key stays (etcd did not answer, or it changed): the next pass reads it again and,
       // when it still names this leadership, takes it up and tries again.
@@ -657,7 +721,8 @@ std::optional<Node::Leadership> Node::leadership(const std::string& channel) con
   if (!v) return std::nullopt;
   auto info = leader_in(*v, channel, v->state == NodeState::kMember && lease_alive(Clock::now()));
   if (!info || !info->self) return std::nullopt;
-  return Leadership{info->epoch, v->channels[v->index.at(channel)].replicas};
+  const View::ChannelView& c = v->channels[v->index.at(channel)];
+  return Leadership{info->epoch, c.replicas, c.in_sync};
 }
 
 void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::time_point deadline,
@@ -675,6 +740,49 @@ void Node::await_leader(const std::string& channel, uint32_t replicas, Clock::ti
   // `done` runs with no lock held: it may call back into the node.
   if (!queued) return done(std::nullopt);
   wake_.notify_all();
+}
+
+void Node::change_in_sync(const std::string& channel, uint64_t epoch,
+                          std::vector<std::string> members, std::function<void(bool)> done) {
+  bool queued = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopped_) {
+      in_sync_changes_.push_back({channel, epoch, std::move(members), std::move(done)});
+      kicked_ = queued = true;
+    }
+  }
+  if (!queued) return done(false);
+  wake_.notify_all();
+}
+
+void Node::write_in_sync() {
+  std::vector<InSyncChange> changes;
+  {
+    std::lock_guard lock(mu_);
+    changes.swap(in_sync_changes_);
+  }
+  for (auto& change : changes) {
+    const std::string leader_key = prefix_ + "leader/" + change.channel;
+    const std::string key = prefix_ + "isr/" + change.channel;
+    auto txn =
+        etcd_.txn({Compare::value_is(leader_key, leader_value(options_.node_id, change.epoch))},
+                  {TxnOp::put(key, in_sync_value(change.epoch, change.members))});
+    const bool written = txn && txn->succeeded;
+    if (!txn) last_error_ = txn.error().message;
+    if (written) {
+      auto& c = channels_[change.channel];
+      if (!c) c = std::make_unique<Channel>();
+      c->in_sync = change.members;
+      c->in_sync_known = true;
+      c->in_sync_revision = txn->revision;
+      note(fmt::format("channel {}: in-sync set {} (epoch {})", change.channel,
+                       fmt::join(change.members, ", "), change.epoch));
+      log::info("cluster: channel {}: in-sync set is now {} (leader {}, epoch {})", change.channel,
+                fmt::join(change.members, ", "), options_.node_id, change.epoch);
+    }
+    change.done(written);
+  }
 }
 
 void Node::answer_waiters(bool stopping) {
@@ -712,7 +820,8 @@ void Node::publish() {
   v->nodes = nodes_;
   for (const auto& [name, c] : channels_) {
     v->index[name] = v->channels.size();
-    v->channels.push_back({name, c->replicas, c->leader, c->leader_epoch, c->last_epoch});
+    v->channels.push_back({name, c->replicas, c->leader, c->leader_epoch, c->last_epoch,
+                           c->in_sync_known ? c->in_sync : c->replicas});
   }
   v->leading = leading_;
   v->events = events_;
@@ -753,7 +862,8 @@ json Node::to_json() const {
                {"replicas", c.replicas},
                {"leader", c.leader.empty() ? json() : json(c.leader)},
                {"epoch", c.epoch},
-               {"last-epoch", c.last_epoch}};
+               {"last-epoch", c.last_epoch},
+               {"in-sync", c.in_sync}};
     ch["this-node-leads"] =
         alive && v->leading.contains(c.name) && v->leading.at(c.name) == c.epoch;
     channels.push_back(std::move(ch));

@@ -7,6 +7,10 @@
 //   placement/<channel> {"replicas": [ids, preferred leader first]}, written once
 //   epoch/<channel>     the last epoch ever granted for the channel (decimal), never deleted
 //   leader/<channel>    {"node": id, "epoch": n}, attached to the leader's lease
+//   isr/<channel>       {"epoch": n, "members": [ids]}: the in-sync set, the replicas that hold
+//                       every acknowledged write of the channel; written with the placement (all
+//                       replicas), then only by the leader of epoch n, by a transaction that
+//                       requires its leader key to be unchanged (change_in_sync)
 //   placement-version   bumped by every placement write, so that placements are decided one
 //                       at a time over a complete view (leaders spread evenly)
 //
@@ -17,6 +21,10 @@
 // etcd expires the lease no earlier than TTL after the last keepalive it answered, and the node
 // stops believing it leads at TTL (minus a margin) after it *sent* that keepalive, on its own
 // monotonic clock. So the old leader has stopped believing before a new epoch can be granted.
+// The election also requires the in-sync set key unchanged since it was read and the candidate
+// to be a member of it: only a replica holding every acknowledged write can lead (a channel
+// whose in-sync members are all gone stays leaderless, as Kafka with unclean leader election
+// off).
 //
 // Threading: one thread of its own runs the control loop (keepalive, reconcile, elect) and owns
 // the etcd client; its requests are bounded by the etcd timeout and never run on the daemon's I/O
@@ -150,6 +158,7 @@ class Node {
   struct Leadership {
     uint64_t epoch = 0;
     std::vector<std::string> replicas;
+    std::vector<std::string> in_sync;  // the in-sync set as of the last view
   };
   std::optional<Leadership> leadership(const std::string& channel) const;
   void await_leader(const std::string& channel, uint32_t replicas,
@@ -159,6 +168,13 @@ class Node {
   // nullopt when `id` is this node, is not registered, or this node is not a member. Request-reply
   // uses it to take a reply to the node that holds its inbox. Any thread; no etcd round trip.
   std::optional<std::string> client_address_of(const std::string& id) const;
+  // Asks to make `members` the in-sync set of `channel`, which this node leads in `epoch`: done
+  // by the control loop with one etcd transaction that requires this node's leader key of that
+  // epoch to be unchanged. `done(true)` once etcd has it; `done(false)` when it was refused (the
+  // leadership is gone) or etcd did not answer (the change may or may not be in etcd: the
+  // caller must act as if both were true). `done` runs on the node's thread and must not block.
+  void change_in_sync(const std::string& channel, uint64_t epoch, std::vector<std::string> members,
+                      std::function<void(bool)> done);
 
  private:
   struct View;
@@ -176,6 +192,8 @@ class Node {
   void reconcile();
   void place(const std::vector<LocalChannel>& local);
   void elect(const std::string& channel);
+  // Writes the in-sync set changes asked for (change_in_sync) and answers them.
+  void write_in_sync();
   // Leaderships this node holds for channels whose preferred leader (first replica) is back:
   // handed over (docs/CLUSTERING.md, "Moving leaders back").
   void hand_back();
@@ -246,6 +264,13 @@ class Node {
     std::function<void(std::optional<LeaderInfo>)> done;
   };
   std::vector<Waiter> waiters_;
+  struct InSyncChange {
+    std::string channel;
+    uint64_t epoch = 0;
+    std::vector<std::string> members;
+    std::function<void(bool)> done;
+  };
+  std::vector<InSyncChange> in_sync_changes_;
   std::thread thread_;
   bool stopped_ = false;
 };

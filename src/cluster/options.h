@@ -47,6 +47,10 @@ struct ClusterOptions {
   // Bytes of shipped frames a leader keeps per channel to resend (cluster-replication-retained-
   // bytes); a follower further behind is sent a snapshot.
   uint64_t replication_retained_bytes = 32 << 20;
+  // How long a follower in a channel's in-sync set may leave a shipped write unacknowledged
+  // before the leader takes it out of the set (cluster-in-sync-timeout-ms; 0: half of
+  // replication_timeout).
+  std::chrono::milliseconds in_sync_timeout{0};
   // witmqd's version, recorded in the registration.
   std::string version;
   // "<host name>:<absolute data directory>", recorded in the registration: a registration with

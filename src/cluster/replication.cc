@@ -1,6 +1,7 @@
 #include "cluster/replication.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
@@ -9,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "common/log.h"
 #include "storage/store.h"
@@ -19,7 +21,13 @@ namespace asio = boost::asio;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 uint8_t durability_byte(storage::Durability d) { return static_cast<uint8_t>(d); }
+
+std::chrono::milliseconds in_sync_bound(const ReplicationOptions& o) {
+  return o.in_sync_timeout.count() > 0 ? o.in_sync_timeout : o.timeout / 2;
+}
 
 }  // namespace
 
@@ -36,11 +44,11 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
 
   std::atomic<uint64_t> shipped{0}, quorum_acks{0}, quorum_timeouts{0}, applied{0},
       stale_refused{0}, resends{0}, beyond_retained{0}, diverged{0}, snapshots_sent{0},
-      snapshots_received{0};
+      snapshots_received{0}, in_sync_shrinks{0}, in_sync_expands{0}, stale_acks{0};
 
   // -- the leader's state, on `strand` only --
   struct Follower {
-    uint64_t acked = 0;
+    uint64_t acked = 0;       // the last position it acknowledged in the leader's epoch
     bool introduced = false;  // sent the definitions on the current link
     bool beyond = false;      // asked for more than the retained log holds
     // A snapshot being sent (nothing else is sent meanwhile): the chunk in flight, and whether
@@ -58,6 +66,7 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     uint64_t position;
     std::function<void(Status)> held;
     std::shared_ptr<asio::steady_timer> timer;
+    Clock::time_point shipped;
   };
   struct Led {
     uint64_t epoch = 0;
@@ -67,6 +76,15 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     std::deque<Retained> log;
     size_t log_bytes = 0;
     std::deque<Pending> pending;
+    // The in-sync set: `in_sync` as etcd has it (this node included); followers asked to be
+    // added (`adding`) count for the ack rule from the moment they are asked; followers asked to
+    // be removed (`dropping`) still count until etcd has the change.
+    uint64_t epoch_start = 0;  // the first position shipped in `epoch`
+    std::set<std::string> in_sync, adding, dropping;
+    bool changing = false;    // a change is with the node (one at a time)
+    uint64_t generation = 0;  // bumped when the epoch changes: older changes' answers are dropped
+    std::shared_ptr<asio::steady_timer> in_sync_timer;
+    bool in_sync_armed = false;
   };
   std::map<std::string, Led> led;
   mutable std::mutex json_mu;  // guards `summary`, the JSON view published from the strand
@@ -80,13 +98,131 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   void answer(const std::string& node, PeerFrame frame);
   void up(const std::string& node);
   void publish(const std::string& channel, const Led& c);
+  // The followers whose acknowledgement a write needs (the in-sync set and those being added).
+  std::vector<std::string> required(const Led& c) const;
+  void check_in_sync(const std::string& channel, Led& c);
+  void arm_in_sync(const std::string& channel, Led& c);
+  void change_in_sync(const std::string& channel, Led& c);
+  void in_sync_changed(const std::string& channel, uint64_t generation, bool written,
+                       std::set<std::string> members, std::set<std::string> added,
+                       std::set<std::string> dropped);
+  std::map<std::string, size_t> in_sync_count;  // under json_mu
   void start_snapshot(const std::string& channel, Led& c, const std::string& id, Follower& f);
   void send_chunk(const std::string& channel, Led& c, const std::string& id, Follower& f);
   // Sends what follows `position` from the retained log, or a snapshot when it no longer
   // reaches that far back.
   void catch_up(const std::string& channel, Led& c, const std::string& id, Follower& f,
                 uint64_t position);
+  // A follower whose log differs from this leader's: it is sent a snapshot.
+  void diverged_follower(const std::string& channel, Led& c, const std::string& id, Follower& f);
+  // Asks etcd to take `id` out of the in-sync set at once (never below a majority).
+  void leave_in_sync(const std::string& channel, Led& c, const std::string& id, const char* why);
+  // Asks etcd to put `id` back into the in-sync set once it holds this leader's last position,
+  // not while it is being sent a snapshot.
+  void rejoin_in_sync(const std::string& channel, Led& c, const std::string& id, const Follower& f);
 };
+
+std::vector<std::string> Replication::State::required(const Led& c) const {
+  std::vector<std::string> out;
+  for (const std::string& id : c.replicas) {
+    if (id == options.node_id) continue;
+    if (c.in_sync.contains(id) || c.adding.contains(id)) out.push_back(id);
+  }
+  return out;
+}
+
+void Replication::State::arm_in_sync(const std::string& channel, Led& c) {
+  if (c.in_sync_armed || c.pending.empty()) return;
+  const auto bound = in_sync_bound(options);
+  // At the oldest waiting write's bound; no sooner than a quarter bound from now, so that a
+  // change etcd has not taken yet is retried at that pace and not in a loop.
+  const auto at = std::max(c.pending.front().shipped + bound, Clock::now() + bound / 4);
+  if (!c.in_sync_timer) c.in_sync_timer = std::make_shared<asio::steady_timer>(strand);
+  c.in_sync_timer->expires_at(at);
+  c.in_sync_armed = true;
+  c.in_sync_timer->async_wait(
+      [self = shared_from_this(), channel, generation = c.generation](boost::system::error_code) {
+        auto it = self->led.find(channel);
+        if (it == self->led.end() || it->second.generation != generation) return;
+        it->second.in_sync_armed = false;
+        self->check_in_sync(channel, it->second);
+      });
+}
+
+void Replication::State::check_in_sync(const std::string& channel, Led& c) {
+  if (c.pending.empty()) return;
+  const Pending& oldest = c.pending.front();
+  if (Clock::now() - oldest.shipped >= in_sync_bound(options)) {
+    const size_t majority = c.replicas.size() / 2 + 1;
+    size_t staying = 1;  // this node
+    for (const std::string& id : required(c)) staying += c.dropping.contains(id) ? 0 : 1;
+    for (const std::string& id : required(c)) {
+      if (c.dropping.contains(id)) continue;
+      const auto f = c.followers.find(id);
+      const uint64_t acked = f == c.followers.end() ? 0 : f->second.acked;
+      if (acked >= oldest.position) continue;
+      // Never below a majority: a write no majority holds is not acknowledged anyway, and a
+      // member that stays can still be elected with every acknowledged write.
+      if (staying - 1 < majority) break;
+      --staying;
+      c.dropping.insert(id);
+      log::warn(
+          "replication: channel '{}': follower '{}' has not acknowledged position {} within {} "
+          "ms (cluster-in-sync-timeout-ms; it acknowledged {}): taking it out of the in-sync set",
+          channel, id, oldest.position, in_sync_bound(options).count(), acked);
+    }
+    change_in_sync(channel, c);
+  }
+  arm_in_sync(channel, c);
+}
+
+void Replication::State::change_in_sync(const std::string& channel, Led& c) {
+  if (c.changing || (c.adding.empty() && c.dropping.empty())) return;
+  Node* n = node.load();
+  if (n == nullptr) return;
+  std::set<std::string> members;
+  std::vector<std::string> ordered;
+  for (const std::string& id : c.replicas) {
+    const bool in = id == options.node_id || c.in_sync.contains(id) || c.adding.contains(id);
+    if (!in || c.dropping.contains(id)) continue;
+    members.insert(id);
+    ordered.push_back(id);
+  }
+  c.changing = true;
+  n->change_in_sync(
+      channel, c.epoch, std::move(ordered),
+      [self = shared_from_this(), channel, generation = c.generation, members, added = c.adding,
+       dropped = c.dropping](bool written) mutable {
+        asio::post(self->strand, [self, channel, generation, written, members = std::move(members),
+                                  added = std::move(added), dropped = std::move(dropped)] {
+          self->in_sync_changed(channel, generation, written, members, added, dropped);
+        });
+      });
+}
+
+void Replication::State::in_sync_changed(const std::string& channel, uint64_t generation,
+                                         bool written, std::set<std::string> members,
+                                         std::set<std::string> added,
+                                         std::set<std::string> dropped) {
+  auto it = led.find(channel);
+  if (it == led.end() || it->second.generation != generation) return;
+  Led& c = it->second;
+  c.changing = false;
+  if (written) {
+    c.in_sync = std::move(members);
+    for (const auto& id : added) {
+      if (c.adding.erase(id) != 0) ++in_sync_expands;
+    }
+    for (const auto& id : dropped) {
+      if (c.dropping.erase(id) != 0) ++in_sync_shrinks;
+    }
+  }
+  // Not written: etcd may or may not have it, so both stay counted (adding and dropping alike)
+  // until a later change is written.
+  release(channel, c);
+  change_in_sync(channel, c);
+  arm_in_sync(channel, c);
+}
 
 void Replication::State::start_snapshot(const std::string& channel, Led& c, const std::string& id,
                                         Follower& f) {
@@ -102,6 +238,10 @@ void Replication::State::start_snapshot(const std::string& channel, Led& c, cons
   f.snapshot = std::move(*snap);
   f.chunk = 0;
   f.beyond = false;
+  // The first chunk discards the follower's copy: it holds nothing this node acknowledged until
+  // the last chunk is stored, so it counts for nothing and leaves the in-sync set meanwhile.
+  f.acked = 0;
+  leave_in_sync(channel, c, id, "it is being sent a snapshot");
   log::info("replication: channel '{}': sending follower '{}' a snapshot at position {}", channel,
             id, f.snapshot->position().position);
   send_chunk(channel, c, id, f);
@@ -155,19 +295,69 @@ void Replication::State::catch_up(const std::string& channel, Led& c, const std:
   }
 }
 
+void Replication::State::diverged_follower(const std::string& channel, Led& c,
+                                           const std::string& id, Follower& f) {
+  if (f.snapshot) return;
+  ++diverged;
+  start_snapshot(channel, c, id, f);
+  publish(channel, c);
+}
+
+void Replication::State::leave_in_sync(const std::string& channel, Led& c, const std::string& id,
+                                       const char* why) {
+  if (!(c.in_sync.contains(id) || c.adding.contains(id)) || c.dropping.contains(id)) return;
+  const size_t majority = c.replicas.size() / 2 + 1;
+  size_t staying = 1;  // this node
+  for (const std::string& r : required(c)) staying += c.dropping.contains(r) ? 0 : 1;
+  if (staying - 1 < majority) {
+    log::warn(
+        "replication: channel '{}': follower '{}' stays in the in-sync set although {}: without "
+        "it the set would be below a majority ({}) of the replicas",
+        channel, id, why, majority);
+    return;
+  }
+  c.dropping.insert(id);
+  log::warn("replication: channel '{}': taking follower '{}' out of the in-sync set: {}", channel,
+            id, why);
+  change_in_sync(channel, c);
+}
+
+void Replication::State::rejoin_in_sync(const std::string& channel, Led& c, const std::string& id,
+                                        const Follower& f) {
+  if (f.snapshot || f.beyond || f.acked != c.last || c.last < c.epoch_start ||
+      c.in_sync.contains(id) || c.adding.contains(id) || c.dropping.contains(id)) {
+    return;
+  }
+  c.adding.insert(id);
+  log::info(
+      "replication: channel '{}': follower '{}' holds position {}, the last: putting it back into "
+      "the in-sync set",
+      channel, id, c.last);
+  change_in_sync(channel, c);
+}
+
 void Replication::State::publish(const std::string& channel, const Led& c) {
   nlohmann::json followers = nlohmann::json::object();
   nlohmann::json catching_up = nlohmann::json::array();
+  nlohmann::json lag = nlohmann::json::object();
   for (const auto& [id, f] : c.followers) {
     followers[id] = f.acked;
+    lag[id] = c.last - std::min(c.last, f.acked);
     if (f.snapshot) catching_up.push_back(id);
   }
+  std::vector<std::string> in_sync;
+  for (const std::string& id : c.replicas) {
+    if (c.in_sync.contains(id)) in_sync.push_back(id);
+  }
   std::lock_guard lock(json_mu);
+  in_sync_count[channel] = in_sync.size();
   summary[channel] = {{"epoch", c.epoch},
                       {"position", c.last},
                       {"replicas", c.replicas},
+                      {"in-sync", in_sync},
                       {"followers-acked", followers},
                       {"followers-catching-up", catching_up},
+                      {"followers-lag", lag},
                       {"waiting", c.pending.size()},
                       {"retained-bytes", c.log_bytes}};
 }
@@ -222,6 +412,18 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
     }
     for (auto& [id, f] : c.followers) f = Follower{};
     c.epoch = s.epoch;
+    c.epoch_start = s.position;
+    // The set as etcd had it when this node was elected: its members hold every acknowledged
+    // write (those this node does not hear from in time are taken out before it acknowledges
+    // without them).
+    c.in_sync = std::set<std::string>(leadership->in_sync.begin(), leadership->in_sync.end());
+    c.in_sync.insert(options.node_id);
+    c.adding.clear();
+    c.dropping.clear();
+    c.changing = false;
+    ++c.generation;
+    if (c.in_sync_timer) c.in_sync_timer->cancel();
+    c.in_sync_armed = false;
   }
   c.last = s.position;
   c.replicas = leadership->replicas;
@@ -243,7 +445,7 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
   Retained r{s.position, frame, frame->records.size() + 64};
   ++shipped;
   auto timer = std::make_shared<asio::steady_timer>(strand, options.timeout);
-  c.pending.push_back({s.position, std::move(held), timer});
+  c.pending.push_back({s.position, std::move(held), timer, Clock::now()});
   timer->async_wait([self = shared_from_this(), channel = s.channel,
                      position = s.position](boost::system::error_code ec) {
     if (!ec) self->expire(channel, position);
@@ -258,20 +460,18 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
     c.log.pop_front();
   }
   release(s.channel, c);
+  arm_in_sync(s.channel, c);
 }
 
 void Replication::State::release(const std::string& channel, Led& c) {
   const size_t majority = c.replicas.size() / 2 + 1;
-  std::vector<uint64_t> acked;
-  for (const std::string& id : c.replicas) {
-    if (id == options.node_id) continue;
+  // This node holds every position it shipped; every other member of the in-sync set (and every
+  // follower being added) must hold one too, and the set must be a majority.
+  uint64_t held = c.in_sync.size() >= majority ? c.last : 0;
+  for (const std::string& id : required(c)) {
     auto f = c.followers.find(id);
-    acked.push_back(f == c.followers.end() ? 0 : f->second.acked);
+    held = std::min(held, f == c.followers.end() ? 0 : f->second.acked);
   }
-  std::sort(acked.rbegin(), acked.rend());
-  // This node holds every position it shipped; majority - 1 followers must hold one too.
-  uint64_t held = c.last;
-  if (majority >= 2) held = majority - 2 < acked.size() ? acked[majority - 2] : 0;
   while (!c.pending.empty() && c.pending.front().position <= held) {
     Pending p = std::move(c.pending.front());
     c.pending.pop_front();
@@ -288,12 +488,16 @@ void Replication::State::expire(const std::string& channel, uint64_t position) {
   Led& c = it->second;
   size_t holding = 1;
   for (const auto& [id, f] : c.followers) holding += f.acked >= position ? 1 : 0;
+  std::vector<std::string> in_sync;
+  for (const std::string& id : c.replicas) {
+    if (c.in_sync.contains(id)) in_sync.push_back(id);
+  }
   const std::string why = fmt::format(
       "replication: channel '{}': the write at position {} is held by {} of its {} replicas "
-      "after {} ms (cluster-replication-timeout-ms); a majority ({}) is needed; it is not "
-      "acknowledged",
+      "after {} ms (cluster-replication-timeout-ms); every member of the in-sync set ({}) must "
+      "hold it and the set must be a majority ({}) of the replicas; it is not acknowledged",
       channel, position, holding, c.replicas.size(), options.timeout.count(),
-      c.replicas.size() / 2 + 1);
+      fmt::join(in_sync, ", "), c.replicas.size() / 2 + 1);
   // Deadlines come in position order: every earlier write has expired too.
   while (!c.pending.empty() && c.pending.front().position <= position) {
     Pending p = std::move(c.pending.front());
@@ -318,7 +522,26 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     }
     auto f = c.followers.find(node_id);
     if (f == c.followers.end()) return;
+    if (ack->epoch < c.epoch) {
+      // An answer in an older epoch (to a frame of that epoch, resent or in flight) says nothing
+      // of this epoch's log: it counts for nothing. A follower holding a position of this epoch
+      // from another leader answers `diverged` (log matching); one that claims such a position
+      // here is taken as diverged too.
+      ++stale_acks;
+      if (ack->position >= c.epoch_start) {
+        log::warn(
+            "replication: channel '{}': follower '{}' holds position {} from epoch {}, but this "
+            "node wrote positions from {} in epoch {}: its log differs",
+            ack->channel, node_id, ack->position, ack->epoch, c.epoch_start, c.epoch);
+        diverged_follower(ack->channel, c, node_id, f->second);
+      }
+      return;
+    }
+    // Being sent a snapshot: an answer to a frame sent before it is void, the copy it speaks of
+    // is being replaced.
+    if (f->second.snapshot) return;
     f->second.acked = std::max(f->second.acked, std::min(ack->position, c.last));
+    rejoin_in_sync(ack->channel, c, node_id, f->second);
     release(ack->channel, c);
     return;
   }
@@ -345,13 +568,11 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     }
     auto f = c.followers.find(node_id);
     if (f == c.followers.end() || f->second.snapshot) return;
-    ++diverged;
     log::warn(
         "replication: channel '{}': follower '{}' diverged from this node's log (its last entry: "
         "epoch {}, position {}); it is sent a snapshot",
         d->channel, node_id, d->last_epoch, d->last_position);
-    start_snapshot(d->channel, c, node_id, f->second);
-    publish(d->channel, c);
+    diverged_follower(d->channel, c, node_id, f->second);
     return;
   }
   if (auto* ack = std::get_if<PeerSnapshotAck>(&frame)) {
@@ -378,6 +599,9 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
               ack->channel, node_id, position);
     fw.acked = std::max(fw.acked, std::min(position, c.last));
     catch_up(ack->channel, c, node_id, fw, position);
+    // Whole and at the last position: back into the in-sync set (else once it acknowledges the
+    // last position of what catch_up sent).
+    rejoin_in_sync(ack->channel, c, node_id, fw);
     release(ack->channel, c);
     return;
   }
@@ -546,24 +770,45 @@ void Replication::on_up(const std::string& node) {
 
 ReplicationFigures Replication::figures() const {
   const State& s = *state_;
-  return {s.shipped.load(),           s.quorum_acks.load(),   s.quorum_timeouts.load(),
-          s.applied.load(),           s.stale_refused.load(), s.resends.load(),
-          s.beyond_retained.load(),   s.diverged.load(),      s.snapshots_sent.load(),
-          s.snapshots_received.load()};
+  return {s.shipped.load(),         s.quorum_acks.load(),
+          s.quorum_timeouts.load(), s.applied.load(),
+          s.stale_refused.load(),   s.resends.load(),
+          s.beyond_retained.load(), s.diverged.load(),
+          s.snapshots_sent.load(),  s.snapshots_received.load(),
+          s.in_sync_shrinks.load(), s.in_sync_expands.load(),
+          s.stale_acks.load()};
 }
 
 nlohmann::json Replication::to_json() const {
   const ReplicationFigures f = figures();
-  nlohmann::json j{
-      {"batches-shipped", f.batches_shipped}, {"quorum-acks", f.quorum_acks},
-      {"quorum-timeouts", f.quorum_timeouts}, {"batches-applied", f.batches_applied},
-      {"stale-refused", f.stale_refused},     {"resends", f.resends},
-      {"beyond-retained", f.beyond_retained}, {"diverged", f.diverged},
-      {"snapshots-sent", f.snapshots_sent},   {"snapshots-received", f.snapshots_received}};
+  nlohmann::json j{{"batches-shipped", f.batches_shipped},
+                   {"quorum-acks", f.quorum_acks},
+                   {"quorum-timeouts", f.quorum_timeouts},
+                   {"batches-applied", f.batches_applied},
+                   {"stale-refused", f.stale_refused},
+                   {"resends", f.resends},
+                   {"beyond-retained", f.beyond_retained},
+                   {"diverged", f.diverged},
+                   {"snapshots-sent", f.snapshots_sent},
+                   {"snapshots-received", f.snapshots_received},
+                   {"in-sync-shrinks", f.in_sync_shrinks},
+                   {"in-sync-expands", f.in_sync_expands},
+                   {"stale-acks", f.stale_acks}};
   if (storage::Store* st = state_->store.load()) j["catching-up"] = st->replica_catching_up();
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;
   return j;
+}
+
+std::vector<std::pair<std::string, size_t>> Replication::in_sync_counts() const {
+  Node* n = state_->node.load();
+  std::vector<std::pair<std::string, size_t>> out;
+  if (n == nullptr) return out;
+  std::lock_guard lock(state_->json_mu);
+  for (const auto& [channel, count] : state_->in_sync_count) {
+    if (n->leadership(channel)) out.emplace_back(channel, count);
+  }
+  return out;
 }
 
 }  // namespace witmq::cluster

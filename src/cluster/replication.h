@@ -4,11 +4,20 @@
 // this node leads with followers (storage::Replicator), already stored locally and numbered by
 // a per-channel position under the leader's epoch. They go to every follower in one `replicate`
 // frame per channel and commit group, over the peer link this node dialed; the first frame to
-// a follower on a link also carries the channel's and its subscriptions' definitions. The
-// write's callers are answered once a majority of the replica set (this node included) has
-// acknowledged (`replicated`) a position at or past it, or with `unavailable` once
-// cluster-replication-timeout-ms passes without. The last frames of each channel are kept (a
-// bounded log) to answer a follower's `resend`.
+// a follower on a link also carries the channel's and its subscriptions' definitions. The last
+// frames of each channel are kept (a bounded log) to answer a follower's `resend`.
+//
+// The ack rule (docs/CLUSTERING.md, "The in-sync set"): a write's callers are answered once
+// every member of the channel's in-sync set (kept in etcd, Node::change_in_sync), and every
+// follower being added to it, has acknowledged (`replicated`) a position at or past it in this
+// leader's epoch, and the set holds a majority of the replicas; with `unavailable` once
+// cluster-replication-timeout-ms passes without. Invariant: every acknowledged write is held by
+// every member of the in-sync set in etcd. So a member that has not acknowledged a write within
+// cluster-in-sync-timeout-ms of its shipping is taken out of the set (in etcd, before any write
+// is acknowledged without it), as long as a majority stays in it; a follower that has
+// acknowledged the leader's last position is put back (and counts from the moment that is
+// asked). An acknowledgement counts only when it is in the leader's epoch: a `duplicate` answer
+// of a follower that holds the position from an older epoch says nothing of this log.
 //
 // Follower side: `replicate` frames arrive on the peer listener; each is applied to this node's
 // store in position order (Store::apply_replicated), as durably as the leader's write was, and
@@ -32,6 +41,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cluster/node.h"
 #include "cluster/peer_frames.h"
@@ -46,6 +57,9 @@ struct ReplicationOptions {
   // How long a write of a replicated channel waits for a majority of its replicas before its
   // callers get `unavailable` (cluster-replication-timeout-ms).
   std::chrono::milliseconds timeout{5'000};
+  // How long an in-sync follower may leave a shipped write unacknowledged before it is taken out
+  // of the in-sync set (cluster-in-sync-timeout-ms; 0: half of `timeout`).
+  std::chrono::milliseconds in_sync_timeout{0};
   // Bytes of shipped frames kept per channel for followers that ask for a resend
   // (cluster-replication-retained-bytes); a follower further behind takes a snapshot.
   size_t retained_bytes = 32 << 20;
@@ -55,16 +69,19 @@ struct ReplicationOptions {
 
 // Counters for /v1/cluster and /metrics.
 struct ReplicationFigures {
-  uint64_t batches_shipped = 0;  // commit groups shipped (one per channel and group)
-  uint64_t quorum_acks = 0;      // shipped batches a majority acknowledged
-  uint64_t quorum_timeouts = 0;  // shipped batches that failed for want of a majority
-  uint64_t batches_applied = 0;  // received batches applied by this node as a follower
-  uint64_t stale_refused = 0;    // received batches refused for a stale epoch
-  uint64_t resends = 0;          // resend requests answered from the retained log
-  uint64_t beyond_retained = 0;  // resend requests the retained log no longer reaches
-  uint64_t diverged = 0;         // followers' divergence reports (leader side)
-  uint64_t snapshots_sent = 0;   // snapshots a follower stored whole (leader side)
+  uint64_t batches_shipped = 0;     // commit groups shipped (one per channel and group)
+  uint64_t quorum_acks = 0;         // shipped batches a majority acknowledged
+  uint64_t quorum_timeouts = 0;     // shipped batches that failed for want of a majority
+  uint64_t batches_applied = 0;     // received batches applied by this node as a follower
+  uint64_t stale_refused = 0;       // received batches refused for a stale epoch
+  uint64_t resends = 0;             // resend requests answered from the retained log
+  uint64_t beyond_retained = 0;     // resend requests the retained log no longer reaches
+  uint64_t diverged = 0;            // followers' divergence reports (leader side)
+  uint64_t snapshots_sent = 0;      // snapshots a follower stored whole (leader side)
   uint64_t snapshots_received = 0;  // snapshots this node stored whole (follower side)
+  uint64_t in_sync_shrinks = 0;     // followers taken out of an in-sync set by this node
+  uint64_t in_sync_expands = 0;     // followers put back into an in-sync set by this node
+  uint64_t stale_acks = 0;          // acknowledgements not counted: from an older epoch
 };
 
 class Replication : public storage::Replicator {
@@ -93,9 +110,12 @@ class Replication : public storage::Replicator {
 
   ReplicationFigures figures() const;
   // Per led channel: position, epoch, each follower's acknowledged position and the followers
-  // being sent a snapshot; and the channels whose copy here is an incomplete snapshot
-  // ("catching-up").
+  // being sent a snapshot, the in-sync set; and the channels whose copy here is an incomplete
+  // snapshot ("catching-up").
   nlohmann::json to_json() const;
+  // Per led channel with followers: how many replicas (this node included) are in its in-sync
+  // set.
+  std::vector<std::pair<std::string, size_t>> in_sync_counts() const;
 
  private:
   struct State;

@@ -310,6 +310,16 @@ void add_cluster_keys(std::vector<ConfigKey>& k) {
       [](int64_t v, Config& c) {
         c.cluster.replication_retained_bytes = static_cast<uint64_t>(v);
       }));
+  k.push_back(integer_key(
+      "cluster-in-sync-timeout-ms", 0, 0, 600'000,
+      "How long a follower in a replicated channel's in-sync set may leave a write unacknowledged "
+      "before the leader takes it out of the set (in etcd; never below a majority of the "
+      "replicas), so that writes are acknowledged without it; it is put back once it holds the "
+      "leader's last write. A follower being sent a snapshot is out of the set until it holds "
+      "the whole snapshot. Writes wait for every member of the set, so this is the longest a "
+      "dead or stopped follower holds them up. 0 means half of cluster-replication-timeout-ms; "
+      "otherwise it must be below cluster-replication-timeout-ms.",
+      [](int64_t v, Config& c) { c.cluster.in_sync_timeout = std::chrono::milliseconds(v); }));
 }
 
 std::vector<ConfigKey> make_keys() {
@@ -937,6 +947,14 @@ Result<Config> build_config(const std::vector<ConfigLayer>& layers) {
   }
   // The HTTP side's request limits follow the protocol's: a body holds what a frame may, the
   // headers what a message's metadata may (CloudEvents attributes travel in headers).
+  if (c.cluster.in_sync_timeout.count() != 0 &&
+      c.cluster.in_sync_timeout >= c.cluster.replication_timeout) {
+    return invalid_argument(fmt::format(
+        "cluster-in-sync-timeout-ms (from {}): {} is not below cluster-replication-timeout-ms "
+        "{}: a lagging follower would fail every write before it is taken out of the in-sync set",
+        source_of("cluster-in-sync-timeout-ms"), c.cluster.in_sync_timeout.count(),
+        c.cluster.replication_timeout.count()));
+  }
   if (!c.listen_enabled && !c.tls_listen_enabled) {
     return invalid_argument(fmt::format(
         "listen (from {}) and tls-listen (from {}) are both \"\": at least one protocol "

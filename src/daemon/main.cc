@@ -198,6 +198,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
   if (config.cluster.enabled()) {
     cluster::ReplicationOptions replication_options{config.cluster.node_id,
                                                     config.cluster.replication_timeout};
+    replication_options.in_sync_timeout = config.cluster.in_sync_timeout;
     replication_options.retained_bytes = config.cluster.replication_retained_bytes;
     // A chunk and its header fit well within the frame limit a peer's listener applies.
     replication_options.snapshot_chunk_bytes = std::min<size_t>(
@@ -360,6 +361,9 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
           const cluster::ReplicationFigures rf = replication->figures();
           out.snapshots_sent = rf.snapshots_sent;
           out.snapshots_received = rf.snapshots_received;
+          for (const auto& [channel, count] : replication->in_sync_counts()) {
+            out.in_sync_replicas.emplace_back(channel, count);
+          }
         }
         if (cluster::PeerServer* p = cluster_peer_server.load()) {
           const cluster::PeerServerFigures pf = p->figures();

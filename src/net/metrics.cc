@@ -289,6 +289,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
     w.family("witmq_cluster_snapshots_received_total", "counter",
              "Channel snapshots this node, as follower, received and stored whole.");
     w.sample(d(c.snapshots_received));
+    w.family("witmq_cluster_in_sync_replicas", "gauge",
+             "Per replicated channel this node leads: the replicas in its in-sync set (this node "
+             "included), which every acknowledged write is held by.");
+    for (const auto& [channel, n] : c.in_sync_replicas) w.sample("channel", channel, d(n));
   }
 
   for (const auto& m : listener_metrics()) {

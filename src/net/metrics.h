@@ -68,6 +68,8 @@ struct ClusterFigures {
   uint64_t forward_errors = 0;
   uint64_t snapshots_sent = 0;      // channel snapshots a follower stored whole (as leader)
   uint64_t snapshots_received = 0;  // channel snapshots this node stored whole (as follower)
+  // Per replicated channel this node leads: replicas in its in-sync set (this node included).
+  std::vector<std::pair<std::string, uint64_t>> in_sync_replicas;
 };
 
 struct MetricsSnapshot {

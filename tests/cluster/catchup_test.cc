@@ -275,5 +275,69 @@ TEST_F(CatchUpTest, AFollowerFarBehindAndAnEmptyNodeAreSentSnapshotsAndHoldEvery
   expect_holds_everything(leader);
 }
 
+// An in-sync member whose copy is replaced by a snapshot (restarted with an empty data directory
+// before any write could take it out of the set) leaves the in-sync set when the leader starts
+// the snapshot, and is put back only once it holds the whole snapshot, at the leader's last
+// position (docs/CLUSTERING.md, "Snapshots and the in-sync set").
+TEST_F(CatchUpTest, AnInSyncMemberBeingSentASnapshotLeavesTheSetUntilItHoldsTheLast) {
+  auto declarer = connect("n1");
+  ASSERT_TRUE(declarer);
+  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
+  declarer.reset();
+  const std::string leader = leader_of("rep");
+  ASSERT_FALSE(leader.empty()) << view("n1").dump();
+  std::vector<std::string> followers;
+  for (const auto& [id, d] : nodes_) {
+    if (id != leader) followers.push_back(id);
+  }
+  auto c = connect(leader);
+  ASSERT_TRUE(c);
+  // More than the retained log: an empty copy cannot be brought up to date by resending.
+  send(*c, "before", 120);
+  for (const auto& f : followers) ASSERT_TRUE(caught_up(leader, f));
+  auto in_sync = [&] {
+    std::set<std::string> out;
+    const json ch = view(leader)["replication-state"]["channels-led"]["rep"];
+    for (const json& m : ch.value("in-sync", json::array())) out.insert(m.get<std::string>());
+    return out;
+  };
+  const std::set<std::string> all = {"n1", "n2", "n3"};
+  ASSERT_EQ(in_sync(), all);
+  const json before = view(leader)["replication-state"];
+
+  // No write while it is away or after: nothing but the snapshot can take it out of the set.
+  const std::string emptied = followers[0];
+  nodes_[emptied]->stop(SIGKILL);
+  std::filesystem::remove_all(dirs_[emptied]);
+  std::filesystem::create_directories(dirs_[emptied]);
+  nodes_[emptied]->start();
+  ASSERT_NE(nodes_[emptied]->port(), 0);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const json st = view(leader)["replication-state"];
+        return st.value("snapshots-sent", 0u) > before["snapshots-sent"].get<uint64_t>();
+      },
+      60s))
+      << view(leader)["replication-state"].dump();
+  ASSERT_TRUE(caught_up(leader, emptied)) << view(leader)["replication-state"].dump();
+  ASSERT_TRUE(wait_until([&] { return in_sync() == all; }, 30s))
+      << "not put back after the snapshot: " << view(leader)["replication-state"].dump();
+  const json after = view(leader)["replication-state"];
+  EXPECT_GT(after["snapshots-sent"].get<uint64_t>(), before["snapshots-sent"].get<uint64_t>())
+      << after.dump();
+  EXPECT_GT(after["in-sync-shrinks"].get<uint64_t>(), before["in-sync-shrinks"].get<uint64_t>())
+      << "an in-sync member being sent a snapshot stayed in the set: " << after.dump();
+  EXPECT_GT(after["in-sync-expands"].get<uint64_t>(), before["in-sync-expands"].get<uint64_t>())
+      << after.dump();
+  EXPECT_NE(
+      nodes_[leader]->log().find(fmt::format(
+          "taking follower '{}' out of the in-sync set: it is being sent a snapshot", emptied)),
+      std::string::npos)
+      << nodes_[leader]->log();
+  c.reset();
+  for (auto& [id, d] : nodes_) d->stop(SIGKILL);
+  expect_holds_everything(emptied);
+}
+
 }  // namespace
 }  // namespace witmq::cluster
