@@ -763,6 +763,82 @@ TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
       << after.json.dump();
 }
 
+// A channel this node leads is written by this node alone: a peer's replicate or snapshot frame
+// for it in the node's leader epoch or an older one (a forged one, or one from a leader that lost
+// the channel and has not noticed yet) is refused as stale, and touches neither the node's copy
+// nor an acknowledged message, which is still there after a restart.
+TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  const std::string data = make_temp_dir("leads");
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_},
+           data);
+  ASSERT_NE(d.port(), 0);
+  auto sent = daemon::testing::http_request(d.http_port(), "POST", "/v1/channels/z/messages",
+                                            "kept", {{"content-type", "text/plain"}});
+  ASSERT_EQ(sent.status, 201u) << sent;
+  uint64_t epoch = 0;
+  nlohmann::json view;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        view = http_get(d.http_port(), "/v1/cluster").json;
+        for (const auto& c : view["channels"]) {
+          if (c["name"] == "z" && c["this-node-leads"] == true) epoch = c["epoch"].get<uint64_t>();
+        }
+        return epoch > 0;
+      },
+      std::chrono::seconds(10)))
+      << view.dump();
+  const std::string listen = http_get(d.http_port(), "/v1/cluster").json["peer-link"]["listen"];
+  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  auto answer = [&peer](const PeerFrame& f) {
+    peer.send(f);
+    return peer.receive();
+  };
+  auto expect_stale = [&](const std::optional<PeerFrame>& a, const char* what) {
+    ASSERT_TRUE(a && std::holds_alternative<PeerReplicaRefused>(*a)) << what << refused_text(a);
+    const auto& r = std::get<PeerReplicaRefused>(*a);
+    EXPECT_EQ(r.code, ErrorCode::kFailedPrecondition) << what << r.text;
+    EXPECT_EQ(r.epoch, epoch) << what;
+    EXPECT_NE(r.text.find("this node leads it in epoch " + std::to_string(epoch)),
+              std::string::npos)
+        << what << r.text;
+  };
+  for (const uint64_t e : {epoch, epoch - 1}) {
+    // A whole, empty snapshot would replace the channel's copy; its first chunk alone would
+    // discard it.
+    expect_stale(answer(PeerSnapshot{"z", e, 1, 0, true, {{e, 1}}, ""}), "snapshot: ");
+    expect_stale(answer(PeerSnapshot{"z", e, 1, 0, false, {}, ""}), "first chunk: ");
+    expect_stale(answer(PeerReplicate{"z", e, 1, 0, 0, 1, "", ""}), "replicate: ");
+  }
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(v.json["replication-state"]["catching-up"], nlohmann::json::array()) << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["batches-applied"], 0) << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["stale-refused"], 6) << v.json.dump();
+  // Still the node's own: the acknowledged message is there after a restart.
+  ASSERT_EQ(d.stop(), 0);
+  d.start();
+  ASSERT_NE(d.port(), 0);
+  nlohmann::json page;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto r = http_get(d.http_port(), "/v1/channels/z/messages?from=0&max=10");
+        page = r.json;
+        return r.status == 200u && page.contains("messages") && !page["messages"].empty();
+      },
+      std::chrono::seconds(15)))
+      << page.dump();
+  ASSERT_EQ(page["messages"].size(), 1u) << page.dump();
+  EXPECT_EQ(page["messages"][0]["data"], "kept") << page.dump();
+  d.stop();
+  std::filesystem::remove_all(data);
+}
+
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
