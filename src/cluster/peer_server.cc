@@ -29,19 +29,35 @@ using asio::ip::tcp;
 namespace {
 
 struct Connection : std::enable_shared_from_this<Connection> {
-  explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+  explicit Connection(tcp::socket s) : socket(std::move(s)), room(socket.get_executor()) {}
   tcp::socket socket;
   std::string remote;
   bool welcomed = false;  // the hello was accepted (on the connection's strand only)
   // After the welcome, every answer goes through this queue (strand only), so that answers
   // written later, from other threads (replication's acks), never interleave with a pong.
   std::deque<std::string> outbox;
+  size_t outbox_bytes = 0;
   bool writing = false;
   bool closed = false;
+  // Frames handed to replication and not answered yet, and their bytes (strand only).
+  size_t in_flight = 0, in_flight_bytes = 0;
+  // The reader waits on it while the answers owed are over their bounds (strand only).
+  asio::steady_timer room;
+
+  // Strand only. Whether the reader must wait before it takes another frame: a peer that does
+  // not read its answers, or sends frames faster than they are stored, is not read from until
+  // the node has caught up (its own sends then wait in TCP), so that it holds no more than these
+  // bounds here, whatever it sends.
+  bool backlogged(size_t max_in_flight_bytes) const {
+    return outbox_bytes > kPeerMaxAnswerBytes || in_flight >= kPeerMaxFramesInFlight ||
+           in_flight_bytes >= max_in_flight_bytes;
+  }
+  void wake() { room.cancel(); }
 
   // Strand only.
   void enqueue(std::string frame) {
     if (closed) return;
+    outbox_bytes += frame.size();
     outbox.push_back(std::move(frame));
     if (!writing) write_next();
   }
@@ -53,10 +69,13 @@ struct Connection : std::enable_shared_from_this<Connection> {
     writing = true;
     asio::async_write(socket, asio::buffer(outbox.front()),
                       [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        self->outbox_bytes -= self->outbox.front().size();
                         self->outbox.pop_front();
+                        self->wake();
                         if (ec) {
                           self->closed = true;
                           self->outbox.clear();
+                          self->outbox_bytes = 0;
                           self->writing = false;
                           self->socket.close(ec);
                           return;
@@ -64,6 +83,26 @@ struct Connection : std::enable_shared_from_this<Connection> {
                         self->write_next();
                       });
   }
+};
+
+// Held by a frame's reply function: when the last copy goes (answered, or dropped unanswered),
+// the frame no longer counts against its connection's bounds.
+struct Owed {
+  Owed(std::weak_ptr<Connection> c, size_t b) : conn(std::move(c)), bytes(b) {}
+  Owed(const Owed&) = delete;
+  Owed& operator=(const Owed&) = delete;
+  ~Owed() {
+    auto c = conn.lock();
+    if (!c) return;
+    auto executor = c->socket.get_executor();
+    asio::post(executor, [c = std::move(c), b = bytes] {
+      --c->in_flight;
+      c->in_flight_bytes -= b;
+      c->wake();
+    });
+  }
+  std::weak_ptr<Connection> conn;
+  size_t bytes;
 };
 
 std::string endpoint_text(const tcp::endpoint& e) {
@@ -198,6 +237,11 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
   std::string refusal;
   for (;;) {
     boost::system::error_code ec;
+    while (!conn->closed && conn->backlogged(options.max_frame_bytes)) {
+      conn->room.expires_at(asio::steady_timer::time_point::max());
+      co_await conn->room.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (conn->closed) break;
     co_await asio::async_read(conn->socket, asio::buffer(header),
                               asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;
@@ -299,7 +343,10 @@ asio::awaitable<void> PeerServer::State::serve(std::shared_ptr<Connection> conn,
     auto* snapshot = std::get_if<PeerSnapshot>(&*frame);
     if ((replicate && options.on_replicate) || (snapshot && options.on_snapshot)) {
       std::weak_ptr<Connection> weak = conn;
-      auto reply = [weak](std::string answer) {
+      ++conn->in_flight;
+      conn->in_flight_bytes += body.size();
+      auto owed = std::make_shared<const Owed>(weak, body.size());
+      auto reply = [weak, owed](std::string answer) {
         auto c = weak.lock();
         if (!c) return;
         auto executor = c->socket.get_executor();
@@ -398,6 +445,9 @@ void PeerServer::stop() {
     asio::post(c->socket.get_executor(), [c] {
       boost::system::error_code ec;
       c->socket.close(ec);
+      // A reader waiting for room stops too.
+      c->closed = true;
+      c->wake();
     });
   }
 }

@@ -25,6 +25,14 @@
 
 namespace witmq::cluster {
 
+// What one authenticated connection may make the listener hold for it: its answers not yet
+// written (a peer that does not read them), and frames handed to replication and not yet stored
+// and answered (a peer that sends faster than they are stored; their bytes are bounded by
+// cluster-peer-max-frame-bytes). Over either bound the listener reads nothing more from that
+// connection until it is back under it, so the peer's further frames wait in TCP.
+inline constexpr size_t kPeerMaxAnswerBytes = 1 << 20;
+inline constexpr size_t kPeerMaxFramesInFlight = 4096;
+
 struct PeerServerOptions {
   std::string listen;   // HOST:PORT (an IP address; port 0 picks a free one)
   std::string cluster;  // this cluster's name: the dialer's proof covers it

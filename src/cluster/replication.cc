@@ -29,6 +29,25 @@ std::chrono::milliseconds in_sync_bound(const ReplicationOptions& o) {
   return o.in_sync_timeout.count() > 0 ? o.in_sync_timeout : o.timeout / 2;
 }
 
+// The refusal of a frame for `channel` in `epoch` when this node leads the channel in that epoch
+// or a later one (nullopt otherwise). Each epoch is granted once, to one node: a frame of this
+// node's own epoch is not its leader's, and an older one is stale (a leader that lost the
+// channel and has not noticed yet, such as one resumed after a SIGSTOP); either would rewrite,
+// or with a snapshot discard, the copy this node's broker serves. A frame of a later epoch is
+// from the channel's new leader and is taken as usual (it fences this node's own writes).
+std::optional<PeerReplicaRefused> refuse_if_led(const Node* node, const std::string& peer,
+                                                const std::string& channel, uint64_t epoch,
+                                                const char* what) {
+  if (node == nullptr) return std::nullopt;
+  const auto l = node->leadership(channel);
+  if (!l || epoch > l->epoch) return std::nullopt;
+  return PeerReplicaRefused{
+      channel, l->epoch, ErrorCode::kFailedPrecondition,
+      fmt::format("replication: channel '{}': {} of epoch {} from node '{}' is refused: this node "
+                  "leads it in epoch {}",
+                  peer_text(channel), what, epoch, peer, l->epoch)};
+}
+
 }  // namespace
 
 struct Replication::State : std::enable_shared_from_this<Replication::State> {
@@ -681,6 +700,13 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
                                                "the node is not ready to replicate"}));
     return;
   }
+  if (auto refused =
+          refuse_if_led(state_->node.load(), peer, frame.channel, frame.epoch, "a batch")) {
+    ++state_->stale_refused;
+    log::warn("{}", refused->text);
+    reply(encode_peer_frame(*refused));
+    return;
+  }
   storage::ReplicatedBatch b;
   b.channel = std::move(frame.channel);
   b.epoch = frame.epoch;
@@ -727,6 +753,13 @@ void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
   if (store == nullptr || state_->stopped.load()) {
     reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
                                                "the node is not ready to replicate"}));
+    return;
+  }
+  if (auto refused = refuse_if_led(state_->node.load(), peer, frame.channel, frame.epoch,
+                                   "a snapshot chunk")) {
+    ++state_->stale_refused;
+    log::warn("{}", refused->text);
+    reply(encode_peer_frame(*refused));
     return;
   }
   storage::SnapshotChunk c;

@@ -12,6 +12,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -132,10 +133,30 @@ bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeo
 // answers fails the test instead of hanging it.
 class PeerDialer {
  public:
-  explicit PeerDialer(uint16_t port) : socket_(io_) {
+  // receive_buffer > 0 fixes the socket's receive buffer (SO_RCVBUF, before connecting).
+  explicit PeerDialer(uint16_t port, int receive_buffer = 0) : socket_(io_) {
+    if (receive_buffer > 0) {
+      socket_.open(tcp::v4());
+      ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVBUF, &receive_buffer,
+                   sizeof receive_buffer);
+    }
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
     timeval tv{10, 0};
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  // Writes `bytes` unless the listener stops taking them: false once a write has made no
+  // progress for `stall` (the listener no longer reads this connection) or failed.
+  bool send_unless_stalled(const std::string& bytes, std::chrono::seconds stall) {
+    timeval tv{static_cast<time_t>(stall.count()), 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n =
+          ::send(socket_.native_handle(), bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
   }
   void send_raw(const std::string& bytes) {
     boost::system::error_code ec;
@@ -761,6 +782,147 @@ TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
   EXPECT_EQ(after.json["replication-state"]["snapshots-received"], 1) << after.json.dump();
   EXPECT_EQ(after.json["replication-state"]["catching-up"], nlohmann::json::array())
       << after.json.dump();
+}
+
+// A channel this node leads is written by this node alone: a peer's replicate or snapshot frame
+// for it in the node's leader epoch or an older one (a forged one, or one from a leader that lost
+// the channel and has not noticed yet) is refused as stale, and touches neither the node's copy
+// nor an acknowledged message, which is still there after a restart.
+TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  const std::string data = make_temp_dir("leads");
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_},
+           data);
+  ASSERT_NE(d.port(), 0);
+  auto sent = daemon::testing::http_request(d.http_port(), "POST", "/v1/channels/z/messages",
+                                            "kept", {{"content-type", "text/plain"}});
+  ASSERT_EQ(sent.status, 201u) << sent;
+  uint64_t epoch = 0;
+  nlohmann::json view;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        view = http_get(d.http_port(), "/v1/cluster").json;
+        for (const auto& c : view["channels"]) {
+          if (c["name"] == "z" && c["this-node-leads"] == true) epoch = c["epoch"].get<uint64_t>();
+        }
+        return epoch > 0;
+      },
+      std::chrono::seconds(10)))
+      << view.dump();
+  const std::string listen = http_get(d.http_port(), "/v1/cluster").json["peer-link"]["listen"];
+  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  auto answer = [&peer](const PeerFrame& f) {
+    peer.send(f);
+    return peer.receive();
+  };
+  auto expect_stale = [&](const std::optional<PeerFrame>& a, const char* what) {
+    ASSERT_TRUE(a && std::holds_alternative<PeerReplicaRefused>(*a)) << what << refused_text(a);
+    const auto& r = std::get<PeerReplicaRefused>(*a);
+    EXPECT_EQ(r.code, ErrorCode::kFailedPrecondition) << what << r.text;
+    EXPECT_EQ(r.epoch, epoch) << what;
+    EXPECT_NE(r.text.find("this node leads it in epoch " + std::to_string(epoch)),
+              std::string::npos)
+        << what << r.text;
+  };
+  for (const uint64_t e : {epoch, epoch - 1}) {
+    // A whole, empty snapshot would replace the channel's copy; its first chunk alone would
+    // discard it.
+    expect_stale(answer(PeerSnapshot{"z", e, 1, 0, true, {{e, 1}}, ""}), "snapshot: ");
+    expect_stale(answer(PeerSnapshot{"z", e, 1, 0, false, {}, ""}), "first chunk: ");
+    expect_stale(answer(PeerReplicate{"z", e, 1, 0, 0, 1, "", ""}), "replicate: ");
+  }
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(v.json["replication-state"]["catching-up"], nlohmann::json::array()) << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["batches-applied"], 0) << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["stale-refused"], 6) << v.json.dump();
+  // Still the node's own: the acknowledged message is there after a restart.
+  ASSERT_EQ(d.stop(), 0);
+  d.start();
+  ASSERT_NE(d.port(), 0);
+  nlohmann::json page;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto r = http_get(d.http_port(), "/v1/channels/z/messages?from=0&max=10");
+        page = r.json;
+        return r.status == 200u && page.contains("messages") && !page["messages"].empty();
+      },
+      std::chrono::seconds(15)))
+      << page.dump();
+  ASSERT_EQ(page["messages"].size(), 1u) << page.dump();
+  EXPECT_EQ(page["messages"][0]["data"], "kept") << page.dump();
+  d.stop();
+  std::filesystem::remove_all(data);
+}
+
+// An authenticated peer that never reads its answers (pings, here), or sends replicate frames
+// faster than they are stored, is no longer read from once the answers it owes are over their
+// bounds (kPeerMaxAnswerBytes, kPeerMaxFramesInFlight): the node holds a bounded amount for it,
+// its further frames wait in TCP, and other peers and clients are served meanwhile.
+TEST_F(PeerLinkDaemonTest, APeerThatNeverReadsOrOutpacesTheStoreHoldsBoundedMemory) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
+            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
+            "cluster-lease-ttl-seconds=5", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
+            "cluster-peer-token-file=" + token_file_});
+  ASSERT_NE(d.port(), 0);
+  const pid_t pid = daemon::testing::daemon_pid(d);
+  ASSERT_GT(pid, 0);
+  const std::string listen = http_get(d.http_port(), "/v1/cluster").json["peer-link"]["listen"];
+  const uint16_t port = static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1)));
+  const uint64_t before = daemon::testing::rss_bytes(pid);
+
+  // 4,000,000 pings (52 MB), their pongs never read: unbounded, the pongs alone held 128 MB.
+  PeerDialer deaf(port, 4096);
+  auto w = deaf.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  std::string pings;
+  for (uint64_t i = 0; i < 10'000; ++i) pings += encode_peer_frame(PeerPing{i});
+  size_t ping_batches = 0;
+  while (ping_batches < 400 && deaf.send_unless_stalled(pings, std::chrono::seconds(3))) {
+    ++ping_batches;
+  }
+  EXPECT_LT(ping_batches, 400u) << "the node kept reading pings whose pongs nobody read";
+
+  // 100,000 replicate frames of 1 KB each (a channel name of 1000 bytes), applied in order and
+  // stored as synchronously as asked, their answers never read: unbounded, they queued in the
+  // store faster than it wrote them (some 250 MB).
+  PeerDialer fast(port, 4096);
+  auto w2 = fast.handshake("n3", kSecret);
+  ASSERT_TRUE(w2 && std::holds_alternative<PeerWelcome>(*w2)) << refused_text(w2);
+  const std::string channel = "f" + std::string(999, 'x');
+  size_t sent = 0;
+  for (bool going = true; going && sent < 100'000;) {
+    std::string batch;
+    for (int i = 0; i < 1000; ++i, ++sent) {
+      batch += encode_peer_frame(PeerReplicate{channel, 7, sent + 1, sent == 0 ? 0u : 7u, sent,
+                                               /*durability sync*/ 0, "", ""});
+    }
+    going = fast.send_unless_stalled(batch, std::chrono::seconds(3));
+  }
+  EXPECT_LT(sent, 100'000u) << "the node kept reading frames faster than it stored them";
+  const uint64_t after = daemon::testing::rss_bytes(pid);
+  EXPECT_LT(after, before + (48u << 20)) << "RSS went from " << before << " to " << after;
+  std::printf(
+      "[ figures ] RSS %llu -> %llu bytes; %zu of 400 ping batches, %zu of 100000 "
+      "replicate frames taken before the node stopped reading\n",
+      static_cast<unsigned long long>(before), static_cast<unsigned long long>(after), ping_batches,
+      sent);
+
+  // Meanwhile other peers and clients are served.
+  PeerDialer other(port);
+  auto w3 = other.handshake("n4", kSecret);
+  ASSERT_TRUE(w3 && std::holds_alternative<PeerWelcome>(*w3)) << refused_text(w3);
+  other.send(PeerPing{9});
+  auto pong = other.receive();
+  ASSERT_TRUE(pong && std::holds_alternative<PeerPong>(*pong)) << refused_text(pong);
+  EXPECT_EQ(http_get(d.http_port(), "/readyz").status, 200u);
 }
 
 TEST_F(PeerLinkDaemonTest, ThreeNodesLinkToEachOtherAndAStrangerIsRefused) {
