@@ -52,6 +52,7 @@ class Forwarder : public net::Forwarder {
   std::shared_ptr<net::ForwardLink> link(const net::ForwardTarget& target,
                                          const std::string& client_name,
                                          const std::string& identity) override;
+  std::chrono::milliseconds timeout() const override { return options_.timeout; }
 
   // For /metrics: relayed operations by frame name (those relayed at least once), and errors.
   std::vector<std::pair<std::string, uint64_t>> forwarded() const;

@@ -58,22 +58,38 @@ Result<std::optional<Frame>> Relay::call(const std::string& channel, Locate mode
   if (!where) return std::move(where).error();
   if (!*where) return std::optional<Frame>();
   const ForwardTarget target = **where;
+  const std::string key = target.node + "\n" + target.address;
   std::shared_ptr<ForwardLink> link;
   {
     std::lock_guard lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(failing_, [now](const auto& f) { return f.second <= now; });
+    if (failing_.contains(key)) {
+      return Error(ErrorCode::kUnavailable,
+                   fmt::format("channel '{}' (led by node {} at {}): not relayed, since an "
+                               "earlier request to that node was not answered within "
+                               "cluster-forward-timeout-ms ({} ms); try again",
+                               channel, target.node, target.address,
+                               forwarder_->timeout().count()));
+    }
     for (auto it = links_.begin(); it != links_.end();) {
       it = it->second->usable() ? std::next(it) : links_.erase(it);
     }
-    auto& slot = links_[{target.node + "\n" + target.address, identity}];
+    auto& slot = links_[{key, identity}];
     if (!slot) slot = forwarder_->link(target, "", identity);
     link = slot;
   }
-  std::promise<Result<Frame>> answered;
-  auto reply_future = answered.get_future();
+  // Shared with the link's callback, which may run after a timeout of ours.
+  auto answered = std::make_shared<std::promise<Result<Frame>>>();
+  auto reply_future = answered->get_future();
   link->request(std::move(request),
-                [&answered](Result<Frame> reply) { answered.set_value(std::move(reply)); });
+                [answered](Result<Frame> reply) { answered->set_value(std::move(reply)); });
   Result<Frame> reply = reply_future.get();
   if (!reply) {
+    if (reply.error().code == ErrorCode::kUnavailable) {
+      std::lock_guard lock(mu_);
+      failing_[key] = std::chrono::steady_clock::now() + forwarder_->timeout();
+    }
     return Error(reply.error().code,
                  fmt::format("channel '{}' (led by node {} at {}): {}", channel, target.node,
                              target.address, reply.error().message));

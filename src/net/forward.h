@@ -9,6 +9,7 @@
 // grants the entry node has already checked. See forward_token() below.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -78,13 +79,18 @@ class Forwarder {
   virtual std::shared_ptr<ForwardLink> link(const ForwardTarget& target,
                                             const std::string& client_name,
                                             const std::string& identity) = 0;
+  // The bound on one relayed operation (cluster-forward-timeout-ms).
+  virtual std::chrono::milliseconds timeout() const = 0;
 };
 
 // Forwarding for a front door that serves a request on a thread that may wait (the HTTP admin
 // API and publishing, docs/HTTP.md "In a cluster"): one call relays one request to the channel's
 // leader and waits for its answer. Links are kept per (node, identity) and reused; each acts for
 // an anonymous client (connect name ""), since these requests hold nothing on the leader between
-// calls. Thread-safe.
+// calls. A leader that left a relayed request unanswered (the link failed or timed out) is
+// failing for one forward timeout: requests for it meanwhile fail at once, unrelayed, so that
+// those queued behind the first on the admin pool do not each wait a whole timeout in turn.
+// Thread-safe.
 class Relay {
  public:
   explicit Relay(std::shared_ptr<Forwarder> forwarder) : forwarder_(std::move(forwarder)) {}
@@ -101,8 +107,11 @@ class Relay {
 
  private:
   std::shared_ptr<Forwarder> forwarder_;
-  std::mutex mu_;  // guards links_
+  std::mutex mu_;  // guards links_ and failing_
   std::map<std::pair<std::string, std::string>, std::shared_ptr<ForwardLink>> links_;
+  // "<node>\n<address>" of leaders that failed a relayed request, and until when they count as
+  // failing.
+  std::map<std::string, std::chrono::steady_clock::time_point> failing_;
 };
 
 // A forwarding connection's connect token: "witmq-forward\n<identity>\n<cluster-peer-token>".
