@@ -65,12 +65,12 @@ Result<std::optional<Frame>> Relay::call(const std::string& channel, Locate mode
     const auto now = std::chrono::steady_clock::now();
     std::erase_if(failing_, [now](const auto& f) { return f.second <= now; });
     if (failing_.contains(key)) {
-      return Error(ErrorCode::kUnavailable,
-                   fmt::format("channel '{}' (led by node {} at {}): not relayed, since an "
-                               "earlier request to that node was not answered within "
-                               "cluster-forward-timeout-ms ({} ms); try again",
-                               channel, target.node, target.address,
-                               forwarder_->timeout().count()));
+      return Error(
+          ErrorCode::kUnavailable,
+          fmt::format("channel '{}' (led by node {} at {}): not relayed, since an "
+                      "earlier request to that node was not answered within "
+                      "cluster-forward-timeout-ms ({} ms); try again",
+                      channel, target.node, target.address, forwarder_->timeout().count()));
     }
     for (auto it = links_.begin(); it != links_.end();) {
       it = it->second->usable() ? std::next(it) : links_.erase(it);
