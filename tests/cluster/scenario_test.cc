@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "client/client.h"
@@ -50,6 +53,25 @@ std::optional<milliseconds> writable_after(const std::vector<history::Op>& ops, 
 class ScenarioTest : public ::testing::Test {
  protected:
   void SetUp() override { WITMQ_REQUIRE_ETCD(); }
+
+  // With WITMQ_SCENARIO_LOG_DIR set, a failed scenario leaves there each node's log (since its
+  // last start) and the history, for witmq-history-check and for reading who acked what.
+  void TearDown() override {
+    const char* dir = std::getenv("WITMQ_SCENARIO_LOG_DIR");
+    if (dir == nullptr || !HasFailure() || !cluster_) return;
+    if (workload_) workload_->stop();
+    const std::string base =
+        std::string(dir) + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::create_directories(base);
+    for (const auto& id : cluster_->ids()) {
+      std::ofstream(base + "/" + id + ".log") << cluster_->node(id).log();
+      std::ofstream(base + "/" + id + ".cluster.json") << cluster_->observer().view(id).dump(2);
+    }
+    std::ofstream h(base + "/history.jsonl");
+    h << "{\"witmq-history\": 1}\n";
+    for (const auto& op : recorder_.ops()) h << history::to_json_line(op) << "\n";
+    std::printf("logs and history of the failed scenario: %s\n", base.c_str());
+  }
 
   // Starts `nodes` nodes, declares `channels` and waits for their leaders.
   void start(int nodes, const std::vector<std::string>& channels) {
