@@ -580,7 +580,9 @@ void Node::elect(const std::string& name) {
   std::vector<TxnOp> ops{TxnOp::put(epoch_key, std::to_string(epoch)),
                          TxnOp::put(leader_key, leader_value(options_.node_id, epoch), lease_)};
   std::vector<std::string> in_sync = c.in_sync;
-  if (c.in_sync_known) {
+  // Only where replication runs (a peer listener): without it nothing would ever put a returning
+  // member back into the set.
+  if (c.in_sync_known && !options_.peer_listen.empty()) {
     std::vector<std::string> live_members;
     for (const auto& id : in_placement_order(c.replicas, c.in_sync)) {
       if (id == options_.node_id || nodes_.contains(id)) live_members.push_back(id);
