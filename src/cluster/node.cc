@@ -916,8 +916,8 @@ json Node::to_json() const {
   return json{{"cluster", options_.name},
               {"replication",
                "shipped: a write of a channel with replicas above 1 is acknowledged once a "
-               "majority of its replicas holds it; a new leader does not load what it followed "
-               "yet (docs/CLUSTERING.md)"},
+               "majority of its replicas holds it; a new leader serves what was shipped to it "
+               "(docs/CLUSTERING.md)"},
               {"node", std::move(self)},
               {"etcd",
                {{"endpoint", v->etcd_endpoint},
