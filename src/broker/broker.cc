@@ -372,6 +372,12 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
   }
   // Subscribe now, so that "latest" means from this call on.
   for (const auto& name : config.channels) {
+    // In a cluster, a channel this node released is led by another node, where the client's
+    // operations on it are forwarded and served: it is listed, and nothing is subscribed here.
+    {
+      std::shared_lock lock(impl.map_mu);
+      if (impl.released.contains(name)) continue;
+    }
     // A channel deleted between the lookup and its lock is looked up (created) again: a
     // subscription written for the deleted one would outlive it in storage.
     std::shared_ptr<Channel> ch;
@@ -380,6 +386,7 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
       if (!chp) return std::move(chp).error();
       WriteSet ws;
       std::lock_guard lock((*chp)->mu);
+      if ((*chp)->released->load()) break;  // released meanwhile: as above
       if ((*chp)->deleted) {
         if (attempt < 3) continue;
         return Error(ErrorCode::kNotFound,
@@ -389,6 +396,7 @@ Status Broker::update_guest_configuration(const ClientPtr& client,
       impl.submit(**chp, std::move(ws));
       ch = *chp;
     }
+    if (!ch) continue;
     std::lock_guard lock(client->mu);
     client->used.insert(ch->id);
   }

@@ -571,18 +571,44 @@ void Node::elect(const std::string& name) {
   const std::string epoch_key = prefix_ + "epoch/" + name;
   // Granted only if nobody leads, nobody was granted an epoch since this node read last_epoch
   // (each epoch goes to one node, and epochs only grow), and the in-sync set this node found
-  // itself in is unchanged. The set stays as it is: its members hold every acknowledged write,
-  // and the new leader removes those that do not keep up before it acknowledges without them.
+  // itself in is unchanged. Its members hold every acknowledged write, and the new leader removes
+  // those that do not keep up before it acknowledges without them. Members that are not
+  // registered (the old leader whose lease expired, which is why there is an election) cannot
+  // acknowledge anything: they leave the set in this same transaction, as long as a majority of
+  // the replicas stays in it, so the first write of the new epoch does not wait
+  // cluster-in-sync-timeout-ms for them. Taking members out never breaks the invariant.
+  std::vector<TxnOp> ops{TxnOp::put(epoch_key, std::to_string(epoch)),
+                         TxnOp::put(leader_key, leader_value(options_.node_id, epoch), lease_)};
+  std::vector<std::string> in_sync = c.in_sync;
+  // Only where replication runs (a peer listener): without it nothing would ever put a returning
+  // member back into the set.
+  if (c.in_sync_known && !options_.peer_listen.empty()) {
+    std::vector<std::string> live_members;
+    for (const auto& id : in_placement_order(c.replicas, c.in_sync)) {
+      if (id == options_.node_id || nodes_.contains(id)) live_members.push_back(id);
+    }
+    if (live_members.size() < c.in_sync.size() &&
+        live_members.size() >= c.replicas.size() / 2 + 1) {
+      in_sync = std::move(live_members);
+      ops.push_back(TxnOp::put(prefix_ + "isr/" + name, in_sync_value(epoch, in_sync)));
+    }
+  }
   auto txn =
       etcd_.txn({Compare::absent(leader_key), Compare::mod_revision_is(epoch_key, c.epoch_revision),
                  Compare::mod_revision_is(prefix_ + "isr/" + name, c.in_sync_revision)},
-                {TxnOp::put(epoch_key, std::to_string(epoch)),
-                 TxnOp::put(leader_key, leader_value(options_.node_id, epoch), lease_)});
+                std::move(ops));
   if (!txn) {
     last_error_ = txn.error().message;
     return;
   }
   if (!txn->succeeded) return;  // someone else was faster; the next step reads who
+  if (in_sync.size() != c.in_sync.size()) {
+    log::info("cluster: channel {}: in-sync set is now {} (leader {}, epoch {}: {} not registered)",
+              name, fmt::join(in_sync, ", "), options_.node_id, epoch,
+              c.in_sync.size() - in_sync.size());
+    c.in_sync = std::move(in_sync);
+    c.in_sync_revision = txn->revision;
+  }
   c.leader = options_.node_id;
   c.leader_epoch = epoch;
   c.leader_lease = lease_;
@@ -890,8 +916,8 @@ json Node::to_json() const {
   return json{{"cluster", options_.name},
               {"replication",
                "shipped: a write of a channel with replicas above 1 is acknowledged once a "
-               "majority of its replicas holds it; a new leader does not load what it followed "
-               "yet (docs/CLUSTERING.md)"},
+               "majority of its replicas holds it; a new leader serves what was shipped to it "
+               "(docs/CLUSTERING.md)"},
               {"node", std::move(self)},
               {"etcd",
                {{"endpoint", v->etcd_endpoint},

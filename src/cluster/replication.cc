@@ -238,6 +238,9 @@ void Replication::State::in_sync_changed(const std::string& channel, uint64_t ge
   }
   // Not written: etcd may or may not have it, so both stay counted (adding and dropping alike)
   // until a later change is written.
+  // A follower that caught up while its removal was with etcd was not put back then (no write
+  // may come to ask again): now it is.
+  for (auto& [id, f] : c.followers) rejoin_in_sync(channel, c, id, f);
   release(channel, c);
   change_in_sync(channel, c);
   arm_in_sync(channel, c);

@@ -255,3 +255,38 @@ TEST_F(InSyncTest, FollowerWithAnOlderEpochsPositionsNeverCounts) {
 
 }  // namespace
 }  // namespace witmq::cluster::testing
+
+namespace witmq::cluster::testing {
+namespace {
+
+// A killed leader is not registered any more (its lease expired: that is why there is an
+// election), so the new leader takes it out of the in-sync set in its election transaction,
+// before any write: the first write of the new epoch does not wait cluster-in-sync-timeout-ms for
+// a node that cannot answer. With no write after the kill, only the election can have done it.
+TEST_F(InSyncTest, KilledLeaderLeavesTheSetAtTheElection) {
+  auto producer = connect(leader_);
+  ASSERT_TRUE(producer);
+  ASSERT_TRUE(send(*producer, "before"));
+  producer.reset();
+  ASSERT_EQ(in_sync(leader_), (std::set<std::string>{"n1", "n2", "n3"}));
+  const std::string old_leader = leader_;
+  cluster_->kill(old_leader);
+  std::string next;
+  ASSERT_TRUE(ClusterUnderTest::wait(
+      [&] {
+        next = cluster_->leader_of("rep");
+        return !next.empty() && next != old_leader;
+      },
+      30s));
+  const std::set<std::string> survivors(followers_.begin(), followers_.end());
+  EXPECT_EQ(in_sync(next), survivors) << view(next).dump();
+  auto writer = connect(next);
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(send(*writer, "after"));
+  EXPECT_EQ(view(next)["replication-state"].value("in-sync-shrinks", 0u), 0u)
+      << "the killed leader left the set by the write timeout, not at the election: "
+      << view(next)["replication-state"].dump();
+}
+
+}  // namespace
+}  // namespace witmq::cluster::testing

@@ -277,6 +277,16 @@ TEST_F(LeadershipTest, StoppedLeaderReleasesAndTakesItsChannelBackFromItsStore) 
   EXPECT_EQ(attempts, (std::map<std::string, std::string>{{"a3", "2"}}))
       << "late send: " << (late_status.ok() ? "ok" : late_status.error().message) << "\n"
       << views();
+
+  // The interim leader released "home" when it handed it back: a client of that node still
+  // configures its session with it (its operations on it are forwarded to A) and uses it.
+  auto on_interim = connect(interim.first, "configured");
+  ASSERT_TRUE(on_interim);
+  GuestConfiguration config;
+  config.channels = {"home"};
+  EXPECT_TRUE(on_interim->update_guest_configuration(config).ok()) << on_interim->error_trace();
+  EXPECT_TRUE(on_interim->send("home", std::vector<Message>{text_message("after")}).ok())
+      << on_interim->error_trace();
 }
 
 }  // namespace
