@@ -332,6 +332,31 @@ void GuestInstance::record_settled(const Message& m) {
   if (const std::string* receipt = find_metadata(m, meta::kReceipt)) settled_.insert(*receipt);
 }
 
+CallReport GuestInstance::handle_each(const std::vector<Message>& batch,
+                                      CallReport (GuestInstance::*handle_one)(const Message&)) {
+  settled_.clear();
+  std::vector<const Message*> handled;
+  std::optional<CallReport> failure;
+  for (const Message& message : batch) {
+    CallReport r = (this->*handle_one)(message);
+    if (r.returned_ok()) {
+      handled.push_back(&message);
+      continue;
+    }
+    if (!failure) failure = std::move(r);
+    if (failure->status != CallStatus::kOk) break;  // the instance is spent
+  }
+  if (!failure) return {};
+  // The host abandons the batch: complete what was handled first, so that only the failed
+  // messages (and those a trap left unhandled) come back.
+  if (ctx_.broker) {
+    for (const Message* message : handled) {
+      if (ctx_.broker->complete_message(*message).ok()) record_settled(*message);
+    }
+  }
+  return *failure;
+}
+
 Status GuestInstance::permitted(auth::Action action, std::string_view channel) const {
   if (!ctx_.grants) return ok_status();
   return auth::check_grants(*ctx_.grants, action, channel,

@@ -308,27 +308,7 @@ CallReport GuestInstance::handle_wasmcloud_one(const Message& message) {
 }
 
 CallReport GuestInstance::handle_wasmcloud(const std::vector<Message>& batch) {
-  settled_.clear();
-  std::vector<const Message*> handled;
-  std::optional<CallReport> failure;
-  for (const Message& message : batch) {
-    CallReport r = handle_wasmcloud_one(message);
-    if (r.returned_ok()) {
-      handled.push_back(&message);
-      continue;
-    }
-    if (!failure) failure = std::move(r);
-    if (failure->status != CallStatus::kOk) break;  // the instance is spent
-  }
-  if (!failure) return {};
-  // The host abandons the batch: complete what was handled first, so that only the failed
-  // messages (and those a trap left unhandled) come back.
-  if (ctx_.broker) {
-    for (const Message* message : handled) {
-      if (ctx_.broker->complete_message(*message).ok()) record_settled(*message);
-    }
-  }
-  return *failure;
+  return handle_each(batch, &GuestInstance::handle_wasmcloud_one);
 }
 
 }  // namespace witmq::guest
