@@ -190,6 +190,14 @@ class GuestInstance {
   void account_message_bytes(uint64_t before, uint64_t after);
   CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
                          const char* name);
+  // Calls export `index` with `args`; when it returned, `lift` reads its result at `retptr`
+  // (setting report->guest_error for an `err`; a throw fails the call, reported as `lifting`),
+  // then the post-return export `post` (none when < 0) frees it. What every world's
+  // configure / handle entry point does after lowering its arguments.
+  CallReport call_and_lift(int index, const std::vector<RawValue>& args, const char* name,
+                           const char* lifting,
+                           const std::function<void(RawValue retptr, CallReport* report)>& lift,
+                           int post, const char* post_name);
   CallReport report_trap(const GuestTrap& trap);
   CallReport report_failure(const std::exception& e, const char* during);
   // Sets the lift budget for one lift from guest memory (canonical_abi.h).
