@@ -332,6 +332,50 @@ void GuestInstance::record_settled(const Message& m) {
   if (const std::string* receipt = find_metadata(m, meta::kReceipt)) settled_.insert(*receipt);
 }
 
+CallReport GuestInstance::call_and_lift(
+    int index, const std::vector<RawValue>& args, const char* name, const char* lifting,
+    const std::function<void(RawValue retptr, CallReport* report)>& lift, int post,
+    const char* post_name) {
+  RawValue retptr = 0;
+  CallReport r = call_export(index, args, &retptr, name);
+  if (r.status != CallStatus::kOk) return r;
+  try {
+    lift(retptr, &r);
+  } catch (const std::exception& e) {
+    return report_failure(e, lifting);
+  }
+  if (post >= 0) {
+    CallReport post_report = call_export(post, {retptr}, nullptr, post_name);
+    if (post_report.status != CallStatus::kOk) return post_report;
+  }
+  return r;
+}
+
+CallReport GuestInstance::handle_each(const std::vector<Message>& batch,
+                                      CallReport (GuestInstance::*handle_one)(const Message&)) {
+  settled_.clear();
+  std::vector<const Message*> handled;
+  std::optional<CallReport> failure;
+  for (const Message& message : batch) {
+    CallReport r = (this->*handle_one)(message);
+    if (r.returned_ok()) {
+      handled.push_back(&message);
+      continue;
+    }
+    if (!failure) failure = std::move(r);
+    if (failure->status != CallStatus::kOk) break;  // the instance is spent
+  }
+  if (!failure) return {};
+  // The host abandons the batch: complete what was handled first, so that only the failed
+  // messages (and those a trap left unhandled) come back.
+  if (ctx_.broker) {
+    for (const Message* message : handled) {
+      if (ctx_.broker->complete_message(*message).ok()) record_settled(*message);
+    }
+  }
+  return *failure;
+}
+
 Status GuestInstance::permitted(auth::Action action, std::string_view channel) const {
   if (!ctx_.grants) return ok_status();
   return auth::check_grants(*ctx_.grants, action, channel,
@@ -366,25 +410,18 @@ CallReport GuestInstance::configure(GuestConfiguration* out) {
         CallStatus::kTrap, fmt::format("the world {} has no configure", world_name(world_)), {}};
   }
   realloc_failure_.reset();
-  RawValue retptr = 0;
-  CallReport r = call_export(configure_, {}, &retptr, kConfigure);
-  if (r.status != CallStatus::kOk) return r;
-  try {
-    begin_lift();
-    auto result = abi::load_result_configuration(*memory_, u32(retptr));
-    if (auto* err = std::get_if<abi::ErrorHandle>(&result)) {
-      r.guest_error = take_guest_error(err->index, kConfigure);
-    } else {
-      *out = std::move(std::get<GuestConfiguration>(result));
-    }
-  } catch (const std::exception& e) {
-    return report_failure(e, "lifting the result of configure");
-  }
-  if (post_configure_ >= 0) {
-    CallReport post = call_export(post_configure_, {retptr}, nullptr, kPostConfigure);
-    if (post.status != CallStatus::kOk) return post;
-  }
-  return r;
+  return call_and_lift(
+      configure_, {}, kConfigure, "lifting the result of configure",
+      [this, out](RawValue retptr, CallReport* r) {
+        begin_lift();
+        auto result = abi::load_result_configuration(*memory_, u32(retptr));
+        if (auto* err = std::get_if<abi::ErrorHandle>(&result)) {
+          r->guest_error = take_guest_error(err->index, kConfigure);
+        } else {
+          *out = std::move(std::get<GuestConfiguration>(result));
+        }
+      },
+      post_configure_, kPostConfigure);
 }
 
 CallReport GuestInstance::handle(const std::vector<Message>& batch) {
@@ -398,21 +435,14 @@ CallReport GuestInstance::handle(const std::vector<Message>& batch) {
   } catch (const std::exception& e) {
     return report_failure(e, "lowering the batch");
   }
-  RawValue retptr = 0;
-  CallReport r = call_export(handler_, {list.first, list.second}, &retptr, kHandler);
-  if (r.status != CallStatus::kOk) return r;
-  try {
-    if (auto err = abi::load_result_unit(*memory_, u32(retptr))) {
-      r.guest_error = take_guest_error(err->index, kHandler);
-    }
-  } catch (const std::exception& e) {
-    return report_failure(e, "lifting the result of handler");
-  }
-  if (post_handler_ >= 0) {
-    CallReport post = call_export(post_handler_, {retptr}, nullptr, kPostHandler);
-    if (post.status != CallStatus::kOk) return post;
-  }
-  return r;
+  return call_and_lift(
+      handler_, {list.first, list.second}, kHandler, "lifting the result of handler",
+      [this](RawValue retptr, CallReport* r) {
+        if (auto err = abi::load_result_unit(*memory_, u32(retptr))) {
+          r->guest_error = take_guest_error(err->index, kHandler);
+        }
+      },
+      post_handler_, kPostHandler);
 }
 
 std::vector<HostFunction> GuestInstance::host_functions() {

@@ -145,8 +145,8 @@ class GuestInstance {
   //
   // Calls `configure`; on `ok` stores the configuration in *out.
   CallReport configure(GuestConfiguration* out);
-  // Calls `handler` with `batch` (messaging-core: `handle` once per message, see
-  // handle_draft()). Messages the guest settled itself (complete-message /
+  // Calls `handler` with `batch` (messaging-core and wasmcloud-messaging: their export once per
+  // message, see handle_each()). Messages the guest settled itself (complete-message /
   // abandon-message that succeeded) are listed by receipt in explicitly_settled() until the
   // next call.
   CallReport handle(const std::vector<Message>& batch);
@@ -168,14 +168,19 @@ class GuestInstance {
   std::vector<HostFunction> host_functions();
   std::vector<HostFunction> seed_host_functions();
   abi::GuestMemory& mem();
+  // The batch loop of the worlds whose export takes one message: calls `handle_one` for each
+  // message of `batch` in order, until one traps. When one failed, the messages handled ok are
+  // completed here (and listed in explicitly_settled()), so that only the failed ones and those
+  // after a trap are abandoned; returns the first failure, else ok.
+  CallReport handle_each(const std::vector<Message>& batch,
+                         CallReport (GuestInstance::*handle_one)(const Message&));
   // messaging-core (guest_world_draft.cc): its imports, and `handle` called once per message of
-  // the batch. Messages handled ok before one that failed are completed here (and listed in
-  // explicitly_settled()), so that only the failed ones and those after a trap are abandoned.
+  // the batch through handle_each().
   std::vector<HostFunction> draft_host_functions();
   CallReport handle_draft(const std::vector<Message>& batch);
   CallReport handle_draft_one(const Message& message);
   // wasmcloud-messaging (guest_world_wasmcloud.cc): consumer's imports, and `handle-message`
-  // called once per message of the batch, settled as handle_draft() does.
+  // called once per message of the batch through handle_each().
   std::vector<HostFunction> wasmcloud_host_functions();
   CallReport handle_wasmcloud(const std::vector<Message>& batch);
   CallReport handle_wasmcloud_one(const Message& message);
@@ -185,6 +190,14 @@ class GuestInstance {
   void account_message_bytes(uint64_t before, uint64_t after);
   CallReport call_export(int index, const std::vector<RawValue>& args, RawValue* result,
                          const char* name);
+  // Calls export `index` with `args`; when it returned, `lift` reads its result at `retptr`
+  // (setting report->guest_error for an `err`; a throw fails the call, reported as `lifting`),
+  // then the post-return export `post` (none when < 0) frees it. What every world's
+  // configure / handle entry point does after lowering its arguments.
+  CallReport call_and_lift(int index, const std::vector<RawValue>& args, const char* name,
+                           const char* lifting,
+                           const std::function<void(RawValue retptr, CallReport* report)>& lift,
+                           int post, const char* post_name);
   CallReport report_trap(const GuestTrap& trap);
   CallReport report_failure(const std::exception& e, const char* during);
   // Sets the lift budget for one lift from guest memory (canonical_abi.h).

@@ -440,64 +440,38 @@ CallReport GuestInstance::handle_draft_one(const Message& message) {
   } catch (const std::exception& e) {
     return report_failure(e, "passing a message to handle");
   }
-  RawValue retptr = 0;
-  CallReport r = call_export(draft_handle_, {handle}, &retptr, kHandle);
-  if (r.status != CallStatus::kOk) return r;
-  try {
-    begin_lift();
-    const uint32_t p = u32(retptr);
-    abi::check_range(mem(), p, kResultUnit.size, kResultUnit.align, "the result of handle");
-    const uint8_t disc = abi::load_u8(mem(), p);
-    if (disc > 1) {
-      throw GuestTrap(fmt::format("the result of handle: invalid result discriminant {}", disc));
-    }
-    if (disc == 1) {
-      const uint32_t at = p + kResultUnitPayload;
-      const uint8_t c = abi::load_u8(mem(), at);
-      if (c > kOther) {
-        throw GuestTrap(fmt::format("the result of handle: invalid error case {}", c));
-      }
-      std::string text = c == kTimeout ? std::string("timeout")
-                                       : abi::lift_string(mem(), abi::load_u32(mem(), at + 4),
-                                                          abi::load_u32(mem(), at + 8),
-                                                          "the error text of handle");
-      const ErrorCode code = c == kPermissionDenied ? ErrorCode::kPermissionDenied
-                             : c == kConnection     ? ErrorCode::kUnavailable
-                                                    : ErrorCode::kFailedPrecondition;
-      r.guest_error = Error(code, cut_text(std::move(text)));
-    }
-  } catch (const std::exception& e) {
-    return report_failure(e, "lifting the result of handle");
-  }
-  if (draft_post_handle_ >= 0) {
-    CallReport post = call_export(draft_post_handle_, {retptr}, nullptr, kPostHandle);
-    if (post.status != CallStatus::kOk) return post;
-  }
-  return r;
+  return call_and_lift(
+      draft_handle_, {handle}, kHandle, "lifting the result of handle",
+      [this](RawValue retptr, CallReport* r) {
+        begin_lift();
+        const uint32_t p = u32(retptr);
+        abi::check_range(mem(), p, kResultUnit.size, kResultUnit.align, "the result of handle");
+        const uint8_t disc = abi::load_u8(mem(), p);
+        if (disc > 1) {
+          throw GuestTrap(
+              fmt::format("the result of handle: invalid result discriminant {}", disc));
+        }
+        if (disc == 1) {
+          const uint32_t at = p + kResultUnitPayload;
+          const uint8_t c = abi::load_u8(mem(), at);
+          if (c > kOther) {
+            throw GuestTrap(fmt::format("the result of handle: invalid error case {}", c));
+          }
+          std::string text = c == kTimeout ? std::string("timeout")
+                                           : abi::lift_string(mem(), abi::load_u32(mem(), at + 4),
+                                                              abi::load_u32(mem(), at + 8),
+                                                              "the error text of handle");
+          const ErrorCode code = c == kPermissionDenied ? ErrorCode::kPermissionDenied
+                                 : c == kConnection     ? ErrorCode::kUnavailable
+                                                        : ErrorCode::kFailedPrecondition;
+          r->guest_error = Error(code, cut_text(std::move(text)));
+        }
+      },
+      draft_post_handle_, kPostHandle);
 }
 
 CallReport GuestInstance::handle_draft(const std::vector<Message>& batch) {
-  settled_.clear();
-  std::vector<const Message*> handled;
-  std::optional<CallReport> failure;
-  for (const Message& message : batch) {
-    CallReport r = handle_draft_one(message);
-    if (r.returned_ok()) {
-      handled.push_back(&message);
-      continue;
-    }
-    if (!failure) failure = std::move(r);
-    if (failure->status != CallStatus::kOk) break;  // the instance is spent
-  }
-  if (!failure) return {};
-  // The host abandons the batch: complete what was handled first, so that only the failed
-  // messages (and those a trap left unhandled) come back.
-  if (ctx_.broker) {
-    for (const Message* message : handled) {
-      if (ctx_.broker->complete_message(*message).ok()) record_settled(*message);
-    }
-  }
-  return *failure;
+  return handle_each(batch, &GuestInstance::handle_draft_one);
 }
 
 }  // namespace witmq::guest

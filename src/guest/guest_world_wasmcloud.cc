@@ -279,56 +279,30 @@ CallReport GuestInstance::handle_wasmcloud_one(const Message& message) {
   } catch (const std::exception& e) {
     return report_failure(e, "passing a message to handle-message");
   }
-  RawValue retptr = 0;
-  CallReport r = call_export(wasmcloud_handle_, args, &retptr, kHandleMessage);
-  if (r.status != CallStatus::kOk) return r;
-  try {
-    begin_lift();
-    const uint32_t p = u32(retptr);
-    abi::check_range(mem(), p, kResultUnit.size, kResultUnit.align, "the result of handle-message");
-    const uint8_t disc = abi::load_u8(mem(), p);
-    if (disc > 1) {
-      throw GuestTrap(
-          fmt::format("the result of handle-message: invalid result discriminant {}", disc));
-    }
-    if (disc == 1) {
-      std::string text = abi::lift_string(mem(), abi::load_u32(mem(), p + kResultUnitPayload),
-                                          abi::load_u32(mem(), p + kResultUnitPayload + 4),
-                                          "the error text of handle-message");
-      r.guest_error = Error(ErrorCode::kFailedPrecondition, cut_text(std::move(text)));
-    }
-  } catch (const std::exception& e) {
-    return report_failure(e, "lifting the result of handle-message");
-  }
-  if (wasmcloud_post_handle_ >= 0) {
-    CallReport post = call_export(wasmcloud_post_handle_, {retptr}, nullptr, kPostHandleMessage);
-    if (post.status != CallStatus::kOk) return post;
-  }
-  return r;
+  return call_and_lift(
+      wasmcloud_handle_, args, kHandleMessage, "lifting the result of handle-message",
+      [this](RawValue retptr, CallReport* r) {
+        begin_lift();
+        const uint32_t p = u32(retptr);
+        abi::check_range(mem(), p, kResultUnit.size, kResultUnit.align,
+                         "the result of handle-message");
+        const uint8_t disc = abi::load_u8(mem(), p);
+        if (disc > 1) {
+          throw GuestTrap(
+              fmt::format("the result of handle-message: invalid result discriminant {}", disc));
+        }
+        if (disc == 1) {
+          std::string text = abi::lift_string(mem(), abi::load_u32(mem(), p + kResultUnitPayload),
+                                              abi::load_u32(mem(), p + kResultUnitPayload + 4),
+                                              "the error text of handle-message");
+          r->guest_error = Error(ErrorCode::kFailedPrecondition, cut_text(std::move(text)));
+        }
+      },
+      wasmcloud_post_handle_, kPostHandleMessage);
 }
 
 CallReport GuestInstance::handle_wasmcloud(const std::vector<Message>& batch) {
-  settled_.clear();
-  std::vector<const Message*> handled;
-  std::optional<CallReport> failure;
-  for (const Message& message : batch) {
-    CallReport r = handle_wasmcloud_one(message);
-    if (r.returned_ok()) {
-      handled.push_back(&message);
-      continue;
-    }
-    if (!failure) failure = std::move(r);
-    if (failure->status != CallStatus::kOk) break;  // the instance is spent
-  }
-  if (!failure) return {};
-  // The host abandons the batch: complete what was handled first, so that only the failed
-  // messages (and those a trap left unhandled) come back.
-  if (ctx_.broker) {
-    for (const Message* message : handled) {
-      if (ctx_.broker->complete_message(*message).ok()) record_settled(*message);
-    }
-  }
-  return *failure;
+  return handle_each(batch, &GuestInstance::handle_wasmcloud_one);
 }
 
 }  // namespace witmq::guest

@@ -13,48 +13,13 @@
 #include <optional>
 
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
-
-std::string write_config(const json& config) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("witmqd-aot-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
-  std::ofstream(path) << config.dump(2);
-  return path.string();
-}
-
-// Sends `n` messages to guest.in and receives (and completes) what the forwarder sent on.
-std::vector<std::string> forward_round(Daemon& d, int n, const std::string& tag) {
-  Conn producer(d.port());
-  producer.hello();
-  Conn consumer(d.port());
-  consumer.hello();
-  std::vector<Message> batch;
-  for (int i = 0; i < n; ++i) batch.push_back(text_message(tag + std::to_string(i)));
-  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
-  std::vector<std::string> got;
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (got.size() < static_cast<size_t>(n) && std::chrono::steady_clock::now() < deadline) {
-    Frame f = consumer.call(net::SubscribeTryReceive{"guest.out", 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    EXPECT_NE(ok, nullptr) << describe(f);
-    if (!ok || !ok->messages) continue;
-    for (const auto& m : *ok->messages) {
-      got.push_back(text(m));
-      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    }
-  }
-  return got;
-}
 
 std::vector<std::filesystem::path> cached_objects(const std::string& data_dir) {
   std::vector<std::filesystem::path> out;
@@ -84,7 +49,8 @@ TEST(AotGuestsTest, ACompiledGuestRunsIsCachedAcrossRestartsAndTamperingIsRefuse
   EXPECT_NE(d.log().find("compiled tier: wasm2c timed out after 1 ms"), std::string::npos)
       << d.log();
   EXPECT_TRUE(d.wait_for_log("module '" + wasm("forward_guest") + "': compiled in")) << d.log();
-  EXPECT_EQ(forward_round(d, 5, "a"), (std::vector<std::string>{"a0", "a1", "a2", "a3", "a4"}));
+  EXPECT_EQ(forward_round(d.port(), 5, "a", 30s),
+            (std::vector<std::string>{"a0", "a1", "a2", "a3", "a4"}));
 
   // An out-of-bounds access fails that guest's batch, never the daemon.
   {
@@ -94,7 +60,7 @@ TEST(AotGuestsTest, ACompiledGuestRunsIsCachedAcrossRestartsAndTamperingIsRefuse
   }
   EXPECT_TRUE(d.wait_for_log("guest 'oob' instance 0: trap in")) << d.log();
   EXPECT_NE(d.log().find("out of bounds memory or table access"), std::string::npos) << d.log();
-  EXPECT_EQ(forward_round(d, 2, "b"), (std::vector<std::string>{"b0", "b1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "b", 30s), (std::vector<std::string>{"b0", "b1"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
   ASSERT_EQ(cached_objects(d.data_dir()).size(), 2u);  // forwarder and oob
 
@@ -104,7 +70,7 @@ TEST(AotGuestsTest, ACompiledGuestRunsIsCachedAcrossRestartsAndTamperingIsRefuse
                              "': compiled module loaded from the cache"))
       << d.log();
   EXPECT_EQ(d.log().find("': compiled in"), std::string::npos) << d.log();
-  EXPECT_EQ(forward_round(d, 2, "c"), (std::vector<std::string>{"c0", "c1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "c", 30s), (std::vector<std::string>{"c0", "c1"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
 
   // Someone swaps the cached objects: each is refused by its hash and compiled again.
@@ -114,7 +80,7 @@ TEST(AotGuestsTest, ACompiledGuestRunsIsCachedAcrossRestartsAndTamperingIsRefuse
                              std::filesystem::copy_options::overwrite_existing);
   d.start();
   EXPECT_TRUE(d.wait_for_log("does not match the hash recorded for it")) << d.log();
-  EXPECT_EQ(forward_round(d, 2, "d"), (std::vector<std::string>{"d0", "d1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "d", 30s), (std::vector<std::string>{"d0", "d1"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
   std::filesystem::remove(config);
 }
@@ -163,7 +129,7 @@ TEST(AotGuestsTest, TheCacheKeepsOnlyConfiguredGuestsAndDamagedEntriesAreCompile
   d.start();
   EXPECT_TRUE(d.wait_for_log("module '" + wasm("forward_guest") + "': compiled in")) << d.log();
   EXPECT_NE(d.log().find("is not a regular file"), std::string::npos) << d.log();
-  EXPECT_EQ(forward_round(d, 2, "a"), (std::vector<std::string>{"a0", "a1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "a", 30s), (std::vector<std::string>{"a0", "a1"}));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(cache)) left.push_back(e.path().filename());
   std::sort(left.begin(), left.end());
@@ -217,7 +183,7 @@ TEST(AotGuestsTest, AGuestWhoseMemoryTheHostCannotAllocateIsRefusedInBothTiers) 
   }
   EXPECT_EQ(count, 2u) << log;
   // The daemon and its other guest carry on.
-  EXPECT_EQ(forward_round(*d, 2, "m"), (std::vector<std::string>{"m0", "m1"}));
+  EXPECT_EQ(forward_round(d->port(), 2, "m", 30s), (std::vector<std::string>{"m0", "m1"}));
   EXPECT_EQ(d->stop(), 0) << d->log();
   std::filesystem::remove(config);
 }

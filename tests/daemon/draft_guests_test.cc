@@ -4,28 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
-
-std::string write_config(const json& config) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("witmqd-draft-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
-  std::ofstream(path) << config.dump(2);
-  return path.string();
-}
 
 TEST(DraftGuestsTest, AMessagingCoreGuestMovesMessagesAndBadOnesAreRefusedAlone) {
 #ifndef WITMQ_C_TEST_GUESTS_BUILT
@@ -52,22 +40,13 @@ TEST(DraftGuestsTest, AMessagingCoreGuestMovesMessagesAndBadOnesAreRefusedAlone)
   for (int i = 0; i < 3; ++i) batch.push_back(text_message("m" + std::to_string(i)));
   EXPECT_FRAME(producer.call(net::Send{"draft.in", std::move(batch)}), kSendOk);
 
-  std::vector<std::string> got;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (got.size() < 3 && std::chrono::steady_clock::now() < deadline) {
-    Frame f = consumer.call(net::SubscribeTryReceive{"draft.out", 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    ASSERT_NE(ok, nullptr) << describe(f);
-    if (!ok->messages) continue;
-    for (const auto& m : *ok->messages) {
-      got.push_back(text(m));
-      const std::string* from = find_metadata(m, "from");
-      ASSERT_NE(from, nullptr);
-      EXPECT_EQ(*from, "draft.in");
-      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    }
+  const std::vector<Message> got = receive_messages(consumer, "draft.out", 3);
+  for (const Message& m : got) {
+    const std::string* from = find_metadata(m, "from");
+    ASSERT_NE(from, nullptr);
+    EXPECT_EQ(*from, "draft.in");
   }
-  EXPECT_EQ(got, (std::vector<std::string>{"fwd:m0", "fwd:m1", "fwd:m2"}));
+  EXPECT_EQ(texts(got), (std::vector<std::string>{"fwd:m0", "fwd:m1", "fwd:m2"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 

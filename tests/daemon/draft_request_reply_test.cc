@@ -2,16 +2,14 @@
 // witmqd: a C guest requester answered by a TCP responder, a C guest responder answering TCP
 // requests (many at once, and one that traps mid-request), hostile guest calls, and the same
 // guests as components.
-#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "http_client.h"
 #include "test_client.h"
 
@@ -20,52 +18,10 @@ namespace {
 
 using nlohmann::json;
 
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
-
-std::string write_config(const json& config) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("witmqd-draft-rr-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
-  std::ofstream(path) << config.dump(2);
-  return path.string();
-}
-
 json guest(const std::string& name, const std::string& stem, const std::string& channel,
            int instances = 1) {
   return {
       {"name", name}, {"module", wasm(stem)}, {"channels", {channel}}, {"instances", instances}};
-}
-
-// Starts witmqd with `guests` and waits until each has an instance running.
-std::unique_ptr<Daemon> start_with(const json& guests) {
-  const std::string config = write_config({{"guests", guests}});
-  auto d = std::make_unique<Daemon>(std::vector<std::string>{"--config", config});
-  std::filesystem::remove(config);
-  for (const auto& g : guests) {
-    EXPECT_TRUE(d->wait_for_log(fmt::format("guest '{}'", g["name"].get<std::string>())))
-        << d->log();
-  }
-  return d;
-}
-
-// The next message on `channel` (completed), as text.
-std::string next_on(Conn& c, const std::string& channel, std::chrono::seconds wait = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + wait;
-  while (std::chrono::steady_clock::now() < deadline) {
-    Frame f = c.call(net::SubscribeTryReceive{channel, 500}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    if (!ok) {
-      ADD_FAILURE() << describe(f);
-      return "";
-    }
-    if (!ok->messages || ok->messages->empty()) continue;
-    const Message& m = ok->messages->front();
-    EXPECT_FRAME(c.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    return text(m);
-  }
-  return "(nothing on " + channel + ")";
 }
 
 // A request over TCP: the replies' texts, or the error.
@@ -90,7 +46,8 @@ class DraftRequestReplyDaemonTest : public ::testing::Test {
 };
 
 TEST_F(DraftRequestReplyDaemonTest, AGuestRequesterIsAnsweredByATcpResponder) {
-  auto d = start_with(json::array({guest("requester", "draft_requester_guest", "draft.in")}));
+  auto d =
+      start_with_guests(json::array({guest("requester", "draft_requester_guest", "draft.in")}));
   Conn producer(d->port());
   producer.hello();
   Conn responder(d->port());
@@ -114,19 +71,20 @@ TEST_F(DraftRequestReplyDaemonTest, AGuestRequesterIsAnsweredByATcpResponder) {
   ASSERT_FALSE(correlation.empty());
   EXPECT_FRAME(responder.call(net::Reply{to, correlation, text_message("pong")}), kReplyOk);
   EXPECT_FRAME(responder.call(net::CompleteMessage{receipt_of(request)}), kCompleteMessageOk);
-  EXPECT_EQ(next_on(consumer, "draft.out"), "ok:1:pong");
+  EXPECT_EQ(next_text(consumer, "draft.out"), "ok:1:pong");
 
   // No responder: the guest's request ends with the world's timeout error.
   EXPECT_FRAME(
       producer.call(net::Send{
           "draft.in", {text_message("anyone?", {{"topic", "rr.none"}, {"timeout-ms", "200"}})}}),
       kSendOk);
-  EXPECT_EQ(next_on(consumer, "draft.out"), "err:0:");
+  EXPECT_EQ(next_text(consumer, "draft.out"), "err:0:");
   EXPECT_EQ(d->stop(), 0) << d->log();
 }
 
 TEST_F(DraftRequestReplyDaemonTest, AGuestResponderAnswersManyConcurrentTcpRequests) {
-  auto d = start_with(json::array({guest("responder", "draft_responder_guest", "rr.svc", 2)}));
+  auto d =
+      start_with_guests(json::array({guest("responder", "draft_responder_guest", "rr.svc", 2)}));
   constexpr int kClients = 8;
   constexpr int kRequests = 25;
   std::atomic<int> answered{0};
@@ -177,8 +135,8 @@ TEST_F(DraftRequestReplyDaemonTest, AGuestResponderAnswersManyConcurrentTcpReque
 // Hostile calls from a guest of the draft world trap that guest only: the daemon, its other
 // guests and its clients carry on.
 TEST_F(DraftRequestReplyDaemonTest, HostileGuestCallsHarmNoOne) {
-  auto d = start_with(json::array({guest("requester", "draft_requester_guest", "draft.in"),
-                                   guest("responder", "draft_responder_guest", "rr.svc")}));
+  auto d = start_with_guests(json::array({guest("requester", "draft_requester_guest", "draft.in"),
+                                          guest("responder", "draft_responder_guest", "rr.svc")}));
   Conn producer(d->port());
   producer.hello();
   Conn consumer(d->port());
@@ -228,7 +186,7 @@ TEST_F(DraftRequestReplyDaemonTest, HostileGuestCallsHarmNoOne) {
       kSendOk);
   EXPECT_FRAME(producer.call(net::Send{"draft.in", {text_message("fine")}}), kSendOk);
   std::vector<std::string> got;
-  for (int i = 0; i < 3; ++i) got.push_back(next_on(consumer, "draft.out"));
+  for (int i = 0; i < 3; ++i) got.push_back(next_text(consumer, "draft.out"));
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got,
             (std::vector<std::string>{
@@ -245,18 +203,19 @@ TEST_F(DraftRequestReplyDaemonTest, ComponentsOfTheDraftWorldsRequestAndReply) {
 #ifndef WITMQ_COMPONENT_GUESTS_BUILT
   GTEST_SKIP() << "no jco (node, npm): the component guests were not built";
 #endif
-  auto d = start_with(json::array({guest("requester", "component_draft_requester", "draft.in"),
-                                   guest("responder", "component_draft_responder", "rr.svc"),
-                                   guest("forward", "component_draft_forward", "fwd.in")}));
+  auto d =
+      start_with_guests(json::array({guest("requester", "component_draft_requester", "draft.in"),
+                                     guest("responder", "component_draft_responder", "rr.svc"),
+                                     guest("forward", "component_draft_forward", "fwd.in")}));
   Conn c(d->port());
   c.hello();
   EXPECT_FRAME(c.call(net::Send{"draft.in", {text_message("hello")}}), kSendOk);
-  EXPECT_EQ(next_on(c, "draft.out"), "ok:1:re:hello");
+  EXPECT_EQ(next_text(c, "draft.out"), "ok:1:re:hello");
   auto r = tcp_request(c, "rr.svc", text_message("tcp"), 10000);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_EQ(*r, std::vector<std::string>{"re:tcp"});
   EXPECT_FRAME(c.call(net::Send{"fwd.in", {text_message("f")}}), kSendOk);
-  EXPECT_EQ(next_on(c, "draft.out"), "fwd:f");
+  EXPECT_EQ(next_text(c, "draft.out"), "fwd:f");
   EXPECT_EQ(d->stop(), 0) << d->log();
 }
 

@@ -7,25 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
-
-// A config file in the test's temporary directory, removed with it.
-std::string write_config(const json& config) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("witmqd-guests-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
-  std::ofstream(path) << config.dump(2);
-  return path.string();
-}
 
 json server_stats(Conn& c) {
   Frame f = c.call(net::AdminRequest{net::AdminOp::kServerStats, "{}"});
@@ -46,30 +34,13 @@ TEST(GuestsTest, AGuestsSendReachesATcpClientAndABadModuleIsRefusedAlone) {
   EXPECT_NE(d.log().find("wasi:messaging/messaging-guest@0.2.0-draft#handler"), std::string::npos)
       << d.log();
 
-  Conn producer(d.port());
-  producer.hello();
-  Conn consumer(d.port());
-  consumer.hello();
-  std::vector<Message> batch;
-  for (int i = 0; i < 5; ++i) batch.push_back(text_message("m" + std::to_string(i)));
-  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
-
   // The forwarder sends each batch to guest.out through the broker: a TCP client receives it.
-  std::vector<std::string> got;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (got.size() < 5 && std::chrono::steady_clock::now() < deadline) {
-    Frame f = consumer.call(net::SubscribeTryReceive{"guest.out", 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    ASSERT_NE(ok, nullptr) << describe(f);
-    if (!ok->messages) continue;
-    for (const auto& m : *ok->messages) {
-      got.push_back(text(m));
-      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    }
-  }
-  EXPECT_EQ(got, (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
+  EXPECT_EQ(forward_round(d.port(), 5, "m"),
+            (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
 
   // Its input was completed (handler ok), and server-stats reports the running guest only.
+  Conn producer(d.port());
+  producer.hello();
   json stats;
   for (int i = 0; i < 200; ++i) {
     stats = server_stats(producer);
@@ -225,17 +196,7 @@ TEST(GuestsTest, ComponentGuestsLoadByConfigAndMoveMessages) {
   c.hello();
   EXPECT_FRAME(c.call(net::Send{"orders", {text_message("o1"), text_message("o2")}}), kSendOk);
   EXPECT_FRAME(c.call(net::Send{"hello.in", {text_message("h1")}}), kSendOk);
-  std::vector<std::string> audit;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (audit.size() < 2 && std::chrono::steady_clock::now() < deadline) {
-    Frame f = c.call(net::SubscribeTryReceive{"orders.audit", 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    ASSERT_NE(ok, nullptr) << describe(f);
-    if (ok->messages) {
-      for (const Message& m : *ok->messages) audit.push_back(text(m));
-    }
-  }
-  EXPECT_EQ(audit, (std::vector<std::string>{"o1", "o2"}));
+  EXPECT_EQ(texts(receive_messages(c, "orders.audit", 2)), (std::vector<std::string>{"o1", "o2"}));
   Frame f = c.call(net::SubscribeTryReceive{"hello.out", 10000}, 15s);
   auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
   ASSERT_NE(ok, nullptr) << describe(f);

@@ -11,16 +11,13 @@
 
 #include "daemon/config.h"
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
 
 // A config file in a temporary directory, rewritten by the test and removed with it.
 class ConfigFile {
@@ -45,37 +42,6 @@ json admin(Conn& c, net::AdminOp op, const json& request) {
   auto* ok = std::get_if<net::AdminReply>(&f.body);
   EXPECT_NE(ok, nullptr) << describe(f);
   return ok ? json::parse(ok->json) : json();
-}
-
-// Sends `n` messages to guest.in and returns what a TCP consumer receives from guest.out within
-// the deadline (each completed).
-std::vector<std::string> forwarded(uint16_t port, int n, const std::string& tag) {
-  Conn producer(port);
-  producer.hello();
-  Conn consumer(port);
-  consumer.hello();
-  std::vector<Message> batch;
-  for (int i = 0; i < n; ++i) batch.push_back(text_message(tag + std::to_string(i)));
-  EXPECT_FRAME(producer.call(net::Send{"guest.in", std::move(batch)}), kSendOk);
-  std::vector<std::string> got;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (got.size() < static_cast<size_t>(n) && std::chrono::steady_clock::now() < deadline) {
-    Frame f = consumer.call(net::SubscribeTryReceive{"guest.out", 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    if (!ok) {
-      ADD_FAILURE() << describe(f);
-      break;
-    }
-    if (!ok->messages) {
-      std::this_thread::sleep_for(20ms);
-      continue;
-    }
-    for (const auto& m : *ok->messages) {
-      got.push_back(text(m));
-      EXPECT_FRAME(consumer.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    }
-  }
-  return got;
 }
 
 // Counts the occurrences of `text` in the log, so a test can wait for the next reload's line.
@@ -121,7 +87,7 @@ TEST(ReloadTest, SighupStartsAGuestAndDeclaresAChannel) {
       << log;
 
   // The guest now forwards guest.in to guest.out.
-  EXPECT_EQ(forwarded(d.port(), 3, "a"), (std::vector<std::string>{"a0", "a1", "a2"}));
+  EXPECT_EQ(forward_round(d.port(), 3, "a"), (std::vector<std::string>{"a0", "a1", "a2"}));
   const json stats = admin(admin_conn, net::AdminOp::kServerStats, json::object());
   ASSERT_EQ(stats["guests"].size(), 1u) << stats.dump();
   EXPECT_EQ(stats["guests"][0]["name"], "forwarder");
@@ -159,7 +125,7 @@ TEST(ReloadTest, ABadConfigOnReloadChangesNothing) {
   forwarder["module"] = wasm("forward_guest");
   config.write({{"guests", {forwarder}}});
   Daemon d({"--config", config.path()});
-  EXPECT_EQ(forwarded(d.port(), 2, "a"), (std::vector<std::string>{"a0", "a1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "a"), (std::vector<std::string>{"a0", "a1"}));
 
   // A value out of range: refused with the key, the file and the reason.
   config.write({{"guests", json::array()}, {"max-in-flight", -1}});
@@ -180,7 +146,7 @@ TEST(ReloadTest, ABadConfigOnReloadChangesNothing) {
   ASSERT_TRUE(wait_for_count(d, "reload refused, nothing changed", 3)) << d.log();
 
   // Everything still runs: new connections, the guest.
-  EXPECT_EQ(forwarded(d.port(), 2, "b"), (std::vector<std::string>{"b0", "b1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "b"), (std::vector<std::string>{"b0", "b1"}));
   EXPECT_EQ(d.log().find("guest 'forwarder': stopping"), std::string::npos) << d.log();
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
@@ -208,7 +174,7 @@ TEST(ReloadTest, AModuleRebuiltInPlaceIsReplacedOnReload) {
   ASSERT_TRUE(wait_for_count(d, "reload done", 2)) << d.log();
   EXPECT_NE(d.log().find("guests 0 started, 1 replaced, 0 stopped, 0 unchanged"), std::string::npos)
       << d.log();
-  EXPECT_EQ(forwarded(d.port(), 2, "n"), (std::vector<std::string>{"n0", "n1"}));
+  EXPECT_EQ(forward_round(d.port(), 2, "n"), (std::vector<std::string>{"n0", "n1"}));
   EXPECT_EQ(d.stop(), 0) << d.log();
   std::filesystem::remove_all(dir);
 }

@@ -4,44 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "daemon_process.h"
+#include "guest_daemon.h"
 #include "test_client.h"
 
 namespace witmq::daemon::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string wasm(const std::string& stem) {
-  return std::string(WITMQ_GUEST_WASM_DIR) + "/" + stem + ".wasm";
-}
-
-std::string write_config(const json& config) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("witmqd-wasmcloud-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
-  std::ofstream(path) << config.dump(2);
-  return path.string();
-}
-
-// The next message on `channel` (completed), or "" after 20 s.
-std::string next_text(Conn& c, const std::string& channel) {
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    Frame f = c.call(net::SubscribeTryReceive{channel, 1000}, 5s);
-    auto* ok = std::get_if<net::SubscribeTryReceiveOk>(&f.body);
-    EXPECT_NE(ok, nullptr) << describe(f);
-    if (!ok) return {};
-    if (!ok->messages || ok->messages->empty()) continue;
-    const Message& m = ok->messages->front();
-    EXPECT_FRAME(c.call(net::CompleteMessage{receipt_of(m)}), kCompleteMessageOk);
-    return text(m);
-  }
-  return {};
-}
 
 TEST(WasmcloudGuestsTest, RequestsAndRepliesThroughTcpAndGuests) {
 #ifndef WITMQ_C_TEST_GUESTS_BUILT
