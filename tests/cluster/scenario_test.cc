@@ -82,7 +82,11 @@ class ScenarioTest : public ::testing::Test {
 
   std::vector<std::string> channels_;
   std::unique_ptr<ClusterUnderTest> cluster_;
-  Recorder recorder_;
+  // With $WITMQ_SCENARIO_HISTORY naming a file, the history is written there as it is made
+  // (witmq-history-check reads it).
+  Recorder recorder_{std::getenv("WITMQ_SCENARIO_HISTORY") != nullptr
+                         ? std::string(std::getenv("WITMQ_SCENARIO_HISTORY"))
+                         : std::string()};
   std::atomic<uint64_t> turn_{0};  // for routes that alternate
   std::unique_ptr<Workload> workload_;
 };
