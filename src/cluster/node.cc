@@ -509,17 +509,49 @@ void Node::reconcile() {
   // channel to it for one lease TTL. Taking it would move the leadership, and (without
   // replication) strand what the preferred node stored until it gets the channel back. A node
   // that really is gone has been absent for a TTL already when its lease expired.
-  const bool settled = now() - joined_at_ >= std::chrono::seconds(ttl_seconds_);
+  const auto pass = now();
+  const bool settled = pass - joined_at_ >= std::chrono::seconds(ttl_seconds_);
+  std::set<std::string> catching_up;
+  if (sources_.catching_up) {
+    for (std::string& name : sources_.catching_up()) catching_up.insert(std::move(name));
+  }
+  std::set<std::string> declined;
+  std::erase_if(leaderless_since_, [this](const auto& l) {
+    auto c = channels_.find(l.first);
+    return c == channels_.end() || !c->second->leader.empty();
+  });
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
+    const auto since = leaderless_since_.try_emplace(name, pass).first->second;
     // Only a live member of the in-sync set holds every acknowledged write: no other is ever
-    // elected, even when that leaves the channel without a leader.
-    if (leader_candidate(
-            c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas, live) !=
-        options_.node_id) {
+    // elected, even when that leaves the channel without a leader. The first live member in
+    // placement order stands at once; the others once the channel has been leaderless for a
+    // lease TTL (the first may decline: below).
+    std::vector<std::string> candidates;
+    for (const std::string& id :
+         c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas) {
+      if (live.contains(id)) candidates.push_back(id);
+    }
+    const auto me = std::find(candidates.begin(), candidates.end(), options_.node_id);
+    if (me == candidates.end()) continue;
+    if (me != candidates.begin() &&
+        (!settled || pass - since < std::chrono::seconds(ttl_seconds_ > 0 ? ttl_seconds_ : 1))) {
       continue;
     }
     if (!settled && c->replicas.front() != options_.node_id) continue;
+    // A copy being replaced by a snapshot lacks acknowledged writes: a member of the in-sync set
+    // that kept its place only so that the set stays a majority must not lead with it.
+    if (catching_up.contains(name)) {
+      declined.insert(name);
+      if (!declined_.contains(name)) {
+        note(fmt::format("declines to lead channel {}: its copy here is catching up", name));
+        log::warn(
+            "cluster: node {} declines to lead channel {}: its copy here is an incomplete "
+            "snapshot (catching up)",
+            options_.node_id, name);
+      }
+      continue;
+    }
     if (c->epoch_unreadable) {
       last_error_ = fmt::format(
           "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "
@@ -529,6 +561,7 @@ void Node::reconcile() {
     }
     elect(name);
   }
+  declined_ = std::move(declined);
 }
 
 void Node::place(const std::vector<LocalChannel>& local) {
@@ -904,7 +937,18 @@ json Node::to_json() const {
 bool Node::ready(std::string* why) const {
   const Seen s = seen();
   const std::shared_ptr<const View>& v = s.view;
-  if (s.alive) return true;
+  if (s.alive) {
+    std::vector<std::string> catching_up;
+    if (sources_.catching_up) catching_up = sources_.catching_up();
+    if (catching_up.empty()) return true;
+    if (why) {
+      *why = fmt::format(
+          "cluster: catching up: the copies of channel(s) {} here are incomplete snapshots "
+          "(being sent by their leaders)",
+          fmt::join(catching_up, ", "));
+    }
+    return false;
+  }
   if (why) {
     *why = !v ? std::string("joining")
               : fmt::format(

@@ -83,6 +83,10 @@ struct NodeSources {
   // passed (may_serve).
   std::function<void(const std::string& channel, uint64_t epoch)> gained;
   std::function<void(const std::string& channel, uint64_t epoch)> lost;
+  // The channels whose copy in this node's store is catching up (an incomplete snapshot), by
+  // name (optional). The node declines the candidacy for them (its copy lacks acknowledged
+  // writes, even when it is a member of the in-sync set) and is not ready while any is listed.
+  std::function<std::vector<std::string>()> catching_up;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -245,6 +249,12 @@ class Node {
   // When each live node was first seen alive in this run of its registration (the control loop's
   // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
+  // Since when (the control loop's clock) each channel has been seen without a leader: the
+  // second and later live members of its in-sync set stand once it has been leaderless for a
+  // lease TTL, so that a first one that declines (catching up) does not leave it leaderless.
+  std::map<std::string, std::chrono::steady_clock::time_point> leaderless_since_;
+  // The channels this node declined the candidacy for, last pass (logged once per change).
+  std::set<std::string> declined_;
 
   mutable std::mutex mu_;  // guards the members below
   // The lease whose deadline deadline_ns_ is (0: none), and the monotonic time (ns since the

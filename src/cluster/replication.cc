@@ -764,6 +764,11 @@ void Replication::on_frame(const std::string& node, PeerFrame frame) {
   });
 }
 
+std::vector<std::string> Replication::catching_up() const {
+  storage::Store* st = state_->store.load();
+  return st == nullptr ? std::vector<std::string>() : st->replica_catching_up();
+}
+
 void Replication::on_up(const std::string& node) {
   asio::post(state_->strand, [st = state_, node] { st->up(node); });
 }
@@ -794,7 +799,7 @@ nlohmann::json Replication::to_json() const {
                    {"in-sync-shrinks", f.in_sync_shrinks},
                    {"in-sync-expands", f.in_sync_expands},
                    {"stale-acks", f.stale_acks}};
-  if (storage::Store* st = state_->store.load()) j["catching-up"] = st->replica_catching_up();
+  j["catching-up"] = catching_up();
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;
   return j;

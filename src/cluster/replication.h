@@ -113,6 +113,8 @@ class Replication : public storage::Replicator {
   // being sent a snapshot, the in-sync set; and the channels whose copy here is an incomplete
   // snapshot ("catching-up").
   nlohmann::json to_json() const;
+  // The channels whose copy in this node's store is an incomplete snapshot (catching up).
+  std::vector<std::string> catching_up() const;
   // Per led channel with followers: how many replicas (this node included) are in its in-sync
   // set.
   std::vector<std::pair<std::string, size_t>> in_sync_counts() const;

@@ -84,7 +84,8 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
 // Registers this node in the cluster (docs/CLUSTERING.md); null, with the reason logged, when
 // it cannot. The advertised client address defaults to the one the protocol listener bound.
 std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const net::Server& server,
-                                            broker::Broker& broker, cluster::PeerLinks* links) {
+                                            broker::Broker& broker, cluster::PeerLinks* links,
+                                            std::shared_ptr<cluster::Replication> replication) {
   cluster::ClusterOptions options = config.cluster;
   options.version = WITMQ_VERSION;
   char host[256] = {};
@@ -131,6 +132,9 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     }
     broker.release_channel(channel);
   };
+  if (replication) {
+    sources.catching_up = [replication] { return replication->catching_up(); };
+  }
   if (links != nullptr) {
     sources.peers_seen = [links](const std::vector<cluster::PeerAddress>& peers) {
       links->refresh(peers);
@@ -315,7 +319,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       peer_links = std::make_unique<cluster::PeerLinks>(io, std::move(dial));
       cluster_peer_links.store(peer_links.get());
     }
-    node = join_cluster(joined, server, **broker, peer_links.get());
+    node = join_cluster(joined, server, **broker, peer_links.get(), replication);
     cluster_node.store(node.get());
     if (node) forwarder->attach(node.get());
     if (node) replication->connect(node.get(), peer_links.get());
