@@ -540,15 +540,18 @@ void Node::reconcile() {
     }
     if (!settled && c->replicas.front() != options_.node_id) continue;
     // A copy being replaced by a snapshot lacks acknowledged writes: a member of the in-sync set
-    // that kept its place only so that the set stays a majority must not lead with it.
-    if (catching_up.contains(name)) {
+    // that kept its place only so that the set stays a majority must not lead with it. Nor may a
+    // node given an empty data directory that etcd still counts in sync lead a channel that had
+    // a leader (it holds none of its writes) before a leader has sent it the channel.
+    const bool incomplete = catching_up.contains(name);
+    if (incomplete || (c->last_epoch > 0 && sources_.holds && !sources_.holds(name))) {
       declined.insert(name);
       if (!declined_.contains(name)) {
-        note(fmt::format("declines to lead channel {}: its copy here is catching up", name));
-        log::warn(
-            "cluster: node {} declines to lead channel {}: its copy here is an incomplete "
-            "snapshot (catching up)",
-            options_.node_id, name);
+        const char* why = incomplete ? "its copy here is an incomplete snapshot (catching up)"
+                                     : "its data directory was empty at start and no leader has "
+                                       "sent it the channel yet";
+        note(fmt::format("declines to lead channel {}: {}", name, why));
+        log::warn("cluster: node {} declines to lead channel {}: {}", options_.node_id, name, why);
       }
       continue;
     }
@@ -656,7 +659,8 @@ void Node::hand_back() {
     const bool preferred_in_sync =
         !c->second->in_sync_known ||
         std::find(in_sync.begin(), in_sync.end(), preferred) != in_sync.end();
-    if (back == seen_since_.end() || now - back->second.second < settle || !preferred_in_sync) {
+    if (back == seen_since_.end() || now - back->second.second < settle || !preferred_in_sync ||
+        (sources_.caught_up && !sources_.caught_up(it->first, it->second, preferred))) {
       ++it;
       continue;
     }

@@ -87,6 +87,18 @@ struct NodeSources {
   // name (optional). The node declines the candidacy for them (its copy lacks acknowledged
   // writes, even when it is a member of the in-sync set) and is not ready while any is listed.
   std::function<std::vector<std::string>()> catching_up;
+  // Whether this node's store may hold acknowledged writes of `channel` (optional; absent:
+  // true). False for a store created empty in this run (a node given a new data directory) that
+  // has not been sent anything of the channel yet: the node may still be in the channel's
+  // in-sync set, and declines the candidacy for a channel that had a leader before.
+  std::function<bool(const std::string& channel)> holds;
+  // Whether `follower` holds, by this leader's own count, the last position this node wrote to
+  // `channel` in `epoch`, with no snapshot under way to it (optional; absent: true; true when
+  // this node wrote nothing in that epoch yet). A channel
+  // is handed back to its preferred node only then: the in-sync set in etcd may still list a
+  // node that came back with an empty data directory and has not been taken out yet.
+  std::function<bool(const std::string& channel, uint64_t epoch, const std::string& follower)>
+      caught_up;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
