@@ -99,6 +99,7 @@ const char* state_name(NodeState s) {
 // What etcd says of one channel, as of the last reconcile.
 struct Node::Channel {
   std::vector<std::string> replicas;  // empty: no placement record yet
+  int64_t placement_revision = 0;     // the placement key's create revision
   std::string leader;                 // "" = none
   uint64_t leader_epoch = 0;
   int64_t leader_lease = 0;
@@ -302,7 +303,10 @@ Status Node::join(bool first) {
   for (int attempt = 0;; ++attempt) {
     auto txn = etcd_.txn({Compare::absent(key)}, {TxnOp::put(key, registration_json(), grant->id)},
                          {TxnOp::get(key)});
-    if (txn && txn->succeeded) break;
+    if (txn && txn->succeeded) {
+      if (first_join_revision_ == 0) first_join_revision_ = txn->revision;
+      break;
+    }
     if (!txn) {
       (void)etcd_.lease_revoke(grant->id);
       return std::move(txn).error();
@@ -413,6 +417,7 @@ void Node::reconcile() {
     if (!name) continue;
     json p = parse_object(kv.value);
     auto& c = channel(*name);
+    c.placement_revision = kv.create_revision;
     if (p.contains("replicas") && p["replicas"].is_array()) {
       for (const auto& n : p["replicas"]) {
         if (n.is_string()) c.replicas.push_back(n.get<std::string>());
@@ -544,7 +549,12 @@ void Node::reconcile() {
     // node given an empty data directory that etcd still counts in sync lead a channel that had
     // a leader (it holds none of its writes) before a leader has sent it the channel.
     const bool incomplete = catching_up.contains(name);
-    if (incomplete || (c->last_epoch > 0 && sources_.holds && !sources_.holds(name))) {
+    // (A channel placed before this process first joined: this node ran before, and what it
+    // stored then is gone. On a new cluster every node starts empty and holds what it is sent.)
+    const bool emptied = c->last_epoch > 0 && c->placement_revision != 0 &&
+                         c->placement_revision < first_join_revision_ && sources_.holds &&
+                         !sources_.holds(name);
+    if (incomplete || emptied) {
       declined.insert(name);
       if (!declined_.contains(name)) {
         const char* why = incomplete ? "its copy here is an incomplete snapshot (catching up)"

@@ -255,6 +255,8 @@ class Node {
   // When this node last joined (its clock): for one lease TTL after that, it elects itself only
   // for channels it is the preferred leader of (see reconcile()).
   std::chrono::steady_clock::time_point joined_at_{};
+  // The etcd revision of this process's first registration (0: not yet).
+  int64_t first_join_revision_ = 0;
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
   uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
