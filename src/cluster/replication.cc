@@ -216,6 +216,14 @@ void Replication::State::in_sync_changed(const std::string& channel, uint64_t ge
     for (const auto& id : dropped) {
       if (c.dropping.erase(id) != 0) ++in_sync_shrinks;
     }
+    // A follower that caught up while etcd took it out (a snapshot stored before the change was
+    // written) asked nothing then: it goes back now, not at its next acknowledgement, which may
+    // never come when nothing more is written.
+    for (const auto& id : dropped) {
+      if (auto f = c.followers.find(id); f != c.followers.end()) {
+        rejoin_in_sync(channel, c, id, f->second);
+      }
+    }
   }
   // Not written: etcd may or may not have it, so both stay counted (adding and dropping alike)
   // until a later change is written.
