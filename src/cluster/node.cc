@@ -99,6 +99,7 @@ const char* state_name(NodeState s) {
 // What etcd says of one channel, as of the last reconcile.
 struct Node::Channel {
   std::vector<std::string> replicas;  // empty: no placement record yet
+  int64_t placement_revision = 0;     // the placement key's create revision
   std::string leader;                 // "" = none
   uint64_t leader_epoch = 0;
   int64_t leader_lease = 0;
@@ -302,7 +303,10 @@ Status Node::join(bool first) {
   for (int attempt = 0;; ++attempt) {
     auto txn = etcd_.txn({Compare::absent(key)}, {TxnOp::put(key, registration_json(), grant->id)},
                          {TxnOp::get(key)});
-    if (txn && txn->succeeded) break;
+    if (txn && txn->succeeded) {
+      if (first_join_revision_ == 0) first_join_revision_ = txn->revision;
+      break;
+    }
     if (!txn) {
       (void)etcd_.lease_revoke(grant->id);
       return std::move(txn).error();
@@ -413,6 +417,7 @@ void Node::reconcile() {
     if (!name) continue;
     json p = parse_object(kv.value);
     auto& c = channel(*name);
+    c.placement_revision = kv.create_revision;
     if (p.contains("replicas") && p["replicas"].is_array()) {
       for (const auto& n : p["replicas"]) {
         if (n.is_string()) c.replicas.push_back(n.get<std::string>());
@@ -509,17 +514,57 @@ void Node::reconcile() {
   // channel to it for one lease TTL. Taking it would move the leadership, and (without
   // replication) strand what the preferred node stored until it gets the channel back. A node
   // that really is gone has been absent for a TTL already when its lease expired.
-  const bool settled = now() - joined_at_ >= std::chrono::seconds(ttl_seconds_);
+  const auto pass = now();
+  const bool settled = pass - joined_at_ >= std::chrono::seconds(ttl_seconds_);
+  std::set<std::string> catching_up;
+  if (sources_.catching_up) {
+    for (std::string& name : sources_.catching_up()) catching_up.insert(std::move(name));
+  }
+  std::set<std::string> declined;
+  std::erase_if(leaderless_since_, [this](const auto& l) {
+    auto c = channels_.find(l.first);
+    return c == channels_.end() || !c->second->leader.empty();
+  });
   for (const auto& [name, c] : channels_) {
     if (c->replicas.empty() || !c->leader.empty()) continue;
+    const auto since = leaderless_since_.try_emplace(name, pass).first->second;
     // Only a live member of the in-sync set holds every acknowledged write: no other is ever
-    // elected, even when that leaves the channel without a leader.
-    if (leader_candidate(
-            c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas, live) !=
-        options_.node_id) {
+    // elected, even when that leaves the channel without a leader. The first live member in
+    // placement order stands at once; the others once the channel has been leaderless for a
+    // lease TTL (the first may decline: below).
+    std::vector<std::string> candidates;
+    for (const std::string& id :
+         c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas) {
+      if (live.contains(id)) candidates.push_back(id);
+    }
+    const auto me = std::find(candidates.begin(), candidates.end(), options_.node_id);
+    if (me == candidates.end()) continue;
+    if (me != candidates.begin() &&
+        (!settled || pass - since < std::chrono::seconds(ttl_seconds_ > 0 ? ttl_seconds_ : 1))) {
       continue;
     }
     if (!settled && c->replicas.front() != options_.node_id) continue;
+    // A copy being replaced by a snapshot lacks acknowledged writes: a member of the in-sync set
+    // that kept its place only so that the set stays a majority must not lead with it. Nor may a
+    // node given an empty data directory that etcd still counts in sync lead a channel that had
+    // a leader (it holds none of its writes) before a leader has sent it the channel.
+    const bool incomplete = catching_up.contains(name);
+    // (A channel placed before this process first joined: this node ran before, and what it
+    // stored then is gone. On a new cluster every node starts empty and holds what it is sent.)
+    const bool emptied = c->last_epoch > 0 && c->placement_revision != 0 &&
+                         c->placement_revision < first_join_revision_ && sources_.holds &&
+                         !sources_.holds(name);
+    if (incomplete || emptied) {
+      declined.insert(name);
+      if (!declined_.contains(name)) {
+        const char* why = incomplete ? "its copy here is an incomplete snapshot (catching up)"
+                                     : "its data directory was empty at start and no leader has "
+                                       "sent it the channel yet";
+        note(fmt::format("declines to lead channel {}: {}", name, why));
+        log::warn("cluster: node {} declines to lead channel {}: {}", options_.node_id, name, why);
+      }
+      continue;
+    }
     if (c->epoch_unreadable) {
       last_error_ = fmt::format(
           "channel {}: the epoch key {}epoch/{} is not a number: no leader is elected until it "
@@ -529,6 +574,7 @@ void Node::reconcile() {
     }
     elect(name);
   }
+  declined_ = std::move(declined);
 }
 
 void Node::place(const std::vector<LocalChannel>& local) {
@@ -649,7 +695,8 @@ void Node::hand_back() {
     const bool preferred_in_sync =
         !c->second->in_sync_known ||
         std::find(in_sync.begin(), in_sync.end(), preferred) != in_sync.end();
-    if (back == seen_since_.end() || now - back->second.second < settle || !preferred_in_sync) {
+    if (back == seen_since_.end() || now - back->second.second < settle || !preferred_in_sync ||
+        (sources_.caught_up && !sources_.caught_up(it->first, it->second, preferred))) {
       ++it;
       continue;
     }
@@ -930,7 +977,18 @@ json Node::to_json() const {
 bool Node::ready(std::string* why) const {
   const Seen s = seen();
   const std::shared_ptr<const View>& v = s.view;
-  if (s.alive) return true;
+  if (s.alive) {
+    std::vector<std::string> catching_up;
+    if (sources_.catching_up) catching_up = sources_.catching_up();
+    if (catching_up.empty()) return true;
+    if (why) {
+      *why = fmt::format(
+          "cluster: catching up: the copies of channel(s) {} here are incomplete snapshots "
+          "(being sent by their leaders)",
+          fmt::join(catching_up, ", "));
+    }
+    return false;
+  }
   if (why) {
     *why = !v ? std::string("joining")
               : fmt::format(

@@ -83,6 +83,22 @@ struct NodeSources {
   // passed (may_serve).
   std::function<void(const std::string& channel, uint64_t epoch)> gained;
   std::function<void(const std::string& channel, uint64_t epoch)> lost;
+  // The channels whose copy in this node's store is catching up (an incomplete snapshot), by
+  // name (optional). The node declines the candidacy for them (its copy lacks acknowledged
+  // writes, even when it is a member of the in-sync set) and is not ready while any is listed.
+  std::function<std::vector<std::string>()> catching_up;
+  // Whether this node's store may hold acknowledged writes of `channel` (optional; absent:
+  // true). False for a store created empty in this run (a node given a new data directory) that
+  // has not been sent anything of the channel yet: the node may still be in the channel's
+  // in-sync set, and declines the candidacy for a channel that had a leader before.
+  std::function<bool(const std::string& channel)> holds;
+  // Whether `follower` holds, by this leader's own count, the last position this node wrote to
+  // `channel` in `epoch`, with no snapshot under way to it (optional; absent: true; true when
+  // this node wrote nothing in that epoch yet). A channel
+  // is handed back to its preferred node only then: the in-sync set in etcd may still list a
+  // node that came back with an empty data directory and has not been taken out yet.
+  std::function<bool(const std::string& channel, uint64_t epoch, const std::string& follower)>
+      caught_up;
 };
 
 // member: registered, lease alive. lost-etcd: the lease is lost or could not be kept alive in
@@ -239,12 +255,20 @@ class Node {
   // When this node last joined (its clock): for one lease TTL after that, it elects itself only
   // for channels it is the preferred leader of (see reconcile()).
   std::chrono::steady_clock::time_point joined_at_{};
+  // The etcd revision of this process's first registration (0: not yet).
+  int64_t first_join_revision_ = 0;
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
   uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
   // When each live node was first seen alive in this run of its registration (the control loop's
   // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
+  // Since when (the control loop's clock) each channel has been seen without a leader: the
+  // second and later live members of its in-sync set stand once it has been leaderless for a
+  // lease TTL, so that a first one that declines (catching up) does not leave it leaderless.
+  std::map<std::string, std::chrono::steady_clock::time_point> leaderless_since_;
+  // The channels this node declined the candidacy for, last pass (logged once per change).
+  std::set<std::string> declined_;
 
   mutable std::mutex mu_;  // guards the members below
   // The lease whose deadline deadline_ns_ is (0: none), and the monotonic time (ns since the

@@ -800,6 +800,35 @@ void Replication::on_frame(const std::string& node, PeerFrame frame) {
   });
 }
 
+bool Replication::follower_caught_up(const std::string& channel, uint64_t epoch,
+                                     const std::string& follower) const {
+  std::lock_guard lock(state_->json_mu);
+  auto it = state_->summary.find(channel);
+  if (it == state_->summary.end() || (*it)["epoch"] != epoch) return true;
+  const nlohmann::json& c = *it;
+  const nlohmann::json& acked = c["followers-acked"];
+  if (!acked.contains(follower) || acked[follower] != c["position"]) return false;
+  for (const auto& id : c["followers-catching-up"]) {
+    if (id == follower) return false;
+  }
+  for (const auto& id : c["in-sync"]) {
+    if (id == follower) return true;
+  }
+  return false;
+}
+
+bool Replication::holds(const std::string& channel) const {
+  storage::Store* st = state_->store.load();
+  if (st == nullptr) return false;
+  const storage::ReplicaPosition p = st->replica_position(channel);
+  return p.position > 0 && !p.incomplete;
+}
+
+std::vector<std::string> Replication::catching_up() const {
+  storage::Store* st = state_->store.load();
+  return st == nullptr ? std::vector<std::string>() : st->replica_catching_up();
+}
+
 void Replication::on_up(const std::string& node) {
   asio::post(state_->strand, [st = state_, node] { st->up(node); });
 }
@@ -830,7 +859,7 @@ nlohmann::json Replication::to_json() const {
                    {"in-sync-shrinks", f.in_sync_shrinks},
                    {"in-sync-expands", f.in_sync_expands},
                    {"stale-acks", f.stale_acks}};
-  if (storage::Store* st = state_->store.load()) j["catching-up"] = st->replica_catching_up();
+  j["catching-up"] = catching_up();
   std::lock_guard lock(state_->json_mu);
   j["channels-led"] = state_->summary;
   return j;

@@ -113,6 +113,16 @@ class Replication : public storage::Replicator {
   // being sent a snapshot, the in-sync set; and the channels whose copy here is an incomplete
   // snapshot ("catching-up").
   nlohmann::json to_json() const;
+  // Whether `follower` has acknowledged the last position this node wrote to `channel` (which
+  // it leads) in `epoch`, is not being sent a snapshot and is in the in-sync set; true when this
+  // node has shipped nothing of the channel in that epoch.
+  bool follower_caught_up(const std::string& channel, uint64_t epoch,
+                          const std::string& follower) const;
+  // Whether this node's store holds a replicated position of `channel` (a whole copy of some of
+  // its log, as a follower or a leader).
+  bool holds(const std::string& channel) const;
+  // The channels whose copy in this node's store is an incomplete snapshot (catching up).
+  std::vector<std::string> catching_up() const;
   // Per led channel with followers: how many replicas (this node included) are in its in-sync
   // set.
   std::vector<std::pair<std::string, size_t>> in_sync_counts() const;

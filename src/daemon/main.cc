@@ -84,7 +84,9 @@ net::HttpSources http_sources(const daemon::GuestSet& guests) {
 // Registers this node in the cluster (docs/CLUSTERING.md); null, with the reason logged, when
 // it cannot. The advertised client address defaults to the one the protocol listener bound.
 std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const net::Server& server,
-                                            broker::Broker& broker, cluster::PeerLinks* links) {
+                                            broker::Broker& broker, cluster::PeerLinks* links,
+                                            std::shared_ptr<cluster::Replication> replication,
+                                            bool fresh_store) {
   cluster::ClusterOptions options = config.cluster;
   options.version = WITMQ_VERSION;
   char host[256] = {};
@@ -131,6 +133,18 @@ std::unique_ptr<cluster::Node> join_cluster(const daemon::Config& config, const 
     }
     broker.release_channel(channel);
   };
+  if (replication) {
+    sources.catching_up = [replication] { return replication->catching_up(); };
+    // A node given an empty data directory holds nothing of what it may still be counted in
+    // sync for until a leader sends it the channel.
+    sources.holds = [replication, fresh_store](const std::string& channel) {
+      return !fresh_store || replication->holds(channel);
+    };
+    sources.caught_up = [replication](const std::string& channel, uint64_t epoch,
+                                      const std::string& follower) {
+      return replication->follower_caught_up(channel, epoch, follower);
+    };
+  }
   if (links != nullptr) {
     sources.peers_seen = [links](const std::vector<cluster::PeerAddress>& peers) {
       links->refresh(peers);
@@ -215,6 +229,10 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
     // (docs/CLUSTERING.md, "Forwarding").
     broker_options.inbox_prefix = config.cluster.node_id + "/";
   }
+  // An empty data directory (RocksDB has not created it yet): this node holds nothing of any
+  // channel, whatever etcd still counts it in.
+  const bool fresh_store =
+      !std::filesystem::exists(std::filesystem::path(config.broker.data_dir) / "CURRENT");
   auto broker = broker::Broker::open(std::move(broker_options), io.get_executor());
   if (!broker) {
     log::error("cannot open the broker: {}", broker.error().to_string());
@@ -315,7 +333,7 @@ int serve(const daemon::CommandLine& command_line, const daemon::Config& config)
       peer_links = std::make_unique<cluster::PeerLinks>(io, std::move(dial));
       cluster_peer_links.store(peer_links.get());
     }
-    node = join_cluster(joined, server, **broker, peer_links.get());
+    node = join_cluster(joined, server, **broker, peer_links.get(), replication, fresh_store);
     cluster_node.store(node.get());
     if (node) forwarder->attach(node.get());
     if (node) replication->connect(node.get(), peer_links.get());

@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -55,6 +56,7 @@ class ClusterUnderTest {
     for (auto& [id, d] : nodes_) {
       if (stopped_[id]) d->signal(SIGCONT);
     }
+    for (auto& [id, d] : nodes_) keep_log(id);
     nodes_.clear();
     std::filesystem::remove_all(secret_dir_);
   }
@@ -107,8 +109,22 @@ class ClusterUnderTest {
     return t && t->epoch != 0 ? t->node : std::string();
   }
 
-  void kill(const std::string& id) { nodes_.at(id)->stop(SIGKILL); }
-  void terminate(const std::string& id) { nodes_.at(id)->stop(SIGTERM); }
+  void kill(const std::string& id) {
+    nodes_.at(id)->stop(SIGKILL);
+    keep_log(id);
+  }
+  void terminate(const std::string& id) {
+    nodes_.at(id)->stop(SIGTERM);
+    keep_log(id);
+  }
+  // With $WITMQ_CLUSTER_LOGS naming a directory, appends the node's log (of the run that just
+  // ended, or of the one still running) to <dir>/<id>.log: what a failed scenario is read from.
+  void keep_log(const std::string& id) {
+    const char* dir = std::getenv("WITMQ_CLUSTER_LOGS");
+    if (dir == nullptr || *dir == 0) return;
+    std::ofstream(std::string(dir) + "/" + id + ".log", std::ios::app)
+        << nodes_.at(id)->log() << "---- end of run\n";
+  }
   void pause(const std::string& id) {
     stopped_[id] = true;
     nodes_.at(id)->signal(SIGSTOP);

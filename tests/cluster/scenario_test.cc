@@ -104,7 +104,11 @@ class ScenarioTest : public ::testing::Test {
 
   std::vector<std::string> channels_;
   std::unique_ptr<ClusterUnderTest> cluster_;
-  Recorder recorder_;
+  // With $WITMQ_SCENARIO_HISTORY naming a file, the history is written there as it is made
+  // (witmq-history-check reads it).
+  Recorder recorder_{std::getenv("WITMQ_SCENARIO_HISTORY") != nullptr
+                         ? std::string(std::getenv("WITMQ_SCENARIO_HISTORY"))
+                         : std::string()};
   std::atomic<uint64_t> turn_{0};  // for routes that alternate
   std::unique_ptr<Workload> workload_;
 };
@@ -189,8 +193,9 @@ TEST_F(ScenarioTest, StoppedLeaderIsFencedAndRejoinsAsAFollower) {
 // from its store as leader in a higher epoch, and the history is whole. A node that joins again
 // leaves a channel to its preferred node for one TTL, so leaderships do not move to whichever
 // node rejoined first (without replication, that would strand what the preferred node stored).
-// Disabled: with record shipping and leader adoption together, two runs lost about 1,100
-// acknowledged messages of one channel after etcd came back (docs/CLUSTERING.md, scenario 6).
+// Disabled: it passes about half the runs; in the others the followers of one channel re-elected
+// after etcd came back acknowledge none of its new leader's writes, and the drain cannot settle
+// that channel (docs/CLUSTERING.md, scenario 6).
 TEST_F(ScenarioTest, DISABLED_EtcdStoppedAndRestartedUnderLoad) {
   start(3, {"c1", "c2", "c3"});
   std::map<std::string, std::string> before;
@@ -360,8 +365,7 @@ TEST_F(ScenarioTest, DISABLED_PartitionedNodeRefusesWritesAndCatchesUp) {
 
 // Scenario 5: a follower restarted far behind, and a node back with an empty data directory,
 // are brought up to date before they count as in sync (and then lead without loss).
-// needs replication (issue 12)
-TEST_F(ScenarioTest, DISABLED_FollowerFarBehindAndEmptyNodeCatchUp) {
+TEST_F(ScenarioTest, FollowerFarBehindAndEmptyNodeCatchUp) {
   start(3, {"c1", "c2", "c3"});
   const std::string leader = cluster_->leader_of("c1");
   std::string follower;

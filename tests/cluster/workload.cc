@@ -190,8 +190,11 @@ class Workload::Session {
         *error = "connect: " + c.error().message;
         return nullptr;
       }
+      // Only the lease: a configuration that names channels subscribes to them on this node at
+      // once, and a node refuses one naming a channel it released (led elsewhere), so a session
+      // that names every channel could not be used on a node that leads only some of them. The
+      // receives subscribe on the node that serves them.
       GuestConfiguration config;
-      config.channels = options_.channels;
       config.extensions = Metadata{{"lease-ms", std::to_string(options_.lease_ms)}};
       if (auto st = (*c)->update_guest_configuration(config); !st.ok()) {
         *error = "update-guest-configuration: " + st.error().message;
