@@ -151,7 +151,7 @@ struct StoreStats {
   // The last write failed because the disk is full; writes are refused (kResourceExhausted)
   // until a later one succeeds.
   bool disk_full = false;
-  uint64_t disk_full_errors = 0;      // writes refused for a full disk
+  uint64_t disk_full_errors = 0;  // writes refused for a full disk
   RecoveryOrphans recovered_orphans;  // removed by recover() at this start
 };
 
