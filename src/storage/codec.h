@@ -52,6 +52,8 @@ std::optional<std::pair<char, uint32_t>> parse_meta_key(std::string_view key);
 
 // encode_message(), appended to `out` so WriteSet builds values without a temporary string.
 void append_message(std::string& out, int64_t publish_time_ms, const Message& m);
+// The size of what append_message() appends for `m`.
+size_t message_value_size(const Message& m);
 
 // Meta record values. The id of a channel or subscription is its key's, so it is not repeated in
 // the value; decoders take it from `key` and report kCorruption naming the key on any mismatch.

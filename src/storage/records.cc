@@ -184,13 +184,17 @@ Result<Durability> parse_durability(std::string_view name) {
 //   u8 version | i64 publish_time_ms | u8 format | u8 has_metadata
 //   [u32 count, count x (u32 len, key bytes, u32 len, value bytes)]  if has_metadata
 //   u32 data length | data bytes
-void append_message(std::string& out, int64_t publish_time_ms, const Message& m) {
+size_t message_value_size(const Message& m) {
   size_t need = 1 + 8 + 1 + 1 + 4 + m.data.size();
   if (m.metadata) {
     need += 4;
     for (const auto& [k, v] : *m.metadata) need += 8 + k.size() + v.size();
   }
-  out.reserve(out.size() + need);
+  return need;
+}
+
+void append_message(std::string& out, int64_t publish_time_ms, const Message& m) {
+  out.reserve(out.size() + message_value_size(m));
   put_u8(out, kRecordVersion);
   put_le(out, static_cast<uint64_t>(publish_time_ms), 8);
   put_u8(out, static_cast<uint8_t>(m.format));

@@ -6,6 +6,7 @@
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -48,6 +49,34 @@ bool is_no_space(const rocksdb::Status& s) {
 
 // How often the commit thread asks RocksDB to resume writing while the disk is full.
 constexpr auto kResumeInterval = std::chrono::seconds(1);
+
+// A WriteSet is kept in the form of a serialized RocksDB WriteBatch (the format of RocksDB's
+// db/write_batch.cc, stable across its releases since WriteBatch(std::string rep) is public):
+// a 12-byte header (sequence number and record count, little-endian u64 and u32, which the
+// commit thread and RocksDB fill in), then one record per write: its type, the column family's
+// id (varint32), the key and, for a put or a range delete, the value or the range's end, each
+// preceded by its length (varint32).
+constexpr size_t kBatchHeader = 12;
+constexpr size_t kBatchCountOffset = 8;
+constexpr char kRecordDelete = 0x4;       // kTypeColumnFamilyDeletion
+constexpr char kRecordPut = 0x5;          // kTypeColumnFamilyValue
+constexpr char kRecordDeleteRange = 0xE;  // kTypeColumnFamilyRangeDeletion
+
+// The id RocksDB gives a column family when open() creates it: the default column family is 0,
+// the others follow in ColumnFamily order. open() checks that the database's ids are these, and
+// copies write by write (add_to_batch) if they are not.
+uint32_t batch_cf_id(uint8_t cf) { return static_cast<uint32_t>(cf) + 1; }
+
+void put_varint32(std::string& out, uint32_t v) {
+  char buf[5];
+  size_t n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<char>(v);
+  out.append(buf, n);
+}
 
 // The compression for cold data: LZ4 is cheap enough to run on every flush and compaction
 // without competing much with the commit thread; fall back to none if this RocksDB lacks it.
@@ -122,9 +151,19 @@ rocksdb::ColumnFamilyOptions make_cf_options(ColumnFamily cf, const StoreOptions
 
 // ---- WriteSet --------------------------------------------------------------------------------
 
+void WriteSet::begin_record(OpKind kind, uint8_t cf, size_t key_size) {
+  if (buf_.empty()) buf_.assign(kBatchHeader, '\0');
+  static constexpr char kTypes[] = {kRecordPut, kRecordDelete, kRecordDeleteRange};
+  buf_.push_back(kTypes[static_cast<size_t>(kind)]);
+  put_varint32(buf_, batch_cf_id(cf));
+  put_varint32(buf_, static_cast<uint32_t>(key_size));
+}
+
 void WriteSet::add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b) {
+  begin_record(kind, cf, a.size());
   Op op{kind, cf, static_cast<uint32_t>(buf_.size()), static_cast<uint32_t>(a.size()), 0, 0};
   buf_.append(a);
+  if (kind != OpKind::kDelete) put_varint32(buf_, static_cast<uint32_t>(b.size()));
   op.b_off = static_cast<uint32_t>(buf_.size());
   op.b_len = static_cast<uint32_t>(b.size());
   buf_.append(b);
@@ -133,6 +172,8 @@ void WriteSet::add(OpKind kind, uint8_t cf, std::string_view a, std::string_view
 
 void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m) {
   // Encoded in place: key, then value, straight into buf_, with no temporary strings.
+  const size_t value_size = message_value_size(m);
+  begin_record(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMessages), kLogKeySize);
   Op op{OpKind::kPut,
         static_cast<uint8_t>(ColumnFamily::kMessages),
         static_cast<uint32_t>(buf_.size()),
@@ -140,6 +181,7 @@ void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const
         0,
         0};
   append_log_key(buf_, ch, seq);
+  put_varint32(buf_, static_cast<uint32_t>(value_size));
   op.b_off = static_cast<uint32_t>(buf_.size());
   append_message(buf_, publish_time_ms, m);
   op.b_len = static_cast<uint32_t>(buf_.size() - op.b_off);
@@ -240,6 +282,9 @@ struct Store::Impl {
   // Indexed by ColumnFamily. The default column family is opened (RocksDB requires it) but unused.
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+  // The column families have the ids WriteSet's records name (batch_cf_id): a WriteSet's buffer
+  // is a WriteBatch as it is. Otherwise add_to_batch copies it write by write.
+  bool batch_ids_match = false;
 
   // Guards queue and accepting. The commit thread sleeps on queue_cv while the queue is empty.
   std::mutex queue_mu;
@@ -282,7 +327,8 @@ struct Store::Impl {
   // one request).
   void take_group(std::vector<Request>& group);
   void write_group(std::vector<Request>& group, rocksdb::WriteBatch& batch);
-  rocksdb::Status add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch);
+  // Adds `writes` to `batch`; on a single node it may take their buffer (and leave them empty).
+  rocksdb::Status add_to_batch(WriteSet& writes, rocksdb::WriteBatch& batch);
   void hold_for_replicas(std::vector<Request>& group,
                          std::vector<ReplicaCatalog::Pending>& shipped);
   void close();
@@ -291,6 +337,10 @@ struct Store::Impl {
 void Store::Impl::commit_loop() {
   // Named so that top -H, perf and debuggers show which thread is the commit path.
   pthread_setname_np(pthread_self(), "witmq-commit");
+  // RocksDB counts every key comparison and memtable step of this thread in thread-local
+  // counters by default (kEnableCount); nothing reads them, and in the memtable insert loop the
+  // thread-local lookups cost as much as the comparisons they count.
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
   std::vector<Request> group;
   // Reused across writes: Clear() keeps its buffer, so steady state allocates nothing here.
   rocksdb::WriteBatch batch;
@@ -362,7 +412,28 @@ void Store::Impl::take_group(std::vector<Request>& group) {
   }
 }
 
-rocksdb::Status Store::Impl::add_to_batch(const WriteSet& writes, rocksdb::WriteBatch& batch) {
+rocksdb::Status Store::Impl::add_to_batch(WriteSet& writes, rocksdb::WriteBatch& batch) {
+  if (writes.ops_.empty()) return rocksdb::Status::OK();
+  if (batch_ids_match) {
+    // The batch's serialized form, grown by the records of `writes`: a lone request's buffer
+    // becomes the batch as it is (in cluster mode it is copied, as the replication of the group
+    // may still read it); a group's are appended to the first one's.
+    const uint32_t count = batch.Count() + static_cast<uint32_t>(writes.ops_.size());
+    std::string rep;
+    if (batch.Count() == 0) {
+      rep = options.replicator ? writes.buf_ : std::move(writes.buf_);
+    } else {
+      // WriteBatch has no public way to append serialized records: take its buffer (Data() is
+      // a reference to it), append, and make the batch again from the result.
+      rep = std::move(const_cast<std::string&>(batch.Data()));
+      rep.append(writes.buf_, kBatchHeader, std::string::npos);
+    }
+    for (size_t i = 0; i < 4; ++i) {
+      rep[kBatchCountOffset + i] = static_cast<char>((count >> (8 * i)) & 0xff);
+    }
+    batch = rocksdb::WriteBatch(std::move(rep));
+    return rocksdb::Status::OK();
+  }
   rocksdb::Status s;
   const std::string& buf = writes.buf_;
   for (const auto& op : writes.ops_) {
@@ -406,7 +477,7 @@ void Store::Impl::write_group(std::vector<Request>& group, rocksdb::WriteBatch& 
       s = add_to_batch(positions, batch);
     }
   }
-  for (const auto& req : group) {
+  for (auto& req : group) {
     if (!s.ok()) break;
     // A merged write is as durable as its most demanding member.
     sync = sync || req.durability != Durability::kNone;
@@ -581,6 +652,12 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   impl->db.reset(raw);
   impl->default_cf = handles[0];
   impl->handles.assign(handles.begin() + 1, handles.end());
+  impl->batch_ids_match = true;
+  for (size_t i = 0; i < impl->handles.size(); ++i) {
+    if (impl->handles[i]->GetID() != batch_cf_id(static_cast<uint8_t>(i))) {
+      impl->batch_ids_match = false;
+    }
+  }
   merger->start(raw, impl->handles);
   impl->merger = std::move(merger);
   impl->commit_thread = std::thread([p = impl.get()] { p->commit_loop(); });

@@ -58,7 +58,8 @@ struct StoreOptions {
 };
 
 // A set of writes applied atomically. Build it on any thread, then hand it to Store::commit.
-// Encoding happens here, on the caller's thread; the commit thread only copies bytes.
+// Encoding happens here, on the caller's thread, into the form RocksDB writes: the commit thread
+// passes a lone request's writes on as they are and copies a group's into one buffer.
 class WriteSet {
  public:
   void put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m);
@@ -98,6 +99,10 @@ class WriteSet {
     uint32_t b_off, b_len;  // value (or range end)
   };
   void add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b);
+  void begin_record(OpKind kind, uint8_t cf, size_t key_size);
+  // The writes as a serialized RocksDB WriteBatch (store.cc), so that the commit thread hands
+  // them to RocksDB whole instead of copying them write by write; ops_ points at their keys and
+  // values in it. Empty until the first write.
   std::string buf_;
   std::vector<Op> ops_;
   // Applied from a leader's shipment: never shipped on (see Store::apply_replicated).
