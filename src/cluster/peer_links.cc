@@ -318,12 +318,12 @@ asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOpti
     const auto now = Clock::now();
     if (outstanding != 0 && now - ping_sent > options.timeout) {
       if (ended.ok()) {
-        ended = Error(ErrorCode::kUnavailable,
-                      fmt::format("no answer to ping {} within {} ms ({} ms since it was queued)",
-                                  outstanding, options.timeout.count(),
-                                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      now - ping_sent)
-                                      .count()));
+        ended = Error(
+            ErrorCode::kUnavailable,
+            fmt::format(
+                "no answer to ping {} within {} ms ({} ms since it was queued)", outstanding,
+                options.timeout.count(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - ping_sent).count()));
       }
       break;
     }
