@@ -252,18 +252,24 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
                                    Status& ended, uint64_t& pong_nonce, Clock::time_point& sent) {
   for (;;) {
     auto frame = co_await read_frame(link->socket);
+    // The first reason wins: once the writer has ended the link (a ping not answered, a write
+    // that failed) and closed the socket, this read fails too, with an error that says nothing.
     if (!frame) {
-      ended = Error(frame.error().code, frame.error().message);
+      if (ended.ok()) ended = Error(frame.error().code, "read failed: " + frame.error().message);
       break;
     }
     if (const auto* r = std::get_if<PeerRefused>(&*frame)) {
-      ended = Error(ErrorCode::kUnavailable, "closed by the peer: " + peer_text(r->text));
+      if (ended.ok()) {
+        ended = Error(ErrorCode::kUnavailable, "closed by the peer: " + peer_text(r->text));
+      }
       break;
     }
     if (const auto* p = std::get_if<PeerPong>(&*frame)) {
       if (p->nonce != pong_nonce) {
-        ended =
-            invalid_argument(fmt::format("answered ping {} with pong {}", pong_nonce, p->nonce));
+        if (ended.ok()) {
+          ended =
+              invalid_argument(fmt::format("answered ping {} with pong {}", pong_nonce, p->nonce));
+        }
         break;
       }
       pong_nonce = 0;
@@ -281,8 +287,10 @@ asio::awaitable<void> read_answers(std::shared_ptr<Link> link, const PeerLinksOp
       if (options.on_frame) options.on_frame(link->node, std::move(*frame));
       continue;
     }
-    ended =
-        invalid_argument(fmt::format("sent a {} frame on an open link", peer_frame_name(*frame)));
+    if (ended.ok()) {
+      ended =
+          invalid_argument(fmt::format("sent a {} frame on an open link", peer_frame_name(*frame)));
+    }
     break;
   }
   boost::system::error_code ignored;
@@ -309,8 +317,14 @@ asio::awaitable<Status> exchange(std::shared_ptr<Link> link, const PeerLinksOpti
   while (!link->closed && !link->reader_done) {
     const auto now = Clock::now();
     if (outstanding != 0 && now - ping_sent > options.timeout) {
-      ended = Error(ErrorCode::kUnavailable,
-                    fmt::format("no answer to a ping within {} ms", options.timeout.count()));
+      if (ended.ok()) {
+        ended = Error(
+            ErrorCode::kUnavailable,
+            fmt::format(
+                "no answer to ping {} within {} ms ({} ms since it was queued)", outstanding,
+                options.timeout.count(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - ping_sent).count()));
+      }
       break;
     }
     if (outstanding == 0 && now >= next_ping) {

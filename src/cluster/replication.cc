@@ -75,6 +75,10 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     std::unique_ptr<storage::ChannelSnapshot> snapshot;
     uint32_t chunk = 0;
     bool chunk_last = false;
+    // The last resend: from which position, and when. Every frame the follower takes before the
+    // resend reaches it answers `resend` from the same position: those are answered by that one.
+    uint64_t resent_from = 0;
+    Clock::time_point resent_at{};
   };
   struct Retained {
     uint64_t position;
@@ -447,6 +451,14 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
     if (c.in_sync_timer) c.in_sync_timer->cancel();
     c.in_sync_armed = false;
   }
+  if (c.last != 0 && s.position != c.last + 1) {
+    // Positions this node stored without shipping them (written while it did not lead the
+    // channel: its lease was lost, etcd was down) are missing from the retained log, which must
+    // hold a run of positions: a follower that lacks them would ask for a resend from the first
+    // of them again and again, and get what follows the hole each time. It is sent a snapshot.
+    c.log.clear();
+    c.log_bytes = 0;
+  }
   c.last = s.position;
   c.replicas = leadership->replicas;
   for (auto it = c.followers.begin(); it != c.followers.end();) {
@@ -574,6 +586,17 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     auto f = c.followers.find(node_id);
     if (f == c.followers.end() || resend->from > c.last || resend->from == 0 || f->second.snapshot)
       return;
+    // Each frame a follower behind by a gap takes answers `resend` from the same position until
+    // the frames resent reach it: resending the retained log for each answer sends it once per
+    // frame in flight (under load, thousands of times: the link's queue fills, frames are
+    // dropped, the follower's listener stops reading and the link's pings go unanswered). One
+    // resend per position; the same one again only after cluster-in-sync-timeout-ms (the frames
+    // resent were lost).
+    const auto now = Clock::now();
+    if (resend->from == f->second.resent_from && now - f->second.resent_at < in_sync_bound(options))
+      return;
+    f->second.resent_from = resend->from;
+    f->second.resent_at = now;
     f->second.introduced = false;
     catch_up(resend->channel, c, node_id, f->second, resend->from - 1);
     return;
@@ -654,6 +677,7 @@ void Replication::State::up(const std::string& node_id) {
       f->second.introduced = false;
       f->second.beyond = false;
       f->second.snapshot.reset();  // the chunk in flight may be lost: it starts over
+      f->second.resent_from = 0;   // and so may a resend
     }
     if (!c.log.empty()) send(channel, c, node_id, c.log.back());
   }

@@ -193,10 +193,10 @@ TEST_F(ScenarioTest, StoppedLeaderIsFencedAndRejoinsAsAFollower) {
 // from its store as leader in a higher epoch, and the history is whole. A node that joins again
 // leaves a channel to its preferred node for one TTL, so leaderships do not move to whichever
 // node rejoined first (without replication, that would strand what the preferred node stored).
-// Disabled: it passes about half the runs; in the others the followers of one channel re-elected
-// after etcd came back acknowledge none of its new leader's writes, and the drain cannot settle
-// that channel (docs/CLUSTERING.md, scenario 6).
-TEST_F(ScenarioTest, DISABLED_EtcdStoppedAndRestartedUnderLoad) {
+// It failed in most runs while a leader's retained log had a hole (positions stored while etcd
+// was down, never shipped): its followers asked for the same resend for ever and acknowledged
+// none of its new epoch's writes (docs/CLUSTERING.md, scenario 6).
+TEST_F(ScenarioTest, EtcdStoppedAndRestartedUnderLoad) {
   start(3, {"c1", "c2", "c3"});
   std::map<std::string, std::string> before;
   for (const auto& c : channels_) before[c] = cluster_->leader_of(c);
