@@ -331,8 +331,7 @@ TEST_F(ScenarioTest, StoppedLeaderFullScenario) {
 
 // Scenario 4: one node partitioned away (etcd, clients and inbound peers blackholed): its side
 // refuses writes with `unavailable`, the majority goes on; healed, it catches up.
-// needs replication (issue 12)
-TEST_F(ScenarioTest, DISABLED_PartitionedNodeRefusesWritesAndCatchesUp) {
+TEST_F(ScenarioTest, PartitionedNodeRefusesWritesAndCatchesUp) {
   start(3, {"c1", "c2", "c3"});
   const std::string victim = cluster_->leader_of("c1");
   start_load();
