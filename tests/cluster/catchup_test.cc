@@ -111,6 +111,34 @@ class CatchUpTest : public ::testing::Test {
     return j.is_discarded() ? json::object() : j;
   }
 
+  // Declares channel "rep" with 3 replicas through n1; its leader ("" when none was elected).
+  std::string declare_rep() {
+    auto declarer = connect("n1");
+    const bool declared = declarer && declarer->declare_channel("rep", {{"replicas", "3"}});
+    EXPECT_TRUE(declared);
+    declarer.reset();
+    return declared ? leader_of("rep") : std::string();
+  }
+
+  // The nodes other than `id`.
+  std::vector<std::string> others(const std::string& id) const {
+    std::vector<std::string> out;
+    for (const auto& [other, d] : nodes_) {
+      if (other != id) out.push_back(other);
+    }
+    return out;
+  }
+
+  // SIGKILLs node `id` and starts it again on an empty data directory; false when it did not
+  // start.
+  bool restart_empty(const std::string& id) {
+    nodes_[id]->stop(SIGKILL);
+    std::filesystem::remove_all(dirs_[id]);
+    std::filesystem::create_directories(dirs_[id]);
+    nodes_[id]->start();
+    return nodes_[id]->port() != 0;
+  }
+
   std::string leader_of(const std::string& channel) {
     std::string leader;
     wait_until(
@@ -226,16 +254,9 @@ class CatchUpTest : public ::testing::Test {
 };
 
 TEST_F(CatchUpTest, AFollowerFarBehindAndAnEmptyNodeAreSentSnapshotsAndHoldEverything) {
-  auto declarer = connect("n1");
-  ASSERT_TRUE(declarer);
-  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
-  declarer.reset();
-  const std::string leader = leader_of("rep");
+  const std::string leader = declare_rep();
   ASSERT_FALSE(leader.empty()) << view("n1").dump();
-  std::vector<std::string> followers;
-  for (const auto& [id, d] : nodes_) {
-    if (id != leader) followers.push_back(id);
-  }
+  const std::vector<std::string> followers = others(leader);
   auto c = connect(leader);
   ASSERT_TRUE(c);
   send(*c, "before", 40);
@@ -257,11 +278,7 @@ TEST_F(CatchUpTest, AFollowerFarBehindAndAnEmptyNodeAreSentSnapshotsAndHoldEvery
   EXPECT_EQ(view(followers[0])["replication-state"]["catching-up"], json::array());
 
   // Empty: the other follower comes back with nothing.
-  nodes_[followers[1]]->stop(SIGKILL);
-  std::filesystem::remove_all(dirs_[followers[1]]);
-  std::filesystem::create_directories(dirs_[followers[1]]);
-  nodes_[followers[1]]->start();
-  ASSERT_NE(nodes_[followers[1]]->port(), 0);
+  ASSERT_TRUE(restart_empty(followers[1]));
   send(*c, "empty", 40);
   complete(*c, 20);
   ASSERT_TRUE(caught_up(leader, followers[1])) << view(leader)["replication-state"].dump() << "\n"
@@ -281,16 +298,9 @@ TEST_F(CatchUpTest, AFollowerFarBehindAndAnEmptyNodeAreSentSnapshotsAndHoldEvery
 // the snapshot, and is put back only once it holds the whole snapshot, at the leader's last
 // position (docs/CLUSTERING.md, "Snapshots and the in-sync set").
 TEST_F(CatchUpTest, AnInSyncMemberBeingSentASnapshotLeavesTheSetUntilItHoldsTheLast) {
-  auto declarer = connect("n1");
-  ASSERT_TRUE(declarer);
-  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
-  declarer.reset();
-  const std::string leader = leader_of("rep");
+  const std::string leader = declare_rep();
   ASSERT_FALSE(leader.empty()) << view("n1").dump();
-  std::vector<std::string> followers;
-  for (const auto& [id, d] : nodes_) {
-    if (id != leader) followers.push_back(id);
-  }
+  const std::vector<std::string> followers = others(leader);
   auto c = connect(leader);
   ASSERT_TRUE(c);
   // More than the retained log: an empty copy cannot be brought up to date by resending.
@@ -308,11 +318,7 @@ TEST_F(CatchUpTest, AnInSyncMemberBeingSentASnapshotLeavesTheSetUntilItHoldsTheL
 
   // No write while it is away or after: nothing but the snapshot can take it out of the set.
   const std::string emptied = followers[0];
-  nodes_[emptied]->stop(SIGKILL);
-  std::filesystem::remove_all(dirs_[emptied]);
-  std::filesystem::create_directories(dirs_[emptied]);
-  nodes_[emptied]->start();
-  ASSERT_NE(nodes_[emptied]->port(), 0);
+  ASSERT_TRUE(restart_empty(emptied));
   ASSERT_TRUE(wait_until(
       [&] {
         const json st = view(leader)["replication-state"];
@@ -345,11 +351,7 @@ TEST_F(CatchUpTest, AnInSyncMemberBeingSentASnapshotLeavesTheSetUntilItHoldsTheL
 // /readyz answers 503 naming the channel; the next member of the set is elected instead, after
 // the channel has been leaderless for a lease TTL, and sends it a snapshot; then it is ready.
 TEST_F(CatchUpTest, ANodeCatchingUpDeclinesToLeadAndIsNotReady) {
-  auto declarer = connect("n1");
-  ASSERT_TRUE(declarer);
-  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
-  declarer.reset();
-  const std::string leader = leader_of("rep");
+  const std::string leader = declare_rep();
   ASSERT_FALSE(leader.empty()) << view("n1").dump();
   auto c = connect(leader);
   ASSERT_TRUE(c);
@@ -461,11 +463,7 @@ TEST_F(CatchUpTest, ANodeCatchingUpDeclinesToLeadAndIsNotReady) {
 // first candidate, and etcd still counts it in the in-sync set. It declines the channel (it holds
 // none of it); another member leads, sends it the channel, and nothing acknowledged is lost.
 TEST_F(CatchUpTest, ANodeBackWithAnEmptyDataDirectoryDoesNotLeadWithIt) {
-  auto declarer = connect("n1");
-  ASSERT_TRUE(declarer);
-  ASSERT_TRUE(declarer->declare_channel("rep", {{"replicas", "3"}}));
-  declarer.reset();
-  const std::string leader = leader_of("rep");
+  const std::string leader = declare_rep();
   ASSERT_FALSE(leader.empty()) << view("n1").dump();
   auto c = connect(leader);
   ASSERT_TRUE(c);
@@ -476,11 +474,7 @@ TEST_F(CatchUpTest, ANodeBackWithAnEmptyDataDirectoryDoesNotLeadWithIt) {
     }
   }
   c.reset();
-  nodes_[leader]->stop(SIGKILL);
-  std::filesystem::remove_all(dirs_[leader]);
-  std::filesystem::create_directories(dirs_[leader]);
-  nodes_[leader]->start();
-  ASSERT_NE(nodes_[leader]->port(), 0);
+  ASSERT_TRUE(restart_empty(leader));
   std::string other;
   for (const auto& [id, d] : nodes_) {
     if (id != leader) other = id;
