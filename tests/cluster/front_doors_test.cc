@@ -172,6 +172,16 @@ class RequestReplyClusterTest : public ::testing::Test {
     return (**r)[0];
   }
 
+  // A node stopped with SIGSTOP until the value returned goes (SIGCONT then).
+  struct Stopped {
+    Daemon* d;
+    ~Stopped() { d->signal(SIGCONT); }
+  };
+  [[nodiscard]] Stopped stop(const std::string& node) {
+    nodes_[node]->signal(SIGSTOP);
+    return Stopped{nodes_[node].get()};
+  }
+
   std::unique_ptr<Etcd> etcd_;
   std::map<std::string, std::unique_ptr<Daemon>> nodes_;
   std::vector<std::string> extra_;
@@ -351,11 +361,7 @@ TEST_F(RequestReplyClusterTest, AReplyToAStoppedNodeIsDroppedWithinTheForwardTim
     asked = Clock::now() - start;
   });
   const Message request = next_request(*responder, "stuck");
-  nodes_[b]->signal(SIGSTOP);
-  struct Resumed {
-    Daemon* d;
-    ~Resumed() { d->signal(SIGCONT); }
-  } resume{nodes_[b].get()};
+  const Stopped stopped = stop(b);
   // The inbox's node never answers: the reply is given up within the forward timeout (1 s here)
   // and counted as dropped; the requester's node gives up on the leader likewise.
   const uint64_t before = dropped(c);
@@ -468,11 +474,7 @@ TEST_F(HttpForwardTest, AStoppedLeaderFailsRelayedRequestsWithin503AndTheTimeout
   const auto nodes = declare("held");
   const std::string b = nodes[0], a = nodes[1];
   ASSERT_EQ(http(a, "POST", "/v1/channels/held/messages", "warm").status, 201u);
-  nodes_[b]->signal(SIGSTOP);
-  struct Resumed {
-    Daemon* d;
-    ~Resumed() { d->signal(SIGCONT); }
-  } resume{nodes_[b].get()};
+  const Stopped stopped = stop(b);
   // The relayed connection to the stopped leader is open: the publish waits for its answer no
   // longer than cluster-forward-timeout-ms (1 s here), and says the outcome is unknown.
   auto start = Clock::now();
@@ -502,11 +504,7 @@ TEST_F(HttpForwardTest, RequestsQueuedBehindAStoppedLeaderFailWithinAboutOneTime
   const auto nodes = declare("held");
   const std::string b = nodes[0], a = nodes[1];
   ASSERT_EQ(http(a, "POST", "/v1/channels/held/messages", "warm").status, 201u);
-  nodes_[b]->signal(SIGSTOP);
-  struct Resumed {
-    Daemon* d;
-    ~Resumed() { d->signal(SIGCONT); }
-  } resume{nodes_[b].get()};
+  const Stopped stopped = stop(b);
   constexpr int kRequests = 8;
   std::vector<std::thread> senders;
   std::vector<daemon::testing::HttpReply> replies(kRequests);
