@@ -611,16 +611,32 @@ class PeerLinkDaemonTest : public ::testing::Test {
     std::ofstream(token_file_) << kSecret << "\n";
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // The arguments of node n1 in cluster mode on `etcd`, with a peer listener on an ephemeral port.
+  std::vector<std::string> node_args(const Etcd& etcd, int ttl_seconds = 2) const {
+    return {"--set", "cluster-node-id=n1",
+            "--set", "cluster-name=test",
+            "--set", "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]",
+            "--set", "cluster-lease-ttl-seconds=" + std::to_string(ttl_seconds),
+            "--set", "cluster-peer-listen=127.0.0.1:0",
+            "--set", "cluster-peer-token-file=" + token_file_};
+  }
+
+  // The port `d`'s peer listener bound, as /v1/cluster says (0 when it says none).
+  static uint16_t peer_port(const Daemon& d) {
+    auto v = http_get(d.http_port(), "/v1/cluster");
+    if (v.status != 200u || !v.json["peer-link"]["listen"].is_string()) return 0;
+    const std::string listen = v.json["peer-link"]["listen"];
+    return static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1)));
+  }
+
   std::string dir_, token_file_;
 };
 
 TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
-  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
-            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
-            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
-            "cluster-peer-token-file=" + token_file_});
+  Daemon d(node_args(etcd));
   ASSERT_NE(d.port(), 0);
   auto v = http_get(d.http_port(), "/v1/cluster");
   ASSERT_EQ(v.status, 200u) << v;
@@ -680,15 +696,11 @@ TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
 TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
-  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
-            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
-            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
-            "cluster-peer-token-file=" + token_file_});
+  Daemon d(node_args(etcd));
   ASSERT_NE(d.port(), 0);
-  auto v = http_get(d.http_port(), "/v1/cluster");
-  ASSERT_EQ(v.status, 200u) << v;
-  const std::string listen = v.json["peer-link"]["listen"];
-  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  const uint16_t port = peer_port(d);
+  ASSERT_NE(port, 0);
+  PeerDialer peer(port);
   auto w = peer.handshake("n2", kSecret);
   ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
 
@@ -730,15 +742,11 @@ TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes)
 TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
-  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
-            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
-            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
-            "cluster-peer-token-file=" + token_file_});
+  Daemon d(node_args(etcd));
   ASSERT_NE(d.port(), 0);
-  auto v = http_get(d.http_port(), "/v1/cluster");
-  ASSERT_EQ(v.status, 200u) << v;
-  const std::string listen = v.json["peer-link"]["listen"];
-  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  const uint16_t port = peer_port(d);
+  ASSERT_NE(port, 0);
+  PeerDialer peer(port);
   auto w = peer.handshake("n2", kSecret);
   ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
   auto answer = [&peer](const PeerFrame& f) {
@@ -792,11 +800,7 @@ TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch)
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
   const std::string data = make_temp_dir("leads");
-  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
-            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
-            "cluster-lease-ttl-seconds=2", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
-            "cluster-peer-token-file=" + token_file_},
-           data);
+  Daemon d(node_args(etcd), data);
   ASSERT_NE(d.port(), 0);
   auto sent = daemon::testing::http_request(d.http_port(), "POST", "/v1/channels/z/messages",
                                             "kept", {{"content-type", "text/plain"}});
@@ -813,8 +817,9 @@ TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch)
       },
       std::chrono::seconds(10)))
       << view.dump();
-  const std::string listen = http_get(d.http_port(), "/v1/cluster").json["peer-link"]["listen"];
-  PeerDialer peer(static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1))));
+  const uint16_t port = peer_port(d);
+  ASSERT_NE(port, 0);
+  PeerDialer peer(port);
   auto w = peer.handshake("n2", kSecret);
   ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
   auto answer = [&peer](const PeerFrame& f) {
@@ -867,15 +872,12 @@ TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch)
 TEST_F(PeerLinkDaemonTest, APeerThatNeverReadsOrOutpacesTheStoreHoldsBoundedMemory) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
-  Daemon d({"--set", "cluster-node-id=n1", "--set", "cluster-name=test", "--set",
-            "cluster-etcd-endpoints=[\"" + etcd.endpoint() + "\"]", "--set",
-            "cluster-lease-ttl-seconds=5", "--set", "cluster-peer-listen=127.0.0.1:0", "--set",
-            "cluster-peer-token-file=" + token_file_});
+  Daemon d(node_args(etcd, 5));
   ASSERT_NE(d.port(), 0);
   const pid_t pid = daemon::testing::daemon_pid(d);
   ASSERT_GT(pid, 0);
-  const std::string listen = http_get(d.http_port(), "/v1/cluster").json["peer-link"]["listen"];
-  const uint16_t port = static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1)));
+  const uint16_t port = peer_port(d);
+  ASSERT_NE(port, 0);
   const uint64_t before = daemon::testing::rss_bytes(pid);
 
   // 4,000,000 pings (52 MB), their pongs never read: unbounded, the pongs alone held 128 MB.
