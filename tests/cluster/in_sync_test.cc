@@ -58,6 +58,18 @@ class InSyncTest : public ::testing::Test {
     return j.is_discarded() ? json::object() : j;
   }
 
+  // The leader of "rep" once it is a node other than `old` (within 30 s); "" when none is.
+  std::string new_leader(const std::string& old) {
+    std::string next;
+    ClusterUnderTest::wait(
+        [&] {
+          next = cluster_->leader_of("rep");
+          return !next.empty() && next != old;
+        },
+        30s);
+    return next != old ? next : std::string();
+  }
+
   // The in-sync set of "rep" in etcd, as node `id` last read it.
   std::set<std::string> in_sync(const std::string& id) {
     std::set<std::string> out;
@@ -219,13 +231,8 @@ TEST_F(InSyncTest, FollowerWithAnOlderEpochsPositionsNeverCounts) {
   producer.reset();
   cluster_->kill(old_leader);
   for (const auto& f : followers_) cluster_->peer_link(f).heal();
-  std::string next;
-  ASSERT_TRUE(ClusterUnderTest::wait(
-      [&] {
-        next = cluster_->leader_of("rep");
-        return !next.empty() && next != old_leader;
-      },
-      30s));
+  const std::string next = new_leader(old_leader);
+  ASSERT_FALSE(next.empty()) << "no node but " << old_leader << " was elected within 30 s";
   auto writer = connect(next);
   ASSERT_TRUE(writer);
   // Acknowledged by the two (the killed node leaves the set first).
@@ -271,13 +278,8 @@ TEST_F(InSyncTest, KilledLeaderLeavesTheSetAtTheElection) {
   ASSERT_EQ(in_sync(leader_), (std::set<std::string>{"n1", "n2", "n3"}));
   const std::string old_leader = leader_;
   cluster_->kill(old_leader);
-  std::string next;
-  ASSERT_TRUE(ClusterUnderTest::wait(
-      [&] {
-        next = cluster_->leader_of("rep");
-        return !next.empty() && next != old_leader;
-      },
-      30s));
+  const std::string next = new_leader(old_leader);
+  ASSERT_FALSE(next.empty()) << "no node but " << old_leader << " was elected within 30 s";
   const std::set<std::string> survivors(followers_.begin(), followers_.end());
   EXPECT_EQ(in_sync(next), survivors) << view(next).dump();
   auto writer = connect(next);
