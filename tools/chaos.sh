@@ -6,8 +6,9 @@
 # SIGSTOP/SIGCONT past the lease, SIGTERM and restart, etcd stopped and started, a node's client
 # link reset or blackholed, its etcd link blackholed, and with 3 nodes a whole node partitioned.
 # Prints the seed, the faults injected, the time until writes were acknowledged again after each
-# kind of fault, the operations and every violation. --nodes 3 needs replication (issue 12) to
-# pass. The history stays in FILE (default: kept only when the run failed); check it again with
+# kind of fault, the operations and every violation. With WITMQ_CLUSTER_LOGS naming a directory,
+# each node's log is kept there (<dir>/<node>.log). The history stays in FILE (default: kept
+# only when the run failed); check it again with
 #   build/tests/cluster/witmq-history-check FILE
 # Exits 0 when the checker found nothing, 1 otherwise.
 set -euo pipefail
@@ -15,7 +16,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${WITMQ_BUILD_DIR:-$repo/build}
 minutes=10
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "$1"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "$1"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in

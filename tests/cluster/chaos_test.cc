@@ -1,7 +1,7 @@
 // Random faults under load, then a drain and the history checker: the short run in ctest (60 s,
 // one node in cluster mode) and the long one of tools/chaos.sh. Environment:
 //   WITMQ_CHAOS_SECONDS  how long faults are injected (default 60)
-//   WITMQ_CHAOS_NODES    nodes (default 1; 3 needs replication to pass, issue 12)
+//   WITMQ_CHAOS_NODES    nodes (default 1)
 //   WITMQ_CHAOS_SEED     the random seed (default 1), printed so that a run can be repeated
 //   WITMQ_CHAOS_HISTORY  where the history is written (default: a temporary file, removed when
 //                        the run passed); check it again with witmq-history-check.
@@ -117,7 +117,8 @@ TEST(ChaosTest, RandomFaultsUnderLoad) {
     hold(1000, 3000);
   }
   workload.stop();
-  ASSERT_TRUE(workload.drain(seconds(120))) << "the drain did not end within 120 s";
+  // On a failed drain the report still runs: what it lists as lost may be only undrained.
+  EXPECT_TRUE(workload.drain(seconds(120))) << "the drain made no progress for 120 s";
   const auto ops = recorder.ops();
   const history::Report report = history::check(ops);
 

@@ -92,7 +92,7 @@ class ScenarioTest : public ::testing::Test {
   // Stops the load, drains every channel and checks the history with `rules`.
   Report finish(const Rules& rules = {}) {
     workload_->stop();
-    EXPECT_TRUE(workload_->drain(kDrainBound)) << "the drain did not end within 90 s";
+    EXPECT_TRUE(workload_->drain(kDrainBound)) << "the drain made no progress for 90 s";
     const Report r = history::check(recorder_.ops(), rules);
     std::printf("%s", r.summary(5).c_str());
     EXPECT_GT(r.sends_ok, 0u) << "the workload made no progress";

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <random>
 #include <utility>
 
@@ -380,78 +381,140 @@ void Workload::consume(int index) {
 }
 
 bool Workload::drain(std::chrono::milliseconds limit) {
-  Session session("drain", options_);
-  const auto deadline = Clock::now() + limit;
-  const auto quiet = std::chrono::milliseconds(options_.lease_ms + 1000);
+  // One thread per channel (their leaders are spread over the nodes), each with its own
+  // connections. The limit is on progress, not on the whole drain: after a long run a channel
+  // may hold tens of thousands of unsettled messages, and the drain fails only when nothing was
+  // received or settled on any channel for `limit` (or after five times `limit` in all).
+  const auto start = Clock::now();
+  std::atomic<int64_t> progress_ns{Recorder::now_ns()};
+  std::atomic<bool> gave_up{false};
+  auto stalled = [&] {
+    if (Clock::now() - start > limit * 5) return true;
+    return Recorder::now_ns() - progress_ns.load() >
+           std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count();
+  };
+  std::vector<std::thread> threads;
   for (const auto& channel : options_.channels) {
-    auto empty_since = Clock::now();
-    bool seen_empty = false;
-    for (;;) {
-      if (Clock::now() > deadline) return false;
-      auto target = options_.route(channel);
-      if (!target) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        continue;
-      }
-      Op op;
-      op.type = OpType::kReceive;
-      op.process = session.name();
-      op.node = target->node;
-      op.channel = channel;
-      op.epoch = target->epoch;
-      op.drain = true;
-      op.invoke_ns = Recorder::now_ns();
-      std::string error;
-      client::Client* c = session.get(*target, &error);
-      if (!c) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        continue;
-      }
-      auto got = c->subscribe_try_receive(channel, 300);
-      op.complete_ns = Recorder::now_ns();
-      std::vector<Message> messages;
-      if (got.ok()) {
-        op.outcome = Outcome::kOk;
-        if (*got) messages = std::move(**got);
-        for (const auto& m : messages) op.deliveries.push_back(delivery_of(m));
-      } else {
-        op.outcome = classify(got.error(), *c);
-        op.error = got.error().message;
-      }
-      const std::string node = target->node;
-      recorder_.add(std::move(op));
-      if (!got.ok()) {
-        session.drop(node);
-        seen_empty = false;
-        continue;
-      }
-      if (messages.empty()) {
-        if (!seen_empty) empty_since = Clock::now();
-        seen_empty = true;
-        if (Clock::now() - empty_since > quiet) break;
-        continue;
-      }
+    threads.emplace_back([&, channel] {
+      if (!drain_channel(channel, progress_ns, stalled)) gave_up = true;
+    });
+  }
+  for (auto& t : threads) t.join();
+  return !gave_up.load();
+}
+
+bool Workload::drain_channel(const std::string& channel, std::atomic<int64_t>& progress_ns,
+                             const std::function<bool()>& stalled) {
+  Session session("drain-" + channel, options_);
+  const auto quiet = std::chrono::milliseconds(options_.lease_ms + 1000);
+  auto empty_since = Clock::now();
+  bool seen_empty = false;
+  for (;;) {
+    if (stalled()) return false;
+    auto target = options_.route(channel);
+    if (!target) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    Op op;
+    op.type = OpType::kReceive;
+    op.process = session.name();
+    op.node = target->node;
+    op.channel = channel;
+    op.epoch = target->epoch;
+    op.drain = true;
+    op.invoke_ns = Recorder::now_ns();
+    std::string error;
+    client::Client* c = session.get(*target, &error);
+    if (!c) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    auto got = c->subscribe_try_receive(channel, 300);
+    op.complete_ns = Recorder::now_ns();
+    std::vector<Message> messages;
+    if (got.ok()) {
+      op.outcome = Outcome::kOk;
+      if (*got) messages = std::move(**got);
+      for (const auto& m : messages) op.deliveries.push_back(delivery_of(m));
+    } else {
+      op.outcome = classify(got.error(), *c);
+      op.error = got.error().message;
+    }
+    const std::string node = target->node;
+    recorder_.add(std::move(op));
+    if (!got.ok()) {
+      session.drop(node);
       seen_empty = false;
-      for (const auto& m : messages) {
+      continue;
+    }
+    if (messages.empty()) {
+      if (!seen_empty) empty_since = Clock::now();
+      seen_empty = true;
+      if (Clock::now() - empty_since > quiet) return true;
+      continue;
+    }
+    seen_empty = false;
+    progress_ns = Recorder::now_ns();
+    // The batch's completes are pipelined on the connection (one round trip, one commit group),
+    // each recorded with its own reply time; one not answered within the request timeout is an
+    // unknown outcome.
+    struct Pending {
+      std::mutex mu;
+      std::condition_variable cv;
+      size_t left = 0;
+      std::vector<std::optional<Status>> results;
+      std::vector<int64_t> done_ns;
+    };
+    auto pending = std::make_shared<Pending>();
+    pending->left = messages.size();
+    pending->results.resize(messages.size());
+    pending->done_ns.resize(messages.size());
+    const uint64_t epoch = options_.epoch_of ? options_.epoch_of(node, channel) : 0;
+    const int64_t invoked = Recorder::now_ns();
+    auto async = c->async();
+    for (size_t i = 0; i < messages.size(); ++i) {
+      async->complete_message(messages[i], [pending, i](Status st) {
+        std::lock_guard lock(pending->mu);
+        pending->results[i] = std::move(st);
+        pending->done_ns[i] = Recorder::now_ns();
+        if (--pending->left == 0) pending->cv.notify_all();
+      });
+    }
+    bool lost_connection = false;
+    {
+      std::unique_lock lock(pending->mu);
+      pending->cv.wait_for(lock, options_.request_timeout + std::chrono::seconds(1),
+                           [&] { return pending->left == 0; });
+      for (size_t i = 0; i < messages.size(); ++i) {
         Op settle;
         settle.type = OpType::kComplete;
         settle.process = session.name();
         settle.node = node;
         settle.channel = channel;
-        settle.ids = {delivery_of(m).id};
-        settle.receipt = delivery_of(m).receipt;
-        settle.epoch = options_.epoch_of ? options_.epoch_of(node, channel) : 0;
+        settle.ids = {delivery_of(messages[i]).id};
+        settle.receipt = delivery_of(messages[i]).receipt;
+        settle.epoch = epoch;
         settle.drain = true;
-        settle.invoke_ns = Recorder::now_ns();
-        const Status st = c->complete_message(m);
-        settle.complete_ns = Recorder::now_ns();
-        settle.outcome = st.ok() ? Outcome::kOk : classify(st.error(), *c);
-        if (!st.ok()) settle.error = st.error().message;
+        settle.invoke_ns = invoked;
+        const auto& st = pending->results[i];
+        if (!st) {
+          settle.complete_ns = Recorder::now_ns();
+          settle.outcome = Outcome::kUnknown;
+          settle.error = "no reply within the request timeout";
+          lost_connection = true;
+        } else {
+          settle.complete_ns = pending->done_ns[i];
+          settle.outcome = st->ok() ? Outcome::kOk : classify(st->error(), *c);
+          if (!st->ok()) settle.error = st->error().message;
+          if (settle.outcome == Outcome::kUnknown) lost_connection = true;
+          if (st->ok()) progress_ns = Recorder::now_ns();
+        }
         recorder_.add(std::move(settle));
       }
     }
+    if (lost_connection) session.drop(node);
   }
-  return true;
 }
 
 }  // namespace witmq::cluster::testing

@@ -111,8 +111,9 @@ class Workload {
   void start();
   // Stops producers and consumers; their connections close (held messages come back).
   void stop();
-  // Reads every channel empty through the router, completing what it gets, until each channel
-  // has given nothing for lease_ms + 1 s; false when `limit` passed first.
+  // Reads every channel empty through the router (the channels at once), completing what it
+  // gets, until each channel has given nothing for lease_ms + 1 s; false when nothing was
+  // received or settled for `limit`, or after five times `limit` in all.
   bool drain(std::chrono::milliseconds limit);
 
   uint64_t sends_ok() const { return sends_ok_.load(); }
@@ -122,6 +123,8 @@ class Workload {
   class Session;
   void produce(int index);
   void consume(int index);
+  bool drain_channel(const std::string& channel, std::atomic<int64_t>& progress_ns,
+                     const std::function<bool()>& stalled);
 
   const WorkloadOptions options_;
   history::Recorder& recorder_;
