@@ -202,6 +202,25 @@ void ReplicaCatalog::load_channel(ChannelId id, const std::string& name,
   floor_ids(id, 0);
 }
 
+void ReplicaCatalog::take_up_channel(ChannelId id, const std::string& name,
+                                     const std::string& config,
+                                     std::optional<ReplicaPosition> on_disk) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = channels_.try_emplace(id);
+  ChannelEntry& e = it->second;
+  e.name = name;
+  e.config = config;
+  if (inserted && on_disk) {
+    e.epoch = on_disk->epoch;
+    e.position = e.stored = on_disk->position;
+    e.starts = on_disk->starts;
+    e.incomplete = on_disk->incomplete;
+    e.snapshot_next = UINT32_MAX;
+  }
+  by_name_[name] = id;
+  floor_ids(id, 0);
+}
+
 void ReplicaCatalog::load_subscription(const SubscriptionRecord& s) {
   std::lock_guard lock(mu_);
   subs_[s.id] = {s.channel, s.name, s.config};

@@ -41,6 +41,12 @@ class ReplicaCatalog {
   void load_channel(ChannelId id, const std::string& name, const std::string& config);
   void load_subscription(const SubscriptionRecord& s);
   void load_position(ChannelId id, ReplicaPosition p);
+  // A running store takes a channel up again (Store::recover with one channel): its name and
+  // configuration are set; its position is taken from `on_disk` only when the catalog does not
+  // know the channel yet (the catalog is never behind the records on disk, which may be behind
+  // it).
+  void take_up_channel(ChannelId id, const std::string& name, const std::string& config,
+                       std::optional<ReplicaPosition> on_disk);
 
   // Fresh ids for this store; never below an id it has held.
   ChannelId allocate_channel_id() { return next_channel_.fetch_add(1); }

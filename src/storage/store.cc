@@ -814,6 +814,7 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
   std::map<ChannelId, std::pair<std::string, HeadRecord>> heads;  // key kept for errors
   std::map<SubscriptionId, RecoveredState::Subscription> subs;
   std::map<SubscriptionId, std::pair<std::string, CursorRecord>> cursors;
+  std::map<ChannelId, ReplicaPosition> positions;
 
   {
     std::unique_ptr<rocksdb::Iterator> it(
@@ -850,7 +851,7 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
         case kReplicaPositionTag: {
           auto r = decode_replica_position(key, value);
           if (!r) return std::move(r).error();
-          impl_->catalog.load_position(parsed->second, *r);
+          positions.emplace(parsed->second, std::move(r).value());
           break;
         }
         default:
@@ -862,6 +863,9 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
       }
     }
     if (!it->status().ok()) return from_rocksdb(it->status(), "storage: reading meta");
+  }
+  if (only_channel == nullptr) {
+    for (const auto& [id, p] : positions) impl_->catalog.load_position(id, p);
   }
   if (only_channel != nullptr) {
     // One channel, read while others are written: the records of the others are not read, and
@@ -1018,8 +1022,22 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
     impl_->stats.recovered_orphans = orphans;
   }
   state.orphans = orphans;
-  for (const auto& c : state.channels)
-    impl_->catalog.load_channel(c.def.id, c.def.name, c.def.config);
+  if (only_channel == nullptr) {
+    for (const auto& c : state.channels)
+      impl_->catalog.load_channel(c.def.id, c.def.name, c.def.config);
+  } else {
+    // A running store: its catalog follows every write as it is committed, ahead of the
+    // position records on disk (a group's record is written with it), so the records read here
+    // may be behind. Loading them would move positions back, and the next write of a channel
+    // another thread is writing would be shipped under a position already shipped: followers
+    // holding that (epoch, position) would count it as held without storing it.
+    for (const auto& c : state.channels) {
+      auto p = positions.find(c.def.id);
+      impl_->catalog.take_up_channel(
+          c.def.id, c.def.name, c.def.config,
+          p == positions.end() ? std::nullopt : std::optional<ReplicaPosition>(p->second));
+    }
+  }
   for (const auto& [id, sub] : subs) impl_->catalog.load_subscription(sub.def);
   state.subscriptions.reserve(subs.size());
   for (auto& [id, sub] : subs) state.subscriptions.push_back(std::move(sub));

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <future>
+#include <thread>
 #include <mutex>
 
 #include "storage/store.h"
@@ -188,6 +190,94 @@ TEST(ReplicationTest, AWriteNoMajorityHoldsFailsWithTheReplicatorsError) {
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(st.error().message.find("only 1 of 3"), std::string::npos);
+}
+
+// A cluster node takes a channel up again (Store::recover with one channel) while another
+// channel's write is between getting its position and being written. The position record on disk
+// is then one behind the catalog; taking the first channel up must not move the second's position
+// back, or its next write is shipped under a position already shipped (followers that hold that
+// epoch and position count it as held without storing it: an acknowledged write lost at the next
+// failover).
+TEST(ReplicationTest, TakingAChannelUpLeavesAnotherChannelsPositionsAsTheyAre) {
+  TempDir dir;
+  auto rep = std::make_shared<FakeReplicator>();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool hold = false, held = false, go = false;
+  StoreOptions o;
+  o.path = dir.sub("leader");
+  o.replicator = rep;
+  o.test_hooks.before_write = [&]() -> Status {
+    std::unique_lock lock(mu);
+    if (hold) {
+      held = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return go; });
+      hold = false;
+    }
+    return ok_status();
+  };
+  auto opened = Store::open(o);
+  ASSERT_TRUE(opened) << opened.error().message;
+  auto leader = std::move(*opened);
+  ASSERT_TRUE(leader->recover());
+  const ChannelId busy = leader->allocate_channel_id();
+  const ChannelId other = leader->allocate_channel_id();
+  WriteSet defs;
+  defs.put_channel({busy, "rbusy", "{}"});
+  defs.put_channel({other, "rother", "{}"});
+  auto first = commit_async(*leader, std::move(defs));
+  auto shipped = [&](size_t n) {
+    for (int i = 0; i < 250 && rep->take().size() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return rep->take().size() >= n;
+  };
+  ASSERT_TRUE(shipped(1));
+  rep->answer_all(ok_status());
+  ASSERT_TRUE(ready(first));
+  ASSERT_TRUE(first.get());
+  const uint64_t before = leader->replica_position("rbusy").position;
+
+  // The busy channel's next write takes its position and stops before RocksDB writes it.
+  {
+    std::lock_guard lock(mu);
+    hold = true;
+  }
+  WriteSet m1;
+  m1.put_message(busy, 0, 1, make_message(0, 10));
+  auto second = commit_async(*leader, std::move(m1));
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return held; }));
+  }
+  const std::string name = "rother";
+  auto state = leader->recover(&name);
+  ASSERT_TRUE(state) << state.error().message;
+  EXPECT_EQ(state->channels.size(), 1u);
+  {
+    std::lock_guard lock(mu);
+    go = true;
+  }
+  cv.notify_all();
+  WriteSet m2;
+  m2.put_message(busy, 1, 1, make_message(1, 10));
+  auto third = commit_async(*leader, std::move(m2));
+  ASSERT_TRUE(shipped(4));
+  rep->answer_all(ok_status());
+  ASSERT_TRUE(ready(second));
+  ASSERT_TRUE(ready(third));
+  EXPECT_TRUE(second.get());
+  EXPECT_TRUE(third.get());
+
+  std::vector<uint64_t> busy_positions;
+  for (const auto& s : rep->take()) {
+    if (s.channel == "rbusy") busy_positions.push_back(s.position);
+  }
+  ASSERT_EQ(busy_positions.size(), 3u);
+  EXPECT_EQ(busy_positions[1], before + 1);
+  EXPECT_EQ(busy_positions[2], before + 2) << "a position shipped twice";
+  EXPECT_EQ(leader->replica_position("rbusy").position, before + 2);
 }
 
 TEST(ReplicationTest, FollowerRefusesStaleEpochsAndAsksForGaps) {
