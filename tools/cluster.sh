@@ -87,7 +87,7 @@ cluster: etcd on 127.0.0.1:$etcd_port; nodes (logs in $dir):
   n3  protocol 127.0.0.1:$((base + 20))  http 127.0.0.1:$((base + 21))
   curl -s 127.0.0.1:$((base + 1))/v1/cluster
   $build_dir/src/cli/witmq --server 127.0.0.1:$base cluster
-Writes are replicated to a majority of each channel's replicas; a new leader does not load them yet.
+Writes are acknowledged once a majority of each channel's replicas holds them; a new leader serves them.
 Ctrl-C stops them all.
 INFO
 # A node that ends (killed to watch a failover, say) leaves the others running; the script ends

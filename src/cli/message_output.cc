@@ -182,7 +182,8 @@ std::string format_cluster(const nlohmann::json& c) {
     }
     out += fmt::format(
         "  {:<24} leader {:<16} epoch {:<6} replicas {}  in-sync {}", text(ch, "name"),
-        ch["leader"].is_string() ? ch["leader"].get<std::string>() : "(none)",
+        ch.contains("leader") && ch["leader"].is_string() ? ch["leader"].get<std::string>()
+                                                          : "(none)",
         ch.value("epoch", uint64_t{0}), fmt::join(replicas, ","), fmt::join(in_sync, ","));
     // The followers' lag (positions not yet acknowledged), known where this node leads.
     const std::string name = text(ch, "name");
@@ -190,8 +191,9 @@ std::string format_cluster(const nlohmann::json& c) {
                                    .value("channels-led", nlohmann::json::object());
     if (ch.value("this-node-leads", false) && led.contains(name) && led[name].is_object()) {
       std::vector<std::string> lag;
-      for (const auto& [id, n] :
-           led[name].value("followers-lag", nlohmann::json::object()).items()) {
+      // Held here: a range-for over value(...).items() would iterate a destroyed temporary.
+      const nlohmann::json followers = led[name].value("followers-lag", nlohmann::json::object());
+      for (const auto& [id, n] : followers.items()) {
         if (n.is_number_unsigned()) lag.push_back(fmt::format("{}={}", id, n.get<uint64_t>()));
       }
       if (!lag.empty()) out += fmt::format("  lag {}", fmt::join(lag, ","));

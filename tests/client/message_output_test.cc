@@ -121,5 +121,27 @@ TEST(ChannelOutput, TableAndStats) {
   EXPECT_NE(stats.find("dead-letter channel: orders.dlq"), std::string::npos);
 }
 
+// `witmq cluster` on the node that leads a channel prints its followers' lag; a channel with no
+// leader (no "leader" key) prints "(none)".
+TEST(ClusterOutput, LeaderWithFollowersLagAndAChannelWithoutLeader) {
+  const auto c = nlohmann::json::parse(R"({
+    "cluster": "witmq",
+    "node": {"id": "n1", "state": "member"},
+    "nodes": [{"id": "n1", "state": "member", "client-address": "127.0.0.1:7410",
+               "peer-address": "127.0.0.1:7412", "version": "0.1.0"}],
+    "channels": [
+      {"name": "orders", "leader": "n1", "epoch": 3, "replicas": ["n1", "n2", "n3"],
+       "in-sync": ["n1", "n2"], "this-node-leads": true},
+      {"name": "idle", "epoch": 0, "replicas": ["n2"], "in-sync": []}
+    ],
+    "replication-state": {"channels-led": {"orders": {"followers-lag": {"n2": 0, "n3": 17}}}}
+  })");
+  const std::string out = format_cluster(c);
+  EXPECT_NE(out.find("cluster witmq: node n1 is member"), std::string::npos) << out;
+  EXPECT_NE(out.find("in-sync n1,n2  lag n2=0,n3=17"), std::string::npos) << out;
+  EXPECT_NE(out.find("idle"), std::string::npos) << out;
+  EXPECT_NE(out.find("leader (none)"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace witmq::cli
