@@ -7,6 +7,9 @@
 # a fresh `witmq send`) until one is acknowledged, and prints the time from the SIGKILL. The
 # killed node is started again (on its data) before the next run.
 #   tools/failover-time.sh [RUNS] [extra witmqd arguments for every node...]
+# With WITMQ_FAILOVER_KEEP=1 the temporary directory (etcd's and each node's log, and runs.log:
+# when each leader was SIGKILLed, in Unix ms, to read the node logs against) is kept, and its path
+# printed at the end.
 # Needs witmqd and witmq built (build/, or WITMQ_BUILD_DIR) and etcd installed.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,11 @@ declare -A pid
 stop_all() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pid[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$dir"
+  if [ "${WITMQ_FAILOVER_KEEP:-0}" = 1 ]; then
+    echo "failover-time: logs kept in $dir" >&2
+  else
+    rm -rf "$dir"
+  fi
 }
 trap stop_all EXIT
 
@@ -83,6 +90,7 @@ for run in $(seq 1 "$runs"); do
   entry=$((i == 1 ? base + 10 : base))
   "$witmq" --server "127.0.0.1:$entry" send "$ch" before >/dev/null || exit 1
   t0=$(now_ms)
+  echo "run $run: $ch leader $leader SIGKILLed at $t0" >>"$dir/runs.log"
   kill -KILL "${pid[$leader]}"
   wait "${pid[$leader]}" 2>/dev/null
   took=""
@@ -97,6 +105,7 @@ for run in $(seq 1 "$runs"); do
     echo "run $run: $ch not writable within 30 s of the SIGKILL of its leader $leader"
   else
     echo "run $run: leader $leader SIGKILLed; $ch writable through 127.0.0.1:$entry after $took ms"
+    echo "run $run: writable at $((t0 + took)) ($took ms)" >>"$dir/runs.log"
   fi
   start_node "$i" || exit 1
   sleep 8  # the returning node settles and gets its channels back (one lease TTL)
