@@ -7,6 +7,13 @@
 # a fresh `witmq send`) until one is acknowledged, and prints the time from the SIGKILL. The
 # killed node is started again (on its data) before the next run.
 #   tools/failover-time.sh [RUNS] [extra witmqd arguments for every node...]
+# With WITMQ_FAILOVER_RESTART_NEXT=MS each run also restarts (SIGKILL, start again) the replica
+# next in line for the channel (the first other member of its in-sync set in placement order) MS
+# milliseconds after the leader's SIGKILL, before it sends again: a crash during a rolling
+# restart. (The sends start once that node is up: keep MS under the lease TTL's 3 s or so.)
+# With WITMQ_FAILOVER_KEEP=1 the temporary directory (etcd's and each node's log, and runs.log:
+# when each leader was SIGKILLed, in Unix ms, to read the node logs against) is kept, and its path
+# printed at the end.
 # Needs witmqd and witmq built (build/, or WITMQ_BUILD_DIR) and etcd installed.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +32,11 @@ declare -A pid
 stop_all() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pid[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$dir"
+  if [ "${WITMQ_FAILOVER_KEEP:-0}" = 1 ]; then
+    echo "failover-time: logs kept in $dir" >&2
+  else
+    rm -rf "$dir"
+  fi
 }
 trap stop_all EXIT
 
@@ -60,6 +71,15 @@ extra=("$@")
 for i in 1 2 3; do start_node "$i" || exit 1; done
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# The first in-sync replica of channel $1, in placement order, other than node $2.
+next_of() {
+  curl -s "127.0.0.1:$((base + 1))/v1/cluster" | python3 -c "
+import json, sys
+v = json.load(sys.stdin)
+c = next(c for c in v.get('channels', []) if c['name'] == sys.argv[1])
+print(next((r for r in c['replicas'] if r != sys.argv[2] and r in c['in-sync']), ''))
+" "$1" "$2" 2>/dev/null
+}
 leader_of() {
   curl -s "127.0.0.1:$((base + 1))/v1/cluster" | python3 -c "
 import json, sys
@@ -82,9 +102,22 @@ for run in $(seq 1 "$runs"); do
   i=${leader#n}
   entry=$((i == 1 ? base + 10 : base))
   "$witmq" --server "127.0.0.1:$entry" send "$ch" before >/dev/null || exit 1
+  next=""
+  if [ -n "${WITMQ_FAILOVER_RESTART_NEXT:-}" ]; then
+    next=$(next_of "$ch" "$leader")
+    [ -n "$next" ] || { echo "run $run: $ch has no in-sync replica besides $leader" >&2; exit 1; }
+  fi
   t0=$(now_ms)
+  echo "run $run: $ch leader $leader SIGKILLed at $t0" >>"$dir/runs.log"
   kill -KILL "${pid[$leader]}"
   wait "${pid[$leader]}" 2>/dev/null
+  if [ -n "$next" ]; then
+    sleep "$(awk -v ms="$WITMQ_FAILOVER_RESTART_NEXT" 'BEGIN { print ms / 1000 }')"
+    kill -KILL "${pid[$next]}"
+    wait "${pid[$next]}" 2>/dev/null
+    start_node "${next#n}" || exit 1
+    echo "run $run: $ch next in line $next restarted, up at $(now_ms)" >>"$dir/runs.log"
+  fi
   took=""
   while [ $(($(now_ms) - t0)) -lt 30000 ]; do
     if "$witmq" --server "127.0.0.1:$entry" --connect-timeout 1000 send "$ch" after >/dev/null 2>&1; then
@@ -97,6 +130,7 @@ for run in $(seq 1 "$runs"); do
     echo "run $run: $ch not writable within 30 s of the SIGKILL of its leader $leader"
   else
     echo "run $run: leader $leader SIGKILLed; $ch writable through 127.0.0.1:$entry after $took ms"
+    echo "run $run: writable at $((t0 + took)) ($took ms)" >>"$dir/runs.log"
   fi
   start_node "$i" || exit 1
   sleep 8  # the returning node settles and gets its channels back (one lease TTL)

@@ -394,6 +394,7 @@ void Node::reconcile() {
   }
   const auto& r = txn->ranges;
   nodes_.clear();
+  registrations_.clear();
   for (const auto& kv : r[0]) {
     json info = parse_object(kv.value);
     const std::string id = kv.key.substr(prefix_.size() + 6);
@@ -405,6 +406,7 @@ void Node::reconcile() {
     }
     clean["started-unix-ms"] = number_field(info, "started-unix-ms");
     nodes_[id] = std::move(clean);
+    registrations_[id] = kv.create_revision;
   }
   std::map<std::string, std::unique_ptr<Channel>> seen;
   auto channel = [&](const std::string& name) -> Channel& {
@@ -515,7 +517,19 @@ void Node::reconcile() {
   // replication) strand what the preferred node stored until it gets the channel back. A node
   // that really is gone has been absent for a TTL already when its lease expired.
   const auto pass = now();
+  const auto ttl = std::chrono::seconds(ttl_seconds_ > 0 ? ttl_seconds_ : 1);
   const bool settled = pass - joined_at_ >= std::chrono::seconds(ttl_seconds_);
+  // By the same rule another node that joined less than a TTL ago (as far as this node knows:
+  // it has not been seen registered for a TTL) does not stand for a channel it is not the
+  // preferred leader of: the next member stands in its place at once instead of waiting a TTL
+  // for it. The two views of "a TTL ago" differ by a pass, so both may stand in that instant:
+  // the election transaction lets one win.
+  const auto stands_now = [&](const std::string& id, const Channel& c) {
+    if (id == c.replicas.front()) return true;
+    if (id == options_.node_id) return settled;
+    auto seen = seen_since_.find(id);
+    return seen != seen_since_.end() && pass - seen->second.second >= ttl;
+  };
   std::set<std::string> catching_up;
   if (sources_.catching_up) {
     for (std::string& name : sources_.catching_up()) catching_up.insert(std::move(name));
@@ -530,20 +544,16 @@ void Node::reconcile() {
     const auto since = leaderless_since_.try_emplace(name, pass).first->second;
     // Only a live member of the in-sync set holds every acknowledged write: no other is ever
     // elected, even when that leaves the channel without a leader. The first live member in
-    // placement order stands at once; the others once the channel has been leaderless for a
-    // lease TTL (the first may decline: below).
+    // placement order that stands now (above) stands at once; the others once the channel has
+    // been leaderless for a lease TTL (the first may decline: below).
     std::vector<std::string> candidates;
     for (const std::string& id :
          c->in_sync_known ? in_placement_order(c->replicas, c->in_sync) : c->replicas) {
-      if (live.contains(id)) candidates.push_back(id);
+      if (live.contains(id) && stands_now(id, *c)) candidates.push_back(id);
     }
     const auto me = std::find(candidates.begin(), candidates.end(), options_.node_id);
     if (me == candidates.end()) continue;
-    if (me != candidates.begin() &&
-        (!settled || pass - since < std::chrono::seconds(ttl_seconds_ > 0 ? ttl_seconds_ : 1))) {
-      continue;
-    }
-    if (!settled && c->replicas.front() != options_.node_id) continue;
+    if (me != candidates.begin() && pass - since < ttl) continue;
     // A copy being replaced by a snapshot lacks acknowledged writes: a member of the in-sync set
     // that kept its place only so that the set stays a majority must not lead with it. Nor may a
     // node given an empty data directory that etcd still counts in sync lead a channel that had
@@ -667,14 +677,13 @@ void Node::elect(const std::string& name) {
 }
 
 void Node::hand_back() {
-  const auto now = Clock::now();
+  const auto now = this->now();
   std::map<std::string, std::pair<int64_t, Clock::time_point>> seen;
-  for (const auto& [id, info] : nodes_) {
-    const int64_t started = static_cast<int64_t>(number_field(info, "started-unix-ms"));
+  for (const auto& [id, registered] : registrations_) {
     auto it = seen_since_.find(id);
-    seen[id] = it != seen_since_.end() && it->second.first == started
+    seen[id] = it != seen_since_.end() && it->second.first == registered
                    ? it->second
-                   : std::pair<int64_t, Clock::time_point>{started, now};
+                   : std::pair<int64_t, Clock::time_point>{registered, now};
   }
   seen_since_ = std::move(seen);
   // A node that returns gets its channels back once it has stayed registered for one lease TTL,

@@ -260,8 +260,12 @@ class Node {
   std::vector<std::pair<int64_t, std::string>> events_;  // (unix ms, text), the last few
   uint64_t leader_changes_ = 0, leaderships_lost_ = 0, lease_losses_ = 0;
   uint64_t handovers_ = 0;  // leaderships handed back to a channel's preferred leader
-  // When each live node was first seen alive in this run of its registration (the control loop's
-  // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL.
+  // The etcd revision at which each live node registered: a new one for every join, also one
+  // after a lost lease in the same process.
+  std::map<std::string, int64_t> registrations_;
+  // When each live node was first seen alive in this registration of it (the control loop's
+  // clock): a returning preferred leader gets its channels back once it has stayed one lease TTL,
+  // and a node that joined less than a TTL ago is not waited for as a candidate (reconcile()).
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> seen_since_;
   // Since when (the control loop's clock) each channel has been seen without a leader: the
   // second and later live members of its in-sync set stand once it has been leaderless for a
