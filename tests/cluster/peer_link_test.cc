@@ -354,6 +354,43 @@ TEST_F(PeerServerTest, TheHandshakeProvesTheSecretWithoutSendingItOrNamingTheNod
   EXPECT_EQ(server_->figures().peers_authenticated, 1u);
 }
 
+// After the welcome every answer is written from one queue, one write at a time: a refusal (here
+// of a frame a listener never takes) goes after the answers queued before it, never into the
+// middle of one, and the connection closes once they are written. The peer reads whole frames,
+// every answer it is owed, then the refusal.
+TEST_F(PeerServerTest, ARefusalIsWrittenAfterTheAnswersQueuedBeforeIt) {
+  const std::string big(60'000, 'a');
+  PeerServerOptions o;
+  o.on_replicate = [big](const std::string&, PeerReplicate f, PeerServerOptions::ReplyFn reply) {
+    reply(
+        encode_peer_frame(PeerReplicaRefused{f.channel, f.position, ErrorCode::kUnavailable, big}));
+  };
+  start(o);
+  // A small receive buffer, and nothing read until everything is sent: the answers (12 MB) wait
+  // in the listener's queue and socket when the frame it refuses is read.
+  PeerDialer d(port(), 4096);
+  auto w = d.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  constexpr uint64_t kFrames = 200;
+  std::string burst;
+  for (uint64_t i = 1; i <= kFrames; ++i)
+    burst += encode_peer_frame(PeerReplicate{"c", 1, i, i == 1 ? 0u : 1u, i - 1, 1, "", ""});
+  burst += encode_peer_frame(PeerPong{1});
+  d.send_raw(burst);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (uint64_t i = 1; i <= kFrames; ++i) {
+    auto a = d.receive();
+    ASSERT_TRUE(a && std::holds_alternative<PeerReplicaRefused>(*a))
+        << "answer " << i << ": " << refused_text(a);
+    const auto& r = std::get<PeerReplicaRefused>(*a);
+    ASSERT_EQ(r.epoch, i);
+    ASSERT_EQ(r.text, big) << "answer " << i;
+  }
+  EXPECT_NE(refused_text(d.receive()).find("a pong frame, which a listener never takes"),
+            std::string::npos);
+  EXPECT_TRUE(d.closed());
+}
+
 TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
   PeerServerOptions o;
   o.max_frame_bytes = 64 * 1024;
