@@ -794,6 +794,33 @@ bool Node::placed(const std::string& channel) const {
   return it != v->index.end() && !v->channels[it->second].replicas.empty();
 }
 
+std::optional<std::vector<std::string>> Node::replicas_of(const std::string& channel) const {
+  std::shared_ptr<const View> v;
+  {
+    std::lock_guard lock(mu_);
+    v = view_;
+  }
+  if (!v) return std::nullopt;
+  auto it = v->index.find(channel);
+  if (it == v->index.end() || v->channels[it->second].replicas.empty()) return std::nullopt;
+  return v->channels[it->second].replicas;
+}
+
+void Node::await_placement(const std::string& channel, Clock::time_point deadline,
+                           std::function<void()> done) {
+  if (replicas_of(channel)) return done();
+  bool queued = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopped_) {
+      waiters_.push_back({channel, deadline,
+                          [done = std::move(done)](std::optional<LeaderInfo>) { done(); }, true});
+      queued = true;
+    }
+  }
+  if (!queued) done();
+}
+
 std::optional<Node::Leadership> Node::leadership(const std::string& channel) const {
   std::shared_ptr<const View> v;
   {
@@ -877,7 +904,12 @@ void Node::answer_waiters(bool stopping) {
     const bool alive = alive_locked(now);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       auto leader = view_ ? leader_in(*view_, it->channel, alive) : std::nullopt;
-      if (leader || stopping || now >= it->deadline) {
+      bool placed = false;
+      if (it->placement && view_) {
+        auto c = view_->index.find(it->channel);
+        placed = c != view_->index.end() && !view_->channels[c->second].replicas.empty();
+      }
+      if (leader || placed || stopping || now >= it->deadline) {
         ready.emplace_back(std::move(it->done), std::move(leader));
         it = waiters_.erase(it);
       } else {
@@ -989,6 +1021,15 @@ bool Node::ready(std::string* why) const {
   if (s.alive) {
     std::vector<std::string> catching_up;
     if (sources_.catching_up) catching_up = sources_.catching_up();
+    // Only a channel placed here has a leader that completes this node's copy: an incomplete copy
+    // of another (left by a build that took snapshots of any channel, or a channel whose
+    // placement no longer lists this node) is never completed and keeps nothing from serving.
+    std::erase_if(catching_up, [&](const std::string& channel) {
+      auto it = v->index.find(channel);
+      if (it == v->index.end()) return true;
+      const auto& replicas = v->channels[it->second].replicas;
+      return std::find(replicas.begin(), replicas.end(), options_.node_id) == replicas.end();
+    });
     if (catching_up.empty()) return true;
     if (why) {
       *why = fmt::format(

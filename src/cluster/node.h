@@ -158,6 +158,17 @@ class Node {
   // Whether `channel` has a placement (replicas) in the last view, whether or not anyone leads it
   // now. Any thread; takes no etcd round trip.
   bool placed(const std::string& channel) const;
+  // The replicas of `channel` (this node's place among them or not) as of the last view: nullopt
+  // when it has no placement there. Placements are written once, so a view that is not alive
+  // (etcd unreachable) still names them. Any thread; takes no etcd round trip.
+  std::optional<std::vector<std::string>> replicas_of(const std::string& channel) const;
+  // Calls `done` once the view places `channel`, or after the first pass of the control loop
+  // past `deadline`, or when the node stops; the caller asks replicas_of() again. Asks for no
+  // pass of its own: a placement another node has just written is seen at the next regular
+  // pass. `done` runs on the node's thread (at once on the caller's when the view places the
+  // channel already) and must not block.
+  void await_placement(const std::string& channel, std::chrono::steady_clock::time_point deadline,
+                       std::function<void()> done);
   // False when this node's last view says it leads `channel` but it may no longer act on that:
   // the lease's deadline passed (the process was stopped, etcd does not answer) or the epoch
   // moved, before the control loop has told `lost`. True for every channel it does not claim.
@@ -290,6 +301,7 @@ class Node {
     std::string channel;
     std::chrono::steady_clock::time_point deadline;
     std::function<void(std::optional<LeaderInfo>)> done;
+    bool placement = false;  // await_placement(): answered once the channel is placed
   };
   std::vector<Waiter> waiters_;
   struct InSyncChange {

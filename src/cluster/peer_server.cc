@@ -39,6 +39,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   size_t outbox_bytes = 0;
   bool writing = false;
   bool closed = false;
+  // A refusal is queued: it is the last frame, nothing is queued after it (strand only).
+  bool refusing = false;
   // Frames handed to replication and not answered yet, and their bytes (strand only).
   size_t in_flight = 0, in_flight_bytes = 0;
   // The reader waits on it while the answers owed are over their bounds (strand only).
@@ -56,7 +58,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
 
   // Strand only.
   void enqueue(std::string frame) {
-    if (closed) return;
+    if (closed || refusing) return;
     outbox_bytes += frame.size();
     outbox.push_back(std::move(frame));
     if (!writing) write_next();
@@ -201,10 +203,25 @@ asio::awaitable<void> PeerServer::State::refuse(Connection& conn, ErrorCode code
                                                 const std::string& text) {
   ++refused;
   log::warn("peer listener: refused {}: {}", conn.remote, text);
-  const std::string frame = encode_peer_frame(PeerRefused{code, text});
+  std::string frame = encode_peer_frame(PeerRefused{code, text});
   boost::system::error_code ec;
-  co_await asio::async_write(conn.socket, asio::buffer(frame),
-                             asio::redirect_error(asio::use_awaitable, ec));
+  if (!conn.welcomed) {
+    // In the handshake nothing else is written: the refusal goes at once.
+    co_await asio::async_write(conn.socket, asio::buffer(frame),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    // After the welcome answers are being written from the queue (one write at a time): a write
+    // of its own here could land between two parts of an answer and break the framing the peer
+    // reads. The refusal goes last through the same queue, and the connection closes once the
+    // queue is written, or after the handshake bound if the peer does not read it.
+    conn.enqueue(std::move(frame));
+    conn.refusing = true;
+    const auto until = std::chrono::steady_clock::now() + options.handshake_timeout;
+    while (!conn.closed && !conn.outbox.empty() && std::chrono::steady_clock::now() < until) {
+      conn.room.expires_at(until);
+      co_await conn.room.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
   conn.socket.shutdown(tcp::socket::shutdown_send, ec);
   conn.socket.close(ec);
 }

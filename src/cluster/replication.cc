@@ -23,6 +23,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long a frame for a channel this node's view does not place yet waits for a pass of the
+// control loop to show its placement (when_placed_here).
+constexpr std::chrono::milliseconds kPlacementWait{2'500};
+
 uint8_t durability_byte(storage::Durability d) { return static_cast<uint8_t>(d); }
 
 std::chrono::milliseconds in_sync_bound(const ReplicationOptions& o) {
@@ -48,6 +52,31 @@ std::optional<PeerReplicaRefused> refuse_if_led(const Node* node, const std::str
                   peer_text(channel), what, epoch, peer, l->epoch)};
 }
 
+// The refusal of a frame for `channel` when its placement, as this node's view has it, does not
+// list this node (nullopt when it does). Only a channel's replicas hold a copy of it: a frame for
+// a channel placed elsewhere, or not placed at all, is not a leader's (a peer holding the token
+// can send anything), and a snapshot begun for it would leave a copy here that no leader ever
+// completes, which keeps the node from being ready for good.
+std::optional<PeerReplicaRefused> refuse_if_unplaced(const Node& node, const std::string& self,
+                                                     const std::string& peer,
+                                                     const std::string& channel, uint64_t epoch,
+                                                     const char* what) {
+  const auto replicas = node.replicas_of(channel);
+  if (replicas && std::find(replicas->begin(), replicas->end(), self) != replicas->end()) {
+    return std::nullopt;
+  }
+  return PeerReplicaRefused{
+      channel, 0, ErrorCode::kFailedPrecondition,
+      replicas
+          ? fmt::format("replication: channel '{}': {} of epoch {} from node '{}' is "
+                        "refused: the channel is placed on {}, not on this node ('{}')",
+                        peer_text(channel), what, epoch, peer, fmt::join(*replicas, ", "), self)
+          : fmt::format("replication: channel '{}': {} of epoch {} from node '{}' is "
+                        "refused: the channel has no placement in etcd (as of this node's "
+                        "last view), so it has no replica here",
+                        peer_text(channel), what, epoch, peer)};
+}
+
 }  // namespace
 
 struct Replication::State : std::enable_shared_from_this<Replication::State> {
@@ -62,8 +91,9 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   std::atomic<bool> stopped{false};
 
   std::atomic<uint64_t> shipped{0}, quorum_acks{0}, quorum_timeouts{0}, applied{0},
-      stale_refused{0}, resends{0}, beyond_retained{0}, diverged{0}, snapshots_sent{0},
-      snapshots_received{0}, in_sync_shrinks{0}, in_sync_expands{0}, stale_acks{0};
+      stale_refused{0}, unplaced_refused{0}, resends{0}, beyond_retained{0}, diverged{0},
+      snapshots_sent{0}, snapshots_received{0}, in_sync_shrinks{0}, in_sync_expands{0},
+      stale_acks{0};
 
   // -- the leader's state, on `strand` only --
   struct Follower {
@@ -75,6 +105,11 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     std::unique_ptr<storage::ChannelSnapshot> snapshot;
     uint32_t chunk = 0;
     bool chunk_last = false;
+    // The channel is gone from this node's store (deleted): instead of a snapshot, the follower
+    // was sent word to drop its copy (an empty snapshot) at this position.
+    std::optional<uint64_t> gone;
+    // A snapshot or the word that the channel is gone is on its way: nothing else is sent.
+    bool busy() const { return snapshot != nullptr || gone.has_value(); }
     // The last resend: from which position, and when. Every frame the follower takes before the
     // resend reaches it answers `resend` from the same position: those are answered by that one.
     uint64_t resent_from = 0;
@@ -114,6 +149,23 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   nlohmann::json summary = nlohmann::json::object();
 
   void ship(storage::Shipment s, std::function<void(Status)> held);
+  // Follower side: runs `go` once `channel`'s placement is known to list this node, or answers
+  // `reply` with a refusal (refuse_if_unplaced). A channel the view does not place yet (another
+  // node placed it a moment ago and leads it) is looked at again after the control loop's next
+  // pass (at most kPlacementWait); the frame waits meanwhile (and counts against its
+  // connection's bounds, PeerServerOptions).
+  void when_placed_here(const std::string& peer, const std::string& channel, uint64_t epoch,
+                        const char* what, PeerServerOptions::ReplyFn reply,
+                        std::function<void(PeerServerOptions::ReplyFn)> go);
+  // Leader side: whether this node still leads `channel` in the epoch `c` ships in. A node that
+  // lost the channel (its lease's deadline passed, or a newer epoch was granted) sends nothing
+  // more for it, and its writes still waiting fail.
+  bool still_leads(const std::string& channel, Led& c);
+  // Follower side, once the channel is known to be placed here: a batch, a snapshot chunk.
+  void apply_batch(storage::Store* store, const std::string& peer, PeerReplicate frame,
+                   PeerServerOptions::ReplyFn reply);
+  void apply_chunk(storage::Store* store, const std::string& peer, PeerSnapshot frame,
+                   PeerServerOptions::ReplyFn reply);
   void send(const std::string& channel, Led& c, const std::string& follower, const Retained& r);
   void release(const std::string& channel, Led& c);
   void fail_all(Led& c, const std::string& why);
@@ -250,11 +302,83 @@ void Replication::State::in_sync_changed(const std::string& channel, uint64_t ge
   arm_in_sync(channel, c);
 }
 
+void Replication::State::when_placed_here(const std::string& peer, const std::string& channel,
+                                          uint64_t epoch, const char* what,
+                                          PeerServerOptions::ReplyFn reply,
+                                          std::function<void(PeerServerOptions::ReplyFn)> go) {
+  Node* n = node.load();
+  if (n == nullptr) {
+    reply(encode_peer_frame(PeerReplicaRefused{
+        channel, 0, ErrorCode::kUnavailable,
+        fmt::format("replication: channel '{}': this node has not joined its cluster yet",
+                    peer_text(channel))}));
+    return;
+  }
+  auto decide = [self = shared_from_this(), n, peer, channel, epoch, what](
+                    PeerServerOptions::ReplyFn& reply,
+                    std::function<void(PeerServerOptions::ReplyFn)>& go) {
+    if (self->stopped.load()) {
+      reply(encode_peer_frame(PeerReplicaRefused{channel, 0, ErrorCode::kUnavailable,
+                                                 "the node is not ready to replicate"}));
+      return;
+    }
+    if (auto refused = refuse_if_unplaced(*n, self->options.node_id, peer, channel, epoch, what)) {
+      ++self->unplaced_refused;
+      log::warn("{}", refused->text);
+      reply(encode_peer_frame(*refused));
+      return;
+    }
+    go(std::move(reply));
+  };
+  if (n->replicas_of(channel) || stopped.load()) return decide(reply, go);
+  // A placement written before its leader shipped this frame is in every view read after the
+  // frame came: one pass of the control loop (a tick is at most 1 s) that starts after it. The
+  // bound leaves room for that pass to finish, and a frame for a channel nobody placed waits no
+  // longer.
+  n->await_placement(
+      channel, Clock::now() + std::min<std::chrono::milliseconds>(options.timeout, kPlacementWait),
+      [decide, reply = std::move(reply), go = std::move(go)]() mutable { decide(reply, go); });
+}
+
+bool Replication::State::still_leads(const std::string& channel, Led& c) {
+  Node* n = node.load();
+  if (n == nullptr || stopped.load()) return false;
+  const auto l = n->leadership(channel);
+  if (l && l->epoch == c.epoch) return true;
+  if (!c.pending.empty()) {
+    fail_all(c, fmt::format("replication: channel '{}': this node no longer leads it in epoch {}; "
+                            "the write is not acknowledged",
+                            channel, c.epoch));
+  }
+  return false;
+}
+
 void Replication::State::start_snapshot(const std::string& channel, Led& c, const std::string& id,
                                         Follower& f) {
   storage::Store* st = store.load();
-  if (st == nullptr || f.snapshot) return;
+  if (st == nullptr || f.busy()) return;
+  if (!still_leads(channel, c)) return;
   auto snap = st->snapshot_channel(channel);
+  if (!snap && snap.error().code == ErrorCode::kNotFound) {
+    // The channel was deleted here after this node shipped its writes (the delete among them):
+    // there is no state to send, and the follower's copy (diverged, or an incomplete snapshot
+    // that would otherwise never complete) must go. An empty snapshot says so: the follower
+    // drops its copy, and takes the channel again from its first position if it is made again.
+    f.gone = c.last;
+    f.beyond = false;
+    f.acked = 0;
+    log::info(
+        "replication: channel '{}': it is gone from this node's store: telling follower '{}' to "
+        "drop its copy (position {})",
+        channel, id, c.last);
+    PeerLinks* l = links.load();
+    if (l == nullptr ||
+        !l->send(id, std::make_shared<const std::string>(encode_peer_frame(
+                         PeerSnapshot{channel, c.epoch, c.last, 0, true, {}, ""})))) {
+      f.gone.reset();
+    }
+    return;
+  }
   if (!snap) {
     log::warn("replication: channel '{}': cannot send follower '{}' a snapshot: {}", channel, id,
               snap.error().message);
@@ -309,7 +433,7 @@ void Replication::State::send_chunk(const std::string& channel, Led& c, const st
 
 void Replication::State::catch_up(const std::string& channel, Led& c, const std::string& id,
                                   Follower& f, uint64_t position) {
-  if (position >= c.last) return;
+  if (position >= c.last || !still_leads(channel, c)) return;
   if (c.log.empty() || c.log.front().position > position + 1) {
     ++beyond_retained;
     start_snapshot(channel, c, id, f);
@@ -323,7 +447,7 @@ void Replication::State::catch_up(const std::string& channel, Led& c, const std:
 
 void Replication::State::diverged_follower(const std::string& channel, Led& c,
                                            const std::string& id, Follower& f) {
-  if (f.snapshot) return;
+  if (f.busy()) return;
   ++diverged;
   start_snapshot(channel, c, id, f);
   publish(channel, c);
@@ -350,7 +474,7 @@ void Replication::State::leave_in_sync(const std::string& channel, Led& c, const
 
 void Replication::State::rejoin_in_sync(const std::string& channel, Led& c, const std::string& id,
                                         const Follower& f) {
-  if (f.snapshot || f.beyond || f.acked != c.last || c.last < c.epoch_start ||
+  if (f.busy() || f.beyond || f.acked != c.last || c.last < c.epoch_start ||
       c.in_sync.contains(id) || c.adding.contains(id) || c.dropping.contains(id)) {
     return;
   }
@@ -369,7 +493,7 @@ void Replication::State::publish(const std::string& channel, const Led& c) {
   for (const auto& [id, f] : c.followers) {
     followers[id] = f.acked;
     lag[id] = c.last - std::min(c.last, f.acked);
-    if (f.snapshot) catching_up.push_back(id);
+    if (f.busy()) catching_up.push_back(id);
   }
   std::vector<std::string> in_sync;
   for (const std::string& id : c.replicas) {
@@ -403,7 +527,7 @@ void Replication::State::send(const std::string& channel, Led& c, const std::str
   PeerLinks* l = links.load();
   if (l == nullptr) return;
   Follower& f = c.followers[follower];
-  if (f.beyond || f.snapshot) return;
+  if (f.beyond || f.busy()) return;
   if (!f.introduced) {
     PeerReplicate with = *r.frame;
     if (storage::Store* st = store.load()) with.definitions = st->replica_definitions(channel);
@@ -573,7 +697,7 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     }
     // Being sent a snapshot: an answer to a frame sent before it is void, the copy it speaks of
     // is being replaced.
-    if (f->second.snapshot) return;
+    if (f->second.busy()) return;
     f->second.acked = std::max(f->second.acked, std::min(ack->position, c.last));
     rejoin_in_sync(ack->channel, c, node_id, f->second);
     release(ack->channel, c);
@@ -584,7 +708,7 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     if (it == led.end()) return;
     Led& c = it->second;
     auto f = c.followers.find(node_id);
-    if (f == c.followers.end() || resend->from > c.last || resend->from == 0 || f->second.snapshot)
+    if (f == c.followers.end() || resend->from > c.last || resend->from == 0 || f->second.busy())
       return;
     // Each frame a follower behind by a gap takes answers `resend` from the same position until
     // the frames resent reach it: resending the retained log for each answer sends it once per
@@ -612,7 +736,7 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
       return;
     }
     auto f = c.followers.find(node_id);
-    if (f == c.followers.end() || f->second.snapshot) return;
+    if (f == c.followers.end() || f->second.busy()) return;
     log::warn(
         "replication: channel '{}': follower '{}' diverged from this node's log (its last entry: "
         "epoch {}, position {}); it is sent a snapshot",
@@ -627,21 +751,30 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     auto f = c.followers.find(node_id);
     if (f == c.followers.end()) return;
     Follower& fw = f->second;
-    if (!fw.snapshot || ack->index != fw.chunk ||
-        ack->position != fw.snapshot->position().position) {
-      return;
-    }
-    if (!fw.chunk_last) {
-      ++fw.chunk;
-      send_chunk(ack->channel, c, node_id, fw);
-      return;
+    if (fw.gone) {
+      if (ack->index != 0 || ack->position != *fw.gone) return;
+      fw.gone.reset();
+      log::info(
+          "replication: channel '{}': follower '{}' dropped its copy (the channel is gone here) "
+          "at position {}",
+          ack->channel, node_id, ack->position);
+    } else {
+      if (!fw.snapshot || ack->index != fw.chunk ||
+          ack->position != fw.snapshot->position().position) {
+        return;
+      }
+      if (!fw.chunk_last) {
+        ++fw.chunk;
+        send_chunk(ack->channel, c, node_id, fw);
+        return;
+      }
+      fw.snapshot.reset();
+      ++snapshots_sent;
+      log::info("replication: channel '{}': follower '{}' holds the snapshot at position {}",
+                ack->channel, node_id, ack->position);
     }
     const uint64_t position = ack->position;
-    fw.snapshot.reset();
     fw.introduced = true;  // the snapshot held the definitions
-    ++snapshots_sent;
-    log::info("replication: channel '{}': follower '{}' holds the snapshot at position {}",
-              ack->channel, node_id, position);
     fw.acked = std::max(fw.acked, std::min(position, c.last));
     catch_up(ack->channel, c, node_id, fw, position);
     // Whole and at the last position: back into the in-sync set (else once it acknowledges the
@@ -656,8 +789,10 @@ void Replication::State::answer(const std::string& node_id, PeerFrame frame) {
     auto it = led.find(refused->channel);
     if (it == led.end()) return;
     // A refused snapshot chunk ends that snapshot; the follower's next answer starts another.
-    if (auto f = it->second.followers.find(node_id); f != it->second.followers.end())
+    if (auto f = it->second.followers.find(node_id); f != it->second.followers.end()) {
       f->second.snapshot.reset();
+      f->second.gone.reset();
+    }
     if (refused->epoch > it->second.epoch) {
       fail_all(it->second,
                fmt::format("replication: channel '{}': node '{}' has seen epoch {}, "
@@ -673,10 +808,14 @@ void Replication::State::up(const std::string& node_id) {
   for (auto& [channel, c] : led) {
     auto f = c.followers.find(node_id);
     if (std::find(c.replicas.begin(), c.replicas.end(), node_id) == c.replicas.end()) continue;
+    // A channel this node no longer leads in the epoch it shipped in: nothing more of it goes out
+    // (its log is that epoch's; the follower may already take a newer leader's frames).
+    if (!still_leads(channel, c)) continue;
     if (f != c.followers.end()) {
       f->second.introduced = false;
       f->second.beyond = false;
       f->second.snapshot.reset();  // the chunk in flight may be lost: it starts over
+      f->second.gone.reset();
       f->second.resent_from = 0;   // and so may a resend
     }
     if (!c.log.empty()) send(channel, c, node_id, c.log.back());
@@ -719,17 +858,10 @@ void Replication::stop() {
   });
 }
 
-void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
-                               PeerServerOptions::ReplyFn reply) {
-  storage::Store* store = state_->store.load();
-  if (store == nullptr || state_->stopped.load()) {
-    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
-                                               "the node is not ready to replicate"}));
-    return;
-  }
-  if (auto refused =
-          refuse_if_led(state_->node.load(), peer, frame.channel, frame.epoch, "a batch")) {
-    ++state_->stale_refused;
+void Replication::State::apply_batch(storage::Store* store, const std::string& peer,
+                                     PeerReplicate frame, PeerServerOptions::ReplyFn reply) {
+  if (auto refused = refuse_if_led(node.load(), peer, frame.channel, frame.epoch, "a batch")) {
+    ++stale_refused;
     log::warn("{}", refused->text);
     reply(encode_peer_frame(*refused));
     return;
@@ -743,7 +875,7 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
   b.durability = static_cast<storage::Durability>(frame.durability);
   b.definitions = std::move(frame.definitions);
   b.records = std::move(frame.records);
-  store->apply_replicated(b, [st = state_, peer, channel = b.channel,
+  store->apply_replicated(b, [st = shared_from_this(), peer, channel = b.channel,
                               reply = std::move(reply)](storage::ApplyOutcome o) {
     using Kind = storage::ApplyOutcome::Kind;
     switch (o.kind) {
@@ -774,17 +906,11 @@ void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
   });
 }
 
-void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
-                              PeerServerOptions::ReplyFn reply) {
-  storage::Store* store = state_->store.load();
-  if (store == nullptr || state_->stopped.load()) {
-    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
-                                               "the node is not ready to replicate"}));
-    return;
-  }
-  if (auto refused = refuse_if_led(state_->node.load(), peer, frame.channel, frame.epoch,
-                                   "a snapshot chunk")) {
-    ++state_->stale_refused;
+void Replication::State::apply_chunk(storage::Store* store, const std::string& peer,
+                                     PeerSnapshot frame, PeerServerOptions::ReplyFn reply) {
+  if (auto refused =
+          refuse_if_led(node.load(), peer, frame.channel, frame.epoch, "a snapshot chunk")) {
+    ++stale_refused;
     log::warn("{}", refused->text);
     reply(encode_peer_frame(*refused));
     return;
@@ -797,8 +923,8 @@ void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
   c.last = frame.last;
   for (const PeerEpochStart& s : frame.starts) c.starts.push_back({s.epoch, s.first});
   c.records = std::move(frame.records);
-  store->apply_snapshot(c, [st = state_, peer, channel = c.channel, index = c.index, last = c.last,
-                            reply = std::move(reply)](storage::ApplyOutcome o) {
+  store->apply_snapshot(c, [st = shared_from_this(), peer, channel = c.channel, index = c.index,
+                            last = c.last, reply = std::move(reply)](storage::ApplyOutcome o) {
     using Kind = storage::ApplyOutcome::Kind;
     if (o.kind == Kind::kApplied) {
       if (last) {
@@ -816,6 +942,40 @@ void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
         o.kind == Kind::kStale ? ErrorCode::kFailedPrecondition : ErrorCode::kInvalidArgument,
         o.text}));
   });
+}
+
+void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
+                               PeerServerOptions::ReplyFn reply) {
+  storage::Store* store = state_->store.load();
+  if (store == nullptr || state_->stopped.load()) {
+    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
+                                               "the node is not ready to replicate"}));
+    return;
+  }
+  const std::string channel = frame.channel;
+  const uint64_t epoch = frame.epoch;
+  auto held = std::make_shared<PeerReplicate>(std::move(frame));
+  state_->when_placed_here(peer, channel, epoch, "a batch", std::move(reply),
+                           [st = state_, store, peer, held](PeerServerOptions::ReplyFn reply) {
+                             st->apply_batch(store, peer, std::move(*held), std::move(reply));
+                           });
+}
+
+void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
+                              PeerServerOptions::ReplyFn reply) {
+  storage::Store* store = state_->store.load();
+  if (store == nullptr || state_->stopped.load()) {
+    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
+                                               "the node is not ready to replicate"}));
+    return;
+  }
+  const std::string channel = frame.channel;
+  const uint64_t epoch = frame.epoch;
+  auto held = std::make_shared<PeerSnapshot>(std::move(frame));
+  state_->when_placed_here(peer, channel, epoch, "a snapshot chunk", std::move(reply),
+                           [st = state_, store, peer, held](PeerServerOptions::ReplyFn reply) {
+                             st->apply_chunk(store, peer, std::move(*held), std::move(reply));
+                           });
 }
 
 void Replication::on_frame(const std::string& node, PeerFrame frame) {
@@ -859,13 +1019,11 @@ void Replication::on_up(const std::string& node) {
 
 ReplicationFigures Replication::figures() const {
   const State& s = *state_;
-  return {s.shipped.load(),         s.quorum_acks.load(),
-          s.quorum_timeouts.load(), s.applied.load(),
-          s.stale_refused.load(),   s.resends.load(),
-          s.beyond_retained.load(), s.diverged.load(),
-          s.snapshots_sent.load(),  s.snapshots_received.load(),
-          s.in_sync_shrinks.load(), s.in_sync_expands.load(),
-          s.stale_acks.load()};
+  return {s.shipped.load(),         s.quorum_acks.load(),        s.quorum_timeouts.load(),
+          s.applied.load(),         s.stale_refused.load(),      s.unplaced_refused.load(),
+          s.resends.load(),         s.beyond_retained.load(),    s.diverged.load(),
+          s.snapshots_sent.load(),  s.snapshots_received.load(), s.in_sync_shrinks.load(),
+          s.in_sync_expands.load(), s.stale_acks.load()};
 }
 
 nlohmann::json Replication::to_json() const {
@@ -875,6 +1033,7 @@ nlohmann::json Replication::to_json() const {
                    {"quorum-timeouts", f.quorum_timeouts},
                    {"batches-applied", f.batches_applied},
                    {"stale-refused", f.stale_refused},
+                   {"unplaced-refused", f.unplaced_refused},
                    {"resends", f.resends},
                    {"beyond-retained", f.beyond_retained},
                    {"diverged", f.diverged},

@@ -74,6 +74,7 @@ struct ReplicationFigures {
   uint64_t quorum_timeouts = 0;     // shipped batches that failed for want of a majority
   uint64_t batches_applied = 0;     // received batches applied by this node as a follower
   uint64_t stale_refused = 0;       // received batches refused for a stale epoch
+  uint64_t unplaced_refused = 0;    // received frames refused: their channel has no replica here
   uint64_t resends = 0;             // resend requests answered from the retained log
   uint64_t beyond_retained = 0;     // resend requests the retained log no longer reaches
   uint64_t diverged = 0;            // followers' divergence reports (leader side)

@@ -554,6 +554,15 @@ ApplyOutcome ReplicaCatalog::accept_snapshot(const SnapshotChunk& c, WriteSet& o
       out.add(WriteSet::OpKind::kDelete, kMetaCf, meta_key(kReplicaPositionTag, id), {});
     }
     for (SubscriptionId id : subs) out.delete_subscription(id);
+    if (c.last && c.records.empty()) {
+      // An empty snapshot: the channel is gone from the leader's store (deleted). The copy goes
+      // and nothing replaces it; a channel made again under the name starts from position 1.
+      out.replicated_in_ = true;
+      o.kind = ApplyOutcome::Kind::kApplied;
+      o.epoch = std::max(seen, c.epoch);
+      o.position = c.position;
+      return o;
+    }
     const ChannelId id = allocate_channel_id();
     ChannelEntry& e = channels_[id];
     e.name = c.channel;

@@ -101,7 +101,9 @@ struct EpochStart {
 // One chunk of a channel's whole state at a position, sent by its leader to a follower that
 // cannot be brought up to date by resending (behind the retained log, diverged, empty). Chunks
 // are applied in order; the first discards the follower's copy of the channel and marks the
-// channel incomplete (durably), the last stores the position and clears the mark.
+// channel incomplete (durably), the last stores the position and clears the mark. A snapshot of
+// one chunk with no records at all (a real one holds at least the channel's definition) says the
+// channel is gone from the leader's store: the follower drops its copy and keeps nothing of it.
 struct SnapshotChunk {
   std::string channel;
   uint64_t epoch = 0;     // the leader's epoch

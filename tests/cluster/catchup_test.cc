@@ -247,6 +247,33 @@ class CatchUpTest : public ::testing::Test {
     EXPECT_EQ(copies, 1) << id;
   }
 
+  // Leaves node `id`'s copy of "rep" (the node is stopped) as a crash in the middle of a snapshot
+  // leaves it: the snapshot's first chunk stored, no other.
+  void leave_mid_snapshot(const std::string& id) {
+    storage::StoreOptions o;
+    o.path = dirs_[id];
+    auto store = storage::Store::open(o);
+    ASSERT_TRUE(store) << store.error().message;
+    ASSERT_TRUE((*store)->recover());
+    auto snap = (*store)->snapshot_channel("rep");
+    ASSERT_TRUE(snap) << snap.error().message;
+    bool done = false;
+    auto records = (*snap)->next(1, done);
+    ASSERT_TRUE(records) << records.error().message;
+    storage::SnapshotChunk first;
+    first.channel = "rep";
+    first.epoch = (*snap)->position().epoch;
+    first.position = (*snap)->position().position;
+    first.index = 0;
+    first.last = false;
+    first.records = std::move(*records);
+    snap->reset();
+    std::promise<storage::ApplyOutcome> applied;
+    (*store)->apply_snapshot(first, [&applied](storage::ApplyOutcome o) { applied.set_value(o); });
+    ASSERT_EQ(applied.get_future().get().kind, storage::ApplyOutcome::Kind::kApplied);
+    ASSERT_EQ((*store)->replica_catching_up(), std::vector<std::string>{"rep"});
+  }
+
   std::unique_ptr<Etcd> etcd_;
   std::map<std::string, std::string> dirs_;
   std::map<std::string, std::unique_ptr<Daemon>> nodes_;
@@ -373,30 +400,7 @@ TEST_F(CatchUpTest, ANodeCatchingUpDeclinesToLeadAndIsNotReady) {
   // left as a crash in the middle of a snapshot leaves it.
   for (auto& [id, d] : nodes_) d->stop(SIGKILL);
   const std::string catching = replicas[0], next = replicas[1];
-  {
-    storage::StoreOptions o;
-    o.path = dirs_[catching];
-    auto store = storage::Store::open(o);
-    ASSERT_TRUE(store) << store.error().message;
-    ASSERT_TRUE((*store)->recover());
-    auto snap = (*store)->snapshot_channel("rep");
-    ASSERT_TRUE(snap) << snap.error().message;
-    bool done = false;
-    auto records = (*snap)->next(1, done);
-    ASSERT_TRUE(records) << records.error().message;
-    storage::SnapshotChunk first;
-    first.channel = "rep";
-    first.epoch = (*snap)->position().epoch;
-    first.position = (*snap)->position().position;
-    first.index = 0;
-    first.last = false;
-    first.records = std::move(*records);
-    snap->reset();
-    std::promise<storage::ApplyOutcome> applied;
-    (*store)->apply_snapshot(first, [&applied](storage::ApplyOutcome o) { applied.set_value(o); });
-    ASSERT_EQ(applied.get_future().get().kind, storage::ApplyOutcome::Kind::kApplied);
-    ASSERT_EQ((*store)->replica_catching_up(), std::vector<std::string>{"rep"});
-  }
+  ASSERT_NO_FATAL_FAILURE(leave_mid_snapshot(catching));
   // The first two replicas come back; the third stays away. Its lease runs out: no leader.
   nodes_[catching]->start();
   nodes_[next]->start();
@@ -497,6 +501,60 @@ TEST_F(CatchUpTest, ANodeBackWithAnEmptyDataDirectoryDoesNotLeadWithIt) {
       nodes_[leader]->log().find("declines to lead channel rep: its data directory was empty"),
       std::string::npos)
       << nodes_[leader]->log();
+}
+
+// A follower whose copy of a channel is an incomplete snapshot (it crashed in the middle of one)
+// comes back after the channel was deleted: its leader has no state of the channel to send, and
+// tells it to drop its copy (an empty snapshot), so that it does not stay `catching-up`, and
+// unready, for good.
+TEST_F(CatchUpTest, AnIncompleteCopyOfADeletedChannelIsDroppedAndTheNodeIsReady) {
+  const std::string leader = declare_rep();
+  ASSERT_FALSE(leader.empty()) << view("n1").dump();
+  auto c = connect(leader);
+  ASSERT_TRUE(c);
+  send(*c, "before", 40);
+  c.reset();
+  std::vector<std::string> replicas;
+  const json led = view(leader);
+  for (const json& r : led["replication-state"]["channels-led"]["rep"]["replicas"]) {
+    replicas.push_back(r.get<std::string>());
+  }
+  ASSERT_EQ(replicas.size(), 3u) << led.dump();
+  // A follower that is not the preferred leader (which would get the channel handed back).
+  std::string follower;
+  for (const auto& id : replicas) {
+    if (id != leader && id != replicas[0]) follower = id;
+  }
+  ASSERT_FALSE(follower.empty());
+  ASSERT_TRUE(caught_up(leader, follower));
+  nodes_[follower]->stop(SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(leave_mid_snapshot(follower));
+  auto deleted =
+      daemon::testing::http_request(nodes_[leader]->http_port(), "DELETE", "/v1/channels/rep", "");
+  ASSERT_EQ(deleted.status, 200u) << deleted;
+  nodes_[follower]->start();
+  ASSERT_NE(nodes_[follower]->port(), 0);
+  auto ready = [&] {
+    return daemon::testing::http_request(nodes_[follower]->http_port(), "GET", "/readyz", "");
+  };
+  ASSERT_TRUE(wait_until([&] { return ready().status == 200u; }, 30s))
+      << ready().body << "\n"
+      << view(leader)["replication-state"].dump() << "\n"
+      << nodes_[leader]->log();
+  EXPECT_EQ(view(follower)["replication-state"]["catching-up"], json::array())
+      << view(follower).dump();
+  EXPECT_NE(nodes_[leader]->log().find("to drop its copy"), std::string::npos)
+      << nodes_[leader]->log();
+  // Nothing of the channel is left in the follower's store.
+  nodes_[follower]->stop(SIGKILL);
+  storage::StoreOptions o;
+  o.path = dirs_[follower];
+  auto store = storage::Store::open(o);
+  ASSERT_TRUE(store) << store.error().message;
+  auto state = (*store)->recover();
+  ASSERT_TRUE(state) << state.error().message;
+  for (const auto& ch : state->channels) EXPECT_NE(ch.def.name, "rep");
+  EXPECT_EQ((*store)->replica_catching_up(), std::vector<std::string>());
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/etcd_client.h"
 #include "cluster/etcd_process.h"
 #include "cluster/peer_auth.h"
 #include "cluster/peer_frames.h"
@@ -32,6 +34,7 @@
 #include "cluster/peer_server.h"
 #include "daemon/daemon_process.h"
 #include "daemon/http_client.h"
+#include "storage/store.h"
 
 namespace witmq::cluster {
 namespace {
@@ -354,6 +357,43 @@ TEST_F(PeerServerTest, TheHandshakeProvesTheSecretWithoutSendingItOrNamingTheNod
   EXPECT_EQ(server_->figures().peers_authenticated, 1u);
 }
 
+// After the welcome every answer is written from one queue, one write at a time: a refusal (here
+// of a frame a listener never takes) goes after the answers queued before it, never into the
+// middle of one, and the connection closes once they are written. The peer reads whole frames,
+// every answer it is owed, then the refusal.
+TEST_F(PeerServerTest, ARefusalIsWrittenAfterTheAnswersQueuedBeforeIt) {
+  const std::string big(60'000, 'a');
+  PeerServerOptions o;
+  o.on_replicate = [big](const std::string&, PeerReplicate f, PeerServerOptions::ReplyFn reply) {
+    reply(
+        encode_peer_frame(PeerReplicaRefused{f.channel, f.position, ErrorCode::kUnavailable, big}));
+  };
+  start(o);
+  // A small receive buffer, and nothing read until everything is sent: the answers (12 MB) wait
+  // in the listener's queue and socket when the frame it refuses is read.
+  PeerDialer d(port(), 4096);
+  auto w = d.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  constexpr uint64_t kFrames = 200;
+  std::string burst;
+  for (uint64_t i = 1; i <= kFrames; ++i)
+    burst += encode_peer_frame(PeerReplicate{"c", 1, i, i == 1 ? 0u : 1u, i - 1, 1, "", ""});
+  burst += encode_peer_frame(PeerPong{1});
+  d.send_raw(burst);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (uint64_t i = 1; i <= kFrames; ++i) {
+    auto a = d.receive();
+    ASSERT_TRUE(a && std::holds_alternative<PeerReplicaRefused>(*a))
+        << "answer " << i << ": " << refused_text(a);
+    const auto& r = std::get<PeerReplicaRefused>(*a);
+    ASSERT_EQ(r.epoch, i);
+    ASSERT_EQ(r.text, big) << "answer " << i;
+  }
+  EXPECT_NE(refused_text(d.receive()).find("a pong frame, which a listener never takes"),
+            std::string::npos);
+  EXPECT_TRUE(d.closed());
+}
+
 TEST_F(PeerServerTest, FramesOverTheBoundsAreRefusedBeforeTheirBodyIsRead) {
   PeerServerOptions o;
   o.max_frame_bytes = 64 * 1024;
@@ -630,6 +670,22 @@ class PeerLinkDaemonTest : public ::testing::Test {
     return static_cast<uint16_t>(std::stoi(listen.substr(listen.rfind(':') + 1)));
   }
 
+  // Places `channel` on `replicas` in etcd (cluster "test"), with in-sync set `in_sync`. With
+  // {"n2", "n1"} and {"n2"}, node n1 is a replica of the channel that never leads it (n2, never
+  // started, is its only in-sync member): the node under test is a follower of the channel.
+  static void place(const Etcd& etcd, const std::string& channel,
+                    const std::vector<std::string>& replicas = {"n2", "n1"},
+                    const std::vector<std::string>& in_sync = {"n2"}) {
+    EtcdClient client(EtcdOptions{{etcd.endpoint()}, std::chrono::milliseconds(2'000)});
+    const std::string prefix = "/witmq/test/";
+    auto placed =
+        client.put(prefix + "placement/" + channel, nlohmann::json{{"replicas", replicas}}.dump());
+    ASSERT_TRUE(placed) << placed.error().message;
+    auto isr = client.put(prefix + "isr/" + channel,
+                          nlohmann::json{{"epoch", 0}, {"members", in_sync}}.dump());
+    ASSERT_TRUE(isr) << isr.error().message;
+  }
+
   std::string dir_, token_file_;
 };
 
@@ -696,6 +752,7 @@ TEST_F(PeerLinkDaemonTest, WitmqdServesThePeerLinkAndRefusesStrangers) {
 TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
+  ASSERT_NO_FATAL_FAILURE(place(etcd, "x"));
   Daemon d(node_args(etcd));
   ASSERT_NE(d.port(), 0);
   const uint16_t port = peer_port(d);
@@ -742,6 +799,7 @@ TEST_F(PeerLinkDaemonTest, WitmqdAppliesReplicateFramesAndRefusesStaleOrBadOnes)
 TEST_F(PeerLinkDaemonTest, WitmqdReportsDivergenceAndTakesASnapshot) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
+  ASSERT_NO_FATAL_FAILURE(place(etcd, "y"));
   Daemon d(node_args(etcd));
   ASSERT_NE(d.port(), 0);
   const uint16_t port = peer_port(d);
@@ -865,6 +923,83 @@ TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch)
   std::filesystem::remove_all(data);
 }
 
+// Only a channel's replicas hold a copy of it: a peer holding the token that sends a snapshot
+// chunk or a replicate frame for a channel with no placement, or one placed on other nodes, is
+// refused with the reason, and no copy is begun (one never completed would keep the node
+// unready for good). An incomplete copy of a channel not placed on the node (left by an earlier
+// build) does not keep it from being ready either.
+TEST_F(PeerLinkDaemonTest, FramesForAChannelNotPlacedOnTheNodeAreRefused) {
+  WITMQ_REQUIRE_ETCD();
+  Etcd etcd;
+  ASSERT_NO_FATAL_FAILURE(place(etcd, "elsewhere", {"n2", "n3"}, {"n2", "n3"}));
+  // A copy of channel "stray" left incomplete (a crash in the middle of a snapshot), and the
+  // channel placed on other nodes (as if placed again elsewhere): nothing will complete that copy.
+  const std::string data = make_temp_dir("unplaced");
+  Daemon d(node_args(etcd), data);
+  ASSERT_NE(d.port(), 0);
+  auto sent = daemon::testing::http_request(d.http_port(), "POST", "/v1/channels/stray/messages",
+                                            "kept", {{"content-type", "text/plain"}});
+  ASSERT_EQ(sent.status, 201u) << sent;
+  ASSERT_EQ(d.stop(), 0);
+  {
+    storage::StoreOptions o;
+    o.path = data;
+    auto store = storage::Store::open(o);
+    ASSERT_TRUE(store) << store.error().message;
+    ASSERT_TRUE((*store)->recover());
+    auto snap = (*store)->snapshot_channel("stray");
+    ASSERT_TRUE(snap) << snap.error().message;
+    bool done = false;
+    auto records = (*snap)->next(1, done);
+    ASSERT_TRUE(records) << records.error().message;
+    snap->reset();
+    std::promise<storage::ApplyOutcome> applied;
+    (*store)->apply_snapshot({"stray", 5, 3, 0, false, {}, std::move(*records)},
+                             [&applied](storage::ApplyOutcome o) { applied.set_value(o); });
+    ASSERT_EQ(applied.get_future().get().kind, storage::ApplyOutcome::Kind::kApplied);
+    ASSERT_EQ((*store)->replica_catching_up(), std::vector<std::string>{"stray"});
+  }
+  ASSERT_NO_FATAL_FAILURE(place(etcd, "stray", {"n2", "n3"}, {"n2", "n3"}));
+  d.start();
+  ASSERT_NE(d.port(), 0);
+  const uint16_t port = peer_port(d);
+  ASSERT_NE(port, 0);
+  PeerDialer peer(port);
+  auto w = peer.handshake("n2", kSecret);
+  ASSERT_TRUE(w && std::holds_alternative<PeerWelcome>(*w)) << refused_text(w);
+  auto expect_refused = [&peer](const PeerFrame& f, const std::string& why) {
+    peer.send(f);
+    auto a = peer.receive();
+    ASSERT_TRUE(a && std::holds_alternative<PeerReplicaRefused>(*a)) << why << refused_text(a);
+    const auto& r = std::get<PeerReplicaRefused>(*a);
+    EXPECT_EQ(r.code, ErrorCode::kFailedPrecondition) << r.text;
+    EXPECT_NE(r.text.find(why), std::string::npos) << r.text;
+  };
+  expect_refused(PeerSnapshot{"nowhere", 5, 3, 0, false, {}, ""},
+                 "channel 'nowhere': a snapshot chunk of epoch 5 from node 'n2' is refused: the "
+                 "channel has no placement in etcd");
+  expect_refused(PeerReplicate{"nowhere", 5, 1, 0, 0, 1, "", ""},
+                 "channel 'nowhere': a batch of epoch 5 from node 'n2' is refused");
+  expect_refused(PeerSnapshot{"elsewhere", 5, 3, 0, true, {{5, 1}}, ""},
+                 "the channel is placed on n2, n3, not on this node ('n1')");
+  expect_refused(PeerReplicate{"elsewhere", 5, 1, 0, 0, 1, "", ""},
+                 "the channel is placed on n2, n3, not on this node ('n1')");
+  // The link still works, and the node is ready: no copy was begun, and the stray one is not
+  // waited for.
+  peer.send(PeerPing{7});
+  auto pong = peer.receive();
+  ASSERT_TRUE(pong && std::holds_alternative<PeerPong>(*pong)) << refused_text(pong);
+  auto v = http_get(d.http_port(), "/v1/cluster");
+  EXPECT_EQ(v.json["replication-state"]["catching-up"], nlohmann::json::array({"stray"}))
+      << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["unplaced-refused"], 4) << v.json.dump();
+  EXPECT_EQ(v.json["replication-state"]["batches-applied"], 0) << v.json.dump();
+  auto ready = http_get(d.http_port(), "/readyz");
+  EXPECT_EQ(ready.status, 200u) << ready;
+  d.stop();
+  std::filesystem::remove_all(data);
+}
+
 // An authenticated peer that never reads its answers (pings, here), or sends replicate frames
 // faster than they are stored, is no longer read from once the answers it owes are over their
 // bounds (kPeerMaxAnswerBytes, kPeerMaxFramesInFlight): the node holds a bounded amount for it,
@@ -872,6 +1007,8 @@ TEST_F(PeerLinkDaemonTest, FramesForAChannelThisNodeLeadsAreRefusedUpToItsEpoch)
 TEST_F(PeerLinkDaemonTest, APeerThatNeverReadsOrOutpacesTheStoreHoldsBoundedMemory) {
   WITMQ_REQUIRE_ETCD();
   Etcd etcd;
+  const std::string channel = "f" + std::string(999, 'x');
+  ASSERT_NO_FATAL_FAILURE(place(etcd, channel));
   Daemon d(node_args(etcd, 5));
   ASSERT_NE(d.port(), 0);
   const pid_t pid = daemon::testing::daemon_pid(d);
@@ -898,7 +1035,6 @@ TEST_F(PeerLinkDaemonTest, APeerThatNeverReadsOrOutpacesTheStoreHoldsBoundedMemo
   PeerDialer fast(port, 4096);
   auto w2 = fast.handshake("n3", kSecret);
   ASSERT_TRUE(w2 && std::holds_alternative<PeerWelcome>(*w2)) << refused_text(w2);
-  const std::string channel = "f" + std::string(999, 'x');
   size_t sent = 0;
   for (bool going = true; going && sent < 100'000;) {
     std::string batch;
