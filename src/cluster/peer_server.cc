@@ -151,6 +151,10 @@ asio::awaitable<void> PeerServer::State::accept_loop() {
     }
     auto conn = std::make_shared<Connection>(std::move(socket));
     boost::system::error_code rec;
+    // Answers are small frames written one after another: not held back waiting for the
+    // acknowledgement of the one before (Nagle), or each commit group's acknowledgement could wait
+    // on the leader's delayed ACK.
+    conn->socket.set_option(tcp::no_delay(true), rec);
     const tcp::endpoint remote = conn->socket.remote_endpoint(rec);
     conn->remote = rec ? std::string("?") : endpoint_text(remote);
     uint64_t id = 0;
