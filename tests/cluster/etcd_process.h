@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -104,10 +105,19 @@ class Etcd {
     }
   }
 
-  // Sends `signal`; SIGTERM and SIGKILL wait (bounded) for the process to end.
+  // Sends `signal`; SIGTERM and SIGKILL wait (bounded) for the process to end, SIGSTOP for it to
+  // be stopped (the signal is delivered asynchronously: a request sent at once could otherwise
+  // still be answered).
   void kill(int signal) {
     if (pid_ <= 0) return;
     ::kill(pid_, signal);
+    if (signal == SIGSTOP) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!stopped() && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      return;
+    }
     if (signal != SIGTERM && signal != SIGKILL) return;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (!exited()) {
@@ -130,6 +140,14 @@ class Etcd {
   }
 
  private:
+  // Whether the process is in the stopped state ('T' in /proc/PID/stat, after the command's
+  // parenthesised name).
+  bool stopped() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+  }
   bool exited() {
     if (pid_ <= 0) return true;
     int status = 0;
