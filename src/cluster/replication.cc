@@ -157,6 +157,28 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
   void when_placed_here(const std::string& peer, const std::string& channel, uint64_t epoch,
                         const char* what, PeerServerOptions::ReplyFn reply,
                         std::function<void(PeerServerOptions::ReplyFn)> go);
+  // Follower side: a replicate frame or a snapshot chunk from `peer`, refused when the node is not
+  // ready, else handed to `apply` once the channel is known to be placed here (when_placed_here).
+  template <typename Frame>
+  void take(const std::string& peer, Frame frame, const char* what,
+            PeerServerOptions::ReplyFn reply,
+            void (State::*apply)(storage::Store*, const std::string&, Frame,
+                                 PeerServerOptions::ReplyFn)) {
+    storage::Store* st = store.load();
+    if (st == nullptr || stopped.load()) {
+      reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
+                                                 "the node is not ready to replicate"}));
+      return;
+    }
+    const std::string channel = frame.channel;
+    const uint64_t epoch = frame.epoch;
+    auto held = std::make_shared<Frame>(std::move(frame));
+    when_placed_here(
+        peer, channel, epoch, what, std::move(reply),
+        [self = shared_from_this(), st, peer, held, apply](PeerServerOptions::ReplyFn reply) {
+          ((*self).*apply)(st, peer, std::move(*held), std::move(reply));
+        });
+  }
   // Leader side: whether this node still leads `channel` in the epoch `c` ships in. A node that
   // lost the channel (its lease's deadline passed, or a newer epoch was granted) sends nothing
   // more for it, and its writes still waiting fail.
@@ -816,7 +838,7 @@ void Replication::State::up(const std::string& node_id) {
       f->second.beyond = false;
       f->second.snapshot.reset();  // the chunk in flight may be lost: it starts over
       f->second.gone.reset();
-      f->second.resent_from = 0;   // and so may a resend
+      f->second.resent_from = 0;  // and so may a resend
     }
     if (!c.log.empty()) send(channel, c, node_id, c.log.back());
   }
@@ -946,36 +968,12 @@ void Replication::State::apply_chunk(storage::Store* store, const std::string& p
 
 void Replication::on_replicate(const std::string& peer, PeerReplicate frame,
                                PeerServerOptions::ReplyFn reply) {
-  storage::Store* store = state_->store.load();
-  if (store == nullptr || state_->stopped.load()) {
-    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
-                                               "the node is not ready to replicate"}));
-    return;
-  }
-  const std::string channel = frame.channel;
-  const uint64_t epoch = frame.epoch;
-  auto held = std::make_shared<PeerReplicate>(std::move(frame));
-  state_->when_placed_here(peer, channel, epoch, "a batch", std::move(reply),
-                           [st = state_, store, peer, held](PeerServerOptions::ReplyFn reply) {
-                             st->apply_batch(store, peer, std::move(*held), std::move(reply));
-                           });
+  state_->take(peer, std::move(frame), "a batch", std::move(reply), &State::apply_batch);
 }
 
 void Replication::on_snapshot(const std::string& peer, PeerSnapshot frame,
                               PeerServerOptions::ReplyFn reply) {
-  storage::Store* store = state_->store.load();
-  if (store == nullptr || state_->stopped.load()) {
-    reply(encode_peer_frame(PeerReplicaRefused{frame.channel, 0, ErrorCode::kUnavailable,
-                                               "the node is not ready to replicate"}));
-    return;
-  }
-  const std::string channel = frame.channel;
-  const uint64_t epoch = frame.epoch;
-  auto held = std::make_shared<PeerSnapshot>(std::move(frame));
-  state_->when_placed_here(peer, channel, epoch, "a snapshot chunk", std::move(reply),
-                           [st = state_, store, peer, held](PeerServerOptions::ReplyFn reply) {
-                             st->apply_chunk(store, peer, std::move(*held), std::move(reply));
-                           });
+  state_->take(peer, std::move(frame), "a snapshot chunk", std::move(reply), &State::apply_chunk);
 }
 
 void Replication::on_frame(const std::string& node, PeerFrame frame) {
