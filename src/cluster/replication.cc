@@ -188,7 +188,10 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
                    PeerServerOptions::ReplyFn reply);
   void apply_chunk(storage::Store* store, const std::string& peer, PeerSnapshot frame,
                    PeerServerOptions::ReplyFn reply);
-  void send(const std::string& channel, Led& c, const std::string& follower, const Retained& r);
+  // `encoded`, when given, is r.frame already encoded (one encoding for every follower of a
+  // shipment); null: encoded here.
+  void send(const std::string& channel, Led& c, const std::string& follower, const Retained& r,
+            std::shared_ptr<const std::string>* encoded = nullptr);
   void release(const std::string& channel, Led& c);
   void fail_all(Led& c, const std::string& why);
   void expire(const std::string& channel, uint64_t position);
@@ -545,7 +548,7 @@ void Replication::State::fail_all(Led& c, const std::string& why) {
 }
 
 void Replication::State::send(const std::string& channel, Led& c, const std::string& follower,
-                              const Retained& r) {
+                              const Retained& r, std::shared_ptr<const std::string>* encoded) {
   PeerLinks* l = links.load();
   if (l == nullptr) return;
   Follower& f = c.followers[follower];
@@ -558,7 +561,12 @@ void Replication::State::send(const std::string& channel, Led& c, const std::str
     }
     return;
   }
-  l->send(follower, std::make_shared<const std::string>(encode_peer_frame(*r.frame)));
+  if (encoded == nullptr) {
+    l->send(follower, std::make_shared<const std::string>(encode_peer_frame(*r.frame)));
+    return;
+  }
+  if (!*encoded) *encoded = std::make_shared<const std::string>(encode_peer_frame(*r.frame));
+  l->send(follower, *encoded);
 }
 
 void Replication::State::ship(storage::Shipment s, std::function<void(Status)> held) {
@@ -630,8 +638,9 @@ void Replication::State::ship(storage::Shipment s, std::function<void(Status)> h
                      position = s.position](boost::system::error_code ec) {
     if (!ec) self->expire(channel, position);
   });
+  std::shared_ptr<const std::string> encoded;
   for (const std::string& id : c.replicas) {
-    if (id != options.node_id) send(s.channel, c, id, r);
+    if (id != options.node_id) send(s.channel, c, id, r, &encoded);
   }
   c.log_bytes += r.bytes;
   c.log.push_back(std::move(r));

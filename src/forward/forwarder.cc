@@ -322,6 +322,13 @@ void Forwarder::locate(const std::string& channel, net::Locate mode, Located don
       });
 }
 
+bool Forwarder::leads(const std::string& channel) {
+  cluster::Node* node = node_.load();
+  if (!node) return false;
+  auto leader = node->leader_of(channel);
+  return leader && leader->self;
+}
+
 std::optional<net::ForwardTarget> Forwarder::inbox_node(std::string_view reply_to) {
   cluster::Node* node = node_.load();
   const size_t slash = reply_to.find('/');

@@ -48,6 +48,7 @@ class Forwarder : public net::Forwarder {
   void attach(cluster::Node* node) { node_.store(node); }
 
   void locate(const std::string& channel, net::Locate mode, Located done) override;
+  bool leads(const std::string& channel) override;
   std::optional<net::ForwardTarget> inbox_node(std::string_view reply_to) override;
   std::shared_ptr<net::ForwardLink> link(const net::ForwardTarget& target,
                                          const std::string& client_name,

@@ -69,6 +69,10 @@ class Forwarder {
   // timeout, then kUnavailable naming the channel. `done` may run at once on the caller's thread
   // or later on another.
   virtual void locate(const std::string& channel, Locate mode, Located done) = 0;
+  // Whether this node leads `channel` now, as its last view says: the answer locate() would give
+  // at once (nullopt), without its bookkeeping. Lets a connection serve the operations of the
+  // channels its node leads on its own path, with no hand-off.
+  virtual bool leads(const std::string& /*channel*/) { return false; }
   // A new link to `target` acting for the client `client_name` with identity `identity` ("" when
   // the server has no authentication).
   // The node that holds the request-reply inbox `reply_to` names ("<node id>/<token>", made by

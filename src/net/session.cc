@@ -709,6 +709,9 @@ bool Session::maybe_forward(Frame& frame) {
     reply_error(id, allowed.error());
     return true;
   }
+  // The common case, a channel this node leads: served on this connection's own path at once,
+  // as locate() would have it served after a hand-off.
+  if (opts_.forwarder->leads(channel)) return false;
   ++in_flight_;
   in_flight_bytes_ += bytes;
   // A forwarded connection is served here or refused: never forwarded again, so a request
