@@ -55,9 +55,11 @@ std::string_view column_family_of(char tag) {
 // kCorruption error naming the key, the field and the offset, and every later read fails too.
 class Reader {
  public:
-  Reader(std::string_view column_family, std::string_view key, std::string_view value,
-         std::string context = {})
-      : cf_(column_family), key_(key), value_(value), context_(std::move(context)) {}
+  Reader(std::string_view column_family, std::string_view key, std::string_view value)
+      : cf_(column_family), key_(key), value_(value) {}
+  // Reads the encoding of message `seq` inside the run `value` is part of (errors say so).
+  Reader(std::string_view key, std::string_view value, Seq run_message)
+      : cf_("messages"), key_(key), value_(value), run_message_(run_message) {}
 
   // Checks the leading version byte.
   bool version() {
@@ -126,8 +128,11 @@ class Reader {
     if (!failed_) {
       failed_ = true;
       error_ = Error(ErrorCode::kCorruption,
-                     fmt::format("{}: {}{} ({}-byte value)", describe_key(cf_, key_), context_,
-                                 what, value_.size()));
+                     run_message_
+                         ? fmt::format("{}: run message seq={}: {} ({}-byte encoding)",
+                                       describe_key(cf_, key_), *run_message_, what, value_.size())
+                         : fmt::format("{}: {} ({}-byte value)", describe_key(cf_, key_), what,
+                                       value_.size()));
     }
     return false;
   }
@@ -151,7 +156,7 @@ class Reader {
   }
 
   std::string_view cf_, key_, value_;
-  std::string context_;  // where in the value, for a record inside a record ("... : ")
+  std::optional<Seq> run_message_;  // set when value_ is one message of a run
   size_t pos_ = 0;
   bool failed_ = false;
   Error error_;
@@ -373,8 +378,11 @@ void MessageRun::skip_to(Seq seq) {
 Result<StoredMessage> MessageRun::next() {
   const Seq seq = next_seq_;
   std::string_view encoding = take_encoding();
-  Reader r("messages", key_, encoding,
-           single_ ? std::string() : fmt::format("run message seq={}: ", seq));
+  if (single_) {
+    Reader r("messages", key_, encoding);
+    return decode_message_with(r, seq);
+  }
+  Reader r(key_, encoding, seq);
   return decode_message_with(r, seq);
 }
 
