@@ -16,7 +16,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${WITMQ_FUZZ_BUILD_DIR:-$repo/build-fuzz}
-targets=(frame config cloudevents peer http)
+targets=(frame config cloudevents peer records http)
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
@@ -44,13 +44,14 @@ target_args() {  # target_args TARGET WORK_DIR
     config) echo "-dict=$seeds/config.dict $2 $seeds/config $repo/config $committed/config" ;;
     cloudevents) echo "$2 $committed/cloudevents" ;;
     peer) echo "$2 $committed/peer" ;;
+    records) echo "$2 $committed/records" ;;
     http) echo "-max_len=65536 $2 $committed/http" ;;
     *) die "unknown target '$1' (targets: ${targets[*]})" ;;
   esac
 }
 
 # Runs for the smoke test: each about 20-40 s on two cores, capped at 45 s on a busy machine (the
-# five together stay within 3 min); one input that runs over 20 s fails the run (a hang), rather
+# six together stay within 3 min); one input that runs over 20 s fails the run (a hang), rather
 # than the suite's timeout.
 smoke_runs() {
   local scale=${WITMQ_FUZZ_SMOKE_SCALE:-1}
@@ -59,6 +60,7 @@ smoke_runs() {
     config) echo $((120000 * scale)) ;;
     cloudevents) echo $((200000 * scale)) ;;
     peer) echo $((200000 * scale)) ;;
+    records) echo $((200000 * scale)) ;;
     http) echo $((4000 * scale)) ;;
   esac
 }

@@ -154,9 +154,10 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
   // one that carries other writes (a dead-letter move's settlement, a definition written again)
   // stays logged, as those writes promise.
   const bool plain = ws.empty();
+  // The send's messages as runs (one record each) rather than a record per message.
+  ws.put_messages(ch.id, ch.head, now, messages);
   for (auto& m : messages) {
     Seq seq = ch.head++;
-    ws.put_message(ch.id, seq, now, m);
     ch.tail_push(std::make_shared<const StoredMessage>(StoredMessage{seq, now, std::move(m)}),
                  opts.tail_cache_bytes);
   }

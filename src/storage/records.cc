@@ -57,6 +57,9 @@ class Reader {
  public:
   Reader(std::string_view column_family, std::string_view key, std::string_view value)
       : cf_(column_family), key_(key), value_(value) {}
+  // Reads the encoding of message `seq` inside the run `value` is part of (errors say so).
+  Reader(std::string_view key, std::string_view value, Seq run_message)
+      : cf_("messages"), key_(key), value_(value), run_message_(run_message) {}
 
   // Checks the leading version byte.
   bool version() {
@@ -88,8 +91,15 @@ class Reader {
   }
   // A u32 length, then that many bytes.
   bool bytes(std::string_view& out, std::string_view field) {
-    uint32_t len = 0;
-    if (!u32(len, fmt::format("{} length", field))) return false;
+    if (failed_) return false;
+    if (4 > value_.size() - pos_) {
+      // Formatted only on failure: this runs for every message decoded.
+      return fail(fmt::format("truncated reading {} length: needs 4 bytes at offset {}, {} remain",
+                              field, pos_, value_.size() - pos_));
+    }
+    uint64_t wide = 0;
+    le(wide, 4, field);
+    const auto len = static_cast<uint32_t>(wide);
     if (len > value_.size() - pos_) {
       return fail(fmt::format("{} claims {} bytes at offset {} but only {} remain", field, len,
                               pos_, value_.size() - pos_));
@@ -117,9 +127,12 @@ class Reader {
   bool fail(std::string what) {
     if (!failed_) {
       failed_ = true;
-      error_ = Error(
-          ErrorCode::kCorruption,
-          fmt::format("{}: {} ({}-byte value)", describe_key(cf_, key_), what, value_.size()));
+      error_ = Error(ErrorCode::kCorruption,
+                     run_message_
+                         ? fmt::format("{}: run message seq={}: {} ({}-byte encoding)",
+                                       describe_key(cf_, key_), *run_message_, what, value_.size())
+                         : fmt::format("{}: {} ({}-byte value)", describe_key(cf_, key_), what,
+                                       value_.size()));
     }
     return false;
   }
@@ -143,6 +156,7 @@ class Reader {
   }
 
   std::string_view cf_, key_, value_;
+  std::optional<Seq> run_message_;  // set when value_ is one message of a run
   size_t pos_ = 0;
   bool failed_ = false;
   Error error_;
@@ -215,15 +229,12 @@ std::string encode_message(int64_t publish_time_ms, const Message& m) {
   return out;
 }
 
-Result<StoredMessage> decode_message(std::string_view key, std::string_view value) {
-  Reader r("messages", key, value);
-  auto parsed = parse_log_key(key);
-  if (!parsed) {
-    r.fail(fmt::format("key is {} bytes, expected {}", key.size(), kLogKeySize));
-    return r.error();
-  }
+namespace {
+
+// Decodes one message's encoding (append_message) that `r` reads, as message `seq`.
+Result<StoredMessage> decode_message_with(Reader& r, Seq seq) {
   StoredMessage out;
-  out.seq = parsed->second;
+  out.seq = seq;
   uint8_t format = 0, has_metadata = 0;
   if (!r.version() || !r.i64(out.publish_time_ms, "publish time") || !r.u8(format, "format") ||
       !r.u8(has_metadata, "metadata flag")) {
@@ -257,6 +268,134 @@ Result<StoredMessage> decode_message(std::string_view key, std::string_view valu
   std::string_view data;
   if (!r.bytes(data, "data") || !r.end()) return r.error();
   out.message.data.assign(data.begin(), data.end());
+  return out;
+}
+
+}  // namespace
+
+Result<StoredMessage> decode_message(std::string_view key, std::string_view value) {
+  Reader r("messages", key, value);
+  auto parsed = parse_log_key(key);
+  if (!parsed) {
+    r.fail(fmt::format("key is {} bytes, expected {}", key.size(), kLogKeySize));
+    return r.error();
+  }
+  return decode_message_with(r, parsed->second);
+}
+
+// Run value: u8 kRunVersion | u32 count | count x (u32 length | append_message() encoding).
+// Its key is message_key(channel, last seq); the first is last - count + 1.
+size_t message_run_value_size(std::span<const Message> ms) {
+  size_t need = 1 + 4;
+  for (const auto& m : ms) need += 4 + message_value_size(m);
+  return need;
+}
+
+void append_message_run(std::string& out, int64_t publish_time_ms, std::span<const Message> ms) {
+  out.reserve(out.size() + message_run_value_size(ms));
+  put_u8(out, kRunVersion);
+  put_le(out, ms.size(), 4);
+  for (const auto& m : ms) {
+    put_le(out, message_value_size(m), 4);
+    append_message(out, publish_time_ms, m);
+  }
+}
+
+std::string encode_message_run(int64_t publish_time_ms, std::span<const Message> ms) {
+  if (ms.size() == 1) return encode_message(publish_time_ms, ms[0]);
+  std::string out;
+  append_message_run(out, publish_time_ms, ms);
+  return out;
+}
+
+Result<MessageRun> MessageRun::open(std::string_view key, std::string_view value) {
+  Reader r("messages", key, value);
+  auto parsed = parse_log_key(key);
+  if (!parsed) {
+    r.fail(fmt::format("key is {} bytes, expected {}", key.size(), kLogKeySize));
+    return r.error();
+  }
+  MessageRun run;
+  run.key_ = key;
+  run.value_ = value;
+  run.last_ = parsed->second;
+  if (!value.empty() && static_cast<uint8_t>(value[0]) == kRecordVersion) {
+    // A single message (the form put_message writes): a run of one, checked when decoded.
+    run.first_ = run.last_;
+    run.pos_ = 0;
+    run.next_seq_ = run.first_;
+    run.single_ = true;
+    return run;
+  }
+  uint8_t version = 0;
+  uint32_t count = 0;
+  if (!r.u8(version, "version")) return r.error();
+  if (version != kRunVersion) {
+    r.fail(fmt::format("value version is {}, expected {} (a message) or {} (a run)", version,
+                       kRecordVersion, kRunVersion));
+    return r.error();
+  }
+  if (!r.u32(count, "run count")) return r.error();
+  if (count == 0 || count - 1 > run.last_) {
+    r.fail(fmt::format("run count is {}, expected 1 to the key's seq + 1 ({} ends the run)", count,
+                       run.last_));
+    return r.error();
+  }
+  // Every message's length is checked now, so that skipping and decoding cannot over-read.
+  const size_t body = value.size() - r.remaining();
+  for (uint32_t i = 0; i < count; ++i) {
+    std::string_view m;
+    if (!r.bytes(m, "run message")) {
+      return Error(ErrorCode::kCorruption,
+                   fmt::format("{} (message {} of {})", r.error().message, i, count));
+    }
+  }
+  if (!r.end()) return r.error();
+  run.first_ = run.last_ - (count - 1);
+  run.pos_ = body;
+  run.next_seq_ = run.first_;
+  return run;
+}
+
+std::string_view MessageRun::take_encoding() {
+  if (single_) {
+    pos_ = value_.size();
+    ++next_seq_;
+    return value_;
+  }
+  uint32_t len = 0;
+  for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(value_[pos_ + i]);
+  std::string_view m = value_.substr(pos_ + 4, len);
+  pos_ += 4 + len;
+  ++next_seq_;
+  return m;
+}
+
+void MessageRun::skip_to(Seq seq) {
+  while (!done() && next_seq_ < seq) take_encoding();
+}
+
+Result<StoredMessage> MessageRun::next() {
+  const Seq seq = next_seq_;
+  std::string_view encoding = take_encoding();
+  if (single_) {
+    Reader r("messages", key_, encoding);
+    return decode_message_with(r, seq);
+  }
+  Reader r(key_, encoding, seq);
+  return decode_message_with(r, seq);
+}
+
+Result<std::vector<StoredMessage>> decode_messages(std::string_view key, std::string_view value) {
+  auto run = MessageRun::open(key, value);
+  if (!run) return std::move(run).error();
+  std::vector<StoredMessage> out;
+  out.reserve(run->last() - run->first() + 1);
+  while (!run->done()) {
+    auto m = run->next();
+    if (!m) return std::move(m).error();
+    out.push_back(std::move(m).value());
+  }
   return out;
 }
 

@@ -81,6 +81,12 @@ struct HeadRecord {
 // Encodings (little-endian integers, length-prefixed byte strings, a leading version byte).
 std::string encode_message(int64_t publish_time_ms, const Message& m);
 Result<StoredMessage> decode_message(std::string_view key, std::string_view value);
+// A run: messages first..last of one channel as one value, stored under message_key(ch, last)
+// (first = last - count + 1), each message in encode_message()'s form with the same publish
+// time. One message encodes as encode_message() does: a single message is a run of one.
+std::string encode_message_run(int64_t publish_time_ms, std::span<const Message> ms);
+// Every message of a value of the messages column family (a run or a single message), ascending.
+Result<std::vector<StoredMessage>> decode_messages(std::string_view key, std::string_view value);
 std::string encode_delivery(const DeliveryRecord& r);
 Result<DeliveryRecord> decode_delivery(std::string_view key, std::string_view value);
 

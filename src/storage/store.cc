@@ -188,6 +188,40 @@ void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const
   ops_.push_back(op);
 }
 
+void WriteSet::put_messages(ChannelId ch, Seq first, int64_t publish_time_ms,
+                            std::span<const Message> ms) {
+  while (!ms.empty()) {
+    // The longest prefix whose run stays within kMaxRunBytes, but at least one message.
+    size_t n = 0, size = 1 + 4;
+    while (n < ms.size()) {
+      const size_t grown = size + 4 + message_value_size(ms[n]);
+      if (n > 0 && grown > kMaxRunBytes) break;
+      size = grown;
+      ++n;
+    }
+    const Seq last = first + n - 1;
+    if (n == 1) {
+      put_message(ch, last, publish_time_ms, ms[0]);
+    } else {
+      begin_record(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMessages), kLogKeySize);
+      Op op{OpKind::kPut,
+            static_cast<uint8_t>(ColumnFamily::kMessages),
+            static_cast<uint32_t>(buf_.size()),
+            kLogKeySize,
+            0,
+            0};
+      append_log_key(buf_, ch, last);
+      put_varint32(buf_, static_cast<uint32_t>(size));
+      op.b_off = static_cast<uint32_t>(buf_.size());
+      append_message_run(buf_, publish_time_ms, ms.first(n));
+      op.b_len = static_cast<uint32_t>(buf_.size() - op.b_off);
+      ops_.push_back(op);
+    }
+    first += n;
+    ms = ms.subspan(n);
+  }
+}
+
 void WriteSet::put_delivery(SubscriptionId sub, Seq seq, const DeliveryRecord& r) {
   add(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kDelivery), delivery_key(sub, seq),
       encode_delivery(r));
@@ -712,22 +746,39 @@ Result<std::vector<StoredMessage>> Store::read(ChannelId ch, Seq from, Seq to, s
                                                size_t max_bytes) {
   std::vector<StoredMessage> out;
   if (from >= to || max_count == 0) return out;
-  std::string begin = message_key(ch, from), end = message_key(ch, to);
+  // The run holding to - 1 is stored under its last seq, which may be `to` or beyond: the scan is
+  // bounded by the channel's keys (so it never walks through the range tombstones of a
+  // neighbouring channel looking for the next key) and stops at the first message at or past `to`.
+  std::string begin = message_key(ch, from), end = log_key_end(ch);
   rocksdb::Slice upper = slice(end);
   rocksdb::ReadOptions ro;
-  // Bounds the scan so the iterator never walks past `to` (or through the range tombstones of a
-  // neighbouring channel) looking for the next key.
   ro.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
   size_t bytes = 0;
-  for (it->Seek(slice(begin)); it->Valid() && out.size() < max_count; it->Next()) {
-    auto m = decode_message(view(it->key()), view(it->value()));
-    if (!m) return std::move(m).error();
-    // The longest prefix within max_bytes, but never an empty batch while messages exist.
-    if (!out.empty() && bytes + m->message.data.size() > max_bytes) break;
-    bytes += m->message.data.size();
-    out.push_back(std::move(m).value());
+  bool full = false;
+  // Seek lands on the run holding `from` (the first whose last seq is >= from), or a later one.
+  for (it->Seek(slice(begin)); it->Valid(); it->Next()) {
+    auto run = MessageRun::open(view(it->key()), view(it->value()));
+    if (!run) return std::move(run).error();
+    if (run->first() >= to) break;
+    run->skip_to(from);
+    while (!run->done() && run->position() < to) {
+      auto m = run->next();
+      if (!m) return std::move(m).error();
+      // The longest prefix within max_bytes, but never an empty batch while messages exist.
+      if (!out.empty() && bytes + m->message.data.size() > max_bytes) {
+        full = true;
+        break;
+      }
+      bytes += m->message.data.size();
+      out.push_back(std::move(m).value());
+      if (out.size() == max_count) {
+        full = true;
+        break;
+      }
+    }
+    if (full || run->position() >= to) break;
   }
   if (!it->status().ok()) {
     return from_rocksdb(it->status(), fmt::format("storage: reading channel {}", ch));
@@ -735,17 +786,43 @@ Result<std::vector<StoredMessage>> Store::read(ChannelId ch, Seq from, Seq to, s
   return out;
 }
 
-Result<std::optional<StoredMessage>> Store::get(ChannelId ch, Seq seq) {
-  std::string key = message_key(ch, seq);
-  rocksdb::PinnableSlice value;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(ColumnFamily::kMessages), slice(key),
-                          &value);
-  if (s.IsNotFound()) return std::optional<StoredMessage>();
-  if (!s.ok())
-    return from_rocksdb(s, fmt::format("storage: reading {}", describe_key("messages", key)));
-  auto m = decode_message(key, view(value));
+namespace {
+
+// The first stored message of `ch` at or after `seq`, or nullopt if there is none: the first
+// message at or after `seq` of the run that seeking message_key(ch, seq) lands on. `it` must be
+// bounded to the channel's keys (log_key_end).
+Result<std::optional<StoredMessage>> message_at_or_after(rocksdb::Iterator& it, ChannelId ch,
+                                                         Seq seq) {
+  it.Seek(slice(message_key(ch, seq)));
+  if (!it.Valid()) {
+    if (!it.status().ok()) {
+      return from_rocksdb(it.status(),
+                          fmt::format("storage: reading channel {} at seq {}", ch, seq));
+    }
+    return std::optional<StoredMessage>();
+  }
+  auto run = MessageRun::open(view(it.key()), view(it.value()));
+  if (!run) return std::move(run).error();
+  run->skip_to(seq);
+  auto m = run->next();  // the run's last seq is >= seq, so a message is left
   if (!m) return std::move(m).error();
   return std::optional<StoredMessage>(std::move(m).value());
+}
+
+}  // namespace
+
+Result<std::optional<StoredMessage>> Store::get(ChannelId ch, Seq seq) {
+  std::string end = log_key_end(ch);
+  rocksdb::Slice upper = slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+  // A Seek, not a Get: the message may be inside a run stored under a later seq.
+  auto m = message_at_or_after(*it, ch, seq);
+  if (!m) return std::move(m).error();
+  if (m->has_value() && (*m)->seq != seq) return std::optional<StoredMessage>();
+  return m;
 }
 
 // Binary search over sequence numbers. It assumes publish times are non-decreasing in seq order,
@@ -755,7 +832,9 @@ Result<std::optional<StoredMessage>> Store::get(ChannelId ch, Seq seq) {
 // rather than mistaken for the end.
 Result<Seq> Store::find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time_ms) {
   if (from >= to) return to;
-  std::string end = message_key(ch, to);
+  // Bounded by the channel's keys, not `to`: a run holding messages below `to` may be stored
+  // under a seq at or past it.
+  std::string end = log_key_end(ch);
   rocksdb::Slice upper = slice(end);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper;
@@ -765,16 +844,10 @@ Result<Seq> Store::find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time
   // Reads the first stored message at or after `seq` (below `to`): its seq and publish time, or
   // nullopt if there is none.
   auto probe = [&](Seq seq) -> Result<std::optional<std::pair<Seq, int64_t>>> {
-    it->Seek(slice(message_key(ch, seq)));
-    if (!it->Valid()) {
-      if (!it->status().ok()) {
-        return from_rocksdb(it->status(), fmt::format("storage: searching channel {}", ch));
-      }
-      return std::optional<std::pair<Seq, int64_t>>();
-    }
-    auto m = decode_message(view(it->key()), view(it->value()));
+    auto m = message_at_or_after(*it, ch, seq);
     if (!m) return std::move(m).error();
-    return std::optional<std::pair<Seq, int64_t>>({m->seq, m->publish_time_ms});
+    if (!m->has_value() || (*m)->seq >= to) return std::optional<std::pair<Seq, int64_t>>();
+    return std::optional<std::pair<Seq, int64_t>>({(*m)->seq, (*m)->publish_time_ms});
   };
 
   // Invariant: the answer is the first stored message at or after `lo`, and every stored message
@@ -934,20 +1007,17 @@ Result<RecoveredState> Store::recover(const std::string* only_channel) {
       std::string end = log_key_end(id);
       it->SeekForPrev(slice(end));
       if (it->Valid() && view(it->key()).starts_with(std::string_view(end).substr(0, 4))) {
-        // decode_message also rejects a key of the wrong size.
-        auto last = decode_message(view(it->key()), view(it->value()));
+        // decode_messages also rejects a key of the wrong size. The whole last run is decoded.
+        auto last = decode_messages(view(it->key()), view(it->value()));
         if (!last) return std::move(last).error();
-        c.head.next = std::max(c.head.next, last->seq + 1);
+        c.head.next = std::max(c.head.next, last->back().seq + 1);
         if (!have_head) {
           it->Seek(slice(message_key(id, 0)));
           if (it->Valid()) {  // else the status check below reports why
-            auto first = parse_log_key(view(it->key()));
-            if (!first) {
-              return Error(ErrorCode::kCorruption,
-                           fmt::format("{}: not a message key of channel {}",
-                                       describe_key("messages", view(it->key())), id));
-            }
-            c.head.first = first->second;
+            // The first run's first message (open() rejects a key that is not a message key).
+            auto first = MessageRun::open(view(it->key()), view(it->value()));
+            if (!first) return std::move(first).error();
+            c.head.first = first->first();
           }
         }
       }

@@ -2,7 +2,8 @@
 // and definitions, written through one group-commit path.
 //
 // Column families:
-//   messages  : u32 channel | u64 seq         -> encode_message(...)
+//   messages  : u32 channel | u64 last seq    -> encode_message_run(...): messages first..last
+//                                                (one message: encode_message(...), key its seq)
 //   delivery  : u32 subscription | u64 seq    -> encode_delivery(...)
 //   meta      : 'C' u32 channel               -> ChannelRecord
 //               'S' u32 subscription          -> SubscriptionRecord
@@ -21,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,6 +65,10 @@ struct StoreOptions {
 class WriteSet {
  public:
   void put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m);
+  // Messages first, first + 1, ... of `ch`, as few records as possible: runs (records.h
+  // encode_message_run) of at most about 64 KiB each, a larger message alone. One record per
+  // run instead of per message is what keeps the commit path cheap for batched sends.
+  void put_messages(ChannelId ch, Seq first, int64_t publish_time_ms, std::span<const Message> ms);
   void put_delivery(SubscriptionId sub, Seq seq, const DeliveryRecord& r);
   void delete_delivery(SubscriptionId sub, Seq seq);
   // Removes delivery records [from, to) of `sub`.
@@ -73,7 +79,10 @@ class WriteSet {
   void delete_channel(ChannelId ch);  // definition, head and every message of the channel
   void put_subscription(const SubscriptionRecord& s);
   void delete_subscription(SubscriptionId sub);  // definition, cursor and delivery records
-  // Removes messages [from, to) of channel `ch` (a range delete).
+  // Removes messages [from, to) of channel `ch` (a range delete of the records stored under
+  // those seqs). A run that holds messages on both sides of `to` is stored under a seq >= to
+  // and is kept whole: its messages below `to` stay readable until a later delete covers its
+  // last seq, so a caller must not read below the channel's first retained seq (HeadRecord).
   void delete_messages(ChannelId ch, Seq from, Seq to);
 
   // Lets these writes skip the write-ahead log when they are committed with Durability::kNone on a
@@ -191,7 +200,8 @@ class Store {
   Result<std::optional<StoredMessage>> get(ChannelId ch, Seq seq);
   // The first seq in [from, to) whose publish time is >= time_ms, or `to` if none.
   Result<Seq> find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time_ms);
-  // Approximate bytes on disk and in memtables for messages [from, to) of `ch`.
+  // Approximate bytes on disk and in memtables for messages [from, to) of `ch` (the records
+  // stored under those seqs: a run reaching past `to` is left out, one reaching below `from` in).
   uint64_t approximate_bytes(ChannelId ch, Seq from, Seq to);
 
   // Reads every definition, head, cursor and delivery record. Call once, before any commit.
