@@ -233,7 +233,7 @@ class Reader {
   // A string of at most `max` bytes, validated and left in the frame: `out` views the frame's
   // bytes. The length is checked before anything is read.
   bool view(std::string_view& out, std::string_view field,
-                   uint32_t max = std::numeric_limits<uint32_t>::max()) {
+            uint32_t max = std::numeric_limits<uint32_t>::max()) {
     uint32_t n = 0;
     if (!length(n, field)) return false;
     if (n > max) {

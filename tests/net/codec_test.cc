@@ -666,14 +666,33 @@ void expect_agrees_with_reference(std::string_view s) {
 TEST(Utf8Test, FastPathsAgreeWithTheByteByByteRules) {
   // Every sequence below placed after 0..17 ASCII bytes and followed by 0..9 more: each lands on
   // every position of an 8-byte word, straddles the word boundary, and ends in the short tail.
-  const std::vector<std::string> sequences = {
-      "\xc3\xa9",          "\xe2\x82\xac",     "\xf0\x9d\x84\x9e",  "\xef\xbf\xbf",
-      "\xf4\x8f\xbf\xbf",  "\x7f",             "\x80",              "\xbf",
-      "\xc0\xaf",          "\xc1\xbf",         "\xc2",              "\xc2\x41",
-      "\xe0\x9f\xbf",      "\xe0\xa0",         "\xed\xa0\x80",      "\xed\x9f\xbf",
-      "\xe2\x28\xa1",      "\xe2\x82\x41",     "\xf0\x8f\xbf\xbf",  "\xf0\x9d\x84",
-      "\xf4\x90\x80\x80",  "\xf5\x80\x80\x80", "\xf8\x88\x80\x80\x80", "\xff",
-      "\xfe",              "\xc3\xa9\x80",     "\xe2\x82\xac\xe2\x82"};
+  const std::vector<std::string> sequences = {"\xc3\xa9",
+                                              "\xe2\x82\xac",
+                                              "\xf0\x9d\x84\x9e",
+                                              "\xef\xbf\xbf",
+                                              "\xf4\x8f\xbf\xbf",
+                                              "\x7f",
+                                              "\x80",
+                                              "\xbf",
+                                              "\xc0\xaf",
+                                              "\xc1\xbf",
+                                              "\xc2",
+                                              "\xc2\x41",
+                                              "\xe0\x9f\xbf",
+                                              "\xe0\xa0",
+                                              "\xed\xa0\x80",
+                                              "\xed\x9f\xbf",
+                                              "\xe2\x28\xa1",
+                                              "\xe2\x82\x41",
+                                              "\xf0\x8f\xbf\xbf",
+                                              "\xf0\x9d\x84",
+                                              "\xf4\x90\x80\x80",
+                                              "\xf5\x80\x80\x80",
+                                              "\xf8\x88\x80\x80\x80",
+                                              "\xff",
+                                              "\xfe",
+                                              "\xc3\xa9\x80",
+                                              "\xe2\x82\xac\xe2\x82"};
   for (const std::string& seq : sequences) {
     for (size_t before = 0; before < 18; ++before) {
       for (size_t after = 0; after < 10; ++after) {
@@ -686,8 +705,9 @@ TEST(Utf8Test, FastPathsAgreeWithTheByteByByteRules) {
   }
   // Random mixes of ASCII, valid multi-byte characters and stray bytes, of every short length.
   std::mt19937 rng(11);
-  const std::vector<std::string> pieces = {"a", "0123456", "\xc3\xa9", "\xe2\x82\xac",
-                                           "\xf0\x9d\x84\x9e", "\x80", "\xe2\x82", "\xff", "\xed"};
+  const std::vector<std::string> pieces = {
+      "a",    "0123456",  "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9d\x84\x9e",
+      "\x80", "\xe2\x82", "\xff",     "\xed"};
   for (int round = 0; round < 20000; ++round) {
     std::string s;
     const size_t parts = rng() % 12;
