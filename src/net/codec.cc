@@ -5,7 +5,9 @@
 #include <cassert>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "net/utf8.h"
 
@@ -228,9 +230,10 @@ class Reader {
         fmt::format("{}: length {} exceeds the {} bytes left in the frame", field, n, left()));
   }
 
-  // A string of at most `max` bytes: the length is checked before anything is copied.
-  bool string(std::string& out, std::string_view field,
-              uint32_t max = std::numeric_limits<uint32_t>::max()) {
+  // A string of at most `max` bytes, validated and left in the frame: `out` views the frame's
+  // bytes. The length is checked before anything is read.
+  bool view(std::string_view& out, std::string_view field,
+            uint32_t max = std::numeric_limits<uint32_t>::max()) {
     uint32_t n = 0;
     if (!length(n, field)) return false;
     if (n > max) {
@@ -244,8 +247,17 @@ class Reader {
                   fmt::format("{}: not valid UTF-8 (byte 0x{:02x} at offset {} of {})", field,
                               static_cast<uint8_t>(s[bad]), bad, n));
     }
-    out.assign(s);
+    out = s;
     p_ += n;
+    return true;
+  }
+
+  // view, copied into `out`.
+  bool string(std::string& out, std::string_view field,
+              uint32_t max = std::numeric_limits<uint32_t>::max()) {
+    std::string_view s;
+    if (!view(s, field, max)) return false;
+    out.assign(s);
     return true;
   }
 
@@ -327,13 +339,15 @@ bool read_pairs(Reader& r, std::optional<Metadata>& out, std::string_view field,
                   fmt::format("{}: {} entries, the limit is {} (plus {} witmq- entries)", field, n,
                               limits.max_metadata_entries, kMaxReservedEntries));
   }
-  Metadata& md = out.emplace(n);
+  Metadata& md = out.emplace();
+  md.reserve(n);
   uint32_t user_entries = 0, reserved_entries = 0;
   uint64_t user_bytes = 0, reserved_bytes = 0;
   // Nothing is copied beyond what the byte limits allow: each length is checked against what is
-  // left of the allowance before its bytes are.
+  // left of the allowance before its bytes are. Key and value are read as views and each pair is
+  // built once from them, its strings constructed at their size.
   for (uint32_t i = 0; i < n; ++i) {
-    auto& [key, value] = md[i];
+    std::string_view key, value;
     uint32_t length = 0;
     Reader peek = r;
     if (peek.u32(length, "key") &&
@@ -342,7 +356,7 @@ bool read_pairs(Reader& r, std::optional<Metadata>& out, std::string_view field,
                     fmt::format("{}[{}].key: {} bytes, the limit is {} (plus {} for witmq- keys)",
                                 field, i, length, limits.max_metadata_bytes, kMaxReservedBytes));
     }
-    if (!r.string(key, "key")) return r.prefix(fmt::format("{}[{}].", field, i));
+    if (!r.view(key, "key")) return r.prefix(fmt::format("{}[{}].", field, i));
     const bool reserved = is_reserved_key(key);
     uint64_t& bytes = reserved ? reserved_bytes : user_bytes;
     const uint64_t allowance = reserved ? kMaxReservedBytes : limits.max_metadata_bytes;
@@ -352,7 +366,9 @@ bool read_pairs(Reader& r, std::optional<Metadata>& out, std::string_view field,
                     fmt::format("{}: {} bytes of {}keys and values, the limit is {}", field,
                                 bytes + key.size() + length, reserved ? "witmq- " : "", allowance));
     }
-    if (!r.string(value, "value")) return r.prefix(fmt::format("{}[{}].", field, i));
+    if (!r.view(value, "value")) return r.prefix(fmt::format("{}[{}].", field, i));
+    md.emplace_back(std::piecewise_construct, std::forward_as_tuple(key),
+                    std::forward_as_tuple(value));
     bytes += key.size() + value.size();
     ++(reserved ? reserved_entries : user_entries);
   }

@@ -1277,8 +1277,10 @@ void Session::deliver(const broker::DeliveredBatch& batch) {
   std::span<const MessageParts> rest(parts);
   while (!rest.empty()) {
     size_t bytes = overhead, n = 0;
-    while (n < rest.size() && (n == 0 || bytes + message_wire_size(rest[n]) <= limit)) {
-      bytes += message_wire_size(rest[n]);
+    while (n < rest.size()) {
+      const size_t size = message_wire_size(rest[n]);
+      if (n != 0 && bytes + size > limit) break;
+      bytes += size;
       ++n;
     }
     encode_deliver_parts(out_pending_, stream_.id, name, rest.first(n));

@@ -5,16 +5,38 @@
 
 namespace witmq::net {
 
+namespace {
+
+constexpr uint64_t kHighBits = 0x8080808080808080ULL;
+
+// The offset of the first 8-byte block of `p` that holds a byte >= 0x80 (every byte before it is
+// ASCII), or `n` when all of `p` is ASCII. The bytes of a tail under 8 are or-ed together and
+// tested once, so a short ASCII key or value costs one test rather than a branch per byte.
+size_t ascii_prefix(const unsigned char* p, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    if (word & kHighBits) return i;
+  }
+  unsigned char tail = 0;
+  for (size_t k = i; k < n; ++k) tail |= p[k];
+  return (tail & 0x80) ? i : n;
+}
+
+}  // namespace
+
 bool is_valid_utf8(std::string_view s, size_t* bad_offset) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const size_t n = s.size();
-  size_t i = 0;
+  // Most keys, names, values and JSON are ASCII throughout: one pass of word tests settles them.
+  size_t i = ascii_prefix(p, n);
   while (i < n) {
-    // ASCII fast path, eight bytes at a time: most keys, names and JSON are ASCII.
+    // ASCII runs between multi-byte sequences, eight bytes at a time.
     while (i + 8 <= n) {
       uint64_t word;
       std::memcpy(&word, p + i, 8);
-      if (word & 0x8080808080808080ULL) break;
+      if (word & kHighBits) break;
       i += 8;
     }
     if (i >= n) break;

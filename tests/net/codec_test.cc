@@ -196,6 +196,44 @@ TEST(CodecTest, DeliverFromPartsMatchesTheCombinedMessages) {
   EXPECT_EQ(a, b);
 }
 
+TEST(CodecTest, DeliveredMetadataDecodesAsSent) {
+  // Keys and values of every short length, ASCII and not, empty ones and a value holding a NUL,
+  // the reserved entries after the user's: each pair must come back as it was, in order.
+  Message m;
+  m.data = {9, 8, 7};
+  m.format = Format::kRaw;
+  Metadata md;
+  for (size_t len = 0; len < 20; ++len) {
+    md.emplace_back(fmt::format("k{}", std::string(len, 'x')), std::string(len, 'v'));
+  }
+  md.emplace_back("ünïcödé", "€ and 𝄞 and é");
+  md.emplace_back("", "");
+  md.emplace_back("nul", std::string("a\0b", 3));
+  md.emplace_back("witmq-id", "orders/123456789");
+  md.emplace_back("witmq-published-at", "1765000000000");
+  m.metadata = md;
+  Message none = m;
+  none.metadata.reset();
+  Message empty = m;
+  empty.metadata = Metadata{};
+  const std::vector<Message> sent = {m, none, empty};
+  Buffer b;
+  encode_deliver(b, 3, "orders", sent);
+  Limits limits;
+  limits.max_metadata_entries = 64;
+  DecodeResult r = decode_frame(b, Side::kClient, limits);
+  auto* d = std::get_if<Decoded>(&r);
+  ASSERT_NE(d, nullptr);
+  const auto& got = std::get<Deliver>(d->frame.body);
+  EXPECT_EQ(got.channel, "orders");
+  ASSERT_EQ(got.messages.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(got.messages[i].data, sent[i].data) << i;
+    EXPECT_EQ(got.messages[i].format, sent[i].format) << i;
+    EXPECT_EQ(got.messages[i].metadata, sent[i].metadata) << i;
+  }
+}
+
 TEST(CodecTest, EveryPrefixOfAValidFrameNeedsMore) {
   for (const Frame& f : testing::sample_frames()) {
     SCOPED_TRACE(std::string(frame_type_name(f.type())));
@@ -572,6 +610,113 @@ TEST(Utf8Test, RefusesIllFormedTextAndSaysWhere) {
     EXPECT_FALSE(is_valid_utf8(c.s, &bad))
         << hex(std::span(reinterpret_cast<const uint8_t*>(c.s.data()), c.s.size()));
     EXPECT_EQ(bad, c.offset);
+  }
+}
+
+// The validator as the Unicode standard's table 3-7 reads, one byte at a time and with no fast
+// path: what the word-at-a-time ASCII paths must agree with.
+bool reference_utf8(std::string_view s, size_t* bad_offset) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    const unsigned c = p[i];
+    size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c == 0xE0) {
+      len = 3, lo = 0xA0;
+    } else if (c == 0xED) {
+      len = 3, hi = 0x9F;
+    } else if (c >= 0xE1 && c <= 0xEF) {
+      len = 3;
+    } else if (c == 0xF0) {
+      len = 4, lo = 0x90;
+    } else if (c == 0xF4) {
+      len = 4, hi = 0x8F;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+      len = 4;
+    }
+    bool ok = len != 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      const unsigned b = p[i + k];
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    if (!ok) {
+      *bad_offset = i;
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+void expect_agrees_with_reference(std::string_view s) {
+  size_t bad = 12345, ref_bad = 54321;
+  const bool ok = is_valid_utf8(s, &bad);
+  const bool ref_ok = reference_utf8(s, &ref_bad);
+  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  ASSERT_EQ(ok, ref_ok) << hex(bytes);
+  if (!ok) {
+    ASSERT_EQ(bad, ref_bad) << hex(bytes);
+  }
+}
+
+TEST(Utf8Test, FastPathsAgreeWithTheByteByByteRules) {
+  // Every sequence below placed after 0..17 ASCII bytes and followed by 0..9 more: each lands on
+  // every position of an 8-byte word, straddles the word boundary, and ends in the short tail.
+  const std::vector<std::string> sequences = {"\xc3\xa9",
+                                              "\xe2\x82\xac",
+                                              "\xf0\x9d\x84\x9e",
+                                              "\xef\xbf\xbf",
+                                              "\xf4\x8f\xbf\xbf",
+                                              "\x7f",
+                                              "\x80",
+                                              "\xbf",
+                                              "\xc0\xaf",
+                                              "\xc1\xbf",
+                                              "\xc2",
+                                              "\xc2\x41",
+                                              "\xe0\x9f\xbf",
+                                              "\xe0\xa0",
+                                              "\xed\xa0\x80",
+                                              "\xed\x9f\xbf",
+                                              "\xe2\x28\xa1",
+                                              "\xe2\x82\x41",
+                                              "\xf0\x8f\xbf\xbf",
+                                              "\xf0\x9d\x84",
+                                              "\xf4\x90\x80\x80",
+                                              "\xf5\x80\x80\x80",
+                                              "\xf8\x88\x80\x80\x80",
+                                              "\xff",
+                                              "\xfe",
+                                              "\xc3\xa9\x80",
+                                              "\xe2\x82\xac\xe2\x82"};
+  for (const std::string& seq : sequences) {
+    for (size_t before = 0; before < 18; ++before) {
+      for (size_t after = 0; after < 10; ++after) {
+        std::string s(before, 'a');
+        s += seq;
+        s.append(after, 'z');
+        ASSERT_NO_FATAL_FAILURE(expect_agrees_with_reference(s));
+      }
+    }
+  }
+  // Random mixes of ASCII, valid multi-byte characters and stray bytes, of every short length.
+  std::mt19937 rng(11);
+  const std::vector<std::string> pieces = {
+      "a",    "0123456",  "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9d\x84\x9e",
+      "\x80", "\xe2\x82", "\xff",     "\xed"};
+  for (int round = 0; round < 20000; ++round) {
+    std::string s;
+    const size_t parts = rng() % 12;
+    for (size_t k = 0; k < parts; ++k) {
+      // Mostly valid pieces, so that a bad byte often comes late in the string.
+      const size_t pick = rng() % 10 < 8 ? rng() % 5 : 5 + rng() % 4;
+      s += pieces[pick];
+    }
+    ASSERT_NO_FATAL_FAILURE(expect_agrees_with_reference(s));
   }
 }
 
