@@ -145,8 +145,18 @@ struct Replication::State : std::enable_shared_from_this<Replication::State> {
     bool in_sync_armed = false;
   };
   std::map<std::string, Led> led;
-  mutable std::mutex json_mu;  // guards `summary`, the JSON view published from the strand
-  nlohmann::json summary = nlohmann::json::object();
+  // What a led channel looks like to readers off the strand (to_json, follower_caught_up):
+  // copied at every change, turned into JSON only when asked for.
+  struct Summary {
+    uint64_t epoch = 0;
+    uint64_t position = 0;
+    std::vector<std::string> replicas, in_sync, catching_up;
+    std::vector<std::pair<std::string, uint64_t>> acked;  // per follower
+    size_t waiting = 0;
+    size_t retained_bytes = 0;
+  };
+  mutable std::mutex json_mu;  // guards `summary`
+  std::map<std::string, Summary> summary;
 
   void ship(storage::Shipment s, std::function<void(Status)> held);
   // Follower side: runs `go` once `channel`'s placement is known to list this node, or answers
@@ -512,29 +522,22 @@ void Replication::State::rejoin_in_sync(const std::string& channel, Led& c, cons
 }
 
 void Replication::State::publish(const std::string& channel, const Led& c) {
-  nlohmann::json followers = nlohmann::json::object();
-  nlohmann::json catching_up = nlohmann::json::array();
-  nlohmann::json lag = nlohmann::json::object();
+  Summary n;
+  n.epoch = c.epoch;
+  n.position = c.last;
+  n.replicas = c.replicas;
   for (const auto& [id, f] : c.followers) {
-    followers[id] = f.acked;
-    lag[id] = c.last - std::min(c.last, f.acked);
-    if (f.busy()) catching_up.push_back(id);
+    n.acked.emplace_back(id, f.acked);
+    if (f.busy()) n.catching_up.push_back(id);
   }
-  std::vector<std::string> in_sync;
   for (const std::string& id : c.replicas) {
-    if (c.in_sync.contains(id)) in_sync.push_back(id);
+    if (c.in_sync.contains(id)) n.in_sync.push_back(id);
   }
+  n.waiting = c.pending.size();
+  n.retained_bytes = c.log_bytes;
   std::lock_guard lock(json_mu);
-  in_sync_count[channel] = in_sync.size();
-  summary[channel] = {{"epoch", c.epoch},
-                      {"position", c.last},
-                      {"replicas", c.replicas},
-                      {"in-sync", in_sync},
-                      {"followers-acked", followers},
-                      {"followers-catching-up", catching_up},
-                      {"followers-lag", lag},
-                      {"waiting", c.pending.size()},
-                      {"retained-bytes", c.log_bytes}};
+  in_sync_count[channel] = n.in_sync.size();
+  summary[channel] = std::move(n);
 }
 
 void Replication::State::fail_all(Led& c, const std::string& why) {
@@ -995,17 +998,15 @@ bool Replication::follower_caught_up(const std::string& channel, uint64_t epoch,
                                      const std::string& follower) const {
   std::lock_guard lock(state_->json_mu);
   auto it = state_->summary.find(channel);
-  if (it == state_->summary.end() || (*it)["epoch"] != epoch) return true;
-  const nlohmann::json& c = *it;
-  const nlohmann::json& acked = c["followers-acked"];
-  if (!acked.contains(follower) || acked[follower] != c["position"]) return false;
-  for (const auto& id : c["followers-catching-up"]) {
-    if (id == follower) return false;
+  if (it == state_->summary.end() || it->second.epoch != epoch) return true;
+  const State::Summary& c = it->second;
+  auto acked = std::find_if(c.acked.begin(), c.acked.end(),
+                            [&](const auto& a) { return a.first == follower; });
+  if (acked == c.acked.end() || acked->second != c.position) return false;
+  if (std::find(c.catching_up.begin(), c.catching_up.end(), follower) != c.catching_up.end()) {
+    return false;
   }
-  for (const auto& id : c["in-sync"]) {
-    if (id == follower) return true;
-  }
-  return false;
+  return std::find(c.in_sync.begin(), c.in_sync.end(), follower) != c.in_sync.end();
 }
 
 bool Replication::holds(const std::string& channel) const {
@@ -1050,8 +1051,26 @@ nlohmann::json Replication::to_json() const {
                    {"in-sync-expands", f.in_sync_expands},
                    {"stale-acks", f.stale_acks}};
   j["catching-up"] = catching_up();
+  nlohmann::json led = nlohmann::json::object();
   std::lock_guard lock(state_->json_mu);
-  j["channels-led"] = state_->summary;
+  for (const auto& [channel, c] : state_->summary) {
+    nlohmann::json followers = nlohmann::json::object();
+    nlohmann::json lag = nlohmann::json::object();
+    for (const auto& [id, acked] : c.acked) {
+      followers[id] = acked;
+      lag[id] = c.position - std::min(c.position, acked);
+    }
+    led[channel] = {{"epoch", c.epoch},
+                    {"position", c.position},
+                    {"replicas", c.replicas},
+                    {"in-sync", c.in_sync},
+                    {"followers-acked", followers},
+                    {"followers-catching-up", c.catching_up},
+                    {"followers-lag", lag},
+                    {"waiting", c.waiting},
+                    {"retained-bytes", c.retained_bytes}};
+  }
+  j["channels-led"] = std::move(led);
   return j;
 }
 
