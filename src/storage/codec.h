@@ -79,6 +79,8 @@ class MessageRun {
   // The seq next() decodes.
   Seq position() const { return next_seq_; }
   bool done() const { return pos_ >= value_.size(); }
+  // The bytes of the value from position() on (what the messages not yet passed take).
+  size_t remaining_bytes() const { return value_.size() - pos_; }
   // Moves past the messages below `seq` without decoding them.
   void skip_to(Seq seq);
   // Decodes the message at position() and moves past it. Call only when !done().

@@ -872,6 +872,27 @@ Result<Seq> Store::find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time
 uint64_t Store::approximate_bytes(ChannelId ch, Seq from, Seq to) {
   if (from >= to) return 0;
   std::string begin = message_key(ch, from), end = message_key(ch, to);
+  // A run holding `from` and messages below it (one a head trim cut) counts only its messages
+  // from `from` on, exactly: the estimate of its record would count it whole, so retention by
+  // bytes, which measures [first, committed) again after each cut, would cut on through it.
+  uint64_t straddling = 0;
+  {
+    std::string channel_end = log_key_end(ch);
+    rocksdb::Slice upper = slice(channel_end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+    it->Seek(slice(begin));
+    if (it->Valid()) {
+      auto run = MessageRun::open(view(it->key()), view(it->value()));
+      if (run && run->first() < from && run->last() < to) {
+        run->skip_to(from);
+        straddling = run->remaining_bytes();
+        begin = message_key(ch, run->last() + 1);
+      }
+    }
+  }
   rocksdb::Range range(slice(begin), slice(end));
   rocksdb::SizeApproximationOptions o;
   o.include_memtables = true;
@@ -879,7 +900,7 @@ uint64_t Store::approximate_bytes(ChannelId ch, Seq from, Seq to) {
   uint64_t size = 0;
   // An estimate for metrics and retention; on failure (none is expected) report nothing stored.
   auto s = impl_->db->GetApproximateSizes(o, impl_->cf(ColumnFamily::kMessages), &range, 1, &size);
-  return s.ok() ? size : 0;
+  return (s.ok() ? size : 0) + straddling;
 }
 
 Result<RecoveredState> Store::recover(const std::string* only_channel) {

@@ -201,7 +201,8 @@ class Store {
   // The first seq in [from, to) whose publish time is >= time_ms, or `to` if none.
   Result<Seq> find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time_ms);
   // Approximate bytes on disk and in memtables for messages [from, to) of `ch` (the records
-  // stored under those seqs: a run reaching past `to` is left out, one reaching below `from` in).
+  // stored under those seqs: a run reaching past `to` is left out; of one reaching below `from`,
+  // the encoded size of its messages from `from` on is counted).
   uint64_t approximate_bytes(ChannelId ch, Seq from, Seq to);
 
   // Reads every definition, head, cursor and delivery record. Call once, before any commit.

@@ -254,6 +254,23 @@ TEST_F(MessageRunsTest, LargeSendsSplitIntoBoundedRuns) {
   EXPECT_EQ((*all)[302].message, big[2]);
 }
 
+// Retention by bytes cuts at the seq where [cut, committed) fits, measured by approximate_bytes()
+// on each pass. A run that straddles the cut is kept whole on disk; were its trimmed messages
+// counted, each later pass would find the channel over its limit again and cut on until the whole
+// run was gone, kept messages with it.
+TEST_F(MessageRunsTest, ApproximateBytesCountsOnlyTheKeptPartOfAStraddlingRun) {
+  for (Seq s = 0; s < 300; s += 60) append(s, 60, 1000);  // five runs of about 61 KB
+  trim(0, 290);  // run 240..299 straddles the cut: 10 of its messages, about 10 KB, are kept
+  for (int pass = 0; pass < 2; ++pass) {  // in memtables, then in files
+    const uint64_t kept = store_->approximate_bytes(kChannel, 290, 300);
+    EXPECT_GT(kept, 5'000u) << "pass " << pass;
+    EXPECT_LT(kept, 25'000u) << "pass " << pass << ": the trimmed part of the run is counted";
+    EXPECT_LT(store_->approximate_bytes(kChannel, 295, 300), kept) << "pass " << pass;
+    EXPECT_EQ(read_seqs(290, 300), range(290, 300));
+    reopen();
+  }
+}
+
 // ---- corrupt runs ----------------------------------------------------------------------------
 
 const std::string kRunKey = message_key(3, 17);
