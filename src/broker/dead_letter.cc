@@ -162,6 +162,9 @@ void Broker::Impl::append_held(Channel& ch, std::vector<Message> messages, Write
                  opts.tail_cache_bytes);
   }
   ws.put_head(ch.id, {ch.first, ch.head});
+  // A topic's retention is checked while it holds messages (housekeeping checks again while any
+  // remain): an append starts the checks of a topic declared since start, or emptied since.
+  if (ch.is_topic() && !ch.housekeeping_due) schedule_housekeeping(ch, kRetentionCheckInterval);
   const size_t own_ops = ws.op_count();
   rewrite_definition_if_due(ch, ws);
   if (plain && ws.op_count() == own_ops && ch.settings.durability == Durability::kNone) {

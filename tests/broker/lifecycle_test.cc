@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <future>
 #include <limits>
+#include <thread>
 
 #include "broker_fixture.h"
 
@@ -381,6 +382,31 @@ TEST_F(LifecycleTest, DeclareCannotChangeKind) {
   topic.max_deliveries = 7;
   ASSERT_TRUE(broker_->declare_channel("t", topic).ok());
   EXPECT_EQ(stats("t").settings.max_deliveries, 7u);
+}
+
+// Retention of a topic declared while the broker runs: nothing but its appends schedules its
+// checks (a restart schedules those of the topics it recovers), and no subscription's floor moves
+// on a topic nobody subscribes to.
+TEST_F(LifecycleTest, RetentionTrimsATopicDeclaredWhileRunning) {
+  ChannelSettings topic;
+  topic.kind = ChannelKind::kPublishSubscribe;
+  topic.retention_bytes = 20000;
+  ASSERT_TRUE(broker_->declare_channel("kept", topic).ok());
+  auto c = connect();
+  std::vector<Message> batch;
+  for (int i = 0; i < 60; ++i) batch.push_back(msg(std::string(1000, static_cast<char>('a' + i % 26))));
+  send_ok(c, "kept", std::move(batch));
+  ASSERT_EQ(stats("kept").first_seq, 0u);
+  // The check runs every 5 s (kRetentionCheckInterval); two of them are allowed.
+  const auto deadline = std::chrono::steady_clock::now() + 12s;
+  while (stats("kept").first_seq == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+  }
+  const ChannelStats s = stats("kept");
+  EXPECT_GT(s.first_seq, 0u) << "retention never trimmed the topic";
+  // About 20 KB of the 60 KB are kept: the newest messages, never all of them gone.
+  EXPECT_LT(s.first_seq, 60u);
+  EXPECT_EQ(s.head_seq, 60u);
 }
 
 TEST_F(LifecycleTest, DeleteChannelEndsWaitersAndForgetsIt) {
