@@ -170,9 +170,8 @@ void WriteSet::add(OpKind kind, uint8_t cf, std::string_view a, std::string_view
   ops_.push_back(op);
 }
 
-void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m) {
+WriteSet::Op WriteSet::begin_message_record(ChannelId ch, Seq key_seq, size_t value_size) {
   // Encoded in place: key, then value, straight into buf_, with no temporary strings.
-  const size_t value_size = message_value_size(m);
   begin_record(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMessages), kLogKeySize);
   Op op{OpKind::kPut,
         static_cast<uint8_t>(ColumnFamily::kMessages),
@@ -180,12 +179,21 @@ void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const
         kLogKeySize,
         0,
         0};
-  append_log_key(buf_, ch, seq);
+  append_log_key(buf_, ch, key_seq);
   put_varint32(buf_, static_cast<uint32_t>(value_size));
   op.b_off = static_cast<uint32_t>(buf_.size());
-  append_message(buf_, publish_time_ms, m);
+  return op;
+}
+
+void WriteSet::end_record(Op op) {
   op.b_len = static_cast<uint32_t>(buf_.size() - op.b_off);
   ops_.push_back(op);
+}
+
+void WriteSet::put_message(ChannelId ch, Seq seq, int64_t publish_time_ms, const Message& m) {
+  Op op = begin_message_record(ch, seq, message_value_size(m));
+  append_message(buf_, publish_time_ms, m);
+  end_record(op);
 }
 
 void WriteSet::put_messages(ChannelId ch, Seq first, int64_t publish_time_ms,
@@ -203,19 +211,9 @@ void WriteSet::put_messages(ChannelId ch, Seq first, int64_t publish_time_ms,
     if (n == 1) {
       put_message(ch, last, publish_time_ms, ms[0]);
     } else {
-      begin_record(OpKind::kPut, static_cast<uint8_t>(ColumnFamily::kMessages), kLogKeySize);
-      Op op{OpKind::kPut,
-            static_cast<uint8_t>(ColumnFamily::kMessages),
-            static_cast<uint32_t>(buf_.size()),
-            kLogKeySize,
-            0,
-            0};
-      append_log_key(buf_, ch, last);
-      put_varint32(buf_, static_cast<uint32_t>(size));
-      op.b_off = static_cast<uint32_t>(buf_.size());
+      Op op = begin_message_record(ch, last, size);
       append_message_run(buf_, publish_time_ms, ms.first(n));
-      op.b_len = static_cast<uint32_t>(buf_.size() - op.b_off);
-      ops_.push_back(op);
+      end_record(op);
     }
     first += n;
     ms = ms.subspan(n);

@@ -109,6 +109,10 @@ class WriteSet {
   };
   void add(OpKind kind, uint8_t cf, std::string_view a, std::string_view b);
   void begin_record(OpKind kind, uint8_t cf, size_t key_size);
+  // A messages-column-family put keyed by (ch, key_seq) whose value of `value_size` bytes the
+  // caller appends to buf_ next; end_record() then records it.
+  Op begin_message_record(ChannelId ch, Seq key_seq, size_t value_size);
+  void end_record(Op op);
   // The writes as a serialized RocksDB WriteBatch (store.cc), so that the commit thread hands
   // them to RocksDB whole instead of copying them write by write; ops_ points at their keys and
   // values in it. Empty until the first write.
