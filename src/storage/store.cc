@@ -87,6 +87,28 @@ rocksdb::CompressionType cold_compression() {
   return has_lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
 }
 
+// An iterator over one channel's records in the messages column family, bounded by the channel's
+// keys rather than by a sequence: a run holding messages below a bound may be stored under a
+// sequence at or past it.
+class ChannelMessages {
+ public:
+  ChannelMessages(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf, ChannelId ch)
+      : end_(log_key_end(ch)), upper_(end_) {
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_;
+    it_.reset(db.NewIterator(ro, cf));
+  }
+  ChannelMessages(const ChannelMessages&) = delete;
+  ChannelMessages& operator=(const ChannelMessages&) = delete;
+  rocksdb::Iterator* operator->() { return it_.get(); }
+  rocksdb::Iterator& operator*() { return *it_; }
+
+ private:
+  std::string end_;
+  rocksdb::Slice upper_;  // points into end_
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
 rocksdb::DBOptions make_db_options(const StoreOptions& options) {
   rocksdb::DBOptions o;
   o.create_if_missing = true;
@@ -747,12 +769,8 @@ Result<std::vector<StoredMessage>> Store::read(ChannelId ch, Seq from, Seq to, s
   // The run holding to - 1 is stored under its last seq, which may be `to` or beyond: the scan is
   // bounded by the channel's keys (so it never walks through the range tombstones of a
   // neighbouring channel looking for the next key) and stops at the first message at or past `to`.
-  std::string begin = message_key(ch, from), end = log_key_end(ch);
-  rocksdb::Slice upper = slice(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+  std::string begin = message_key(ch, from);
+  ChannelMessages it(*impl_->db, impl_->cf(ColumnFamily::kMessages), ch);
   size_t bytes = 0;
   bool full = false;
   // Seek lands on the run holding `from` (the first whose last seq is >= from), or a later one.
@@ -810,12 +828,7 @@ Result<std::optional<StoredMessage>> message_at_or_after(rocksdb::Iterator& it, 
 }  // namespace
 
 Result<std::optional<StoredMessage>> Store::get(ChannelId ch, Seq seq) {
-  std::string end = log_key_end(ch);
-  rocksdb::Slice upper = slice(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+  ChannelMessages it(*impl_->db, impl_->cf(ColumnFamily::kMessages), ch);
   // A Seek, not a Get: the message may be inside a run stored under a later seq.
   auto m = message_at_or_after(*it, ch, seq);
   if (!m) return std::move(m).error();
@@ -832,12 +845,7 @@ Result<Seq> Store::find_seq_by_time(ChannelId ch, Seq from, Seq to, int64_t time
   if (from >= to) return to;
   // Bounded by the channel's keys, not `to`: a run holding messages below `to` may be stored
   // under a seq at or past it.
-  std::string end = log_key_end(ch);
-  rocksdb::Slice upper = slice(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+  ChannelMessages it(*impl_->db, impl_->cf(ColumnFamily::kMessages), ch);
 
   // Reads the first stored message at or after `seq` (below `to`): its seq and publish time, or
   // nullopt if there is none.
@@ -875,12 +883,7 @@ uint64_t Store::approximate_bytes(ChannelId ch, Seq from, Seq to) {
   // bytes, which measures [first, committed) again after each cut, would cut on through it.
   uint64_t straddling = 0;
   {
-    std::string channel_end = log_key_end(ch);
-    rocksdb::Slice upper = slice(channel_end);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(ro, impl_->cf(ColumnFamily::kMessages)));
+    ChannelMessages it(*impl_->db, impl_->cf(ColumnFamily::kMessages), ch);
     it->Seek(slice(begin));
     if (it->Valid()) {
       auto run = MessageRun::open(view(it->key()), view(it->value()));
